@@ -1,0 +1,101 @@
+#include "buf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+
+int sg_buf_reserve(sg_buf_t *b, size_t extra) {
+  size_t need = b->len + extra + 1;
+  if (need < b->len) return SG_ENOMEM; /* overflow */
+  if (need <= b->cap) return 0;
+  size_t cap = b->cap ? b->cap : 64;
+  while (cap < need) {
+    if (cap > ((size_t)-1) / 2) { cap = need; break; }
+    cap *= 2;
+  }
+  char *p = realloc(b->data, cap);
+  if (p == NULL) return SG_ENOMEM;
+  b->data = p;
+  b->cap = cap;
+  return 0;
+}
+
+int sg_buf_append(sg_buf_t *b, const void *p, size_t n) {
+  if (sg_buf_reserve(b, n) != 0) return SG_ENOMEM;
+  if (n) memcpy(b->data + b->len, p, n);
+  b->len += n;
+  b->data[b->len] = '\0';
+  return 0;
+}
+
+int sg_buf_puts(sg_buf_t *b, const char *s) { return sg_buf_append(b, s, strlen(s)); }
+
+int sg_buf_putc(sg_buf_t *b, char c) { return sg_buf_append(b, &c, 1); }
+
+int sg_buf_vprintf(sg_buf_t *b, const char *fmt, va_list ap) {
+  va_list cp;
+  va_copy(cp, ap);
+  int n = vsnprintf(NULL, 0, fmt, cp);
+  va_end(cp);
+  if (n < 0) return SG_EINVAL;
+  if (sg_buf_reserve(b, (size_t)n) != 0) return SG_ENOMEM;
+  vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+  b->len += (size_t)n;
+  return 0;
+}
+
+int sg_buf_printf(sg_buf_t *b, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = sg_buf_vprintf(b, fmt, ap);
+  va_end(ap);
+  return rc;
+}
+
+int sg_buf_json_escape(sg_buf_t *b, const char *s, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  if (sg_buf_reserve(b, n + 2) != 0) return SG_ENOMEM;
+  size_t start = 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    if (sg_buf_append(b, s + start, i - start) != 0) return SG_ENOMEM;
+    char esc[6] = {'\\', 0, 0, 0, 0, 0};
+    size_t elen = 2;
+    switch (c) {
+    case '"': esc[1] = '"'; break;
+    case '\\': esc[1] = '\\'; break;
+    case '\n': esc[1] = 'n'; break;
+    case '\r': esc[1] = 'r'; break;
+    case '\t': esc[1] = 't'; break;
+    default:
+      esc[1] = 'u'; esc[2] = '0'; esc[3] = '0';
+      esc[4] = hex[c >> 4]; esc[5] = hex[c & 15];
+      elen = 6;
+    }
+    if (sg_buf_append(b, esc, elen) != 0) return SG_ENOMEM;
+    start = i + 1;
+  }
+  return sg_buf_append(b, s + start, n - start);
+}
+
+void sg_buf_reset(sg_buf_t *b) {
+  b->len = 0;
+  if (b->data) b->data[0] = '\0';
+}
+
+void sg_buf_free(sg_buf_t *b) {
+  free(b->data);
+  b->data = NULL;
+  b->len = b->cap = 0;
+}
+
+char *sg_buf_detach(sg_buf_t *b, size_t *len) {
+  char *p = b->data;
+  if (len) *len = b->len;
+  b->data = NULL;
+  b->len = b->cap = 0;
+  return p;
+}

@@ -1,0 +1,38 @@
+/* buf.h - a growable byte buffer.
+ *
+ * Stands alone: no server state, no logging. The data is always followed by
+ * a NUL byte (not counted in len) once anything has been appended, so text
+ * can be handed to C string functions directly.
+ */
+#ifndef SG_BUF_H
+#define SG_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+typedef struct {
+  char *data;
+  size_t len;
+  size_t cap;
+} sg_buf_t;
+
+#define SG_BUF_INIT {NULL, 0, 0}
+
+/* Make room for extra more bytes (plus the NUL). 0 or SG_ENOMEM. */
+int sg_buf_reserve(sg_buf_t *b, size_t extra);
+int sg_buf_append(sg_buf_t *b, const void *p, size_t n);
+int sg_buf_puts(sg_buf_t *b, const char *s);
+int sg_buf_putc(sg_buf_t *b, char c);
+int sg_buf_printf(sg_buf_t *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+int sg_buf_vprintf(sg_buf_t *b, const char *fmt, va_list ap);
+/* Append s as the body of a JSON string (no quotes), escaping as RFC 8259 asks. */
+int sg_buf_json_escape(sg_buf_t *b, const char *s, size_t n);
+/* Forget the contents, keep the memory. */
+void sg_buf_reset(sg_buf_t *b);
+/* Release the memory; the buffer is empty and reusable afterwards. */
+void sg_buf_free(sg_buf_t *b);
+/* Hand the memory to the caller (who frees it); the buffer becomes empty. */
+char *sg_buf_detach(sg_buf_t *b, size_t *len);
+
+#endif

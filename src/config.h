@@ -1,0 +1,111 @@
+/* config.h - every configuration key, declared once.
+ *
+ * SG_CONFIG_MAP is the single table of keys: type, name, default, the
+ * environment variable that overrides it, and a one-line description. The
+ * struct below, the gateway.conf parser, the environment overrides, `--help`
+ * and the README's configuration section are all generated from it.
+ *
+ * gateway.conf is a sandboxed Lua chunk of assignments (`listen =
+ * "0.0.0.0:4318"`); it has no os, io or require, and an unknown key is an
+ * error naming the nearest known key. Environment variables win over the file.
+ */
+#ifndef SG_CONFIG_H
+#define SG_CONFIG_H
+
+#include <stddef.h>
+
+#include "buf.h"
+
+typedef struct {
+  char **v;
+  size_t n;
+} sg_strlist_t;
+
+/* XX(type, name, default, env, description); env NULL means SPANGATE_<NAME>. */
+#define SG_CONFIG_MAP(XX)                                                                      \
+  XX(STR, listen, "127.0.0.1:4318", NULL, "address the HTTP server listens on (host:port)")   \
+  XX(INT, workers, "0", NULL, "worker threads, each with its own loop; 0 = one per core")      \
+  XX(STR, log_level, "info", NULL, "debug, info, warn or error")                              \
+  XX(STR, log_format, "text", NULL, "text or json (one JSON object per line)")                \
+  XX(STR, postgres_uri, "postgresql://postgres@127.0.0.1:5432/agenta_oss_tracing",             \
+     "POSTGRES_URI", "libpq connection URI of the primary store (Agenta's tracing database)")  \
+  XX(INT, pg_pool_size, "4", NULL, "PostgreSQL connections per worker")                       \
+  XX(INT, commit_window_ms, "2", NULL,                                                          \
+     "requests arriving within this window share one PostgreSQL transaction")                 \
+  XX(INT, commit_max_spans, "5000", NULL, "most spans in one group commit")                   \
+  XX(STR, auth, "keys", NULL, "authentication mode: keys, agenta or none")                    \
+  XX(STR, keys_file, "/etc/spangate/keys", NULL,                                               \
+     "keys file for auth=keys: '<project-uuid> sha256:<hex>' or '<project-uuid> plain:<key>' " \
+     "per line")                                                                               \
+  XX(STR, agenta_postgres_uri, "", NULL,                                                       \
+     "database holding Agenta's api_keys table for auth=agenta (empty: postgres_uri)")         \
+  XX(INT, auth_cache_ttl_s, "60", NULL, "seconds an auth=agenta key look-up is cached")        \
+  XX(STR, project_id, "", NULL, "the one project of auth=none (development only)")           \
+  XX(SIZE, max_body_bytes, "10MiB", NULL, "largest request body as sent (413 beyond)")        \
+  XX(SIZE, max_decompressed_bytes, "64MiB", NULL,                                              \
+     "largest request body after gzip/deflate decompression (413 beyond)")                     \
+  XX(SIZE, max_header_bytes, "16KiB", NULL, "largest request head (431 beyond)")              \
+  XX(SIZE, max_inflight_bytes, "256MiB", NULL,                                                 \
+     "memory held by requests in flight, all workers together (429 beyond)")                   \
+  XX(INT, max_connections, "10000", NULL, "open client connections per worker")               \
+  XX(INT, read_timeout_ms, "10000", NULL,                                                      \
+     "a request must arrive whole within this time of its first byte (408)")                   \
+  XX(INT, idle_timeout_ms, "60000", NULL, "idle keep-alive connections are closed after this") \
+  XX(INT, shutdown_timeout_ms, "10000", NULL,                                                  \
+     "on SIGTERM, how long in-flight requests may take before the gateway exits")              \
+  XX(BOOL, use_clickhouse, "false", "USE_CLICKHOUSE", "dual-write spans to ClickHouse")       \
+  XX(STR, clickhouse_host, "localhost", "CLICKHOUSE_HOST", "ClickHouse host")                 \
+  XX(INT, clickhouse_port, "8123", "CLICKHOUSE_PORT",                                          \
+     "ClickHouse HTTP interface port (not the native port 9000)")                              \
+  XX(STR, clickhouse_user, "default", "CLICKHOUSE_USER", "ClickHouse user")                   \
+  XX(STR, clickhouse_password, "", "CLICKHOUSE_PASSWORD", "ClickHouse password")              \
+  XX(STR, clickhouse_database, "agenta_oss_tracing", "CLICKHOUSE_DATABASE",                    \
+     "ClickHouse database holding the spans and nodes tables")                                 \
+  XX(STR, spool_dir, "var/spool", NULL, "directory of the durable ClickHouse spool")          \
+  XX(STR, scripts, "lua", NULL, "directory of the Lua scripts (transform, routing, ttl, jobs)")
+
+typedef enum { SG_CFG_STR, SG_CFG_INT, SG_CFG_BOOL, SG_CFG_SIZE, SG_CFG_LIST } sg_cfg_type_t;
+
+#define SG__CFG_CTYPE_STR char *
+#define SG__CFG_CTYPE_INT long long
+#define SG__CFG_CTYPE_BOOL int
+#define SG__CFG_CTYPE_SIZE size_t
+#define SG__CFG_CTYPE_LIST sg_strlist_t
+
+typedef struct {
+#define XX(type, name, def, env, desc) SG__CFG_CTYPE_##type name;
+  SG_CONFIG_MAP(XX)
+#undef XX
+} sg_config_t;
+
+typedef struct {
+  sg_cfg_type_t type;
+  const char *name;
+  const char *def;
+  const char *env; /* resolved: never NULL */
+  const char *desc;
+  size_t offset;
+} sg_config_key_t;
+
+/* The declared keys, in table order; *n receives the count. */
+const sg_config_key_t *sg_config_keys(size_t *n);
+
+/* Defaults only. 0 or SG_ENOMEM. */
+int sg_config_defaults(sg_config_t *cfg);
+/* Defaults, then the file (NULL: none), then the environment, then checks.
+ * On error returns SG_ECONFIG with a one-line reason in err, e.g.
+ * "gateway.conf:7: unknown key 'listn' (did you mean 'listen'?)". */
+int sg_config_load(sg_config_t *cfg, const char *path, sg_buf_t *err);
+void sg_config_free(sg_config_t *cfg);
+
+/* The key nearest to name by edit distance, or NULL when nothing is close. */
+const char *sg_config_nearest(const char *name);
+
+/* Help text (for --help) and the README's Markdown table. */
+int sg_config_help(sg_buf_t *out);
+int sg_config_markdown(sg_buf_t *out);
+
+/* Parse "10MiB", "512k", "1048576" into bytes. 0 or SG_EINVAL. */
+int sg_parse_size(const char *s, size_t *out);
+
+#endif

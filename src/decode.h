@@ -1,0 +1,111 @@
+/* decode.h - request bodies to span records, and the OTLP response bodies.
+ *
+ * Three decoders, one per wire format, all filling an sg_span_batch_t:
+ *   otlp_proto.c   OTLP/HTTP binary protobuf (ExportTraceServiceRequest)
+ *   otlp_json.c    OTLP/HTTP JSON (the proto3 JSON mapping of the same)
+ *   native_json.c  Agenta's native {"spans":[...]} with its field names
+ * The body is already decompressed (see inflate.h).
+ *
+ * Errors come in two sizes. A body that cannot be read at all (not JSON,
+ * truncated protobuf, "resourceSpans" not an array, ...) fails the request:
+ * SG_EPARSE with a one-line message in err naming the place, e.g.
+ *   "resourceSpans[0].scopeSpans: expected an array"
+ *   "body is not valid JSON: ... at line 1 column 5"
+ *   "protobuf: truncated message"
+ * A span that is readable but cannot be stored (trace id of 3 bytes, missing
+ * span id, time out of range, unknown span_type label, ...) is rejected
+ * alone: out->rejected counts it and out->reject_msg keeps the first reasons
+ * ("resourceSpans[0].scopeSpans[1].spans[3].traceId: expected 32 hex
+ * digits"); the other spans are decoded normally and 0 is returned.
+ *
+ * What the decoders produce (Agenta's row; see span.h):
+ * - ids: 16-byte trace ids as is, 8-byte span/parent ids doubled; all-zero
+ *   ids are rejected. An empty OTLP parent id means a root span.
+ * - times: µs since the epoch (OTLP nanoseconds truncated).
+ * - attributes: a JSON object with the keys exactly as sent (dotted keys are
+ *   not nested here). OTLP AnyValue: string (sanitised UTF-8), bool, int
+ *   (exact int64), double (NaN/Infinity/-Infinity as the strings "NaN",
+ *   "Infinity", "-Infinity"), array, kvlist -> object, bytes -> standard
+ *   padded base64 string, empty value -> null. Duplicate keys: last wins.
+ *   Values nested deeper than SG_ATTR_MAX_DEPTH reject the span.
+ * - events: NULL when the span has none, else an array of
+ *   {"name": str, "timestamp": "YYYY-MM-DDThh:mm:ss.ffffffZ", "attributes": {..}}
+ *   (Agenta's OTelEvent as its mappings.py stores it).
+ * - links: NULL when none, else an array of Agenta's stored link form: the
+ *   link model flattened with dotted keys (Agenta's marshall()):
+ *   {"trace_id": "<dashed uuid>", "span_id": "<dashed uuid, doubled>",
+ *    "attributes.<key>": value, "attributes.<key>.<sub>": ...}.
+ *   A link whose ids are invalid rejects its span (Agenta drops such spans).
+ * - resource: the resource attributes object, one value shared (refcount)
+ *   by the spans of a ResourceSpans; NULL when the resource has none.
+ * - scope: {"name": str, "version": str, "attributes": {..}} shared by the
+ *   spans of a ScopeSpans; NULL when the scope is absent.
+ * - trace_type / span_type: SG_NULL_ENUM from OTLP (set later from the
+ *   ag.type.* attributes); from native JSON the label sent, or SG_NULL_ENUM.
+ *
+ * Memory: protobuf is read in place (no intermediate message tree) and every
+ * allocation is bounded by a constant factor of the input size; JSON is
+ * parsed by jansson (its own depth limit of 2048) into a tree of the same
+ * order of size. Nothing here logs.
+ */
+#ifndef SG_DECODE_H
+#define SG_DECODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "span.h"
+
+/* Deepest attribute value nesting kept (array/kvlist levels below the
+ * attribute itself). Deeper values reject their span. */
+#define SG_ATTR_MAX_DEPTH 32
+/* Deepest nesting of the JSON values native spans keep as sent
+ * (attributes, references, hashes, event and link attributes). */
+#define SG_NATIVE_MAX_DEPTH 64
+
+/* Decode a body into out (initialised by the caller with
+ * sg_span_batch_init; spans are appended). Returns 0 or SG_EPARSE with a
+ * message in err (appended), or SG_ENOMEM. On failure out may hold spans
+ * decoded before the error: the caller frees the batch either way. */
+int sg_otlp_decode_proto(const uint8_t *p, size_t n, sg_span_batch_t *out, sg_buf_t *err);
+int sg_otlp_decode_json(const char *p, size_t n, sg_span_batch_t *out, sg_buf_t *err);
+int sg_native_decode_json(const char *p, size_t n, sg_span_batch_t *out, sg_buf_t *err);
+
+/* ---- responses (OTLP/HTTP) -------------------------------------------------
+ * Appended to out; 0 or SG_ENOMEM. */
+
+/* ExportTraceServiceResponse, binary. partial_success (rejected_spans,
+ * error_message) is present only when rejected > 0 or msg is non-empty. */
+int sg_otlp_response_proto(size_t rejected, const char *msg, sg_buf_t *out);
+/* The same in the proto3 JSON mapping: {} or
+ * {"partialSuccess":{"rejectedSpans":"N","errorMessage":"..."}} (int64 is a
+ * JSON string; fields with default values are omitted). */
+int sg_otlp_response_json(size_t rejected, const char *msg, sg_buf_t *out);
+/* google.rpc.Status {code, message}, the body of protobuf error responses. */
+int sg_rpc_status_proto(int code, const char *msg, sg_buf_t *out);
+
+/* ---- shared by the decoders (internal) ------------------------------------ */
+
+/* Standard base64 with padding of p[0..n) as a JSON string; NULL on ENOMEM. */
+json_t *sg__base64_json(const uint8_t *p, size_t n);
+/* Decode standard or URL-safe base64, padding optional (proto3 JSON bytes).
+ * Appends to out; SG_EINVAL when malformed, SG_ENOMEM. */
+int sg__base64_decode(const char *s, size_t n, sg_buf_t *out);
+/* A JSON string of s[0..n) made valid (sg_utf8_sanitize); NULL on ENOMEM. */
+json_t *sg__json_string_sanitized(const char *s, size_t n);
+/* Double as JSON: a real, or "NaN" / "Infinity" / "-Infinity". */
+json_t *sg__json_double(double d);
+/* One link in Agenta's stored form (see above) into *out; attrs (may be
+ * NULL) is only read. 0, SG_ENOMEM, or SG_ETOOBIG when flattening the
+ * attributes would produce keys out of proportion to their size. */
+int sg__link_json(const uint8_t trace_id[16], const uint8_t span_id[16], json_t *attrs,
+                  json_t **out);
+/* Parse a JSON body (jansson; \u0000 allowed, sanitised later). 0,
+ * SG_ENOMEM, or SG_EPARSE with "body is not valid JSON: <why> at line L
+ * column C" appended to err. */
+int sg__json_load(const char *p, size_t n, json_t **doc, sg_buf_t *err);
+/* {"name", "timestamp", "attributes"} (takes attrs; NULL means {}). */
+json_t *sg__event_json(const char *name, int64_t ts_us, json_t *attrs);
+
+#endif

@@ -1,0 +1,103 @@
+#include "metrics.h"
+
+sg_metrics_t sg_metrics;
+
+static const int statuses[SG_METRIC_NSTATUS - 1] = {SG_METRIC_STATUSES};
+/* Upper bounds in seconds of the latency histogram buckets. */
+static const double bounds[SG_METRIC_NBUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                  0.05,   0.1,   0.25,   0.5,   1,    2.5,
+                                                  5,      10};
+static const char *const route_names[SG_ROUTE_COUNT] = {
+#define XX(id, name) name,
+    SG_ROUTE_MAP(XX)
+#undef XX
+};
+
+void sg_metrics_observe(sg_route_t route, int status, uint64_t duration_ns) {
+  if ((unsigned)route >= SG_ROUTE_COUNT) route = SG_ROUTE_OTHER;
+  int si = SG_METRIC_NSTATUS - 1;
+  for (int i = 0; i < SG_METRIC_NSTATUS - 1; i++)
+    if (statuses[i] == status) { si = i; break; }
+  atomic_fetch_add_explicit(&sg_metrics.requests[route][si], 1, memory_order_relaxed);
+  double s = (double)duration_ns / 1e9;
+  for (int b = 0; b < SG_METRIC_NBUCKETS; b++)
+    if (s <= bounds[b]) {
+      atomic_fetch_add_explicit(&sg_metrics.latency_bucket[route][b], 1, memory_order_relaxed);
+      break;
+    }
+  atomic_fetch_add_explicit(&sg_metrics.latency_sum_us[route], duration_ns / 1000,
+                            memory_order_relaxed);
+  atomic_fetch_add_explicit(&sg_metrics.latency_count[route], 1, memory_order_relaxed);
+}
+
+#define LOAD(x) ((unsigned long long)atomic_load_explicit(&(x), memory_order_relaxed))
+#define LOADS(x) ((long long)atomic_load_explicit(&(x), memory_order_relaxed))
+
+static void gauge(sg_buf_t *o, const char *name, const char *help, long long v) {
+  sg_buf_printf(o, "# HELP %s %s\n# TYPE %s gauge\n%s %lld\n", name, help, name, name, v);
+}
+
+static void counter(sg_buf_t *o, const char *name, const char *help, unsigned long long v) {
+  sg_buf_printf(o, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name, v);
+}
+
+int sg_metrics_render(sg_buf_t *o) {
+  sg_buf_puts(o, "# HELP spangate_http_requests_total HTTP requests by route and status.\n"
+                 "# TYPE spangate_http_requests_total counter\n");
+  for (int r = 0; r < SG_ROUTE_COUNT; r++)
+    for (int i = 0; i < SG_METRIC_NSTATUS; i++) {
+      unsigned long long v = LOAD(sg_metrics.requests[r][i]);
+      if (v == 0) continue;
+      if (i < SG_METRIC_NSTATUS - 1)
+        sg_buf_printf(o, "spangate_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
+                      route_names[r], statuses[i], v);
+      else
+        sg_buf_printf(o, "spangate_http_requests_total{route=\"%s\",status=\"other\"} %llu\n",
+                      route_names[r], v);
+    }
+  sg_buf_puts(o, "# HELP spangate_http_request_duration_seconds HTTP request latency, first "
+                 "byte to response.\n"
+                 "# TYPE spangate_http_request_duration_seconds histogram\n");
+  for (int r = 0; r < SG_ROUTE_COUNT; r++) {
+    unsigned long long count = LOAD(sg_metrics.latency_count[r]);
+    if (count == 0) continue;
+    unsigned long long cum = 0;
+    for (int b = 0; b < SG_METRIC_NBUCKETS; b++) {
+      cum += LOAD(sg_metrics.latency_bucket[r][b]);
+      sg_buf_printf(o, "spangate_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
+                    route_names[r], bounds[b], cum);
+    }
+    sg_buf_printf(o,
+                  "spangate_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n"
+                  "spangate_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
+                  "spangate_http_request_duration_seconds_count{route=\"%s\"} %llu\n",
+                  route_names[r], count, route_names[r],
+                  (double)LOAD(sg_metrics.latency_sum_us[r]) / 1e6, route_names[r], count);
+  }
+  gauge(o, "spangate_http_connections_open", "Open client connections.",
+        LOADS(sg_metrics.connections_open));
+  gauge(o, "spangate_inflight_bytes", "Memory held by requests in flight.",
+        LOADS(sg_metrics.inflight_bytes));
+  counter(o, "spangate_request_bytes_total", "Request body bytes received (as sent).",
+          LOAD(sg_metrics.bytes_received));
+  counter(o, "spangate_spans_received_total", "Spans decoded from requests.",
+          LOAD(sg_metrics.spans_received));
+  counter(o, "spangate_spans_stored_total", "Spans committed to PostgreSQL.",
+          LOAD(sg_metrics.spans_stored));
+  counter(o, "spangate_spans_rejected_total", "Spans rejected individually (bad data).",
+          LOAD(sg_metrics.spans_rejected));
+  counter(o, "spangate_pg_group_commits_total", "PostgreSQL group-commit statements.",
+          LOAD(sg_metrics.group_commits));
+  gauge(o, "spangate_pg_connections", "PostgreSQL connections configured (all workers).",
+        LOADS(sg_metrics.pg_conns_configured));
+  gauge(o, "spangate_pg_connections_up", "PostgreSQL connections established.",
+        LOADS(sg_metrics.pg_conns_up));
+  gauge(o, "spangate_pg_connections_busy", "PostgreSQL connections running a query.",
+        LOADS(sg_metrics.pg_conns_busy));
+  gauge(o, "spangate_pg_queue", "Queries waiting for a PostgreSQL connection.",
+        LOADS(sg_metrics.pg_queue));
+  counter(o, "spangate_pg_reconnects_total", "PostgreSQL reconnect attempts.",
+          LOAD(sg_metrics.pg_reconnects));
+  counter(o, "spangate_pg_errors_total", "PostgreSQL query errors.", LOAD(sg_metrics.pg_errors));
+  return 0;
+}

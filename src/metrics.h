@@ -1,0 +1,61 @@
+/* metrics.h - process-wide counters shared by the workers as atomics, and
+ * their Prometheus text rendering. Nothing else is shared between workers. */
+#ifndef SG_METRICS_H
+#define SG_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+#define SG_ROUTE_MAP(XX)                                                       \
+  XX(OTLP, "otlp")                                                             \
+  XX(NATIVE, "native")                                                         \
+  XX(QUERY, "query")                                                           \
+  XX(TRACE, "trace")                                                           \
+  XX(HEALTHZ, "healthz")                                                       \
+  XX(READYZ, "readyz")                                                         \
+  XX(METRICS, "metrics")                                                       \
+  XX(OTHER, "other")
+
+typedef enum {
+#define XX(id, name) SG_ROUTE_##id,
+  SG_ROUTE_MAP(XX)
+#undef XX
+  SG_ROUTE_COUNT
+} sg_route_t;
+
+/* Status codes counted individually; anything else lands in "other". */
+#define SG_METRIC_STATUSES 200, 400, 401, 404, 405, 408, 413, 415, 429, 431, 500, 503
+#define SG_METRIC_NSTATUS 13
+#define SG_METRIC_NBUCKETS 14
+
+typedef struct {
+  _Atomic uint64_t requests[SG_ROUTE_COUNT][SG_METRIC_NSTATUS];
+  _Atomic uint64_t latency_bucket[SG_ROUTE_COUNT][SG_METRIC_NBUCKETS]; /* cumulative at render */
+  _Atomic uint64_t latency_sum_us[SG_ROUTE_COUNT];
+  _Atomic uint64_t latency_count[SG_ROUTE_COUNT];
+  _Atomic int64_t connections_open;
+  _Atomic int64_t inflight_bytes;
+  _Atomic uint64_t spans_received;
+  _Atomic uint64_t spans_stored;
+  _Atomic uint64_t spans_rejected;
+  _Atomic uint64_t bytes_received;
+  _Atomic uint64_t group_commits;
+  /* PostgreSQL pool, summed over workers (each worker publishes its own). */
+  _Atomic int64_t pg_conns_configured;
+  _Atomic int64_t pg_conns_up;
+  _Atomic int64_t pg_conns_busy;
+  _Atomic int64_t pg_queue;
+  _Atomic uint64_t pg_reconnects;
+  _Atomic uint64_t pg_errors;
+} sg_metrics_t;
+
+extern sg_metrics_t sg_metrics;
+
+void sg_metrics_observe(sg_route_t route, int status, uint64_t duration_ns);
+/* Prometheus text exposition format 0.0.4. */
+int sg_metrics_render(sg_buf_t *out);
+
+#endif

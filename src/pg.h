@@ -1,0 +1,116 @@
+/* pg.h - the PostgreSQL driver: a per-worker connection pool on a libuv loop.
+ *
+ * libpq in non-blocking mode: connections are opened with
+ * PQconnectStartParams/PQconnectPoll and every socket is watched with a
+ * uv_poll_t, so no call here ever waits on the network (libpq's one
+ * exception: resolving a host *name* in PQconnectPoll is a blocking
+ * getaddrinfo; give an IP address, or a local socket directory, on the hot
+ * path). Queries are always parameterized (PQsendQueryParams).
+ *
+ * One pool belongs to one loop and one thread; nothing here is thread-safe.
+ *
+ * Failure model:
+ * - a query whose connection is lost while it runs is answered SG_EUNAVAIL
+ *   and never re-sent: the caller decides (spangate's upserts are
+ *   idempotent, so the sink simply reports and the client retries);
+ * - lost connections reconnect in the background, with exponential backoff
+ *   and jitter between opts.backoff_min_ms and opts.backoff_max_ms;
+ * - when no connection is up, new queries fail at once with SG_EUNAVAIL
+ *   (except while the pool's very first connection attempts are still
+ *   running: those queries wait for them), and queued queries are failed
+ *   SG_EUNAVAIL when the last connection goes down.
+ */
+#ifndef SG_PG_H
+#define SG_PG_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "buf.h"
+
+typedef struct sg_pg_pool_s sg_pg_pool_t;
+
+typedef struct {
+  int max_queue;          /* queries waiting for a connection; beyond: SG_EBUSY (default 1024) */
+  int connect_timeout_ms; /* one connection attempt, TCP to ready (default 5000) */
+  int backoff_min_ms;     /* first reconnect delay (default 100) */
+  int backoff_max_ms;     /* cap of the doubling delay (default 5000) */
+} sg_pg_pool_opts_t;
+
+/* For /metrics: read it whenever (single thread; plain fields). */
+typedef struct {
+  int configured;         /* connections the pool keeps */
+  int up;                 /* connected (idle or busy) */
+  int busy;               /* running a query */
+  size_t queued;          /* waiting for a connection */
+  uint64_t queries;       /* accepted by sg_pg_query */
+  uint64_t errors;        /* queries answered with an error (any code) */
+  uint64_t reconnects;    /* connections re-established after being lost */
+  uint64_t connect_failures; /* connection attempts that failed */
+} sg_pg_stats_t;
+
+/* Called exactly once per accepted query, always from the loop (never from
+ * inside sg_pg_query).
+ *   res    the query's last result, or NULL when there is none (lost
+ *          connection, cancel); owned by the pool and cleared after cb returns.
+ *   err    0; SG_EPOISON for SQL errors of class 22 (data exception), 23
+ *          (integrity constraint) and 54 (program limit: a value too big for
+ *          an index or a tsvector), i.e. the data is at fault; SG_EUNAVAIL when
+ *          no connection could run it (server down, connection lost, server
+ *          shutting down: classes 08, 57P); SG_ECANCELED when the pool was
+ *          closed; SG_EIO for every other SQL error.
+ *   errmsg NULL when err is 0; otherwise one line: "<SQLSTATE> <message>"
+ *          (plus " (<detail>)" when the server sent one), or libpq's own
+ *          message; valid during cb only.
+ * The callback may issue queries and may close the pool. */
+typedef void (*sg_pg_cb)(void *arg, PGresult *res, int err, const char *errmsg);
+
+/* Creates the pool and starts connecting `size` connections. conninfo is a
+ * libpq URI or key=value string (copied). opts may be NULL (defaults; zero
+ * fields take defaults too). Returns NULL when conninfo does not parse (see
+ * sg_pg_conninfo_check for why), size < 1, or memory runs out. */
+sg_pg_pool_t *sg_pg_pool_new(uv_loop_t *loop, const char *conninfo, int size,
+                             const sg_pg_pool_opts_t *opts);
+
+/* 0 when conninfo parses; SG_EINVAL with libpq's reason in err otherwise. */
+int sg_pg_conninfo_check(const char *conninfo, sg_buf_t *err);
+
+/* Runs sql with nparams parameters ($1..$n). values/lengths/formats as
+ * PQsendQueryParams takes them (lengths and formats may be NULL for all-text
+ * parameters; formats[i] = 1 for binary); results come back in text format.
+ * The caller keeps sql and the parameters alive until cb runs.
+ * Returns 0 (cb will run exactly once), or, with cb never called:
+ *   SG_EUNAVAIL  no connection is up (and the first attempts are over)
+ *   SG_EBUSY     the queue is full
+ *   SG_ECANCELED the pool is closing
+ *   SG_EINVAL / SG_ENOMEM */
+int sg_pg_query(sg_pg_pool_t *pool, const char *sql, int nparams,
+                const char *const *values, const int *lengths, const int *formats,
+                sg_pg_cb cb, void *arg);
+
+/* Live counters (pointer stays valid until the pool is freed). */
+const sg_pg_stats_t *sg_pg_pool_stats(const sg_pg_pool_t *pool);
+
+/* 1 when at least one connection is up. */
+int sg_pg_pool_ready(const sg_pg_pool_t *pool);
+
+/* Closes every connection and handle: queued and running queries are
+ * answered SG_ECANCELED (from inside this call), then the handles close on
+ * the loop's next turns and the pool frees itself in the last close
+ * callback. After this, uv_run() returns once nothing else is active. The
+ * pool must not be used after the call. Safe from within a query callback. */
+void sg_pg_pool_close(sg_pg_pool_t *pool);
+
+/* Blocking helper for the CLI (never on a worker loop): connects, runs sql
+ * with the simple query protocol (several statements allowed), disconnects.
+ * 0 on success; SG_EUNAVAIL when the connection fails, SG_EPOISON / SG_EIO
+ * as above when a statement fails; err (may be NULL) receives the message. */
+int sg_pg_exec_sync(const char *conninfo, const char *sql, sg_buf_t *err);
+
+/* SG_E* code for a failed result's SQLSTATE (as the callback receives it).
+ * conn_bad: the connection is gone (PQstatus == CONNECTION_BAD). */
+int sg_pg_sqlstate_err(const char *sqlstate, int conn_bad);
+
+#endif

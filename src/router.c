@@ -1,0 +1,98 @@
+/* router.c - which handler answers a request, and the operations endpoints. */
+#include <string.h>
+
+#include "buf.h"
+#include "metrics.h"
+#include "worker.h"
+
+typedef struct {
+  const char *path;
+  sg_route_t route;
+  const char *allow; /* methods, for 405 */
+} route_t;
+
+static const route_t routes[] = {
+    {"/v1/traces", SG_ROUTE_OTLP, "POST"},
+    {"/api/otlp/v1/traces", SG_ROUTE_OTLP, "POST"},
+    {"/v1/spans", SG_ROUTE_NATIVE, "POST"},
+    {"/api/tracing/spans/ingest", SG_ROUTE_NATIVE, "POST"},
+    {"/healthz", SG_ROUTE_HEALTHZ, "GET, HEAD"},
+    {"/readyz", SG_ROUTE_READYZ, "GET, HEAD"},
+    {"/metrics", SG_ROUTE_METRICS, "GET, HEAD"},
+};
+
+sg_route_t sg__route_of(const char *path) {
+  for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+    if (!strcmp(path, routes[i].path)) return routes[i].route;
+  return SG_ROUTE_OTHER;
+}
+
+void sg__respond_error(sg_http_req_t *req, int status, const char *msg, const char *extra) {
+  sg_buf_t b = SG_BUF_INIT;
+  sg_buf_puts(&b, "{\"error\":\"");
+  sg_buf_json_escape(&b, msg, strlen(msg));
+  sg_buf_puts(&b, "\"}\n");
+  sg_http_respond(req, status, "application/json", b.data, b.len, extra);
+  sg_buf_free(&b);
+}
+
+static void respond_json(sg_http_req_t *req, int status, const char *body) {
+  sg_http_respond(req, status, "application/json", body, strlen(body), NULL);
+}
+
+static void readyz(sg_worker_t *w, sg_http_req_t *req) {
+  const sg_pg_stats_t *st = sg_pg_pool_stats(w->pg);
+  int pg_up = st->up > 0;
+  sg_buf_t b = SG_BUF_INIT;
+  sg_buf_printf(&b, "{\"status\":\"%s\",\"postgres\":{\"up\":%s,\"connections\":%d,\"busy\":%d}}\n",
+                pg_up ? "ready" : "not ready", pg_up ? "true" : "false", st->up, st->busy);
+  sg_http_respond(req, pg_up ? 200 : 503, "application/json", b.data, b.len,
+                  pg_up ? NULL : "Retry-After: 1\r\n");
+  sg_buf_free(&b);
+}
+
+static void metrics(sg_http_req_t *req) {
+  sg_buf_t b = SG_BUF_INIT;
+  if (sg_metrics_render(&b) != 0) {
+    sg_buf_free(&b);
+    sg__respond_error(req, 500, "out of memory rendering metrics", NULL);
+    return;
+  }
+  sg_http_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len, NULL);
+  sg_buf_free(&b);
+}
+
+void sg__router_handle(sg_http_req_t *req, void *arg) {
+  sg_worker_t *w = arg;
+  const route_t *r = NULL;
+  for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+    if (!strcmp(req->path, routes[i].path)) r = &routes[i];
+  if (r == NULL) {
+    sg_buf_t msg = SG_BUF_INIT;
+    sg_buf_printf(&msg, "no such endpoint: %s %s", http_method_str(req->method), req->path);
+    sg__respond_error(req, 404, msg.data, NULL);
+    sg_buf_free(&msg);
+    return;
+  }
+  int is_get = req->method == HTTP_GET || req->method == HTTP_HEAD;
+  int is_post = req->method == HTTP_POST;
+  int ok = (!strcmp(r->allow, "POST") && is_post) || (strcmp(r->allow, "POST") && is_get);
+  if (!ok) {
+    char extra[64];
+    snprintf(extra, sizeof extra, "Allow: %s\r\n", r->allow);
+    sg_buf_t msg = SG_BUF_INIT;
+    sg_buf_printf(&msg, "method %s not allowed on %s (allowed: %s)", http_method_str(req->method),
+                  req->path, r->allow);
+    sg__respond_error(req, 405, msg.data, extra);
+    sg_buf_free(&msg);
+    return;
+  }
+  switch (r->route) {
+  case SG_ROUTE_OTLP: sg__ingest_handle(w, req, 0); return;
+  case SG_ROUTE_NATIVE: sg__ingest_handle(w, req, 1); return;
+  case SG_ROUTE_HEALTHZ: respond_json(req, 200, "{\"status\":\"ok\"}\n"); return;
+  case SG_ROUTE_READYZ: readyz(w, req); return;
+  case SG_ROUTE_METRICS: metrics(req); return;
+  default: sg__respond_error(req, 404, "no such endpoint", NULL); return;
+  }
+}

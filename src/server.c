@@ -1,0 +1,234 @@
+/* server.c - start the workers, watch the signals, shut down gracefully.
+ *
+ * Each worker is a thread with its own uv loop, its own listening socket on
+ * the same address (SO_REUSEPORT: the kernel spreads connections), its own
+ * PostgreSQL pool and sink. The main thread only handles signals. */
+#include "server.h"
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "listen.h"
+#include "log.h"
+#include "metrics.h"
+#include "worker.h"
+
+sg_route_t sg__route_of(const char *path);
+
+typedef struct {
+  const sg_config_t *cfg;
+  sg_worker_t *workers;
+  int nworkers;
+  uv_loop_t *loop;
+  uv_signal_t sigint, sigterm, sighup;
+  uv_timer_t deadline;
+  uv_async_t worker_done;
+  _Atomic int finished;
+  int stopping;
+  int timed_out;
+} server_t;
+
+static server_t *the_server;
+
+/* ---- worker thread ------------------------------------------------------ */
+
+static void observe(void *arg, const sg_http_req_t *req, int status, uint64_t ns, size_t in) {
+  (void)arg;
+  (void)in;
+  sg_metrics_observe(req ? sg__route_of(req->path) : SG_ROUTE_OTHER, status, ns);
+}
+
+static void publish_stats(sg_worker_t *w) {
+  const sg_pg_stats_t *st = sg_pg_pool_stats(w->pg);
+#define PUB(field, metric, value)                                                             \
+  do {                                                                                         \
+    atomic_fetch_add(&sg_metrics.metric, (value) - w->field);                                  \
+    w->field = (value);                                                                        \
+  } while (0)
+  PUB(pub_conns, pg_conns_configured, (int64_t)st->configured);
+  PUB(pub_up, pg_conns_up, (int64_t)st->up);
+  PUB(pub_busy, pg_conns_busy, (int64_t)st->busy);
+  PUB(pub_queue, pg_queue, (int64_t)st->queued);
+  PUB(pub_reconnects, pg_reconnects, (uint64_t)st->reconnects);
+  PUB(pub_errors, pg_errors, (uint64_t)st->errors);
+#undef PUB
+}
+
+static void stats_cb(uv_timer_t *t) { publish_stats(t->data); }
+
+static void close_cb(uv_handle_t *h) { (void)h; }
+
+static void http_closed_cb(void *arg) {
+  sg_worker_t *w = arg;
+  /* No request is in flight any more: the sink and pool can go. */
+  w->http = NULL;
+  sg_pgsink_free(w->sink);
+  w->sink = NULL;
+  publish_stats(w);
+  sg_pg_pool_close(w->pg);
+  w->pg = NULL;
+  sg_auth_free(w->auth);
+  w->auth = NULL;
+  uv_close((uv_handle_t *)&w->stats_timer, close_cb);
+  uv_close((uv_handle_t *)&w->wake, close_cb);
+}
+
+static void wake_cb(uv_async_t *a) {
+  sg_worker_t *w = a->data;
+  if (w->stopping) return;
+  w->stopping = 1;
+  uv_timer_stop(&w->stats_timer);
+  sg_http_server_shutdown(w->http, http_closed_cb, w);
+}
+
+static void worker_main(void *arg) {
+  sg_worker_t *w = arg;
+  sg_log_set_thread_tag(w->tag);
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&w->loop) != 0) sg_warn("server", "worker loop closed with handles open");
+  atomic_fetch_add(&the_server->finished, 1);
+  uv_async_send(&the_server->worker_done);
+}
+
+/* Builds everything a worker owns on its (not yet running) loop. */
+static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
+  w->cfg = cfg;
+  snprintf(w->tag, sizeof w->tag, "worker %d", w->id);
+  uv_loop_init(&w->loop);
+  w->wake.data = w;
+  uv_async_init(&w->loop, &w->wake, wake_cb);
+  uv_timer_init(&w->loop, &w->stats_timer);
+  w->stats_timer.data = w;
+
+  int rc = sg_auth_new(&w->loop, cfg, &w->auth, err);
+  if (rc != 0) return rc;
+
+  sg_pg_pool_opts_t po;
+  memset(&po, 0, sizeof po);
+  po.max_queue = 10000;
+  w->pg = sg_pg_pool_new(&w->loop, cfg->postgres_uri, (int)cfg->pg_pool_size, &po);
+  if (!w->pg) return SG_ENOMEM;
+
+  sg_pgsink_opts_t so;
+  memset(&so, 0, sizeof so);
+  so.window_ms = (unsigned)cfg->commit_window_ms;
+  so.max_batch_spans = (size_t)cfg->commit_max_spans;
+  w->sink = sg_pgsink_new(&w->loop, w->pg, &so);
+  if (!w->sink) return SG_ENOMEM;
+
+  sg_http_limits_t lim;
+  memset(&lim, 0, sizeof lim);
+  lim.max_header_bytes = cfg->max_header_bytes;
+  lim.max_body_bytes = cfg->max_body_bytes;
+  lim.read_timeout_ms = (uint64_t)cfg->read_timeout_ms;
+  lim.idle_timeout_ms = (uint64_t)cfg->idle_timeout_ms;
+  lim.write_timeout_ms = (uint64_t)cfg->read_timeout_ms;
+  lim.max_connections = (size_t)cfg->max_connections;
+  w->http = sg_http_server_new(&w->loop, w->listen_fd, &lim, sg__router_handle, w);
+  if (!w->http) return SG_ENOMEM;
+  sg_http_server_set_observer(w->http, observe, w);
+  uv_timer_start(&w->stats_timer, stats_cb, 0, 500);
+  return 0;
+}
+
+/* ---- main thread -------------------------------------------------------- */
+
+static void begin_shutdown(server_t *s, const char *why) {
+  if (s->stopping) return;
+  s->stopping = 1;
+  sg_info("server", "%s: finishing in-flight requests (up to %lld ms)", why,
+          s->cfg->shutdown_timeout_ms);
+  for (int i = 0; i < s->nworkers; i++) uv_async_send(&s->workers[i].wake);
+}
+
+static void deadline_cb(uv_timer_t *t) {
+  server_t *s = t->data;
+  s->timed_out = 1;
+  sg_error("server", "in-flight requests did not finish within shutdown_timeout_ms; exiting");
+  uv_stop(s->loop);
+}
+
+static void signal_cb(uv_signal_t *h, int signum) {
+  server_t *s = h->data;
+  if (signum == SIGHUP) {
+    sg_info("server", "SIGHUP: nothing to reload yet in this build");
+    return;
+  }
+  if (s->stopping) {
+    sg_warn("server", "second %s: exiting now", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    s->timed_out = 1;
+    uv_stop(s->loop);
+    return;
+  }
+  begin_shutdown(s, signum == SIGINT ? "SIGINT" : "SIGTERM");
+  uv_timer_start(&s->deadline, deadline_cb, (uint64_t)s->cfg->shutdown_timeout_ms + 1000, 0);
+}
+
+static void worker_done_cb(uv_async_t *a) {
+  server_t *s = a->data;
+  if (atomic_load(&s->finished) < s->nworkers) return;
+  uv_close((uv_handle_t *)&s->sigint, close_cb);
+  uv_close((uv_handle_t *)&s->sigterm, close_cb);
+  uv_close((uv_handle_t *)&s->sighup, close_cb);
+  uv_close((uv_handle_t *)&s->deadline, close_cb);
+  uv_close((uv_handle_t *)&s->worker_done, close_cb);
+}
+
+int sg_server_run(const sg_config_t *cfg) {
+  signal(SIGPIPE, SIG_IGN);
+  server_t s;
+  memset(&s, 0, sizeof s);
+  the_server = &s;
+  s.cfg = cfg;
+  s.nworkers = cfg->workers > 0 ? (int)cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+  if (s.nworkers < 1) s.nworkers = 1;
+  s.workers = calloc((size_t)s.nworkers, sizeof *s.workers);
+  if (!s.workers) return SG_ENOMEM;
+
+  int rc = 0;
+  sg_buf_t err = SG_BUF_INIT;
+  for (int i = 0; i < s.nworkers && rc == 0; i++) {
+    s.workers[i].id = i + 1;
+    s.workers[i].listen_fd = -1;
+    rc = sg_listen_tcp(cfg->listen, 1024, &s.workers[i].listen_fd, &err);
+    if (rc == 0) rc = worker_init(&s.workers[i], cfg, &err);
+  }
+  if (rc != 0) {
+    sg_error("server", "start-up failed: %s", err.data ? err.data : sg_strerror(rc));
+    sg_buf_free(&err);
+    /* The process exits: the kernel reclaims the sockets and threads never started. */
+    return rc;
+  }
+  sg_buf_free(&err);
+
+  s.loop = uv_default_loop();
+  s.sigint.data = s.sigterm.data = s.sighup.data = s.deadline.data = s.worker_done.data = &s;
+  uv_signal_init(s.loop, &s.sigint);
+  uv_signal_init(s.loop, &s.sigterm);
+  uv_signal_init(s.loop, &s.sighup);
+  uv_timer_init(s.loop, &s.deadline);
+  uv_async_init(s.loop, &s.worker_done, worker_done_cb);
+  uv_signal_start(&s.sigint, signal_cb, SIGINT);
+  uv_signal_start(&s.sigterm, signal_cb, SIGTERM);
+  uv_signal_start(&s.sighup, signal_cb, SIGHUP);
+
+  for (int i = 0; i < s.nworkers; i++) uv_thread_create(&s.workers[i].thread, worker_main, &s.workers[i]);
+  sg_info("server", "spangate %s listening on http://%s with %d worker%s", SG_VERSION, cfg->listen,
+          s.nworkers, s.nworkers == 1 ? "" : "s");
+
+  uv_run(s.loop, UV_RUN_DEFAULT);
+  if (s.timed_out) {
+    fflush(stderr);
+    _exit(1); /* workers may still hold requests; do not wait for them */
+  }
+  for (int i = 0; i < s.nworkers; i++) uv_thread_join(&s.workers[i].thread);
+  uv_loop_close(s.loop);
+  free(s.workers);
+  sg_info("server", "stopped");
+  return 0;
+}

@@ -1,0 +1,508 @@
+/* span.c - the span record: batches, ids, times, enum labels, UTF-8.
+ *
+ * Stands alone (buf + jansson only). See span.h for the contracts.
+ */
+#include "span.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "err.h"
+
+/* ---- enum labels ----------------------------------------------------------- */
+
+static const char *const trace_type_labels[] = {
+#define XX(n) #n,
+    SG_TRACE_TYPE_MAP(XX)
+#undef XX
+};
+static const char *const span_type_labels[] = {
+#define XX(n) #n,
+    SG_SPAN_TYPE_MAP(XX)
+#undef XX
+};
+static const char *const span_kind_labels[] = {
+#define XX(n) #n,
+    SG_SPAN_KIND_MAP(XX)
+#undef XX
+};
+static const char *const status_code_labels[] = {
+#define XX(n) #n,
+    SG_STATUS_CODE_MAP(XX)
+#undef XX
+};
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+static const char *label_of(const char *const *tab, size_t n, int v) {
+  if (v < 0 || (size_t)v >= n) return NULL;
+  return tab[v];
+}
+
+/* Case-insensitive exact match against the table; -1 when unknown. */
+static int parse_label(const char *const *tab, size_t n, const char *s) {
+  if (s == NULL) return -1;
+  for (size_t i = 0; i < n; i++)
+    if (strcasecmp(tab[i], s) == 0) return (int)i;
+  return -1;
+}
+
+const char *sg_trace_type_label(int v) {
+  return label_of(trace_type_labels, NELEM(trace_type_labels), v);
+}
+const char *sg_span_type_label(int v) {
+  return label_of(span_type_labels, NELEM(span_type_labels), v);
+}
+const char *sg_span_kind_label(int v) {
+  return label_of(span_kind_labels, NELEM(span_kind_labels), v);
+}
+const char *sg_status_code_label(int v) {
+  return label_of(status_code_labels, NELEM(status_code_labels), v);
+}
+int sg_trace_type_parse(const char *s) {
+  return parse_label(trace_type_labels, NELEM(trace_type_labels), s);
+}
+int sg_span_type_parse(const char *s) {
+  return parse_label(span_type_labels, NELEM(span_type_labels), s);
+}
+int sg_span_kind_parse(const char *s) {
+  return parse_label(span_kind_labels, NELEM(span_kind_labels), s);
+}
+int sg_status_code_parse(const char *s) {
+  return parse_label(status_code_labels, NELEM(status_code_labels), s);
+}
+
+/* ---- batch ----------------------------------------------------------------- */
+
+#define SG_REJECT_REASONS_KEPT 10
+
+void sg_span_batch_init(sg_span_batch_t *b) {
+  memset(b, 0, sizeof(*b));
+}
+
+sg_span_t *sg_span_batch_push(sg_span_batch_t *b) {
+  if (b->n == b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 16;
+    if (cap < b->cap || cap > ((size_t)-1) / sizeof(sg_span_t)) return NULL;
+    sg_span_t *p = realloc(b->spans, cap * sizeof(sg_span_t));
+    if (p == NULL) return NULL;
+    b->spans = p;
+    b->cap = cap;
+  }
+  sg_span_t *s = &b->spans[b->n++];
+  memset(s, 0, sizeof(*s));
+  s->trace_type = SG_NULL_ENUM;
+  s->span_type = SG_NULL_ENUM;
+  s->span_kind = SG_SPAN_KIND_UNSPECIFIED;
+  s->status_code = SG_STATUS_CODE_UNSET;
+  return s;
+}
+
+void sg_span_batch_pop(sg_span_batch_t *b) {
+  if (b->n == 0) return;
+  sg_span_clear(&b->spans[--b->n]);
+}
+
+void sg_span_batch_reject(sg_span_batch_t *b, const char *fmt, ...) {
+  b->rejected++;
+  if (b->rejected > SG_REJECT_REASONS_KEPT) return;
+  /* Best effort: a reason lost to ENOMEM still leaves the count right. */
+  if (b->reject_msg.len > 0) (void)sg_buf_puts(&b->reject_msg, "; ");
+  va_list ap;
+  va_start(ap, fmt);
+  (void)sg_buf_vprintf(&b->reject_msg, fmt, ap);
+  va_end(ap);
+}
+
+void sg_span_batch_free(sg_span_batch_t *b) {
+  for (size_t i = 0; i < b->n; i++) sg_span_clear(&b->spans[i]);
+  free(b->spans);
+  sg_buf_free(&b->reject_msg);
+  memset(b, 0, sizeof(*b));
+}
+
+void sg_span_clear(sg_span_t *s) {
+  free(s->span_name);
+  free(s->status_message);
+  free(s->session_id);
+  free(s->user_id);
+  free(s->agent_id);
+  json_decref(s->attributes);
+  json_decref(s->references);
+  json_decref(s->links);
+  json_decref(s->hashes);
+  json_decref(s->events);
+  json_decref(s->resource);
+  json_decref(s->scope);
+  memset(s, 0, sizeof(*s));
+}
+
+static int dup_str(char **dst, const char *src) {
+  *dst = NULL;
+  if (src == NULL) return 0;
+  *dst = strdup(src);
+  return *dst ? 0 : SG_ENOMEM;
+}
+
+static int dup_json(json_t **dst, json_t *src) {
+  *dst = NULL;
+  if (src == NULL) return 0;
+  *dst = json_deep_copy(src);
+  return *dst ? 0 : SG_ENOMEM;
+}
+
+/* Deep copy: on failure dst is left cleared (nothing leaks). */
+int sg_span_copy(sg_span_t *dst, const sg_span_t *src) {
+  *dst = *src;
+  dst->span_name = dst->status_message = dst->session_id = NULL;
+  dst->user_id = dst->agent_id = NULL;
+  dst->attributes = dst->references = dst->links = NULL;
+  dst->hashes = dst->events = dst->resource = dst->scope = NULL;
+  if (dup_str(&dst->span_name, src->span_name ? src->span_name : "") ||
+      dup_str(&dst->status_message, src->status_message) ||
+      dup_str(&dst->session_id, src->session_id) ||
+      dup_str(&dst->user_id, src->user_id) ||
+      dup_str(&dst->agent_id, src->agent_id) ||
+      dup_json(&dst->attributes, src->attributes) ||
+      dup_json(&dst->references, src->references) ||
+      dup_json(&dst->links, src->links) ||
+      dup_json(&dst->hashes, src->hashes) ||
+      dup_json(&dst->events, src->events) ||
+      dup_json(&dst->resource, src->resource) ||
+      dup_json(&dst->scope, src->scope)) {
+    sg_span_clear(dst);
+    return SG_ENOMEM;
+  }
+  return 0;
+}
+
+/* ---- ids ------------------------------------------------------------------- */
+
+static const char hexdig[] = "0123456789abcdef";
+
+static int hexval(unsigned char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* Exactly 2*nbytes hex digits at s into out. */
+static int unhex(const char *s, size_t nbytes, uint8_t *out) {
+  for (size_t i = 0; i < nbytes; i++) {
+    int hi = hexval((unsigned char)s[2 * i]), lo = hexval((unsigned char)s[2 * i + 1]);
+    if (hi < 0 || lo < 0) return SG_EINVAL;
+    out[i] = (uint8_t)(hi << 4 | lo);
+  }
+  return 0;
+}
+
+int sg_id_from_bytes(const uint8_t *p, size_t n, uint8_t out[16]) {
+  if (n != 16 && n != 8) return SG_EINVAL;
+  uint8_t any = 0;
+  for (size_t i = 0; i < n; i++) any |= p[i];
+  if (!any) return SG_EINVAL;
+  if (n == 16) {
+    memcpy(out, p, 16);
+  } else {
+    memcpy(out, p, 8);
+    memcpy(out + 8, p, 8);
+  }
+  return 0;
+}
+
+int sg_id_parse(const char *s, size_t n, uint8_t out[16]) {
+  uint8_t tmp[16];
+  if (s == NULL) return SG_EINVAL;
+  if (n >= 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+    s += 2;
+    n -= 2;
+    if (n != 32 && n != 16) return SG_EINVAL;
+  }
+  if (n == 32) {
+    if (unhex(s, 16, tmp)) return SG_EINVAL;
+  } else if (n == 16) {
+    if (unhex(s, 8, tmp)) return SG_EINVAL;
+    memcpy(tmp + 8, tmp, 8);
+  } else if (n == 36) {
+    /* 8-4-4-4-12 */
+    static const unsigned char groups[] = {8, 4, 4, 4, 12};
+    size_t pos = 0, o = 0;
+    for (size_t g = 0; g < 5; g++) {
+      if (g > 0) {
+        if (s[pos] != '-') return SG_EINVAL;
+        pos++;
+      }
+      if (unhex(s + pos, groups[g] / 2, tmp + o)) return SG_EINVAL;
+      pos += groups[g];
+      o += groups[g] / 2;
+    }
+  } else {
+    return SG_EINVAL;
+  }
+  memcpy(out, tmp, 16);
+  return 0;
+}
+
+void sg_uuid_format(const uint8_t id[16], char out[37]) {
+  char *o = out;
+  for (int i = 0; i < 16; i++) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) *o++ = '-';
+    *o++ = hexdig[id[i] >> 4];
+    *o++ = hexdig[id[i] & 15];
+  }
+  *o = '\0';
+}
+
+void sg_hex32_format(const uint8_t id[16], char out[33]) {
+  for (int i = 0; i < 16; i++) {
+    out[2 * i] = hexdig[id[i] >> 4];
+    out[2 * i + 1] = hexdig[id[i] & 15];
+  }
+  out[32] = '\0';
+}
+
+void sg_hex16_format(const uint8_t id[16], char out[17]) {
+  for (int i = 0; i < 8; i++) {
+    out[2 * i] = hexdig[id[i] >> 4];
+    out[2 * i + 1] = hexdig[id[i] & 15];
+  }
+  out[16] = '\0';
+}
+
+/* ---- times ----------------------------------------------------------------- */
+
+#define US_PER_SEC 1000000LL
+#define US_PER_DAY (86400LL * US_PER_SEC)
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+ * days_from_civil), valid for every year an int can hold. */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = (unsigned)(y - era * 400);
+  const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + (int64_t)doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d) {
+  z += 719468;
+  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  const unsigned doe = (unsigned)(z - era * 146097);
+  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const unsigned mp = (5 * doy + 2) / 153;
+  *d = doy - (153 * mp + 2) / 5 + 1;
+  *m = mp < 10 ? mp + 3 : mp - 9;
+  *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+static int is_leap(int64_t y) {
+  return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+static unsigned days_in_month(int64_t y, unsigned m) {
+  static const unsigned char dim[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  return m == 2 && is_leap(y) ? 29 : dim[m - 1];
+}
+
+/* n decimal digits at s[*i] as a number; advances *i. -1 when not digits. */
+static int64_t digits(const char *s, size_t len, size_t *i, size_t n) {
+  int64_t v = 0;
+  if (*i + n > len) return -1;
+  for (size_t k = 0; k < n; k++) {
+    unsigned char c = (unsigned char)s[*i + k];
+    if (c < '0' || c > '9') return -1;
+    v = v * 10 + (c - '0');
+  }
+  *i += n;
+  return v;
+}
+
+/* Accepted: YYYY-MM-DD, optionally followed by ('T'|'t'|' ') hh:mm[:ss[.f]]
+ * with 1..9 fraction digits ('.' or ','), then an optional offset: Z, z,
+ * +hh, +hh:mm, +hhmm (or '-'). No offset means UTC (Agenta's servers run in
+ * UTC and Python reads naive times as such there). */
+int sg_time_parse_iso(const char *s, size_t n, int64_t *us) {
+  size_t i = 0;
+  int64_t y, mo, d, hh = 0, mi = 0, ss = 0, frac = 0, off_us = 0;
+  if (s == NULL) return SG_EINVAL;
+  if ((y = digits(s, n, &i, 4)) < 1) return SG_EINVAL;
+  if (i >= n || s[i++] != '-') return SG_EINVAL;
+  if ((mo = digits(s, n, &i, 2)) < 1 || mo > 12) return SG_EINVAL;
+  if (i >= n || s[i++] != '-') return SG_EINVAL;
+  if ((d = digits(s, n, &i, 2)) < 1 || d > (int64_t)days_in_month(y, (unsigned)mo))
+    return SG_EINVAL;
+  if (i < n) {
+    if (s[i] != 'T' && s[i] != 't' && s[i] != ' ') return SG_EINVAL;
+    i++;
+    if ((hh = digits(s, n, &i, 2)) < 0 || hh > 23) return SG_EINVAL;
+    if (i >= n || s[i++] != ':') return SG_EINVAL;
+    if ((mi = digits(s, n, &i, 2)) < 0 || mi > 59) return SG_EINVAL;
+    if (i < n && s[i] == ':') {
+      i++;
+      if ((ss = digits(s, n, &i, 2)) < 0 || ss > 59) return SG_EINVAL;
+      if (i < n && (s[i] == '.' || s[i] == ',')) {
+        size_t nd = 0;
+        i++;
+        while (i < n && s[i] >= '0' && s[i] <= '9') {
+          if (++nd > 9) return SG_EINVAL;
+          if (nd <= 6) frac = frac * 10 + (s[i] - '0');
+          i++;
+        }
+        if (nd == 0) return SG_EINVAL;
+        for (; nd < 6; nd++) frac *= 10;
+      }
+    }
+    if (i < n) {
+      if (s[i] == 'Z' || s[i] == 'z') {
+        i++;
+      } else if (s[i] == '+' || s[i] == '-') {
+        int neg = s[i] == '-';
+        int64_t oh, om = 0;
+        i++;
+        if ((oh = digits(s, n, &i, 2)) < 0 || oh > 23) return SG_EINVAL;
+        if (i < n) {
+          if (s[i] == ':') i++;
+          if ((om = digits(s, n, &i, 2)) < 0 || om > 59) return SG_EINVAL;
+        }
+        off_us = (oh * 3600 + om * 60) * US_PER_SEC;
+        if (neg) off_us = -off_us;
+      } else {
+        return SG_EINVAL;
+      }
+    }
+  }
+  if (i != n) return SG_EINVAL;
+  int64_t v = days_from_civil(y, (unsigned)mo, (unsigned)d) * US_PER_DAY +
+              (hh * 3600 + mi * 60 + ss) * US_PER_SEC + frac - off_us;
+  if (v < SG_TIME_MIN_US || v > SG_TIME_MAX_US) return SG_EINVAL;
+  *us = v;
+  return 0;
+}
+
+/* Agenta's rule, by the number of significant digits of the value:
+ * <= 10 seconds, 11-13 milliseconds, 14-16 microseconds, 17-19 nanoseconds. */
+static int epoch_scale(uint64_t v, unsigned nd, int64_t *us) {
+  if (nd <= 10) *us = (int64_t)v * US_PER_SEC;
+  else if (nd <= 13) *us = (int64_t)v * 1000;
+  else if (nd <= 16) *us = (int64_t)v;
+  else if (nd <= 19) *us = (int64_t)(v / 1000);
+  else return SG_EINVAL;
+  /* Always in range: 10^19 ns and 10^10 s are both before year 2287. */
+  return 0;
+}
+
+int sg_time_from_epoch_digits(const char *s, size_t n, int64_t *us) {
+  uint64_t v = 0;
+  unsigned nd = 0;
+  if (s == NULL || n == 0) return SG_EINVAL;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < '0' || c > '9') return SG_EINVAL;
+    if (nd == 0 && c == '0') continue; /* leading zeros do not count */
+    if (++nd > 19) return SG_EINVAL;
+    v = v * 10 + (c - '0');
+  }
+  return epoch_scale(v, nd ? nd : 1, us);
+}
+
+int sg_time_from_epoch_int(int64_t v, int64_t *us) {
+  if (v < 0) return SG_EINVAL;
+  unsigned nd = 1;
+  for (int64_t t = v; t >= 10; t /= 10) nd++;
+  return epoch_scale((uint64_t)v, nd, us);
+}
+
+void sg_time_format(int64_t us, char out[32]) {
+  int64_t days = us / US_PER_DAY, rem = us % US_PER_DAY;
+  if (rem < 0) {
+    rem += US_PER_DAY;
+    days--;
+  }
+  int64_t y;
+  unsigned m, d;
+  civil_from_days(days, &y, &m, &d);
+  int64_t secs = rem / US_PER_SEC, frac = rem % US_PER_SEC;
+  snprintf(out, 32, "%04lld-%02u-%02uT%02d:%02d:%02d.%06dZ", (long long)y, m, d,
+           (int)(secs / 3600), (int)(secs / 60 % 60), (int)(secs % 60), (int)frac);
+}
+
+/* ---- text ------------------------------------------------------------------ */
+
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 when it is not valid;
+ * then *bad is the length of the maximal invalid subpart to replace with one
+ * U+FFFD (Unicode's "substitution of maximal subparts" practice). */
+static size_t utf8_seq(const unsigned char *p, size_t n, size_t *bad) {
+  unsigned char c = p[0];
+  size_t need;
+  unsigned char lo = 0x80, hi = 0xBF;
+  *bad = 1;
+  if (c == 0) return 0;
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) need = 1;
+  else if (c >= 0xE0 && c <= 0xEF) {
+    need = 2;
+    if (c == 0xE0) lo = 0xA0;        /* overlong */
+    else if (c == 0xED) hi = 0x9F;   /* surrogates */
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    need = 3;
+    if (c == 0xF0) lo = 0x90;        /* overlong */
+    else if (c == 0xF4) hi = 0x8F;   /* beyond U+10FFFF */
+  } else return 0;                   /* C0, C1, F5..FF, stray continuation */
+  for (size_t k = 1; k <= need; k++) {
+    if (k >= n) return 0;
+    unsigned char t = p[k];
+    if (k == 1 ? (t < lo || t > hi) : (t < 0x80 || t > 0xBF)) return 0;
+    *bad = k + 1;
+  }
+  return need + 1;
+}
+
+char *sg_utf8_sanitize(const char *s, size_t n, int *changed) {
+  const unsigned char *p = (const unsigned char *)s;
+  size_t i = 0, bad;
+  int ch = 0;
+  /* Fast path: scan; most strings are clean. */
+  while (i < n) {
+    size_t l = utf8_seq(p + i, n - i, &bad);
+    if (l == 0) break;
+    i += l;
+  }
+  if (changed) *changed = 0;
+  if (i == n) {
+    char *r = malloc(n + 1);
+    if (r == NULL) return NULL;
+    if (n) memcpy(r, s, n);
+    r[n] = '\0';
+    return r;
+  }
+  /* Each input byte becomes at most 3 output bytes. */
+  if (n > ((size_t)-1 - 1) / 3) return NULL;
+  char *r = malloc(3 * n + 1), *o = r;
+  if (r == NULL) return NULL;
+  memcpy(o, s, i);
+  o += i;
+  while (i < n) {
+    size_t l = utf8_seq(p + i, n - i, &bad);
+    if (l) {
+      memcpy(o, p + i, l);
+      o += l;
+      i += l;
+    } else {
+      *o++ = (char)0xEF;
+      *o++ = (char)0xBF;
+      *o++ = (char)0xBD;
+      i += bad;
+      ch = 1;
+    }
+  }
+  *o = '\0';
+  if (changed) *changed = ch;
+  char *shrunk = realloc(r, (size_t)(o - r) + 1);
+  return shrunk ? shrunk : r;
+}

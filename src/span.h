@@ -1,0 +1,173 @@
+/* span.h - the span record every decoder produces and every sink consumes.
+ *
+ * A span is Agenta's row: ids as 16 raw bytes (UUID order), enums as small
+ * integers whose labels come from the X-macro tables below (the PostgreSQL
+ * enum types and the ClickHouse Enum columns are rendered from the same
+ * tables), times as integer microseconds since the Unix epoch (UTC), and the
+ * JSONB columns as jansson values. Strings are NUL-terminated, valid UTF-8
+ * without NUL characters (decoders sanitise; see sg_utf8_sanitize).
+ *
+ * Stands alone: no server, no database, no Lua.
+ */
+#ifndef SG_SPAN_H
+#define SG_SPAN_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+#define SG_TRACE_TYPE_MAP(XX) XX(INVOCATION) XX(ANNOTATION) XX(UNKNOWN)
+
+#define SG_SPAN_TYPE_MAP(XX)                                                   \
+  XX(AGENT) XX(CHAIN) XX(WORKFLOW) XX(TASK) XX(TOOL) XX(EMBEDDING) XX(QUERY)   \
+  XX(LLM) XX(COMPLETION) XX(CHAT) XX(RERANK) XX(UNKNOWN)
+
+/* OTLP's SpanKind numbering: the enum value equals the OTLP wire value. */
+#define SG_SPAN_KIND_MAP(XX)                                                   \
+  XX(SPAN_KIND_UNSPECIFIED) XX(SPAN_KIND_INTERNAL) XX(SPAN_KIND_SERVER)        \
+  XX(SPAN_KIND_CLIENT) XX(SPAN_KIND_PRODUCER) XX(SPAN_KIND_CONSUMER)
+
+/* OTLP's Status.StatusCode numbering. */
+#define SG_STATUS_CODE_MAP(XX)                                                 \
+  XX(STATUS_CODE_UNSET) XX(STATUS_CODE_OK) XX(STATUS_CODE_ERROR)
+
+typedef enum {
+#define XX(n) SG_TRACE_##n,
+  SG_TRACE_TYPE_MAP(XX)
+#undef XX
+  SG_TRACE_TYPE_COUNT
+} sg_trace_type_t;
+
+typedef enum {
+#define XX(n) SG_SPAN_TYPE_##n,
+  SG_SPAN_TYPE_MAP(XX)
+#undef XX
+  SG_SPAN_TYPE_COUNT
+} sg_span_type_t;
+
+typedef enum {
+#define XX(n) SG_##n,
+  SG_SPAN_KIND_MAP(XX)
+#undef XX
+  SG_SPAN_KIND_COUNT
+} sg_span_kind_t;
+
+typedef enum {
+#define XX(n) SG_##n,
+  SG_STATUS_CODE_MAP(XX)
+#undef XX
+  SG_STATUS_CODE_COUNT
+} sg_status_code_t;
+
+/* Labels, e.g. sg_span_kind_label(SG_SPAN_KIND_SERVER) == "SPAN_KIND_SERVER". */
+const char *sg_trace_type_label(int v);
+const char *sg_span_type_label(int v);
+const char *sg_span_kind_label(int v);
+const char *sg_status_code_label(int v);
+/* Reverse look-ups; -1 when the label is unknown. */
+int sg_trace_type_parse(const char *s);
+int sg_span_type_parse(const char *s);
+int sg_span_kind_parse(const char *s);
+int sg_status_code_parse(const char *s);
+
+#define SG_NULL_ENUM (-1) /* trace_type / span_type may be SQL NULL */
+
+typedef struct sg_span_s {
+  uint8_t trace_id[16];
+  uint8_t span_id[16];
+  uint8_t parent_id[16];
+  uint8_t has_parent;    /* 0: parent_id is NULL (a root span) */
+  int8_t trace_type;     /* sg_trace_type_t or SG_NULL_ENUM */
+  int8_t span_type;      /* sg_span_type_t or SG_NULL_ENUM */
+  int8_t span_kind;      /* sg_span_kind_t */
+  int8_t status_code;    /* sg_status_code_t */
+  char *span_name;       /* never NULL ("" when absent) */
+  char *status_message;  /* NULL = SQL NULL */
+  char *session_id;      /* NULL = SQL NULL */
+  char *user_id;
+  char *agent_id;
+  int64_t start_us;      /* µs since the epoch, UTC */
+  int64_t end_us;
+  json_t *attributes;    /* owned references; NULL = SQL NULL */
+  json_t *references;
+  json_t *links;
+  json_t *hashes;
+  json_t *events;
+  json_t *resource;      /* OTLP resource attributes object (shared, refcounted) or NULL */
+  json_t *scope;         /* OTLP scope {"name","version","attributes"} or NULL */
+
+  /* Filled by the PostgreSQL sink from the upsert's RETURNING. */
+  int64_t created_at_us;
+  int64_t updated_at_us; /* 0 = NULL */
+  int64_t version;       /* orders re-ingests of the same span (ClickHouse) */
+} sg_span_t;
+
+/* The spans of one request, plus the ones rejected individually. */
+typedef struct {
+  sg_span_t *spans;
+  size_t n;
+  size_t cap;
+  size_t rejected;       /* spans dropped by the decoder, with a reason */
+  sg_buf_t reject_msg;   /* "span 3: trace_id must be 16 bytes; ..." (first few) */
+} sg_span_batch_t;
+
+void sg_span_batch_init(sg_span_batch_t *b);
+/* A new zeroed span at the end of the batch (kind UNSPECIFIED, status UNSET,
+ * trace_type/span_type NULL), or NULL when out of memory. */
+sg_span_t *sg_span_batch_push(sg_span_batch_t *b);
+/* Drop the last pushed span (used when decoding it fails half-way). */
+void sg_span_batch_pop(sg_span_batch_t *b);
+/* Count one rejected span and keep its reason (the first 10 reasons are kept). */
+void sg_span_batch_reject(sg_span_batch_t *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void sg_span_batch_free(sg_span_batch_t *b);
+void sg_span_clear(sg_span_t *s); /* frees what the span owns, leaves it zeroed */
+/* Deep copy (strings duplicated, JSON values deep-copied). 0 or SG_ENOMEM. */
+int sg_span_copy(sg_span_t *dst, const sg_span_t *src);
+
+/* ---- ids ----------------------------------------------------------------
+ * Agenta's mapping: a 32-hex trace id is the UUID's 16 bytes; a 16-hex
+ * (8-byte) span id is doubled: 31d6cfe04b9011ec ->
+ * 31d6cfe0-4b90-11ec-31d6-cfe04b9011ec. */
+
+/* Raw OTLP bytes to the 16-byte form: 16 bytes are copied, 8 bytes are doubled.
+ * Any other length, or all zero bytes, is SG_EINVAL. */
+int sg_id_from_bytes(const uint8_t *p, size_t n, uint8_t out[16]);
+/* Text id: 32 hex digits, 16 hex digits (doubled), either with a 0x prefix,
+ * or a dashed UUID (8-4-4-4-12). Case-insensitive. SG_EINVAL otherwise. */
+int sg_id_parse(const char *s, size_t n, uint8_t out[16]);
+/* Dashed lower-case UUID, 36 chars + NUL. */
+void sg_uuid_format(const uint8_t id[16], char out[37]);
+/* 32 lower-case hex digits + NUL (Agenta's API trace id form). */
+void sg_hex32_format(const uint8_t id[16], char out[33]);
+/* 16 lower-case hex digits + NUL: the first 8 bytes (Agenta's API span id form). */
+void sg_hex16_format(const uint8_t id[16], char out[17]);
+
+/* ---- times --------------------------------------------------------------
+ * Range accepted everywhere: years 0001..9999 (PostgreSQL's timestamptz
+ * covers more; ClickHouse less, and the ClickHouse writer clamps nothing:
+ * out-of-range spans are rejected at decode time). */
+#define SG_TIME_MIN_US (-62135596800000000LL) /* 0001-01-01T00:00:00Z */
+#define SG_TIME_MAX_US (253402300799999999LL) /* 9999-12-31T23:59:59.999999Z */
+
+/* ISO-8601 / RFC 3339: "2024-01-02T03:04:05Z", fractional seconds up to 9
+ * digits (truncated to µs), offsets "+hh:mm", "-hhmm", "Z"; a space instead
+ * of 'T' is accepted. SG_EINVAL when malformed or out of range. */
+int sg_time_parse_iso(const char *s, size_t n, int64_t *us);
+/* Integer epoch by digit count: up to 10 digits seconds, 11-13 ms, 14-16 µs,
+ * 17-19 ns (Agenta's rule). Negative values are rejected. */
+int sg_time_from_epoch_digits(const char *s, size_t n, int64_t *us);
+int sg_time_from_epoch_int(int64_t v, int64_t *us);
+/* "2024-01-02T03:04:05.123456Z" (always 6 fractional digits), 27 chars + NUL. */
+void sg_time_format(int64_t us, char out[32]);
+
+/* ---- text ---------------------------------------------------------------- */
+
+/* Make s valid for PostgreSQL text/jsonb: every invalid UTF-8 sequence and
+ * every NUL byte becomes U+FFFD. Returns a new NUL-terminated string (caller
+ * frees) and sets *changed when anything was replaced. NULL on SG_ENOMEM. */
+char *sg_utf8_sanitize(const char *s, size_t n, int *changed);
+
+#endif

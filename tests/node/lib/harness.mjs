@@ -1,0 +1,175 @@
+// Test harness: a real spangate process on a free loopback port, a fresh
+// PostgreSQL database of its own on the test server that scripts/testenv.sh
+// started, and helpers to talk to both. Never a mock of a database.
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import net from 'node:net';
+import http from 'node:http';
+import pg from 'pg';
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+export const BIN = process.env.SPANGATE_BIN || join(ROOT, 'build/spangate');
+export const PG_URI = process.env.SG_TEST_PG_URI;
+export const CH_PORT = process.env.SG_TEST_CH_PORT;
+if (!PG_URI) throw new Error('SG_TEST_PG_URI is not set: run the tests through scripts/testenv.sh');
+
+export const PROJECT_A = '0190a3b4-0000-7000-8000-00000000000a';
+export const PROJECT_B = '0190a3b4-0000-7000-8000-00000000000b';
+export const KEY_A = 'key-a-' + 'x'.repeat(20);
+export const KEY_B = 'key-b-' + 'y'.repeat(20);
+
+export function freePort() {
+  return new Promise((res, rej) => {
+    const s = net.createServer();
+    s.unref();
+    s.on('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    });
+  });
+}
+
+export function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
+
+let dbSeq = 0;
+export async function createDatabase() {
+  const name = `sg_${process.pid}_${Date.now() % 1e8}_${dbSeq++}`;
+  const c = new pg.Client({ connectionString: PG_URI });
+  await c.connect();
+  await c.query(`CREATE DATABASE ${name}`);
+  await c.end();
+  return { name, uri: PG_URI.replace(/\/[^/?]*(\?|$)/, `/${name}$1`) };
+}
+
+export async function pgQuery(uri, sql, params = []) {
+  const c = new pg.Client({ connectionString: uri });
+  await c.connect();
+  try { return (await c.query(sql, params)).rows; } finally { await c.end(); }
+}
+
+function sha256hex(s) {
+  return execFileSync('sha256sum', { input: s }).toString().split(' ')[0];
+}
+
+// Starts a gateway. opts.conf: extra gateway.conf lines; opts.env: extra env.
+export async function startGateway(opts = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'sg-gw-'));
+  const db = opts.db || await createDatabase();
+  const port = await freePort();
+  const keys = join(dir, 'keys');
+  writeFileSync(keys, `# test keys\n${PROJECT_A} sha256:${sha256hex(KEY_A)}\n${PROJECT_B} plain:${KEY_B}\n`);
+  mkdirSync(join(dir, 'spool'));
+  const conf = join(dir, 'gateway.conf');
+  writeFileSync(conf, [
+    `listen = "127.0.0.1:${port}"`,
+    `workers = ${opts.workers ?? 2}`,
+    `log_level = "${opts.logLevel || 'info'}"`,
+    `postgres_uri = "${db.uri}"`,
+    `auth = "keys"`,
+    `keys_file = "${keys}"`,
+    `spool_dir = "${join(dir, 'spool')}"`,
+    `scripts = "${opts.scripts || join(ROOT, 'lua')}"`,
+    ...(opts.conf || []),
+  ].join('\n') + '\n');
+  const env = { ...process.env, ...(opts.env || {}) };
+  for (const k of Object.keys(env)) if (k.startsWith('SPANGATE_') || k === 'POSTGRES_URI') delete env[k];
+  Object.assign(env, opts.env || {});
+  if (!opts.skipSchema) execFileSync(BIN, ['schema', '--apply', '-c', conf], { env, stdio: 'pipe' });
+  const gw = {
+    dir, db, port, conf, env, url: `http://127.0.0.1:${port}`, log: '', proc: null, exit: null,
+  };
+  gw.start = async () => {
+    gw.exit = null;
+    const proc = spawn(BIN, ['serve', '-c', conf], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    gw.proc = proc;
+    proc.stdout.on('data', (d) => { gw.log += d; });
+    proc.stderr.on('data', (d) => { gw.log += d; if (process.env.SG_TEST_VERBOSE) process.stderr.write(d); });
+    gw.exited = new Promise((res) => proc.on('exit', (code, signal) => { gw.exit = { code, signal }; res(gw.exit); }));
+    for (let i = 0; i < 200; i++) {
+      if (gw.exit) throw new Error(`gateway exited at start-up: ${JSON.stringify(gw.exit)}\n${gw.log}`);
+      try {
+        const r = await request(gw, 'GET', '/healthz');
+        if (r.status === 200) return gw;
+      } catch { /* not listening yet */ }
+      await sleep(50);
+    }
+    throw new Error(`gateway did not come up\n${gw.log}`);
+  };
+  // Graceful stop; resolves to the exit status.
+  gw.stop = async (signal = 'SIGTERM') => {
+    if (!gw.proc || gw.exit) return gw.exit;
+    gw.proc.kill(signal);
+    return gw.exited;
+  };
+  gw.kill = async () => gw.stop('SIGKILL');
+  gw.query = (sql, params) => pgQuery(db.uri, sql, params);
+  // Log lines at error level (Test::Nginx's no_error_log).
+  gw.errorLines = () => gw.log.split('\n').filter((l) => l.includes('[error]'));
+  await gw.start();
+  return gw;
+}
+
+// A plain HTTP request. body: Buffer|string|undefined. Resolves {status, headers, body(Buffer), json()}.
+export function request(gw, method, path, body, headers = {}) {
+  return new Promise((res, rej) => {
+    const req = http.request({ host: '127.0.0.1', port: gw.port, method, path, headers, agent: false }, (r) => {
+      const chunks = [];
+      r.on('data', (c) => chunks.push(c));
+      r.on('end', () => {
+        const buf = Buffer.concat(chunks);
+        res({ status: r.statusCode, headers: r.headers, body: buf, text: buf.toString(), json: () => JSON.parse(buf.toString()) });
+      });
+    });
+    req.on('error', rej);
+    if (body !== undefined) req.write(body);
+    req.end();
+  });
+}
+
+export function postJson(gw, path, obj, key = KEY_A, extra = {}) {
+  const body = typeof obj === 'string' ? obj : JSON.stringify(obj);
+  const h = { 'content-type': 'application/json', ...extra };
+  if (key) h.authorization = `ApiKey ${key}`;
+  return request(gw, 'POST', path, body, h);
+}
+
+// Raw bytes over a socket (for malformed requests). Resolves with everything
+// the server sent before closing, or after timeoutMs.
+export function rawExchange(gw, chunks, { timeoutMs = 5000, gapMs = 0 } = {}) {
+  return new Promise((res) => {
+    const s = net.connect(gw.port, '127.0.0.1');
+    let out = '';
+    const done = () => { clearTimeout(t); s.destroy(); res(out); };
+    const t = setTimeout(done, timeoutMs);
+    s.on('data', (d) => { out += d.toString('latin1'); });
+    s.on('close', done);
+    s.on('error', done);
+    s.on('connect', async () => {
+      for (const c of [].concat(chunks)) {
+        if (s.destroyed) break;
+        s.write(c);
+        if (gapMs) await sleep(gapMs);
+      }
+    });
+  });
+}
+
+export function hex(n) {
+  let s = '';
+  for (let i = 0; i < n; i++) s += Math.floor(Math.random() * 16).toString(16);
+  return s.replace(/^0+$/, '1'.repeat(n));
+}
+
+// Agenta's id mapping: 16 hex doubled into a UUID.
+export function spanUuid(hex16) {
+  const h = (hex16 + hex16).toLowerCase();
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+export function traceUuid(hex32) {
+  const h = hex32.toLowerCase();
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}

@@ -1,0 +1,71 @@
+// Operations endpoints, routing, graceful shutdown.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startGateway, request, postJson, rawExchange, sleep } from './lib/harness.mjs';
+
+const gw = await startGateway();
+after(async () => { await gw.stop(); });
+
+test('/healthz answers 200', async () => {
+  const r = await request(gw, 'GET', '/healthz');
+  assert.equal(r.status, 200);
+  assert.equal(r.json().status, 'ok');
+});
+
+test('/readyz answers 200 when PostgreSQL is reachable', async () => {
+  let r;
+  for (let i = 0; i < 40; i++) { r = await request(gw, 'GET', '/readyz'); if (r.status === 200) break; await sleep(50); }
+  assert.equal(r.status, 200);
+  assert.equal(r.json().postgres.up, true);
+});
+
+test('/metrics is Prometheus text with requests, latency, connections and pool state', async () => {
+  await request(gw, 'GET', '/healthz');
+  await sleep(600); // pool figures are published twice a second
+  const r = await request(gw, 'GET', '/metrics');
+  assert.equal(r.status, 200);
+  assert.match(r.headers['content-type'], /^text\/plain; version=0\.0\.4/);
+  assert.match(r.text, /^spangate_http_requests_total\{route="healthz",status="200"\} [1-9]\d*$/m);
+  assert.match(r.text, /^# TYPE spangate_http_request_duration_seconds histogram$/m);
+  assert.match(r.text, /^spangate_http_request_duration_seconds_bucket\{route="healthz",le="\+Inf"\} [1-9]/m);
+  assert.match(r.text, /^spangate_http_connections_open \d+$/m);
+  assert.match(r.text, /^spangate_pg_connections_up [1-9]\d*$/m);
+  // Every sample line is "name{labels} value" or "name value".
+  for (const line of r.text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    assert.match(line, /^[a-z_]+(\{[^}]*\})? -?[0-9.e+]+$/, line);
+  }
+});
+
+test('unknown routes get 404 and wrong methods 405 with Allow', async () => {
+  const r = await request(gw, 'GET', '/nope');
+  assert.equal(r.status, 404);
+  assert.match(r.json().error, /no such endpoint: GET \/nope/);
+  const m = await request(gw, 'GET', '/v1/traces');
+  assert.equal(m.status, 405);
+  assert.equal(m.headers.allow, 'POST');
+  const d = await request(gw, 'DELETE', '/healthz');
+  assert.equal(d.status, 405);
+});
+
+test('keep-alive: several requests on one connection', async () => {
+  const out = await rawExchange(gw,
+    'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  assert.equal((out.match(/HTTP\/1\.1 200/g) || []).length, 3);
+});
+
+test('SIGTERM finishes in-flight requests and exits 0', async () => {
+  const g = await startGateway({ conf: ['commit_window_ms = 300'] });
+  const body = { spans: [{ trace_id: 'a'.repeat(32), span_id: 'b'.repeat(16), span_name: 'inflight', start_time: 1700000000000000, end_time: 1700000000000001 }] };
+  const pending = postJson(g, '/v1/spans', body);
+  await sleep(100); // the request waits in the 300 ms commit window
+  g.proc.kill('SIGTERM');
+  const r = await pending;
+  assert.equal(r.status, 200);
+  assert.equal(r.json().count, 1);
+  const exit = await g.exited;
+  assert.deepEqual(exit, { code: 0, signal: null });
+  const rows = await g.query('SELECT span_name FROM spans');
+  assert.deepEqual(rows.map((x) => x.span_name), ['inflight']);
+  assert.deepEqual(g.errorLines(), []);
+});

@@ -1,0 +1,52 @@
+// PostgreSQL down: 503 with Retry-After, nothing acknowledged; back up:
+// the gateway reconnects by itself.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { startGateway, postJson, request, sleep, createDatabase, ROOT } from './lib/harness.mjs';
+
+// A gateway pointed at a PostgreSQL port nobody listens on, then at the real one.
+test('PostgreSQL unreachable: 503 + Retry-After and /readyz 503; nothing is acknowledged', async () => {
+  const db = await createDatabase();
+  const gw = await startGateway({ db: { ...db, uri: db.uri.replace(/:(\d+)\//, ':1/') }, skipSchema: true });
+  try {
+    const r = await postJson(gw, '/v1/spans', { spans: [{ trace_id: 'a'.repeat(32), span_id: 'b'.repeat(16), span_name: 'x', start_time: 1, end_time: 1 }] });
+    assert.equal(r.status, 503);
+    assert.ok(Number(r.headers['retry-after']) >= 1);
+    const ready = await request(gw, 'GET', '/readyz');
+    assert.equal(ready.status, 503);
+    assert.equal((await request(gw, 'GET', '/healthz')).status, 200, 'the process itself is fine');
+  } finally { await gw.stop(); }
+});
+
+test('PostgreSQL restarted while clients send: every acknowledged span is stored', async () => {
+  const port = process.env.SG_TEST_PG_PORT;
+  const pgdir = process.env.SG_TEST_TMP + '/pg';
+  const gw = await startGateway();
+  try {
+    const acked = [];
+    let n = 0;
+    let stop = false;
+    const sender = (async () => {
+      while (!stop) {
+        const sid = (0x5000000000000000n + BigInt(n++)).toString(16);
+        const r = await postJson(gw, '/v1/spans', { spans: [{ trace_id: 'c'.repeat(32), span_id: sid, parent_id: 'd'.repeat(16), span_name: 'r', start_time: 1, end_time: 1 }] }).catch(() => ({ status: 0 }));
+        if (r.status === 200) acked.push(sid);
+        else assert.ok(r.status === 503 || r.status === 0, `unexpected ${r.status}`);
+        await sleep(5);
+      }
+    })();
+    await sleep(300);
+    execFileSync(`${ROOT}/scripts/pgctl.sh`, ['stop', pgdir], { stdio: 'ignore' });
+    await sleep(500);
+    execFileSync(`${ROOT}/scripts/pgctl.sh`, ['start', pgdir, port], { stdio: 'ignore' });
+    await sleep(1500);
+    stop = true;
+    await sender;
+    assert.ok(acked.length > 10, `acknowledged ${acked.length}`);
+    const rows = await gw.query(`SELECT span_id::text FROM spans`);
+    const stored = new Set(rows.map((r) => r.span_id.replace(/-/g, '').slice(0, 16)));
+    for (const sid of acked) assert.ok(stored.has(sid), `acknowledged span ${sid} is stored`);
+    assert.equal((await request(gw, 'GET', '/readyz')).status, 200);
+  } finally { await gw.stop(); }
+});
