@@ -237,6 +237,14 @@ static void connect_timeout_cb(uv_timer_t *t) {
   if (c->state == C_CONNECTING) attempt_failed(c, "connection attempt timed out");
 }
 
+/* Server notices (and libpq's reports of a connection it is closing) would go
+ * to stderr by default; a library layer never logs, and every failure that
+ * matters reaches the caller through a callback anyway. */
+static void quiet_notice(void *arg, const char *message) {
+  (void)arg;
+  (void)message;
+}
+
 static void connected(conn_t *c) {
   sg_pg_pool_t *pool = c->pool;
   uv_timer_stop(&c->timer);
@@ -275,6 +283,7 @@ static void conn_start(conn_t *c) {
     attempt_failed(c, "out of memory");
     return;
   }
+  PQsetNoticeProcessor(c->pg, quiet_notice, NULL);
   if (PQstatus(c->pg) == CONNECTION_BAD) {
     attempt_failed(c, PQerrorMessage(c->pg));
     return;

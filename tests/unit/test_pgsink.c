@@ -1,0 +1,562 @@
+/* test_pgsink.c - group commit of spans into a real PostgreSQL
+ * (SG_TEST_PG_URI; scripts/testenv.sh sets it). The tests run in a database
+ * of their own, created with Agenta's schema (sg_pg_schema_apply) and
+ * dropped at the end. Every test closes its loop and asserts nothing leaked.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "err.h"
+#include "pg.h"
+#include "pg_schema.h"
+#include "pgsink.h"
+#include "span.h"
+
+static const char *base_uri;
+static char *uri;      /* the test database */
+static char dbname[64];
+static uint32_t seq = 1;
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+typedef struct {
+  int done;
+  int status;
+} ans_t;
+
+static void on_answer(void *arg, int status, sg_span_batch_t *batch) {
+  (void)batch;
+  ans_t *a = arg;
+  a->done++;
+  a->status = status;
+}
+
+static void tick(uv_timer_t *t) { (void)t; }
+
+static int run_until(uv_loop_t *loop, const int *flag, int timeout_ms) {
+  uv_timer_t t;
+  uv_timer_init(loop, &t);
+  uv_timer_start(&t, tick, 10, 10);
+  uint64_t deadline = uv_now(loop) + (uint64_t)timeout_ms;
+  while (!*flag && uv_now(loop) < deadline) uv_run(loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
+  return *flag;
+}
+
+static void new_id(uint8_t id[16]) {
+  uint32_t s = seq++;
+  for (int i = 0; i < 16; i++) id[i] = (uint8_t)(rand() & 0xff);
+  memcpy(id + 12, &s, 4); /* unique within the run even if rand repeats */
+}
+
+/* A span with every column set; parent NULL when parent is NULL. */
+static sg_span_t *add_span(sg_span_batch_t *b, const uint8_t trace[16], const uint8_t *parent,
+                           const char *name) {
+  sg_span_t *s = sg_span_batch_push(b);
+  assert_non_null(s);
+  memcpy(s->trace_id, trace, 16);
+  new_id(s->span_id);
+  if (parent) {
+    memcpy(s->parent_id, parent, 16);
+    s->has_parent = 1;
+  }
+  s->trace_type = SG_TRACE_INVOCATION;
+  s->span_type = SG_SPAN_TYPE_LLM;
+  s->span_kind = SG_SPAN_KIND_CLIENT;
+  s->status_code = SG_STATUS_CODE_OK;
+  s->span_name = strdup(name);
+  s->status_message = strdup("fine \"quoted\" \\ é");
+  s->start_us = 1700000000123457LL;
+  s->end_us = 1700000001999999LL;
+  s->attributes = json_pack("{s:s, s:i, s:{s:f}}", "gen_ai.request.model", "gpt-4o", "n", 3, "ag",
+                            "cost", 0.25);
+  s->events = json_pack("[{s:s}]", "name", "exception");
+  s->links = json_array();
+  return s;
+}
+
+static char *query_value(const char *sql) {
+  PGconn *c = PQconnectdb(uri);
+  assert_int_equal(PQstatus(c), CONNECTION_OK);
+  PGresult *r = PQexec(c, sql);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) fprintf(stderr, "%s: %s", sql, PQresultErrorMessage(r));
+  assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+  char *v = strdup(PQntuples(r) ? (PQgetisnull(r, 0, 0) ? "NULL" : PQgetvalue(r, 0, 0)) : "");
+  PQclear(r);
+  PQfinish(c);
+  return v;
+}
+
+static char *span_value(const uint8_t project[16], const sg_span_t *s, const char *expr) {
+  char p[37], t[37], sp[37], sql[1024];
+  sg_uuid_format(project, p);
+  sg_uuid_format(s->trace_id, t);
+  sg_uuid_format(s->span_id, sp);
+  snprintf(sql, sizeof sql,
+           "SELECT %s FROM spans WHERE project_id = '%s' AND trace_id = '%s' AND span_id = '%s'",
+           expr, p, t, sp);
+  return query_value(sql);
+}
+
+static int64_t span_i64(const uint8_t project[16], const sg_span_t *s, const char *expr) {
+  char *v = span_value(project, s, expr);
+  int64_t n = strcmp(v, "NULL") ? strtoll(v, NULL, 10) : 0;
+  free(v);
+  return n;
+}
+
+static void assert_span_value(const uint8_t project[16], const sg_span_t *s, const char *expr,
+                              const char *want) {
+  char *v = span_value(project, s, expr);
+  if (strcmp(v, want)) fprintf(stderr, "%s: got '%s', want '%s'\n", expr, v, want);
+  assert_string_equal(v, want);
+  free(v);
+}
+
+static int64_t count_rows(const uint8_t project[16]) {
+  char p[37], sql[256];
+  sg_uuid_format(project, p);
+  snprintf(sql, sizeof sql, "SELECT count(*) FROM spans WHERE project_id = '%s'", p);
+  char *v = query_value(sql);
+  int64_t n = strtoll(v, NULL, 10);
+  free(v);
+  return n;
+}
+
+typedef struct {
+  uv_loop_t loop;
+  sg_pg_pool_t *pool;
+  sg_pgsink_t *sink;
+} env_t;
+
+static void env_open(env_t *e, const char *conninfo, int window_ms) {
+  assert_int_equal(uv_loop_init(&e->loop), 0);
+  sg_pg_pool_opts_t po = {.backoff_min_ms = 50, .backoff_max_ms = 200};
+  e->pool = sg_pg_pool_new(&e->loop, conninfo, 2, &po);
+  assert_non_null(e->pool);
+  sg_pgsink_opts_t so = {.window_ms = window_ms};
+  e->sink = sg_pgsink_new(&e->loop, e->pool, &so);
+  assert_non_null(e->sink);
+}
+
+static void env_close(env_t *e) {
+  sg_pgsink_close(e->sink);
+  sg_pg_pool_close(e->pool);
+  assert_int_equal(uv_run(&e->loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&e->loop), 0);
+}
+
+/* ---- tests ------------------------------------------------------------------ */
+
+/* Three submissions (two projects) within the window: one statement, one
+ * transaction (same xmin), every span answered with the stored values. */
+static void test_group_commit(void **state) {
+  (void)state;
+  env_t e;
+  env_open(&e, uri, 50);
+  uint8_t pa[16], pb[16], trace[3][16];
+  new_id(pa);
+  new_id(pb);
+  sg_span_batch_t b[3];
+  ans_t a[3] = {{0}};
+  for (int i = 0; i < 3; i++) {
+    sg_span_batch_init(&b[i]);
+    new_id(trace[i]);
+    sg_span_t *root = add_span(&b[i], trace[i], NULL, "root");
+    add_span(&b[i], trace[i], root->span_id, "child");
+    assert_int_equal(sg_pgsink_submit(e.sink, i == 1 ? pb : pa, &b[i], on_answer, &a[i]), 0);
+  }
+  assert_int_equal(a[0].done + a[1].done + a[2].done, 0);
+  assert_true(run_until(&e.loop, &a[2].done, 10000));
+  run_until(&e.loop, &a[0].done, 1000);
+  run_until(&e.loop, &a[1].done, 1000);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(a[i].done, 1);
+    assert_int_equal(a[i].status, 0);
+    assert_int_equal(b[i].n, 2);
+    assert_int_equal(b[i].rejected, 0);
+  }
+  const sg_pgsink_stats_t *st = sg_pgsink_stats(e.sink);
+  assert_int_equal(st->groups, 1);
+  assert_int_equal(st->statements, 1);
+  assert_int_equal(st->max_group_submissions, 3);
+  assert_int_equal(st->spans_stored, 6);
+  /* One transaction: the same xmin on the rows of all three submissions. */
+  char sql[512], p1[37], p2[37];
+  sg_uuid_format(pa, p1);
+  sg_uuid_format(pb, p2);
+  snprintf(sql, sizeof sql,
+           "SELECT count(DISTINCT xmin::text) || '/' || count(*) FROM spans WHERE project_id IN ('%s', '%s')",
+           p1, p2);
+  char *v = query_value(sql);
+  assert_string_equal(v, "1/6");
+  free(v);
+  /* Returned values are the stored ones, to the µs; new rows: version = created_at. */
+  for (int i = 0; i < 3; i++) {
+    const uint8_t *p = i == 1 ? pb : pa;
+    for (size_t k = 0; k < 2; k++) {
+      const sg_span_t *s = &b[i].spans[k];
+      assert_true(s->created_at_us > 0);
+      assert_int_equal(s->created_at_us, span_i64(p, s, "(extract(epoch FROM created_at) * 1000000)::int8"));
+      assert_int_equal(s->updated_at_us, 0);
+      assert_int_equal(s->version, s->created_at_us);
+    }
+  }
+  /* Every column as sent. */
+  const sg_span_t *c = &b[0].spans[1];
+  char parent[37];
+  sg_uuid_format(b[0].spans[0].span_id, parent);
+  assert_span_value(pa, c, "parent_id::text", parent);
+  assert_span_value(pa, c, "trace_type::text || span_type || span_kind || status_code",
+                    "INVOCATIONLLMSPAN_KIND_CLIENTSTATUS_CODE_OK");
+  assert_span_value(pa, c, "span_name || '|' || status_message", "child|fine \"quoted\" \\ é");
+  assert_span_value(pa, c, "attributes::text",
+                    "{\"n\": 3, \"ag\": {\"cost\": 0.25}, \"gen_ai.request.model\": \"gpt-4o\"}");
+  assert_span_value(pa, c, "events::text || links::text || coalesce(hashes::text, 'NULL')",
+                    "[{\"name\": \"exception\"}][]NULL");
+  assert_span_value(pa, c, "created_by_id::text", "00000000-0000-0000-0000-000000000000");
+  assert_span_value(pa, &b[0].spans[0], "parent_id IS NULL", "t");
+  for (int i = 0; i < 3; i++) sg_span_batch_free(&b[i]);
+  env_close(&e);
+}
+
+/* Times survive exactly, at the edges of the accepted range too. */
+static void test_exact_times(void **state) {
+  (void)state;
+  env_t e;
+  env_open(&e, uri, 1);
+  uint8_t p[16], t[16];
+  new_id(p);
+  new_id(t);
+  sg_span_batch_t b;
+  sg_span_batch_init(&b);
+  sg_span_t *s1 = add_span(&b, t, NULL, "edges");
+  s1->start_us = SG_TIME_MIN_US + 1;
+  s1->end_us = SG_TIME_MAX_US;
+  sg_span_t *s2 = add_span(&b, t, s1->span_id, "pre-1970");
+  s2->start_us = -1;          /* 1969-12-31T23:59:59.999999Z */
+  s2->end_us = 1700000000000001LL;
+  ans_t a = {0};
+  assert_int_equal(sg_pgsink_submit(e.sink, p, &b, on_answer, &a), 0);
+  assert_true(run_until(&e.loop, &a.done, 10000));
+  assert_int_equal(a.status, 0);
+  const char *st = "(extract(epoch FROM start_time) * 1000000)::int8";
+  const char *en = "(extract(epoch FROM end_time) * 1000000)::int8";
+  assert_int_equal(span_i64(p, &b.spans[0], st), SG_TIME_MIN_US + 1);
+  assert_int_equal(span_i64(p, &b.spans[0], en), SG_TIME_MAX_US);
+  assert_int_equal(span_i64(p, &b.spans[1], st), -1);
+  assert_int_equal(span_i64(p, &b.spans[1], en), 1700000000000001LL);
+  sg_span_batch_free(&b);
+  env_close(&e);
+}
+
+static void submit_wait(env_t *e, const uint8_t p[16], sg_span_batch_t *b, int want) {
+  ans_t a = {0};
+  assert_int_equal(sg_pgsink_submit(e->sink, p, b, on_answer, &a), 0);
+  assert_true(run_until(&e->loop, &a.done, 10000));
+  assert_int_equal(a.status, want);
+}
+
+/* Re-sending updates every column but created_at/created_by_id, sets
+ * updated_at, and the version grows strictly, even back to back. */
+static void test_upsert(void **state) {
+  (void)state;
+  env_t e;
+  env_open(&e, uri, 1);
+  uint8_t p[16], t[16], user[16];
+  new_id(p);
+  new_id(t);
+  new_id(user);
+  sg_span_batch_t b1, b2;
+  sg_span_batch_init(&b1);
+  sg_span_batch_init(&b2);
+  sg_span_t *s = add_span(&b1, t, NULL, "first");
+  submit_wait(&e, p, &b1, 0);
+  int64_t created = s->created_at_us, v1 = s->version;
+
+  assert_int_equal(sg_span_copy(sg_span_batch_push(&b2), s), 0);
+  sg_span_t *s2 = &b2.spans[0];
+  free(s2->span_name);
+  s2->span_name = strdup("second");
+  json_object_set_new(s2->attributes, "n", json_integer(4));
+  s2->status_code = SG_STATUS_CODE_ERROR;
+  s2->span_type = SG_NULL_ENUM;
+  ans_t a = {0};
+  assert_int_equal(sg_pgsink_submit_as(e.sink, p, user, &b2, on_answer, &a), 0);
+  assert_true(run_until(&e.loop, &a.done, 10000));
+  assert_int_equal(a.status, 0);
+  assert_int_equal(s2->created_at_us, created);
+  assert_true(s2->updated_at_us > 0);
+  assert_true(s2->version > v1);
+  assert_int_equal(s2->version, s2->updated_at_us);
+  assert_span_value(p, s2, "span_name || status_code || coalesce(span_type::text, 'NULL')",
+                    "secondSTATUS_CODE_ERRORNULL");
+  assert_span_value(p, s2, "attributes->>'n'", "4");
+  char u[37];
+  sg_uuid_format(user, u);
+  assert_span_value(p, s2, "created_by_id::text", "00000000-0000-0000-0000-000000000000");
+  assert_span_value(p, s2, "updated_by_id::text", u);
+  assert_int_equal(span_i64(p, s2, "(extract(epoch FROM created_at) * 1000000)::int8"), created);
+  assert_int_equal(span_i64(p, s2, "(extract(epoch FROM updated_at) * 1000000)::int8"), s2->updated_at_us);
+
+  /* Ten more upserts of the same row, as fast as possible: strictly increasing. */
+  int64_t last = s2->version;
+  for (int i = 0; i < 10; i++) {
+    submit_wait(&e, p, &b2, 0);
+    assert_true(s2->version > last);
+    assert_int_equal(s2->created_at_us, created);
+    last = s2->version;
+  }
+  assert_int_equal(count_rows(p), 1);
+  sg_span_batch_free(&b1);
+  sg_span_batch_free(&b2);
+  env_close(&e);
+}
+
+/* The same span twice in one group (two submissions, and inside one batch):
+ * no "cannot affect row a second time"; the later one wins; all share the
+ * returned values. */
+static void test_duplicates(void **state) {
+  (void)state;
+  env_t e;
+  env_open(&e, uri, 50);
+  uint8_t p[16], t[16];
+  new_id(p);
+  new_id(t);
+  sg_span_batch_t b1, b2;
+  sg_span_batch_init(&b1);
+  sg_span_batch_init(&b2);
+  sg_span_t *s = add_span(&b1, t, NULL, "one");
+  assert_int_equal(sg_span_copy(sg_span_batch_push(&b1), s), 0);
+  free(b1.spans[1].span_name);
+  b1.spans[1].span_name = strdup("two");
+  assert_int_equal(sg_span_copy(sg_span_batch_push(&b2), &b1.spans[0]), 0);
+  free(b2.spans[0].span_name);
+  b2.spans[0].span_name = strdup("three");
+  ans_t a1 = {0}, a2 = {0};
+  assert_int_equal(sg_pgsink_submit(e.sink, p, &b1, on_answer, &a1), 0);
+  assert_int_equal(sg_pgsink_submit(e.sink, p, &b2, on_answer, &a2), 0);
+  assert_true(run_until(&e.loop, &a2.done, 10000));
+  run_until(&e.loop, &a1.done, 1000);
+  assert_int_equal(a1.status, 0);
+  assert_int_equal(a2.status, 0);
+  assert_int_equal(sg_pgsink_stats(e.sink)->statements, 1);
+  assert_int_equal(count_rows(p), 1);
+  assert_span_value(p, &b2.spans[0], "span_name", "three");
+  assert_int_equal(b1.spans[0].version, b2.spans[0].version);
+  assert_int_equal(b1.spans[1].version, b2.spans[0].version);
+  assert_int_equal(b1.spans[0].created_at_us, b2.spans[0].created_at_us);
+  sg_span_batch_free(&b1);
+  sg_span_batch_free(&b2);
+  env_close(&e);
+}
+
+/* A span PostgreSQL refuses (\u0000 in jsonb) shares a group with good
+ * submissions: only it is rejected, with a reason; the rest is stored. */
+static void test_poison_span(void **state) {
+  (void)state;
+  env_t e;
+  env_open(&e, uri, 50);
+  uint8_t p[16];
+  new_id(p);
+  sg_span_batch_t b[3];
+  ans_t a[3] = {{0}};
+  sg_span_t *bad = NULL;
+  for (int i = 0; i < 3; i++) {
+    uint8_t t[16];
+    new_id(t);
+    sg_span_batch_init(&b[i]);
+    sg_span_t *root = add_span(&b[i], t, NULL, "root");
+    for (int k = 0; k < 3; k++) {
+      sg_span_t *s = add_span(&b[i], t, root->span_id, "child");
+      if (i == 1 && k == 1) {
+        json_object_set_new(s->attributes, "nul", json_stringn("a\0b", 3));
+        bad = s;
+      }
+    }
+  }
+  char bad_sid[17];
+  sg_hex16_format(bad->span_id, bad_sid);
+  uint8_t bad_key[16];
+  memcpy(bad_key, bad->span_id, 16);
+  for (int i = 0; i < 3; i++) assert_int_equal(sg_pgsink_submit(e.sink, p, &b[i], on_answer, &a[i]), 0);
+  for (int i = 0; i < 3; i++) assert_true(run_until(&e.loop, &a[i].done, 10000));
+  for (int i = 0; i < 3; i++) assert_int_equal(a[i].status, 0);
+  assert_int_equal(b[0].n, 4);
+  assert_int_equal(b[2].n, 4);
+  assert_int_equal(b[1].n, 3);
+  assert_int_equal(b[1].rejected, 1);
+  assert_non_null(strstr(b[1].reject_msg.data, bad_sid));
+  assert_non_null(strstr(b[1].reject_msg.data, "22P05"));
+  for (size_t k = 0; k < b[1].n; k++) {
+    assert_memory_not_equal(b[1].spans[k].span_id, bad_key, 16);
+    assert_true(b[1].spans[k].version > 0);
+  }
+  assert_int_equal(count_rows(p), 11);
+  const sg_pgsink_stats_t *st = sg_pgsink_stats(e.sink);
+  assert_int_equal(st->isolations, 1);
+  assert_int_equal(st->spans_rejected, 1);
+  assert_int_equal(st->spans_stored, 11);
+  /* group + 3 alone + 4 single spans of the bad submission */
+  assert_int_equal(st->statements, 8);
+  for (int i = 0; i < 3; i++) sg_span_batch_free(&b[i]);
+  env_close(&e);
+}
+
+/* Agenta's one root per trace: a second root with another span_id is
+ * rejected alone, with a clear reason; its siblings are stored. */
+static void test_second_root(void **state) {
+  (void)state;
+  env_t e;
+  env_open(&e, uri, 1);
+  uint8_t p[16], t[16];
+  new_id(p);
+  new_id(t);
+  sg_span_batch_t b1, b2;
+  sg_span_batch_init(&b1);
+  sg_span_batch_init(&b2);
+  sg_span_t *r1 = add_span(&b1, t, NULL, "root");
+  submit_wait(&e, p, &b1, 0);
+  add_span(&b2, t, r1->span_id, "child");
+  add_span(&b2, t, NULL, "another root");
+  add_span(&b2, t, r1->span_id, "child 2");
+  submit_wait(&e, p, &b2, 0);
+  assert_int_equal(b2.n, 2);
+  assert_int_equal(b2.rejected, 1);
+  assert_non_null(strstr(b2.reject_msg.data, "already has a root span"));
+  assert_string_equal(b2.spans[0].span_name, "child");
+  assert_string_equal(b2.spans[1].span_name, "child 2");
+  assert_int_equal(count_rows(p), 3);
+  /* Re-sending the stored root is an update, not a second root. */
+  submit_wait(&e, p, &b1, 0);
+  assert_int_equal(b1.rejected, 0);
+  assert_true(b1.spans[0].updated_at_us > 0);
+  sg_span_batch_free(&b1);
+  sg_span_batch_free(&b2);
+  env_close(&e);
+}
+
+/* PostgreSQL down: every submission of the group is answered SG_EUNAVAIL,
+ * once, and nothing loops. */
+static void test_unavailable(void **state) {
+  (void)state;
+  env_t e;
+  env_open(&e, "postgresql://postgres@127.0.0.1:1/postgres", 5);
+  uint8_t p[16], t[16];
+  new_id(p);
+  new_id(t);
+  sg_span_batch_t b1, b2;
+  sg_span_batch_init(&b1);
+  sg_span_batch_init(&b2);
+  add_span(&b1, t, NULL, "root");
+  add_span(&b2, t, b1.spans[0].span_id, "child");
+  ans_t a1 = {0}, a2 = {0};
+  assert_int_equal(sg_pgsink_submit(e.sink, p, &b1, on_answer, &a1), 0);
+  assert_int_equal(sg_pgsink_submit(e.sink, p, &b2, on_answer, &a2), 0);
+  assert_true(run_until(&e.loop, &a2.done, 10000));
+  run_until(&e.loop, &a1.done, 1000);
+  assert_int_equal(a1.status, SG_EUNAVAIL);
+  assert_int_equal(a2.status, SG_EUNAVAIL);
+  /* Later submissions too (the pool refuses at once; answered from the loop). */
+  ans_t a3 = {0};
+  assert_int_equal(sg_pgsink_submit(e.sink, p, &b1, on_answer, &a3), 0);
+  assert_int_equal(a3.done, 0);
+  assert_true(run_until(&e.loop, &a3.done, 5000));
+  assert_int_equal(a3.status, SG_EUNAVAIL);
+  int never = 0;
+  run_until(&e.loop, &never, 200);
+  assert_int_equal(a1.done + a2.done + a3.done, 3);
+  assert_int_equal(b1.n, 1); /* nothing removed */
+  sg_span_batch_free(&b1);
+  sg_span_batch_free(&b2);
+  env_close(&e);
+}
+
+/* Closing with submissions still in the window answers them SG_ECANCELED. */
+static void test_close_pending(void **state) {
+  (void)state;
+  env_t e;
+  env_open(&e, uri, 1000);
+  uint8_t p[16], t[16];
+  new_id(p);
+  new_id(t);
+  sg_span_batch_t b;
+  sg_span_batch_init(&b);
+  add_span(&b, t, NULL, "root");
+  ans_t a = {0};
+  assert_int_equal(sg_pgsink_submit(e.sink, p, &b, on_answer, &a), 0);
+  sg_pgsink_close(e.sink);
+  assert_int_equal(a.done, 1);
+  assert_int_equal(a.status, SG_ECANCELED);
+  sg_pg_pool_close(e.pool);
+  assert_int_equal(uv_run(&e.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&e.loop), 0);
+  sg_span_batch_free(&b);
+}
+
+/* ---- setup ------------------------------------------------------------------ */
+
+static int setup(void **state) {
+  (void)state;
+  char sql[256];
+  sg_buf_t err = SG_BUF_INIT;
+  snprintf(dbname, sizeof dbname, "sg_test_sink_%d", (int)getpid());
+  snprintf(sql, sizeof sql, "CREATE DATABASE %s", dbname);
+  if (sg_pg_exec_sync(base_uri, sql, &err) != 0) {
+    fprintf(stderr, "test_pgsink: %s\n", err.data);
+    return -1;
+  }
+  const char *hostpart = strstr(base_uri, "://");
+  const char *slash = strchr(hostpart ? hostpart + 3 : base_uri, '/');
+  if (slash == NULL) return -1;
+  const char *q = strchr(slash, '?');
+  sg_buf_t b = SG_BUF_INIT;
+  sg_buf_append(&b, base_uri, (size_t)(slash - base_uri));
+  sg_buf_printf(&b, "/%s%s", dbname, q ? q : "");
+  uri = sg_buf_detach(&b, NULL);
+  int rc = sg_pg_schema_apply(uri, &err);
+  if (rc) fprintf(stderr, "test_pgsink: schema: %s\n", err.data);
+  sg_buf_free(&err);
+  return rc ? -1 : 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  char sql[256];
+  snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s", dbname);
+  int rc = sg_pg_exec_sync(base_uri, sql, NULL);
+  free(uri);
+  return rc ? -1 : 0;
+}
+
+int main(void) {
+  base_uri = getenv("SG_TEST_PG_URI");
+  if (base_uri == NULL || *base_uri == '\0') {
+    fprintf(stderr, "test_pgsink: SG_TEST_PG_URI is not set; these tests need a real PostgreSQL "
+                    "(run them under scripts/testenv.sh)\n");
+    return 1;
+  }
+  srand((unsigned)getpid());
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_group_commit),
+      cmocka_unit_test(test_exact_times),
+      cmocka_unit_test(test_upsert),
+      cmocka_unit_test(test_duplicates),
+      cmocka_unit_test(test_poison_span),
+      cmocka_unit_test(test_second_root),
+      cmocka_unit_test(test_unavailable),
+      cmocka_unit_test(test_close_pending),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
