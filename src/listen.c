@@ -28,7 +28,8 @@ static int fail(sg_buf_t *err, int code, const char *fmt, ...) {
 int sg_listen_parse(const char *hostport, struct sockaddr_storage *addr, socklen_t *addrlen,
                     sg_buf_t *err) {
   if (hostport == NULL || *hostport == '\0')
-    return fail(err, SG_EINVAL, "listen: empty address (expected host:port, e.g. '127.0.0.1:4318')");
+    return fail(err, SG_EINVAL,
+                "listen: empty address (expected host:port, e.g. '127.0.0.1:4318')");
 
   char host[256];
   const char *port;
@@ -49,12 +50,15 @@ int sg_listen_parse(const char *hostport, struct sockaddr_storage *addr, socklen
   } else {
     const char *colon = strrchr(hostport, ':');
     if (colon == NULL)
-      return fail(err, SG_EINVAL, "listen: missing ':port' in '%s' (expected host:port)", hostport);
+      return fail(err, SG_EINVAL, "listen: missing ':port' in '%s' (expected host:port)",
+                  hostport);
     if (memchr(hostport, ':', (size_t)(colon - hostport)) != NULL)
       return fail(err, SG_EINVAL,
-                  "listen: IPv6 address must be in brackets, e.g. '[::1]:4318', in '%s'", hostport);
+                  "listen: IPv6 address must be in brackets, e.g. '[::1]:4318', in '%s'",
+                  hostport);
     size_t n = (size_t)(colon - hostport);
-    if (n >= sizeof host) return fail(err, SG_EINVAL, "listen: host name too long in '%s'", hostport);
+    if (n >= sizeof host)
+      return fail(err, SG_EINVAL, "listen: host name too long in '%s'", hostport);
     memcpy(host, hostport, n);
     host[n] = '\0';
     port = colon + 1;
@@ -76,15 +80,20 @@ int sg_listen_parse(const char *hostport, struct sockaddr_storage *addr, socklen
     return 0;
   }
 
+  /* Digits and dots are meant as an IPv4 address: never ask DNS about a
+   * typo like 999.1.1.1. */
+  int dotted = host[strspn(host, "0123456789.")] == '\0';
   struct addrinfo hints, *res = NULL;
   memset(&hints, 0, sizeof hints);
-  hints.ai_family = bracketed ? AF_INET6 : AF_UNSPEC;
+  hints.ai_family = bracketed ? AF_INET6 : dotted ? AF_INET : AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV | (bracketed ? AI_NUMERICHOST : 0);
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV | (bracketed || dotted ? AI_NUMERICHOST : 0);
   int rc = getaddrinfo(host, port, &hints, &res);
   if (rc != 0) {
     if (bracketed)
       return fail(err, SG_EINVAL, "listen: '%s' is not an IPv6 address in '%s'", host, hostport);
+    if (dotted)
+      return fail(err, SG_EINVAL, "listen: '%s' is not an IPv4 address in '%s'", host, hostport);
     return fail(err, SG_EINVAL, "listen: cannot resolve host '%s' in '%s': %s", host, hostport,
                 rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
   }
