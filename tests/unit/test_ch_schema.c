@@ -1,0 +1,552 @@
+/* test_ch_schema.c - ClickHouse DDL per server version, the TabSeparated row
+ * encoder and the SQL quoting helpers. Pure: no server. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "ch.h"
+#include "ch_schema.h"
+#include "err.h"
+#include "span.h"
+
+/* The full renderings, pinned. A change here is a schema change: it needs a
+ * migration story for tables that already exist (CREATE ... IF NOT EXISTS
+ * never alters them). */
+static const char ddl_18_16[] =
+    "CREATE DATABASE IF NOT EXISTS `agenta_oss_tracing`;\n"
+    "\n"
+    "CREATE TABLE IF NOT EXISTS `agenta_oss_tracing`.spans\n"
+    "(\n"
+    "    project_id UUID,\n"
+    "    trace_id UUID,\n"
+    "    span_id UUID,\n"
+    "    parent_id Nullable(UUID),\n"
+    "    trace_type Nullable(Enum8('INVOCATION' = 0, 'ANNOTATION' = 1, 'UNKNOWN' = 2)),\n"
+    "    span_type Nullable(Enum8('AGENT' = 0, 'CHAIN' = 1, 'WORKFLOW' = 2, 'TASK' = 3, 'TOOL' = 4, 'EMBEDDING' = 5, 'QUERY' = 6, 'LLM' = 7, 'COMPLETION' = 8, 'CHAT' = 9, 'RERANK' = 10, 'UNKNOWN' = 11)),\n"
+    "    span_kind Enum8('SPAN_KIND_UNSPECIFIED' = 0, 'SPAN_KIND_INTERNAL' = 1, 'SPAN_KIND_SERVER' = 2, 'SPAN_KIND_CLIENT' = 3, 'SPAN_KIND_PRODUCER' = 4, 'SPAN_KIND_CONSUMER' = 5),\n"
+    "    span_name String,\n"
+    "    start_time DateTime('UTC'),\n"
+    "    start_time_us UInt32,\n"
+    "    end_time DateTime('UTC'),\n"
+    "    end_time_us UInt32,\n"
+    "    status_code Enum8('STATUS_CODE_UNSET' = 0, 'STATUS_CODE_OK' = 1, 'STATUS_CODE_ERROR' = 2),\n"
+    "    status_message Nullable(String),\n"
+    "    attributes Nullable(String),\n"
+    "    references Nullable(String),\n"
+    "    links Nullable(String),\n"
+    "    hashes Nullable(String),\n"
+    "    events Nullable(String),\n"
+    "    session_id Nullable(String),\n"
+    "    user_id Nullable(String),\n"
+    "    agent_id Nullable(String),\n"
+    "    created_at DateTime('UTC'),\n"
+    "    created_at_us UInt32,\n"
+    "    updated_at Nullable(DateTime('UTC')),\n"
+    "    updated_at_us Nullable(UInt32),\n"
+    "    deleted_at Nullable(DateTime('UTC')),\n"
+    "    deleted_at_us Nullable(UInt32),\n"
+    "    created_by_id Nullable(UUID),\n"
+    "    updated_by_id Nullable(UUID),\n"
+    "    deleted_by_id Nullable(UUID),\n"
+    "    version UInt64,\n"
+    "    expires_at DateTime('UTC')\n"
+    ")\n"
+    "ENGINE = ReplacingMergeTree(version)\n"
+    "PARTITION BY toYYYYMM(created_at)\n"
+    "PRIMARY KEY (project_id, created_at)\n"
+    "ORDER BY (project_id, created_at, trace_id, span_id)\n"
+    "SETTINGS index_granularity = 8192;\n"
+    "\n"
+    "CREATE TABLE IF NOT EXISTS `agenta_oss_tracing`.nodes\n"
+    "(\n"
+    "    project_id UUID,\n"
+    "    node_id UUID,\n"
+    "    tree_id Nullable(UUID),\n"
+    "    root_id Nullable(UUID),\n"
+    "    created_at DateTime('UTC'),\n"
+    "    created_at_us UInt32,\n"
+    "    attributes Nullable(String),\n"
+    "    version UInt64,\n"
+    "    expires_at DateTime('UTC')\n"
+    ")\n"
+    "ENGINE = ReplacingMergeTree(version)\n"
+    "PARTITION BY toYYYYMM(created_at)\n"
+    "PRIMARY KEY (project_id, created_at)\n"
+    "ORDER BY (project_id, created_at, node_id)\n"
+    "SETTINGS index_granularity = 8192;\n";
+static const char insert_18_16[] =
+    "INSERT INTO `agenta_oss_tracing`.spans (project_id, trace_id, span_id, parent_id, "
+    "trace_type, span_type, span_kind, span_name, start_time, start_time_us, end_time, "
+    "end_time_us, status_code, status_message, attributes, references, links, hashes, events, "
+    "session_id, user_id, agent_id, created_at, created_at_us, updated_at, updated_at_us, "
+    "deleted_at, deleted_at_us, created_by_id, updated_by_id, deleted_by_id, version, "
+    "expires_at) FORMAT TabSeparated";
+
+
+static const char ddl_24_8[] =
+    "CREATE DATABASE IF NOT EXISTS `agenta_oss_tracing`;\n"
+    "\n"
+    "CREATE TABLE IF NOT EXISTS `agenta_oss_tracing`.spans\n"
+    "(\n"
+    "    project_id UUID,\n"
+    "    trace_id UUID,\n"
+    "    span_id UUID,\n"
+    "    parent_id Nullable(UUID),\n"
+    "    trace_type Nullable(Enum8('INVOCATION' = 0, 'ANNOTATION' = 1, 'UNKNOWN' = 2)),\n"
+    "    span_type Nullable(Enum8('AGENT' = 0, 'CHAIN' = 1, 'WORKFLOW' = 2, 'TASK' = 3, 'TOOL' = 4, 'EMBEDDING' = 5, 'QUERY' = 6, 'LLM' = 7, 'COMPLETION' = 8, 'CHAT' = 9, 'RERANK' = 10, 'UNKNOWN' = 11)),\n"
+    "    span_kind Enum8('SPAN_KIND_UNSPECIFIED' = 0, 'SPAN_KIND_INTERNAL' = 1, 'SPAN_KIND_SERVER' = 2, 'SPAN_KIND_CLIENT' = 3, 'SPAN_KIND_PRODUCER' = 4, 'SPAN_KIND_CONSUMER' = 5),\n"
+    "    span_name LowCardinality(String),\n"
+    "    start_time DateTime64(6, 'UTC'),\n"
+    "    end_time DateTime64(6, 'UTC'),\n"
+    "    status_code Enum8('STATUS_CODE_UNSET' = 0, 'STATUS_CODE_OK' = 1, 'STATUS_CODE_ERROR' = 2),\n"
+    "    status_message Nullable(String),\n"
+    "    attributes Nullable(String),\n"
+    "    references Nullable(String),\n"
+    "    links Nullable(String),\n"
+    "    hashes Nullable(String),\n"
+    "    events Nullable(String),\n"
+    "    session_id Nullable(String),\n"
+    "    user_id Nullable(String),\n"
+    "    agent_id Nullable(String),\n"
+    "    created_at DateTime64(6, 'UTC'),\n"
+    "    updated_at Nullable(DateTime64(6, 'UTC')),\n"
+    "    deleted_at Nullable(DateTime64(6, 'UTC')),\n"
+    "    created_by_id Nullable(UUID),\n"
+    "    updated_by_id Nullable(UUID),\n"
+    "    deleted_by_id Nullable(UUID),\n"
+    "    version UInt64,\n"
+    "    expires_at DateTime('UTC'),\n"
+    "    INDEX idx_trace_id trace_id TYPE bloom_filter(0.01) GRANULARITY 1\n"
+    ")\n"
+    "ENGINE = ReplacingMergeTree(version)\n"
+    "PARTITION BY toYYYYMM(created_at)\n"
+    "PRIMARY KEY (project_id, created_at)\n"
+    "ORDER BY (project_id, created_at, trace_id, span_id)\n"
+    "TTL expires_at DELETE\n"
+    "SETTINGS index_granularity = 8192;\n"
+    "\n"
+    "CREATE TABLE IF NOT EXISTS `agenta_oss_tracing`.nodes\n"
+    "(\n"
+    "    project_id UUID,\n"
+    "    node_id UUID,\n"
+    "    tree_id Nullable(UUID),\n"
+    "    root_id Nullable(UUID),\n"
+    "    created_at DateTime64(6, 'UTC'),\n"
+    "    attributes Nullable(String),\n"
+    "    version UInt64,\n"
+    "    expires_at DateTime('UTC')\n"
+    ")\n"
+    "ENGINE = ReplacingMergeTree(version)\n"
+    "PARTITION BY toYYYYMM(created_at)\n"
+    "PRIMARY KEY (project_id, created_at)\n"
+    "ORDER BY (project_id, created_at, node_id)\n"
+    "TTL expires_at DELETE\n"
+    "SETTINGS index_granularity = 8192;\n";
+static const char insert_24_8[] =
+    "INSERT INTO `agenta_oss_tracing`.spans (project_id, trace_id, span_id, parent_id, "
+    "trace_type, span_type, span_kind, span_name, start_time, end_time, status_code, "
+    "status_message, attributes, references, links, hashes, events, session_id, user_id, "
+    "agent_id, created_at, updated_at, deleted_at, created_by_id, updated_by_id, "
+    "deleted_by_id, version, expires_at) FORMAT TabSeparated";
+
+
+static sg_ch_version_t ver(const char *s) {
+  sg_ch_version_t v;
+  assert_int_equal(sg_ch_version_parse(s, &v), 0);
+  return v;
+}
+
+static void test_version_parse(void **st) {
+  (void)st;
+  sg_ch_version_t v;
+  assert_int_equal(sg_ch_version_parse("18.16.1", &v), 0);
+  assert_int_equal(v.major, 18);
+  assert_int_equal(v.minor, 16);
+  assert_int_equal(v.caps, 0);
+  assert_int_equal(sg_ch_version_parse("24.8.4.13\n", &v), 0);
+  assert_int_equal(v.major, 24);
+  assert_int_equal(v.minor, 8);
+  unsigned all = SG_CH_DATETIME64 | SG_CH_TTL | SG_CH_TTL_DELETE_KW | SG_CH_SKIP_INDEX |
+                 SG_CH_BLOOM_UUID | SG_CH_LOWCARD | SG_CH_JSON_FUNCS | SG_CH_TTL_ONLY_DROP_PARTS |
+                 SG_CH_EXCEPTION_HEADER;
+  assert_int_equal(v.caps, all);
+  assert_int_equal(sg_ch_version_parse("19.17", &v), 0);
+  assert_int_equal(v.caps, SG_CH_LOWCARD | SG_CH_TTL | SG_CH_JSON_FUNCS);
+
+  static const char *bad[] = {"", "18", "18.", ".16", "x.16.1", "18.x", "18.16.1-lts",
+                              "18.16.1 x", "0.1", "99999999.1"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    assert_int_equal(sg_ch_version_parse(bad[i], &v), SG_EINVAL);
+  assert_int_equal(sg_ch_version_parse(NULL, &v), SG_EINVAL);
+}
+
+static void test_caps_thresholds(void **st) {
+  (void)st;
+  struct {
+    int major, minor;
+    unsigned cap;
+  } t[] = {
+      {19, 3, SG_CH_LOWCARD},        {19, 6, SG_CH_TTL},        {19, 8, SG_CH_JSON_FUNCS},
+      {20, 1, SG_CH_DATETIME64},     {20, 1, SG_CH_SKIP_INDEX}, {20, 1, SG_CH_TTL_DELETE_KW},
+      {20, 1, SG_CH_TTL_ONLY_DROP_PARTS}, {20, 3, SG_CH_EXCEPTION_HEADER},
+      {20, 12, SG_CH_BLOOM_UUID},
+  };
+  for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+    assert_true(sg_ch_version_caps(t[i].major, t[i].minor) & t[i].cap);
+    int pm = t[i].minor > 1 ? t[i].major : t[i].major - 1, pn = t[i].minor > 1 ? t[i].minor - 1 : 99;
+    assert_false(sg_ch_version_caps(pm, pn) & t[i].cap);
+    assert_true(sg_ch_version_caps(t[i].major + 1, 0) & t[i].cap);
+  }
+}
+
+static void check_render(const char *version, const char *want_ddl, const char *want_insert,
+                         size_t ncols) {
+  sg_ch_version_t v = ver(version);
+  sg_buf_t b = SG_BUF_INIT;
+  assert_int_equal(sg_ch_schema_render(&v, NULL, &b), 0);
+  assert_string_equal(b.data, want_ddl);
+  sg_buf_reset(&b);
+  assert_int_equal(sg_ch_insert_sql(&v, "agenta_oss_tracing", &b), 0);
+  assert_string_equal(b.data, want_insert);
+  assert_int_equal(sg_ch_span_columns(&v), ncols);
+
+  /* The statement list is the script, one statement per element. */
+  sg_ch_stmts_t s;
+  assert_int_equal(sg_ch_schema_statements(&v, NULL, &s), 0);
+  assert_int_equal(s.n, 3);
+  sg_buf_reset(&b);
+  for (size_t i = 0; i < s.n; i++) {
+    assert_null(strchr(s.v[i], ';'));
+    sg_buf_printf(&b, "%s%s;\n", i ? "\n" : "", s.v[i]);
+  }
+  assert_string_equal(b.data, want_ddl);
+  assert_non_null(strstr(s.v[0], "CREATE DATABASE IF NOT EXISTS"));
+  assert_non_null(strstr(s.v[1], ".spans\n"));
+  assert_non_null(strstr(s.v[2], ".nodes\n"));
+  sg_ch_stmts_free(&s);
+  sg_buf_free(&b);
+}
+
+static void test_render_18_16(void **st) {
+  (void)st;
+  check_render("18.16.1", ddl_18_16, insert_18_16, 33);
+}
+
+static void test_render_24_8(void **st) {
+  (void)st;
+  check_render("24.8.4.13", ddl_24_8, insert_24_8, 28);
+}
+
+static void test_render_database_quoting(void **st) {
+  (void)st;
+  sg_ch_version_t v = ver("18.16.1");
+  sg_ch_stmts_t s;
+  assert_int_equal(sg_ch_schema_statements(&v, "my`db\\x", &s), 0);
+  assert_string_equal(s.v[0], "CREATE DATABASE IF NOT EXISTS `my\\`db\\\\x`");
+  assert_non_null(strstr(s.v[1], "CREATE TABLE IF NOT EXISTS `my\\`db\\\\x`.spans\n"));
+  sg_ch_stmts_free(&s);
+  assert_int_equal(sg_ch_schema_statements(&v, "", &s), SG_EINVAL);
+  sg_ch_stmts_free(&s);
+  /* Intermediate versions: TTL without the DELETE keyword, no index yet. */
+  v = ver("19.17.4.11");
+  sg_buf_t b = SG_BUF_INIT;
+  assert_int_equal(sg_ch_schema_render(&v, NULL, &b), 0);
+  assert_non_null(strstr(b.data, "\nTTL expires_at\nSETTINGS"));
+  assert_non_null(strstr(b.data, "span_name LowCardinality(String),"));
+  assert_non_null(strstr(b.data, "start_time_us UInt32,"));
+  assert_null(strstr(b.data, "INDEX"));
+  sg_buf_reset(&b);
+  v = ver("20.8.3.18"); /* DateTime64 and skip indexes, but no bloom_filter on UUID */
+  assert_int_equal(sg_ch_schema_render(&v, NULL, &b), 0);
+  assert_null(strstr(b.data, "INDEX"));
+  assert_null(strstr(b.data, "_us "));
+  assert_non_null(strstr(b.data, "\nTTL expires_at DELETE\n"));
+  sg_buf_free(&b);
+}
+
+/* ---- rows --------------------------------------------------------------- */
+
+static const uint8_t project[16] = {0x01, 0x93, 0x5e, 0x2a, 0x7b, 0x4c, 0x7d, 0x10,
+                                    0x80, 0x00, 0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc};
+
+static void fill_span(sg_span_t *s) {
+  memset(s, 0, sizeof(*s));
+  assert_int_equal(sg_id_parse("31d6cfe04b9011ec800142010a8000b0", 32, s->trace_id), 0);
+  assert_int_equal(sg_id_parse("31d6cfe04b9011ec", 16, s->span_id), 0);
+  assert_int_equal(sg_id_parse("aaaaaaaabbbbcccc", 16, s->parent_id), 0);
+  s->has_parent = 1;
+  s->trace_type = SG_TRACE_INVOCATION;
+  s->span_type = SG_SPAN_TYPE_LLM;
+  s->span_kind = SG_SPAN_KIND_CLIENT;
+  s->status_code = SG_STATUS_CODE_ERROR;
+  s->span_name = strdup("chat\tcompletion\nline2 \\ \\N caf\xc3\xa9 \xf0\x9f\x9a\x80\r");
+  s->status_message = strdup("\\N");
+  s->session_id = strdup("");
+  s->user_id = NULL;
+  s->agent_id = strdup("agent's \"id\"");
+  s->start_us = 1700000000123456LL; /* 2023-11-14T22:13:20.123456Z */
+  s->end_us = 1700000001000001LL;
+  s->attributes = json_pack("{s:s, s:i, s:[f, b, n]}", "k\tey", "v\n\"q\" \\ \xc3\xa9", "n", 42,
+                            "a", 1.5, 1);
+  s->references = json_array();
+  s->links = NULL;
+  s->hashes = json_object();
+  s->events = json_string("tab\there");
+  s->created_at_us = 1700000002000000LL;
+  s->updated_at_us = 0; /* NULL */
+  s->version = INT64_MAX;
+}
+
+static const char row_18_16[] =
+    "01935e2a-7b4c-7d10-8000-123456789abc\t"
+    "31d6cfe0-4b90-11ec-8001-42010a8000b0\t"
+    "31d6cfe0-4b90-11ec-31d6-cfe04b9011ec\t"
+    "aaaaaaaa-bbbb-cccc-aaaa-aaaabbbbcccc\t"
+    "INVOCATION\tLLM\tSPAN_KIND_CLIENT\t"
+    "chat\\tcompletion\\nline2 \\\\ \\\\N caf\xc3\xa9 \xf0\x9f\x9a\x80\\r\t"
+    "2023-11-14 22:13:20\t123456\t"
+    "2023-11-14 22:13:21\t1\t"
+    "STATUS_CODE_ERROR\t"
+    "\\\\N\t"
+    "{\"k\\\\tey\":\"v\\\\n\\\\\"q\\\\\" \\\\\\\\ \xc3\xa9\",\"n\":42,\"a\":[1.5,true,null]}\t"
+    "[]\t"
+    "\\N\t"
+    "{}\t"
+    "\"tab\\\\there\"\t"
+    "\t"
+    "\\N\t"
+    "agent's \"id\"\t"
+    "2023-11-14 22:13:22\t0\t"
+    "\\N\t\\N\t"
+    "\\N\t\\N\t"
+    "\\N\t\\N\t\\N\t"
+    "9223372036854775807\t"
+    "2105-12-31 23:59:59\n";
+
+static const char row_24_8[] =
+    "01935e2a-7b4c-7d10-8000-123456789abc\t"
+    "31d6cfe0-4b90-11ec-8001-42010a8000b0\t"
+    "31d6cfe0-4b90-11ec-31d6-cfe04b9011ec\t"
+    "aaaaaaaa-bbbb-cccc-aaaa-aaaabbbbcccc\t"
+    "INVOCATION\tLLM\tSPAN_KIND_CLIENT\t"
+    "chat\\tcompletion\\nline2 \\\\ \\\\N caf\xc3\xa9 \xf0\x9f\x9a\x80\\r\t"
+    "2023-11-14 22:13:20.123456\t"
+    "2023-11-14 22:13:21.000001\t"
+    "STATUS_CODE_ERROR\t"
+    "\\\\N\t"
+    "{\"k\\\\tey\":\"v\\\\n\\\\\"q\\\\\" \\\\\\\\ \xc3\xa9\",\"n\":42,\"a\":[1.5,true,null]}\t"
+    "[]\t"
+    "\\N\t"
+    "{}\t"
+    "\"tab\\\\there\"\t"
+    "\t"
+    "\\N\t"
+    "agent's \"id\"\t"
+    "2023-11-14 22:13:22.000000\t"
+    "\\N\t"
+    "\\N\t"
+    "\\N\t\\N\t\\N\t"
+    "9223372036854775807\t"
+    "2105-12-31 23:59:59\n";
+
+static size_t count_char(const char *s, size_t n, char c) {
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) k += s[i] == c;
+  return k;
+}
+
+static void test_row_tricky(void **st) {
+  (void)st;
+  sg_span_t s;
+  fill_span(&s);
+  sg_buf_t b = SG_BUF_INIT;
+  sg_ch_version_t v18 = ver("18.16.1"), v24 = ver("24.8.4.13");
+  assert_int_equal(sg_ch_row_encode(&v18, project, &s, INT64_MAX, &b), 0);
+  assert_string_equal(b.data, row_18_16);
+  assert_int_equal(count_char(b.data, b.len, '\t') + 1, sg_ch_span_columns(&v18));
+  assert_int_equal(count_char(b.data, b.len, '\n'), 1);
+  sg_buf_reset(&b);
+  assert_int_equal(sg_ch_row_encode(&v24, project, &s, INT64_MAX, &b), 0);
+  assert_string_equal(b.data, row_24_8);
+  assert_int_equal(count_char(b.data, b.len, '\t') + 1, sg_ch_span_columns(&v24));
+
+  /* Rows append. */
+  assert_int_equal(sg_ch_row_encode(&v24, project, &s, INT64_MAX, &b), 0);
+  assert_int_equal(b.len, 2 * strlen(row_24_8));
+  sg_buf_free(&b);
+  sg_span_clear(&s);
+}
+
+static void test_row_nulls_and_bounds(void **st) {
+  (void)st;
+  sg_span_t s;
+  memset(&s, 0, sizeof(s));
+  s.trace_type = SG_NULL_ENUM;
+  s.span_type = SG_NULL_ENUM;
+  s.span_name = NULL; /* encoded as "" (span.h: never NULL; be lenient) */
+  s.start_us = SG_CH_TIME_MIN_US;
+  s.end_us = SG_CH_TIME_MAX_US;
+  s.created_at_us = 1;
+  s.updated_at_us = 999999;
+  s.version = 0;
+  sg_buf_t b = SG_BUF_INIT;
+  sg_ch_version_t v18 = ver("18.16.1"), v24 = ver("24.8.4.13");
+  assert_int_equal(sg_ch_row_encode(&v18, project, &s, 1, &b), 0);
+  assert_string_equal(b.data,
+                      "01935e2a-7b4c-7d10-8000-123456789abc\t"
+                      "00000000-0000-0000-0000-000000000000\t"
+                      "00000000-0000-0000-0000-000000000000\t"
+                      "\\N\t\\N\t\\N\tSPAN_KIND_UNSPECIFIED\t\t"
+                      "1970-01-01 00:00:00\t0\t"
+                      "2105-12-31 23:59:59\t999999\t"
+                      "STATUS_CODE_UNSET\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t"
+                      "1970-01-01 00:00:00\t1\t"
+                      "1970-01-01 00:00:00\t999999\t"
+                      "\\N\t\\N\t\\N\t\\N\t\\N\t0\t"
+                      "1970-01-01 00:00:01\n"); /* expires_at rounded up to the second */
+  sg_buf_reset(&b);
+  assert_int_equal(sg_ch_row_encode(&v24, project, &s, 86400000000LL, &b), 0);
+  assert_non_null(strstr(b.data, "\t1970-01-01 00:00:00.000000\t2105-12-31 23:59:59.999999\t"));
+  assert_non_null(strstr(b.data, "\t1970-01-01 00:00:00.000001\t1970-01-01 00:00:00.999999\t"));
+  assert_non_null(strstr(b.data, "\t0\t1970-01-02 00:00:00\n"));
+
+  /* Past 2105 expires_at means never. */
+  sg_buf_reset(&b);
+  assert_int_equal(sg_ch_row_encode(&v24, project, &s, 5000000000000000LL, &b), 0);
+  assert_non_null(strstr(b.data, "\t0\t2105-12-31 23:59:59\n"));
+
+  /* Rejected, not clamped; the buffer is left as it was. */
+  sg_buf_reset(&b);
+  sg_buf_puts(&b, "keep\n");
+  struct {
+    int64_t *field;
+    int64_t bad;
+  } cases[] = {
+      {&s.start_us, -1},
+      {&s.start_us, SG_CH_TIME_MAX_US + 1},
+      {&s.end_us, SG_TIME_MIN_US},
+      {&s.end_us, SG_TIME_MAX_US},
+      {&s.created_at_us, -86400000000LL},
+      {&s.updated_at_us, SG_CH_TIME_MAX_US + 1},
+      {&s.version, -1},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    int64_t keep = *cases[i].field;
+    *cases[i].field = cases[i].bad;
+    assert_int_equal(sg_ch_row_encode(&v18, project, &s, INT64_MAX, &b), SG_EINVAL);
+    assert_int_equal(sg_ch_row_encode(&v24, project, &s, INT64_MAX, &b), SG_EINVAL);
+    assert_string_equal(b.data, "keep\n");
+    *cases[i].field = keep;
+  }
+  assert_int_equal(sg_ch_row_encode(&v18, project, &s, -1, &b), SG_EINVAL);
+  s.span_kind = SG_SPAN_KIND_COUNT;
+  assert_int_equal(sg_ch_row_encode(&v18, project, &s, INT64_MAX, &b), SG_EINVAL);
+  s.span_kind = 0;
+  s.status_code = -1; /* NOT NULL column: SG_NULL_ENUM is not a value */
+  assert_int_equal(sg_ch_row_encode(&v18, project, &s, INT64_MAX, &b), SG_EINVAL);
+  s.status_code = 0;
+  s.trace_type = SG_TRACE_TYPE_COUNT;
+  assert_int_equal(sg_ch_row_encode(&v18, project, &s, INT64_MAX, &b), SG_EINVAL);
+  assert_string_equal(b.data, "keep\n");
+  assert_int_equal(b.len, 5);
+  sg_buf_free(&b);
+}
+
+/* JSON bigger than the buffer's spare room, full of backslashes: the dump is
+ * redone into a grown buffer and escaped in place. */
+static void test_row_big_json(void **st) {
+  (void)st;
+  sg_ch_version_t v = ver("24.8.4.13");
+  sg_span_t s;
+  memset(&s, 0, sizeof(s));
+  s.trace_type = SG_NULL_ENUM;
+  s.span_type = SG_NULL_ENUM;
+  s.span_name = strdup("n");
+  char *big = malloc(20001);
+  for (int i = 0; i < 20000; i++) big[i] = "a\\\t\"b"[i % 5];
+  big[20000] = '\0';
+  s.attributes = json_pack("{s:s}", "k", big);
+  char *dumped = json_dumps(s.attributes, JSON_COMPACT);
+  sg_buf_t want = SG_BUF_INIT, b = SG_BUF_INIT;
+  sg_ch_tsv_escape(&want, dumped, strlen(dumped));
+  for (int pass = 0; pass < 2; pass++) { /* fresh buffer, then one with rows in it */
+    size_t before = b.len;
+    assert_int_equal(sg_ch_row_encode(&v, project, &s, INT64_MAX, &b), 0);
+    assert_non_null(strstr(b.data + before, want.data));
+    const char *tab = strstr(b.data + before, want.data) + want.len;
+    assert_int_equal(*tab, '\t'); /* the next column follows */
+  }
+  free(dumped);
+  free(big);
+  sg_buf_free(&want);
+  sg_buf_free(&b);
+  sg_span_clear(&s);
+}
+
+static void test_tsv_escape(void **st) {
+  (void)st;
+  sg_buf_t b = SG_BUF_INIT;
+  static const char in[] = "a\tb\nc\\d\re\0f";
+  assert_int_equal(sg_ch_tsv_escape(&b, in, sizeof(in) - 1), 0);
+  assert_string_equal(b.data, "a\\tb\\nc\\\\d\\re\\0f");
+  sg_buf_reset(&b);
+  assert_int_equal(sg_ch_tsv_escape(&b, "", 0), 0);
+  assert_int_equal(b.len, 0);
+  sg_buf_free(&b);
+}
+
+static void test_quote(void **st) {
+  (void)st;
+  sg_buf_t b = SG_BUF_INIT;
+  assert_int_equal(sg_ch_quote_ident(&b, "spans"), 0);
+  assert_string_equal(b.data, "`spans`");
+  sg_buf_reset(&b);
+  assert_int_equal(sg_ch_quote_ident(&b, "a`b\\c"), 0);
+  assert_string_equal(b.data, "`a\\`b\\\\c`");
+  sg_buf_reset(&b);
+  static const char s[] = "it's a \\ test\n\t\r\b\f\x01\x7f caf\xc3\xa9\0x";
+  assert_int_equal(sg_ch_quote_string(&b, s, sizeof(s) - 1), 0);
+  assert_string_equal(b.data, "'it\\'s a \\\\ test\\n\\t\\r\\b\\f\\x01\\x7F caf\xc3\xa9\\0x'");
+  sg_buf_reset(&b);
+  assert_int_equal(sg_ch_quote_string(&b, "", 0), 0);
+  assert_string_equal(b.data, "''");
+  sg_buf_free(&b);
+}
+
+static void test_code_class(void **st) {
+  (void)st;
+  static const int poison[] = {6, 26, 27, 38, 41, 53, 62, 69, 70, 72, 117, 131, 190, 376, 691};
+  static const int transient[] = {159, 202, 209, 210, 241, 252};
+  static const int operator_[] = {60, 81, 192, 193, 516};
+  for (size_t i = 0; i < sizeof(poison) / sizeof(poison[0]); i++)
+    assert_int_equal(sg_ch_code_class(poison[i]), SG_EPOISON);
+  for (size_t i = 0; i < sizeof(transient) / sizeof(transient[0]); i++)
+    assert_int_equal(sg_ch_code_class(transient[i]), SG_EUNAVAIL);
+  for (size_t i = 0; i < sizeof(operator_) / sizeof(operator_[0]); i++)
+    assert_int_equal(sg_ch_code_class(operator_[i]), SG_EIO);
+  assert_int_equal(sg_ch_code_class(0), 0);
+  assert_int_equal(sg_ch_code_class(49), SG_EPOISON); /* 18.16: unknown Enum label */
+  assert_int_equal(sg_ch_code_class(12345), 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_version_parse),
+      cmocka_unit_test(test_caps_thresholds),
+      cmocka_unit_test(test_render_18_16),
+      cmocka_unit_test(test_render_24_8),
+      cmocka_unit_test(test_render_database_quoting),
+      cmocka_unit_test(test_row_tricky),
+      cmocka_unit_test(test_row_nulls_and_bounds),
+      cmocka_unit_test(test_row_big_json),
+      cmocka_unit_test(test_tsv_escape),
+      cmocka_unit_test(test_quote),
+      cmocka_unit_test(test_code_class),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
