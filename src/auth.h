@@ -40,7 +40,7 @@ void sg_auth_free(sg_auth_t *a);
 void sg_auth_check(sg_auth_t *a, const char *authorization, sg_auth_cb cb, void *arg);
 
 /* Pulls the key out of "ApiKey <key>", "Bearer <key>" or a bare key.
- * 0 with *key/*len set, or SG_EAUTH. */
+ * 0 with key and len set, or SG_EAUTH. */
 int sg_auth_extract_key(const char *header, const char **key, size_t *len);
 
 /* Parses one keys-file line (without the newline): "<uuid> sha256:<64 hex>"

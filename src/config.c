@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "err.h"
 #include "log.h"
 
@@ -156,6 +158,18 @@ static int set_from_text(sg_config_t *cfg, const sg_config_key_t *k, const char 
   }
   case SG_CFG_BOOL: return parse_bool(text, (int *)field);
   case SG_CFG_SIZE: return sg_parse_size(text, (size_t *)field);
+  case SG_CFG_TABLE: {
+    json_error_t jerr;
+    json_t *v = json_loads(text, JSON_DECODE_ANY, &jerr);
+    int ok = v && (json_is_object(v) || json_is_array(v));
+    json_decref(v);
+    if (!ok) return SG_EINVAL;
+    char *dup = strdup(text);
+    if (!dup) return SG_ENOMEM;
+    free(*(char **)field);
+    *(char **)field = dup;
+    return 0;
+  }
   case SG_CFG_LIST: {
     sg_strlist_t *l = field;
     list_free(l);
@@ -183,6 +197,7 @@ static const char *type_name(sg_cfg_type_t t) {
   case SG_CFG_BOOL: return "boolean";
   case SG_CFG_SIZE: return "size";
   case SG_CFG_LIST: return "list of strings";
+  case SG_CFG_TABLE: return "table";
   }
   return "?";
 }
@@ -199,7 +214,7 @@ int sg_config_defaults(sg_config_t *cfg) {
 void sg_config_free(sg_config_t *cfg) {
   for (size_t i = 0; i < NKEYS; i++) {
     void *field = (char *)cfg + keys[i].offset;
-    if (keys[i].type == SG_CFG_STR) {
+    if (keys[i].type == SG_CFG_STR || keys[i].type == SG_CFG_TABLE) {
       free(*(char **)field);
       *(char **)field = NULL;
     } else if (keys[i].type == SG_CFG_LIST) {
@@ -212,6 +227,48 @@ void sg_config_free(sg_config_t *cfg) {
  * The chunk runs with an environment table of its own and no libraries at
  * all. Assignments go through __newindex, which checks the key and the type
  * at the line that assigns, so errors carry the file and line. */
+
+/* The Lua value at idx as JSON (tables with keys 1..n become arrays). NULL
+ * when it holds something JSON cannot say (functions, cycles, odd keys). */
+static json_t *lua_to_json(lua_State *L, int idx, int depth) {
+  if (depth > 32) return NULL;
+  switch (lua_type(L, idx)) {
+  case LUA_TBOOLEAN: return json_boolean(lua_toboolean(L, idx));
+  case LUA_TSTRING: {
+    size_t n;
+    const char *s = lua_tolstring(L, idx, &n);
+    return json_stringn(s, n);
+  }
+  case LUA_TNUMBER: {
+    lua_Number v = lua_tonumber(L, idx);
+    if (v == (lua_Number)(json_int_t)v) return json_integer((json_int_t)v);
+    return json_real(v);
+  }
+  case LUA_TTABLE: {
+    size_t n = lua_objlen(L, idx);
+    json_t *out = n ? json_array() : json_object();
+    if (idx < 0) idx = lua_gettop(L) + idx + 1;
+    lua_pushnil(L); /* ... nil */
+    while (lua_next(L, idx) != 0) { /* ... key value */
+      json_t *v = lua_to_json(L, -1, depth + 1);
+      int ok = v != NULL;
+      if (ok && n) {
+        ok = lua_type(L, -2) == LUA_TNUMBER && json_array_append_new(out, v) == 0;
+      } else if (ok) {
+        ok = lua_type(L, -2) == LUA_TSTRING && json_object_set_new(out, lua_tostring(L, -2), v) == 0;
+      }
+      lua_pop(L, 1); /* ... key */
+      if (!ok) {
+        lua_pop(L, 1);
+        json_decref(out);
+        return NULL;
+      }
+    }
+    return out;
+  }
+  default: return NULL;
+  }
+}
 
 static int conf_newindex(lua_State *L) {
   /* stack: env, key, value */
@@ -248,6 +305,18 @@ static int conf_newindex(lua_State *L) {
       ok = 1;
     } else if (vt == LUA_TSTRING) {
       ok = sg_parse_size(lua_tostring(L, 3), field) == 0;
+    }
+    break;
+  case SG_CFG_TABLE:
+    if (vt == LUA_TTABLE) {
+      json_t *j = lua_to_json(L, 3, 0);
+      char *text = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+      json_decref(j);
+      if (text) {
+        free(*(char **)field);
+        *(char **)field = text;
+        ok = 1;
+      }
     }
     break;
   case SG_CFG_LIST:
@@ -375,6 +444,32 @@ static int check(const sg_config_t *cfg, sg_buf_t *err) {
   }
   if (cfg->read_timeout_ms < 1 || cfg->idle_timeout_ms < 1 || cfg->shutdown_timeout_ms < 0) {
     sg_buf_puts(err, "read_timeout_ms and idle_timeout_ms must be positive");
+    return SG_ECONFIG;
+  }
+  if (strcmp(cfg->spool_fsync, "always") && strcmp(cfg->spool_fsync, "batch") &&
+      strcmp(cfg->spool_fsync, "never")) {
+    sg_buf_printf(err, "spool_fsync must be always, batch or never, not '%s'", cfg->spool_fsync);
+    return SG_ECONFIG;
+  }
+  if (cfg->flush_interval_ms < 10 || cfg->clickhouse_timeout_ms < 100) {
+    sg_buf_puts(err, "flush_interval_ms must be >= 10 and clickhouse_timeout_ms >= 100");
+    return SG_ECONFIG;
+  }
+  if (strcmp(cfg->on_script_error, "pass") && strcmp(cfg->on_script_error, "reject")) {
+    sg_buf_printf(err, "on_script_error must be pass or reject, not '%s'", cfg->on_script_error);
+    return SG_ECONFIG;
+  }
+  if (strcmp(cfg->read_backend, "postgres") && strcmp(cfg->read_backend, "clickhouse")) {
+    sg_buf_printf(err, "read_backend must be postgres or clickhouse, not '%s'", cfg->read_backend);
+    return SG_ECONFIG;
+  }
+  if (cfg->clickhouse_rollout_percent < 0 || cfg->clickhouse_rollout_percent > 100) {
+    sg_buf_printf(err, "clickhouse_rollout_percent must be 0..100, not %lld",
+                  cfg->clickhouse_rollout_percent);
+    return SG_ECONFIG;
+  }
+  if (cfg->retention_days < 0) {
+    sg_buf_puts(err, "retention_days must be >= 0 (0 keeps spans forever)");
     return SG_ECONFIG;
   }
   if (cfg->max_body_bytes < 1024 || cfg->max_decompressed_bytes < cfg->max_body_bytes) {

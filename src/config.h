@@ -61,16 +61,40 @@ typedef struct {
   XX(STR, clickhouse_password, "", "CLICKHOUSE_PASSWORD", "ClickHouse password")              \
   XX(STR, clickhouse_database, "agenta_oss_tracing", "CLICKHOUSE_DATABASE",                    \
      "ClickHouse database holding the spans and nodes tables")                                 \
+  XX(INT, clickhouse_timeout_ms, "30000", NULL, "one ClickHouse request, connect included")   \
   XX(STR, spool_dir, "var/spool", NULL, "directory of the durable ClickHouse spool")          \
-  XX(STR, scripts, "lua", NULL, "directory of the Lua scripts (transform, routing, ttl, jobs)")
+  XX(SIZE, spool_max_bytes, "1GiB", NULL,                                                      \
+     "spool size bound per worker; beyond it spans are recorded as gaps for `spangate migrate`") \
+  XX(SIZE, spool_segment_bytes, "8MiB", NULL,                                                  \
+     "spool segment size: the most rows sent to ClickHouse in one insert")                     \
+  XX(STR, spool_fsync, "batch", NULL,                                                          \
+     "always (each request), batch (once per group commit) or never (leave it to the kernel)") \
+  XX(INT, flush_interval_ms, "1000", NULL,                                                     \
+     "spooled rows are sent to ClickHouse at least this often")          \
+  XX(STR, scripts, "lua", NULL, "directory of the Lua scripts (transform, routing, ttl, jobs)") \
+  XX(STR, on_script_error, "pass", NULL,                                                       \
+     "a span whose transform fails: pass (stored untransformed) or reject")                    \
+  XX(INT, script_budget, "1000000", NULL,                                                      \
+     "Lua instructions one hook call may run before it is stopped as a runaway")               \
+  XX(LIST, clickhouse_projects, "", NULL,                                                      \
+     "routing.lua: projects written to ClickHouse (empty: every project)")                     \
+  XX(LIST, clickhouse_projects_deny, "", NULL,                                                 \
+     "routing.lua: projects never written to ClickHouse")                                      \
+  XX(INT, clickhouse_rollout_percent, "100", NULL,                                             \
+     "routing.lua: share of projects (stable hash of the id) written to ClickHouse")           \
+  XX(STR, read_backend, "postgres", NULL, "routing.lua: store that serves analytics reads")    \
+  XX(INT, retention_days, "0", NULL, "ttl.lua: days spans are kept; 0 keeps them forever")     \
+  XX(TABLE, retention_by_project, "{}", NULL,                                                  \
+     "ttl.lua: per-project retention days, e.g. { [\"<uuid>\"] = 31 }")
 
-typedef enum { SG_CFG_STR, SG_CFG_INT, SG_CFG_BOOL, SG_CFG_SIZE, SG_CFG_LIST } sg_cfg_type_t;
+typedef enum { SG_CFG_STR, SG_CFG_INT, SG_CFG_BOOL, SG_CFG_SIZE, SG_CFG_LIST, SG_CFG_TABLE } sg_cfg_type_t;
 
 #define SG__CFG_CTYPE_STR char *
 #define SG__CFG_CTYPE_INT long long
 #define SG__CFG_CTYPE_BOOL int
 #define SG__CFG_CTYPE_SIZE size_t
 #define SG__CFG_CTYPE_LIST sg_strlist_t
+#define SG__CFG_CTYPE_TABLE char * /* the Lua table as JSON text */
 
 typedef struct {
 #define XX(type, name, def, env, desc) SG__CFG_CTYPE_##type name;

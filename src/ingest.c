@@ -15,7 +15,8 @@
 
 enum { FMT_OTLP = 0, FMT_NATIVE = 1 };
 
-typedef struct {
+typedef struct sg__ingest_s {
+  struct sg__ingest_s *next; /* in the worker's list waiting for the spool fsync */
   sg_worker_t *w;
   sg_http_req_t *req;
   int format;
@@ -25,6 +26,31 @@ typedef struct {
   sg_span_batch_t batch;
   sg_principal_t who;
 } ingest_t;
+
+static void answer_ok(ingest_t *in);
+
+/* Runs once per loop turn while requests wait for their spool rows to be
+ * durable: one fsync for all of them, then their answers. */
+static void sync_cb(uv_timer_t *t) {
+  sg_worker_t *w = t->data;
+  ingest_t *in = w->sync_head;
+  w->sync_head = w->sync_tail = NULL;
+  if (w->ch) sg_chsink_sync(w->ch); /* a failure is logged; PostgreSQL has the spans either way */
+  while (in) {
+    ingest_t *next = in->next;
+    answer_ok(in);
+    in = next;
+  }
+}
+
+static void answer_after_sync(ingest_t *in) {
+  sg_worker_t *w = in->w;
+  in->next = NULL;
+  if (w->sync_tail) w->sync_tail->next = in;
+  else w->sync_head = in;
+  w->sync_tail = in;
+  if (!uv_is_active((uv_handle_t *)&w->sync_timer)) uv_timer_start(&w->sync_timer, sync_cb, 0, 0);
+}
 
 static void ingest_free(ingest_t *in) {
   if (in->accounted)
@@ -105,6 +131,11 @@ static void stored_cb(void *arg, int status, sg_span_batch_t *batch) {
   if (status == 0) {
     atomic_fetch_add(&sg_metrics.spans_stored, in->batch.n);
     atomic_fetch_add(&sg_metrics.spans_rejected, in->batch.rejected);
+    if (in->w->ch && in->batch.n) {
+      sg_chsink_append(in->w->ch, in->who.project_id, in->batch.spans, in->batch.n, NULL);
+      answer_after_sync(in);
+      return;
+    }
     answer_ok(in);
     return;
   }
@@ -187,8 +218,8 @@ static void decode_and_store(ingest_t *in) {
     answer_ok(in);
     return;
   }
-  rc = sg_pgsink_submit(in->w->sink, in->who.project_id, in->who.has_user ? in->who.user_id : NULL,
-                        &in->batch, stored_cb, in);
+  rc = sg_pgsink_submit_as(in->w->sink, in->who.project_id, in->who.has_user ? in->who.user_id : NULL,
+                           &in->batch, stored_cb, in);
   if (rc != 0) stored_cb(in, rc, &in->batch);
 }
 

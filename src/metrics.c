@@ -1,5 +1,7 @@
 #include "metrics.h"
 
+#include <time.h>
+
 sg_metrics_t sg_metrics;
 
 static const int statuses[SG_METRIC_NSTATUS - 1] = {SG_METRIC_STATUSES};
@@ -99,5 +101,45 @@ int sg_metrics_render(sg_buf_t *o) {
   counter(o, "spangate_pg_reconnects_total", "PostgreSQL reconnect attempts.",
           LOAD(sg_metrics.pg_reconnects));
   counter(o, "spangate_pg_errors_total", "PostgreSQL query errors.", LOAD(sg_metrics.pg_errors));
+  gauge(o, "spangate_clickhouse_enabled", "Workers dual-writing to ClickHouse.",
+        LOADS(sg_metrics.ch_enabled));
+  gauge(o, "spangate_clickhouse_reachable", "Workers whose last ClickHouse attempt got an answer.",
+        LOADS(sg_metrics.ch_reachable));
+  gauge(o, "spangate_spool_bytes", "Bytes in the ClickHouse spool, not yet accepted by ClickHouse.",
+        LOADS(sg_metrics.spool_bytes));
+  gauge(o, "spangate_spool_records", "Spool records (one per request) not yet accepted by ClickHouse.",
+        LOADS(sg_metrics.spool_records));
+  {
+    long long oldest = 0;
+    for (int w = 0; w <= SG_MAX_WORKERS; w++) {
+      long long v = LOADS(sg_metrics.spool_oldest_us[w]);
+      if (v > 0 && (oldest == 0 || v < oldest)) oldest = v;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long now = (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    sg_buf_printf(o, "# HELP spangate_spool_oldest_age_seconds Age of the oldest row waiting for "
+                     "ClickHouse (0 when none).\n# TYPE spangate_spool_oldest_age_seconds gauge\n"
+                     "spangate_spool_oldest_age_seconds %.3f\n",
+                  oldest > 0 && now > oldest ? (double)(now - oldest) / 1e6 : 0.0);
+  }
+  counter(o, "spangate_clickhouse_inserts_total", "INSERTs ClickHouse accepted.",
+          LOAD(sg_metrics.ch_inserts));
+  counter(o, "spangate_clickhouse_rows_total", "Rows ClickHouse accepted.", LOAD(sg_metrics.ch_rows));
+  sg_buf_printf(o, "# HELP spangate_clickhouse_insert_seconds_total Time spent in accepted INSERTs.\n"
+                   "# TYPE spangate_clickhouse_insert_seconds_total counter\n"
+                   "spangate_clickhouse_insert_seconds_total %.6f\n",
+                (double)LOAD(sg_metrics.ch_insert_us) / 1e6);
+  counter(o, "spangate_clickhouse_retries_total", "Failed ClickHouse attempts that will be retried.",
+          LOAD(sg_metrics.ch_retries));
+  sg_buf_printf(o, "# HELP spangate_clickhouse_dead_letter_rows_total Rows ClickHouse will never "
+                   "get, by cause.\n# TYPE spangate_clickhouse_dead_letter_rows_total counter\n"
+                   "spangate_clickhouse_dead_letter_rows_total{cause=\"rejected\"} %llu\n"
+                   "spangate_clickhouse_dead_letter_rows_total{cause=\"out_of_range\"} %llu\n",
+                LOAD(sg_metrics.ch_dead_rows), LOAD(sg_metrics.ch_encode_rejects));
+  counter(o, "spangate_clickhouse_gap_spans_total",
+          "Committed spans not spooled (spool full or ClickHouse version unknown), recorded in "
+          "spangate_ch_gaps for `spangate migrate`.",
+          LOAD(sg_metrics.ch_gap_spans));
   return 0;
 }

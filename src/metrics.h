@@ -30,6 +30,7 @@ typedef enum {
 #define SG_METRIC_STATUSES 200, 400, 401, 404, 405, 408, 413, 415, 429, 431, 500, 503
 #define SG_METRIC_NSTATUS 13
 #define SG_METRIC_NBUCKETS 14
+#define SG_MAX_WORKERS 256
 
 typedef struct {
   _Atomic uint64_t requests[SG_ROUTE_COUNT][SG_METRIC_NSTATUS];
@@ -50,6 +51,20 @@ typedef struct {
   _Atomic int64_t pg_queue;
   _Atomic uint64_t pg_reconnects;
   _Atomic uint64_t pg_errors;
+  /* ClickHouse dual-write, summed over workers. */
+  _Atomic int64_t ch_enabled;           /* workers writing to ClickHouse */
+  _Atomic int64_t ch_reachable;         /* of which the last attempt reached ClickHouse */
+  _Atomic int64_t spool_bytes;
+  _Atomic int64_t spool_records;
+  _Atomic int64_t spool_oldest_us[SG_MAX_WORKERS + 1]; /* per worker id; 0 = nothing waiting */
+  _Atomic uint64_t ch_inserts;
+  _Atomic uint64_t ch_rows;
+  _Atomic uint64_t ch_insert_us;
+  _Atomic uint64_t ch_retries;
+  _Atomic uint64_t ch_dead_records;
+  _Atomic uint64_t ch_dead_rows;
+  _Atomic uint64_t ch_encode_rejects;
+  _Atomic uint64_t ch_gap_spans;
 } sg_metrics_t;
 
 extern sg_metrics_t sg_metrics;

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ch.h"
 #include "err.h"
 #include "listen.h"
 #include "log.h"
@@ -34,6 +35,8 @@ typedef struct {
 } server_t;
 
 static server_t *the_server;
+const sg_ch_version_t *sg__ch_version;
+static sg_ch_version_t ch_version;
 
 /* ---- worker thread ------------------------------------------------------ */
 
@@ -56,6 +59,23 @@ static void publish_stats(sg_worker_t *w) {
   PUB(pub_queue, pg_queue, (int64_t)st->queued);
   PUB(pub_reconnects, pg_reconnects, (uint64_t)st->reconnects);
   PUB(pub_errors, pg_errors, (uint64_t)st->errors);
+  PUB(pub_open, connections_open, (int64_t)(w->http ? sg_http_server_connections(w->http) : 0));
+  sg_chsink_stats_t cs;
+  memset(&cs, 0, sizeof cs);
+  if (w->ch) sg_chsink_stats(w->ch, &cs);
+  PUB(pub_ch_enabled, ch_enabled, (int64_t)(w->ch != NULL));
+  PUB(pub_ch_reachable, ch_reachable, (int64_t)(w->ch && cs.reachable));
+  PUB(pub_spool_bytes, spool_bytes, (int64_t)cs.spool_bytes);
+  PUB(pub_spool_records, spool_records, (int64_t)cs.spool_records);
+  PUB(pub_ch_inserts, ch_inserts, cs.inserts);
+  PUB(pub_ch_rows, ch_rows, cs.rows_sent);
+  PUB(pub_ch_insert_us, ch_insert_us, cs.insert_us_sum);
+  PUB(pub_ch_retries, ch_retries, cs.retries);
+  PUB(pub_ch_dead_records, ch_dead_records, cs.dead_records);
+  PUB(pub_ch_dead_rows, ch_dead_rows, cs.dead_rows);
+  PUB(pub_ch_encode_rejects, ch_encode_rejects, cs.encode_rejects);
+  PUB(pub_ch_gap_spans, ch_gap_spans, cs.gaps);
+  if (w->id <= SG_MAX_WORKERS) atomic_store(&sg_metrics.spool_oldest_us[w->id], cs.spool_oldest_us);
 #undef PUB
 }
 
@@ -67,7 +87,9 @@ static void http_closed_cb(void *arg) {
   sg_worker_t *w = arg;
   /* No request is in flight any more: the sink and pool can go. */
   w->http = NULL;
-  sg_pgsink_free(w->sink);
+  sg_chsink_close(w->ch);
+  w->ch = NULL;
+  sg_pgsink_close(w->sink);
   w->sink = NULL;
   publish_stats(w);
   sg_pg_pool_close(w->pg);
@@ -75,6 +97,7 @@ static void http_closed_cb(void *arg) {
   sg_auth_free(w->auth);
   w->auth = NULL;
   uv_close((uv_handle_t *)&w->stats_timer, close_cb);
+  uv_close((uv_handle_t *)&w->sync_timer, close_cb);
   uv_close((uv_handle_t *)&w->wake, close_cb);
 }
 
@@ -104,6 +127,8 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
   uv_async_init(&w->loop, &w->wake, wake_cb);
   uv_timer_init(&w->loop, &w->stats_timer);
   w->stats_timer.data = w;
+  uv_timer_init(&w->loop, &w->sync_timer);
+  w->sync_timer.data = w;
 
   int rc = sg_auth_new(&w->loop, cfg, &w->auth, err);
   if (rc != 0) return rc;
@@ -116,10 +141,15 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
 
   sg_pgsink_opts_t so;
   memset(&so, 0, sizeof so);
-  so.window_ms = (unsigned)cfg->commit_window_ms;
+  so.window_ms = cfg->commit_window_ms > 0 ? (int)cfg->commit_window_ms : -1;
   so.max_batch_spans = (size_t)cfg->commit_max_spans;
   w->sink = sg_pgsink_new(&w->loop, w->pg, &so);
   if (!w->sink) return SG_ENOMEM;
+
+  if (cfg->use_clickhouse) {
+    w->ch = sg_chsink_new(&w->loop, cfg, sg__ch_version, w->id, w->pg, err);
+    if (!w->ch) return SG_ECONFIG;
+  }
 
   sg_http_limits_t lim;
   memset(&lim, 0, sizeof lim);
@@ -129,6 +159,7 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
   lim.idle_timeout_ms = (uint64_t)cfg->idle_timeout_ms;
   lim.write_timeout_ms = (uint64_t)cfg->read_timeout_ms;
   lim.max_connections = (size_t)cfg->max_connections;
+  lim.backlog = 1024;
   w->http = sg_http_server_new(&w->loop, w->listen_fd, &lim, sg__router_handle, w);
   if (!w->http) return SG_ENOMEM;
   sg_http_server_set_observer(w->http, observe, w);
@@ -192,6 +223,17 @@ int sg_server_run(const sg_config_t *cfg) {
 
   int rc = 0;
   sg_buf_t err = SG_BUF_INIT;
+  if (cfg->use_clickhouse) {
+    sg_ch_global_init();
+    if (sg_chsink_server_version(cfg, &ch_version, &err) == 0) {
+      sg__ch_version = &ch_version;
+      sg_info("server", "ClickHouse %d.%d at %s:%lld; dual-write on", ch_version.major,
+              ch_version.minor, cfg->clickhouse_host, cfg->clickhouse_port);
+    } else {
+      sg_warn("server", "%s; spans are recorded as gaps until ClickHouse answers", err.data);
+    }
+    sg_buf_reset(&err);
+  }
   for (int i = 0; i < s.nworkers && rc == 0; i++) {
     s.workers[i].id = i + 1;
     s.workers[i].listen_fd = -1;

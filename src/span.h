@@ -99,6 +99,10 @@ typedef struct sg_span_s {
   json_t *scope;         /* OTLP scope {"name","version","attributes"} or NULL */
 
   /* Filled by the PostgreSQL sink from the upsert's RETURNING. */
+  uint8_t created_by_id[16];
+  uint8_t updated_by_id[16];
+  uint8_t has_created_by; /* 0: NULL */
+  uint8_t has_updated_by;
   int64_t created_at_us;
   int64_t updated_at_us; /* 0 = NULL */
   int64_t version;       /* orders re-ingests of the same span (ClickHouse) */
@@ -146,11 +150,13 @@ void sg_hex32_format(const uint8_t id[16], char out[33]);
 void sg_hex16_format(const uint8_t id[16], char out[17]);
 
 /* ---- times --------------------------------------------------------------
- * Range accepted everywhere: years 0001..9999 (PostgreSQL's timestamptz
- * covers more; ClickHouse less, and the ClickHouse writer clamps nothing:
- * out-of-range spans are rejected at decode time). */
-#define SG_TIME_MIN_US (-62135596800000000LL) /* 0001-01-01T00:00:00Z */
-#define SG_TIME_MAX_US (253402300799999999LL) /* 9999-12-31T23:59:59.999999Z */
+ * Range accepted everywhere: 1970-01-01T00:00:00Z .. 2105-12-31T23:59:59.999999Z,
+ * the range both stores keep exactly (PostgreSQL's timestamptz covers more;
+ * ClickHouse 18.16's DateTime wraps silently past 2105). A span outside it is
+ * rejected at decode time, so PostgreSQL never holds a span ClickHouse
+ * cannot. */
+#define SG_TIME_MIN_US 0LL
+#define SG_TIME_MAX_US 4291747199999999LL /* 2105-12-31T23:59:59.999999Z */
 
 /* ISO-8601 / RFC 3339: "2024-01-02T03:04:05Z", fractional seconds up to 9
  * digits (truncated to µs), offsets "+hh:mm", "-hhmm", "Z"; a space instead

@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include "auth.h"
+#include "chsink.h"
 #include "config.h"
 #include "http.h"
 #include "pg.h"
@@ -25,12 +26,21 @@ typedef struct sg_worker_s {
   sg_pg_pool_t *pg;
   sg_pgsink_t *sink;
   sg_auth_t *auth;
+  sg_chsink_t *ch;           /* NULL when USE_CLICKHOUSE is off */
+  uv_timer_t sync_timer;     /* answers requests after one spool fsync per loop turn */
+  struct sg__ingest_s *sync_head, *sync_tail;
   int stopping;
   int start_rc;              /* set before the thread signals it started */
   /* Last pool figures published, so the shared gauges can be moved by deltas. */
-  int64_t pub_conns, pub_up, pub_busy, pub_queue;
+  int64_t pub_conns, pub_up, pub_busy, pub_queue, pub_open;
   uint64_t pub_reconnects, pub_errors;
+  int64_t pub_ch_enabled, pub_ch_reachable, pub_spool_bytes, pub_spool_records;
+  uint64_t pub_ch_inserts, pub_ch_rows, pub_ch_insert_us, pub_ch_retries, pub_ch_dead_records,
+      pub_ch_dead_rows, pub_ch_encode_rejects, pub_ch_gap_spans;
 } sg_worker_t;
+
+/* ClickHouse version given to every worker's chsink (server.c); NULL when unknown. */
+extern const sg_ch_version_t *sg__ch_version;
 
 /* Route one complete request (router.c). */
 void sg__router_handle(sg_http_req_t *req, void *worker);
