@@ -21,7 +21,9 @@
  * What the decoders produce (Agenta's row; see span.h):
  * - ids: 16-byte trace ids as is, 8-byte span/parent ids doubled; all-zero
  *   ids are rejected. An empty OTLP parent id means a root span.
- * - times: µs since the epoch (OTLP nanoseconds truncated).
+ * - times: µs since the epoch (OTLP nanoseconds truncated); a span time
+ *   outside SG_TIME_MIN_US..SG_TIME_MAX_US rejects the span (event
+ *   timestamps are JSON text and are kept whatever their value).
  * - attributes: a JSON object with the keys exactly as sent (dotted keys are
  *   not nested here). OTLP AnyValue: string (sanitised UTF-8), bool, int
  *   (exact int64), double (NaN/Infinity/-Infinity as the strings "NaN",
@@ -43,10 +45,13 @@
  * - trace_type / span_type: SG_NULL_ENUM from OTLP (set later from the
  *   ag.type.* attributes); from native JSON the label sent, or SG_NULL_ENUM.
  *
- * Memory: protobuf is read in place (no intermediate message tree) and every
- * allocation is bounded by a constant factor of the input size; JSON is
- * parsed by jansson (its own depth limit of 2048) into a tree of the same
- * order of size. Nothing here logs.
+ * Memory: protobuf is read in place (no intermediate message tree, no
+ * recursion beyond SG_ATTR_MAX_DEPTH) and what it builds is charged against
+ * a budget of 64x the body size + 1 MiB; a body of empty elements that
+ * would exceed it fails with SG_EPARSE ("protobuf: message expands too much
+ * when decoded"). JSON is parsed by jansson (depth limit 2048) into a tree
+ * whose size is a constant factor of the body (up to ~80x for "{}" spam,
+ * jansson's own cost), and the spans are built from it. Nothing here logs.
  */
 #ifndef SG_DECODE_H
 #define SG_DECODE_H
@@ -101,6 +106,13 @@ json_t *sg__json_double(double d);
  * attributes would produce keys out of proportion to their size. */
 int sg__link_json(const uint8_t trace_id[16], const uint8_t span_id[16], json_t *attrs,
                   json_t **out);
+/* Copy text taken from the input into a message: at most max bytes, never
+ * splitting a UTF-8 sequence, with control characters and invalid UTF-8
+ * shown as '?', so messages stay one valid line. out has outsz bytes. */
+void sg__printable(const char *s, size_t n, size_t max, char *out, size_t outsz);
+/* "1970-01-01T00:00:00Z..2105-12-31T23:59:59Z": the SG_TIME range, for
+ * messages; returns out. */
+const char *sg__time_range_text(char out[48]);
 /* Parse a JSON body (jansson; \u0000 allowed, sanitised later). 0,
  * SG_ENOMEM, or SG_EPARSE with "body is not valid JSON: <why> at line L
  * column C" appended to err. */

@@ -76,7 +76,8 @@ static int run(const uint8_t *p, size_t n, int wbits, int gzip, size_t max_out,
       size_t want = out->len + (out->len - start < 65536 ? 65536 : out->len - start);
       if (want > limit || want < out->len) want = limit;
       if ((rc = grow(out, want, limit))) break;
-      room = out->cap - 1 - out->len;
+      room = out->cap - 1 - out->len; /* the buffer may have been bigger already */
+      if (room > limit - out->len) room = limit - out->len;
       if (room > (1u << 30)) room = 1u << 30;
       zs.next_out = (Bytef *)out->data + out->len;
       zs.avail_out = (uInt)room;
@@ -141,8 +142,13 @@ int sg_inflate(const uint8_t *p, size_t n, int encoding, size_t max_out, sg_buf_
     if (n < 2 || p[0] != 0x1f || p[1] != 0x8b) return SG_EPARSE;
     return run(p, n, 16 + MAX_WBITS, 1, max_out, out);
   case SG_ENC_DEFLATE:
-    /* HTTP's "deflate" is zlib-wrapped; accept raw deflate too. */
-    return run(p, n, zlib_header(p, n) ? MAX_WBITS : -MAX_WBITS, 0, max_out, out);
+    /* HTTP's "deflate" is zlib-wrapped; accept raw deflate too (also when
+     * raw data happens to start with two bytes that pass as a zlib header). */
+    if (zlib_header(p, n)) {
+      int rc = run(p, n, MAX_WBITS, 0, max_out, out);
+      if (rc != SG_EPARSE) return rc;
+    }
+    return run(p, n, -MAX_WBITS, 0, max_out, out);
   default:
     return SG_EINVAL;
   }

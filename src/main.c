@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "buf.h"
+#include "ch.h"
+#include "ch_schema.h"
 #include "config.h"
 #include "err.h"
 #include "log.h"
@@ -16,7 +18,10 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  serve [-c FILE]                 run the gateway\n"
-    "  schema --print|--apply [-c FILE] print or create the PostgreSQL (and ClickHouse) schema\n"
+    "  schema --apply [-c FILE]        create what is missing in PostgreSQL (and ClickHouse\n"
+    "                                  when use_clickhouse); never drops anything\n"
+    "  schema --print [--clickhouse-version X.Y]\n"
+    "                                  print the PostgreSQL DDL, or ClickHouse's for version X.Y\n"
     "  check [-c FILE]                 check the configuration and scripts, then exit\n"
     "  --help                          this text, with every configuration key\n"
     "  --version                       print the version\n"
@@ -80,18 +85,75 @@ static int check_options(int argc, char **argv, const char *const *allowed) {
   return 0;
 }
 
+/* Creates what is missing of the ClickHouse schema, rendered for the
+ * server's own version. */
+static int apply_clickhouse(const sg_config_t *cfg) {
+  sg_ch_global_init();
+  sg_ch_opts_t o = {cfg->clickhouse_host, (int)cfg->clickhouse_port, cfg->clickhouse_user,
+                    cfg->clickhouse_password, NULL, (long)cfg->clickhouse_timeout_ms, 1};
+  sg_buf_t out = SG_BUF_INIT, err = SG_BUF_INIT;
+  sg_ch_version_t ver;
+  int rc = sg_ch_exec_sync(&o, "SELECT version()", NULL, 0, &out, &err);
+  if (rc == 0 && sg_ch_version_parse(out.data ? out.data : "", &ver) != 0) rc = SG_EPARSE;
+  if (rc != 0) {
+    sg_error("schema", "ClickHouse at %s:%lld: %s", cfg->clickhouse_host, cfg->clickhouse_port,
+             err.data ? err.data : sg_strerror(rc));
+    sg_buf_free(&out);
+    sg_buf_free(&err);
+    return rc;
+  }
+  sg_ch_stmts_t st;
+  rc = sg_ch_schema_statements(&ver, cfg->clickhouse_database, &st);
+  for (size_t i = 0; rc == 0 && i < st.n; i++) {
+    sg_buf_reset(&out);
+    sg_buf_reset(&err);
+    rc = sg_ch_exec_sync(&o, st.v[i], NULL, 0, &out, &err);
+    if (rc != 0)
+      sg_error("schema", "ClickHouse: %s\n  in: %.200s", err.data ? err.data : sg_strerror(rc), st.v[i]);
+  }
+  sg_ch_stmts_free(&st);
+  if (rc == 0)
+    sg_info("schema", "ClickHouse %d.%d schema is in place in database %s", ver.major, ver.minor,
+            cfg->clickhouse_database);
+  sg_buf_free(&out);
+  sg_buf_free(&err);
+  return rc;
+}
+
 static int cmd_schema(int argc, char **argv) {
-  static const char *const opts[] = {"--print", "--apply", NULL};
-  int rc = check_options(argc, argv, opts);
-  if (rc) return rc;
   int print = 0, apply = 0;
+  const char *chver = NULL;
   for (int i = 2; i < argc; i++) {
     if (!strcmp(argv[i], "--print")) print = 1;
-    if (!strcmp(argv[i], "--apply")) apply = 1;
+    else if (!strcmp(argv[i], "--apply")) apply = 1;
+    else if (!strcmp(argv[i], "--clickhouse-version") && i + 1 < argc) chver = argv[++i];
+    else if (!strncmp(argv[i], "--clickhouse-version=", 21)) chver = argv[i] + 21;
+    else if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) i++;
+    else if (strncmp(argv[i], "--config=", 9)) {
+      fprintf(stderr, "spangate schema: unknown option '%s'\n\n", argv[i]);
+      usage(stderr);
+      return 2;
+    }
   }
-  if (print == apply) {
-    fprintf(stderr, "spangate schema: give exactly one of --print or --apply\n");
+  if (print == apply || (chver && !print)) {
+    fprintf(stderr, "spangate schema: give --print [--clickhouse-version X.Y] or --apply\n");
     return 2;
+  }
+  if (print && chver) {
+    sg_ch_version_t ver;
+    if (sg_ch_version_parse(chver, &ver) != 0) {
+      fprintf(stderr, "spangate schema: '%s' is not a ClickHouse version (e.g. 24.8)\n", chver);
+      return 2;
+    }
+    sg_config_t cfg;
+    sg_config_defaults(&cfg);
+    const char *db = getenv("CLICKHOUSE_DATABASE");
+    sg_buf_t b = SG_BUF_INIT;
+    sg_ch_schema_render(&ver, db && *db ? db : cfg.clickhouse_database, &b);
+    fwrite(b.data, 1, b.len, stdout);
+    sg_buf_free(&b);
+    sg_config_free(&cfg);
+    return 0;
   }
   if (print) {
     fputs(sg_pg_schema_sql(), stdout);
@@ -100,11 +162,12 @@ static int cmd_schema(int argc, char **argv) {
   sg_config_t cfg;
   if (load_config(argc, argv, &cfg) != 0) return 1;
   sg_buf_t err = SG_BUF_INIT;
-  rc = sg_pg_schema_apply(cfg.postgres_uri, &err);
+  int rc = sg_pg_schema_apply(cfg.postgres_uri, &err);
   if (rc != 0) {
     sg_error("schema", "PostgreSQL: %s", err.data ? err.data : sg_strerror(rc));
   } else {
     sg_info("schema", "PostgreSQL schema is in place");
+    if (cfg.use_clickhouse) rc = apply_clickhouse(&cfg);
   }
   sg_buf_free(&err);
   sg_config_free(&cfg);

@@ -42,6 +42,16 @@
 
 #include "err.h"
 
+/* snprintf for paths in messages; truncating a long path is fine. */
+static void pathf(char *dst, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void pathf(char *dst, size_t n, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(dst, n, fmt, ap);
+  va_end(ap);
+}
+
 typedef struct {
   sg_span_batch_t *out;
   char reason[384];
@@ -145,10 +155,12 @@ static int id_field(nctx_t *c, json_t *o, const char *path, const char *field, i
  * SG_EINVAL. */
 static int time_value(nctx_t *c, json_t *v, const char *path, const char *field,
                       int64_t *us) {
+  char rng[48];
   if (v == NULL) return 0;
   if (json_is_integer(v)) {
     if (sg_time_from_epoch_int(json_integer_value(v), us) != 0)
-      return bad(c, path, field, "epoch must be a non-negative integer of at most 19 digits");
+      return bad(c, path, field, "epoch must be a non-negative integer of at most 19 digits "
+                 "(s, ms, µs or ns by digit count) within %s", sg__time_range_text(rng));
     return 1;
   }
   if (json_is_string(v)) {
@@ -157,11 +169,12 @@ static int time_value(nctx_t *c, json_t *v, const char *path, const char *field,
     size_t d = strspn(s, "0123456789");
     if (n > 0 && d == n) {
       if (sg_time_from_epoch_digits(s, n, us) != 0)
-        return bad(c, path, field, "epoch must have at most 19 digits");
+        return bad(c, path, field, "epoch must have at most 19 digits (s, ms, µs or ns by "
+                   "digit count) within %s", sg__time_range_text(rng));
       return 1;
     }
     if (sg_time_parse_iso(s, n, us) != 0)
-      return bad(c, path, field, "expected an ISO-8601 time between years 0001 and 9999");
+      return bad(c, path, field, "expected an ISO-8601 time within %s", sg__time_range_text(rng));
     return 1;
   }
   return bad(c, path, field, "expected an ISO-8601 string or an integer epoch");
@@ -173,8 +186,10 @@ static int label_parse(const char *s, const char *prefix, int (*parse)(const cha
   int v = parse(s);
   if (v >= 0 || prefix == NULL) return v;
   char buf[64];
-  if (strlen(s) + strlen(prefix) >= sizeof(buf)) return -1;
-  snprintf(buf, sizeof(buf), "%s%s", prefix, s);
+  size_t lp = strlen(prefix), ls = strlen(s);
+  if (lp + ls >= sizeof(buf)) return -1;
+  memcpy(buf, prefix, lp);
+  memcpy(buf + lp, s, ls + 1);
   return parse(buf);
 }
 
@@ -191,7 +206,11 @@ static int enum_field(nctx_t *c, json_t *o, const char *path, const char *field,
   }
   if (!json_is_string(v)) return bad(c, path, field, "expected a label string");
   int x = label_parse(json_string_value(v), prefix, parse);
-  if (x < 0) return bad(c, path, field, "unknown label \"%.64s\"", json_string_value(v));
+  if (x < 0) {
+    char shown[68];
+    sg__printable(json_string_value(v), json_string_length(v), 64, shown, sizeof(shown));
+    return bad(c, path, field, "unknown label \"%s\"", shown);
+  }
   *dst = (int8_t)x;
   return 0;
 }
@@ -214,7 +233,7 @@ static int events_field(nctx_t *c, json_t *o, const char *path, sg_span_t *s) {
   json_array_foreach(arr, i, ev) {
     int64_t ts = 0;
     json_t *attrs = NULL, *name;
-    snprintf(sub, sizeof(sub), "%s.events[%zu]", path, i);
+    pathf(sub, sizeof(sub), "%s.events[%zu]", path, i);
     if (!json_is_object(ev)) return bad(c, sub, NULL, "expected an object");
     name = get(ev, "name");
     if (name == NULL || !json_is_string(name)) return bad(c, sub, "name", "expected a string");
@@ -247,7 +266,7 @@ static int links_field(nctx_t *c, json_t *o, const char *path, sg_span_t *s) {
   json_array_foreach(arr, i, lk) {
     uint8_t t[16], sp[16];
     json_t *attrs, *l;
-    snprintf(sub, sizeof(sub), "%s.links[%zu]", path, i);
+    pathf(sub, sizeof(sub), "%s.links[%zu]", path, i);
     if (!json_is_object(lk)) return bad(c, sub, NULL, "expected an object");
     if (id_field(c, lk, sub, "trace_id", 1, t, NULL)) return SG_EINVAL;
     if (id_field(c, lk, sub, "span_id", 1, sp, NULL)) return SG_EINVAL;
@@ -337,7 +356,7 @@ int sg_native_decode_json(const char *p, size_t n, sg_span_batch_t *out, sg_buf_
     s.trace_type = SG_NULL_ENUM;
     s.span_type = SG_NULL_ENUM;
     c.reason[0] = '\0';
-    snprintf(path, sizeof(path), "spans[%zu]", i);
+    pathf(path, sizeof(path), "spans[%zu]", i);
     rc = span_fields(&c, o, path, &s);
     if (rc == SG_EINVAL) {
       sg_span_batch_reject(out, "%s", c.reason);

@@ -22,6 +22,16 @@
 
 #include "err.h"
 
+/* snprintf for paths in messages; truncating a long path is fine. */
+static void pathf(char *dst, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void pathf(char *dst, size_t n, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(dst, n, fmt, ap);
+  va_end(ap);
+}
+
 typedef struct {
   sg_span_batch_t *out;
   sg_buf_t *err;
@@ -179,8 +189,8 @@ static int any_value(jctx_t *c, json_t *av, const char *path, int depth, json_t 
     if (!json_is_boolean(v)) return bad(c, path, "boolValue: expected true or false");
     nv = json_boolean(json_is_true(v));
   } else if ((v = field(av, "intValue", "int_value"))) {
-    int64_t x;
-    snprintf(sub, sizeof(sub), "%s.intValue", path);
+    int64_t x = 0;
+    pathf(sub, sizeof(sub), "%s.intValue", path);
     if (i64_value(c, v, sub, &x)) return SG_EINVAL;
     nv = json_integer(x);
   } else if ((v = field(av, "doubleValue", "double_value"))) {
@@ -201,7 +211,7 @@ static int any_value(jctx_t *c, json_t *av, const char *path, int depth, json_t 
       return bad(c, path, "doubleValue: expected a number");
     }
   } else if ((v = field(av, "arrayValue", "array_value"))) {
-    snprintf(sub, sizeof(sub), "%s.arrayValue", path);
+    pathf(sub, sizeof(sub), "%s.arrayValue", path);
     if (!json_is_object(v)) return bad(c, sub, "expected an object");
     if (depth >= SG_ATTR_MAX_DEPTH)
       return bad(c, sub, "values nested deeper than %d levels", SG_ATTR_MAX_DEPTH);
@@ -213,7 +223,7 @@ static int any_value(jctx_t *c, json_t *av, const char *path, int depth, json_t 
     json_array_foreach(vals, i, e) {
       json_t *x;
       int rc;
-      snprintf(sub, sizeof(sub), "%s.arrayValue.values[%zu]", path, i);
+      pathf(sub, sizeof(sub), "%s.arrayValue.values[%zu]", path, i);
       if ((rc = any_value(c, e, sub, depth + 1, &x)) != 0 ||
           (rc = json_array_append_new(nv, x) ? SG_ENOMEM : 0) != 0) {
         json_decref(nv);
@@ -221,19 +231,25 @@ static int any_value(jctx_t *c, json_t *av, const char *path, int depth, json_t 
       }
     }
   } else if ((v = field(av, "kvlistValue", "kvlist_value"))) {
-    snprintf(sub, sizeof(sub), "%s.kvlistValue", path);
+    pathf(sub, sizeof(sub), "%s.kvlistValue", path);
     if (!json_is_object(v)) return bad(c, sub, "expected an object");
     if (depth >= SG_ATTR_MAX_DEPTH)
       return bad(c, sub, "values nested deeper than %d levels", SG_ATTR_MAX_DEPTH);
-    snprintf(sub, sizeof(sub), "%s.kvlistValue.values", path);
+    pathf(sub, sizeof(sub), "%s.kvlistValue.values", path);
     int rc = kv_list(c, field(v, "values", NULL), sub, depth + 1, &nv);
-    if (rc) return rc;
+    if (rc) {
+      json_decref(nv);
+      return rc;
+    }
     if (nv == NULL && (nv = json_object()) == NULL) return SG_ENOMEM;
   } else if ((v = field(av, "bytesValue", "bytes_value"))) {
     sg_buf_t raw = SG_BUF_INIT;
     if (!json_is_string(v)) return bad(c, path, "bytesValue: expected a base64 string");
     int rc = sg__base64_decode(json_string_value(v), json_string_length(v), &raw);
-    if (rc == SG_EINVAL) return bad(c, path, "bytesValue: invalid base64");
+    if (rc == SG_EINVAL) {
+      sg_buf_free(&raw);
+      return bad(c, path, "bytesValue: invalid base64");
+    }
     if (rc == 0) nv = sg__base64_json((const uint8_t *)(raw.data ? raw.data : ""), raw.len);
     sg_buf_free(&raw);
   } else {
@@ -253,11 +269,11 @@ static int kv_list(jctx_t *c, json_t *arr, const char *path, int depth, json_t *
   if (!json_is_array(arr)) return bad(c, path, "expected an array of {key, value}");
   if (*obj == NULL && (*obj = json_object()) == NULL) return SG_ENOMEM;
   json_array_foreach(arr, i, kv) {
-    snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
+    pathf(sub, sizeof(sub), "%s[%zu]", path, i);
     if (!json_is_object(kv)) return bad(c, sub, "expected a {key, value} object");
     json_t *k = field(kv, "key", NULL), *val;
     if (k && !json_is_string(k)) return bad(c, sub, "key: expected a string");
-    snprintf(sub, sizeof(sub), "%s[%zu].value", path, i);
+    pathf(sub, sizeof(sub), "%s[%zu].value", path, i);
     int rc = any_value(c, field(kv, "value", NULL), sub, depth, &val);
     if (rc) return rc;
     char *key = k ? sanitized_cstr(k) : strdup("");
@@ -284,16 +300,16 @@ static int span_events(jctx_t *c, json_t *arr, const char *path, sg_span_t *s) {
     uint64_t t = 0;
     json_t *v, *attrs = NULL;
     int rc;
-    snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
+    pathf(sub, sizeof(sub), "%s[%zu]", path, i);
     if (!json_is_object(ev)) return bad(c, sub, "expected an object");
     if ((v = field(ev, "timeUnixNano", "time_unix_nano"))) {
-      snprintf(sub, sizeof(sub), "%s[%zu].timeUnixNano", path, i);
+      pathf(sub, sizeof(sub), "%s[%zu].timeUnixNano", path, i);
       if (u64_value(c, v, sub, &t)) return SG_EINVAL;
     }
     json_t *name = field(ev, "name", NULL);
-    snprintf(sub, sizeof(sub), "%s[%zu].name", path, i);
+    pathf(sub, sizeof(sub), "%s[%zu].name", path, i);
     if (name && !json_is_string(name)) return bad(c, sub, "expected a string");
-    snprintf(sub, sizeof(sub), "%s[%zu].attributes", path, i);
+    pathf(sub, sizeof(sub), "%s[%zu].attributes", path, i);
     if ((rc = kv_list(c, field(ev, "attributes", NULL), sub, 0, &attrs))) {
       json_decref(attrs);
       return rc;
@@ -321,13 +337,13 @@ static int span_links(jctx_t *c, json_t *arr, const char *path, sg_span_t *s) {
   json_array_foreach(arr, i, lk) {
     uint8_t t[16], sp[16];
     json_t *attrs = NULL, *l;
-    snprintf(sub, sizeof(sub), "%s[%zu]", path, i);
+    pathf(sub, sizeof(sub), "%s[%zu]", path, i);
     if (!json_is_object(lk)) return bad(c, sub, "expected an object");
-    snprintf(sub, sizeof(sub), "%s[%zu].traceId", path, i);
+    pathf(sub, sizeof(sub), "%s[%zu].traceId", path, i);
     if (hex_id(c, field(lk, "traceId", "trace_id"), sub, 1, t)) return SG_EINVAL;
-    snprintf(sub, sizeof(sub), "%s[%zu].spanId", path, i);
+    pathf(sub, sizeof(sub), "%s[%zu].spanId", path, i);
     if (hex_id(c, field(lk, "spanId", "span_id"), sub, 0, sp)) return SG_EINVAL;
-    snprintf(sub, sizeof(sub), "%s[%zu].attributes", path, i);
+    pathf(sub, sizeof(sub), "%s[%zu].attributes", path, i);
     int rc = kv_list(c, field(lk, "attributes", NULL), sub, 0, &attrs);
     if (rc == 0) rc = sg__link_json(t, sp, attrs, &l);
     json_decref(attrs);
@@ -340,11 +356,11 @@ static int span_links(jctx_t *c, json_t *arr, const char *path, sg_span_t *s) {
 
 /* Fill s from one span object: 0, SG_EINVAL (reason set) or SG_ENOMEM. */
 static int span_fields(jctx_t *c, json_t *o, const char *path, sg_span_t *s) {
-  char sub[320];
+  char sub[320], rng[48];
   json_t *v;
-  int rc, x;
+  int rc, x = 0;
   if (!json_is_object(o)) return bad(c, path, "expected an object");
-#define SUB(name) (snprintf(sub, sizeof(sub), "%s.%s", path, name), sub)
+#define SUB(name) (pathf(sub, sizeof(sub), "%s.%s", path, name), sub)
   if (hex_id(c, field(o, "traceId", "trace_id"), SUB("traceId"), 1, s->trace_id))
     return SG_EINVAL;
   if (hex_id(c, field(o, "spanId", "span_id"), SUB("spanId"), 0, s->span_id))
@@ -376,10 +392,14 @@ static int span_fields(jctx_t *c, json_t *o, const char *path, sg_span_t *s) {
   if ((v = field(o, "startTimeUnixNano", "start_time_unix_nano"))) {
     if (u64_value(c, v, SUB("startTimeUnixNano"), &ns)) return SG_EINVAL;
     s->start_us = (int64_t)(ns / 1000);
+    if (s->start_us < SG_TIME_MIN_US || s->start_us > SG_TIME_MAX_US)
+      return bad(c, sub, "outside %s", sg__time_range_text(rng));
   }
   if ((v = field(o, "endTimeUnixNano", "end_time_unix_nano"))) {
     if (u64_value(c, v, SUB("endTimeUnixNano"), &ns)) return SG_EINVAL;
     s->end_us = (int64_t)(ns / 1000);
+    if (s->end_us < SG_TIME_MIN_US || s->end_us > SG_TIME_MAX_US)
+      return bad(c, sub, "outside %s", sg__time_range_text(rng));
   }
   if ((rc = kv_list(c, field(o, "attributes", NULL), SUB("attributes"), 0, &s->attributes)))
     return rc;
@@ -444,11 +464,11 @@ static int scope_spans(jctx_t *c, json_t *ss, const char *path, json_t *resource
   strcpy(c->reason, res_reason);
   if ((v = field(ss, "scope", NULL))) {
     json_t *name = field(v, "name", NULL), *ver = field(v, "version", NULL), *attrs = NULL;
-    snprintf(sub, sizeof(sub), "%s.scope", path);
+    pathf(sub, sizeof(sub), "%s.scope", path);
     if (!json_is_object(v)) return shape_error(c, sub, "expected an object");
     if ((name && !json_is_string(name)) || (ver && !json_is_string(ver)))
       return shape_error(c, sub, "name and version must be strings");
-    snprintf(sub, sizeof(sub), "%s.scope.attributes", path);
+    pathf(sub, sizeof(sub), "%s.scope.attributes", path);
     rc = kv_list(c, field(v, "attributes", NULL), sub, 0, &attrs);
     if (rc == SG_ENOMEM || (attrs == NULL && (attrs = json_object()) == NULL)) {
       json_decref(attrs);
@@ -476,7 +496,7 @@ static int scope_spans(jctx_t *c, json_t *ss, const char *path, json_t *resource
   }
   strcpy(reason, c->reason);
   spans = field(ss, "spans", NULL);
-  snprintf(sub, sizeof(sub), "%s.spans", path);
+  pathf(sub, sizeof(sub), "%s.spans", path);
   if (spans && !json_is_array(spans)) {
     json_decref(scope);
     return shape_error(c, sub, "expected an array");
@@ -484,7 +504,7 @@ static int scope_spans(jctx_t *c, json_t *ss, const char *path, json_t *resource
   size_t i;
   json_t *sp;
   json_array_foreach(spans, i, sp) {
-    snprintf(sub, sizeof(sub), "%s.spans[%zu]", path, i);
+    pathf(sub, sizeof(sub), "%s.spans[%zu]", path, i);
     if ((rc = decode_span(c, sp, sub, resource, scope, reason))) break;
   }
   json_decref(scope);
@@ -498,9 +518,9 @@ static int resource_spans(jctx_t *c, json_t *rs, const char *path) {
   if (!json_is_object(rs)) return shape_error(c, path, "expected an object");
   c->reason[0] = '\0';
   if ((v = field(rs, "resource", NULL))) {
-    snprintf(sub, sizeof(sub), "%s.resource", path);
+    pathf(sub, sizeof(sub), "%s.resource", path);
     if (!json_is_object(v)) return shape_error(c, sub, "expected an object");
-    snprintf(sub, sizeof(sub), "%s.resource.attributes", path);
+    pathf(sub, sizeof(sub), "%s.resource.attributes", path);
     rc = kv_list(c, field(v, "attributes", NULL), sub, 0, &res);
     if (rc == SG_ENOMEM) {
       json_decref(res);
@@ -509,7 +529,7 @@ static int resource_spans(jctx_t *c, json_t *rs, const char *path) {
   }
   strcpy(reason, c->reason);
   sss = field(rs, "scopeSpans", "scope_spans");
-  snprintf(sub, sizeof(sub), "%s.scopeSpans", path);
+  pathf(sub, sizeof(sub), "%s.scopeSpans", path);
   rc = 0;
   if (sss && !json_is_array(sss)) {
     rc = shape_error(c, sub, "expected an array");
@@ -517,7 +537,7 @@ static int resource_spans(jctx_t *c, json_t *rs, const char *path) {
     size_t i;
     json_t *ss;
     json_array_foreach(sss, i, ss) {
-      snprintf(sub, sizeof(sub), "%s.scopeSpans[%zu]", path, i);
+      pathf(sub, sizeof(sub), "%s.scopeSpans[%zu]", path, i);
       if ((rc = scope_spans(c, ss, sub, res, reason))) break;
     }
   }
@@ -531,7 +551,9 @@ int sg__json_load(const char *p, size_t n, json_t **doc, sg_buf_t *err) {
   *doc = json_loadb(p, n, JSON_ALLOW_NUL, &je);
   if (*doc == NULL) {
     if (json_error_code(&je) == json_error_out_of_memory) return SG_ENOMEM;
-    sg_buf_printf(err, "body is not valid JSON: %s at line %d column %d", je.text, je.line,
+    char why[sizeof(je.text)];
+    sg__printable(je.text, strlen(je.text), sizeof(why) - 1, why, sizeof(why));
+    sg_buf_printf(err, "body is not valid JSON: %s at line %d column %d", why, je.line,
                   je.column);
     return SG_EPARSE;
   }
@@ -559,7 +581,7 @@ int sg_otlp_decode_json(const char *p, size_t n, sg_span_batch_t *out, sg_buf_t 
     json_t *rs;
     char path[64];
     json_array_foreach(rss, i, rs) {
-      snprintf(path, sizeof(path), "resourceSpans[%zu]", i);
+      pathf(path, sizeof(path), "resourceSpans[%zu]", i);
       if ((rc = resource_spans(&c, rs, path))) break;
     }
   }

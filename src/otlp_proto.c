@@ -22,6 +22,16 @@
 #include <string.h>
 
 #include "err.h"
+
+/* snprintf for paths in messages; truncating a long path is fine. */
+static void pathf(char *dst, size_t n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void pathf(char *dst, size_t n, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(dst, n, fmt, ap);
+  va_end(ap);
+}
 #include "google/rpc/status.pb-c.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
 
@@ -102,6 +112,35 @@ json_t *sg__json_string_sanitized(const char *s, size_t n) {
   json_t *j = json_string_nocheck(c);
   free(c);
   return j;
+}
+
+void sg__printable(const char *s, size_t n, size_t max, char *out, size_t outsz) {
+  size_t o = 0, i = 0;
+  if (outsz == 0) return;
+  if (max > outsz - 1) max = outsz - 1;
+  while (i < n && o < max) {
+    unsigned char c = (unsigned char)s[i];
+    size_t l = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
+             : (c & 0xF8) == 0xF0 ? 4 : 0;
+    if (l > 1 && i + l <= n) {
+      int changed = 1;
+      char *t = sg_utf8_sanitize(s + i, l, &changed);
+      free(t);
+      if (t == NULL || changed) l = 0;
+    } else if (l > 1) {
+      l = 0;
+    }
+    if (l == 0 || (l == 1 && (c < 0x20 || c == 0x7f))) {
+      out[o++] = '?';
+      i += l ? l : 1;
+      continue;
+    }
+    if (o + l > max) break;
+    memcpy(out + o, s + i, l);
+    o += l;
+    i += l;
+  }
+  out[o] = '\0';
 }
 
 json_t *sg__json_double(double d) {
@@ -228,7 +267,19 @@ typedef struct {
   sg_buf_t *err;
   char where[96];     /* "resource_spans[0].scope_spans[1].spans[3]" */
   char reason[320];   /* why the current span is rejected; "" if it is not */
+  size_t budget;      /* bytes the decoded values may still cost (see below) */
 } pctx_t;
+
+/* Allocation budget. Protobuf is dense: an empty Event is 2 bytes on the
+ * wire but 4 JSON values on the heap. Each value created is charged its
+ * approximate heap cost, and a request may cost at most SG_PROTO_EXPANSION
+ * times its size (plus a constant): ordinary telemetry stays far below
+ * (about 10x), pathological bodies of empty elements fail instead of
+ * taking memory out of proportion to the body size limit. */
+#define SG_PROTO_EXPANSION 64
+#define SG_PROTO_BUDGET_MIN (1u << 20)
+#define COST_SCALAR 48
+#define COST_CONTAINER 192
 
 static int perr(pctx_t *c, const char *what) {
   if (c->where[0])
@@ -309,6 +360,12 @@ static int rd_next(pctx_t *c, rd_t *r, fld_t *f) {
   }
 }
 
+static int charge(pctx_t *c, size_t cost) {
+  if (cost > c->budget) return perr(c, "message expands too much when decoded");
+  c->budget -= cost;
+  return 0;
+}
+
 static int want(pctx_t *c, const fld_t *f, int wt, const char *name) {
   if (f->wt == wt) return 0;
   char m[96];
@@ -371,7 +428,10 @@ static int any_value(pctx_t *c, const uint8_t *p, size_t n, int depth, json_t **
                                                    : "KeyValueList.values"))) break;
           if (f.num == 5) {
             json_t *e = NULL;
-            if ((rc = any_value(c, g.p, g.n, depth + 1, &e)) != 0) break;
+            if ((rc = any_value(c, g.p, g.n, depth + 1, &e)) != 0) {
+              json_decref(e); /* what it merged before failing */
+              break;
+            }
             if (e == NULL) e = json_null();
             if (json_array_append_new(nv, e) != 0) { rc = SG_ENOMEM; break; }
           } else if ((rc = kv_into(c, g.p, g.n, nv, depth + 1)) != 0) {
@@ -394,6 +454,9 @@ static int any_value(pctx_t *c, const uint8_t *p, size_t n, int depth, json_t **
     if (nv == NULL) return SG_ENOMEM;
     json_decref(*val);
     *val = nv;
+    if ((rc = charge(c, (f.num == 5 || f.num == 6 ? COST_CONTAINER : COST_SCALAR) +
+                            (f.wt == WT_LEN ? f.n : 0))) != 0)
+      return rc;
   }
   return rc;
 }
@@ -421,6 +484,10 @@ static int kv_into(pctx_t *c, const uint8_t *p, size_t n, json_t *obj, int depth
     return rc;
   }
   if (val == NULL) val = json_null();
+  if ((rc = charge(c, COST_SCALAR + keylen)) != 0) {
+    json_decref(val);
+    return rc;
+  }
   int changed;
   char *k = sg_utf8_sanitize(key ? (const char *)key : "", keylen, &changed);
   if (k == NULL || json_object_set_new_nocheck(obj, k, val) != 0) {
@@ -435,7 +502,10 @@ static int kv_into(pctx_t *c, const uint8_t *p, size_t n, json_t *obj, int depth
 static int attr_field(pctx_t *c, const fld_t *f, json_t **obj, const char *name) {
   int rc = want(c, f, WT_LEN, name);
   if (rc) return rc;
-  if (*obj == NULL && (*obj = json_object()) == NULL) return SG_ENOMEM;
+  if (*obj == NULL) {
+    if ((rc = charge(c, COST_CONTAINER)) != 0) return rc;
+    if ((*obj = json_object()) == NULL) return SG_ENOMEM;
+  }
   return kv_into(c, f->p, f->n, *obj, 0);
 }
 
@@ -447,7 +517,23 @@ static char *cstr_sanitized(const uint8_t *p, size_t n) {
 /* ---- spans ------------------------------------------------------------------ */
 
 static int64_t ns_to_us(uint64_t ns) {
-  return (int64_t)(ns / 1000); /* < 1.9e16 µs: always within SG_TIME range */
+  return (int64_t)(ns / 1000); /* < 1.9e16 µs: no overflow */
+}
+
+const char *sg__time_range_text(char out[48]) {
+  char lo[32], hi[32];
+  sg_time_format(SG_TIME_MIN_US, lo);
+  sg_time_format(SG_TIME_MAX_US, hi);
+  /* whole seconds are enough here: "YYYY-MM-DDThh:mm:ss" is 19 chars */
+  memcpy(out, lo, 19);
+  memcpy(out + 19, "Z..", 3);
+  memcpy(out + 22, hi, 19);
+  memcpy(out + 41, "Z", 2);
+  return out;
+}
+
+static int time_in_range(int64_t us) {
+  return us >= SG_TIME_MIN_US && us <= SG_TIME_MAX_US;
 }
 
 static int decode_event(pctx_t *c, const uint8_t *p, size_t n, json_t *events) {
@@ -470,6 +556,7 @@ static int decode_event(pctx_t *c, const uint8_t *p, size_t n, json_t *events) {
       if ((rc = attr_field(c, &f, &attrs, "Event.attributes"))) break;
     }
   }
+  if (rc == 0) rc = charge(c, 2 * COST_CONTAINER + 2 * COST_SCALAR + namelen);
   if (rc != 0) {
     json_decref(attrs);
     return rc;
@@ -507,7 +594,7 @@ static int decode_link(pctx_t *c, const uint8_t *p, size_t n, size_t idx, json_t
       reject_reason(c, "links[%zu].trace_id: must be 16 bytes, not all zero (got %zu)", idx, tn);
     } else if (sg_id_from_bytes(sid, sn, s) != 0) {
       reject_reason(c, "links[%zu].span_id: must be 8 or 16 bytes, not all zero (got %zu)", idx, sn);
-    } else if (!c->reason[0]) {
+    } else if (!c->reason[0] && (rc = charge(c, COST_CONTAINER + 2 * COST_SCALAR)) == 0) {
       json_t *l;
       rc = sg__link_json(t, s, attrs, &l);
       if (rc == SG_ETOOBIG) {
@@ -612,6 +699,11 @@ static int decode_span(pctx_t *c, const uint8_t *p, size_t n, json_t *resource,
     reject_reason(c, "trace_id: must be 16 bytes, not all zero (got %zu bytes)", tn);
   else if (sg_id_from_bytes(sid, sn, s.span_id) != 0)
     reject_reason(c, "span_id: must be 8 or 16 bytes, not all zero (got %zu bytes)", sn);
+  char rng[48];
+  if (!time_in_range(s.start_us))
+    reject_reason(c, "start_time_unix_nano: outside %s", sg__time_range_text(rng));
+  else if (!time_in_range(s.end_us))
+    reject_reason(c, "end_time_unix_nano: outside %s", sg__time_range_text(rng));
   if (pn > 0) {
     static const uint8_t zero[16];
     if ((pn == 8 || pn == 16) && memcmp(pid, zero, pn) == 0) {
@@ -627,6 +719,7 @@ static int decode_span(pctx_t *c, const uint8_t *p, size_t n, json_t *resource,
     sg_span_clear(&s);
     return 0;
   }
+  if ((rc = charge(c, sizeof(sg_span_t) + COST_SCALAR + namelen)) != 0) goto fail;
   if ((s.span_name = cstr_sanitized(name ? name : (const uint8_t *)"", namelen)) == NULL)
     goto nomem;
   if (resource) s.resource = json_incref(resource);
@@ -651,7 +744,7 @@ static int decode_scope_spans(pctx_t *c, const uint8_t *p, size_t n, size_t ri, 
   const uint8_t *name = NULL, *version = NULL;
   size_t namelen = 0, verlen = 0, spi = 0;
   int rc, have_scope = 0;
-  snprintf(c->where, sizeof(c->where), "resource_spans[%zu].scope_spans[%zu].scope", ri, si);
+  pathf(c->where, sizeof(c->where), "resource_spans[%zu].scope_spans[%zu].scope", ri, si);
   strcpy(c->reason, res_reason);
   while ((rc = rd_next(c, &r, &f)) == 1) {
     if (f.num != 1) continue;
@@ -676,6 +769,8 @@ static int decode_scope_spans(pctx_t *c, const uint8_t *p, size_t n, size_t ri, 
   char scope_reason[sizeof(c->reason)];
   strcpy(scope_reason, c->reason);
   if (have_scope) {
+    if ((rc = charge(c, 2 * COST_CONTAINER + 2 * COST_SCALAR + namelen + verlen)) != 0)
+      goto out;
     if ((scope = json_object()) == NULL) goto nomem;
     if (sattrs == NULL && (sattrs = json_object()) == NULL) goto nomem;
     if (json_object_set_new_nocheck(scope, "name", sg__json_string_sanitized(
@@ -688,7 +783,7 @@ static int decode_scope_spans(pctx_t *c, const uint8_t *p, size_t n, size_t ri, 
   r.p = p;
   while ((rc = rd_next(c, &r, &f)) == 1) {
     if (f.num != 2) continue;
-    snprintf(c->where, sizeof(c->where), "resource_spans[%zu].scope_spans[%zu].spans[%zu]",
+    pathf(c->where, sizeof(c->where), "resource_spans[%zu].scope_spans[%zu].spans[%zu]",
              ri, si, spi++);
     if ((rc = want(c, &f, WT_LEN, "ScopeSpans.spans"))) goto out;
     strcpy(c->reason, scope_reason);
@@ -710,7 +805,7 @@ static int decode_resource_spans(pctx_t *c, const uint8_t *p, size_t n, size_t r
   json_t *res = NULL;
   size_t si = 0;
   int rc;
-  snprintf(c->where, sizeof(c->where), "resource_spans[%zu].resource", ri);
+  pathf(c->where, sizeof(c->where), "resource_spans[%zu].resource", ri);
   c->reason[0] = '\0';
   while ((rc = rd_next(c, &r, &f)) == 1) {
     if (f.num != 1) continue;
@@ -740,6 +835,9 @@ int sg_otlp_decode_proto(const uint8_t *p, size_t n, sg_span_batch_t *out, sg_bu
   c.out = out;
   c.err = err;
   c.where[0] = c.reason[0] = '\0';
+  c.budget = n > (SIZE_MAX - SG_PROTO_BUDGET_MIN) / SG_PROTO_EXPANSION
+                 ? SIZE_MAX
+                 : n * SG_PROTO_EXPANSION + SG_PROTO_BUDGET_MIN;
   rd_t r = {p, p + n};
   fld_t f;
   size_t ri = 0;

@@ -393,7 +393,9 @@ static int epoch_scale(uint64_t v, unsigned nd, int64_t *us) {
   else if (nd <= 16) *us = (int64_t)v;
   else if (nd <= 19) *us = (int64_t)(v / 1000);
   else return SG_EINVAL;
-  /* Always in range: 10^19 ns and 10^10 s are both before year 2287. */
+  /* No overflow: every value above is at most 10^19 ns or 10^10 s, i.e.
+   * below 10^16 µs; the range is SG_TIME's. */
+  if (*us < SG_TIME_MIN_US || *us > SG_TIME_MAX_US) return SG_EINVAL;
   return 0;
 }
 
@@ -428,8 +430,13 @@ void sg_time_format(int64_t us, char out[32]) {
   unsigned m, d;
   civil_from_days(days, &y, &m, &d);
   int64_t secs = rem / US_PER_SEC, frac = rem % US_PER_SEC;
-  snprintf(out, 32, "%04lld-%02u-%02uT%02d:%02d:%02d.%06dZ", (long long)y, m, d,
+  /* In range the text is 27 chars; far outside it the year grows, so
+   * format into room enough for any int64 and keep what fits in 32. */
+  char tmp[96];
+  snprintf(tmp, sizeof(tmp), "%04lld-%02u-%02uT%02d:%02d:%02d.%06dZ", (long long)y, m, d,
            (int)(secs / 3600), (int)(secs / 60 % 60), (int)(secs % 60), (int)frac);
+  memcpy(out, tmp, 31);
+  out[31] = '\0';
 }
 
 /* ---- text ------------------------------------------------------------------ */

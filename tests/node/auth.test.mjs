@@ -6,7 +6,7 @@ import { startGateway, postJson, request, KEY_A, KEY_B, PROJECT_A, PROJECT_B, sp
 const gw = await startGateway();
 after(async () => { await gw.stop(); });
 const T = '11111111111111111111111111111111';
-const span = (sid) => ({ spans: [{ trace_id: T, span_id: sid, span_name: 'a', start_time: 1714979289, end_time: 1714979289 }] });
+const span = (sid) => ({ spans: [{ trace_id: T, span_id: sid, parent_id: '9'.repeat(16), span_name: 'a', start_time: 1714979289, end_time: 1714979289 }] });
 
 test('no Authorization header: 401 naming what is missing', async () => {
   const r = await postJson(gw, '/v1/spans', span('1000000000000001'), null);

@@ -56,7 +56,7 @@ test('every epoch digit count: s, ms, µs, ns', async () => {
   let i = 0;
   for (const [sent, want] of forms) {
     const sid = `00000000000000${10 + i++}`;
-    const r = await postJson(gw, '/v1/spans', `{"spans":[{"trace_id":"${T}","span_id":"${sid}","span_name":"t","start_time":${sent},"end_time":${sent}}]}`);
+    const r = await postJson(gw, '/v1/spans', `{"spans":[{"trace_id":"${T}","span_id":"${sid}","parent_id":"${S}","span_name":"t","start_time":${sent},"end_time":${sent}}]}`);
     assert.equal(r.status, 200, r.text);
     assert.equal((await row(traceUuid(T), spanUuid(sid))).start_us, want, `${sent}`);
   }
@@ -64,7 +64,7 @@ test('every epoch digit count: s, ms, µs, ns', async () => {
 
 test('attribute values round-trip exactly: int64 beyond 2^53, 1 vs 1.0, {} vs [], null, unicode', async () => {
   const sid = 'aaaaaaaaaaaa0001';
-  const body = `{"spans":[{"trace_id":"${T}","span_id":"${sid}","span_name":"exact","start_time":1714979289,"end_time":1714979289,
+  const body = `{"spans":[{"trace_id":"${T}","span_id":"${sid}","parent_id":"${S}","span_name":"exact","start_time":1714979289,"end_time":1714979289,
     "attributes":{"big":9223372036854775807,"neg":-9223372036854775808,"one":1,"onepoint":1.0,"obj":{},"arr":[],"nil":null,
     "uni":"h\\u00e9llo \\ud83d\\ude00 ✓","nested":{"a":{"b":[1,"x",true]}}}}]}`;
   const r = await postJson(gw, '/v1/spans', body);
@@ -80,14 +80,14 @@ test('attribute values round-trip exactly: int64 beyond 2^53, 1 vs 1.0, {} vs []
 
 test('a payload project_id never decides where a span lands', async () => {
   const sid = 'cccccccccccc0001';
-  const r = await postJson(gw, '/v1/spans', { spans: [{ project_id: '0190a3b4-0000-7000-8000-00000000000b', trace_id: T, span_id: sid, span_name: 'x', start_time: 1714979289, end_time: 1714979289 }] });
+  const r = await postJson(gw, '/v1/spans', { spans: [{ project_id: '0190a3b4-0000-7000-8000-00000000000b', trace_id: T, span_id: sid, parent_id: S, span_name: 'x', start_time: 1714979289, end_time: 1714979289 }] });
   assert.equal(r.status, 200);
   assert.equal((await row(traceUuid(T), spanUuid(sid))).project_id, PROJECT_A);
 });
 
 test('a re-sent span updates the row and keeps created_at', async () => {
   const sid = 'dddddddddddd0001';
-  const send = (name) => postJson(gw, '/v1/spans', { spans: [{ trace_id: T, span_id: sid, span_name: name, start_time: 1714979289, end_time: 1714979289 }] });
+  const send = (name) => postJson(gw, '/v1/spans', { spans: [{ trace_id: T, span_id: sid, parent_id: S, span_name: name, start_time: 1714979289, end_time: 1714979289 }] });
   assert.equal((await send('first')).status, 200);
   const [a] = await gw.query('SELECT created_at, updated_at FROM spans WHERE span_id = $1', [spanUuid(sid)]);
   assert.equal((await send('second')).status, 200);
@@ -118,7 +118,7 @@ test('malformed shapes are 400 naming the problem; nothing is stored', async () 
 });
 
 test('deeply nested JSON is refused without harm', async () => {
-  const deep = '{"spans":[{"trace_id":"' + T + '","span_id":"eeeeeeeeeeee0001","span_name":"d","start_time":1,"end_time":1,"attributes":{"x":' + '['.repeat(100000) + ']'.repeat(100000) + '}}]}';
+  const deep = '{"spans":[{"trace_id":"' + T + '","span_id":"eeeeeeeeeeee0001","parent_id":"' + S + '","span_name":"d","start_time":1,"end_time":1,"attributes":{"x":' + '['.repeat(100000) + ']'.repeat(100000) + '}}]}';
   const r = await postJson(gw, '/v1/spans', deep);
   assert.ok(r.status === 400 || (r.status === 200 && r.json().count === 0), `${r.status} ${r.text.slice(0, 200)}`);
   assert.equal((await postJson(gw, '/v1/spans', { spans: [] })).status, 200, 'still serving');

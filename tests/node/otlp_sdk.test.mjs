@@ -55,8 +55,7 @@ function attr(obj, key) {
   return cur;
 }
 
-async function compare(memory) {
-  const spans = memory.getFinishedSpans();
+async function compare(spans) {
   assert.equal(spans.length, 3);
   for (const s of spans) {
     const sc = s.spanContext();
@@ -101,14 +100,16 @@ test('OTLP/HTTP protobuf exporter: every field arrives exactly', async () => {
   const exporter = new ProtoExporter({ url: `${gw.url}/v1/traces`, headers: { Authorization: `ApiKey ${KEY_A}` } });
   const { provider, memory } = record(exporter);
   await provider.forceFlush();
+  const spans = [...memory.getFinishedSpans()]; // shutdown() empties the memory exporter
   await provider.shutdown();
-  await compare(memory);
+  await compare(spans);
 });
 
 test('OTLP/HTTP JSON exporter with gzip, on Agenta\'s path', async () => {
   const exporter = new HttpExporter({ url: `${gw.url}/api/otlp/v1/traces`, compression: 'gzip', headers: { Authorization: `ApiKey ${KEY_A}` } });
   const { provider, memory } = record(exporter);
   await provider.forceFlush();
+  const spans = [...memory.getFinishedSpans()]; // shutdown() empties the memory exporter
   await provider.shutdown();
-  await compare(memory);
+  await compare(spans);
 });

@@ -429,8 +429,8 @@ static void test_row_nulls_and_bounds(void **st) {
   } cases[] = {
       {&s.start_us, -1},
       {&s.start_us, SG_CH_TIME_MAX_US + 1},
-      {&s.end_us, SG_TIME_MIN_US},
-      {&s.end_us, SG_TIME_MAX_US},
+      {&s.end_us, -5},
+      {&s.end_us, SG_CH_TIME_MAX_US + 7},
       {&s.created_at_us, -86400000000LL},
       {&s.updated_at_us, SG_CH_TIME_MAX_US + 1},
       {&s.version, -1},

@@ -343,13 +343,14 @@ static void check_schema(const char *uri) {
       " CASE WHEN attnotnull THEN '!' ELSE '' END, ',' ORDER BY attname)"
       " FROM pg_attribute WHERE attrelid = 'spans'::regclass AND attnum > 0 AND NOT attisdropped");
   assert_string_equal(cols,
+      "agent_id:character varying,"
       "attributes:jsonb,created_at:timestamp with time zone!,created_by_id:uuid!,"
       "deleted_at:timestamp with time zone,deleted_by_id:uuid,end_time:timestamp with time zone!,"
       "events:jsonb,exception:jsonb,hashes:jsonb,links:jsonb,parent_id:uuid,project_id:uuid!,"
-      "references:jsonb,span_id:uuid!,span_kind:otelspankind!,span_name:character varying!,"
+      "references:jsonb,session_id:character varying,span_id:uuid!,span_kind:otelspankind!,span_name:character varying!,"
       "span_type:spantype,start_time:timestamp with time zone!,status_code:otelstatuscode!,"
       "status_message:character varying,trace_id:uuid!,trace_type:tracetype,"
-      "updated_at:timestamp with time zone,updated_by_id:uuid");
+      "updated_at:timestamp with time zone,updated_by_id:uuid,user_id:character varying");
   free(cols);
   char *pk = query_value(uri, "SELECT pg_get_indexdef('spans_pkey'::regclass)");
   assert_non_null(strstr(pk, "(project_id, trace_id, span_id)"));

@@ -63,6 +63,12 @@ export async function startGateway(opts = {}) {
   const keys = join(dir, 'keys');
   writeFileSync(keys, `# test keys\n${PROJECT_A} sha256:${sha256hex(KEY_A)}\n${PROJECT_B} plain:${KEY_B}\n`);
   mkdirSync(join(dir, 'spool'));
+  const chdb = opts.clickhouse ? (opts.chdb || db.name) : null;
+  const chConf = opts.clickhouse ? [
+    'use_clickhouse = true', 'clickhouse_host = "127.0.0.1"', `clickhouse_port = ${CH_PORT}`,
+    `clickhouse_database = "${chdb}"`, `flush_interval_ms = ${opts.flushMs ?? 100}`,
+    'clickhouse_timeout_ms = 5000',
+  ] : [];
   const conf = join(dir, 'gateway.conf');
   writeFileSync(conf, [
     `listen = "127.0.0.1:${port}"`,
@@ -73,14 +79,16 @@ export async function startGateway(opts = {}) {
     `keys_file = "${keys}"`,
     `spool_dir = "${join(dir, 'spool')}"`,
     `scripts = "${opts.scripts || join(ROOT, 'lua')}"`,
+    ...chConf,
     ...(opts.conf || []),
   ].join('\n') + '\n');
   const env = { ...process.env, ...(opts.env || {}) };
-  for (const k of Object.keys(env)) if (k.startsWith('SPANGATE_') || k === 'POSTGRES_URI') delete env[k];
+  for (const k of Object.keys(env))
+    if (k.startsWith('SPANGATE_') || k.startsWith('CLICKHOUSE_') || k === 'POSTGRES_URI' || k === 'USE_CLICKHOUSE') delete env[k];
   Object.assign(env, opts.env || {});
   if (!opts.skipSchema) execFileSync(BIN, ['schema', '--apply', '-c', conf], { env, stdio: 'pipe' });
   const gw = {
-    dir, db, port, conf, env, url: `http://127.0.0.1:${port}`, log: '', proc: null, exit: null,
+    dir, db, chdb, port, conf, env, url: `http://127.0.0.1:${port}`, log: '', proc: null, exit: null,
   };
   gw.start = async () => {
     gw.exit = null;
@@ -107,6 +115,7 @@ export async function startGateway(opts = {}) {
   };
   gw.kill = async () => gw.stop('SIGKILL');
   gw.query = (sql, params) => pgQuery(db.uri, sql, params);
+  gw.ch = (sql) => chQuery(sql, chdb);
   // Log lines at error level (Test::Nginx's no_error_log).
   gw.errorLines = () => gw.log.split('\n').filter((l) => l.includes('[error]'));
   await gw.start();
@@ -173,3 +182,30 @@ export function traceUuid(hex32) {
   const h = hex32.toLowerCase();
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
+
+// A ClickHouse query over HTTP; resolves to the response text (TSV by default).
+export async function chQuery(sql, database) {
+  const u = new URL(`http://127.0.0.1:${CH_PORT}/`);
+  if (database) u.searchParams.set('database', database);
+  const r = await fetch(u, { method: 'POST', body: sql });
+  const text = await r.text();
+  if (!r.ok) throw new Error(`ClickHouse ${r.status}: ${text}`);
+  return text;
+}
+
+// Polls fn until it returns truthy or timeoutMs passes; returns the last value.
+export async function until(fn, timeoutMs = 15000, stepMs = 100) {
+  const t0 = Date.now();
+  let v;
+  while (Date.now() - t0 < timeoutMs) {
+    v = await fn();
+    if (v) return v;
+    await sleep(stepMs);
+  }
+  return v;
+}
+
+export function chctl(...args) {
+  return execFileSync(`${ROOT}/scripts/chctl.sh`, args, { stdio: 'pipe' }).toString();
+}
+export const CH_DIR = process.env.SG_TEST_TMP ? `${process.env.SG_TEST_TMP}/ch` : null;

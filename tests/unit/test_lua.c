@@ -1,0 +1,980 @@
+/* test_lua.c - the Lua binding: loading, exact round trip, changes, drop and
+ * fan-out, failure isolation, the instruction budget, gw, the shipped
+ * scripts, and the JSON dumper. SG_LUA_BENCH=1 also measures ns/span.
+ * Runs from the repository root (the shipped scripts are read from lua/). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "config.h"
+#include "err.h"
+#include "json_nest.h"
+#include "log.h"
+#include "lua_rt.h"
+#include "span.h"
+
+static const uint8_t PROJECT[16] = {0x01, 0x93, 0x4b, 0x7e, 0x12, 0x34, 0x70, 0x00,
+                                    0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01};
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+static char tmpdir[64];
+
+static void write_file(const char *name, const char *text) {
+  char path[256];
+  snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+  FILE *f = fopen(path, "w");
+  assert_non_null(f);
+  fputs(text, f);
+  fclose(f);
+}
+
+static void clear_dir(void) {
+  const char *names[] = {"transform.lua", "routing.lua", "ttl.lua"};
+  for (int i = 0; i < 3; i++) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", tmpdir, names[i]);
+    unlink(path);
+  }
+}
+
+static void set_str(char **field, const char *v) {
+  free(*field);
+  *field = strdup(v);
+}
+
+static sg_config_t cfg_for(const char *dir) {
+  sg_config_t cfg;
+  assert_int_equal(sg_config_defaults(&cfg), 0);
+  set_str(&cfg.scripts, dir);
+  return cfg;
+}
+
+static sg_lua_rt_t *rt_with(const char *transform, sg_config_t *cfg) {
+  clear_dir();
+  if (transform) write_file("transform.lua", transform);
+  *cfg = cfg_for(tmpdir);
+  sg_buf_t err = SG_BUF_INIT;
+  sg_lua_rt_t *rt = sg_lua_rt_new(cfg, &err);
+  if (!rt) fprintf(stderr, "load error: %s\n", err.data);
+  assert_non_null(rt);
+  sg_buf_free(&err);
+  return rt;
+}
+
+static sg_span_t *push_span(sg_span_batch_t *b, const char *name, const char *attrs) {
+  sg_span_t *s = sg_span_batch_push(b);
+  assert_non_null(s);
+  assert_int_equal(sg_id_parse("0af7651916cd43dd8448eb211c80319c", 32, s->trace_id), 0);
+  char sid[17];
+  snprintf(sid, sizeof sid, "%016zx", b->n);
+  assert_int_equal(sg_id_parse(sid, 16, s->span_id), 0);
+  s->span_name = strdup(name);
+  s->start_us = 1700000000000000LL;
+  s->end_us = 1700000000123456LL;
+  s->span_kind = SG_SPAN_KIND_SERVER;
+  if (attrs) {
+    json_error_t e;
+    s->attributes = json_loads(attrs, JSON_DECODE_ANY, &e);
+    if (!s->attributes) fail_msg("bad test JSON: %s", e.text);
+  }
+  return s;
+}
+
+static char *dump(const json_t *v, int flags) {
+  sg_buf_t b = SG_BUF_INIT;
+  assert_int_equal(sg_json_dump(v, flags, &b), 0);
+  return sg_buf_detach(&b, NULL);
+}
+
+static void assert_dump(const json_t *v, int flags, const char *want) {
+  char *got = dump(v, flags);
+  assert_string_equal(got, want);
+  free(got);
+}
+
+/* Run Lua in the runtime's state; returns the error text or NULL. */
+static char lua_err[1024];
+static const char *run_lua(sg_lua_rt_t *rt, const char *code) {
+  lua_State *L = sg_lua_rt_state(rt);
+  int top = lua_gettop(L);
+  const char *r = NULL;
+  if (luaL_loadstring(L, code) || lua_pcall(L, 0, 0, 0)) {
+    snprintf(lua_err, sizeof lua_err, "%s", lua_tostring(L, -1));
+    r = lua_err;
+  }
+  lua_settop(L, top);
+  return r;
+}
+
+static int setup(void **state) {
+  (void)state;
+  sg_log_setup(getenv("SG_LUA_LOG") ? SG_LOG_DEBUG : SG_LOG_OFF, 0);
+  strcpy(tmpdir, "/tmp/sg_lua_test_XXXXXX");
+  assert_non_null(mkdtemp(tmpdir));
+  return 0;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  clear_dir();
+  rmdir(tmpdir);
+  return 0;
+}
+
+/* ---- loading ------------------------------------------------------------------ */
+
+static void test_missing_scripts_are_defaults(void **state) {
+  (void)state;
+  sg_config_t cfg;
+  sg_lua_rt_t *rt = rt_with(NULL, &cfg);
+  assert_int_equal(sg_lua_rt_hooks(rt), 0);
+  sg_span_batch_t b;
+  sg_span_batch_init(&b);
+  push_span(&b, "a", "{\"x\":1}");
+  size_t errs = 9;
+  assert_int_equal(sg_lua_transform(rt, PROJECT, &b, &errs), 0);
+  assert_int_equal(errs, 0);
+  assert_int_equal(b.n, 1);
+  assert_int_equal(sg_lua_span_nested(rt, 0), 0);
+  int on = 7, be = 7;
+  double days = 0;
+  assert_int_equal(sg_lua_route_clickhouse(rt, PROJECT, &on), 0);
+  assert_int_equal(on, 0); /* use_clickhouse defaults to false */
+  assert_int_equal(sg_lua_read_backend(rt, PROJECT, NULL, &be), 0);
+  assert_int_equal(be, SG_READ_POSTGRES);
+  assert_int_equal(sg_lua_retention_days(rt, PROJECT, &b.spans[0], &days), 0);
+  assert_true(days < 0);
+  sg_span_batch_free(&b);
+  sg_lua_rt_free(rt);
+  cfg.use_clickhouse = 1;
+  sg_buf_t err = SG_BUF_INIT;
+  rt = sg_lua_rt_new(&cfg, &err);
+  assert_int_equal(sg_lua_route_clickhouse(rt, PROJECT, &on), 0);
+  assert_int_equal(on, 1);
+  sg_lua_rt_free(rt);
+  sg_config_free(&cfg);
+}
+
+static void expect_load_error(const char *file, const char *text, const char *want) {
+  clear_dir();
+  write_file(file, text);
+  sg_config_t cfg = cfg_for(tmpdir);
+  sg_buf_t err = SG_BUF_INIT;
+  sg_lua_rt_t *rt = sg_lua_rt_new(&cfg, &err);
+  assert_null(rt);
+  assert_non_null(err.data);
+  if (strstr(err.data, want) == NULL) fail_msg("error '%s' does not contain '%s'", err.data, want);
+  sg_buf_free(&err);
+  sg_config_free(&cfg);
+}
+
+static void test_load_errors(void **state) {
+  (void)state;
+  expect_load_error("transform.lua", "local M = {}\nfunction M.span(s)\n  return s\n", "transform.lua:4:");
+  expect_load_error("routing.lua", "local x = \nreturn {}", "routing.lua:2:");
+  expect_load_error("ttl.lua", "return {retention_days = 5}", "M.retention_days must be a function (got number)");
+  expect_load_error("transform.lua", "\n\nreturn 42\n", "transform.lua:");
+  expect_load_error("transform.lua", "return 42", "must return its module table (got number)");
+  expect_load_error("routing.lua", "local t = nil\nreturn t.x", "routing.lua:2: attempt to index");
+  expect_load_error("transform.lua", "while true do end", "script budget exceeded");
+  /* a hook that is present and a function, the others absent: fine */
+  clear_dir();
+  write_file("routing.lua", "return {read_backend = function() return 'clickhouse' end}");
+  sg_config_t cfg = cfg_for(tmpdir);
+  sg_buf_t err = SG_BUF_INIT;
+  sg_lua_rt_t *rt = sg_lua_rt_new(&cfg, &err);
+  assert_non_null(rt);
+  assert_int_equal(sg_lua_rt_hooks(rt), SG_LUA_HOOK_READ_BACKEND);
+  int be;
+  assert_int_equal(sg_lua_read_backend(rt, PROJECT, NULL, &be), 0);
+  assert_int_equal(be, SG_READ_CLICKHOUSE);
+  sg_lua_rt_free(rt);
+  sg_config_free(&cfg);
+}
+
+/* ---- round trip ---------------------------------------------------------------- */
+
+static const char TRICKY[] =
+    "{\"big\":9223372036854775807,\"neg\":-9223372036854775808,\"b53\":9007199254740993,"
+    "\"one\":1,\"onef\":1.0,\"f\":0.1,\"exp\":1e300,\"eo\":{},\"ea\":[],\"nul\":null,"
+    "\"t\":true,\"uni\":\"h\\u00e9llo \\u2028 \\ud83d\\ude00 \\u0001\",\"s/\":\"a/b\","
+    "\"nested\":{\"a\":[1,2.5,{\"b\":null,\"c\":[]}],\"z\":{}},\"gen_ai.request.model\":\"m\"}";
+
+static void test_roundtrip_exact(void **state) {
+  (void)state;
+  /* Reads every field and value, re-assigns several to themselves, changes
+   * nothing: the record must come back byte for byte. */
+  sg_config_t cfg;
+  sg_lua_rt_t *rt = rt_with(
+      "local gw = require('gw')\n"
+      "local M = {}\n"
+      "function M.span(s, ctx)\n"
+      "  local t = {s.trace_id, s.span_id, s.parent_id, s.span_name, s.span_kind, s.span_type,\n"
+      "    s.trace_type, s.status_code, s.status_message, s.start_time, s.end_time,\n"
+      "    s.events, s.links, s.references, s.hashes, s.session_id, s.user_id, s.agent_id}\n"
+      "  local a = s.attributes\n"
+      "  for k, v in gw.pairs(a) do local _ = tostring(v) end\n"
+      "  assert(tostring(a.big) == '9223372036854775807LL', tostring(a.big))\n"
+      "  assert(tostring(a.neg) == '-9223372036854775808LL')\n"
+      "  assert(gw.type(a.b53) == 'int64')\n"
+      "  assert(a.one == 1 and a.onef == 1 and a.nul == gw.null and #a.ea == 0)\n"
+      "  assert(gw.type(a.eo) == 'object' and gw.type(a.ea) == 'array')\n"
+      "  assert(a.nested.a[3].b == gw.null and a.nested.a[2] == 2.5)\n"
+      "  a.onef = a.onef; a.big = a.big; a.f = a.f; a.uni = a.uni; a.nul = gw.null; a.t = true\n"
+      "  a.eo = a.eo; a.nested.a[1] = 1\n"
+      "  s.span_name = s.span_name; s.start_time = s.start_time\n"
+      "  s.trace_id = s.trace_id; s.status_message = s.status_message\n"
+      "  return s\n"
+      "end\n"
+      "return M\n",
+      &cfg);
+  sg_span_batch_t b;
+  sg_span_batch_init(&b);
+  sg_span_t *s = push_span(&b, "root \xc3\xa9", TRICKY);
+  s->events = json_loads("[{\"name\":\"e\",\"attributes\":{\"k.x\":1.50}}]", 0, NULL);
+  s->links = json_loads("[]", 0, NULL);
+  s->start_us = SG_TIME_MAX_US;
+  sg_span_t before;
+  assert_int_equal(sg_span_copy(&before, s), 0);
+  char *want = dump(s->attributes, 0);
+  char *jansson = json_dumps(s->attributes, JSON_COMPACT);
+  assert_string_equal(want, jansson); /* our dumper is jansson's, byte for byte */
+  free(jansson);
+  size_t errs = 0;
+  assert_int_equal(sg_lua_transform(rt, PROJECT, &b, &errs), 0);
+  assert_int_equal(errs, 0);
+  assert_int_equal(b.n, 1);
+  s = &b.spans[0];
+  char *got = dump(s->attributes, 0);
+  assert_string_equal(got, want);
+  assert_string_equal(got,
+                      "{\"big\":9223372036854775807,\"neg\":-9223372036854775808,"
+                      "\"b53\":9007199254740993,\"one\":1,\"onef\":1.0,\"f\":0.10000000000000001,"
+                      "\"exp\":1.0000000000000001e300,\"eo\":{},\"ea\":[],\"nul\":null,\"t\":true,"
+                      "\"uni\":\"h\xc3\xa9llo \xe2\x80\xa8 \xf0\x9f\x98\x80 \\u0001\",\"s/\":\"a/b\","
+                      "\"nested\":{\"a\":[1,2.5,{\"b\":null,\"c\":[]}],\"z\":{}},"
+                      "\"gen_ai.request.model\":\"m\"}");
+  assert_true(json_equal(s->events, before.events));
+  assert_string_equal(s->span_name, before.span_name);
+  assert_int_equal(s->start_us, before.start_us);
+  assert_memory_equal(s->trace_id, before.trace_id, 16);
+  assert_null(s->status_message);
+  free(got);
+  free(want);
+  sg_span_clear(&before);
+  sg_span_batch_free(&b);
+  sg_lua_rt_free(rt);
+  sg_config_free(&cfg);
+}
+
+/* ---- modification --------------------------------------------------------------- */
+
+static void test_modify(void **state) {
+  (void)state;
+  sg_config_t cfg;
+  sg_lua_rt_t *rt = rt_with(
+      "local gw = require('gw')\n"
+      "return { span = function(s, ctx)\n"
+      "  local a = s.attributes\n"
+      "  a['secret.token'] = nil\n"
+      "  a.added = {x = 1, y = gw.array(), z = {1, 2.5, 'three', gw.null}}\n"
+      "  a.big = gw.int64('-9000000000000000001')\n"
+      "  a.n = 3.0\n"
+      "  s.span_name = 'renamed'\n"
+      "  s.span_kind = 'SPAN_KIND_CLIENT'\n"
+      "  s.status_code = 'STATUS_CODE_ERROR'\n"
+      "  s.status_message = 'bad'\n"
+      "  s.session_id = 'sess-1'\n"
+      "  s.parent_id = '31d6cfe04b9011ec'\n"
+      "  s.end_time = s.start_time + 5\n"
+      "  s.events = {{name = 'ev', attributes = gw.object()}}\n"
+      "  assert(ctx.project_id == '01934b7e-1234-7000-8000-000000000001')\n"
+      "  assert(not pcall(function() ctx.project_id = 'x' end))\n"
+      "  return s\n"
+      "end }\n",
+      &cfg);
+  sg_span_batch_t b;
+  sg_span_batch_init(&b);
+  push_span(&b, "a", "{\"keep\":\"v\",\"secret.token\":\"hunter2\",\"n\":1}");
+  size_t errs = 0;
+  assert_int_equal(sg_lua_transform(rt, PROJECT, &b, &errs), 0);
+  assert_int_equal(errs, 0);
+  sg_span_t *s = &b.spans[0];
+  char *got = dump(s->attributes, 0);
+  /* y is an empty array; object member order of a Lua table is unspecified */
+  json_t *added = json_object_get(s->attributes, "added");
+  assert_non_null(added);
+  assert_true(json_is_array(json_object_get(added, "y")));
+  assert_dump(json_object_get(added, "z"), 0, "[1,2.5,\"three\",null]");
+  assert_null(json_object_get(s->attributes, "secret.token"));
+  assert_dump(json_object_get(s->attributes, "big"), 0, "-9000000000000000001");
+  assert_dump(json_object_get(s->attributes, "n"), 0, "3");
+  assert_string_equal(s->span_name, "renamed");
+  assert_int_equal(s->span_kind, SG_SPAN_KIND_CLIENT);
+  assert_int_equal(s->status_code, SG_STATUS_CODE_ERROR);
+  assert_string_equal(s->status_message, "bad");
+  assert_string_equal(s->session_id, "sess-1");
+  assert_int_equal(s->has_parent, 1);
+  char pid[37];
+  sg_uuid_format(s->parent_id, pid);
+  assert_string_equal(pid, "31d6cfe0-4b90-11ec-31d6-cfe04b9011ec");
+  assert_int_equal(s->end_us, s->start_us + 5);
+  assert_true(json_is_object(json_object_get(json_array_get(s->events, 0), "attributes")));
+  assert_dump(json_object_get(json_array_get(s->events, 0), "name"), 0, "\"ev\"");
+  free(got);
+  sg_span_batch_free(&b);
+  sg_lua_rt_free(rt);
+  sg_config_free(&cfg);
+}
+
+/* ---- drop and fan-out ------------------------------------------------------------ */
+
+static void test_drop_and_fanout(void **state) {
+  (void)state;
+  sg_config_t cfg;
+  sg_lua_rt_t *rt = rt_with(
+      "local gw = require('gw')\n"
+      "return { span = function(s)\n"
+      "  if s.span_name == 'drop' then return nil end\n"
+      "  if s.span_name == 'fan' then\n"
+      "    local c = gw.span.copy(s)\n"
+      "    c.span_id = '00000000000000000000000000000abc'\n"
+      "    c.attributes.copy = true\n"
+      "    return {s, {span_id = '0000000000000def', span_name = 'child'}, c}\n"
+      "  end\n"
+      "  if s.span_name == 'empty' then return {} end\n"
+      "  return s\n"
+      "end }\n",
+      &cfg);
+  sg_span_batch_t b;
+  sg_span_batch_init(&b);
+  push_span(&b, "keep1", "{\"a\":1}");
+  push_span(&b, "drop", "{\"a\":2}");
+  push_span(&b, "fan", "{\"a\":3}");
+  push_span(&b, "empty", NULL);
+  push_span(&b, "keep2", NULL);
+  size_t errs = 0;
+  assert_int_equal(sg_lua_transform(rt, PROJECT, &b, &errs), 0);
+  assert_int_equal(errs, 0);
+  assert_int_equal(b.n, 5);
+  assert_string_equal(b.spans[0].span_name, "keep1");
+  assert_string_equal(b.spans[1].span_name, "fan");
+  assert_string_equal(b.spans[2].span_name, "child");
+  assert_string_equal(b.spans[3].span_name, "fan");
+  assert_string_equal(b.spans[4].span_name, "keep2");
+  assert_dump(b.spans[1].attributes, 0, "{\"a\":3}");
+  assert_dump(b.spans[2].attributes, 0, "{\"a\":3}");
+  assert_dump(b.spans[3].attributes, 0, "{\"a\":3,\"copy\":true}");
+  char id[37];
+  sg_uuid_format(b.spans[2].span_id, id);
+  assert_string_equal(id, "00000000-0000-0def-0000-000000000def");
+  sg_lua_stats_t st;
+  sg_lua_rt_stats(rt, &st);
+  assert_int_equal(st.spans_dropped, 2);
+  assert_int_equal(st.spans_added, 2);
+  assert_int_equal(st.calls, 5);
+  sg_span_batch_free(&b);
+  sg_lua_rt_free(rt);
+  sg_config_free(&cfg);
+}
+
+/* ---- failure isolation -------------------------------------------------------------- */
+
+static const char FAILING[] =
+    "local gw = require('gw')\n"
+    "return { span = function(s)\n"
+    "  local a = s.attributes\n"
+    "  a.x = 'changed'; a.y = nil; a.new = {1}; a.arr[1] = 'z'; a.arr[3] = 9; a.arr[3] = nil\n"
+    "  s.span_name = 'changed'; s.session_id = 'zz'; s.attributes.arr[2] = nil\n"
+    "  if s.span_name == 'changed' and a.bad then error('boom') end\n"
+    "  if a.badret then return 42 end\n"
+    "  if a.badlist then return {s, 'x'} end\n"
+    "  return s\n"
+    "end }\n";
+
+static void test_error_isolation(void **state) {
+  (void)state;
+  for (int reject = 0; reject <= 1; reject++) {
+    clear_dir();
+    write_file("transform.lua", FAILING);
+    sg_config_t cfg = cfg_for(tmpdir);
+    if (reject) set_str(&cfg.on_script_error, "reject");
+    sg_buf_t err = SG_BUF_INIT;
+    sg_lua_rt_t *rt = sg_lua_rt_new(&cfg, &err);
+    assert_non_null(rt);
+    sg_span_batch_t b;
+    sg_span_batch_init(&b);
+    const char *bad = "{\"y\":1,\"x\":\"orig\",\"arr\":[1,2],\"z\":1.0,\"bad\":true}";
+    push_span(&b, "ok1", "{\"x\":1,\"y\":2,\"arr\":[0,0]}");
+    push_span(&b, "bad", bad);
+    push_span(&b, "badret", "{\"arr\":[1,2],\"badret\":1}");
+    push_span(&b, "badlist", "{\"arr\":[1,2],\"badlist\":1}");
+    push_span(&b, "ok2", "{\"arr\":[5,6]}");
+    size_t errs = 0;
+    assert_int_equal(sg_lua_transform(rt, PROJECT, &b, &errs), 0);
+    assert_int_equal(errs, 3);
+    if (!reject) {
+      assert_int_equal(b.n, 5);
+      assert_string_equal(b.spans[0].span_name, "changed");
+      assert_string_equal(b.spans[1].span_name, "bad");
+      assert_null(b.spans[1].session_id);
+      assert_dump(b.spans[1].attributes, 0, bad); /* exactly as it came, order included */
+      assert_dump(b.spans[2].attributes, 0, "{\"arr\":[1,2],\"badret\":1}");
+      assert_dump(b.spans[3].attributes, 0, "{\"arr\":[1,2],\"badlist\":1}");
+      assert_string_equal(b.spans[4].span_name, "changed");
+      assert_dump(b.spans[4].attributes, 0, "{\"arr\":[\"z\"],\"x\":\"changed\",\"new\":[1]}");
+    } else {
+      assert_int_equal(b.n, 2);
+      assert_int_equal(b.rejected, 3);
+      assert_non_null(strstr(b.reject_msg.data, "span 1: rejected by the transform script"));
+    }
+    sg_lua_stats_t st;
+    sg_lua_rt_stats(rt, &st);
+    assert_int_equal(st.errors, 3);
+    assert_int_equal(st.budget_kills, 0);
+    sg_span_batch_free(&b);
+    sg_lua_rt_free(rt);
+    sg_buf_free(&err);
+    sg_config_free(&cfg);
+  }
+}
+
+/* ---- budget --------------------------------------------------------------------- */
+
+static void test_budget(void **state) {
+  (void)state;
+  clear_dir();
+  write_file("transform.lua",
+             "local n = 0\n"
+             "return { span = function(s)\n"
+             "  if s.span_name == 'while' then while true do end end\n"
+             "  if s.span_name == 'for' then for i = 1, 1e12 do n = n + i end end\n"
+             "  if s.span_name == 'rec' then local function f(x) return f(x + 1) + 1 end f(1) end\n"
+             "  if s.span_name == 'str' then local t = {} while true do t[#t % 100 + 1] = 'x' end end\n"
+             "  s.attributes.ok = true\n"
+             "  return s\n"
+             "end }\n");
+  sg_config_t cfg = cfg_for(tmpdir);
+  cfg.script_budget = 200000;
+  sg_buf_t err = SG_BUF_INIT;
+  sg_lua_rt_t *rt = sg_lua_rt_new(&cfg, &err);
+  assert_non_null(rt);
+  for (int round = 0; round < 2; round++) { /* the state stays usable */
+    sg_span_batch_t b;
+    sg_span_batch_init(&b);
+    push_span(&b, "while", "{}");
+    push_span(&b, "fine", "{}");
+    push_span(&b, "for", "{}");
+    push_span(&b, "rec", "{}");
+    push_span(&b, "str", "{}");
+    push_span(&b, "fine", "{}");
+    size_t errs = 0;
+    time_t t0 = time(NULL);
+    assert_int_equal(sg_lua_transform(rt, PROJECT, &b, &errs), 0);
+    assert_true(time(NULL) - t0 < 10);
+    assert_int_equal(errs, 4);
+    assert_int_equal(b.n, 6);
+    assert_dump(b.spans[0].attributes, 0, "{}");
+    assert_dump(b.spans[1].attributes, 0, "{\"ok\":true}");
+    assert_dump(b.spans[5].attributes, 0, "{\"ok\":true}");
+    sg_span_batch_free(&b);
+  }
+  sg_lua_stats_t st;
+  sg_lua_rt_stats(rt, &st);
+  assert_int_equal(st.errors, 8);
+  assert_true(st.budget_kills >= 6); /* the recursion may hit the stack limit first */
+  sg_lua_rt_free(rt);
+  sg_buf_free(&err);
+  sg_config_free(&cfg);
+}
+
+/* ---- gw ------------------------------------------------------------------------ */
+
+static void test_gw(void **state) {
+  (void)state;
+  sg_config_t cfg;
+  sg_lua_rt_t *rt = rt_with(NULL, &cfg);
+  const char *e;
+  e = run_lua(rt,
+              "local gw = require('gw')\n"
+              "local s = '{\"a\":1.0,\"b\":[],\"c\":{},\"d\":null,\"e\":18446744073709551615}'\n"
+              "local v, err = gw.json.decode(s)\n"
+              "assert(v == nil and err:find('line 1'), err)\n"
+              "s = '{\"a\":1.0,\"b\":[],\"c\":{},\"d\":null,\"e\":9223372036854775807,\"f\":\"\\\\u00e9\"}'\n"
+              "v = gw.json.decode(s)\n"
+              "assert(gw.json.encode(v) == '{\"a\":1.0,\"b\":[],\"c\":{},\"d\":null,\"e\":9223372036854775807,\"f\":\"\\195\\169\"}', gw.json.encode(v))\n"
+              "v.x = 1; assert(v.x == 1)\n"
+              "assert(gw.json.encode({1, 2, 3}) == '[1,2,3]')\n"
+              "assert(gw.json.encode(gw.array()) == '[]')\n"
+              "assert(gw.json.encode({}) == '{}')\n"
+              "assert(gw.json.encode({a = gw.null}) == '{\"a\":null}')\n"
+              "assert(gw.json.encode(0.5) == '0.5')\n"
+              "assert(not pcall(gw.json.encode, {1, 2, x = 3}))\n"
+              "assert(not pcall(gw.json.encode, 0/0))\n"
+              "local t = {} t.self = t\n"
+              "local ok, m = pcall(gw.json.encode, t) assert(not ok and m:find('deeply'), m)\n"
+              "local big = gw.int64('9223372036854775807')\n"
+              "assert(gw.json.encode({big}) == '[9223372036854775807]')\n"
+              "assert(tostring(gw.int64(5)) == '5LL')\n"
+              "local now = gw.now() assert(now > 1.7e15 and now < 1e17)\n"
+              "gw.metrics.incr('spans_seen') gw.metrics.incr('spans_seen', 2) gw.metrics.gauge('q', 7)\n"
+              "ok, m = pcall(gw.metrics.incr) assert(not ok and m:find('metric name expected'), m)\n"
+              "ok, m = pcall(gw.metrics.incr, 'bad name') assert(not ok and m:find('must match'), m)\n"
+              "ok, m = pcall(gw.metrics.gauge, 'spans_seen', 1) assert(not ok and m:find('already a counter'), m)\n"
+              "assert(gw.config.retention_days == 0 and gw.config.scripts ~= nil)\n"
+              "assert(gw.config.clickhouse_password == nil and gw.config.postgres_uri == nil)\n"
+              "ok, m = pcall(function() gw.config.x = 1 end) assert(not ok and m:find('read%-only'), m)\n"
+              "assert(type(gw.config.clickhouse_projects) == 'table')\n"
+              "assert(type(gw.config.retention_by_project) == 'table')\n"
+              "ok, m = pcall(gw.attributes.nest, {}) assert(not ok and m:find('span expected'), m)\n"
+              "ok, m = pcall(gw.json.decode, 5) assert(not ok and m:find('string expected'), m)\n"
+              "gw.log.info('hello %s %d', 'x', 3)\n"
+              "ok, m = pcall(gw.log.info) assert(not ok)\n"
+              "assert(gw.type(gw.null) == 'null' and gw.type(gw.array()) == 'array')\n"
+              "local tt = gw.totable(gw.json.decode('{\"a\":[1,{\"b\":2}]}'))\n"
+              "assert(type(tt) == 'table' and tt.a[2].b == 2 and gw.type(tt.a) == 'array')\n"
+              "local n = 0 for k, v in gw.pairs(gw.json.decode('{\"a\":1,\"b\":2}')) do n = n + v end\n"
+              "assert(n == 3)\n"
+              "assert(jit == nil)\n");
+  if (e) fail_msg("%s", e);
+  struct {
+    int n;
+    double sum;
+  } acc = {0, 0};
+  int cb(const char *name, char kind, double v, void *ud);
+  assert_int_equal(sg_lua_rt_metrics(rt, cb, &acc), 0);
+  assert_int_equal(acc.n, 2);
+  assert_true(acc.sum == 10);
+  sg_lua_rt_free(rt);
+  sg_config_free(&cfg);
+}
+
+int cb(const char *name, char kind, double v, void *ud) {
+  struct {
+    int n;
+    double sum;
+  } *acc = ud;
+  (void)name;
+  (void)kind;
+  acc->n++;
+  acc->sum += v;
+  return 0;
+}
+
+/* ---- stale proxies and read-only values ------------------------------------------- */
+
+static void test_proxy_rules(void **state) {
+  (void)state;
+  sg_config_t cfg;
+  sg_lua_rt_t *rt = rt_with(
+      "local gw = require('gw')\n"
+      "local kept\n"
+      "return { span = function(s, ctx)\n"
+      "  if kept then\n"
+      "    local ok, m = pcall(function() return kept.x end)\n"
+      "    assert(not ok and m:find('stale'), m)\n"
+      "  end\n"
+      "  kept = s.attributes\n"
+      "  local ok, m = pcall(function() ctx.resource['service.name'] = 'x' end)\n"
+      "  assert(not ok and m:find('read%-only'), m)\n"
+      "  assert(ctx.resource['service.name'] == 'svc')\n"
+      "  s.attributes.res = ctx.resource\n"
+      "  ok, m = pcall(function() s.attributes.res.y = 1 end)\n"
+      "  assert(not ok and m:find('read%-only'), m)\n"
+      "  local ok2, m2 = pcall(function() s.nosuch = 1 end)\n"
+      "  assert(not ok2 and m2:find(\"no field 'nosuch'\"), m2)\n"
+      "  ok2, m2 = pcall(function() s.span_kind = 'SERVER' end)\n"
+      "  assert(not ok2 and m2:find('unknown label'), m2)\n"
+      "  ok2, m2 = pcall(function() s.trace_id = 'nope' end)\n"
+      "  assert(not ok2 and m2:find('UUID'), m2)\n"
+      "  ok2, m2 = pcall(function() s.attributes.f = function() end end)\n"
+      "  assert(not ok2 and m2:find('function cannot be stored'), m2)\n"
+      "  s.attributes.cp = s.attributes.obj\n"
+      "  s.attributes.cp.z = 1\n"
+      "  return s\n"
+      "end }\n",
+      &cfg);
+  sg_span_batch_t b;
+  sg_span_batch_init(&b);
+  json_t *res = json_loads("{\"service.name\":\"svc\"}", 0, NULL);
+  for (int i = 0; i < 2; i++) {
+    sg_span_t *s = push_span(&b, "a", "{\"obj\":{\"k\":1}}");
+    s->resource = json_incref(res);
+  }
+  size_t errs = 0;
+  assert_int_equal(sg_lua_transform(rt, PROJECT, &b, &errs), 0);
+  assert_int_equal(errs, 0);
+  /* the copy did not alias: obj unchanged; the resource shared, unchanged */
+  assert_dump(b.spans[0].attributes, 0,
+              "{\"obj\":{\"k\":1},\"res\":{\"service.name\":\"svc\"},\"cp\":{\"k\":1,\"z\":1}}");
+  assert_dump(res, 0, "{\"service.name\":\"svc\"}");
+  json_decref(res);
+  sg_span_batch_free(&b);
+  sg_lua_rt_free(rt);
+  sg_config_free(&cfg);
+}
+
+/* ---- shipped scripts ------------------------------------------------------------ */
+
+static sg_lua_rt_t *shipped(sg_config_t *cfg) {
+  *cfg = cfg_for("lua");
+  sg_buf_t err = SG_BUF_INIT;
+  sg_lua_rt_t *rt = sg_lua_rt_new(cfg, &err);
+  if (!rt) fail_msg("shipped scripts: %s", err.data);
+  sg_buf_free(&err);
+  return rt;
+}
+
+static const char REALISTIC[] =
+    "{\"ag.type.trace\":\"invocation\",\"ag.type.span\":\"llm\","
+    "\"gen_ai.system\":\"openai\",\"gen_ai.request.model\":\"gpt-4o-mini\","
+    "\"gen_ai.request.temperature\":0.7,\"gen_ai.request.max_tokens\":512,"
+    "\"gen_ai.usage.prompt_tokens\":412,\"gen_ai.usage.completion_tokens\":96,"
+    "\"gen_ai.response.id\":\"chatcmpl-9a8b7c6d5e4f3a2b1c0d\","
+    "\"ag.session.id\":\"session-7f3a9c2e\",\"ag.user.id\":\"user-4411\","
+    "\"ag.data.inputs.prompt\":\"You are a helpful assistant. Answer the user's question about the "
+    "quarterly report concisely, citing the relevant section numbers. The report covers revenue, "
+    "operating costs, headcount changes, and the outlook for the next two quarters, including risks "
+    "related to supply chain constraints and currency fluctuations in the European market. Keep the "
+    "answer under two hundred words and use bullet points where helpful for readability.\","
+    "\"ag.data.outputs.completion.0.role\":\"assistant\","
+    "\"ag.data.outputs.completion.0.content\":\"Revenue grew 12% (section 2.1); costs rose 4%.\","
+    "\"ag.meta.request.stream\":false,\"llm.is_streaming\":false}";
+
+static const char RESOURCE[] =
+    "{\"service.name\":\"checkout\",\"service.version\":\"1.4.2\",\"telemetry.sdk.language\":"
+    "\"python\",\"telemetry.sdk.name\":\"opentelemetry\",\"telemetry.sdk.version\":\"1.27.0\","
+    "\"host.name\":\"ip-10-0-3-17\"}";
+
+static void test_shipped_transform(void **state) {
+  (void)state;
+  sg_config_t cfg;
+  sg_lua_rt_t *rt = shipped(&cfg);
+  assert_int_equal(sg_lua_rt_hooks(rt), 15);
+  sg_span_batch_t b;
+  sg_span_batch_init(&b);
+  json_t *res = json_loads(RESOURCE, 0, NULL);
+  sg_span_t *s = push_span(&b, "chat", REALISTIC);
+  s->resource = json_incref(res);
+  s = push_span(&b, "oi", "{\"session.id\":\"s-9\",\"user.id\":42,\"openinference.span.kind\":\"RETRIEVER\","
+                          "\"ag.type.trace\":\"bogus\",\"gen_ai.agent.id\":\"ag-1\",\"resource\":\"mine\"}");
+  s->resource = json_incref(res);
+  s = push_span(&b, "plain", NULL);
+  s->trace_type = SG_TRACE_ANNOTATION;
+  size_t errs = 0;
+  assert_int_equal(sg_lua_transform(rt, PROJECT, &b, &errs), 0);
+  assert_int_equal(errs, 0);
+  assert_int_equal(b.n, 3);
+  s = &b.spans[0];
+  assert_int_equal(s->trace_type, SG_TRACE_INVOCATION);
+  assert_int_equal(s->span_type, SG_SPAN_TYPE_LLM);
+  assert_string_equal(s->session_id, "session-7f3a9c2e");
+  assert_string_equal(s->user_id, "user-4411");
+  assert_null(s->agent_id);
+  assert_int_equal(sg_lua_span_nested(rt, 0), SG_LUA_NEST_ATTRS | SG_LUA_NEST_RESOURCE);
+  assert_int_equal(sg_lua_span_nested(rt, 1), SG_LUA_NEST_ATTRS); /* has its own "resource" */
+  assert_int_equal(sg_lua_span_nested(rt, 2), SG_LUA_NEST_ATTRS);
+  sg_buf_t nb = SG_BUF_INIT;
+  assert_int_equal(sg_json_dump_attributes(s->attributes, s->resource, SG_JSON_NEST, &nb), 0);
+  char *nested = sg_buf_detach(&nb, NULL);
+  assert_non_null(strstr(nested, "\"gen_ai\":{\"system\":\"openai\",\"request\":{\"model\":\"gpt-4o-mini\""));
+  assert_non_null(strstr(nested, "\"resource\":{\"service\":{\"name\":\"checkout\",\"version\":\"1.4.2\"}"));
+  assert_non_null(strstr(nested, "\"completion\":[{\"role\":\"assistant\",\"content\":"));
+  assert_non_null(strstr(nested, "\"session\":{\"id\":\"session-7f3a9c2e\"}"));
+  free(nested);
+  s = &b.spans[1];
+  assert_int_equal(s->trace_type, SG_TRACE_INVOCATION);
+  assert_int_equal(s->span_type, SG_SPAN_TYPE_QUERY);
+  assert_string_equal(s->session_id, "s-9");
+  assert_string_equal(s->user_id, "42");
+  assert_string_equal(s->agent_id, "ag-1");
+  assert_dump(json_object_get(s->attributes, "ag.session.id"), 0, "\"s-9\"");
+  assert_dump(json_object_get(s->attributes, "ag.type.trace"), 0, "\"invocation\"");
+  assert_dump(json_object_get(s->attributes, "ag.type.span"), 0, "\"query\"");
+  assert_dump(json_object_get(s->attributes, "resource"), 0, "\"mine\"");
+  s = &b.spans[2];
+  assert_int_equal(s->trace_type, SG_TRACE_ANNOTATION); /* as sent, no attribute */
+  assert_int_equal(s->span_type, SG_SPAN_TYPE_TASK);
+  assert_dump(s->attributes, SG_JSON_NEST, "{\"ag\":{\"type\":{\"trace\":\"annotation\",\"span\":\"task\"}}}");
+  assert_non_null(strstr(run_lua(rt, "require('gw').attributes.nest(1)"), "span expected"));
+  json_decref(res);
+  sg_span_batch_free(&b);
+  sg_lua_rt_free(rt);
+  sg_config_free(&cfg);
+}
+
+static sg_strlist_t list_of(const char *a, const char *b) {
+  sg_strlist_t l = {calloc(2, sizeof(char *)), 0};
+  if (a) l.v[l.n++] = strdup(a);
+  if (b) l.v[l.n++] = strdup(b);
+  return l;
+}
+
+static void free_list(sg_strlist_t *l) {
+  for (size_t i = 0; i < l->n; i++) free(l->v[i]);
+  free(l->v);
+  l->v = NULL;
+  l->n = 0;
+}
+
+static void test_shipped_routing_ttl(void **state) {
+  (void)state;
+  uint8_t other[16] = {0xaa};
+  sg_config_t cfg = cfg_for("lua");
+  cfg.use_clickhouse = 1;
+  free_list(&cfg.clickhouse_projects_deny);
+  cfg.clickhouse_projects_deny = list_of("01934B7E-1234-7000-8000-000000000001", NULL);
+  cfg.retention_days = 30;
+  set_str(&cfg.retention_by_project, "{\"aa000000-0000-0000-0000-000000000000\": 7}");
+  set_str(&cfg.read_backend, "clickhouse");
+  sg_buf_t err = SG_BUF_INIT;
+  sg_lua_rt_t *rt = sg_lua_rt_new(&cfg, &err);
+  if (!rt) fail_msg("%s", err.data);
+  int on = 5, be;
+  assert_int_equal(sg_lua_route_clickhouse(rt, PROJECT, &on), 0);
+  assert_int_equal(on, 0); /* denied */
+  assert_int_equal(sg_lua_route_clickhouse(rt, other, &on), 0);
+  assert_int_equal(on, 1);
+  assert_int_equal(sg_lua_route_clickhouse(rt, other, &on), 0); /* cached */
+  assert_int_equal(on, 1);
+  assert_int_equal(sg_lua_read_backend(rt, other, NULL, &be), 0);
+  assert_int_equal(be, SG_READ_CLICKHOUSE);
+  assert_int_equal(sg_lua_read_backend(rt, PROJECT, NULL, &be), 0);
+  assert_int_equal(be, SG_READ_POSTGRES);
+  sg_span_batch_t b;
+  sg_span_batch_init(&b);
+  push_span(&b, "x", NULL);
+  double d;
+  assert_int_equal(sg_lua_retention_days(rt, PROJECT, &b.spans[0], &d), 0);
+  assert_true(d == 30);
+  assert_int_equal(sg_lua_retention_days(rt, other, &b.spans[0], &d), 0);
+  assert_true(d == 7);
+  sg_lua_stats_t st;
+  sg_lua_rt_stats(rt, &st);
+  assert_int_equal(st.errors, 0);
+  sg_span_batch_free(&b);
+  sg_lua_rt_free(rt);
+  sg_config_free(&cfg);
+  sg_buf_free(&err);
+}
+
+/* ---- the JSON dumper ------------------------------------------------------------- */
+
+static void test_dump_matches_jansson(void **state) {
+  (void)state;
+  const char *docs[] = {
+      "0", "-0.0", "1e22", "1e-7", "123456789012345678", "5e-324", "1.7976931348623157e308",
+      "\"\\b\\f\\n\\r\\t\\u0000\\u001f\\u007f\\\"\\\\/\"", "[[],{},[{}],null,true,false]",
+      "{\"\\u00e9\":{\"x\\ny\":[1.5,-2,0.25]}}", "3.0", "100.0", "1e16", "-1.5e-300",
+  };
+  for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
+    json_t *v = json_loads(docs[i], JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+    assert_non_null(v);
+    char *j = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    assert_dump(v, 0, j);
+    free(j);
+    json_decref(v);
+  }
+  /* random reals and integers */
+  srand(42);
+  for (int i = 0; i < 20000; i++) {
+    uint64_t bits = ((uint64_t)rand() << 42) ^ ((uint64_t)rand() << 21) ^ (uint64_t)rand();
+    double d;
+    memcpy(&d, &bits, sizeof d);
+    if (d != d || d - d != 0) continue;
+    json_t *v = json_real(d);
+    char *j = json_dumps(v, JSON_ENCODE_ANY);
+    assert_dump(v, 0, j);
+    free(j);
+    /* shortest form reads back the same double */
+    char *sh = dump(v, SG_JSON_SHORT_REAL);
+    assert_true(strtod(sh, NULL) == d);
+    free(sh);
+    json_decref(v);
+  }
+  json_t *r = json_real(0.1);
+  assert_dump(r, SG_JSON_SHORT_REAL, "0.1");
+  json_decref(r);
+  r = json_real(100);
+  assert_dump(r, SG_JSON_SHORT_REAL, "100.0");
+  json_decref(r);
+}
+
+static void nest_case(const char *in, const char *want) {
+  json_t *v = json_loads(in, 0, NULL);
+  assert_non_null(v);
+  assert_dump(v, SG_JSON_NEST, want);
+  json_t *n = sg_json_nested(v);
+  assert_dump(n, 0, want);
+  json_decref(n);
+  json_decref(v);
+}
+
+static void test_nest_rules(void **state) {
+  (void)state;
+  nest_case("{\"gen_ai.request.model\":\"m\",\"gen_ai.system\":\"o\",\"x\":1}",
+            "{\"gen_ai\":{\"request\":{\"model\":\"m\"},\"system\":\"o\"},\"x\":1}");
+  nest_case("{\"ag.node.children.0.name\":\"c1\",\"ag.node.children.1.name\":\"c2\",\"ag.type\":\"tree\"}",
+            "{\"ag\":{\"node\":{\"children\":[{\"name\":\"c1\"},{\"name\":\"c2\"}]},\"type\":\"tree\"}}");
+  nest_case("{\"a.2\":\"x\",\"a.0\":1}", "{\"a\":[1,null,\"x\"]}");
+  nest_case("{\"a.0\":1,\"a.x\":2}", "{\"a\":{\"0\":1,\"x\":2}}");
+  nest_case("{\"a.01\":1}", "{\"a\":{\"01\":1}}");
+  nest_case("{\"a.99\":1}", "{\"a\":{\"99\":1}}");
+  nest_case("{\"a\":1,\"a.b\":2,\"c\":3}", "{\"a\":1,\"c\":3,\"a.b\":2}");
+  nest_case("{\"a.b\":2,\"a\":1}", "{\"a\":1,\"a.b\":2}");
+  nest_case("{\"a.b\":2,\"a\":{\"c\":3,\"b\":4}}", "{\"a\":{\"c\":3,\"b\":4},\"a.b\":2}");
+  nest_case("{\"a.b\":2,\"a\":{\"c\":3}}", "{\"a\":{\"c\":3,\"b\":2}}");
+  nest_case("{\"a\":{\"x.y\":1}}", "{\"a\":{\"x.y\":1}}");
+  nest_case("{\".a\":1,\"b.\":2,\"c..d\":3,\"0.x\":4}", "{\".a\":1,\"b.\":2,\"c..d\":3,\"0\":{\"x\":4}}");
+  nest_case("{\"a.0\":1,\"a.0.b\":2}", "{\"a\":[1],\"a.0.b\":2}");
+  nest_case("{}", "{}");
+  /* the attributes column with the resource */
+  json_t *res = json_loads("{\"service.name\":\"svc\",\"host.name\":\"h\"}", 0, NULL);
+  json_t *at = json_loads("{\"a.b\":1}", 0, NULL);
+  sg_buf_t ob = SG_BUF_INIT;
+  assert_int_equal(sg_json_dump_attributes(at, res, SG_JSON_NEST, &ob), 0);
+  assert_string_equal(ob.data, "{\"a\":{\"b\":1},\"resource\":{\"service\":{\"name\":\"svc\"},\"host\":{\"name\":\"h\"}}}");
+  sg_buf_reset(&ob);
+  assert_int_equal(sg_json_dump_attributes(NULL, res, SG_JSON_NEST, &ob), 0);
+  assert_string_equal(ob.data, "{\"resource\":{\"service\":{\"name\":\"svc\"},\"host\":{\"name\":\"h\"}}}");
+  sg_buf_reset(&ob);
+  assert_int_equal(sg_json_dump_attributes(at, res, 0, &ob), 0);
+  assert_string_equal(ob.data, "{\"a.b\":1,\"resource\":{\"service.name\":\"svc\",\"host.name\":\"h\"}}");
+  sg_buf_reset(&ob);
+  json_object_set_new(at, "resource.x", json_true());
+  assert_int_equal(sg_json_dump_attributes(at, res, SG_JSON_NEST, &ob), 0);
+  assert_string_equal(ob.data, "{\"a\":{\"b\":1},\"resource\":{\"x\":true}}");
+  sg_buf_reset(&ob);
+  assert_int_equal(sg_json_dump_attributes(NULL, NULL, SG_JSON_NEST, &ob), 0);
+  assert_string_equal(ob.data, "null");
+  sg_buf_free(&ob);
+  json_decref(at);
+  json_decref(res);
+  json_t *v = json_loads("{\"gen_ai\":{\"request.model\":\"m\"},\"x.y\":1,\"l\":[{\"k\":2}]}", 0, NULL);
+  assert_dump(sg_json_path_get(v, "gen_ai.request.model", 20), 0, "\"m\"");
+  assert_dump(sg_json_path_get(v, "x.y", 3), 0, "1");
+  assert_dump(sg_json_path_get(v, "l.0.k", 5), 0, "2");
+  assert_null(sg_json_path_get(v, "gen_ai.nope", 11));
+  json_decref(v);
+}
+
+/* ---- bench ---------------------------------------------------------------------- */
+
+static double now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+static double bench_one(sg_lua_rt_t *rt, int rounds) {
+  sg_span_t tmpl;
+  memset(&tmpl, 0, sizeof tmpl);
+  sg_span_batch_t t;
+  sg_span_batch_init(&t);
+  sg_span_t *s = push_span(&t, "chat gpt-4o-mini", REALISTIC);
+  s->resource = json_loads(RESOURCE, 0, NULL);
+  enum { N = 1000 };
+  double total = 0;
+  for (int r = 0; r < rounds; r++) {
+    sg_span_batch_t b;
+    sg_span_batch_init(&b);
+    for (int i = 0; i < N; i++) {
+      sg_span_t *d = sg_span_batch_push(&b);
+      assert_int_equal(sg_span_copy(d, &t.spans[0]), 0);
+      json_decref(d->resource);
+      d->resource = json_incref(t.spans[0].resource); /* shared, as decoders do */
+    }
+    double t0 = now_ns();
+    size_t errs;
+    assert_int_equal(sg_lua_transform(rt, PROJECT, &b, &errs), 0);
+    total += now_ns() - t0;
+    assert_int_equal(errs, 0);
+    sg_span_batch_free(&b);
+  }
+  sg_span_batch_free(&t);
+  return total / ((double)rounds * N);
+}
+
+static void test_bench(void **state) {
+  (void)state;
+  const char *env = getenv("SG_LUA_BENCH");
+  int rounds = env ? 200 : 5;
+  sg_config_t cfg;
+  sg_lua_rt_t *none = rt_with(NULL, &cfg);
+  double t_none = bench_one(none, rounds);
+  sg_lua_rt_free(none);
+  sg_config_free(&cfg);
+  sg_lua_rt_t *id = rt_with("return { span = function(s, ctx) return s end }", &cfg);
+  double t_id = bench_one(id, rounds);
+  sg_lua_rt_free(id);
+  sg_config_free(&cfg);
+  sg_lua_rt_t *def = shipped(&cfg);
+  double t_def = bench_one(def, rounds);
+  if (getenv("SG_LUA_BENCH_DIR")) {
+    sg_config_t c2 = cfg_for(getenv("SG_LUA_BENCH_DIR"));
+    sg_buf_t e2 = SG_BUF_INIT;
+    sg_lua_rt_t *x = sg_lua_rt_new(&c2, &e2);
+    printf("bench: %s %.0f ns/span\n", getenv("SG_LUA_BENCH_DIR"), bench_one(x, rounds));
+    sg_lua_rt_free(x);
+    sg_buf_free(&e2);
+    sg_config_free(&c2);
+  }
+  /* the cost of the nested dump the writers pay */
+  sg_span_batch_t t;
+  sg_span_batch_init(&t);
+  push_span(&t, "x", REALISTIC);
+  sg_buf_t b = SG_BUF_INIT;
+  double t0 = now_ns();
+  for (int i = 0; i < rounds * 100; i++) {
+    sg_buf_reset(&b);
+    sg_json_dump(t.spans[0].attributes, SG_JSON_NEST, &b);
+  }
+  double t_nest = (now_ns() - t0) / (rounds * 100.0);
+  t0 = now_ns();
+  for (int i = 0; i < rounds * 100; i++) {
+    sg_buf_reset(&b);
+    sg_json_dump(t.spans[0].attributes, 0, &b);
+  }
+  double t_flat = (now_ns() - t0) / (rounds * 100.0);
+  if (env)
+    printf("bench: attributes %zu bytes; ns/span: no script %.0f, identity %.0f, default %.0f; "
+           "dump flat %.0f, nested %.0f\n",
+           strlen(REALISTIC), t_none, t_id, t_def, t_flat, t_nest);
+  sg_buf_free(&b);
+  sg_span_batch_free(&t);
+  sg_lua_rt_free(def);
+  sg_config_free(&cfg);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_missing_scripts_are_defaults),
+      cmocka_unit_test(test_load_errors),
+      cmocka_unit_test(test_roundtrip_exact),
+      cmocka_unit_test(test_modify),
+      cmocka_unit_test(test_drop_and_fanout),
+      cmocka_unit_test(test_error_isolation),
+      cmocka_unit_test(test_budget),
+      cmocka_unit_test(test_gw),
+      cmocka_unit_test(test_proxy_rules),
+      cmocka_unit_test(test_shipped_transform),
+      cmocka_unit_test(test_shipped_routing_ttl),
+      cmocka_unit_test(test_dump_matches_jansson),
+      cmocka_unit_test(test_nest_rules),
+      cmocka_unit_test(test_bench),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}

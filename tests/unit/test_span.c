@@ -1,0 +1,305 @@
+/* test_span.c - the span record: ids, times, labels, UTF-8, batches. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "err.h"
+#include "span.h"
+
+static void uuid_of(const char *in, const char *want) {
+  uint8_t id[16];
+  char u[37];
+  assert_int_equal(sg_id_parse(in, strlen(in), id), 0);
+  sg_uuid_format(id, u);
+  assert_string_equal(u, want);
+}
+
+static void test_id_forms(void **st) {
+  (void)st;
+  /* Agenta's doubling example */
+  uuid_of("31d6cfe04b9011ec", "31d6cfe0-4b90-11ec-31d6-cfe04b9011ec");
+  uuid_of("0x31d6cfe04b9011ec", "31d6cfe0-4b90-11ec-31d6-cfe04b9011ec");
+  uuid_of("31D6CFE04B9011EC", "31d6cfe0-4b90-11ec-31d6-cfe04b9011ec");
+  uuid_of("31d6cfe04b9011ec800142010a8000b0", "31d6cfe0-4b90-11ec-8001-42010a8000b0");
+  uuid_of("0x31d6cfe04b9011ec800142010a8000b0", "31d6cfe0-4b90-11ec-8001-42010a8000b0");
+  uuid_of("0X31D6CFE04B9011EC800142010A8000B0", "31d6cfe0-4b90-11ec-8001-42010a8000b0");
+  uuid_of("31d6cfe0-4b90-11ec-8001-42010a8000b0", "31d6cfe0-4b90-11ec-8001-42010a8000b0");
+  uuid_of("31D6CFE0-4B90-11EC-8001-42010A8000B0", "31d6cfe0-4b90-11ec-8001-42010a8000b0");
+
+  static const char *bad[] = {
+      "", "0x", "31d6cfe04b9011e", "31d6cfe04b9011ecc", "31d6cfe04b9011eg",
+      "31d6cfe04b9011ec800142010a8000b", "0x31d6cfe04b9011ec800142010a8000b0aa",
+      "31d6cfe0-4b90-11ec-8001-42010a8000bz", "31d6cfe04-b90-11ec-8001-42010a8000b0",
+      "31d6cfe0-4b90-11ec-8001_42010a8000b0", "0x31d6cfe0-4b90-11ec-8001-42010a8000b0",
+      "{31d6cfe0-4b90-11ec-8001-42010a8000b0}", " 31d6cfe04b9011ec",
+  };
+  uint8_t id[16];
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    assert_int_equal(sg_id_parse(bad[i], strlen(bad[i]), id), SG_EINVAL);
+  assert_int_equal(sg_id_parse(NULL, 0, id), SG_EINVAL);
+}
+
+static void test_id_bytes(void **st) {
+  (void)st;
+  uint8_t in8[8] = {0x31, 0xd6, 0xcf, 0xe0, 0x4b, 0x90, 0x11, 0xec};
+  uint8_t in16[16], zero[16] = {0}, id[16];
+  char u[37], h32[33], h16[17];
+  for (int i = 0; i < 16; i++) in16[i] = (uint8_t)(i + 1);
+  assert_int_equal(sg_id_from_bytes(in8, 8, id), 0);
+  sg_uuid_format(id, u);
+  assert_string_equal(u, "31d6cfe0-4b90-11ec-31d6-cfe04b9011ec");
+  sg_hex16_format(id, h16);
+  assert_string_equal(h16, "31d6cfe04b9011ec");
+  assert_int_equal(sg_id_from_bytes(in16, 16, id), 0);
+  sg_hex32_format(id, h32);
+  assert_string_equal(h32, "0102030405060708090a0b0c0d0e0f10");
+  assert_memory_equal(id, in16, 16);
+  assert_int_equal(sg_id_from_bytes(in16, 3, id), SG_EINVAL);
+  assert_int_equal(sg_id_from_bytes(in16, 0, id), SG_EINVAL);
+  assert_int_equal(sg_id_from_bytes(in16, 12, id), SG_EINVAL);
+  assert_int_equal(sg_id_from_bytes(zero, 16, id), SG_EINVAL);
+  assert_int_equal(sg_id_from_bytes(zero, 8, id), SG_EINVAL);
+}
+
+static int64_t iso(const char *s) {
+  int64_t us = 0;
+  assert_int_equal(sg_time_parse_iso(s, strlen(s), &us), 0);
+  return us;
+}
+
+static void iso_bad(const char *s) {
+  int64_t us;
+  assert_int_equal(sg_time_parse_iso(s, strlen(s), &us), SG_EINVAL);
+}
+
+static void test_time_iso(void **st) {
+  (void)st;
+  const int64_t base = 1704164645LL * 1000000; /* 2024-01-02T03:04:05Z */
+  assert_int_equal(iso("2024-01-02T03:04:05Z"), base);
+  assert_int_equal(iso("2024-01-02t03:04:05z"), base);
+  assert_int_equal(iso("2024-01-02 03:04:05Z"), base);
+  assert_int_equal(iso("2024-01-02T03:04:05"), base); /* naive = UTC */
+  assert_int_equal(iso("2024-01-02T03:04:05+00:00"), base);
+  assert_int_equal(iso("2024-01-02T05:04:05+02:00"), base);
+  assert_int_equal(iso("2024-01-02T05:04:05+0200"), base);
+  assert_int_equal(iso("2024-01-02T05:04:05+02"), base);
+  assert_int_equal(iso("2024-01-01T21:34:05-05:30"), base);
+  assert_int_equal(iso("2024-01-02T03:04:05.5Z"), base + 500000);
+  assert_int_equal(iso("2024-01-02T03:04:05.123456Z"), base + 123456);
+  assert_int_equal(iso("2024-01-02T03:04:05.123456789Z"), base + 123456); /* 9 digits */
+  assert_int_equal(iso("2024-01-02T03:04:05,25Z"), base + 250000);
+  assert_int_equal(iso("2024-01-02T03:04Z"), base - 5000000);
+  assert_int_equal(iso("2024-01-02"), base - (3 * 3600 + 4 * 60 + 5) * 1000000LL);
+  assert_int_equal(iso("1970-01-01T00:00:00Z"), 0);
+  assert_int_equal(iso("2024-02-29T00:00:00Z"), 1709164800LL * 1000000);
+  assert_int_equal(iso("1970-01-01T00:00:00Z"), SG_TIME_MIN_US);
+  assert_int_equal(iso("2105-12-31T23:59:59.999999Z"), SG_TIME_MAX_US);
+  assert_int_equal(iso("2105-12-31T23:59:59.999999999Z"), SG_TIME_MAX_US);
+
+  iso_bad("");
+  iso_bad("2024");
+  iso_bad("2024-1-02T03:04:05Z");
+  iso_bad("2024-13-02T03:04:05Z");
+  iso_bad("2023-02-29T03:04:05Z");
+  iso_bad("2024-01-32T03:04:05Z");
+  iso_bad("2024-01-02T24:00:00Z");
+  iso_bad("2024-01-02T03:60:00Z");
+  iso_bad("2024-01-02T03:04:60Z");
+  iso_bad("2024-01-02T03:04:05.Z");
+  iso_bad("2024-01-02T03:04:05.1234567890Z"); /* 10 digits */
+  iso_bad("2024-01-02T03:04:05+24:00");
+  iso_bad("2024-01-02T03:04:05+02:");
+  iso_bad("2024-01-02T03:04:05Zjunk");
+  iso_bad("2024-01-02X03:04:05Z");
+  iso_bad("0000-12-31T23:59:59Z");                   /* year 0 */
+  /* outside SG_TIME (1970..2105, what both stores keep exactly) */
+  iso_bad("1969-12-31T23:59:59.999999Z");
+  iso_bad("1970-01-01T00:00:00+00:01");
+  iso_bad("0001-01-01T00:00:00Z");
+  iso_bad("2105-12-31T23:59:59-00:01");
+  iso_bad("2106-01-01T00:00:00Z");
+  iso_bad("9999-12-31T23:59:59Z");
+  iso_bad("10000-01-01T00:00:00Z");
+}
+
+static int64_t epoch(const char *s) {
+  int64_t us = 0;
+  assert_int_equal(sg_time_from_epoch_digits(s, strlen(s), &us), 0);
+  return us;
+}
+
+static void test_time_epoch(void **st) {
+  (void)st;
+  int64_t us;
+  assert_int_equal(epoch("1704164645"), 1704164645000000LL);          /* 10: s */
+  assert_int_equal(epoch("1704164645123"), 1704164645123000LL);       /* 13: ms */
+  assert_int_equal(epoch("1704164645123456"), 1704164645123456LL);    /* 16: µs */
+  assert_int_equal(epoch("1704164645123456789"), 1704164645123456LL); /* 19: ns */
+  assert_int_equal(epoch("0"), 0);
+  assert_int_equal(epoch("5"), 5000000);                 /* up to 10 digits: s */
+  assert_int_equal(epoch("17041646451"), 17041646451000LL); /* 11: ms */
+  assert_int_equal(epoch("17041646451234"), 17041646451234LL); /* 14: µs */
+  assert_int_equal(epoch("17041646451234567"), 17041646451234LL); /* 17: ns */
+  assert_int_equal(epoch("4291747199999999999"), SG_TIME_MAX_US); /* 19: ns, last one */
+  assert_int_equal(epoch("4291747199"), 4291747199000000LL);       /* 10: s, 2105 */
+  assert_int_equal(epoch("0001704164645"), 1704164645000000LL); /* leading zeros */
+  /* digit counts that parse but fall outside SG_TIME */
+  assert_int_equal(sg_time_from_epoch_digits("9999999999", 10, &us), SG_EINVAL); /* 2286 */
+  assert_int_equal(sg_time_from_epoch_digits("9999999999999", 13, &us), SG_EINVAL);
+  assert_int_equal(sg_time_from_epoch_digits("9999999999999999", 16, &us), SG_EINVAL);
+  assert_int_equal(sg_time_from_epoch_digits("9999999999999999999", 19, &us), SG_EINVAL);
+  assert_int_equal(sg_time_from_epoch_digits("17041646451234567890", 20, &us), SG_EINVAL);
+  assert_int_equal(sg_time_from_epoch_digits("", 0, &us), SG_EINVAL);
+  assert_int_equal(sg_time_from_epoch_digits("-1", 2, &us), SG_EINVAL);
+  assert_int_equal(sg_time_from_epoch_digits("12a", 3, &us), SG_EINVAL);
+
+  assert_int_equal(sg_time_from_epoch_int(1704164645LL, &us), 0);
+  assert_int_equal(us, 1704164645000000LL);
+  assert_int_equal(sg_time_from_epoch_int(1704164645123LL, &us), 0);
+  assert_int_equal(us, 1704164645123000LL);
+  assert_int_equal(sg_time_from_epoch_int(1704164645123456LL, &us), 0);
+  assert_int_equal(us, 1704164645123456LL);
+  assert_int_equal(sg_time_from_epoch_int(1704164645123456789LL, &us), 0);
+  assert_int_equal(us, 1704164645123456LL);
+  assert_int_equal(sg_time_from_epoch_int(INT64_MAX, &us), SG_EINVAL); /* year 2262 */
+  assert_int_equal(sg_time_from_epoch_int(0, &us), 0);
+  assert_int_equal(us, 0);
+  assert_int_equal(sg_time_from_epoch_int(-1, &us), SG_EINVAL);
+}
+
+static void test_time_format(void **st) {
+  (void)st;
+  char b[32];
+  sg_time_format(1704164645123456LL, b);
+  assert_string_equal(b, "2024-01-02T03:04:05.123456Z");
+  sg_time_format(0, b);
+  assert_string_equal(b, "1970-01-01T00:00:00.000000Z");
+  sg_time_format(-1, b);
+  assert_string_equal(b, "1969-12-31T23:59:59.999999Z");
+  sg_time_format(SG_TIME_MIN_US, b);
+  assert_string_equal(b, "1970-01-01T00:00:00.000000Z");
+  sg_time_format(SG_TIME_MAX_US, b);
+  assert_string_equal(b, "2105-12-31T23:59:59.999999Z");
+  sg_time_format(-62135596800000000LL, b); /* formatting works beyond the range */
+  assert_string_equal(b, "0001-01-01T00:00:00.000000Z");
+  sg_time_format(253402300799999999LL, b);
+  assert_string_equal(b, "9999-12-31T23:59:59.999999Z");
+  /* round trip over a spread of values */
+  const int64_t step = (SG_TIME_MAX_US - SG_TIME_MIN_US) / 997;
+  for (int64_t v = SG_TIME_MIN_US; v <= SG_TIME_MAX_US - step; v += step) {
+    int64_t back;
+    sg_time_format(v, b);
+    assert_int_equal(sg_time_parse_iso(b, strlen(b), &back), 0);
+    assert_int_equal(back, v);
+  }
+}
+
+static void san(const char *in, size_t n, const char *want, int want_changed) {
+  int changed = -1;
+  char *s = sg_utf8_sanitize(in, n, &changed);
+  assert_non_null(s);
+  assert_string_equal(s, want);
+  assert_int_equal(changed, want_changed);
+  free(s);
+}
+
+#define R "\xEF\xBF\xBD" /* U+FFFD */
+
+static void test_utf8(void **st) {
+  (void)st;
+  san("", 0, "", 0);
+  san("hello", 5, "hello", 0);
+  san("h\xC3\xA9llo \xE2\x82\xAC \xF0\x9F\x98\x80", 15, "h\xC3\xA9llo \xE2\x82\xAC \xF0\x9F\x98\x80", 0);
+  san("a\0b", 3, "a" R "b", 1);                   /* NUL */
+  san("\xC0\xAF", 2, R R, 1);                      /* overlong '/' */
+  san("\xE0\x80\xAF", 3, R R R, 1);                /* overlong, 3 bytes */
+  san("\xF0\x80\x80\xAF", 4, R R R R, 1);          /* overlong, 4 bytes */
+  san("\xED\xA0\x80", 3, R R R, 1);                /* surrogate U+D800 */
+  san("\xED\xBF\xBF", 3, R R R, 1);                /* surrogate U+DFFF */
+  san("\xED\x9F\xBF", 3, "\xED\x9F\xBF", 0);       /* U+D7FF is fine */
+  san("\xF4\x90\x80\x80", 4, R R R R, 1);          /* > U+10FFFF */
+  san("\xF4\x8F\xBF\xBF", 4, "\xF4\x8F\xBF\xBF", 0); /* U+10FFFF */
+  san("ab\xE2\x82", 4, "ab" R, 1);                 /* truncated at the end */
+  san("\xE2\x82x", 3, R "x", 1);                   /* truncated in the middle */
+  san("\xF0\x9F\x98", 3, R, 1);                    /* truncated 4-byte */
+  san("\x80", 1, R, 1);                            /* stray continuation */
+  san("\xFF\xFE", 2, R R, 1);
+  san("\xF5\x80\x80\x80", 4, R R R R, 1);
+}
+
+static void test_labels(void **st) {
+  (void)st;
+  assert_string_equal(sg_span_kind_label(SG_SPAN_KIND_SERVER), "SPAN_KIND_SERVER");
+  assert_string_equal(sg_status_code_label(SG_STATUS_CODE_ERROR), "STATUS_CODE_ERROR");
+  assert_string_equal(sg_trace_type_label(SG_TRACE_INVOCATION), "INVOCATION");
+  assert_string_equal(sg_span_type_label(SG_SPAN_TYPE_RERANK), "RERANK");
+  assert_null(sg_span_kind_label(-1));
+  assert_null(sg_span_kind_label(SG_SPAN_KIND_COUNT));
+  assert_null(sg_span_type_label(SG_NULL_ENUM));
+  assert_int_equal(sg_span_kind_parse("SPAN_KIND_CONSUMER"), SG_SPAN_KIND_CONSUMER);
+  assert_int_equal(sg_span_kind_parse("span_kind_client"), SG_SPAN_KIND_CLIENT);
+  assert_int_equal(sg_span_kind_parse("CLIENT"), -1);
+  assert_int_equal(sg_status_code_parse("STATUS_CODE_OK"), SG_STATUS_CODE_OK);
+  assert_int_equal(sg_trace_type_parse("annotation"), SG_TRACE_ANNOTATION);
+  assert_int_equal(sg_span_type_parse("llm"), SG_SPAN_TYPE_LLM);
+  assert_int_equal(sg_span_type_parse("nope"), -1);
+  assert_int_equal(sg_span_type_parse(NULL), -1);
+  for (int i = 0; i < SG_SPAN_TYPE_COUNT; i++)
+    assert_int_equal(sg_span_type_parse(sg_span_type_label(i)), i);
+}
+
+static void test_batch(void **st) {
+  (void)st;
+  sg_span_batch_t b;
+  sg_span_batch_init(&b);
+  for (int i = 0; i < 100; i++) {
+    sg_span_t *s = sg_span_batch_push(&b);
+    assert_non_null(s);
+    assert_int_equal(s->trace_type, SG_NULL_ENUM);
+    assert_int_equal(s->span_type, SG_NULL_ENUM);
+    assert_int_equal(s->span_kind, SG_SPAN_KIND_UNSPECIFIED);
+    assert_int_equal(s->status_code, SG_STATUS_CODE_UNSET);
+    s->span_name = strdup("x");
+    s->attributes = json_pack("{s:i}", "a", i);
+  }
+  assert_int_equal(b.n, 100);
+  sg_span_batch_pop(&b);
+  assert_int_equal(b.n, 99);
+
+  sg_span_t copy;
+  b.spans[3].resource = json_pack("{s:s}", "service.name", "svc");
+  b.spans[3].session_id = strdup("sess");
+  assert_int_equal(sg_span_copy(&copy, &b.spans[3]), 0);
+  assert_string_equal(copy.span_name, "x");
+  assert_string_equal(copy.session_id, "sess");
+  assert_ptr_not_equal(copy.attributes, b.spans[3].attributes);
+  assert_true(json_equal(copy.attributes, b.spans[3].attributes));
+  assert_true(json_equal(copy.resource, b.spans[3].resource));
+  assert_null(copy.events);
+  sg_span_clear(&copy);
+  assert_null(copy.span_name);
+
+  for (int i = 0; i < 12; i++) sg_span_batch_reject(&b, "span %d: bad", i);
+  assert_int_equal(b.rejected, 12);
+  assert_non_null(strstr(b.reject_msg.data, "span 0: bad; span 1: bad"));
+  assert_non_null(strstr(b.reject_msg.data, "span 9: bad"));
+  assert_null(strstr(b.reject_msg.data, "span 10"));
+  sg_span_batch_free(&b);
+  assert_int_equal(b.n, 0);
+  sg_span_batch_pop(&b); /* harmless on an empty batch */
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_id_forms),   cmocka_unit_test(test_id_bytes),
+      cmocka_unit_test(test_time_iso),   cmocka_unit_test(test_time_epoch),
+      cmocka_unit_test(test_time_format), cmocka_unit_test(test_utf8),
+      cmocka_unit_test(test_labels),     cmocka_unit_test(test_batch),
+  };
+  return cmocka_run_group_tests_name("span", tests, NULL, NULL);
+}
