@@ -81,6 +81,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "json_nest.h"
 
 /* ---- versions ------------------------------------------------------------ */
 
@@ -575,33 +576,34 @@ static int time_ok(int64_t us) { return us >= SG_CH_TIME_MIN_US && us <= SG_CH_T
  * place. jansson escapes every control character, so the only byte of its
  * output TabSeparated must escape is the backslash: double each one, from
  * the end backwards. */
-static int put_json(sg_buf_t *b, const json_t *j) {
-  if (j == NULL) return put_null(b);
-  const size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
-  if (sg_buf_reserve(b, 256) != 0) return SG_ENOMEM;
-  size_t avail = b->cap - b->len - 1;
-  size_t n = json_dumpb(j, b->data + b->len, avail, flags);
-  if (n == 0) return SG_ENOMEM; /* jansson: out of memory (or an invalid value) */
-  if (n > avail) {
-    if (sg_buf_reserve(b, n) != 0) return SG_ENOMEM;
-    if (json_dumpb(j, b->data + b->len, n, flags) != n) return SG_ENOMEM;
+/* JSON text as a TabSeparated field: the compact text (json_nest.h), then
+ * every backslash doubled (JSON text has no raw tab or newline). With
+ * resource/flags, the attributes column as the transform asked for it. */
+static int put_json_ex(sg_buf_t *b, const json_t *j, const json_t *resource, int flags) {
+  if (j == NULL && resource == NULL) return put_null(b);
+  size_t start = b->len;
+  int rc = resource || flags ? sg_json_dump_attributes(j, resource, flags, b) : sg_json_dump(j, 0, b);
+  if (rc != 0) {
+    b->len = start;
+    return rc;
   }
-  char *p = b->data + b->len;
-  size_t k = 0;
-  for (const char *q = p; (q = memchr(q, '\\', (size_t)(p + n - q))) != NULL; q++) k++;
+  size_t n = b->len - start, k = 0;
+  for (const char *q = b->data + start; (q = memchr(q, '\\', (size_t)(b->data + start + n - q))); q++) k++;
   if (k) {
-    if (sg_buf_reserve(b, n + k) != 0) return SG_ENOMEM;
-    p = b->data + b->len;
+    if (sg_buf_reserve(b, k) != 0) return SG_ENOMEM;
+    char *p = b->data + start;
     for (size_t src = n, dst = n + k; src > 0;) {
       char c = p[--src];
       p[--dst] = c;
       if (c == '\\') p[--dst] = '\\';
     }
+    b->len += k;
+    b->data[b->len] = '\0';
   }
-  b->len += n + k;
-  b->data[b->len] = '\0';
   return 0;
 }
+
+static int put_json(sg_buf_t *b, const json_t *j) { return put_json_ex(b, j, NULL, 0); }
 
 static int put_str_null(sg_buf_t *b, const char *s) {
   return s ? sg_ch_tsv_escape(b, s, strlen(s)) : put_null(b);
@@ -649,7 +651,10 @@ static int encode_col(sg_buf_t *b, const col_t *c, const uint8_t project_id[16],
   case F_UPDATED:
     if (sp->updated_at_us == 0) return put_time_null(b, caps); /* span.h: 0 = NULL */
     return time_ok(sp->updated_at_us) ? put_time(b, sp->updated_at_us, caps) : SG_EINVAL;
-  case F_ATTRIBUTES: return put_json(b, sp->attributes);
+  case F_ATTRIBUTES:
+    return put_json_ex(b, sp->attributes,
+                       (sp->nest_attributes & SG_SPAN_NEST_RESOURCE) ? sp->resource : NULL,
+                       (sp->nest_attributes & SG_SPAN_NEST_ATTRS) ? SG_JSON_NEST : 0);
   case F_REFERENCES: return put_json(b, sp->references);
   case F_LINKS: return put_json(b, sp->links);
   case F_HASHES: return put_json(b, sp->hashes);

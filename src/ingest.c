@@ -3,6 +3,7 @@
  *   -> group commit into PostgreSQL -> answer.
  * A request is answered 200 only after its spans are committed. */
 #include <ctype.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -125,14 +126,36 @@ static void answer_ok(ingest_t *in) {
   ingest_free(in);
 }
 
+/* Spools the committed spans for ClickHouse when routing.lua says this
+ * project goes there, with each span's expiry from ttl.lua. 1 when rows were
+ * spooled (the answer then waits for the fsync). */
+static int dual_write(ingest_t *in) {
+  sg_worker_t *w = in->w;
+  int on = 1;
+  sg_lua_route_clickhouse(w->lua, in->who.project_id, &on); /* errors: logged, default on */
+  if (!on) return 0;
+  int64_t stack[128];
+  int64_t *exp = in->batch.n <= 128 ? stack : malloc(in->batch.n * sizeof *exp);
+  if (exp) {
+    int has_ttl = sg_lua_rt_hooks(w->lua) & SG_LUA_HOOK_RETENTION;
+    for (size_t i = 0; i < in->batch.n; i++) {
+      double days = -1;
+      if (has_ttl) sg_lua_retention_days(w->lua, in->who.project_id, &in->batch.spans[i], &days);
+      exp[i] = days > 0 ? in->batch.spans[i].created_at_us + (int64_t)(days * 86400e6) : INT64_MAX;
+    }
+  }
+  sg_chsink_append(w->ch, in->who.project_id, in->batch.spans, in->batch.n, exp);
+  if (exp != stack) free(exp);
+  return 1;
+}
+
 static void stored_cb(void *arg, int status, sg_span_batch_t *batch) {
   ingest_t *in = arg;
   (void)batch;
   if (status == 0) {
     atomic_fetch_add(&sg_metrics.spans_stored, in->batch.n);
     atomic_fetch_add(&sg_metrics.spans_rejected, in->batch.rejected);
-    if (in->w->ch && in->batch.n) {
-      sg_chsink_append(in->w->ch, in->who.project_id, in->batch.spans, in->batch.n, NULL);
+    if (in->w->ch && in->batch.n && dual_write(in)) {
       answer_after_sync(in);
       return;
     }
@@ -213,6 +236,14 @@ static void decode_and_store(ingest_t *in) {
   }
   sg_buf_free(&err);
   atomic_fetch_add(&sg_metrics.spans_received, in->batch.n + in->batch.rejected);
+  if (sg_lua_rt_hooks(in->w->lua) & SG_LUA_HOOK_TRANSFORM) {
+    if (sg_lua_transform(in->w->lua, in->who.project_id, &in->batch, NULL) == SG_ENOMEM) {
+      fail(in, 503, "out of memory", "Retry-After: 1\r\n");
+      return;
+    }
+    for (size_t i = 0; i < in->batch.n; i++)
+      in->batch.spans[i].nest_attributes = (uint8_t)sg_lua_span_nested(in->w->lua, i);
+  }
   if (in->batch.n == 0) { /* nothing storable: answer now */
     atomic_fetch_add(&sg_metrics.spans_rejected, in->batch.rejected);
     answer_ok(in);

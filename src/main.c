@@ -10,6 +10,8 @@
 #include "config.h"
 #include "err.h"
 #include "log.h"
+#include "job.h"
+#include "lua_rt.h"
 #include "pg_schema.h"
 #include "server.h"
 
@@ -23,6 +25,9 @@ static const char usage_text[] =
     "  schema --print [--clickhouse-version X.Y]\n"
     "                                  print the PostgreSQL DDL, or ClickHouse's for version X.Y\n"
     "  check [-c FILE]                 check the configuration and scripts, then exit\n"
+    "  run SCRIPT.lua [ARGS...]        run a Lua job with the gw module (gw.pg, gw.ch, ...)\n"
+    "  migrate [OPTIONS]               copy PostgreSQL history into ClickHouse (lua/jobs/migrate.lua)\n"
+    "  validate [OPTIONS]              prove ClickHouse matches PostgreSQL (lua/jobs/validate.lua)\n"
     "  --help                          this text, with every configuration key\n"
     "  --version                       print the version\n"
     "\n"
@@ -179,7 +184,17 @@ static int cmd_check(int argc, char **argv) {
   if (rc) return rc;
   sg_config_t cfg;
   if (load_config(argc, argv, &cfg) != 0) return 1;
-  printf("configuration OK\n");
+  sg_buf_t err = SG_BUF_INIT;
+  sg_lua_rt_t *rt = sg_lua_rt_new(&cfg, &err);
+  if (!rt) {
+    fprintf(stderr, "spangate: scripts: %s\n", err.data ? err.data : "out of memory");
+    sg_buf_free(&err);
+    sg_config_free(&cfg);
+    return 1;
+  }
+  sg_lua_rt_free(rt);
+  sg_buf_free(&err);
+  printf("configuration and scripts (%s) OK\n", cfg.scripts);
   sg_config_free(&cfg);
   return 0;
 }
@@ -208,6 +223,9 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "serve")) return cmd_serve(argc, argv);
   if (!strcmp(cmd, "schema")) return cmd_schema(argc, argv);
   if (!strcmp(cmd, "check")) return cmd_check(argc, argv);
+  if (!strcmp(cmd, "run") || !strcmp(cmd, "migrate") || !strcmp(cmd, "validate") ||
+      !strcmp(cmd, "ttl"))
+    return sg_job_main(argc, argv);
   if (!strcmp(cmd, "config-markdown")) { /* used by `make docs` for the README */
     sg_buf_t b = SG_BUF_INIT;
     sg_config_markdown(&b);

@@ -101,6 +101,23 @@ int sg_metrics_render(sg_buf_t *o) {
   counter(o, "spangate_pg_reconnects_total", "PostgreSQL reconnect attempts.",
           LOAD(sg_metrics.pg_reconnects));
   counter(o, "spangate_pg_errors_total", "PostgreSQL query errors.", LOAD(sg_metrics.pg_errors));
+  counter(o, "spangate_lua_calls_total", "Lua hook calls.", LOAD(sg_metrics.lua_calls));
+  counter(o, "spangate_lua_errors_total", "Lua hook calls that failed (budget kills included).",
+          LOAD(sg_metrics.lua_errors));
+  counter(o, "spangate_lua_budget_kills_total", "Lua hook calls stopped by script_budget.",
+          LOAD(sg_metrics.lua_budget_kills));
+  counter(o, "spangate_lua_spans_dropped_total", "Spans the transform dropped (returned nil).",
+          LOAD(sg_metrics.lua_spans_dropped));
+  counter(o, "spangate_lua_spans_rejected_total",
+          "Spans rejected because their transform failed (on_script_error = reject).",
+          LOAD(sg_metrics.lua_spans_rejected));
+  counter(o, "spangate_lua_reloads_total", "Successful script reloads (SIGHUP), per worker.",
+          LOAD(sg_metrics.lua_reloads));
+  counter(o, "spangate_lua_reload_failures_total",
+          "Script reloads that failed; the previous scripts kept running.",
+          LOAD(sg_metrics.lua_reload_failures));
+  gauge(o, "spangate_lua_reload_failed", "1 when the last script reload failed.",
+        LOADS(sg_metrics.lua_reload_failed));
   gauge(o, "spangate_clickhouse_enabled", "Workers dual-writing to ClickHouse.",
         LOADS(sg_metrics.ch_enabled));
   gauge(o, "spangate_clickhouse_reachable", "Workers whose last ClickHouse attempt got an answer.",

@@ -51,6 +51,15 @@ typedef struct {
   _Atomic int64_t pg_queue;
   _Atomic uint64_t pg_reconnects;
   _Atomic uint64_t pg_errors;
+  /* Lua hooks, summed over workers. */
+  _Atomic uint64_t lua_calls;
+  _Atomic uint64_t lua_errors;
+  _Atomic uint64_t lua_budget_kills;
+  _Atomic uint64_t lua_spans_dropped;
+  _Atomic uint64_t lua_spans_rejected;
+  _Atomic uint64_t lua_reloads;
+  _Atomic uint64_t lua_reload_failures;
+  _Atomic int64_t lua_reload_failed;    /* 1 while the last reload of any worker failed */
   /* ClickHouse dual-write, summed over workers. */
   _Atomic int64_t ch_enabled;           /* workers writing to ClickHouse */
   _Atomic int64_t ch_reachable;         /* of which the last attempt reached ClickHouse */

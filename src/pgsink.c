@@ -42,6 +42,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "json_nest.h"
 
 #define REASON_MAX 240
 
@@ -244,9 +245,6 @@ static int add_member(job_t *job, sub_t *sub, size_t idx) {
   return 0;
 }
 
-static int dump_cb(const char *buf, size_t n, void *data) {
-  return sg_buf_append(data, buf, n) == 0 ? 0 : -1;
-}
 
 static int put_uuid(sg_buf_t *b, const char *key, const uint8_t id[16]) {
   char u[37];
@@ -265,8 +263,19 @@ static int put_str(sg_buf_t *b, const char *key, const char *v) {
 static int put_json(sg_buf_t *b, const char *key, const json_t *v) {
   if (v == NULL || json_is_null(v)) return 0;
   int rc = sg_buf_printf(b, ",\"%s\":", key);
-  if (rc == 0 && json_dump_callback(v, dump_cb, b, JSON_COMPACT | JSON_ENCODE_ANY) != 0)
-    rc = SG_ENOMEM;
+  if (rc == 0) rc = sg_json_dump(v, 0, b);
+  return rc;
+}
+
+/* The attributes column: nested and with the resource when the transform
+ * asked for it (json_nest.h). */
+static int put_attributes(sg_buf_t *b, const sg_span_t *sp) {
+  const json_t *res = (sp->nest_attributes & SG_SPAN_NEST_RESOURCE) ? sp->resource : NULL;
+  if ((sp->attributes == NULL || json_is_null(sp->attributes)) && res == NULL) return 0;
+  int rc = sg_buf_puts(b, ",\"a\":");
+  if (rc == 0)
+    rc = sg_json_dump_attributes(sp->attributes, res,
+                                 (sp->nest_attributes & SG_SPAN_NEST_ATTRS) ? SG_JSON_NEST : 0, b);
   return rc;
 }
 
@@ -291,7 +300,7 @@ static int put_row(sg_buf_t *b, const row_t *r) {
   if (rc == 0) rc = put_str(b, "e", t2);
   if (rc == 0) rc = put_str(b, "sc", code ? code : sg_status_code_label(SG_STATUS_CODE_UNSET));
   if (rc == 0) rc = put_str(b, "sm", sp->status_message);
-  if (rc == 0) rc = put_json(b, "a", sp->attributes);
+  if (rc == 0) rc = put_attributes(b, sp);
   if (rc == 0) rc = put_json(b, "rf", sp->references);
   if (rc == 0) rc = put_json(b, "l", sp->links);
   if (rc == 0) rc = put_json(b, "h", sp->hashes);

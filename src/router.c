@@ -19,11 +19,16 @@ static const route_t routes[] = {
     {"/healthz", SG_ROUTE_HEALTHZ, "GET, HEAD"},
     {"/readyz", SG_ROUTE_READYZ, "GET, HEAD"},
     {"/metrics", SG_ROUTE_METRICS, "GET, HEAD"},
+    {"/v1/spans/query", SG_ROUTE_QUERY, "POST"},
+    {"/v1/analytics/spans", SG_ROUTE_QUERY, "GET, HEAD"},
 };
+
+static const char trace_prefix[] = "/v1/traces/";
 
 sg_route_t sg__route_of(const char *path) {
   for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
     if (!strcmp(path, routes[i].path)) return routes[i].route;
+  if (!strncmp(path, trace_prefix, sizeof trace_prefix - 1)) return SG_ROUTE_TRACE;
   return SG_ROUTE_OTHER;
 }
 
@@ -65,8 +70,10 @@ static void metrics(sg_http_req_t *req) {
 void sg__router_handle(sg_http_req_t *req, void *arg) {
   sg_worker_t *w = arg;
   const route_t *r = NULL;
+  static const route_t trace_route = {"/v1/traces/{trace_id}", SG_ROUTE_TRACE, "GET, HEAD"};
   for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
     if (!strcmp(req->path, routes[i].path)) r = &routes[i];
+  if (!r && !strncmp(req->path, trace_prefix, sizeof trace_prefix - 1)) r = &trace_route;
   if (r == NULL) {
     sg_buf_t msg = SG_BUF_INIT;
     sg_buf_printf(&msg, "no such endpoint: %s %s", http_method_str(req->method), req->path);
@@ -93,6 +100,11 @@ void sg__router_handle(sg_http_req_t *req, void *arg) {
   case SG_ROUTE_HEALTHZ: respond_json(req, 200, "{\"status\":\"ok\"}\n"); return;
   case SG_ROUTE_READYZ: readyz(w, req); return;
   case SG_ROUTE_METRICS: metrics(req); return;
+  case SG_ROUTE_TRACE: sg__read_trace(w, req, req->path + sizeof trace_prefix - 1); return;
+  case SG_ROUTE_QUERY:
+    if (!strcmp(req->path, "/v1/spans/query")) sg__read_query(w, req);
+    else sg__read_analytics(w, req);
+    return;
   default: sg__respond_error(req, 404, "no such endpoint", NULL); return;
   }
 }

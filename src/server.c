@@ -60,6 +60,21 @@ static void publish_stats(sg_worker_t *w) {
   PUB(pub_reconnects, pg_reconnects, (uint64_t)st->reconnects);
   PUB(pub_errors, pg_errors, (uint64_t)st->errors);
   PUB(pub_open, connections_open, (int64_t)(w->http ? sg_http_server_connections(w->http) : 0));
+  sg_lua_stats_t ls = w->lua_retired;
+  if (w->lua) {
+    sg_lua_stats_t cur;
+    sg_lua_rt_stats(w->lua, &cur);
+    ls.calls += cur.calls;
+    ls.errors += cur.errors;
+    ls.budget_kills += cur.budget_kills;
+    ls.spans_dropped += cur.spans_dropped;
+    ls.spans_rejected += cur.spans_rejected;
+  }
+  PUB(pub_lua_calls, lua_calls, ls.calls);
+  PUB(pub_lua_errors, lua_errors, ls.errors);
+  PUB(pub_lua_kills, lua_budget_kills, ls.budget_kills);
+  PUB(pub_lua_dropped, lua_spans_dropped, ls.spans_dropped);
+  PUB(pub_lua_rejected, lua_spans_rejected, ls.spans_rejected);
   sg_chsink_stats_t cs;
   memset(&cs, 0, sizeof cs);
   if (w->ch) sg_chsink_stats(w->ch, &cs);
@@ -87,6 +102,7 @@ static void http_closed_cb(void *arg) {
   sg_worker_t *w = arg;
   /* No request is in flight any more: the sink and pool can go. */
   w->http = NULL;
+  sg__read_close(w);
   sg_chsink_close(w->ch);
   w->ch = NULL;
   sg_pgsink_close(w->sink);
@@ -96,6 +112,9 @@ static void http_closed_cb(void *arg) {
   w->pg = NULL;
   sg_auth_free(w->auth);
   w->auth = NULL;
+  sg_lua_rt_free(w->lua);
+  w->lua = NULL;
+  uv_close((uv_handle_t *)&w->reload, close_cb);
   uv_close((uv_handle_t *)&w->stats_timer, close_cb);
   uv_close((uv_handle_t *)&w->sync_timer, close_cb);
   uv_close((uv_handle_t *)&w->wake, close_cb);
@@ -107,6 +126,46 @@ static void wake_cb(uv_async_t *a) {
   w->stopping = 1;
   uv_timer_stop(&w->stats_timer);
   sg_http_server_shutdown(w->http, http_closed_cb, w);
+}
+
+/* SIGHUP, on the worker's loop, so between requests: fresh Lua states from
+ * the scripts on disk (and the keys file). Anything that fails to load keeps
+ * what is running. */
+static void reload_cb(uv_async_t *a) {
+  sg_worker_t *w = a->data;
+  if (w->stopping) return;
+  sg_buf_t err = SG_BUF_INIT;
+  sg_lua_rt_t *fresh = sg_lua_rt_new(w->cfg, &err);
+  if (!fresh) {
+    sg_error("lua", "reload failed, the previous scripts keep running: %s",
+             err.data ? err.data : "out of memory");
+    atomic_fetch_add(&sg_metrics.lua_reload_failures, 1);
+    atomic_store(&sg_metrics.lua_reload_failed, 1);
+  } else {
+    sg_lua_stats_t old;
+    sg_lua_rt_stats(w->lua, &old);
+    w->lua_retired.calls += old.calls;
+    w->lua_retired.errors += old.errors;
+    w->lua_retired.budget_kills += old.budget_kills;
+    w->lua_retired.spans_dropped += old.spans_dropped;
+    w->lua_retired.spans_rejected += old.spans_rejected;
+    sg_lua_rt_free(w->lua);
+    w->lua = fresh;
+    atomic_fetch_add(&sg_metrics.lua_reloads, 1);
+    atomic_store(&sg_metrics.lua_reload_failed, 0);
+    if (w->id == 1) sg_info("lua", "scripts reloaded from %s", w->cfg->scripts);
+  }
+  sg_buf_reset(&err);
+  if (!strcmp(w->cfg->auth, "keys")) {
+    sg_auth_t *auth;
+    if (sg_auth_new(&w->loop, w->cfg, &auth, &err) == 0) {
+      sg_auth_free(w->auth);
+      w->auth = auth;
+    } else {
+      sg_error("auth", "keys file reload failed, the previous keys stay: %s", err.data);
+    }
+  }
+  sg_buf_free(&err);
 }
 
 static void worker_main(void *arg) {
@@ -130,8 +189,12 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
   uv_timer_init(&w->loop, &w->sync_timer);
   w->sync_timer.data = w;
 
+  w->reload.data = w;
+  uv_async_init(&w->loop, &w->reload, reload_cb);
   int rc = sg_auth_new(&w->loop, cfg, &w->auth, err);
   if (rc != 0) return rc;
+  w->lua = sg_lua_rt_new(cfg, err);
+  if (!w->lua) return SG_ESCRIPT;
 
   sg_pg_pool_opts_t po;
   memset(&po, 0, sizeof po);
@@ -187,7 +250,8 @@ static void deadline_cb(uv_timer_t *t) {
 static void signal_cb(uv_signal_t *h, int signum) {
   server_t *s = h->data;
   if (signum == SIGHUP) {
-    sg_info("server", "SIGHUP: nothing to reload yet in this build");
+    sg_info("server", "SIGHUP: reloading the scripts in %s", s->cfg->scripts);
+    for (int i = 0; i < s->nworkers; i++) uv_async_send(&s->workers[i].reload);
     return;
   }
   if (s->stopping) {

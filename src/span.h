@@ -74,6 +74,12 @@ int sg_status_code_parse(const char *s);
 
 #define SG_NULL_ENUM (-1) /* trace_type / span_type may be SQL NULL */
 
+/* Set by the transform (gw.attributes.nest): the stores receive the
+ * attributes with dotted keys nested (Agenta's form), and the resource
+ * attributes as attributes.resource. See json_nest.h. */
+#define SG_SPAN_NEST_ATTRS 1
+#define SG_SPAN_NEST_RESOURCE 2
+
 typedef struct sg_span_s {
   uint8_t trace_id[16];
   uint8_t span_id[16];
@@ -96,6 +102,7 @@ typedef struct sg_span_s {
   json_t *hashes;
   json_t *events;
   json_t *resource;      /* OTLP resource attributes object (shared, refcounted) or NULL */
+  uint8_t nest_attributes; /* SG_SPAN_NEST_* bits: how the writers render attributes */
   json_t *scope;         /* OTLP scope {"name","version","attributes"} or NULL */
 
   /* Filled by the PostgreSQL sink from the upsert's RETURNING. */

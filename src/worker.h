@@ -10,6 +10,7 @@
 #include "chsink.h"
 #include "config.h"
 #include "http.h"
+#include "lua_rt.h"
 #include "pg.h"
 #include "pgsink.h"
 
@@ -27,6 +28,10 @@ typedef struct sg_worker_s {
   sg_pgsink_t *sink;
   sg_auth_t *auth;
   sg_chsink_t *ch;           /* NULL when USE_CLICKHOUSE is off */
+  sg_lua_rt_t *lua;          /* transform, routing and ttl hooks; swapped on SIGHUP */
+  uv_async_t reload;         /* main -> worker: rebuild the Lua states (and keys) */
+  sg_lua_stats_t lua_retired; /* counters of the states replaced by reloads */
+  struct sg__read_s *read;   /* read.c's per-worker state, NULL until first used */
   uv_timer_t sync_timer;     /* answers requests after one spool fsync per loop turn */
   struct sg__ingest_s *sync_head, *sync_tail;
   int stopping;
@@ -35,6 +40,7 @@ typedef struct sg_worker_s {
   int64_t pub_conns, pub_up, pub_busy, pub_queue, pub_open;
   uint64_t pub_reconnects, pub_errors;
   int64_t pub_ch_enabled, pub_ch_reachable, pub_spool_bytes, pub_spool_records;
+  uint64_t pub_lua_calls, pub_lua_errors, pub_lua_kills, pub_lua_dropped, pub_lua_rejected;
   uint64_t pub_ch_inserts, pub_ch_rows, pub_ch_insert_us, pub_ch_retries, pub_ch_dead_records,
       pub_ch_dead_rows, pub_ch_encode_rejects, pub_ch_gap_spans;
 } sg_worker_t;
@@ -46,6 +52,15 @@ extern const sg_ch_version_t *sg__ch_version;
 void sg__router_handle(sg_http_req_t *req, void *worker);
 /* The ingest endpoints (ingest.c). format: 0 OTLP, 1 native JSON. */
 void sg__ingest_handle(sg_worker_t *w, sg_http_req_t *req, int format);
+/* The read endpoints (read.c): GET /v1/traces/{id}, POST /v1/spans/query,
+ * GET /v1/analytics/spans. They authenticate like ingest does. */
+void sg__read_trace(sg_worker_t *w, sg_http_req_t *req, const char *trace_id);
+void sg__read_query(sg_worker_t *w, sg_http_req_t *req);
+void sg__read_analytics(sg_worker_t *w, sg_http_req_t *req);
+/* Per-worker state of read.c (its ClickHouse client, ...); created lazily,
+ * released by sg__read_close() at shutdown. */
+void sg__read_close(sg_worker_t *w);
+
 /* Answer with a JSON error body {"error": msg}. */
 void sg__respond_error(sg_http_req_t *req, int status, const char *msg, const char *extra_headers);
 

@@ -88,6 +88,7 @@ test('ClickHouse killed while clients send: 200s continue; afterwards every span
     chctl('stop', CH_DIR);
     chDown = true;
     for (let i = 0; i < 40; i++) await send(); // PostgreSQL still answers
+    await sleep(700); // pool and spool figures are published twice a second
     const m = (await request(gw, 'GET', '/metrics')).text;
     assert.match(m, /spangate_spool_records [1-9]/);
     chctl('start', CH_DIR, CH_PORT, CH_TCP);
