@@ -71,7 +71,13 @@ $(B)/tests/%: tests/unit/%.c $(B)/libspangate.a
 	$(CC) $(CFLAGS) $(shell pkg-config --cflags cmocka) -o $@ $< $(B)/libspangate.a \
 	  $(LDFLAGS) $(LDLIBS) $(shell pkg-config --libs cmocka)
 
-unit: $(B)/spangate $(UNIT_TESTS)
+# Fuzz corpora replayed without libFuzzer (run by tests/run.sh in the ASan build).
+FUZZ_REGRESS := $(patsubst tests/fuzz/%.c,$(B)/fuzz-regress/%,$(wildcard tests/fuzz/fuzz_*.c))
+$(B)/fuzz-regress/%: tests/fuzz/%.c tests/fuzz/standalone.c $(B)/libspangate.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< tests/fuzz/standalone.c $(B)/libspangate.a $(LDFLAGS) $(LDLIBS)
+
+unit: $(B)/spangate $(UNIT_TESTS) $(FUZZ_REGRESS)
 
 deps:
 	@scripts/deps.sh
@@ -92,11 +98,13 @@ bench: deps
 FUZZERS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(wildcard tests/fuzz/fuzz_*.c))
 build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(PB_C)
 	@mkdir -p build/fuzz
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Isrc -Ibuild/gen \
+	clang -std=c11 -D_GNU_SOURCE -DSG_VERSION='"fuzz"' -g -O1 -fsanitize=fuzzer,address,undefined -Isrc -Ibuild/gen \
 	  $(shell pkg-config --cflags $(PKGS)) -o $@ $< $(LIB_SRCS) $(PB_C) $(LDLIBS)
 fuzz: $(FUZZERS)
 	@for f in $(FUZZERS); do n=$$(basename $$f); mkdir -p build/fuzz/corpus-$$n; \
-	  $$f -max_total_time=$${FUZZ_SECONDS:-60} build/fuzz/corpus-$$n tests/fuzz/corpus/$$n || exit 1; done
+	  echo "== $$n ($${FUZZ_SECONDS:-60} s)"; \
+	  $$f -max_total_time=$${FUZZ_SECONDS:-60} -print_final_stats=1 build/fuzz/corpus-$$n \
+	    tests/fuzz/corpus/$$n || exit 1; done
 
 docs: $(B)/spangate
 	@scripts/gen-readme-config.sh

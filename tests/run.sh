@@ -44,6 +44,18 @@ run_cmocka() { # variant dir
   done
 }
 
+run_fuzz_corpus() { # replays every fuzz corpus through the ASan build
+  local t name out p f
+  for t in build/asan/fuzz-regress/fuzz_*; do
+    [ -x "$t" ] || continue
+    name=$(basename "$t")
+    out="$logs/fuzz_$name.log"
+    ASAN_OPTIONS=detect_leaks=1 timeout 300 "$t" "tests/fuzz/corpus/$name" >"$out" 2>&1
+    if [ $? -eq 0 ]; then p=1 f=0; else p=0 f=1; failures+=("fuzz corpus $name (see $out)"); tail -30 "$out"; fi
+    count "fuzz-corpus/$name" "$p" "$f"
+  done
+}
+
 run_busted() {
   local out="$logs/lua.log"
   if ! ls tests/lua/*_spec.lua >/dev/null 2>&1; then return; fi
@@ -87,7 +99,7 @@ run_node() { # name binary
 
 for s in $suites; do
   case $s in
-  unit) run_cmocka unit build; run_cmocka unit-asan build/asan ;;
+  unit) run_cmocka unit build; run_cmocka unit-asan build/asan; run_fuzz_corpus ;;
   lua) run_busted ;;
   integration) node_deps && run_node integration "$PWD/build/spangate" ;;
   integration-asan) node_deps && run_node integration-asan "$PWD/build/asan/spangate" ;;

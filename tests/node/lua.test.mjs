@@ -1,0 +1,134 @@
+// Operator scripts in the live path: a custom transform (redact a secret,
+// drop by name), SIGHUP reload, a broken reload keeping the old scripts,
+// and routing.lua choosing the projects that reach ClickHouse.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startGateway, postJson, request, KEY_A, KEY_B, PROJECT_A, PROJECT_B, ROOT, until, sleep, spanUuid } from './lib/harness.mjs';
+
+function scriptsDir(files) {
+  const d = mkdtempSync(join(tmpdir(), 'sg-lua-'));
+  cpSync(join(ROOT, 'lua'), d, { recursive: true });
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(d, name), text);
+  return d;
+}
+
+const T = '44444444444444444444444444444444';
+const span = (sid, name, attrs = {}) => ({ trace_id: T, span_id: sid, parent_id: '9'.repeat(16), span_name: name, start_time: 1714979289, end_time: 1714979289, attributes: attrs });
+
+const REDACT_V1 = `
+local M = {}
+function M.span(span, ctx)
+  if span.span_name == "healthcheck" then return nil end
+  local a = span.attributes
+  if a and a["api_key"] ~= nil then a["api_key"] = "[redacted]" end
+  return span
+end
+return M
+`;
+const REDACT_V2 = `
+local M = {}
+function M.span(span, ctx)
+  span.span_name = "v2:" .. span.span_name
+  return span
+end
+return M
+`;
+
+test('a custom transform redacts a secret and drops by name; SIGHUP reloads it; a broken reload keeps the old one', async () => {
+  const dir = scriptsDir({ 'transform.lua': REDACT_V1 });
+  const gw = await startGateway({ scripts: dir });
+  try {
+    let r = await postJson(gw, '/v1/spans', { spans: [span('5000000000000001', 'call', { api_key: 'sk-secret', model: 'm' }), span('5000000000000002', 'healthcheck')] });
+    assert.equal(r.status, 200, r.text);
+    let rows = await gw.query('SELECT span_id::text, span_name, attributes FROM spans ORDER BY span_id');
+    assert.deepEqual(rows.map((x) => x.span_name), ['call']);
+    assert.deepEqual(rows[0].attributes, { api_key: '[redacted]', model: 'm' });
+    assert.ok(!gw.log.includes('sk-secret'));
+
+    writeFileSync(join(dir, 'transform.lua'), REDACT_V2);
+    gw.proc.kill('SIGHUP');
+    await until(async () => (await request(gw, 'GET', '/metrics')).text.match(/spangate_lua_reloads_total [1-9]/), 5000);
+    r = await postJson(gw, '/v1/spans', { spans: [span('5000000000000003', 'after')] });
+    assert.equal(r.status, 200);
+    rows = await gw.query(`SELECT span_name FROM spans WHERE span_id = '${spanUuid('5000000000000003')}'`);
+    assert.equal(rows[0].span_name, 'v2:after');
+
+    writeFileSync(join(dir, 'transform.lua'), 'local M = {}\nfunction M.span(s) return s end\nreturn M +\n');
+    gw.proc.kill('SIGHUP');
+    await until(async () => (await request(gw, 'GET', '/metrics')).text.match(/spangate_lua_reload_failures_total [1-9]/), 5000);
+    assert.match(gw.log, /reload failed, the previous scripts keep running: .*transform\.lua:\d+: /);
+    r = await postJson(gw, '/v1/spans', { spans: [span('5000000000000004', 'still')] });
+    assert.equal(r.status, 200);
+    rows = await gw.query(`SELECT span_name FROM spans WHERE span_id = '${spanUuid('5000000000000004')}'`);
+    assert.equal(rows[0].span_name, 'v2:still', 'the previous scripts are still running');
+    const exit = await gw.stop();
+    assert.deepEqual(exit, { code: 0, signal: null });
+  } finally { await gw.stop(); }
+});
+
+test('a failing or runaway transform: the span is stored untransformed (pass) and others are untouched', async () => {
+  const dir = scriptsDir({ 'transform.lua': `
+local M = {}
+function M.span(span)
+  if span.span_name == "boom" then error("kaboom") end
+  if span.span_name == "loop" then while true do end end
+  span.span_name = "ok:" .. span.span_name
+  return span
+end
+return M
+` });
+  const gw = await startGateway({ scripts: dir, conf: ['script_budget = 100000'] });
+  try {
+    const r = await postJson(gw, '/v1/spans', { spans: [span('6000000000000001', 'boom'), span('6000000000000002', 'loop'), span('6000000000000003', 'fine')] });
+    assert.equal(r.status, 200, r.text);
+    const rows = await gw.query('SELECT span_name FROM spans ORDER BY span_id');
+    assert.deepEqual(rows.map((x) => x.span_name), ['boom', 'loop', 'ok:fine']);
+    assert.match(gw.log, /kaboom/);
+    await sleep(600);
+    const m = (await request(gw, 'GET', '/metrics')).text;
+    assert.match(m, /spangate_lua_errors_total [2-9]/);
+    assert.match(m, /spangate_lua_budget_kills_total [1-9]/);
+  } finally { await gw.stop(); }
+});
+
+test('on_script_error = reject rejects the failing span alone', async () => {
+  const dir = scriptsDir({ 'transform.lua': 'local M = {}\nfunction M.span(s) if s.span_name == "bad" then error("no") end return s end\nreturn M\n' });
+  const gw = await startGateway({ scripts: dir, conf: ['on_script_error = "reject"'] });
+  try {
+    const r = await postJson(gw, '/v1/spans', { spans: [span('6100000000000001', 'bad'), span('6100000000000002', 'good')] });
+    assert.equal(r.status, 200);
+    assert.equal(r.json().count, 1);
+    assert.equal(r.json().rejected, 1);
+    assert.deepEqual((await gw.query('SELECT span_name FROM spans')).map((x) => x.span_name), ['good']);
+  } finally { await gw.stop(); }
+});
+
+test('spangate check reports a broken script with its file and line', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { BIN } = await import('./lib/harness.mjs');
+  const dir = scriptsDir({ 'routing.lua': 'local M = {}\nM.clickhouse = 3\nreturn M\n' });
+  const r = spawnSync(BIN, ['check'], { env: { ...process.env, SPANGATE_SCRIPTS: dir }, cwd: ROOT });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr.toString(), /routing\.lua/);
+});
+
+test('routing.lua: only the enabled projects reach ClickHouse', async () => {
+  const dir = scriptsDir({ 'routing.lua': `
+local M = {}
+function M.clickhouse(project_id) return project_id == "${PROJECT_A}" end
+return M
+` });
+  const gw = await startGateway({ scripts: dir, clickhouse: true });
+  try {
+    assert.equal((await postJson(gw, '/v1/spans', { spans: [span('7000000000000001', 'a')] }, KEY_A)).status, 200);
+    assert.equal((await postJson(gw, '/v1/spans', { spans: [span('7000000000000002', 'b')] }, KEY_B)).status, 200);
+    await until(async () => Number((await gw.ch('SELECT count() FROM spans FINAL')).trim()) >= 1, 10000);
+    await sleep(500);
+    const rows = (await gw.ch('SELECT toString(project_id) FROM spans FINAL')).trim().split('\n');
+    assert.deepEqual(rows, [PROJECT_A]);
+    assert.equal((await gw.query('SELECT count(*)::int AS n FROM spans'))[0].n, 2, 'PostgreSQL has both');
+  } finally { await gw.stop(); }
+});
