@@ -458,6 +458,7 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_
   s->cfg = cfg;
   s->pg = pg;
   if (ver) set_version(s, ver);
+  s->st.reachable = ver != NULL; /* the version was just asked of the server */
   sg_ch_opts_t o = {cfg->clickhouse_host, (int)cfg->clickhouse_port, cfg->clickhouse_user,
                     cfg->clickhouse_password, cfg->clickhouse_database,
                     (long)cfg->clickhouse_timeout_ms, 4};

@@ -1,5 +1,6 @@
 /* router.c - which handler answers a request, and the operations endpoints. */
 #include <string.h>
+#include <time.h>
 
 #include "buf.h"
 #include "metrics.h"
@@ -49,8 +50,31 @@ static void readyz(sg_worker_t *w, sg_http_req_t *req) {
   const sg_pg_stats_t *st = sg_pg_pool_stats(w->pg);
   int pg_up = st->up > 0;
   sg_buf_t b = SG_BUF_INIT;
-  sg_buf_printf(&b, "{\"status\":\"%s\",\"postgres\":{\"up\":%s,\"connections\":%d,\"busy\":%d}}\n",
+  sg_buf_printf(&b, "{\"status\":\"%s\",\"postgres\":{\"up\":%s,\"connections\":%d,\"busy\":%d}",
                 pg_up ? "ready" : "not ready", pg_up ? "true" : "false", st->up, st->busy);
+  if (w->ch) {
+    /* Process-wide figures (every worker publishes its own twice a second). */
+    long long enabled = atomic_load(&sg_metrics.ch_enabled);
+    long long reachable = atomic_load(&sg_metrics.ch_reachable);
+    long long oldest = 0;
+    for (int i = 0; i <= SG_MAX_WORKERS; i++) {
+      long long v = atomic_load(&sg_metrics.spool_oldest_us[i]);
+      if (v > 0 && (oldest == 0 || v < oldest)) oldest = v;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long now = (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    sg_buf_printf(&b, ",\"clickhouse\":{\"enabled\":true,\"reachable\":%s,\"spool_bytes\":%lld,"
+                      "\"spool_records\":%lld,\"oldest_unsent_age_s\":%.3f,\"gap_spans\":%llu}",
+                  enabled > 0 && reachable == enabled ? "true" : "false",
+                  (long long)atomic_load(&sg_metrics.spool_bytes),
+                  (long long)atomic_load(&sg_metrics.spool_records),
+                  oldest && now > oldest ? (double)(now - oldest) / 1e6 : 0.0,
+                  (unsigned long long)atomic_load(&sg_metrics.ch_gap_spans));
+  } else {
+    sg_buf_puts(&b, ",\"clickhouse\":{\"enabled\":false}");
+  }
+  sg_buf_puts(&b, "}\n");
   sg_http_respond(req, pg_up ? 200 : 503, "application/json", b.data, b.len,
                   pg_up ? NULL : "Retry-After: 1\r\n");
   sg_buf_free(&b);
