@@ -181,6 +181,8 @@ typedef enum {
   F_END,
   F_CREATED,
   F_UPDATED,
+  F_DELETED,
+  F_DELETED_BY,
   F_ATTRIBUTES,
   F_REFERENCES,
   F_LINKS,
@@ -259,10 +261,10 @@ static const col_t span_cols[] = {
     {"agent_id", T_STRING_NULL, F_AGENT_ID, NULL, 0},
     {"created_at", T_TIME, F_CREATED, NULL, 0},
     {"updated_at", T_TIME_NULL, F_UPDATED, NULL, 0},
-    {"deleted_at", T_TIME_NULL, F_NONE, NULL, 0},
+    {"deleted_at", T_TIME_NULL, F_DELETED, NULL, 0},
     {"created_by_id", T_UUID_NULL, F_CREATED_BY, NULL, 0},
     {"updated_by_id", T_UUID_NULL, F_UPDATED_BY, NULL, 0},
-    {"deleted_by_id", T_UUID_NULL, F_NONE, NULL, 0},
+    {"deleted_by_id", T_UUID_NULL, F_DELETED_BY, NULL, 0},
     {"version", T_VERSION, F_VERSION, NULL, 0},
     {"expires_at", T_EXPIRES, F_EXPIRES, NULL, 0},
 };
@@ -651,6 +653,10 @@ static int encode_col(sg_buf_t *b, const col_t *c, const uint8_t project_id[16],
   case F_UPDATED:
     if (sp->updated_at_us == 0) return put_time_null(b, caps); /* span.h: 0 = NULL */
     return time_ok(sp->updated_at_us) ? put_time(b, sp->updated_at_us, caps) : SG_EINVAL;
+  case F_DELETED:
+    if (sp->deleted_at_us == 0) return put_time_null(b, caps); /* span.h: 0 = NULL */
+    return time_ok(sp->deleted_at_us) ? put_time(b, sp->deleted_at_us, caps) : SG_EINVAL;
+  case F_DELETED_BY: return sp->has_deleted_by ? put_uuid(b, sp->deleted_by_id) : put_null(b);
   case F_ATTRIBUTES:
     return put_json_ex(b, sp->attributes,
                        (sp->nest_attributes & SG_SPAN_NEST_RESOURCE) ? sp->resource : NULL,

@@ -468,6 +468,10 @@ static int check(const sg_config_t *cfg, sg_buf_t *err) {
                   cfg->clickhouse_rollout_percent);
     return SG_ECONFIG;
   }
+  if (cfg->ttl_sweep_interval_s < 1) {
+    sg_buf_puts(err, "ttl_sweep_interval_s must be >= 1");
+    return SG_ECONFIG;
+  }
   if (cfg->retention_days < 0) {
     sg_buf_puts(err, "retention_days must be >= 0 (0 keeps spans forever)");
     return SG_ECONFIG;

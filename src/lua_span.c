@@ -97,6 +97,25 @@ void sg__lua_undo_commit(sg_lua_rt_t *rt) {
   sg_buf_reset(&rt->undo_keys);
 }
 
+/* Log that member k of c (which holds old, or nothing) is about to be set,
+ * so a rollback restores it. 0 or SG_ENOMEM (nothing logged). */
+static int log_obj_set(sg_lua_rt_t *rt, json_t *c, const char *k, size_t kl, json_t *old) {
+  size_t off = rt->undo_keys.len;
+  if (undo_reserve(rt) || sg_buf_append(&rt->undo_keys, k, kl) ||
+      sg_buf_putc(&rt->undo_keys, '\0')) {
+    rt->undo_keys.len = off;
+    return SG_ENOMEM;
+  }
+  sg_lua_undo_t *e = &rt->undo[rt->nundo++];
+  memset(e, 0, sizeof *e);
+  e->op = U_OBJ_SET;
+  e->c = json_incref(c);
+  e->old = old ? json_incref(old) : NULL;
+  e->idx = off;
+  e->klen = kl;
+  return 0;
+}
+
 /* Reverse order. Restoring a shallow snapshot puts the members back in their
  * original order (a deleted key re-added by json_object_set would go last). */
 void sg__lua_undo_rollback(sg_lua_rt_t *rt) {
@@ -642,21 +661,10 @@ static int json_newindex(lua_State *L) {
       free(ck);
       return luaL_error(L, "attributes[\"%s\"]: %s", k, err ? err : "cannot be stored");
     }
-    if (!owned) {
-      size_t off = rt->undo_keys.len;
-      if (undo_reserve(rt) || sg_buf_append(&rt->undo_keys, k, kl) ||
-          sg_buf_putc(&rt->undo_keys, '\0')) {
-        json_decref(v);
-        free(ck);
-        return luaL_error(L, "out of memory");
-      }
-      sg_lua_undo_t *e = &rt->undo[rt->nundo++];
-      memset(e, 0, sizeof *e);
-      e->op = U_OBJ_SET;
-      e->c = json_incref(c);
-      e->old = old ? json_incref(old) : NULL;
-      e->idx = off;
-      e->klen = kl;
+    if (!owned && log_obj_set(rt, c, k, kl, old)) {
+      json_decref(v);
+      free(ck);
+      return luaL_error(L, "out of memory");
     }
     int rc = json_object_setn_new_nocheck(c, k, kl, v);
     free(ck);

@@ -158,5 +158,11 @@ int sg_metrics_render(sg_buf_t *o) {
           "Committed spans not spooled (spool full or ClickHouse version unknown), recorded in "
           "spangate_ch_gaps for `spangate migrate`.",
           LOAD(sg_metrics.ch_gap_spans));
+  counter(o, "spangate_ttl_rows_expired_total",
+          "Rows the ClickHouse TTL sweep deleted (servers without native TTL).",
+          LOAD(sg_metrics.ttl_rows_expired));
+  gauge(o, "spangate_ttl_last_sweep_timestamp_seconds",
+        "Unix time of the last ClickHouse TTL sweep round (0: none yet).",
+        LOADS(sg_metrics.ttl_last_sweep_s));
   return 0;
 }

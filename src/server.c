@@ -103,6 +103,8 @@ static void http_closed_cb(void *arg) {
   /* No request is in flight any more: the sink and pool can go. */
   w->http = NULL;
   sg__read_close(w);
+  sg_chttl_close(w->ttl);
+  w->ttl = NULL;
   sg_chsink_close(w->ch);
   w->ch = NULL;
   sg_pgsink_close(w->sink);
@@ -212,6 +214,7 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
   if (cfg->use_clickhouse) {
     w->ch = sg_chsink_new(&w->loop, cfg, sg__ch_version, w->id, w->pg, err);
     if (!w->ch) return SG_ECONFIG;
+    if (w->id == 1) w->ttl = sg_chttl_new(&w->loop, cfg);
   }
 
   sg_http_limits_t lim;

@@ -113,6 +113,11 @@ typedef struct sg_span_s {
   int64_t created_at_us;
   int64_t updated_at_us; /* 0 = NULL */
   int64_t version;       /* orders re-ingests of the same span (ClickHouse) */
+  /* Soft delete (Agenta's lifecycle columns). Ingest never sets them (its
+   * upsert clears deleted_at); the migration copies stored rows with them. */
+  int64_t deleted_at_us; /* 0 = NULL */
+  uint8_t deleted_by_id[16];
+  uint8_t has_deleted_by; /* 0: NULL */
 } sg_span_t;
 
 /* The spans of one request, plus the ones rejected individually. */

@@ -8,6 +8,7 @@
 
 #include "auth.h"
 #include "chsink.h"
+#include "chttl.h"
 #include "config.h"
 #include "http.h"
 #include "lua_rt.h"
@@ -28,6 +29,7 @@ typedef struct sg_worker_s {
   sg_pgsink_t *sink;
   sg_auth_t *auth;
   sg_chsink_t *ch;           /* NULL when USE_CLICKHOUSE is off */
+  sg_chttl_t *ttl;           /* worker 1 with ClickHouse: the expired-row sweep */
   sg_lua_rt_t *lua;          /* transform, routing and ttl hooks; swapped on SIGHUP */
   uv_async_t reload;         /* main -> worker: rebuild the Lua states (and keys) */
   sg_lua_stats_t lua_retired; /* counters of the states replaced by reloads */

@@ -1,0 +1,159 @@
+/* chttl.c - the expired-row sweep for ClickHouse servers without TTL. */
+#include "chttl.h"
+
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "buf.h"
+#include "ch.h"
+#include "ch_schema.h"
+#include "err.h"
+#include "log.h"
+#include "metrics.h"
+
+static const char *const tables[] = {"spans", "nodes"};
+#define NTABLES (sizeof tables / sizeof tables[0])
+
+struct sg_chttl_s {
+  uv_loop_t *loop;
+  const sg_config_t *cfg;
+  sg_ch_client_t *ch;
+  uv_timer_t timer;
+  int step;          /* state machine of one round */
+  size_t table;      /* index into tables */
+  uint64_t expired;  /* rows counted in this table */
+  sg_buf_t sql;
+  int closing;
+};
+
+static void step_cb(void *arg, const sg_ch_result_t *r);
+
+static void round_send(sg_chttl_t *t, int step) {
+  t->step = step;
+  if (sg_ch_request(t->ch, t->sql.data, NULL, 0, 0, step_cb, t) != 0) t->step = 0;
+}
+
+static void finish_round(sg_chttl_t *t) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  atomic_store(&sg_metrics.ttl_last_sweep_s, (int64_t)ts.tv_sec);
+  t->step = 0;
+}
+
+/* Next table, or the end of the round. */
+static void next_table(sg_chttl_t *t) {
+  if (++t->table >= NTABLES) {
+    finish_round(t);
+    return;
+  }
+  sg_buf_reset(&t->sql);
+  sg_buf_puts(&t->sql, "SELECT count() FROM system.mutations WHERE database = ");
+  sg_ch_quote_string(&t->sql, t->cfg->clickhouse_database, strlen(t->cfg->clickhouse_database));
+  sg_buf_printf(&t->sql, " AND table = '%s' AND is_done = 0", tables[t->table]);
+  round_send(t, 2);
+}
+
+static void step_cb(void *arg, const sg_ch_result_t *r) {
+  sg_chttl_t *t = arg;
+  if (r->status == SG_ECANCELED) return;
+  if (r->status != 0) {
+    /* Unknown table (nodes not created) or ClickHouse away: try next round. */
+    if (t->step == 3 && r->ch_code == 60) {
+      next_table(t);
+      return;
+    }
+    sg_warn("ttl", "ClickHouse TTL sweep stopped this round: %s", r->error);
+    t->step = 0;
+    return;
+  }
+  switch (t->step) {
+  case 1: { /* version */
+    sg_ch_version_t v;
+    if (sg_ch_version_parse(r->body, &v) != 0 || (v.caps & SG_CH_TTL)) {
+      t->step = 0; /* the server expires rows itself */
+      finish_round(t);
+      return;
+    }
+    t->table = (size_t)-1;
+    next_table(t);
+    return;
+  }
+  case 2: /* mutations still running */
+    if (strtoull(r->body, NULL, 10) > 0) {
+      sg_info("ttl", "ClickHouse TTL sweep of %s skipped: an earlier sweep is still running",
+              tables[t->table]);
+      next_table(t);
+      return;
+    }
+    sg_buf_reset(&t->sql);
+    sg_buf_puts(&t->sql, "SELECT count() FROM ");
+    sg_ch_quote_ident(&t->sql, t->cfg->clickhouse_database);
+    sg_buf_printf(&t->sql, ".%s WHERE expires_at < now()", tables[t->table]);
+    round_send(t, 3);
+    return;
+  case 3: /* expired rows */
+    t->expired = strtoull(r->body, NULL, 10);
+    if (t->expired == 0) {
+      next_table(t);
+      return;
+    }
+    sg_buf_reset(&t->sql);
+    sg_buf_puts(&t->sql, "ALTER TABLE ");
+    sg_ch_quote_ident(&t->sql, t->cfg->clickhouse_database);
+    sg_buf_printf(&t->sql, ".%s DELETE WHERE expires_at < now()", tables[t->table]);
+    round_send(t, 4);
+    return;
+  case 4: /* mutation accepted */
+    atomic_fetch_add(&sg_metrics.ttl_rows_expired, t->expired);
+    sg_info("ttl", "ClickHouse TTL sweep: deleting %" PRIu64 " expired rows from %s", t->expired,
+            tables[t->table]);
+    next_table(t);
+    return;
+  default: t->step = 0; return;
+  }
+}
+
+static void tick(uv_timer_t *h) {
+  sg_chttl_t *t = h->data;
+  if (t->closing || t->step != 0) return; /* a round is still going */
+  sg_buf_reset(&t->sql);
+  sg_buf_puts(&t->sql, "SELECT version()");
+  round_send(t, 1);
+}
+
+sg_chttl_t *sg_chttl_new(uv_loop_t *loop, const sg_config_t *cfg) {
+  sg_chttl_t *t = calloc(1, sizeof *t);
+  if (!t) return NULL;
+  t->loop = loop;
+  t->cfg = cfg;
+  sg_ch_opts_t o = {cfg->clickhouse_host, (int)cfg->clickhouse_port, cfg->clickhouse_user,
+                    cfg->clickhouse_password, NULL, (long)cfg->clickhouse_timeout_ms, 1};
+  t->ch = sg_ch_client_new(loop, &o);
+  if (!t->ch) {
+    free(t);
+    return NULL;
+  }
+  uv_timer_init(loop, &t->timer);
+  t->timer.data = t;
+  uint64_t every = (uint64_t)cfg->ttl_sweep_interval_s * 1000;
+  uv_timer_start(&t->timer, tick, every < 5000 ? every : 5000, every);
+  return t;
+}
+
+static void closed(uv_handle_t *h) {
+  sg_chttl_t *t = h->data;
+  sg_buf_free(&t->sql);
+  free(t);
+}
+
+void sg_chttl_close(sg_chttl_t *t) {
+  if (!t) return;
+  t->closing = 1;
+  uv_timer_stop(&t->timer);
+  sg_ch_client_close(t->ch);
+  uv_close((uv_handle_t *)&t->timer, closed);
+}

@@ -1,0 +1,52 @@
+/* lua_io.h - gw I/O for jobs: gw.pg / gw.ch / gw.sleep and the task
+ * scheduler (gw.spawn / gw.wait / gw.exit), OpenResty's cosocket model.
+ *
+ * A job is a Lua state with the gw module, run as coroutines ("tasks") on a
+ * libuv loop of its own. An I/O function starts the request on the loop and
+ * yields the calling task; the loop resumes the task with the result when
+ * libpq / libcurl are done. Only tasks can do I/O: the job's main chunk and
+ * the functions given to gw.spawn. Anywhere else (a hook on a gateway
+ * worker, a coroutine of the script's own, a state without a job context)
+ * the functions raise a Lua error saying why. The Lua-facing contract is in
+ * docs/jobs.md.
+ *
+ * Not thread-safe: one context, one loop, one thread.
+ */
+#ifndef SG_LUA_IO_H
+#define SG_LUA_IO_H
+
+#include <uv.h>
+
+#include "buf.h"
+#include "config.h"
+#include "lua_rt.h"
+
+typedef struct sg_lua_io_s sg_lua_io_t;
+
+/* A context on loop: a PostgreSQL pool to cfg->postgres_uri and a ClickHouse
+ * client to cfg->clickhouse_* (its version is asked once, blocking, here;
+ * when ClickHouse does not answer, gw.ch.insert_spans fails later with that
+ * reason and the rest still works). hooks: a runtime whose ttl.lua /
+ * routing.lua answer gw.ch.insert_spans and gw.hooks (may be NULL: the
+ * defaults). cfg must outlive the context. NULL with a reason in err. */
+sg_lua_io_t *sg_lua_io_new(uv_loop_t *loop, const sg_config_t *cfg, sg_lua_rt_t *hooks,
+                           sg_buf_t *err);
+
+/* The injector for sg_lua_set_io_injector(): adds gw.pg, gw.ch, gw.sleep,
+ * gw.spawn, gw.wait, gw.exit, gw.hooks and gw.stdout_isatty to the gw table
+ * at the top of L's stack. ud is an sg_lua_io_t, or NULL for a state that
+ * must not do I/O (a gateway worker): its functions then raise. */
+void sg_lua_io_inject(struct lua_State *L, void *ud);
+
+/* Runs the function at the top of L's stack (popped) with the nargs values
+ * below it (popped too) as the main task, and the loop until every task has
+ * ended (or gw.exit). Returns the exit status: gw.exit(n)'s n; else the main
+ * function's first result (a number; true or nothing: 0; false: 1); 1 when
+ * a task failed (its traceback is written to stderr). The context is closed
+ * before this returns: free it with sg_lua_io_free after uv_run is over. */
+int sg_lua_io_run(sg_lua_io_t *io, struct lua_State *L, int nargs);
+
+/* Frees the context (after sg_lua_io_run, once the loop has no more work). */
+void sg_lua_io_free(sg_lua_io_t *io);
+
+#endif
