@@ -110,13 +110,15 @@ docs: $(B)/spangate
 	@scripts/gen-readme-config.sh
 
 install: $(B)/spangate
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/spangate/lua/jobs \
-	  $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)/etc/spangate
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/spangate/lua \
+	  $(DESTDIR)$(PREFIX)/share/doc/spangate $(DESTDIR)$(PREFIX)/lib/systemd/system $(DESTDIR)/etc/spangate
 	install -m 755 $(B)/spangate $(DESTDIR)$(PREFIX)/bin/spangate
-	install -m 644 lua/*.lua $(DESTDIR)$(PREFIX)/share/spangate/lua/
-	-install -m 644 lua/jobs/*.lua $(DESTDIR)$(PREFIX)/share/spangate/lua/jobs/
+	cp -R lua/. $(DESTDIR)$(PREFIX)/share/spangate/lua/
+	install -m 644 README.md $(DESTDIR)$(PREFIX)/share/doc/spangate/README.md
 	sed 's|@PREFIX@|$(PREFIX)|g' etc/spangate.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/spangate.service
-	test -e $(DESTDIR)/etc/spangate/gateway.conf || sed 's|^scripts = .*|scripts = "$(PREFIX)/share/spangate/lua"|' gateway.conf > $(DESTDIR)/etc/spangate/gateway.conf
+	test -e $(DESTDIR)/etc/spangate/gateway.conf || sed -e 's|^scripts = .*|scripts = "$(PREFIX)/share/spangate/lua"|' \
+	  -e 's|^keys_file = .*|keys_file = "/etc/spangate/keys"|' \
+	  -e 's|^spool_dir = .*|spool_dir = "/var/lib/spangate/spool"|' gateway.conf > $(DESTDIR)/etc/spangate/gateway.conf
 	test -e $(DESTDIR)/etc/spangate/keys || install -m 600 etc/keys.example $(DESTDIR)/etc/spangate/keys
 
 clean:

@@ -392,6 +392,79 @@ static int stmts_push(sg_ch_stmts_t *st, sg_buf_t *b) {
   return 0;
 }
 
+/* ---- analytics aggregate ----------------------------------------------------
+ *
+ * GET /v1/analytics/spans reads spans_analytics, which the materialized view
+ * spans_analytics_mv fills on every INSERT into spans: per project, minute
+ * (of start_time) and (trace_type, span_type, span_kind, span_name), the
+ * states of
+ *   spans         uniqExact(trace_id, span_id)
+ *   errors        uniqExactIf(trace_id, span_id, status_code = STATUS_CODE_ERROR)
+ *   durations_ms  quantiles(0.5, 0.95, 0.99)(end - start, in ms)
+ * for spans without deleted_at. AggregatingMergeTree and these -State
+ * functions exist on every version we render for (checked on 18.16.1).
+ *
+ * Why uniqExact and not count: a materialized view sees inserts, not rows.
+ * ReplacingMergeTree collapses a re-sent span (and the spool re-sending a
+ * batch ClickHouse had already taken) only at merge time, so count() in the
+ * view would count every copy. uniqExact over the span's key counts each
+ * span once however often it is inserted, as long as the copies agree on
+ * minute, group and status. What stays approximate (docs/read.md):
+ *   - a re-sent span that changed start minute, type, kind, name or status
+ *     is counted under both its old and its new values;
+ *   - a span deleted after it was counted stays counted;
+ *   - every copy adds a duration sample, and quantiles() keeps a reservoir of
+ *     8192 samples per state: exact below that (PostgreSQL's percentile_cont
+ *     gives the same interpolation), sampled above it.
+ * Nullable columns cannot be in the sorting key on old servers, so NULL
+ * trace_type / span_type are stored as ''. The view only sees spans
+ * inserted after it exists: backfill with the INSERT ... SELECT in
+ * docs/read.md. */
+static int render_analytics(sg_buf_t *b, const sg_ch_version_t *ver, const char *db,
+                            sg_ch_stmts_t *out) {
+  int rc = sg_buf_puts(b, "CREATE TABLE IF NOT EXISTS ");
+  rc = rc ? rc : put_ident(b, db);
+  rc = rc ? rc : sg_buf_puts(b,
+      ".spans_analytics\n(\n"
+      "    project_id UUID,\n"
+      "    minute DateTime('UTC'),\n"
+      "    trace_type String,\n"
+      "    span_type String,\n"
+      "    span_kind String,\n"
+      "    span_name String,\n"
+      "    spans AggregateFunction(uniqExact, UUID, UUID),\n"
+      "    errors AggregateFunction(uniqExactIf, UUID, UUID, UInt8),\n"
+      "    durations_ms AggregateFunction(quantiles(0.5, 0.95, 0.99), Float64)\n"
+      ")\nENGINE = AggregatingMergeTree()\n"
+      "PARTITION BY toYYYYMM(minute)\n"
+      "ORDER BY (project_id, minute, trace_type, span_type, span_kind, span_name)\n"
+      "SETTINGS index_granularity = 8192");
+  rc = rc ? rc : stmts_push(out, b);
+  int dt64 = (ver->caps & SG_CH_DATETIME64) != 0;
+  rc = rc ? rc : sg_buf_puts(b, "CREATE MATERIALIZED VIEW IF NOT EXISTS ");
+  rc = rc ? rc : put_ident(b, db);
+  rc = rc ? rc : sg_buf_puts(b, ".spans_analytics_mv TO ");
+  rc = rc ? rc : put_ident(b, db);
+  rc = rc ? rc : sg_buf_printf(b,
+      ".spans_analytics AS\n"
+      "SELECT project_id, toStartOfMinute(%s) AS minute,\n"
+      "    ifNull(toString(trace_type), '') AS trace_type, ifNull(toString(span_type), '') AS span_type,\n"
+      "    toString(span_kind) AS span_kind, toString(span_name) AS span_name,\n"
+      "    uniqExactState(trace_id, span_id) AS spans,\n"
+      "    uniqExactIfState(trace_id, span_id, status_code = 'STATUS_CODE_ERROR') AS errors,\n"
+      "    quantilesState(0.5, 0.95, 0.99)(%s) AS durations_ms\n"
+      "FROM ",
+      dt64 ? "toDateTime(start_time)" : "start_time",
+      dt64 ? "(toUnixTimestamp64Micro(end_time) - toUnixTimestamp64Micro(start_time)) / 1000"
+           : "((toInt64(end_time) - toInt64(start_time)) * 1000000 + toInt64(end_time_us) - "
+             "toInt64(start_time_us)) / 1000");
+  rc = rc ? rc : put_ident(b, db);
+  rc = rc ? rc : sg_buf_puts(b, ".spans\nWHERE deleted_at IS NULL\n"
+                                "GROUP BY project_id, minute, trace_type, span_type, span_kind, span_name");
+  rc = rc ? rc : stmts_push(out, b);
+  return rc;
+}
+
 int sg_ch_schema_statements(const sg_ch_version_t *ver, const char *database, sg_ch_stmts_t *out) {
   out->v = NULL;
   out->n = 0;
@@ -406,6 +479,7 @@ int sg_ch_schema_statements(const sg_ch_version_t *ver, const char *database, sg
     rc = render_table(&b, &tables[i], ver, db);
     rc = rc ? rc : stmts_push(out, &b);
   }
+  rc = rc ? rc : render_analytics(&b, ver, db, out);
   sg_buf_free(&b);
   return rc;
 }

@@ -411,6 +411,33 @@ static int gw_span_copy(lua_State *L) {
   return 1;
 }
 
+/* ---- gw.agenta ---------------------------------------------------------------- */
+
+/* gw.agenta.normalize(span [, ctx]) -> span: Agenta's normalisation (the
+ * default transform.lua, steps 1-4) done in C. ctx (the hook's ctx, or any
+ * table) only tells whether there is a resource to add; nil or false: none. */
+static int gw_agenta_normalize(lua_State *L) {
+  sg_lua_rt_t *rt = RT();
+  sg_lua_slot_t *slot = sg__lua_check_span_rt(L, 1, 1, rt);
+  int t = lua_type(L, 2), res = 0;
+  if (t == LUA_TTABLE || t == LUA_TUSERDATA) {
+    lua_getfield(L, 2, "resource"); /* span, ctx, resource */
+    res = !lua_isnil(L, -1);
+  } else if (t != LUA_TNONE && t != LUA_TNIL && !(t == LUA_TBOOLEAN && !lua_toboolean(L, 2))) {
+    return luaL_error(L, "gw.agenta.normalize: bad argument #2 (ctx or nil expected, got %s)",
+                      luaL_typename(L, 2));
+  }
+  const char *err;
+  if (sg__lua_agenta_normalize(rt, slot, res, &err))
+    return luaL_error(L, "gw.agenta.normalize: %s", err);
+  lua_settop(L, 1); /* span */
+  return 1;
+}
+
+int sg__lua_is_builtin_normalize(lua_State *L, int idx) {
+  return lua_tocfunction(L, idx) == gw_agenta_normalize;
+}
+
 /* ---- gw.config ---------------------------------------------------------------- */
 
 static int readonly_newindex(lua_State *L) {
@@ -507,6 +534,7 @@ void sg__lua_inject_gw_api(lua_State *L, sg_lua_rt_t *rt, const sg_config_t *cfg
                                       {"get_many", gw_attr_get_many},
                                       {NULL, NULL}};
   static const luaL_Reg span_fns[] = {{"copy", gw_span_copy}, {NULL, NULL}};
+  static const luaL_Reg agenta_fns[] = {{"normalize", gw_agenta_normalize}, {NULL, NULL}};
   static const luaL_Reg top_fns[] = {{"now", gw_now}, {"array", gw_array}, {"object", gw_object},
                                      {"int64", gw_int64}, {"type", gw_type}, {"pairs", gw_pairs},
                                      {"totable", gw_totable}, {NULL, NULL}};
@@ -522,6 +550,7 @@ void sg__lua_inject_gw_api(lua_State *L, sg_lua_rt_t *rt, const sg_config_t *cfg
   sub_table(L, rt, "json", json_fns);
   sub_table(L, rt, "attributes", attr_fns);
   sub_table(L, rt, "span", span_fns);
+  sub_table(L, rt, "agenta", agenta_fns);
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");
   push_config(L, rt, cfg);

@@ -38,13 +38,17 @@ sg_lua_io_t *sg_lua_io_new(uv_loop_t *loop, const sg_config_t *cfg, sg_lua_rt_t 
  * must not do I/O (a gateway worker): its functions then raise. */
 void sg_lua_io_inject(struct lua_State *L, void *ud);
 
-/* Runs the function at the top of L's stack (popped) with the nargs values
- * below it (popped too) as the main task, and the loop until every task has
+/* Runs a function as the main task: push the function, then its nargs
+ * arguments (all popped). Runs it and the loop until every task has
  * ended (or gw.exit). Returns the exit status: gw.exit(n)'s n; else the main
  * function's first result (a number; true or nothing: 0; false: 1); 1 when
  * a task failed (its traceback is written to stderr). The context is closed
  * before this returns: free it with sg_lua_io_free after uv_run is over. */
 int sg_lua_io_run(sg_lua_io_t *io, struct lua_State *L, int nargs);
+
+/* Closes the context's handles and clients (idempotent; sg_lua_io_run
+ * does it too); run the loop afterwards so they finish closing. */
+void sg_lua_io_close(sg_lua_io_t *io);
 
 /* Frees the context (after sg_lua_io_run, once the loop has no more work). */
 void sg_lua_io_free(sg_lua_io_t *io);

@@ -27,6 +27,11 @@ static void budget_cb(lua_State *L, lua_Debug *ar) {
   (void)ar;
   sg_lua_rt_t *rt = sg__lua_rt_of(L);
   if (rt) rt->budget_hit = 1;
+  /* From now on every instruction raises again, so a script that catches
+   * the error with pcall (`while true do pcall(f) end`) cannot keep going:
+   * the next Lua instruction it runs fails too, up to our lua_pcall. The
+   * next hook call re-arms a full budget. */
+  lua_sethook(L, budget_cb, LUA_MASKCOUNT, 1);
   luaL_error(L, "script budget exceeded (%d instructions; see script_budget)", rt ? rt->budget : 0);
 }
 
@@ -58,7 +63,7 @@ static int64_t mono_sec(void) {
 /* Count a failed hook call and log it: at most one line per second, the
  * next line saying how many were suppressed. The message (with its
  * traceback) is at the top of the stack. */
-static void hook_failed(sg_lua_rt_t *rt, const char *what, const char *detail) {
+static void hook_failed(sg_lua_rt_t *rt, const char *what, const char *detail, const char *msg) {
   rt->st.errors++;
   if (rt->budget_hit) rt->st.budget_kills++;
   int64_t now = mono_sec();
@@ -68,7 +73,7 @@ static void hook_failed(sg_lua_rt_t *rt, const char *what, const char *detail) {
     return;
   }
   rt->log_sec = now;
-  const char *msg = lua_tostring(rt->L, -1);
+  if (msg == NULL) msg = lua_tostring(rt->L, -1);
   if (rt->log_supp_pending)
     sg_error("lua", "%s failed%s: %s (%llu similar errors suppressed)", what, detail ? detail : "",
              msg ? msg : "?", (unsigned long long)rt->log_supp_pending);
@@ -255,6 +260,11 @@ sg_lua_rt_t *sg_lua_rt_new(const sg_config_t *cfg, sg_buf_t *err) {
     if (rc == 0 && *ref != LUA_NOREF) rt->hooks |= hooks[i].bit;
   }
   if (rc == 0 && present) lua_pop(L, 1);
+  if (rc == 0 && rt->ref_transform != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_transform); /* f */
+    rt->tx_builtin = sg__lua_is_builtin_normalize(L, -1);
+    lua_pop(L, 1);
+  }
   call_done(rt, 0);
   if (rc) {
     if (rc == SG_ENOMEM) sg_buf_puts(err, "out of memory");
@@ -275,6 +285,9 @@ void sg_lua_rt_free(sg_lua_rt_t *rt) {
   json_decref(rt->nest_src);
   json_decref(rt->nest_val);
   free(rt->nest);
+  free(rt->tx_out);
+  free(rt->tx_nest);
+  free(rt->out);
   for (size_t i = 0; i < rt->nmetrics; i++) free(rt->metrics[i].name);
   free(rt->metrics);
   free(rt->routes);
@@ -295,10 +308,17 @@ int sg_lua_rt_metrics(const sg_lua_rt_t *rt, sg_lua_metric_cb cb, void *ud) {
 
 /* ---- transform ----------------------------------------------------------------- */
 
-/* Append a span (moved by value) to the batch being built; raises on ENOMEM. */
+/* The spans of one hook call are staged in rt->tx_out (a scratch list kept
+ * across calls), then placed in the batch. Placement is in place: output
+ * span w goes to b->spans[w] as long as w does not pass the input being
+ * read (drops and single results never do), so a batch costs no new array;
+ * only a fan-out that would overtake the input moves the output to a new
+ * array (rt->tx_sep). */
+
+/* Append a span (moved by value) to this call's scratch list; raises on ENOMEM. */
 static void stage(lua_State *L, sg_lua_rt_t *rt, const sg_span_t *s, uint8_t nest) {
   if (rt->tx_n == rt->tx_cap) {
-    size_t cap = rt->tx_cap ? rt->tx_cap * 2 : 16;
+    size_t cap = rt->tx_cap ? rt->tx_cap * 2 : 8;
     sg_span_t *o = realloc(rt->tx_out, cap * sizeof *o);
     if (o) rt->tx_out = o;
     uint8_t *n = o ? realloc(rt->tx_nest, cap) : NULL;
@@ -313,7 +333,7 @@ static void stage(lua_State *L, sg_lua_rt_t *rt, const sg_span_t *s, uint8_t nes
 /* Stage the span of a returned proxy: the input span or a copy the hook
  * made; a span listed twice is staged as a deep copy the second time. */
 static void stage_proxy(lua_State *L, sg_lua_rt_t *rt, int idx) {
-  sg_lua_slot_t *slot = sg__lua_check_span(L, idx, 1);
+  sg_lua_slot_t *slot = sg__lua_check_span_rt(L, idx, 1, rt);
   int known = slot == rt->cur;
   for (sg_lua_slot_t *c = rt->copies; c && !known; c = c->next_copy) known = c == slot;
   if (!known) luaL_error(L, "M.span returned a span that is not this call's span or a copy of it");
@@ -333,7 +353,7 @@ static int stage_list(lua_State *L) {
   size_t n = lua_objlen(L, 1);
   for (size_t i = 1; i <= n; i++) {
     lua_rawgeti(L, 1, (int)i); /* elem */
-    if (sg__lua_test_proxy(L, -1)) {
+    if (sg__lua_test_proxy_rt(L, -1, rt)) {
       stage_proxy(L, rt, lua_gettop(L));
     } else if (lua_istable(L, -1)) {
       /* A plain table: a copy of the span with these fields changed. */
@@ -357,21 +377,18 @@ static int stage_list(lua_State *L) {
   return 0;
 }
 
-/* Interpret what M.span returned (at the top). 0, or an error message pushed. */
-static int collect(sg_lua_rt_t *rt, int tb) {
+/* Interpret what M.span returned (at the top; the span proxy passed in at
+ * px). 0 with rt->tx_self set when it is the span itself (the common case:
+ * nothing to stage), 0 with the spans staged, or an error message pushed. */
+static int collect(sg_lua_rt_t *rt, int tb, int px) {
   lua_State *L = rt->L;
   int r = lua_gettop(L);
+  if (lua_rawequal(L, r, px)) { /* still this call's proxy, so it is live */
+    rt->tx_self = 1;
+    return 0;
+  }
   if (lua_isnil(L, r)) return 0; /* dropped */
   if (lua_type(L, r) == LUA_TUSERDATA || lua_istable(L, r)) {
-    sg_lua_proxy_t *p = lua_type(L, r) == LUA_TUSERDATA ? sg__lua_test_proxy(L, r) : NULL;
-    if (p && p->tag == SG_PX_SPAN && p->u.slot == rt->cur && p->gen == rt->hook_gen &&
-        rt->tx_n < rt->tx_cap) {
-      /* the common case: the span itself, no Lua call needed */
-      rt->tx_out[rt->tx_n] = *rt->cur->s;
-      rt->tx_nest[rt->tx_n++] = rt->cur->nest;
-      rt->cur->owned = 2;
-      return 0;
-    }
     lua_pushlightuserdata(L, rt);
     lua_pushcclosure(L, stage_list, 1); /* r, f */
     if (lua_istable(L, r)) {
@@ -403,133 +420,189 @@ static void copies_done(sg_lua_rt_t *rt, int ok) {
   rt->copies = NULL;
 }
 
+/* Room for output spans [0, need) (and their nest flags). In place while
+ * need <= limit (the spans up to the input being read are consumed);
+ * otherwise the output moves to a separate array. 0 or SG_ENOMEM. */
+static int out_reserve(sg_lua_rt_t *rt, sg_span_batch_t *b, size_t w, size_t need, size_t limit,
+                       size_t nin) {
+  if (need > rt->nest_cap) {
+    size_t cap = rt->nest_cap * 2 > need ? rt->nest_cap * 2 : need;
+    uint8_t *n = realloc(rt->nest, cap);
+    if (n == NULL) return SG_ENOMEM;
+    rt->nest = n;
+    rt->nest_cap = cap;
+  }
+  if (!rt->tx_sep) {
+    if (need <= limit) return 0;
+    size_t cap = need + (nin - limit) + 16;
+    sg_span_t *o = malloc(cap * sizeof *o);
+    if (o == NULL) return SG_ENOMEM;
+    memcpy(o, b->spans, w * sizeof *o);
+    rt->out = o;
+    rt->out_cap = cap;
+    rt->tx_sep = 1;
+    return 0;
+  }
+  if (need > rt->out_cap) {
+    size_t cap = rt->out_cap * 2 > need ? rt->out_cap * 2 : need;
+    sg_span_t *o = realloc(rt->out, cap * sizeof *o);
+    if (o == NULL) return SG_ENOMEM;
+    rt->out = o;
+    rt->out_cap = cap;
+  }
+  return 0;
+}
+
+/* Output span w = *s (moved), with its nest flags. */
+static void out_put(sg_lua_rt_t *rt, sg_span_batch_t *b, size_t w, const sg_span_t *s, uint8_t nest) {
+  sg_span_t *d = rt->tx_sep ? &rt->out[w] : &b->spans[w];
+  if (d != s) *d = *s;
+  d->nest_attributes = nest;
+  rt->nest[w] = nest;
+}
+
 int sg_lua_transform(sg_lua_rt_t *rt, const uint8_t project_id[16], sg_span_batch_t *b,
                      size_t *errors) {
   size_t nerr = 0;
   if (errors) *errors = 0;
-  uint8_t *nest = realloc(rt->nest, b->n ? b->n : 1);
-  if (nest == NULL) return SG_ENOMEM;
-  rt->nest = nest;
-  memset(nest, 0, b->n);
-  rt->nest_n = b->n;
-  if (!(rt->hooks & SG_LUA_HOOK_TRANSFORM) || b->n == 0) return 0;
+  size_t nin = b->n;
+  if (nin > rt->nest_cap) {
+    uint8_t *nest = realloc(rt->nest, nin);
+    if (nest == NULL) return SG_ENOMEM;
+    rt->nest = nest;
+    rt->nest_cap = nin;
+  }
+  if (rt->nest) memset(rt->nest, 0, nin);
+  rt->nest_n = nin;
+  if (!(rt->hooks & SG_LUA_HOOK_TRANSFORM) || nin == 0) return 0;
 
   lua_State *L = rt->L;
-  int top = lua_gettop(L);
-  rt->tx_cap = b->n;
-  rt->tx_n = 0;
-  rt->tx_out = malloc(rt->tx_cap * sizeof *rt->tx_out);
-  rt->tx_nest = malloc(rt->tx_cap);
-  if (!rt->tx_out || !rt->tx_nest) {
-    free(rt->tx_out);
-    free(rt->tx_nest);
-    rt->tx_out = NULL;
-    rt->tx_nest = NULL;
-    return SG_ENOMEM;
-  }
+  int top = lua_gettop(L), tb = 0, data = 0;
+  int builtin = rt->tx_builtin; /* M.span is gw.agenta.normalize: no Lua to run */
   char pid[37];
   sg_uuid_format(project_id, pid);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_traceback); /* tb */
-  int tb = lua_gettop(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_ctx_data);  /* tb, data */
-  int data = lua_gettop(L);
-  lua_pushlstring(L, pid, 36);
-  lua_setfield(L, data, "project_id");
-  lua_pushnil(L);
-  lua_setfield(L, data, "resource");
-  lua_pushnil(L);
-  lua_setfield(L, data, "scope");
   json_t *cur_res = NULL, *cur_scope = NULL;
-  rt->in_hook = 1;
-  budget_arm(rt); /* once: switching the hook on and off per span costs a dispatch rewrite */
-  size_t nin = b->n;
+  if (!builtin) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_traceback); /* tb */
+    tb = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_ctx_data);  /* tb, data */
+    data = lua_gettop(L);
+    lua_pushlstring(L, pid, 36);
+    lua_setfield(L, data, "project_id");
+    lua_pushnil(L);
+    lua_setfield(L, data, "resource");
+    lua_pushnil(L);
+    lua_setfield(L, data, "scope");
+    rt->in_hook = 1;
+    budget_arm(rt); /* once: switching the hook on and off per span costs a dispatch rewrite */
+  }
+  rt->tx_sep = 0;
+  size_t w = 0; /* output spans so far */
   for (size_t i = 0; i < nin; i++) {
     sg_span_t *s = &b->spans[i];
-    if (s->resource != cur_res) {
-      cur_res = rt->frozen[0] = s->resource;
-      sg__lua_push_json(L, rt, cur_res, SG_PXF_READONLY);
-      lua_setfield(L, data, "resource");
-    }
-    if (s->scope != cur_scope) {
-      cur_scope = rt->frozen[1] = s->scope;
-      sg__lua_push_json(L, rt, cur_scope, SG_PXF_READONLY);
-      lua_setfield(L, data, "scope");
-    }
     sg_lua_slot_t slot;
     memset(&slot, 0, sizeof slot);
     slot.s = s;
     sg__lua_slot_begin(rt, &slot);
     rt->cur = &slot;
-    size_t n0 = rt->tx_n;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_transform); /* tb, data, f */
-    sg__lua_push_span(L, rt, &slot, 0);                   /* tb, data, f, span */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_ctx);       /* tb, data, f, span, ctx */
+    rt->tx_n = 0;
+    rt->tx_self = 0;
     rt->st.calls++;
-    budget_arm(rt);                                       /* a fresh count per call */
-    int rc = lua_pcall(L, 2, 1, tb);                      /* tb, data, result | msg */
-    if (rc == 0) rc = collect(rt, tb);                    /* tb, data, result [, msg] */
+    const char *msg = NULL;
+    char mbuf[96];
+    int rc;
+    if (builtin) {
+      /* ctx.resource is the span's resource: with_resource when it has one */
+      rc = sg__lua_agenta_normalize(rt, &slot, s->resource != NULL, &msg);
+      rt->tx_self = rc == 0;
+      if (rc) {
+        snprintf(mbuf, sizeof mbuf, "gw.agenta.normalize: %s", msg);
+        msg = mbuf;
+      }
+    } else {
+      if (s->resource != cur_res) {
+        cur_res = rt->frozen[0] = s->resource;
+        sg__lua_push_json(L, rt, cur_res, SG_PXF_READONLY);
+        lua_setfield(L, data, "resource");
+      }
+      if (s->scope != cur_scope) {
+        cur_scope = rt->frozen[1] = s->scope;
+        sg__lua_push_json(L, rt, cur_scope, SG_PXF_READONLY);
+        lua_setfield(L, data, "scope");
+      }
+      sg__lua_push_span(L, rt, &slot, 0);                   /* tb, data, span */
+      lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_transform); /* tb, data, span, f */
+      lua_pushvalue(L, data + 1);                           /* tb, data, span, f, span */
+      lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_ctx);       /* tb, data, span, f, span, ctx */
+      budget_arm(rt);                                       /* a fresh count per call */
+      rc = lua_pcall(L, 2, 1, tb);                          /* tb, data, span, result | msg */
+      if (rc == 0) rc = collect(rt, tb, data + 1);          /* tb, data, span, result [, msg] */
+    }
+    size_t made = 0;
     if (rc == 0) {
       sg__lua_undo_commit(rt);
       sg__lua_slot_commit(rt, &slot);
       copies_done(rt, 1);
+      made = rt->tx_self ? 1 : rt->tx_n;
+      if (rt->tx_self) slot.owned = 2;
       if (slot.owned != 2) sg_span_clear(s); /* dropped */
-      size_t made = rt->tx_n - n0;
+      if (made && out_reserve(rt, b, w, w + made, i + 1, nin)) {
+        /* no room for the result: it is lost, and reported as such */
+        if (rt->tx_self) sg_span_clear(s);
+        for (size_t k = 0; !rt->tx_self && k < rt->tx_n; k++) sg_span_clear(&rt->tx_out[k]);
+        sg_span_batch_reject(b, "span %zu: out of memory", i);
+        made = 0;
+      } else if (rt->tx_self) {
+        out_put(rt, b, w++, s, slot.nest);
+      } else {
+        for (size_t k = 0; k < rt->tx_n; k++) out_put(rt, b, w++, &rt->tx_out[k], rt->tx_nest[k]);
+      }
       if (made == 0) rt->st.spans_dropped++;
       else if (made > 1) rt->st.spans_added += made - 1;
     } else {
-      rt->tx_n = n0; /* nothing of this call is kept */
       sg__lua_undo_rollback(rt);
       sg__lua_slot_rollback(rt, &slot);
       copies_done(rt, 0);
       char detail[96], sid[37];
       sg_uuid_format(s->span_id, sid);
       snprintf(detail, sizeof detail, " for span %s of project %s", sid, pid);
-      hook_failed(rt, "transform.lua M.span", detail);
+      hook_failed(rt, "transform.lua M.span", detail, msg);
       nerr++;
       if (rt->reject_on_error) {
         sg_span_clear(s);
         sg_span_batch_reject(b, "span %zu: rejected by the transform script", i);
         rt->st.spans_rejected++;
+      } else if (out_reserve(rt, b, w, w + 1, i + 1, nin)) {
+        sg_span_clear(s);
+        sg_span_batch_reject(b, "span %zu: out of memory", i);
       } else {
-        /* keep it as it came */
-        if (rt->tx_n == rt->tx_cap) {
-          size_t cap = rt->tx_cap * 2;
-          sg_span_t *o = realloc(rt->tx_out, cap * sizeof *o);
-          uint8_t *nn = o ? realloc(rt->tx_nest, cap) : NULL;
-          if (o) rt->tx_out = o;
-          if (nn) rt->tx_nest = nn;
-          if (!o || !nn) {
-            sg_span_clear(s);
-            sg_span_batch_reject(b, "span %zu: out of memory", i);
-            lua_settop(L, data);
-            rt->hook_gen++;
-            continue;
-          }
-          rt->tx_cap = cap;
-        }
-        rt->tx_out[rt->tx_n] = *s;
-        rt->tx_nest[rt->tx_n++] = 0;
+        out_put(rt, b, w++, s, 0); /* kept as it came */
       }
     }
-    lua_settop(L, data); /* tb, data */
-    rt->hook_gen++;
+    if (!builtin) {
+      lua_settop(L, data); /* tb, data */
+      rt->hook_gen++;
+    }
     rt->cur = NULL;
   }
-  lua_pushnil(L);
-  lua_setfield(L, data, "resource");
-  lua_pushnil(L);
-  lua_setfield(L, data, "scope");
+  if (!builtin) {
+    lua_pushnil(L);
+    lua_setfield(L, data, "resource");
+    lua_pushnil(L);
+    lua_setfield(L, data, "scope");
+  }
   call_done(rt, top);
-  free(b->spans);
-  b->spans = rt->tx_out;
-  b->n = rt->tx_n;
-  b->cap = rt->tx_cap;
-  free(rt->nest);
-  rt->nest = rt->tx_nest;
-  rt->nest_n = rt->tx_n;
-  rt->tx_out = NULL;
-  rt->tx_nest = NULL;
-  rt->tx_n = rt->tx_cap = 0;
+  if (rt->tx_sep) {
+    free(b->spans);
+    b->spans = rt->out;
+    b->cap = rt->out_cap;
+    rt->out = NULL;
+    rt->out_cap = 0;
+    rt->tx_sep = 0;
+  }
+  b->n = w;
+  rt->nest_n = w;
+  rt->tx_n = 0;
   if (errors) *errors = nerr;
   return 0;
 }
@@ -620,7 +693,7 @@ int sg_lua_route_clickhouse(sg_lua_rt_t *rt, const uint8_t project_id[16], int *
   char detail[64];
   snprintf(detail, sizeof detail, " for project %s", pid);
   if (rc) {
-    hook_failed(rt, "routing.lua M.clickhouse", detail);
+    hook_failed(rt, "routing.lua M.clickhouse", detail, NULL);
     ret = SG_ESCRIPT; /* default (on), not cached: asked again next time */
   } else {
     *on = lua_toboolean(L, -1);
@@ -654,7 +727,7 @@ int sg_lua_read_backend(sg_lua_rt_t *rt, const uint8_t project_id[16], const jso
     }
   }
   if (rc) {
-    hook_failed(rt, "routing.lua M.read_backend", NULL);
+    hook_failed(rt, "routing.lua M.read_backend", NULL, NULL);
     ret = SG_ESCRIPT;
   }
   call_done(rt, top);
@@ -689,7 +762,7 @@ int sg_lua_retention_days(sg_lua_rt_t *rt, const uint8_t project_id[16], const s
   if (rc) {
     char detail[64];
     snprintf(detail, sizeof detail, " for project %s", pid);
-    hook_failed(rt, "ttl.lua M.retention_days", detail);
+    hook_failed(rt, "ttl.lua M.retention_days", detail, NULL);
     *days = -1;
     ret = SG_ESCRIPT;
   }

@@ -214,11 +214,17 @@ struct sg_lua_rt_s {
   json_t *nest_src, *nest_val;    /* gw.attributes.nested() one-entry cache */
   /* Nest flags of the last transformed batch. */
   uint8_t *nest;
-  size_t nest_n;
-  /* The batch being built by sg_lua_transform. */
+  size_t nest_n, nest_cap;
+  /* sg_lua_transform: the spans one hook call returned (scratch, kept
+   * across calls), whether that is just the input span (tx_self), and the
+   * output array once a fan-out outgrew the batch in place (tx_sep). */
   sg_span_t *tx_out;
   uint8_t *tx_nest;
   size_t tx_n, tx_cap;
+  int tx_self, tx_sep;
+  sg_span_t *out;
+  size_t out_cap;
+  int tx_builtin;                 /* M.span is gw.agenta.normalize itself */
   /* Error log rate limit. */
   int64_t log_sec;
   uint64_t log_supp_pending;
@@ -238,8 +244,10 @@ void sg__lua_push_json(lua_State *L, sg_lua_rt_t *rt, json_t *v, int flags);
  * converted (what names the place, e.g. "attributes.x"). */
 json_t *sg__lua_to_json(lua_State *L, sg_lua_rt_t *rt, int idx, const char *what);
 sg_lua_proxy_t *sg__lua_test_proxy(lua_State *L, int idx);
+sg_lua_proxy_t *sg__lua_test_proxy_rt(lua_State *L, int idx, sg_lua_rt_t *rt); /* rt of L known */
 json_t *sg__lua_check_json_proxy(lua_State *L, int idx, int writable);
 sg_lua_slot_t *sg__lua_check_span(lua_State *L, int idx, int writable);
+sg_lua_slot_t *sg__lua_check_span_rt(lua_State *L, int idx, int writable, sg_lua_rt_t *rt);
 void sg__lua_pin(sg_lua_rt_t *rt, json_t *v);   /* raises on ENOMEM is avoided: best effort */
 void sg__lua_unpin_all(sg_lua_rt_t *rt);
 /* Hook bracket for one span: snapshot / commit / rollback. */
@@ -258,9 +266,19 @@ void sg__lua_push_int64(lua_State *L, sg_lua_rt_t *rt, int64_t v);
  * cdata); 0 when it is not one. */
 int sg__lua_to_int64(lua_State *L, sg_lua_rt_t *rt, int idx, int64_t *out);
 
+/* Agenta's normalisation of the span in slot (gw.agenta.normalize; the
+ * default transform.lua's steps), pure C, no Lua. with_resource: the hook's
+ * ctx has a resource. 0, or SG_ENOMEM / SG_EINVAL (attributes not an
+ * object) with *err set; the caller then rolls the slot back. */
+int sg__lua_agenta_normalize(sg_lua_rt_t *rt, sg_lua_slot_t *slot, int with_resource,
+                             const char **err);
+
 /* lua_gw.c */
 void sg__lua_inject_gw_api(lua_State *L, sg_lua_rt_t *rt, const sg_config_t *cfg);
 sg_lua_rt_t *sg__lua_rt_of(lua_State *L);
+/* Is the value at idx gw.agenta.normalize itself? (sg_lua_transform then
+ * runs it without entering Lua.) */
+int sg__lua_is_builtin_normalize(lua_State *L, int idx);
 int sg__lua_check_null(lua_State *L, int idx);  /* gw.null? */
 #endif
 

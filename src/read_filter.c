@@ -29,6 +29,7 @@
 
 #include <ctype.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -250,7 +251,7 @@ static int column_value(const field_t *f, const json_t *v, const char *where, sg
     up[n] = '\0';
     int e = s[n] ? -1 : f->parse(up);
     if (e < 0 && f->prefix && n + strlen(f->prefix) < sizeof up) {
-      char full[96];
+      char full[160];
       snprintf(full, sizeof full, "%s%s", f->prefix, up);
       e = f->parse(full);
       if (e >= 0) return sg_buf_puts(out, full);
@@ -494,6 +495,13 @@ static int json_param(ctx_t *c, const json_t *v, int *n) {
   return *n < 0 ? *n : 0;
 }
 
+/* $n holding a number's JSON text or a string's text (for ::numeric / ::text). */
+static int json_param_text(ctx_t *c, const json_t *v, int *n) {
+  if (json_is_string(v)) *n = sg_rf_param(c->q, json_string_value(v), json_string_length(v));
+  else return json_param(c, v, n);
+  return *n < 0 ? *n : 0;
+}
+
 static int json_condition(ctx_t *c, const field_t *f, const char *key, op_t op, const json_t *v,
                           const json_t *cond, const char *where) {
   const char *col = f->col;
@@ -523,14 +531,14 @@ static int json_condition(ctx_t *c, const field_t *f, const char *key, op_t op, 
       return fail(c->err, where, "operator '%s' on field '%s' needs a key", op_names[op], f->name);
     }
   }
-  int path, nsegs, numeric;
+  int path = 0, nsegs = 0, numeric = 0;
   if ((rc = key_path(c, key, where, &path, &nsegs, &numeric))) return rc;
   int flat = 0; /* $k: the key as one literal (flat) name */
   if (nsegs > 1) {
     if ((flat = sg_rf_param(c->q, key, strlen(key))) < 0) return flat;
   }
-  char leaf[96];
-  if (flat) snprintf(leaf, sizeof leaf, "COALESCE(%s #> $%d::text[], %s -> $%d)", col, path, col, flat);
+  char leaf[160];
+  if (flat) snprintf(leaf, sizeof leaf, "COALESCE(%s #> $%d::text[], %s -> $%d::text)", col, path, col, flat);
   else snprintf(leaf, sizeof leaf, "(%s #> $%d::text[])", col, path);
   switch (op) {
   case OP_EXISTS: SQL("%s IS NOT NULL", leaf); return 0;
@@ -587,7 +595,7 @@ static int json_condition(ctx_t *c, const field_t *f, const char *key, op_t op, 
     int num = json_is_number(lo) && (!hi || json_is_number(hi));
     int str = json_is_string(lo) && (!hi || json_is_string(hi));
     if (!num && !str) return fail(c->err, where, "%s takes numbers or strings", op_names[op]);
-    char expr[200];
+    char expr[480];
     if (num)
       snprintf(expr, sizeof expr, "(CASE WHEN jsonb_typeof(%s) = 'number' THEN (%s #>> '{}')::numeric END)",
                leaf, leaf);
@@ -605,7 +613,7 @@ static int json_condition(ctx_t *c, const field_t *f, const char *key, op_t op, 
   case OP_CONTAINS:
   case OP_LIKE:
   case OP_MATCHES: {
-    char expr[120];
+    char expr[200];
     snprintf(expr, sizeof expr, "(%s #>> '{}')", leaf);
     return string_op(c, op, expr, v, opt_case_sensitive(cond), where);
   }
@@ -621,4 +629,556 @@ static int json_condition(ctx_t *c, const field_t *f, const char *key, op_t op, 
   default: break;
   }
   return fail(c->err, where, "operator '%s' does not apply to field '%s'", op_names[op], f->name);
+}
+
+static int content_condition(ctx_t *c, const field_t *f, op_t op, const json_t *v, const char *where) {
+  int n, rc;
+  if (op != OP_IS && op != OP_CONTAINS)
+    return fail(c->err, where, "field 'content' takes the operators is and contains");
+  if ((rc = column_param(c, f, v, where, &n))) return rc;
+  /* The expressions of Agenta's ix_spans_fts_*_gin indexes, so they serve it. */
+  SQL("(to_tsvector('simple', attributes) @@ websearch_to_tsquery('simple', $%d) OR "
+      "to_tsvector('simple', events) @@ websearch_to_tsquery('simple', $%d))", n, n);
+  return 0;
+}
+
+static int compile_filtering(ctx_t *c, const json_t *flt, const char *where, int depth);
+
+static int compile_condition(ctx_t *c, const json_t *cond, const char *where) {
+  char tmp[80];
+  sg_buf_t w = SG_BUF_INIT;
+  int rc;
+  if (++c->nconds > MAX_CONDITIONS)
+    return fail(c->err, where, "more than %d conditions", MAX_CONDITIONS);
+  const json_t *jf = json_object_get(cond, "field"), *jk = json_object_get(cond, "key");
+  const json_t *jo = json_object_get(cond, "operator"), *v = json_object_get(cond, "value");
+  const char *key = NULL;
+  if (!json_is_string(jf)) return fail(c->err, where, "field must be a string");
+  const char *fname = json_string_value(jf);
+  const field_t *f = find_field(fname, json_string_length(jf));
+  if (!f) { /* "attributes.ag.type.span": a JSON field and its key in one */
+    const char *dot = strchr(fname, '.');
+    const field_t *jfld = dot ? find_field(fname, (size_t)(dot - fname)) : NULL;
+    if (jfld && jfld->kind == K_JSON && !jk) {
+      f = jfld;
+      key = dot + 1;
+    }
+  }
+  if (!f) {
+    sg_buf_printf(&w, "%s.field", where);
+    sg_buf_t known = SG_BUF_INIT;
+    known_fields(&known);
+    rc = fail(c->err, w.data, "unknown field '%s' (known: %s)", shown(fname, tmp), known.data);
+    sg_buf_free(&known);
+    sg_buf_free(&w);
+    return rc;
+  }
+  if (jk && !json_is_null(jk)) {
+    if (!json_is_string(jk)) return fail(c->err, where, "key must be a string");
+    if (f->kind != K_JSON)
+      return fail(c->err, where, "field '%s' takes no key (keys apply to attributes, references, "
+                  "links, events and hashes)", f->name);
+    key = json_string_value(jk);
+  }
+  op_t op = OP_IS;
+  if (jo && !json_is_null(jo)) {
+    int o = json_is_string(jo) ? find_op(json_string_value(jo)) : -1;
+    if (o < 0) {
+      sg_buf_printf(&w, "%s.operator", where);
+      sg_buf_t known = SG_BUF_INIT;
+      known_ops(&known);
+      rc = fail(c->err, w.data, "unknown operator '%s' (known: %s)",
+                json_is_string(jo) ? shown(json_string_value(jo), tmp) : "(not a string)", known.data);
+      sg_buf_free(&known);
+      sg_buf_free(&w);
+      return rc;
+    }
+    op = (op_t)o;
+  }
+  if (v == NULL && op != OP_EXISTS && op != OP_NOT_EXISTS && op != OP_IS && op != OP_IS_NOT)
+    return fail(c->err, where, "operator '%s' needs a value", op_names[op]);
+  SQL("(");
+  if (f->kind == K_JSON) rc = json_condition(c, f, key, op, v, cond, where);
+  else if (f->kind == K_CONTENT) rc = content_condition(c, f, op, v, where);
+  else rc = column_condition(c, f, op, v, cond, where);
+  if (rc) return rc;
+  SQL(")");
+  return 0;
+}
+
+static int compile_filtering(ctx_t *c, const json_t *flt, const char *where, int depth) {
+  if (depth > MAX_DEPTH) return fail(c->err, where, "filters nest deeper than %d levels", MAX_DEPTH);
+  if (!json_is_object(flt)) return fail(c->err, where, "must be an object");
+  const json_t *jo = json_object_get(flt, "operator"), *conds = json_object_get(flt, "conditions");
+  const char *op = "and";
+  if (jo && !json_is_null(jo)) {
+    if (!json_is_string(jo)) return fail(c->err, where, "operator must be a string");
+    op = json_string_value(jo);
+  }
+  int is_and = !strcmp(op, "and"), is_or = !strcmp(op, "or"), is_not = !strcmp(op, "not"),
+      is_nand = !strcmp(op, "nand"), is_nor = !strcmp(op, "nor");
+  if (!(is_and || is_or || is_not || is_nand || is_nor)) {
+    char tmp[80];
+    sg_buf_t w = SG_BUF_INIT;
+    sg_buf_printf(&w, "%s.operator", where);
+    int rc = fail(c->err, w.data, "unknown logical operator '%s' (known: and, or, not, nand, nor)",
+                  shown(op, tmp));
+    sg_buf_free(&w);
+    return rc;
+  }
+  if (conds && !json_is_null(conds) && !json_is_array(conds))
+    return fail(c->err, where, "conditions must be a list");
+  size_t n = json_is_array(conds) ? json_array_size(conds) : 0;
+  if (is_not && n != 1) return fail(c->err, where, "operator 'not' takes exactly one condition");
+  if (n == 0) { /* no conditions: no restriction (Agenta applies none either) */
+    SQL("TRUE");
+    return 0;
+  }
+  const char *join = (is_or || is_nor) ? " OR " : " AND ";
+  SQL((is_not || is_nand || is_nor) ? "NOT (" : "(");
+  for (size_t i = 0; i < n; i++) {
+    const json_t *e = json_array_get(conds, i);
+    sg_buf_t w = SG_BUF_INIT;
+    if (sg_buf_printf(&w, "%s.conditions[%zu]", where, i) != 0) return SG_ENOMEM;
+    if (i) SQL("%s", join);
+    int rc;
+    if (json_is_object(e) && !json_object_get(e, "field") && json_object_get(e, "conditions"))
+      rc = compile_filtering(c, e, w.data, depth + 1);
+    else if (json_is_object(e))
+      rc = compile_condition(c, e, w.data);
+    else
+      rc = fail(c->err, w.data, "must be a condition or a filtering object");
+    sg_buf_free(&w);
+    if (rc) return rc;
+  }
+  SQL(")");
+  return 0;
+}
+
+int sg_rf_compile_filtering(const json_t *filtering, const char *where, sg_rf_query_t *q,
+                            sg_buf_t *err) {
+  ctx_t c = {q, err, 0, SG_BUF_INIT};
+  int rc = compile_filtering(&c, filtering, where ? where : "filtering", 0);
+  sg_buf_free(&c.tmp);
+  return rc;
+}
+
+/* ---- statements -------------------------------------------------------------- */
+
+#define SPAN_COLUMNS                                                                           \
+  "trace_id::text, span_id::text, parent_id::text, trace_type::text, span_type::text, "        \
+  "span_kind::text, span_name, (extract(epoch from start_time) * 1000000)::int8, "             \
+  "(extract(epoch from end_time) * 1000000)::int8, status_code::text, status_message, "         \
+  "attributes::text, \"references\"::text, links::text, hashes::text, events::text, "           \
+  "session_id, user_id, agent_id, (extract(epoch from created_at) * 1000000)::int8, "           \
+  "(extract(epoch from updated_at) * 1000000)::int8, (extract(epoch from deleted_at) * 1000000)::int8, " \
+  "created_by_id::text, updated_by_id::text, deleted_by_id::text"
+
+static const char trace_sql[] =
+    "SELECT " SPAN_COLUMNS " FROM spans WHERE project_id = $1::uuid AND trace_id = $2::uuid "
+    "ORDER BY start_time, span_id";
+
+const char *sg_rf_trace_sql(void) { return trace_sql; }
+
+static int windowing_time(const json_t *w, const char *name, int64_t *us, int *has, sg_buf_t *err) {
+  const json_t *v = json_object_get(w, name);
+  *has = 0;
+  if (v == NULL || json_is_null(v)) return 0;
+  char where[32];
+  snprintf(where, sizeof where, "windowing.%s", name);
+  if (time_value(v, us) != 0)
+    return fail(err, where, "must be an ISO-8601 time or an integer epoch (s, ms, µs or ns)");
+  *has = 1;
+  return 0;
+}
+
+int sg_rf_compile_query(const json_t *body, const uint8_t project_id[16], sg_rf_query_t *q,
+                        sg_buf_t *err) {
+  char pid[37], iso[32], num[32];
+  int rc, n;
+  if (body && !json_is_object(body)) return fail(err, "body", "must be a JSON object");
+  const json_t *w = body ? json_object_get(body, "windowing") : NULL;
+  const json_t *flt = body ? json_object_get(body, "filtering") : NULL;
+  if (w && !json_is_null(w) && !json_is_object(w)) return fail(err, "windowing", "must be an object");
+  if (json_is_null(w)) w = NULL;
+  int64_t oldest = 0, newest = 0, cur_us = 0;
+  int has_oldest = 0, has_newest = 0, has_cursor = 0, cur_desc = 1;
+  uint8_t cur_trace[16], cur_span[16];
+  q->limit = SG_RF_LIMIT_DEFAULT;
+  q->descending = 1;
+  if (w) {
+    const json_t *lim = json_object_get(w, "limit"), *nx = json_object_get(w, "next"),
+                 *ord = json_object_get(w, "order");
+    if (lim && !json_is_null(lim)) {
+      if (!json_is_integer(lim) || json_integer_value(lim) < 1)
+        return fail(err, "windowing.limit", "must be a positive integer (at most %d)", SG_RF_LIMIT_MAX);
+      json_int_t l = json_integer_value(lim);
+      q->limit = l > SG_RF_LIMIT_MAX ? SG_RF_LIMIT_MAX : (int)l;
+    }
+    if (ord && !json_is_null(ord)) {
+      const char *o = json_is_string(ord) ? json_string_value(ord) : "";
+      if (!strcmp(o, "ascending")) q->descending = 0;
+      else if (strcmp(o, "descending"))
+        return fail(err, "windowing.order", "must be \"ascending\" or \"descending\"");
+    }
+    if ((rc = windowing_time(w, "oldest", &oldest, &has_oldest, err)) ||
+        (rc = windowing_time(w, "newest", &newest, &has_newest, err)))
+      return rc;
+    if (nx && !json_is_null(nx)) {
+      if (!json_is_string(nx) ||
+          sg_rf_cursor_parse(json_string_value(nx), &cur_desc, &cur_us, cur_trace, cur_span) != 0)
+        return fail(err, "windowing.next", "is not a cursor this API returned");
+      if (cur_desc != q->descending)
+        return fail(err, "windowing.next", "was made for the other order");
+      has_cursor = 1;
+    }
+  }
+  sg_uuid_format(project_id, pid);
+  if ((n = sg_rf_param(q, pid, strlen(pid))) < 0) return n;
+  if (sg_buf_puts(&q->sql, "SELECT " SPAN_COLUMNS " FROM spans WHERE project_id = $1::uuid") != 0)
+    return SG_ENOMEM;
+  if (has_oldest) { /* Agenta's windowing: oldest <= start_time < newest */
+    sg_time_format(oldest, iso);
+    if ((n = sg_rf_param(q, iso, strlen(iso))) < 0) return n;
+    if (sg_buf_printf(&q->sql, " AND start_time >= $%d::timestamptz", n)) return SG_ENOMEM;
+  }
+  if (has_newest) {
+    sg_time_format(newest, iso);
+    if ((n = sg_rf_param(q, iso, strlen(iso))) < 0) return n;
+    if (sg_buf_printf(&q->sql, " AND start_time < $%d::timestamptz", n)) return SG_ENOMEM;
+  }
+  if (has_cursor) {
+    /* Keyset: strictly after the last row of the previous page in the
+     * page order; (start_time, trace_id, span_id) is unique per project.
+     * The first comparison alone lets the (project_id, start_time) index
+     * bound the scan. */
+    char t[37], s[37];
+    sg_time_format(cur_us, iso);
+    sg_uuid_format(cur_trace, t);
+    sg_uuid_format(cur_span, s);
+    int a = sg_rf_param(q, iso, strlen(iso)), b = sg_rf_param(q, t, 36), d = sg_rf_param(q, s, 36);
+    if (a < 0 || b < 0 || d < 0) return SG_ENOMEM;
+    const char *cmp = q->descending ? "<" : ">";
+    if (sg_buf_printf(&q->sql,
+                      " AND start_time %s= $%d::timestamptz"
+                      " AND (start_time, trace_id, span_id) %s ($%d::timestamptz, $%d::uuid, $%d::uuid)",
+                      cmp, a, cmp, a, b, d))
+      return SG_ENOMEM;
+  }
+  if (flt && !json_is_null(flt)) {
+    if (sg_buf_puts(&q->sql, " AND ")) return SG_ENOMEM;
+    if ((rc = sg_rf_compile_filtering(flt, "filtering", q, err))) return rc;
+  }
+  snprintf(num, sizeof num, "%d", q->limit + 1);
+  if ((n = sg_rf_param(q, num, strlen(num))) < 0) return n;
+  const char *dir = q->descending ? " DESC" : "";
+  if (sg_buf_printf(&q->sql, " ORDER BY start_time%s, trace_id%s, span_id%s LIMIT $%d::int", dir, dir,
+                    dir, n))
+    return SG_ENOMEM;
+  return 0;
+}
+
+/* ---- cursor ------------------------------------------------------------------- */
+
+static const char hexd[] = "0123456789abcdef";
+
+static void put_hex(char *out, const uint8_t *p, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    out[2 * i] = hexd[p[i] >> 4];
+    out[2 * i + 1] = hexd[p[i] & 15];
+  }
+}
+
+static int unhex(const char *s, uint8_t *out, size_t n) {
+  for (size_t i = 0; i < 2 * n; i++) {
+    int c = (unsigned char)s[i], v;
+    if (c >= '0' && c <= '9') v = c - '0';
+    else if (c >= 'a' && c <= 'f') v = c - 'a' + 10;
+    else return -1;
+    if (i % 2 == 0) out[i / 2] = (uint8_t)(v << 4);
+    else out[i / 2] |= (uint8_t)v;
+  }
+  return 0;
+}
+
+void sg_rf_cursor_format(int descending, int64_t start_us, const uint8_t trace_id[16],
+                         const uint8_t span_id[16], char out[SG_RF_CURSOR_LEN + 1]) {
+  uint8_t t[8];
+  uint64_t u = (uint64_t)start_us;
+  for (int i = 7; i >= 0; i--, u >>= 8) t[i] = (uint8_t)u;
+  out[0] = 'c';
+  out[1] = '1';
+  out[2] = descending ? 'd' : 'a';
+  put_hex(out + 3, t, 8);
+  put_hex(out + 19, trace_id, 16);
+  put_hex(out + 51, span_id, 16);
+  out[SG_RF_CURSOR_LEN] = '\0';
+}
+
+int sg_rf_cursor_parse(const char *s, int *descending, int64_t *start_us, uint8_t trace_id[16],
+                       uint8_t span_id[16]) {
+  uint8_t t[8];
+  if (strlen(s) != SG_RF_CURSOR_LEN || s[0] != 'c' || s[1] != '1' || (s[2] != 'd' && s[2] != 'a'))
+    return SG_EINVAL;
+  if (unhex(s + 3, t, 8) || unhex(s + 19, trace_id, 16) || unhex(s + 51, span_id, 16)) return SG_EINVAL;
+  uint64_t u = 0;
+  for (int i = 0; i < 8; i++) u = u << 8 | t[i];
+  if ((int64_t)u < SG_TIME_MIN_US || (int64_t)u > SG_TIME_MAX_US) return SG_EINVAL;
+  *descending = s[2] == 'd';
+  *start_us = (int64_t)u;
+  return 0;
+}
+
+/* ---- rows ----------------------------------------------------------------------- */
+
+static int put_str(sg_buf_t *b, const char *name, const char *v) {
+  int rc = sg_buf_printf(b, ",\"%s\":\"", name);
+  rc = rc ? rc : sg_buf_json_escape(b, v, strlen(v));
+  return rc ? rc : sg_buf_putc(b, '"');
+}
+
+static int put_time_us(sg_buf_t *b, const char *name, const char *v) {
+  char *end;
+  long long us = strtoll(v, &end, 10);
+  char iso[32];
+  if (*end || us < SG_TIME_MIN_US || us > SG_TIME_MAX_US) return SG_EINVAL;
+  sg_time_format(us, iso);
+  return sg_buf_printf(b, ",\"%s\":\"%s\"", name, iso);
+}
+
+static int put_id_sep(sg_buf_t *b, const char *sep, const char *name, const char *v, int span) {
+  uint8_t id[16];
+  char h[33];
+  if (sg_id_parse(v, strlen(v), id) != 0) return SG_EINVAL;
+  put_hex(h, id, 16);
+  h[32] = '\0';
+  return sg_buf_printf(b, "%s\"%s\":\"%s\"", sep, name, span ? h + 16 : h);
+}
+
+/* 32 hex (trace) or the last 16 hex (span, Agenta's UUID.hex[16:]). */
+static int put_id(sg_buf_t *b, const char *name, const char *v, int span) {
+  return put_id_sep(b, ",", name, v, span);
+}
+
+static int put_lower(sg_buf_t *b, const char *name, const char *v) {
+  int rc = sg_buf_printf(b, ",\"%s\":\"", name);
+  for (; rc == 0 && *v; v++) rc = sg_buf_putc(b, (char)tolower((unsigned char)*v));
+  return rc ? rc : sg_buf_putc(b, '"');
+}
+
+int sg_rf_span_json(const char *const *v, sg_buf_t *out) {
+  size_t start = out->len;
+  int rc = 0;
+  if (!v[SG_RF_TRACE_ID] || !v[SG_RF_SPAN_ID] || !v[SG_RF_START_US] || !v[SG_RF_END_US]) return SG_EINVAL;
+  rc = sg_buf_putc(out, '{');
+  rc = rc ? rc : put_id_sep(out, "", "trace_id", v[SG_RF_TRACE_ID], 0);
+  rc = rc ? rc : put_id(out, "span_id", v[SG_RF_SPAN_ID], 1);
+  if (rc == 0 && v[SG_RF_PARENT_ID]) rc = put_id(out, "parent_id", v[SG_RF_PARENT_ID], 1);
+  if (rc == 0 && v[SG_RF_TRACE_TYPE]) rc = put_lower(out, "trace_type", v[SG_RF_TRACE_TYPE]);
+  if (rc == 0 && v[SG_RF_SPAN_TYPE]) rc = put_lower(out, "span_type", v[SG_RF_SPAN_TYPE]);
+  if (rc == 0 && v[SG_RF_SPAN_KIND]) rc = put_str(out, "span_kind", v[SG_RF_SPAN_KIND]);
+  if (rc == 0 && v[SG_RF_SPAN_NAME]) rc = put_str(out, "span_name", v[SG_RF_SPAN_NAME]);
+  rc = rc ? rc : put_time_us(out, "start_time", v[SG_RF_START_US]);
+  rc = rc ? rc : put_time_us(out, "end_time", v[SG_RF_END_US]);
+  if (rc == 0 && v[SG_RF_STATUS_CODE]) rc = put_str(out, "status_code", v[SG_RF_STATUS_CODE]);
+  if (rc == 0 && v[SG_RF_STATUS_MESSAGE]) rc = put_str(out, "status_message", v[SG_RF_STATUS_MESSAGE]);
+  static const struct { int col; const char *name; } js[] = {
+      {SG_RF_ATTRIBUTES, "attributes"}, {SG_RF_REFERENCES, "references"}, {SG_RF_LINKS, "links"},
+      {SG_RF_HASHES, "hashes"}, {SG_RF_EVENTS, "events"}};
+  for (size_t i = 0; rc == 0 && i < sizeof js / sizeof js[0]; i++)
+    if (v[js[i].col]) rc = sg_buf_printf(out, ",\"%s\":%s", js[i].name, v[js[i].col]);
+  if (rc == 0 && v[SG_RF_SESSION_ID]) rc = put_str(out, "session_id", v[SG_RF_SESSION_ID]);
+  if (rc == 0 && v[SG_RF_USER_ID]) rc = put_str(out, "user_id", v[SG_RF_USER_ID]);
+  if (rc == 0 && v[SG_RF_AGENT_ID]) rc = put_str(out, "agent_id", v[SG_RF_AGENT_ID]);
+  if (rc == 0 && v[SG_RF_CREATED_US]) rc = put_time_us(out, "created_at", v[SG_RF_CREATED_US]);
+  if (rc == 0 && v[SG_RF_UPDATED_US]) rc = put_time_us(out, "updated_at", v[SG_RF_UPDATED_US]);
+  if (rc == 0 && v[SG_RF_DELETED_US]) rc = put_time_us(out, "deleted_at", v[SG_RF_DELETED_US]);
+  if (rc == 0 && v[SG_RF_CREATED_BY]) rc = put_str(out, "created_by_id", v[SG_RF_CREATED_BY]);
+  if (rc == 0 && v[SG_RF_UPDATED_BY]) rc = put_str(out, "updated_by_id", v[SG_RF_UPDATED_BY]);
+  if (rc == 0 && v[SG_RF_DELETED_BY]) rc = put_str(out, "deleted_by_id", v[SG_RF_DELETED_BY]);
+  rc = rc ? rc : sg_buf_putc(out, '}');
+  if (rc != 0 && out->data) {
+    out->len = start;
+    out->data[start] = '\0';
+  }
+  return rc;
+}
+
+/* ---- analytics -------------------------------------------------------------------- */
+
+const char *const sg_rf_dims[SG_RF_NDIMS] = {"trace_type", "span_type", "span_kind", "span_name"};
+
+static int hexval(int c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  c = tolower(c);
+  return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Percent-decodes s[0..n) ('+' is a space) into out (reset first). */
+static int url_decode(const char *s, size_t n, sg_buf_t *out) {
+  sg_buf_reset(out);
+  int rc = sg_buf_reserve(out, n);
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    if (s[i] == '%' && i + 2 < n && hexval((unsigned char)s[i + 1]) >= 0 &&
+        hexval((unsigned char)s[i + 2]) >= 0) {
+      rc = sg_buf_putc(out, (char)(hexval((unsigned char)s[i + 1]) << 4 | hexval((unsigned char)s[i + 2])));
+      i += 2;
+    } else {
+      rc = sg_buf_putc(out, s[i] == '+' ? ' ' : s[i]);
+    }
+  }
+  if (rc == 0 && out->data == NULL) rc = sg_buf_puts(out, "");
+  return rc;
+}
+
+static int parse_bucket(const char *s, int64_t *out) {
+  char *end;
+  long long v = strtoll(s, &end, 10);
+  if (end == s || v <= 0) return SG_EINVAL;
+  int64_t mul = 1;
+  if (!strcmp(end, "") || !strcmp(end, "s")) mul = 1;
+  else if (!strcmp(end, "m")) mul = 60;
+  else if (!strcmp(end, "h")) mul = 3600;
+  else if (!strcmp(end, "d")) mul = 86400;
+  else return SG_EINVAL;
+  if (v > 366LL * 86400) return SG_EINVAL;
+  *out = v * mul;
+  return 0;
+}
+
+int sg_rf_analytics_parse(const char *query, int64_t now_s, sg_rf_analytics_t *a, sg_buf_t *err) {
+  sg_buf_t val = SG_BUF_INIT;
+  char tmp[80];
+  int rc = 0, has_from = 0, has_to = 0;
+  int64_t from_us = 0, to_us = 0;
+  a->bucket_s = 3600;
+  a->dims = 0;
+  const char *p = query ? query : "";
+  while (*p && rc == 0) {
+    const char *amp = strchr(p, '&');
+    size_t n = amp ? (size_t)(amp - p) : strlen(p);
+    const char *eq = memchr(p, '=', n);
+    size_t kn = eq ? (size_t)(eq - p) : n;
+    if ((rc = url_decode(eq ? eq + 1 : p + n, eq ? n - kn - 1 : 0, &val))) break;
+    const char *v = val.data;
+#define KEY(k) (kn == sizeof k - 1 && !memcmp(p, k, kn))
+    if (KEY("from") || KEY("to")) {
+      int64_t us;
+      size_t vl = strlen(v), digits = 1;
+      for (size_t i = 0; i < vl; i++)
+        if (!isdigit((unsigned char)v[i])) digits = 0;
+      int r = vl == 0 ? SG_EINVAL
+              : digits ? sg_time_from_epoch_digits(v, vl, &us)
+                       : sg_time_parse_iso(v, vl, &us);
+      if (r != 0) {
+        rc = fail(err, KEY("from") ? "from" : "to",
+                  "'%s' is not an ISO-8601 time or an integer epoch", shown(v, tmp));
+        break;
+      }
+      if (KEY("from")) from_us = us, has_from = 1;
+      else to_us = us, has_to = 1;
+    } else if (KEY("bucket")) {
+      if (parse_bucket(v, &a->bucket_s) != 0 || a->bucket_s % 60 != 0) {
+        rc = fail(err, "bucket", "'%s' is not a whole number of minutes (e.g. 60, 300s, 5m, 1h, 1d; "
+                  "at most 366 days)", shown(v, tmp));
+        break;
+      }
+    } else if (KEY("group_by")) {
+      const char *g = v;
+      while (*g) {
+        const char *comma = strchr(g, ',');
+        size_t gl = comma ? (size_t)(comma - g) : strlen(g);
+        int found = -1;
+        for (int i = 0; i < SG_RF_NDIMS; i++)
+          if (strlen(sg_rf_dims[i]) == gl && !memcmp(sg_rf_dims[i], g, gl)) found = i;
+        if (found < 0 && gl) {
+          char *name = strndup(g, gl);
+          rc = fail(err, "group_by", "unknown dimension '%s' (known: trace_type, span_type, span_kind, "
+                    "span_name)", name ? shown(name, tmp) : "?");
+          free(name);
+          break;
+        }
+        if (found >= 0) a->dims |= 1u << found;
+        g = comma ? comma + 1 : g + gl;
+      }
+    } else if (kn) {
+      char *name = strndup(p, kn);
+      rc = fail(err, "query", "unknown parameter '%s' (known: from, to, bucket, group_by)",
+                name ? shown(name, tmp) : "?");
+      free(name);
+    }
+#undef KEY
+    p = amp ? amp + 1 : p + n;
+  }
+  sg_buf_free(&val);
+  if (rc) return rc;
+  /* Whole minutes: the ClickHouse aggregate keeps minutes, and both stores
+   * must answer over the same spans. */
+  int64_t to_s = has_to ? to_us / 1000000 : (now_s / 60 + 1) * 60;
+  int64_t from_s = has_from ? from_us / 1000000 : to_s - 86400;
+  a->to_s = to_s - to_s % 60;
+  a->from_s = from_s - from_s % 60;
+  if (a->from_s >= a->to_s) return fail(err, "from", "must be at least a minute before 'to'");
+  if ((a->to_s - a->from_s) / a->bucket_s > 10000)
+    return fail(err, "bucket", "more than 10000 buckets between from and to; use a larger bucket");
+  return 0;
+}
+
+int sg_rf_analytics_pg_sql(const sg_rf_analytics_t *a, sg_buf_t *out) {
+  int rc = sg_buf_puts(out, "SELECT (floor(extract(epoch from start_time) / $2::int8) * $2::int8)::int8");
+  for (int i = 0; rc == 0 && i < SG_RF_NDIMS; i++)
+    if (a->dims & (1u << i)) rc = sg_buf_printf(out, ", coalesce(%s::text, '') COLLATE \"C\"", sg_rf_dims[i]);
+  rc = rc ? rc : sg_buf_puts(out,
+      ", count(*), count(*) FILTER (WHERE status_code = 'STATUS_CODE_ERROR'),"
+      " percentile_cont(ARRAY[0.5, 0.95, 0.99]::float8[]) WITHIN GROUP (ORDER BY"
+      " ((extract(epoch from end_time) - extract(epoch from start_time)) * 1000)::float8)"
+      " FROM spans WHERE project_id = $1::uuid AND start_time >= $3::timestamptz"
+      " AND start_time < $4::timestamptz GROUP BY 1");
+  int k = 2;
+  for (int i = 0; rc == 0 && i < SG_RF_NDIMS; i++)
+    if (a->dims & (1u << i)) rc = sg_buf_printf(out, ", %d", k++);
+  rc = rc ? rc : sg_buf_puts(out, " ORDER BY 1");
+  k = 2;
+  for (int i = 0; rc == 0 && i < SG_RF_NDIMS; i++)
+    if (a->dims & (1u << i)) rc = sg_buf_printf(out, ", %d", k++);
+  return rc;
+}
+
+int sg_rf_analytics_pg_params(const sg_rf_analytics_t *a, const uint8_t project_id[16],
+                              sg_rf_query_t *q) {
+  char pid[37], num[32], iso[32];
+  sg_uuid_format(project_id, pid);
+  if (sg_rf_param(q, pid, 36) < 0) return SG_ENOMEM;
+  snprintf(num, sizeof num, "%" PRId64, a->bucket_s);
+  if (sg_rf_param(q, num, strlen(num)) < 0) return SG_ENOMEM;
+  sg_time_format(a->from_s * 1000000, iso);
+  if (sg_rf_param(q, iso, strlen(iso)) < 0) return SG_ENOMEM;
+  sg_time_format(a->to_s * 1000000, iso);
+  if (sg_rf_param(q, iso, strlen(iso)) < 0) return SG_ENOMEM;
+  return 0;
+}
+
+int sg_rf_analytics_ch_sql(const sg_rf_analytics_t *a, const uint8_t project_id[16],
+                           const char *database, sg_buf_t *out) {
+  char pid[37];
+  sg_uuid_format(project_id, pid);
+  int rc = sg_buf_printf(out, "SELECT toUInt32(intDiv(toUInt32(minute), %" PRId64 ") * %" PRId64 ") AS b",
+                         a->bucket_s, a->bucket_s);
+  for (int i = 0; rc == 0 && i < SG_RF_NDIMS; i++)
+    if (a->dims & (1u << i)) rc = sg_buf_printf(out, ", %s", sg_rf_dims[i]);
+  rc = rc ? rc : sg_buf_puts(out, ", uniqExactMerge(spans), uniqExactIfMerge(errors),"
+                                  " quantilesMerge(0.5, 0.95, 0.99)(durations_ms) FROM `");
+  for (const char *d = database; rc == 0 && *d; d++) { /* identifier quoting, as ch.c does */
+    if (*d == '`' || *d == '\\') rc = sg_buf_putc(out, '\\');
+    rc = rc ? rc : sg_buf_putc(out, *d);
+  }
+  rc = rc ? rc : sg_buf_printf(out, "`.spans_analytics WHERE project_id = toUUID('%s')"
+                               " AND minute >= toDateTime(%" PRId64 ") AND minute < toDateTime(%" PRId64 ")"
+                               " GROUP BY b", pid, a->from_s, a->to_s);
+  for (int i = 0; rc == 0 && i < SG_RF_NDIMS; i++)
+    if (a->dims & (1u << i)) rc = sg_buf_printf(out, ", %s", sg_rf_dims[i]);
+  rc = rc ? rc : sg_buf_puts(out, " ORDER BY b");
+  for (int i = 0; rc == 0 && i < SG_RF_NDIMS; i++)
+    if (a->dims & (1u << i)) rc = sg_buf_printf(out, ", %s", sg_rf_dims[i]);
+  return rc ? rc : sg_buf_puts(out, " FORMAT JSONCompact");
 }

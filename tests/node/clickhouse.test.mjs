@@ -161,7 +161,8 @@ test('a poison batch goes to the dead-letter file and the rows behind it still a
     await until(() => existsSync(deadDir) && readdirSync(deadDir).some((f) => f.endsWith('.txt')));
     const txt = readdirSync(deadDir).filter((f) => f.endsWith('.txt')).map((f) => readFileSync(join(deadDir, f), 'utf8')).join('');
     assert.match(txt, /RERANK|Unknown element|49/);
-    assert.match((await request(gw, 'GET', '/metrics')).text, /spangate_clickhouse_dead_letter_rows_total\{cause="rejected"\} 2/);
+    const dead = await until(async () => /spangate_clickhouse_dead_letter_rows_total\{cause="rejected"\} 2\n/.test((await request(gw, 'GET', '/metrics')).text), 5000);
+    assert.ok(dead, 'the dead-lettered rows are counted');
     assert.ok(gw.errorLines().some((l) => /ClickHouse rejected 2 rows/.test(l)), 'the dead letter is logged');
     // Both stores still agree on what PostgreSQL has: all four.
     assert.equal((await gw.query('SELECT count(*)::int AS n FROM spans'))[0].n, 4);

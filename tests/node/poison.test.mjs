@@ -33,7 +33,7 @@ test('NUL characters and bad time ranges beside good spans, in flight together',
     assert.ok(ids.includes(spanUuid(s)), `span ${s} stored`);
   const nul = rows.find((r) => r.span_id === spanUuid('3000000000000003'));
   assert.equal(nul.span_name, 'nul\uFFFDname', 'NUL is replaced by U+FFFD');
-  assert.deepEqual(nul.attributes, { k: 'v\uFFFD' });
+  assert.equal(nul.attributes.k, 'v\uFFFD');
 });
 
 test('a second root span in a trace is rejected alone, the rest of its batch is stored', async () => {

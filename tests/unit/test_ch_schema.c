@@ -78,7 +78,35 @@ static const char ddl_18_16[] =
     "PARTITION BY toYYYYMM(created_at)\n"
     "PRIMARY KEY (project_id, created_at)\n"
     "ORDER BY (project_id, created_at, node_id)\n"
-    "SETTINGS index_granularity = 8192;\n";
+    "SETTINGS index_granularity = 8192;\n"
+    "\n"
+    "CREATE TABLE IF NOT EXISTS `agenta_oss_tracing`.spans_analytics\n"
+    "(\n"
+    "    project_id UUID,\n"
+    "    minute DateTime('UTC'),\n"
+    "    trace_type String,\n"
+    "    span_type String,\n"
+    "    span_kind String,\n"
+    "    span_name String,\n"
+    "    spans AggregateFunction(uniqExact, UUID, UUID),\n"
+    "    errors AggregateFunction(uniqExactIf, UUID, UUID, UInt8),\n"
+    "    durations_ms AggregateFunction(quantiles(0.5, 0.95, 0.99), Float64)\n"
+    ")\n"
+    "ENGINE = AggregatingMergeTree()\n"
+    "PARTITION BY toYYYYMM(minute)\n"
+    "ORDER BY (project_id, minute, trace_type, span_type, span_kind, span_name)\n"
+    "SETTINGS index_granularity = 8192;\n"
+    "\n"
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS `agenta_oss_tracing`.spans_analytics_mv TO `agenta_oss_tracing`.spans_analytics AS\n"
+    "SELECT project_id, toStartOfMinute(start_time) AS minute,\n"
+    "    ifNull(toString(trace_type), '') AS trace_type, ifNull(toString(span_type), '') AS span_type,\n"
+    "    toString(span_kind) AS span_kind, toString(span_name) AS span_name,\n"
+    "    uniqExactState(trace_id, span_id) AS spans,\n"
+    "    uniqExactIfState(trace_id, span_id, status_code = 'STATUS_CODE_ERROR') AS errors,\n"
+    "    quantilesState(0.5, 0.95, 0.99)(((toInt64(end_time) - toInt64(start_time)) * 1000000 + toInt64(end_time_us) - toInt64(start_time_us)) / 1000) AS durations_ms\n"
+    "FROM `agenta_oss_tracing`.spans\n"
+    "WHERE deleted_at IS NULL\n"
+    "GROUP BY project_id, minute, trace_type, span_type, span_kind, span_name;\n";
 static const char insert_18_16[] =
     "INSERT INTO `agenta_oss_tracing`.spans (project_id, trace_id, span_id, parent_id, "
     "trace_type, span_type, span_kind, span_name, start_time, start_time_us, end_time, "
@@ -146,7 +174,35 @@ static const char ddl_24_8[] =
     "PRIMARY KEY (project_id, created_at)\n"
     "ORDER BY (project_id, created_at, node_id)\n"
     "TTL expires_at DELETE\n"
-    "SETTINGS index_granularity = 8192;\n";
+    "SETTINGS index_granularity = 8192;\n"
+    "\n"
+    "CREATE TABLE IF NOT EXISTS `agenta_oss_tracing`.spans_analytics\n"
+    "(\n"
+    "    project_id UUID,\n"
+    "    minute DateTime('UTC'),\n"
+    "    trace_type String,\n"
+    "    span_type String,\n"
+    "    span_kind String,\n"
+    "    span_name String,\n"
+    "    spans AggregateFunction(uniqExact, UUID, UUID),\n"
+    "    errors AggregateFunction(uniqExactIf, UUID, UUID, UInt8),\n"
+    "    durations_ms AggregateFunction(quantiles(0.5, 0.95, 0.99), Float64)\n"
+    ")\n"
+    "ENGINE = AggregatingMergeTree()\n"
+    "PARTITION BY toYYYYMM(minute)\n"
+    "ORDER BY (project_id, minute, trace_type, span_type, span_kind, span_name)\n"
+    "SETTINGS index_granularity = 8192;\n"
+    "\n"
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS `agenta_oss_tracing`.spans_analytics_mv TO `agenta_oss_tracing`.spans_analytics AS\n"
+    "SELECT project_id, toStartOfMinute(toDateTime(start_time)) AS minute,\n"
+    "    ifNull(toString(trace_type), '') AS trace_type, ifNull(toString(span_type), '') AS span_type,\n"
+    "    toString(span_kind) AS span_kind, toString(span_name) AS span_name,\n"
+    "    uniqExactState(trace_id, span_id) AS spans,\n"
+    "    uniqExactIfState(trace_id, span_id, status_code = 'STATUS_CODE_ERROR') AS errors,\n"
+    "    quantilesState(0.5, 0.95, 0.99)((toUnixTimestamp64Micro(end_time) - toUnixTimestamp64Micro(start_time)) / 1000) AS durations_ms\n"
+    "FROM `agenta_oss_tracing`.spans\n"
+    "WHERE deleted_at IS NULL\n"
+    "GROUP BY project_id, minute, trace_type, span_type, span_kind, span_name;\n";
 static const char insert_24_8[] =
     "INSERT INTO `agenta_oss_tracing`.spans (project_id, trace_id, span_id, parent_id, "
     "trace_type, span_type, span_kind, span_name, start_time, end_time, status_code, "
@@ -218,7 +274,7 @@ static void check_render(const char *version, const char *want_ddl, const char *
   /* The statement list is the script, one statement per element. */
   sg_ch_stmts_t s;
   assert_int_equal(sg_ch_schema_statements(&v, NULL, &s), 0);
-  assert_int_equal(s.n, 3);
+  assert_int_equal(s.n, 5);
   sg_buf_reset(&b);
   for (size_t i = 0; i < s.n; i++) {
     assert_null(strchr(s.v[i], ';'));
@@ -228,6 +284,8 @@ static void check_render(const char *version, const char *want_ddl, const char *
   assert_non_null(strstr(s.v[0], "CREATE DATABASE IF NOT EXISTS"));
   assert_non_null(strstr(s.v[1], ".spans\n"));
   assert_non_null(strstr(s.v[2], ".nodes\n"));
+  assert_non_null(strstr(s.v[3], ".spans_analytics\n"));
+  assert_non_null(strstr(s.v[4], "MATERIALIZED VIEW IF NOT EXISTS"));
   sg_ch_stmts_free(&s);
   sg_buf_free(&b);
 }

@@ -1,0 +1,248 @@
+// bench/report.mjs OUTDIR - turns what bench/run.sh measured into
+// OUTDIR/results.json, OUTDIR/report.md and OUTDIR/bench.png (gnuplot), and
+// prints the one-line summary last on stdout:
+//   bench: ingest_ratio=R spans_per_s=S p99_ms=P rss_mb=M lua_ns_per_span=L migrate_ratio=G
+// Node built-ins only (no npm packages in the bench path).
+import { readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+
+const OUT = process.argv[2];
+if (!OUT) { console.error('usage: report.mjs OUTDIR'); process.exit(2); }
+const p = (f) => join(OUT, f);
+const readJson = (f) => (existsSync(p(f)) ? JSON.parse(readFileSync(p(f), 'utf8')) : null);
+const num = (v) => (v === undefined || v === null || v === '' || Number.isNaN(Number(v)) ? null : Number(v));
+
+// facts.tsv: key<TAB>value, later lines win
+const facts = {};
+for (const line of readFileSync(p('facts.tsv'), 'utf8').split('\n')) {
+  const i = line.indexOf('\t');
+  if (i > 0) facts[line.slice(0, i)] = line.slice(i + 1);
+}
+const F = (k) => facts[k];
+const FN = (k) => num(facts[k]);
+
+const loadFull = readJson('load_full.json');
+const loadHalf = readJson('load_half.json');
+const loadSoak = readJson('load_soak.json');
+const loadProfile = readJson('load_profile.json');
+const lua = readJson('lua.json');
+
+// RSS samples: epoch phase kB
+const rss = existsSync(p('rss.tsv'))
+  ? readFileSync(p('rss.tsv'), 'utf8').trim().split('\n').filter(Boolean).map((l) => {
+    const [t, phase, kb] = l.split(' ');
+    return { t: Number(t), phase, mb: Number(kb) / 1024 };
+  }).filter((s) => s.mb > 0)
+  : [];
+const maxOf = (xs) => (xs.length ? Math.max(...xs) : null);
+const rssByPhase = {};
+for (const s of rss) rssByPhase[s.phase] = Math.max(rssByPhase[s.phase] ?? 0, s.mb);
+let soakHalves = null;
+if (FN('soak.start') && FN('soak.end')) {
+  const a = FN('soak.start'), b = FN('soak.end'), mid = (a + b) / 2;
+  const first = rss.filter((s) => s.t >= a && s.t < mid).map((s) => s.mb);
+  const second = rss.filter((s) => s.t >= mid && s.t <= b).map((s) => s.mb);
+  soakHalves = { first_half_max_mb: maxOf(first), second_half_max_mb: maxOf(second), samples: first.length + second.length };
+  if (soakHalves.first_half_max_mb && soakHalves.second_half_max_mb) {
+    soakHalves.growth_pct = 100 * (soakHalves.second_half_max_mb / soakHalves.first_half_max_mb - 1);
+    soakHalves.flat = soakHalves.growth_pct < 5;
+  }
+}
+const hwmMb = FN('gateway.vmhwm_kb') !== null ? FN('gateway.vmhwm_kb') / 1024 : maxOf(rss.map((s) => s.mb));
+
+// perf report lines: "  12.34%  comm" or "  12.34%  dso  [.] symbol"
+function parseProfile(file, withSym) {
+  if (!existsSync(p(file))) return [];
+  return readFileSync(p(file), 'utf8').split('\n').filter(Boolean).map((l) => {
+    l = l.replace(/(\s+-)+\s*$/, '');
+    const m = withSym ? l.match(/^\s*([\d.]+)%\s+(\S+)\s+\[[.k]\]\s+(.*?)\s*$/) : l.match(/^\s*([\d.]+)%\s+(.*?)\s*$/);
+    if (!m) return null;
+    return withSym ? { pct: Number(m[1]), dso: m[2], symbol: m[3] } : { pct: Number(m[1]), comm: m[2] };
+  }).filter(Boolean);
+}
+const profByProc = parseProfile('profile_by_process.txt', false);
+const profGw = parseProfile('profile_gateway.txt', true);
+const profGwChildren = existsSync(p('profile_gateway_children.txt'))
+  ? readFileSync(p('profile_gateway_children.txt'), 'utf8').split('\n').filter(Boolean).map((l) => {
+    const m = l.replace(/(\s+-)+\s*$/, '').match(/^\s*([\d.]+)%\s+([\d.]+)%\s+\[[.k]\]\s+(.*?)\s*$/);
+    return m ? { children_pct: Number(m[1]), self_pct: Number(m[2]), symbol: m[3] } : null;
+  }).filter(Boolean)
+  : [];
+
+const ingestRatio = FN('ingest_ratio');
+const spansPerS = FN('gateway.spans_per_s');
+const p99 = loadHalf ? loadHalf.latency_ms.p99 : null;
+const luaNs = lua ? lua.transform_ns_per_span : null;
+const migrateRatio = FN('migrate_ratio');
+
+const targets = {
+  ingest_ratio: { target: '>= 0.8', value: ingestRatio, met: ingestRatio !== null ? ingestRatio >= 0.8 : null },
+  p99_ms_at_half_load: { target: '< 25', value: p99, met: p99 !== null ? p99 < 25 : null },
+  rss_mb_at_full_load: { target: '< 100', value: hwmMb, met: hwmMb !== null ? hwmMb < 100 : null },
+  lua_ns_per_span: { target: '< 1000', value: luaNs, met: luaNs !== null ? luaNs < 1000 : null },
+  migrate_ratio: { target: '>= 0.7', value: migrateRatio, met: migrateRatio !== null ? migrateRatio >= 0.7 : null },
+};
+
+const results = {
+  generated_at: new Date().toISOString(),
+  machine: { cores: FN('machine.cores'), memory_mb: FN('machine.memory_mb'), cpu: F('machine.cpu'), kernel: F('machine.kernel') },
+  versions: { postgresql: F('version.postgresql'), clickhouse: F('version.clickhouse'), spangate: F('version.spangate'), git: F('version.git') },
+  summary: { ingest_ratio: ingestRatio, spans_per_s: spansPerS, p99_ms: p99, rss_mb: hwmMb, lua_ns_per_span: luaNs, migrate_ratio: migrateRatio },
+  targets,
+  workload: { requests: FN('workload.requests'), spans: FN('workload.spans'), spans_per_request: 100, generator: F('workload.summary') },
+  floor: {
+    mode: 'concurrent: PostgreSQL COPY and ClickHouse HTTP inserts started together; wall clock until both finished',
+    seconds: FN('floor.seconds'), spans_per_s: FN('floor.spans_per_s'),
+    pg_seconds: FN('floor.pg_seconds'), pg_spans_per_s: FN('floor.pg_spans_per_s'),
+    ch_seconds: FN('floor.ch_seconds'), ch_spans_per_s: FN('floor.ch_spans_per_s'),
+    pg_copy_bytes: FN('floor.pg_bytes'), ch_tsv_bytes: FN('floor.ch_bytes'), ch_inserts: FN('floor.ch_inserts'),
+  },
+  gateway: {
+    workers: FN('gateway.workers'), connections: loadFull?.connections,
+    seconds_end_to_end: FN('gateway.seconds_end_to_end'), spans_per_s: spansPerS,
+    seconds_until_all_acked: FN('gateway.seconds_acked'), acked_spans_per_s: FN('gateway.acked_spans_per_s'),
+    clickhouse_lag_after_last_ack_s: FN('gateway.ch_lag_s'),
+    pg_rows: FN('gateway.pg_rows'), ch_rows: FN('gateway.ch_rows'), ch_unique: FN('gateway.ch_unique'),
+    load: loadFull,
+  },
+  latency_half_load: { target_rps: FN('half.target_rps'), load: loadHalf },
+  memory: {
+    vmhwm_mb: hwmMb, rss_peak_mb_by_phase: rssByPhase, soak: soakHalves, soak_load: loadSoak,
+  },
+  lua,
+  migrate: {
+    status: F('migrate.status'), rows: FN('migrate.rows'), seed_seconds: FN('migrate.seed_seconds'),
+    pg_table_mb: FN('migrate.pg_table_mb'),
+    pipe_seconds: FN('migrate.pipe_seconds'), pipe_spans_per_s: FN('migrate.pipe_spans_per_s'),
+    job_seconds: FN('migrate.job_seconds'), job_spans_per_s: FN('migrate.job_spans_per_s'), job_rows: FN('migrate.job_rows'),
+    migrate_ratio: migrateRatio,
+  },
+  profile: profByProc.length ? {
+    method: 'perf record -a -g -e cpu-clock -F 997, 20 s at full rate; self time',
+    load: loadProfile, cpu_by_process: profByProc, gateway_self: profGw.slice(0, 30), gateway_children: profGwChildren.slice(0, 30),
+  } : null,
+  bench_seconds: FN('bench.seconds'),
+};
+writeFileSync(p('results.json'), JSON.stringify(results, null, 2) + '\n');
+
+// ---- plot ----------------------------------------------------------------------
+let plotted = false;
+try {
+  const tl = (f) => (existsSync(p(f)) ? `'${p(f)}'` : null);
+  const full = tl('timeline_full.tsv'), half = tl('timeline_half.tsv'), soak = tl('timeline_soak.tsv');
+  const floorRate = FN('floor.spans_per_s');
+  const series = [];
+  if (full) series.push(`${full} using 1:3 with linespoints pt 7 ps 0.4 lw 2 title 'full rate (acked spans/s)'`);
+  if (soak) series.push(`${soak} using 1:3 with lines lw 1 title 'soak (acked spans/s)'`);
+  if (half) series.push(`${half} using 1:3 with lines lw 2 title 'half rate, open loop'`);
+  if (floorRate) series.push(`${floorRate} with lines dt 2 lw 2 title 'floor (COPY + CH insert)'`);
+  const t0 = rss.length ? rss[0].t : 0;
+  writeFileSync(p('rss_plot.tsv'), rss.map((s) => `${(s.t - t0).toFixed(1)} ${s.mb.toFixed(1)} ${s.phase}`).join('\n') + '\n');
+  const gp = `
+set terminal pngcairo size 1100,1200 font 'sans,10'
+set output '${p('bench.png')}'
+set multiplot layout 3,1 title 'spangate bench: ${results.versions.spangate}, ${results.machine.cores} cores, PostgreSQL ${results.versions.postgresql}, ClickHouse ${results.versions.clickhouse}'
+set grid
+set key outside right
+set title 'Throughput per second (ingest_ratio ${ingestRatio?.toFixed(3)}; end-to-end ${Math.round(spansPerS || 0)} spans/s)'
+set xlabel 'seconds into the run'
+set ylabel 'spans/s'
+plot ${series.join(', ') || '0 notitle'}
+set title 'Request latency per second at half load (open loop; p99 overall ${p99?.toFixed(2)} ms)'
+set ylabel 'ms'
+set logscale y
+plot ${half ? `${half} using 1:4 with linespoints pt 7 ps 0.4 title 'p50', ${half} using 1:5 with linespoints pt 7 ps 0.4 title 'p99', ${half} using 1:6 with lines title 'max'` : '1 notitle'}
+unset logscale y
+set title 'Gateway RSS (VmHWM ${hwmMb?.toFixed(1)} MB)'
+set ylabel 'MB'
+set xlabel 'seconds since the gateway started'
+plot '${p('rss_plot.tsv')}' using 1:2 with lines lw 2 title 'RSS'
+unset multiplot
+`;
+  writeFileSync(p('bench.gp'), gp);
+  execFileSync('gnuplot', [p('bench.gp')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  plotted = true;
+} catch (e) {
+  console.error(`report: plot failed: ${e.message}`);
+}
+
+// ---- report.md -------------------------------------------------------------------
+const f = (v, d = 1) => (v === null || v === undefined ? 'n/a' : Number(v).toFixed(d));
+const met = (t) => (t.met === null ? 'n/a' : t.met ? 'met' : '**not met**');
+const lines = [];
+lines.push(`# spangate benchmark`, '');
+lines.push(`${results.generated_at} - ${results.versions.spangate} (${results.versions.git}), PostgreSQL ${results.versions.postgresql}, ClickHouse ${results.versions.clickhouse}`);
+lines.push(`Machine: ${results.machine.cores} cores (${results.machine.cpu}), ${results.machine.memory_mb} MB RAM, ${results.machine.kernel}. Run took ${f(results.bench_seconds, 0)} s.`, '');
+lines.push('Measurements, not tests: the targets are DESIGN.md\'s and are reported, never asserted.', '');
+lines.push('| figure | value | target | |', '|---|---|---|---|');
+lines.push(`| ingest_ratio (gateway / floor, end to end) | ${f(ingestRatio, 3)} | ${targets.ingest_ratio.target} | ${met(targets.ingest_ratio)} |`);
+lines.push(`| p99 request latency at half load | ${f(p99, 2)} ms | ${targets.p99_ms_at_half_load.target} ms | ${met(targets.p99_ms_at_half_load)} |`);
+lines.push(`| peak RSS (VmHWM) at full load | ${f(hwmMb)} MB | ${targets.rss_mb_at_full_load.target} MB | ${met(targets.rss_mb_at_full_load)} |`);
+lines.push(`| Lua default transform | ${f(luaNs)} ns/span | ${targets.lua_ns_per_span.target} ns | ${met(targets.lua_ns_per_span)} |`);
+lines.push(`| migrate_ratio (job / pipe) | ${migrateRatio === null ? 'NA (' + (F('migrate.status') || 'not run') + ')' : f(migrateRatio, 3)} | ${targets.migrate_ratio.target} | ${met(targets.migrate_ratio)} |`);
+lines.push('');
+lines.push('## Workload', '');
+lines.push(`${results.workload.requests} OTLP/HTTP protobuf requests of 100 spans (${results.workload.spans} spans): ${results.workload.generator}. ` +
+  'Traces of 5-20 spans, one root each (workflow -> chain/chat/embedding/query/tool/rerank), 2% errors with an exception event; ' +
+  'ag.type.*, ag.data.*, ag.metrics.*, gen_ai.* (model, usage, prompt/completion text), session and user ids. ' +
+  'Generated once (bench/gen.c); each replayed request gets fresh trace ids (bench/workload.h), so every span is a new row.', '');
+lines.push('## Ingest: floor vs gateway', '');
+lines.push('| | seconds | spans/s |', '|---|---|---|');
+lines.push(`| floor, PostgreSQL COPY alone | ${f(results.floor.pg_seconds, 2)} | ${f(results.floor.pg_spans_per_s, 0)} |`);
+lines.push(`| floor, ClickHouse inserts alone (${results.floor.ch_inserts} HTTP inserts) | ${f(results.floor.ch_seconds, 2)} | ${f(results.floor.ch_spans_per_s, 0)} |`);
+lines.push(`| **floor, both at once** (wall clock) | ${f(results.floor.seconds, 2)} | **${f(results.floor.spans_per_s, 0)}** |`);
+lines.push(`| gateway, until every request was acknowledged (PostgreSQL committed) | ${f(results.gateway.seconds_until_all_acked, 2)} | ${f(results.gateway.acked_spans_per_s, 0)} |`);
+lines.push(`| **gateway, until ClickHouse held every span too** (end to end) | ${f(results.gateway.seconds_end_to_end, 2)} | **${f(spansPerS, 0)}** |`);
+lines.push('');
+lines.push(`Floor: the rows the gateway would write (decoded by the gateway's decoder, transformed by lua/transform.lua, attributes nested as stored, bench/rows.c), ` +
+  `PostgreSQL \`COPY spans (...) FROM STDIN\` into a fresh database with \`spangate schema --apply\` (all of Agenta's indexes), ` +
+  `and ClickHouse TabSeparated rows from the spool's encoder (sg_ch_row_encode) POSTed in inserts of up to 50000 rows; the two loads run concurrently, as the gateway writes both concurrently. ` +
+  `Gateway: ${results.gateway.workers} workers, dual-write on, default commit window and flush interval, ${results.gateway.connections} keep-alive connections sending back to back (bench/load.c). ` +
+  `PostgreSQL ${results.gateway.pg_rows} rows, ClickHouse ${results.gateway.ch_rows} rows (${results.gateway.ch_unique} distinct); ClickHouse caught up ${f(results.gateway.clickhouse_lag_after_last_ack_s, 2)} s after the last acknowledgement.`);
+if (loadFull) lines.push('', `Full-rate request latency (closed loop, ${loadFull.connections} connections): p50 ${f(loadFull.latency_ms.p50, 1)} ms, p99 ${f(loadFull.latency_ms.p99, 1)} ms, max ${f(loadFull.latency_ms.max, 1)} ms; ${loadFull.errors} errors, ${loadFull.retries_429_503} retried 429/503.`);
+lines.push('');
+lines.push('## Latency at half load', '');
+if (loadHalf) {
+  lines.push(`Open loop (constant rate, latency from each request's due time, so queueing counts): target ${f(results.latency_half_load.target_rps, 1)} requests/s = ${f(results.latency_half_load.target_rps * 100, 0)} spans/s; achieved ${f(loadHalf.requests_per_s, 1)} requests/s over ${f(loadHalf.seconds, 1)} s, ${loadHalf.connections} connections available.`, '');
+  lines.push('| p50 | p90 | p99 | p99.9 | max | errors | retried 429/503 |', '|---|---|---|---|---|---|---|');
+  lines.push(`| ${f(loadHalf.latency_ms.p50, 2)} ms | ${f(loadHalf.latency_ms.p90, 2)} ms | ${f(loadHalf.latency_ms.p99, 2)} ms | ${f(loadHalf.latency_ms.p99_9, 2)} ms | ${f(loadHalf.latency_ms.max, 2)} ms | ${loadHalf.errors} | ${loadHalf.retries_429_503} |`);
+}
+lines.push('');
+lines.push('## Memory', '');
+lines.push(`VmHWM ${f(hwmMb)} MB over all phases. Peak RSS by phase: ${Object.entries(rssByPhase).map(([k, v]) => `${k} ${f(v)} MB`).join(', ')}.`);
+if (soakHalves) lines.push(`Soak at full rate (${f(loadSoak?.seconds, 0)} s, ${loadSoak?.spans_ok} spans): first-half max ${f(soakHalves.first_half_max_mb)} MB, second-half max ${f(soakHalves.second_half_max_mb)} MB (${f(soakHalves.growth_pct)}%): ${soakHalves.flat ? 'flat' : '**growing**'}.`);
+lines.push('');
+lines.push('## Lua transform', '');
+if (lua) {
+  lines.push(`In process (bench/lua_bench.c, ${lua.spans_timed} spans timed): sg_lua_transform with the shipped lua/ ${f(lua.transform_ns_per_span)} ns/span, with an empty scripts directory ${f(lua.empty_ns_per_span)} ns/span (difference ${f(lua.lua_ns_per_span)} ns). ` +
+    `For scale: decoding the protobuf costs ${f(lua.decode_ns_per_span)} ns/span; rendering the attributes column nested as the default transform asks costs ${f(lua.attr_dump_nested_ns_per_span)} ns/span vs ${f(lua.attr_dump_flat_ns_per_span)} flat (+${f(lua.nesting_extra_ns_per_span)} ns, paid once per store, twice with dual-write).`);
+}
+lines.push('');
+lines.push('## Migration', '');
+const mg = results.migrate;
+if (mg.status === 'skipped' || !mg.status) lines.push('Skipped (BENCH_MIGRATE_ROWS=0).');
+else {
+  lines.push(`${mg.rows} spans seeded in PostgreSQL in ${f(mg.seed_seconds, 1)} s (${f(mg.pg_table_mb, 0)} MB with indexes; GIN indexes dropped first). ` +
+    `Pipe \`psql COPY (SELECT ...) TO STDOUT | clickhouse-client INSERT ... FORMAT TabSeparated\`: ${f(mg.pipe_seconds, 1)} s = ${f(mg.pipe_spans_per_s, 0)} spans/s.`);
+  if (mg.status === 'ok') lines.push(`\`spangate migrate\`: ${f(mg.job_seconds, 1)} s = ${f(mg.job_spans_per_s, 0)} spans/s; migrate_ratio ${f(migrateRatio, 3)}.`);
+  else lines.push(`\`spangate migrate\`: ${mg.status} - migrate_ratio NA.`);
+}
+lines.push('');
+if (results.profile) {
+  lines.push('## Profile (full rate)', '');
+  lines.push(`${results.profile.method}. CPU by process (whole machine):`, '');
+  lines.push('| % of samples | process |', '|---|---|');
+  for (const r of profByProc.slice(0, 8)) lines.push(`| ${f(r.pct, 2)} | ${r.comm} |`);
+  lines.push('', 'Gateway, top 15 functions by self time (% of the gateway\'s samples):', '');
+  lines.push('| % self | object | function |', '|---|---|---|');
+  for (const r of profGw.slice(0, 15)) lines.push(`| ${f(r.pct, 2)} | ${r.dso} | \`${r.symbol}\` |`);
+  lines.push('');
+}
+if (plotted) lines.push('![throughput, latency and RSS](bench.png)', '');
+lines.push('Raw figures: results.json; per-second timelines: timeline_*.tsv; RSS samples: rss.tsv.');
+writeFileSync(p('report.md'), lines.join('\n') + '\n');
+
+const fmtOrNA = (v, d) => (v === null || v === undefined ? 'NA' : Number(v).toFixed(d));
+console.log(`bench: ingest_ratio=${fmtOrNA(ingestRatio, 3)} spans_per_s=${fmtOrNA(spansPerS, 0)} p99_ms=${fmtOrNA(p99, 2)} ` +
+  `rss_mb=${fmtOrNA(hwmMb, 1)} lua_ns_per_span=${fmtOrNA(luaNs, 0)} migrate_ratio=${fmtOrNA(migrateRatio, 3)}`);

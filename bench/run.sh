@@ -1,0 +1,307 @@
+#!/usr/bin/env bash
+# bench/run.sh - spangate's benchmarks against the databases' own floor.
+#
+# Run by `make bench` through scripts/testenv.sh, which starts a private
+# PostgreSQL and ClickHouse and exports SG_TEST_PG_URI, SG_TEST_CH_PORT,
+# SG_TEST_CH_TCP_PORT and SG_TEST_TMP. These are measurements, never
+# pass/fail tests: the script fails only when it cannot measure.
+#
+#   1. workload   build/bench/gen: OTLP protobuf bodies of 100 LLM-app spans
+#                 (~1.1 KB attributes each, traces of 5-20 spans, one root)
+#   2. floor      the same spans rendered as the gateway's rows (build/bench/rows)
+#                 and loaded straight in: PostgreSQL COPY into `spans` (schema
+#                 from `spangate schema --apply`) and ClickHouse HTTP inserts
+#                 of TSV rows, both at once (the gateway writes both at once)
+#   3. gateway    the same spans through spangate (workers=2, dual-write on),
+#                 closed loop with BENCH_CONNS connections, until PostgreSQL
+#                 and ClickHouse hold every span
+#   4. latency    open loop at half the gateway's end-to-end rate
+#   5. memory     RSS every second through every gateway phase, VmHWM, and a
+#                 soak at full rate (first-half vs second-half peak)
+#   6. profile    perf record -a during a full-rate run (BENCH_PROFILE=0 skips)
+#   7. lua        build/bench/lua_bench: ns/span of lua/transform.lua vs none
+#   8. migrate    `spangate migrate` vs psql COPY TO STDOUT | clickhouse-client
+#                 on BENCH_MIGRATE_ROWS seeded spans (NA while migrate is absent)
+#   9. report     var/bench/report.md, results.json, bench.png
+#
+# Knobs (environment):
+#   BENCH_REQUESTS=1000        requests (x100 spans) in the floor and full-rate run
+#   BENCH_CONNS=32             connections of the full-rate run
+#   BENCH_HALF_SECONDS=30      open-loop run length
+#   BENCH_SOAK_SECONDS=45      full-rate soak for the memory trend (0 skips)
+#   BENCH_PROFILE=1            perf profile run (20 s)
+#   BENCH_MIGRATE_ROWS=auto    rows seeded for the migration comparison (0 skips);
+#                              auto = 1000000, fewer (multiples of 100000, at
+#                              least 100000) when the time left of BENCH_BUDGET_S
+#                              (560 s, so `make bench` stays under 10 minutes)
+#                              would not fit 1M at BENCH_MIGRATE_US_PER_ROW (330 µs
+#                              per row for seed + pipe + job, measured here)
+#   BENCH_MIGRATE_ARGS=""      extra options for `spangate migrate` (--batch N ...)
+#   BENCH_OUT=var/bench        where the report goes
+# The last line on stdout is:
+#   bench: ingest_ratio=R spans_per_s=S p99_ms=P rss_mb=M lua_ns_per_span=L migrate_ratio=G
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+: "${SG_TEST_PG_URI:?run through scripts/testenv.sh (make bench)}"
+: "${SG_TEST_CH_PORT:?}" "${SG_TEST_CH_TCP_PORT:?}" "${SG_TEST_TMP:?}"
+
+REQUESTS=${BENCH_REQUESTS:-1000}
+CONNS=${BENCH_CONNS:-32}
+HALF_SECONDS=${BENCH_HALF_SECONDS:-30}
+SOAK_SECONDS=${BENCH_SOAK_SECONDS:-45}
+PROFILE=${BENCH_PROFILE:-1}
+MIGRATE_ROWS=${BENCH_MIGRATE_ROWS:-auto}
+BUDGET_S=${BENCH_BUDGET_S:-560}
+MIGRATE_ARGS=${BENCH_MIGRATE_ARGS:-}
+BODIES=${BENCH_BODIES:-250}
+OUT=${BENCH_OUT:-$ROOT/var/bench}
+BIN=$ROOT/build/spangate
+TOOLS=$ROOT/build/bench
+W=$SG_TEST_TMP/bench            # big scratch files: removed with the servers
+PROJECT=0190a3b4-0000-7000-8000-0000000000be
+KEY=bench-key-$RANDOM$RANDOM
+SPANS=$((REQUESTS * 100))
+mkdir -p "$OUT" "$W"
+rm -f "$OUT"/*.tsv "$OUT"/*.json "$OUT"/*.txt "$OUT"/*.png "$OUT"/report.md
+T_BEGIN=$(date +%s.%N)
+
+export ROOT OUT W T_BEGIN
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+: >"$OUT/facts.tsv"
+
+# ---- tools and machine ---------------------------------------------------------
+log "building the bench tools"
+make --no-print-directory -s -C bench >&2
+CH_VERSION=$(chq 'SELECT version()' | tr -d '\n')
+fact machine.cores "$(nproc)"
+fact machine.memory_mb "$(awk '/MemTotal/{printf "%d", $2/1024}' /proc/meminfo)"
+fact machine.cpu "$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
+fact machine.kernel "$(uname -sr)"
+fact version.postgresql "$(psqlq postgres -c 'SHOW server_version' | head -1)"
+fact version.clickhouse "$CH_VERSION"
+fact version.spangate "$("$BIN" --version)"
+fact version.git "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+dirty')"
+
+# ---- 1. workload ---------------------------------------------------------------
+log "generating the workload ($BODIES distinct bodies; $REQUESTS requests = $SPANS spans per run)"
+"$TOOLS/gen" -o "$W/workload.bin" -n "$BODIES" 2>"$W/gen.txt"
+cat "$W/gen.txt" >&2
+fact workload.summary "$(sed 's/^gen: //' "$W/gen.txt")"
+fact workload.requests "$REQUESTS"
+fact workload.spans "$SPANS"
+
+echo "$PROJECT plain:$KEY" >"$W/keys"
+
+# ---- 2. floor ------------------------------------------------------------------
+log "floor: rendering $SPANS rows as the gateway writes them"
+COLS='project_id, created_by_id, trace_id, span_id, parent_id, trace_type, span_type, span_kind, span_name, start_time, end_time, status_code, status_message, attributes, "references", links, hashes, events, session_id, user_id, agent_id'
+CH_BATCH=${BENCH_CH_BATCH:-50000}
+"$TOOLS/rows" -w "$W/workload.bin" -n "$REQUESTS" --scripts "$ROOT/lua" --project "$PROJECT" \
+  --ch-version "$CH_VERSION" --pg "$W/floor.pgcopy" --ch "$W/floor.chtsv" --ch-split "$CH_BATCH" >"$W/rows.json"
+cat "$W/rows.json" >&2
+fact floor.pg_bytes "$(jget "$W/rows.json" pg_bytes)"
+fact floor.ch_bytes "$(jget "$W/rows.json" ch_bytes)"
+fact floor.ch_inserts "$(jget "$W/rows.json" ch_files)"
+mkdb bench_floor
+psqlq bench_floor -c 'CHECKPOINT' >/dev/null
+floor_pg() {
+  local t0 t1
+  t0=$(now)
+  psqlq bench_floor -c "COPY spans ($COLS) FROM STDIN" <"$W/floor.pgcopy" >/dev/null
+  t1=$(now)
+  elapsed "$t0" "$t1" >"$W/floor.pg.s"
+}
+floor_ch() {
+  local t0 t1 f
+  t0=$(now)
+  for f in $(ls "$W"/floor.chtsv.* | sort -t. -k3 -n); do
+    chinsert bench_floor.spans "$f"
+  done
+  t1=$(now)
+  elapsed "$t0" "$t1" >"$W/floor.ch.s"
+}
+log "floor: COPY into PostgreSQL and inserts into ClickHouse, concurrently"
+t0=$(now)
+floor_pg &
+p1=$!
+floor_ch &
+p2=$!
+wait $p1
+wait $p2
+t1=$(now)
+FLOOR_S=$(elapsed "$t0" "$t1")
+FLOOR_PG_S=$(cat "$W/floor.pg.s")
+FLOOR_CH_S=$(cat "$W/floor.ch.s")
+n_pg=$(psqlq bench_floor -c 'SELECT count(*) FROM spans')
+n_ch=$(chq 'SELECT count() FROM spans' bench_floor | tr -d '\n')
+[[ $n_pg -eq $SPANS && $n_ch -eq $SPANS ]] || { log "floor: expected $SPANS rows, PostgreSQL has $n_pg, ClickHouse $n_ch"; exit 1; }
+FLOOR_RATE=$(calc "$SPANS / $FLOOR_S")
+fact floor.seconds "$FLOOR_S"
+fact floor.pg_seconds "$FLOOR_PG_S"
+fact floor.ch_seconds "$FLOOR_CH_S"
+fact floor.spans_per_s "$FLOOR_RATE"
+fact floor.pg_spans_per_s "$(calc "$SPANS / $FLOOR_PG_S")"
+fact floor.ch_spans_per_s "$(calc "$SPANS / $FLOOR_CH_S")"
+log "floor: $(fmt "$FLOOR_S" '%.1f') s wall (PostgreSQL $(fmt "$FLOOR_PG_S" '%.1f') s, ClickHouse $(fmt "$FLOOR_CH_S" '%.1f') s) = $(fmt "$FLOOR_RATE" '%.0f') spans/s"
+rm -f "$W"/floor.chtsv.*
+
+# ---- 3-6. gateway ----------------------------------------------------------------
+mkdb bench_gw
+PORT=$("$ROOT/scripts/freeport.sh" "${SG_TEST_PG_PORT:-0}" "$SG_TEST_CH_PORT" "$SG_TEST_CH_TCP_PORT")
+mkdir -p "$W/spool"
+mkconf bench_gw "$W/gw.conf" "listen = \"127.0.0.1:$PORT\"" 'workers = 2' "spool_dir = \"$W/spool\""
+fact gateway.workers 2
+fact gateway.conf "$(grep -v keys_file "$W/gw.conf" | tr '\n' ';')"
+"$BIN" serve -c "$W/gw.conf" >"$W/gw.log" 2>&1 &
+GW_PID=$!
+stop_gateway() {
+  [[ -n "${GW_PID:-}" ]] || return 0
+  kill -TERM "$GW_PID" 2>/dev/null || true
+  wait "$GW_PID" 2>/dev/null || true
+  GW_PID=
+}
+SAMPLER_PID=
+cleanup() {
+  [[ -n "$SAMPLER_PID" ]] && kill "$SAMPLER_PID" 2>/dev/null
+  stop_gateway
+}
+trap cleanup EXIT
+for _ in $(seq 200); do
+  curl -s "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
+  kill -0 "$GW_PID" 2>/dev/null || { cat "$W/gw.log" >&2; exit 1; }
+  sleep 0.05
+done
+# RSS every second, tagged with the phase running.
+echo idle >"$W/phase"
+(
+  while kill -0 "$GW_PID" 2>/dev/null; do
+    printf '%s %s %s\n' "$(date +%s.%N)" "$(cat "$W/phase")" \
+      "$(awk '/^VmRSS/{print $2}' "/proc/$GW_PID/status" 2>/dev/null || echo 0)"
+    sleep 1
+  done
+) >"$OUT/rss.tsv" 2>/dev/null &
+SAMPLER_PID=$!
+
+pg_count() { psqlq bench_gw -c 'SELECT count(*) FROM spans'; }
+ch_count() { chq 'SELECT count() FROM spans' bench_gw | tr -d '\n'; }
+# Waits until ClickHouse holds $1 rows; prints the time it happened.
+wait_ch() {
+  local want=$1 deadline n
+  deadline=$(($(date +%s) + 600))
+  while :; do
+    n=$(ch_count)
+    [[ $n -ge $want ]] && { now; return 0; }
+    [[ $(date +%s) -lt $deadline ]] || { log "ClickHouse holds $n of $want rows after 600 s"; return 1; }
+    sleep 0.1
+  done
+}
+
+log "gateway: $SPANS spans at full rate ($CONNS connections, dual-write on)"
+echo full >"$W/phase"
+t0=$(now)
+"$TOOLS/load" -w "$W/workload.bin" -p "$PORT" -k "$KEY" -c "$CONNS" -n "$REQUESTS" --seq-base 0 \
+  --timeline "$OUT/timeline_full.tsv" >"$OUT/load_full.json" || true
+t_acked=$(now)
+cat "$OUT/load_full.json" >&2
+n_pg=$(pg_count)
+t_ch=$(wait_ch "$SPANS")
+echo idle >"$W/phase"
+GW_S=$(elapsed "$t0" "$t_ch")
+ACK_S=$(elapsed "$t0" "$t_acked")
+[[ $n_pg -eq $SPANS ]] || log "WARNING: PostgreSQL holds $n_pg of $SPANS spans after the run"
+GW_RATE=$(calc "$SPANS / $GW_S")
+RATIO=$(calc "$GW_RATE / $FLOOR_RATE")
+fact gateway.seconds_end_to_end "$GW_S"
+fact gateway.seconds_acked "$ACK_S"
+fact gateway.ch_lag_s "$(elapsed "$t_acked" "$t_ch")"
+fact gateway.spans_per_s "$GW_RATE"
+fact gateway.acked_spans_per_s "$(calc "$SPANS / $ACK_S")"
+fact gateway.pg_rows "$n_pg"
+fact gateway.ch_rows "$(ch_count)"
+fact gateway.ch_unique "$(chq 'SELECT uniqExact(trace_id, span_id) FROM spans' bench_gw | tr -d '\n')"
+fact ingest_ratio "$RATIO"
+log "gateway: $(fmt "$GW_S" '%.1f') s end to end (acked after $(fmt "$ACK_S" '%.1f') s) = $(fmt "$GW_RATE" '%.0f') spans/s; ingest_ratio $(fmt "$RATIO" '%.3f')"
+
+# Half rate, open loop: requests are due at fixed intervals; latency counts
+# from the due time.
+HALF_RPS=$(calc "$GW_RATE / 2 / 100")
+SEQ=$REQUESTS
+log "latency: open loop at $(fmt "$HALF_RPS" '%.1f') requests/s (half the end-to-end rate) for $HALF_SECONDS s"
+echo half >"$W/phase"
+"$TOOLS/load" -w "$W/workload.bin" -p "$PORT" -k "$KEY" -c 128 -r "$HALF_RPS" -d "$HALF_SECONDS" \
+  --seq-base "$SEQ" --timeline "$OUT/timeline_half.tsv" >"$OUT/load_half.json" || true
+echo idle >"$W/phase"
+cat "$OUT/load_half.json" >&2
+SEQ=$((SEQ + $(jget "$OUT/load_half.json" requests_ok) + $(jget "$OUT/load_half.json" errors)))
+fact half.target_rps "$HALF_RPS"
+
+if [[ $SOAK_SECONDS -gt 0 ]]; then
+  log "memory: full-rate soak for $SOAK_SECONDS s"
+  echo soak >"$W/phase"
+  t_soak0=$(now)
+  "$TOOLS/load" -w "$W/workload.bin" -p "$PORT" -k "$KEY" -c "$CONNS" -d "$SOAK_SECONDS" \
+    --seq-base "$SEQ" --timeline "$OUT/timeline_soak.tsv" >"$OUT/load_soak.json" || true
+  t_soak1=$(now)
+  echo idle >"$W/phase"
+  cat "$OUT/load_soak.json" >&2
+  SEQ=$((SEQ + $(jget "$OUT/load_soak.json" requests_ok) + $(jget "$OUT/load_soak.json" errors)))
+  fact soak.start "$t_soak0"
+  fact soak.end "$t_soak1"
+fi
+
+if [[ $PROFILE == 1 ]]; then
+  if perf record -e cpu-clock -o "$W/perf.test" -- true >/dev/null 2>&1; then
+    log "profile: perf record -a -g (cpu-clock) during 20 s at full rate"
+    echo profile >"$W/phase"
+    perf record -a -g -e cpu-clock -F 997 -o "$W/perf.data" -- sleep 20 >/dev/null 2>"$W/perf.log" &
+    perf_pid=$!
+    "$TOOLS/load" -w "$W/workload.bin" -p "$PORT" -k "$KEY" -c "$CONNS" -d 20 \
+      --seq-base "$SEQ" >"$OUT/load_profile.json" || true
+    wait $perf_pid || true
+    echo idle >"$W/phase"
+    SEQ=$((SEQ + $(jget "$OUT/load_profile.json" requests_ok) + $(jget "$OUT/load_profile.json" errors)))
+    # CPU by process, then the gateway's own functions (self time).
+    perf report -i "$W/perf.data" --no-children --sort comm --stdio 2>/dev/null |
+      grep -E '^ +[0-9]' | head -15 >"$OUT/profile_by_process.txt" || true
+    perf report -i "$W/perf.data" --no-children --pid "$GW_PID" --sort dso,symbol --stdio -g none \
+      --percentage relative 2>/dev/null | grep -E '^ +[0-9]' | head -40 >"$OUT/profile_gateway.txt" || true
+    perf report -i "$W/perf.data" --children --pid "$GW_PID" --sort symbol --stdio -g none \
+      --percentage relative 2>/dev/null | grep -E '^ +[0-9]' | head -40 >"$OUT/profile_gateway_children.txt" || true
+    fact profile.done 1
+  else
+    log "profile: perf is not usable here; skipped"
+    fact profile.done 0
+  fi
+fi
+
+HWM_KB=$(awk '/^VmHWM/{print $2}' "/proc/$GW_PID/status")
+fact gateway.vmhwm_kb "$HWM_KB"
+fact gateway.metrics "$(curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^spangate_(spans|requests|spool|clickhouse|pg)' | tr '\n' ';' | head -c 3000)"
+kill "$SAMPLER_PID" 2>/dev/null || true
+SAMPLER_PID=
+stop_gateway
+grep -E '\[(error|warn)' "$W/gw.log" | head -20 >"$OUT/gateway_log_warnings.txt" || true
+
+# ---- 7. Lua ---------------------------------------------------------------------
+log "lua: transform cost per span (in process)"
+mkdir -p "$W/empty-scripts"
+"$TOOLS/lua_bench" -w "$W/workload.bin" --scripts "$ROOT/lua" --empty "$W/empty-scripts" -b 100 -i 20 \
+  >"$OUT/lua.json"
+cat "$OUT/lua.json" >&2
+
+# ---- 8. migration ---------------------------------------------------------------
+if [[ $MIGRATE_ROWS == auto ]]; then
+  left=$(awk -v a="$T_BEGIN" -v b="$(now)" -v B="$BUDGET_S" 'BEGIN{printf "%d", B - (b - a) - 10}')
+  MIGRATE_ROWS=$(awk -v s="$left" -v c="${BENCH_MIGRATE_US_PER_ROW:-330}" \
+    'BEGIN{r = int(s * 1e6 / c / 100000) * 100000; if (r > 1000000) r = 1000000; if (r < 100000) r = 100000; print r}')
+  [[ $MIGRATE_ROWS -lt 1000000 ]] && log "migrate: $MIGRATE_ROWS rows (1M would not fit the ${BUDGET_S} s budget; BENCH_MIGRATE_ROWS=1000000 forces it)"
+  fact migrate.rows_auto 1
+fi
+bench/migrate.sh "$MIGRATE_ROWS" >&2 || log "migrate: the comparison failed (see above)"
+
+# ---- 9. report --------------------------------------------------------------------
+T_END=$(now)
+fact bench.seconds "$(elapsed "$T_BEGIN" "$T_END")"
+node bench/report.mjs "$OUT"

@@ -1,0 +1,265 @@
+-- jobs/lib/store.lua - what the migration and validation jobs ask both
+-- stores: SQL text for PostgreSQL 15 and for ClickHouse (rendered for the
+-- server's version: 18.16 keeps µs in `<col>_us` columns, 20.1+ has
+-- DateTime64), project discovery, per-(project, day) statistics,
+-- checkpoints and gaps. Every PostgreSQL statement is parameterized; the
+-- ClickHouse ones only embed values this file validated (UUIDs, integers).
+local gw = require("gw")
+local plan = require("jobs.lib.plan")
+
+local M = {}
+local format, concat = string.format, table.concat
+
+local function us_param(us) return format("%.0f", us) end
+M.us_param = us_param
+
+-- PostgreSQL: a timestamptz from a µs parameter, exactly.
+local function ts(n) return format("('epoch'::timestamptz + $%d::int8 * interval '1 microsecond')", n) end
+M.ts = ts
+local function us_of(col) return format("(extract(epoch FROM %s) * 1000000)::int8", col) end
+
+-- The spans columns gw.ch.insert_spans and the sample comparison read.
+M.PG_SPAN_COLUMNS = concat({
+  "trace_id::text AS trace_id", "span_id::text AS span_id", "parent_id::text AS parent_id",
+  "trace_type::text AS trace_type", "span_type::text AS span_type", "span_kind::text AS span_kind",
+  "span_name", us_of("start_time") .. " AS start_us", us_of("end_time") .. " AS end_us",
+  "status_code::text AS status_code", "status_message",
+  "attributes::text AS attributes", "\"references\"::text AS \"references\"",
+  "links::text AS links", "hashes::text AS hashes", "events::text AS events",
+  "session_id", "user_id", "agent_id",
+  us_of("created_at") .. " AS created_us", us_of("updated_at") .. " AS updated_us",
+  us_of("deleted_at") .. " AS deleted_us",
+  "created_by_id::text AS created_by_id", "updated_by_id::text AS updated_by_id",
+  "deleted_by_id::text AS deleted_by_id",
+  us_of("coalesce(updated_at, created_at)") .. " AS version",
+}, ", ")
+
+-- ---- ClickHouse expressions -----------------------------------------------------
+
+local function ch_us(col, nullable)
+  local srv = gw.ch.server
+  if srv and srv.datetime64 then return format("toUnixTimestamp64Micro(%s)", col) end
+  return format("(toUInt64(toUInt32(%s)) * 1000000 + %s_us)", col, col)
+end
+M.ch_us = ch_us
+
+function M.ch_db()
+  local srv = assert(gw.ch.server, gw.ch.server_error)
+  return "`" .. srv.database:gsub("[`\\]", "\\%0") .. "`"
+end
+
+local function uuid_list(ids)
+  local out = {}
+  for i, p in ipairs(ids) do
+    assert(plan.is_uuid(p), "not a UUID: " .. tostring(p))
+    out[i] = format("toUUID('%s')", p)
+  end
+  return concat(out, ", ")
+end
+M.uuid_list = uuid_list
+
+-- WHERE clause for ClickHouse: projects (list or nil = all) and [since, until) µs.
+function M.ch_where(projects, since_us, until_us)
+  local w = {}
+  if projects and #projects > 0 then w[#w + 1] = "project_id IN (" .. uuid_list(projects) .. ")" end
+  if since_us then w[#w + 1] = format("created_at >= toDateTime(%.0f)", math.floor(since_us / 1e6)) end
+  if until_us then w[#w + 1] = format("created_at < toDateTime(%.0f)", math.ceil(until_us / 1e6)) end
+  return #w > 0 and ("WHERE " .. concat(w, " AND ")) or ""
+end
+
+-- ---- discovery -------------------------------------------------------------------
+
+-- Projects with spans in PostgreSQL: a skip scan over the primary key (one
+-- index probe per project instead of reading every row).
+function M.pg_projects()
+  local rows = gw.pg.query([[
+    WITH RECURSIVE p AS (
+      (SELECT project_id FROM spans ORDER BY project_id LIMIT 1)
+      UNION ALL
+      SELECT (SELECT s.project_id FROM spans s WHERE s.project_id > p.project_id
+              ORDER BY s.project_id LIMIT 1)
+      FROM p WHERE p.project_id IS NOT NULL)
+    SELECT project_id::text AS p FROM p WHERE project_id IS NOT NULL]])
+  local out = {}
+  for i, r in ipairs(rows) do out[i] = r.p end
+  return out
+end
+
+function M.ch_projects()
+  local rows = gw.ch.query(format("SELECT DISTINCT toString(project_id) FROM %s.spans", M.ch_db()), "TSV")
+  local out = {}
+  for i, r in ipairs(rows) do out[i] = r[1] end
+  return out
+end
+
+-- The projects a job looks at: --project, or every project either store has;
+-- minus those routing.lua keeps out of ClickHouse (returned second).
+function M.select_projects(listed)
+  local set, list = {}, {}
+  local function add(p) if not set[p] then set[p] = true; list[#list + 1] = p end end
+  if listed and #listed > 0 then
+    for _, p in ipairs(listed) do add(p:lower()) end
+  else
+    for _, p in ipairs(M.pg_projects()) do add(p) end
+    for _, p in ipairs(M.ch_projects()) do add(p) end
+  end
+  table.sort(list)
+  local on, off = {}, {}
+  for _, p in ipairs(list) do
+    if gw.hooks.clickhouse(p) then on[#on + 1] = p else off[#off + 1] = p end
+  end
+  return on, off
+end
+
+-- ---- statistics per (project, day) ----------------------------------------------
+
+local PG_DAY = "(extract(epoch FROM date_trunc('day', created_at AT TIME ZONE 'UTC')) * 1000000)::int8"
+
+-- Count and version sum of one project's days in [since, until) (µs, nil = open).
+-- with_checksum adds the md5 checksum validate compares (see checksum_text).
+function M.pg_day_stats(project, since_us, until_us, with_checksum)
+  local cs = with_checksum and (", (sum(('x' || substr(md5(" .. M.PG_CANON ..
+    "), 1, 16))::bit(64)::int8::numeric) % 18446744073709551616 + 18446744073709551616)" ..
+    " % 18446744073709551616 AS checksum") or ""
+  local sql = format([[
+    SELECT %s AS day, count(*) AS n,
+           sum(%s %% %d) AS vsum%s
+    FROM spans
+    WHERE project_id = $1 AND created_at >= %s AND created_at < %s
+    GROUP BY 1]], PG_DAY, us_of("coalesce(updated_at, created_at)"), plan.VSUM_MOD, cs, ts(2), ts(3))
+  local rows = gw.pg.query(sql, project, us_param(since_us or 0),
+    us_param(until_us or 4291747199999999))
+  local out = {}
+  for _, r in ipairs(rows) do
+    local day = tonumber(r.day)
+    out[plan.range_key(project, day)] = {
+      project = project, day = day, n = tonumber(r.n), vsum = tonumber(r.vsum),
+      checksum = r.checksum ~= gw.null and r.checksum or nil,
+    }
+  end
+  return out
+end
+
+-- The same statistics from ClickHouse (FINAL: one row per span), all
+-- selected projects in one query.
+function M.ch_day_stats(projects, since_us, until_us, with_checksum)
+  local cs = with_checksum and (", toString(sum(reinterpretAsUInt64(reverse(substring(MD5(" ..
+    M.ch_canon() .. "), 1, 8)))))") or ""
+  local sql = format([[
+    SELECT toString(project_id), toUInt32(toStartOfDay(created_at)), count(),
+           sum(version %% %d)%s
+    FROM %s.spans FINAL %s
+    GROUP BY project_id, toStartOfDay(created_at)]], plan.VSUM_MOD, cs, M.ch_db(),
+    M.ch_where(projects, since_us, until_us))
+  local out = {}
+  for _, r in ipairs(gw.ch.query(sql, "TSV")) do
+    local day = tonumber(r[2]) * 1000000
+    out[plan.range_key(r[1], day)] = {
+      project = r[1], day = day, n = tonumber(r[3]), vsum = tonumber(r[4]), checksum = r[5],
+    }
+  end
+  return out
+end
+
+-- ---- checksums ---------------------------------------------------------------------
+-- One 64-bit hash per span: the first 8 bytes of md5(canonical text), read
+-- big-endian, summed modulo 2^64 (order-independent). The canonical text is
+-- built identically by both servers:
+--   trace|span|parent|kind|status|name|start_us|end_us|created_us|deleted_us|version
+-- (ids in dashed lower case; NULLs as ""). JSON columns are not in it (their
+-- text differs between jsonb and the compact form): the sample compares them.
+M.PG_CANON = "concat_ws('|', trace_id::text, span_id::text, coalesce(parent_id::text, '')," ..
+  " span_kind::text, status_code::text, span_name, " .. us_of("start_time") .. "::text, " ..
+  us_of("end_time") .. "::text, " .. us_of("created_at") .. "::text, coalesce(" ..
+  us_of("deleted_at") .. "::text, ''), " .. us_of("coalesce(updated_at, created_at)") .. "::text)"
+
+function M.ch_canon()
+  return "concat(toString(trace_id), '|', toString(span_id), '|', ifNull(toString(parent_id), ''), '|', " ..
+    "toString(span_kind), '|', toString(status_code), '|', toString(span_name), '|', " ..
+    "toString(" .. ch_us("start_time") .. "), '|', toString(" .. ch_us("end_time") .. "), '|', " ..
+    "toString(" .. ch_us("created_at") .. "), '|', ifNull(toString(" .. ch_us("deleted_at") .. "), ''), '|', " ..
+    "toString(version))"
+end
+
+-- ---- checkpoints and gaps ------------------------------------------------------
+
+-- The job's own table (created on first use; `spangate schema --apply` does
+-- not know it): one row per (job, project, day).
+function M.ensure_checkpoints()
+  local r = gw.pg.query("SELECT to_regclass('spangate_checkpoints') IS NOT NULL AS e")
+  if r[1].e == "t" then return end
+  gw.pg.query([[
+    CREATE TABLE IF NOT EXISTS spangate_checkpoints (
+      job text NOT NULL,
+      project_id uuid NOT NULL,
+      range_start timestamptz NOT NULL,
+      range_end timestamptz NOT NULL,
+      last_created_us bigint,
+      last_trace_id uuid,
+      last_span_id uuid,
+      rows bigint NOT NULL DEFAULT 0,
+      status text NOT NULL DEFAULT 'running',
+      started_at timestamptz NOT NULL DEFAULT now(),
+      updated_at timestamptz NOT NULL DEFAULT now(),
+      finished_at timestamptz,
+      PRIMARY KEY (job, project_id, range_start))]])
+end
+
+function M.load_checkpoints(job)
+  local r = gw.pg.query("SELECT to_regclass('spangate_checkpoints') IS NOT NULL AS e")
+  if r[1].e ~= "t" then return {} end
+  local out = {}
+  local rows = gw.pg.query([[
+    SELECT project_id::text AS p, ]] .. us_of("range_start") .. [[ AS day, status, rows,
+           last_created_us::text AS lc, last_trace_id::text AS lt, last_span_id::text AS ls
+    FROM spangate_checkpoints WHERE job = $1]], job)
+  for _, c in ipairs(rows) do
+    local last
+    if c.lc ~= gw.null then last = {created_us = c.lc, trace_id = c.lt, span_id = c.ls} end
+    out[plan.range_key(c.p, tonumber(c.day))] = {status = c.status, rows = tonumber(c.rows), last = last}
+  end
+  return out
+end
+
+function M.save_checkpoint(job, r, cp)
+  local last = cp.last or {}
+  gw.pg.query(format([[
+    INSERT INTO spangate_checkpoints AS c (job, project_id, range_start, range_end, last_created_us,
+      last_trace_id, last_span_id, rows, status, finished_at)
+    VALUES ($1, $2, %s, %s, $5, $6, $7, $8, $9, CASE WHEN $9 = 'done' THEN now() END)
+    ON CONFLICT (job, project_id, range_start) DO UPDATE SET
+      last_created_us = EXCLUDED.last_created_us, last_trace_id = EXCLUDED.last_trace_id,
+      last_span_id = EXCLUDED.last_span_id, rows = EXCLUDED.rows, status = EXCLUDED.status,
+      updated_at = now(), finished_at = EXCLUDED.finished_at,
+      started_at = CASE WHEN c.status = 'done' THEN now() ELSE c.started_at END]], ts(3), ts(4)),
+    job, r.project, us_param(r.day), us_param(r.day + plan.DAY_US),
+    last.created_us, last.trace_id, last.span_id, cp.rows or 0, cp.status)
+end
+
+function M.open_gaps(projects, since_us, until_us)
+  local r = gw.pg.query("SELECT to_regclass('spangate_ch_gaps') IS NOT NULL AS e")
+  if r[1].e ~= "t" then return {} end
+  local rows = gw.pg.query(format([[
+    SELECT id::text AS id, project_id::text AS p, %s AS f, %s AS l
+    FROM spangate_ch_gaps
+    WHERE repaired_at IS NULL AND last_created_at >= %s AND first_created_at < %s]],
+    us_of("first_created_at"), us_of("last_created_at"), ts(1), ts(2)),
+    us_param(since_us or 0), us_param(until_us or 4291747199999999))
+  local want = {}
+  for _, p in ipairs(projects) do want[p] = true end
+  local out = {}
+  for _, g in ipairs(rows) do
+    if want[g.p] then
+      local f, l = tonumber(g.f), tonumber(g.l)
+      -- only the part inside the selected time range is repaired by this run,
+      -- and a gap reaching outside it is not marked repaired
+      local clipped = false
+      if since_us and f < since_us then f, clipped = since_us, true end
+      if until_us and l >= until_us then l, clipped = until_us - 1, true end
+      out[#out + 1] = {id = g.id, project = g.p, first_us = f, last_us = l, clipped = clipped}
+    end
+  end
+  return out
+end
+
+return M
