@@ -8,13 +8,11 @@
 # Seeding: the first 1000 rows the floor loaded (the workload as the gateway
 # stores it) are replicated with new trace ids by INSERT ... SELECT over
 # generate_series, in two sessions at once; created_at is spread over 30
-# days, as a history would be. Agenta's GIN indexes are dropped from this database first: neither
-# side reads them, and maintaining them would make seeding 1M rows take
-# minutes. VACUUM ANALYZE afterwards, so neither reader pays for hint bits.
-# Only the primary key is kept: neither side reads the secondary indexes
-# (the job creates its own keyset index, spangate_spans_keyset, and that
-# time is part of the job's), and maintaining them would make seeding 1M
-# rows take minutes.
+# days, as a history would be. Only the primary key is kept: neither side
+# reads Agenta's secondary indexes (the job creates its own keyset index,
+# spangate_spans_keyset, and that time counts as the job's), and maintaining
+# them would make seeding 1M rows take minutes. VACUUM ANALYZE afterwards,
+# so neither reader pays for hint bits.
 #
 # The pipe's SELECT list is derived from the live ClickHouse table (DESCRIBE
 # TABLE): DateTime columns as 'YYYY-MM-DD hh:mm:ss' text (DateTime64 with

@@ -418,7 +418,7 @@ static int column_condition(ctx_t *c, const field_t *f, op_t op, const json_t *v
 
 /* Splits key on '.' into path (text[] literal) and, when every segment is
  * not a number, the nested JSON object {"a":{"b":v}} for containment. */
-static int key_path(ctx_t *c, const char *key, const char *where, int *path_n, int *nsegs,
+static int key_path(ctx_t *c, const char *key, const char *where, int dry, int *path_n, int *nsegs,
                     int *numeric_seg) {
   size_t len = strlen(key);
   char tmp[80];
@@ -452,7 +452,7 @@ static int key_path(ctx_t *c, const char *key, const char *where, int *path_n, i
     return fail(c->err, where, "key has more than %d path elements", MAX_SEGMENTS);
   }
   if (rc == 0) rc = sg_buf_putc(&arr, '}');
-  int n = rc ? rc : param_buf(c->q, &arr);
+  int n = rc ? rc : dry ? 0 : param_buf(c->q, &arr);
   sg_buf_free(&arr);
   if (n < 0) return n;
   *path_n = n;
@@ -532,14 +532,19 @@ static int json_condition(ctx_t *c, const field_t *f, const char *key, op_t op, 
     }
   }
   int path = 0, nsegs = 0, numeric = 0;
-  if ((rc = key_path(c, key, where, &path, &nsegs, &numeric))) return rc;
+  if ((rc = key_path(c, key, where, 1, &path, &nsegs, &numeric))) return rc;
+  /* Containment (`is` with a value) names no leaf: PostgreSQL must not see
+   * parameters the statement does not use (it cannot type them). */
+  int containment = (op == OP_IS || op == OP_IS_NOT) && v && !json_is_null(v) && !numeric && !f->list;
   int flat = 0; /* $k: the key as one literal (flat) name */
-  if (nsegs > 1) {
-    if ((flat = sg_rf_param(c->q, key, strlen(key))) < 0) return flat;
+  char leaf[160] = "";
+  if (!containment) {
+    if ((rc = key_path(c, key, where, 0, &path, &nsegs, &numeric))) return rc;
+    if (nsegs > 1 && (flat = sg_rf_param(c->q, key, strlen(key))) < 0) return flat;
+    if (flat) snprintf(leaf, sizeof leaf, "COALESCE(%s #> $%d::text[], %s -> $%d::text)", col, path, col, flat);
+    else snprintf(leaf, sizeof leaf, "(%s #> $%d::text[])", col, path);
   }
-  char leaf[160];
-  if (flat) snprintf(leaf, sizeof leaf, "COALESCE(%s #> $%d::text[], %s -> $%d::text)", col, path, col, flat);
-  else snprintf(leaf, sizeof leaf, "(%s #> $%d::text[])", col, path);
+  flat = nsegs > 1; /* for containment: also match the literal dotted key */
   switch (op) {
   case OP_EXISTS: SQL("%s IS NOT NULL", leaf); return 0;
   case OP_NOT_EXISTS: SQL("%s IS NULL", leaf); return 0;

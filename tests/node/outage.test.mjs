@@ -52,3 +52,23 @@ test('PostgreSQL restarted while clients send: every acknowledged span is stored
     assert.ok(ready, '/readyz is 200 again');
   } finally { await gw.stop(); }
 });
+
+test('memory held by requests in flight is bounded: beyond max_inflight_bytes, 429 with Retry-After', async () => {
+  // A long commit window keeps the first requests' memory in flight.
+  const gw = await startGateway({ conf: ['max_inflight_bytes = "4KiB"', 'commit_window_ms = 400', 'workers = 1'] });
+  try {
+    const body = (i) => ({ spans: [{ trace_id: 'b'.repeat(32), span_id: (0x6000000000000000n + BigInt(i)).toString(16), parent_id: 'c'.repeat(16), span_name: 'x'.repeat(1500), start_time: 1, end_time: 1 }] });
+    const res = await Promise.all(Array.from({ length: 8 }, (_, i) => postJson(gw, '/v1/spans', body(i))));
+    const codes = res.map((r) => r.status);
+    assert.ok(codes.includes(200), `some are stored: ${codes}`);
+    assert.ok(codes.includes(429), `some are refused: ${codes}`);
+    for (const r of res.filter((x) => x.status === 429)) {
+      assert.equal(r.headers['retry-after'], '1');
+      assert.match(r.json().error, /in-flight memory limit/);
+    }
+    const stored = (await gw.query('SELECT count(*)::int AS n FROM spans'))[0].n;
+    assert.equal(stored, codes.filter((c) => c === 200).length, 'exactly the acknowledged requests are stored');
+    // Once the memory is released, requests are accepted again.
+    assert.equal((await postJson(gw, '/v1/spans', body(100))).status, 200);
+  } finally { await gw.stop(); }
+});
