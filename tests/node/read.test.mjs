@@ -33,6 +33,7 @@ async function ingest(spans, key = KEY_A) {
   for (let i = 0; i < spans.length; i += 500) {
     const r = await postJson(gw, '/v1/spans', { spans: spans.slice(i, i + 500) }, key);
     assert.equal(r.status, 200, r.text);
+    assert.equal(r.json().rejected, undefined, r.text);
   }
 }
 
@@ -62,9 +63,11 @@ const traceSpans = [
 
 // 3000 spans over 429 distinct start times (7 share each), for pagination.
 const PAGE_N = 3000;
+// Ten spans per trace: the first is the root (one root per trace, as Agenta).
+const parentOf = (base, i, per) => (i % per ? { parent_id: hex16(base + i - (i % per)) } : {});
 const pageSpans = Array.from({ length: PAGE_N }, (_, i) => ({
   trace_id: (0x5000 + Math.floor(i / 10)).toString(16).padStart(32, '0'),
-  span_id: hex16(0x6000000 + i),
+  span_id: hex16(0x6000000 + i), ...parentOf(0x6000000, i, 10),
   span_name: `page-${i}`,
   start_time: 1700000000000000 + Math.floor(i / 7) * 1000,
   end_time: 1700000000000000 + Math.floor(i / 7) * 1000 + 5,
@@ -81,7 +84,7 @@ const anaSpans = Array.from({ length: 900 }, (_, i) => {
   const dur = ((i * 37) % 2000) * 1000 + (i * 13) % 1000; // µs, up to ~2 s
   const s = {
     trace_id: (0x9000 + Math.floor(i / 5)).toString(16).padStart(32, '0'),
-    span_id: hex16(0x7000000 + i), span_name: `op-${i % 3}`, span_kind: KINDS[i % 3],
+    span_id: hex16(0x7000000 + i), ...parentOf(0x7000000, i, 5), span_name: `op-${i % 3}`, span_kind: KINDS[i % 3],
     start_time: start, end_time: start + dur,
     status_code: i % 5 === 0 ? 'STATUS_CODE_ERROR' : 'STATUS_CODE_OK',
     attributes: { batch: 'analytics' },

@@ -54,11 +54,20 @@ static void test_nested_attribute_is(void **st) {
                            "\"key\":\"ag.type.span\",\"value\":\"llm\",\"operator\":\"is\"}]}}",
                            &q, &err), 0);
   /* Containment on the nested object, or on the literal dotted key. */
-  assert_non_null(strstr(q.sql.data, "(attributes @> $4::jsonb OR attributes @> $5::jsonb)"));
+  assert_non_null(strstr(q.sql.data, "(attributes @> $2::jsonb OR attributes @> $3::jsonb)"));
+  assert_string_equal(q.params[1], "{\"ag\":{\"type\":{\"span\":\"llm\"}}}");
+  assert_string_equal(q.params[2], "{\"ag.type.span\":\"llm\"}");
+  assert_int_equal(q.nparams, 4); /* no path parameter: containment names no leaf */
+  sg_rf_query_free(&q);
+  /* Other operators read the leaf: the path as a text[] parameter, and the
+   * literal dotted key beside it. */
+  assert_int_equal(compile("{\"filtering\":{\"conditions\":[{\"field\":\"attributes\","
+                           "\"key\":\"ag.type.span\",\"value\":\"ll\",\"operator\":\"startswith\"}]}}",
+                           &q, &err), 0);
+  assert_non_null(strstr(q.sql.data, "(COALESCE(attributes #> $2::text[], attributes -> $3::text) #>> '{}') ILIKE $4"));
   assert_string_equal(q.params[1], "{\"ag\",\"type\",\"span\"}");
   assert_string_equal(q.params[2], "ag.type.span");
-  assert_string_equal(q.params[3], "{\"ag\":{\"type\":{\"span\":\"llm\"}}}");
-  assert_string_equal(q.params[4], "{\"ag.type.span\":\"llm\"}");
+  assert_string_equal(q.params[3], "ll%");
   sg_rf_query_free(&q);
   /* The shorthand field "attributes.<key>" is the same condition. */
   assert_int_equal(compile("{\"filtering\":{\"conditions\":[{\"field\":\"attributes.ag.type.span\","
@@ -134,7 +143,7 @@ static void test_injection_is_inert(void **st) {
   assert_null(strstr(q.sql.data, "DROP"));
   assert_null(strstr(q.sql.data, "'x"));
   assert_true(has_param(&q, evil));
-  assert_true(has_param(&q, "{\"x'); DROP TABLE spans; --\"}")); /* one path element */
+  assert_true(has_param(&q, "{\"x'); DROP TABLE spans; --\":1}")); /* one key, in JSON */
   assert_true(has_param(&q, "{\"a\\\"}\",\"b\"}"));               /* array literal escaping */
   sg_rf_query_free(&q);
 
