@@ -241,8 +241,6 @@ static void decode_and_store(ingest_t *in) {
       fail(in, 503, "out of memory", "Retry-After: 1\r\n");
       return;
     }
-    for (size_t i = 0; i < in->batch.n; i++)
-      in->batch.spans[i].nest_attributes = (uint8_t)sg_lua_span_nested(in->w->lua, i);
   }
   if (in->batch.n == 0) { /* nothing storable: answer now */
     atomic_fetch_add(&sg_metrics.spans_rejected, in->batch.rejected);

@@ -453,6 +453,9 @@ static int out_reserve(sg_lua_rt_t *rt, sg_span_batch_t *b, size_t w, size_t nee
   return 0;
 }
 
+_Static_assert(SG_LUA_NEST_ATTRS == SG_SPAN_NEST_ATTRS && SG_LUA_NEST_RESOURCE == SG_SPAN_NEST_RESOURCE,
+               "the nest flags are stored in sg_span_t.nest_attributes as they are");
+
 /* Output span w = *s (moved), with its nest flags. */
 static void out_put(sg_lua_rt_t *rt, sg_span_batch_t *b, size_t w, const sg_span_t *s, uint8_t nest) {
   sg_span_t *d = rt->tx_sep ? &rt->out[w] : &b->spans[w];

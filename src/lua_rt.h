@@ -25,7 +25,9 @@
  * `while true do end`. A hook that errors or runs out of budget is logged
  * (component "lua", with its traceback, at most one line per second per
  * runtime plus a count of the lines suppressed) and counted; the state stays
- * usable. See docs/lua.md.
+ * usable; once the budget is spent every further instruction of that call
+ * fails too, so a script cannot catch the error with pcall and loop on.
+ * See docs/lua.md.
  */
 #ifndef SG_LUA_RT_H
 #define SG_LUA_RT_H
@@ -70,8 +72,12 @@ int sg_lua_rt_hooks(const sg_lua_rt_t *rt);
  * hook fails is restored exactly as it came and, per cfg->on_script_error,
  * kept ("pass") or removed and counted in b->rejected with the reason
  * "span N: rejected by the transform script" ("reject"). *errors (may be
- * NULL) receives the number of failed hook calls. Returns 0, or SG_ENOMEM
- * (the batch is then still consistent: every span is owned exactly once). */
+ * NULL) receives the number of failed hook calls. Every span that comes out
+ * of the hook has nest_attributes set (the flags below; 0 for a span whose
+ * hook failed). Without a transform hook the batch is not touched. Returns
+ * 0, or SG_ENOMEM (the batch is then still consistent: every span is owned
+ * exactly once). When M.span is gw.agenta.normalize itself it runs as C,
+ * without entering Lua (same results, counters and failure handling). */
 int sg_lua_transform(sg_lua_rt_t *rt, const uint8_t project_id[16], sg_span_batch_t *b,
                      size_t *errors);
 
@@ -83,8 +89,9 @@ int sg_lua_transform(sg_lua_rt_t *rt, const uint8_t project_id[16], sg_span_batc
  *   sg_json_dump_attributes(s->attributes,
  *       (f & SG_LUA_NEST_RESOURCE) ? s->resource : NULL,
  *       (f & SG_LUA_NEST_ATTRS) ? SG_JSON_NEST : 0, out).
- * Until span.h carries the flags itself (uint8_t nest_attributes) this side
- * table is the source of truth; 0 for indexes out of range. */
+ * sg_lua_transform() also stores them in b->spans[i].nest_attributes (same
+ * bit values as SG_SPAN_NEST_*); this accessor is kept for compatibility.
+ * 0 for indexes out of range. */
 #define SG_LUA_NEST_ATTRS 1
 #define SG_LUA_NEST_RESOURCE 2
 int sg_lua_span_nested(const sg_lua_rt_t *rt, size_t i);

@@ -114,6 +114,29 @@ describe("transform.lua", function()
     assert.are.equal("TASK", s.span_type)
   end)
 
+  it("writes ag.type.trace / ag.type.span for legacy keys already in lower case", function()
+    local _, s = run({ ["ag.type.tree"] = "invocation", ["ag.type.node"] = "chat" })
+    assert.are.equal("invocation", s.attributes["ag.type.trace"])
+    assert.are.equal("chat", s.attributes["ag.type.span"])
+    assert.are.equal("invocation", s.attributes["ag.type.tree"]) -- kept, lossless
+  end)
+
+  it("writes integer ids in full, int64 cdata too", function()
+    local _, s = run({ ["ag.session.id"] = 2^60, ["ag.user.id"] = 1.5,
+                       ["ag.agent.id"] = -9223372036854775807LL })
+    assert.are.equal("1152921504606846976", s.session_id)
+    assert.are.equal("1.5", s.user_id)
+    assert.are.equal("-9223372036854775807", s.agent_id)
+  end)
+
+  it("M.span is M.normalize without the built-in, gw.agenta.normalize with it", function()
+    assert.are.equal(M.normalize, M.span)
+    local builtin = function() end
+    gw.agenta = { normalize = builtin }
+    M = H.load("transform", gw)
+    assert.are.equal(builtin, M.span)
+  end)
+
   it("does not write attributes that are already normal", function()
     local writes = 0
     local attrs = setmetatable({}, {

@@ -464,6 +464,8 @@ static void test_budget(void **state) {
              "  if s.span_name == 'for' then for i = 1, 1e12 do n = n + i end end\n"
              "  if s.span_name == 'rec' then local function f(x) return f(x + 1) + 1 end f(1) end\n"
              "  if s.span_name == 'str' then local t = {} while true do t[#t % 100 + 1] = 'x' end end\n"
+             "  if s.span_name == 'catch' then while true do pcall(function() while true do end end) end end\n"
+             "  if s.span_name == 'catch2' then for i = 1, 1e12 do pcall(error, 'x') end end\n"
              "  s.attributes.ok = true\n"
              "  return s\n"
              "end }\n");
@@ -481,21 +483,26 @@ static void test_budget(void **state) {
     push_span(&b, "rec", "{}");
     push_span(&b, "str", "{}");
     push_span(&b, "fine", "{}");
+    push_span(&b, "catch", "{}"); /* catches the budget error and loops on */
+    push_span(&b, "catch2", "{}");
+    push_span(&b, "fine", "{}");
     size_t errs = 0;
     time_t t0 = time(NULL);
     assert_int_equal(sg_lua_transform(rt, PROJECT, &b, &errs), 0);
     assert_true(time(NULL) - t0 < 10);
-    assert_int_equal(errs, 4);
-    assert_int_equal(b.n, 6);
+    assert_int_equal(errs, 6);
+    assert_int_equal(b.n, 9);
     assert_dump(b.spans[0].attributes, 0, "{}");
     assert_dump(b.spans[1].attributes, 0, "{\"ok\":true}");
     assert_dump(b.spans[5].attributes, 0, "{\"ok\":true}");
+    assert_dump(b.spans[6].attributes, 0, "{}");
+    assert_dump(b.spans[8].attributes, 0, "{\"ok\":true}");
     sg_span_batch_free(&b);
   }
   sg_lua_stats_t st;
   sg_lua_rt_stats(rt, &st);
-  assert_int_equal(st.errors, 8);
-  assert_true(st.budget_kills >= 6); /* the recursion may hit the stack limit first */
+  assert_int_equal(st.errors, 12);
+  assert_true(st.budget_kills >= 10); /* the recursion may hit the stack limit first */
   sg_lua_rt_free(rt);
   sg_buf_free(&err);
   sg_config_free(&cfg);
@@ -712,6 +719,206 @@ static void test_shipped_transform(void **state) {
   assert_non_null(strstr(run_lua(rt, "require('gw').attributes.nest(1)"), "span expected"));
   json_decref(res);
   sg_span_batch_free(&b);
+  sg_lua_rt_free(rt);
+  sg_config_free(&cfg);
+}
+
+/* The built-in gw.agenta.normalize and the shipped M.normalize (the same
+ * steps in Lua) must store the same rows: run both over varied spans and
+ * compare every column and the attributes as stored. */
+static const char *NORM_CASES[] = {
+    REALISTIC,
+    NULL, /* no attributes */
+    "{}",
+    "{\"ag.type.tree\":\"invocation\",\"ag.type.node\":\"chat\"}", /* legacy, already lower case */
+    "{\"ag.type.tree\":\"Annotation\",\"ag.type.node\":\"RERANK\",\"ag.type.trace\":null}",
+    "{\"ag.type.trace\":\"bogus\",\"ag.type.span\":7,\"openinference.span.kind\":\"TOOL\"}",
+    "{\"openinference.span.kind\":\"RETRIEVER\",\"session.id\":\"s-9\",\"user.id\":42}",
+    "{\"openinference.span.kind\":\"retriever\",\"session.id\":{\"x\":[1,2]},\"user.id\":true}",
+    "{\"ag.session.id\":null,\"session.id\":\"oi\",\"ag.user.id\":\"\",\"user.id\":\"u\"}",
+    "{\"ag.session.id\":12345678901234,\"ag.user.id\":-7,\"ag.agent.id\":1.5,\"gen_ai.agent.id\":\"g\"}",
+    "{\"ag.agent.id\":false,\"gen_ai.agent.id\":\"g\",\"resource\":\"mine\"}",
+    "{\"ag.agent.id\":\"a\",\"gen_ai.agent.id\":\"g\",\"ag.type.span\":\"LlM\"}",
+    "{\"ag.session.id\":9007199254740993,\"ag.user.id\":1e20,\"ag.agent.id\":2.0}",
+    "{\"ag.session.id\":\"h\\u00e9llo\",\"ag.user.id\":\"u\\u0000x\"}",
+    "{\"ag.type.trace\":\"UNKNOWN\",\"ag.type.span\":\"unknown\",\"x.y\":1}",
+};
+
+static void fill_norm_batch(sg_span_batch_t *b, json_t *res) {
+  sg_span_batch_init(b);
+  size_t n = sizeof NORM_CASES / sizeof NORM_CASES[0];
+  for (size_t k = 0; k < 4 * n; k++) {
+    json_error_t e;
+    sg_span_t *s = push_span(b, "n", NULL);
+    const char *a = NORM_CASES[k % n];
+    if (a && !(s->attributes = json_loads(a, JSON_ALLOW_NUL, &e))) fail_msg("bad test JSON: %s", e.text);
+    int v = (int)(k / n); /* columns as a native client may send them; resource or not */
+    s->trace_type = v & 1 ? SG_TRACE_ANNOTATION : SG_NULL_ENUM;
+    s->span_type = v & 2 ? SG_SPAN_TYPE_TOOL : SG_NULL_ENUM;
+    if (v & 1) s->session_id = strdup("sent");
+    if (v != 2) s->resource = json_incref(res);
+  }
+}
+
+static void test_normalize_builtin_matches_lua(void **state) {
+  (void)state;
+  json_t *res = json_loads(RESOURCE, 0, NULL);
+  sg_span_batch_t bc, bl;
+  fill_norm_batch(&bc, res);
+  fill_norm_batch(&bl, res);
+  sg_config_t cc, cl;
+  sg_lua_rt_t *c = shipped(&cc);
+  sg_lua_rt_t *l = rt_with("local gw = require('gw')\n"
+                           "local saved = gw.agenta\n"
+                           "gw.agenta = nil\n" /* the shipped file then runs M.normalize */
+                           "local M = dofile('lua/transform.lua')\n"
+                           "gw.agenta = saved\n"
+                           "assert(M.span == M.normalize)\n"
+                           "return M\n",
+                           &cl);
+  size_t ec = 9, el = 9;
+  assert_int_equal(sg_lua_transform(c, PROJECT, &bc, &ec), 0);
+  assert_int_equal(sg_lua_transform(l, PROJECT, &bl, &el), 0);
+  assert_int_equal(ec, 0);
+  assert_int_equal(el, 0);
+  assert_int_equal(bc.n, bl.n);
+  for (size_t i = 0; i < bc.n; i++) {
+    sg_span_t *x = &bc.spans[i], *y = &bl.spans[i];
+    char *ax = dump(x->attributes, 0), *ay = dump(y->attributes, 0);
+    /* Documented differences (lua_span.c): a copied session.id / user.id
+     * keeps its JSON form; an integer beyond 2^53 is exact in both. */
+    if (strcmp(ax, ay) != 0) fail_msg("span %zu attributes: builtin %s, Lua %s", i, ax, ay);
+    free(ax);
+    free(ay);
+    assert_int_equal(x->trace_type, y->trace_type);
+    assert_int_equal(x->span_type, y->span_type);
+    const char *sx[] = {x->session_id, x->user_id, x->agent_id}, *sy[] = {y->session_id, y->user_id, y->agent_id};
+    for (int k = 0; k < 3; k++) {
+      if ((sx[k] == NULL) != (sy[k] == NULL) || (sx[k] && strcmp(sx[k], sy[k]) != 0))
+        fail_msg("span %zu id column %d: builtin %s, Lua %s", i, k, sx[k] ? sx[k] : "NULL",
+                 sy[k] ? sy[k] : "NULL");
+    }
+    assert_int_equal(x->nest_attributes, y->nest_attributes);
+    assert_int_equal(x->nest_attributes, sg_lua_span_nested(c, i));
+  }
+  /* a few rows spelled out */
+  assert_dump(bc.spans[3].attributes, 0,
+              "{\"ag.type.tree\":\"invocation\",\"ag.type.node\":\"chat\",\"ag.type.trace\":\"invocation\","
+              "\"ag.type.span\":\"chat\"}");
+  assert_string_equal(bc.spans[9].session_id, "12345678901234");
+  assert_string_equal(bc.spans[9].user_id, "-7");
+  assert_string_equal(bc.spans[9].agent_id, "1.5");
+  assert_string_equal(bc.spans[12].session_id, "9007199254740993");
+  assert_string_equal(bc.spans[12].user_id, "1e+20");
+  assert_string_equal(bc.spans[12].agent_id, "2");
+  assert_int_equal(bc.spans[0].nest_attributes, SG_LUA_NEST_ATTRS | SG_LUA_NEST_RESOURCE);
+  assert_int_equal(bc.spans[10].nest_attributes, SG_LUA_NEST_ATTRS); /* own "resource" */
+  sg_lua_stats_t st;
+  sg_lua_rt_stats(c, &st);
+  assert_int_equal(st.calls, bc.n);
+  sg_span_batch_free(&bc);
+  sg_span_batch_free(&bl);
+  sg_lua_rt_free(c);
+  sg_lua_rt_free(l);
+  sg_config_free(&cc);
+  sg_config_free(&cl);
+  json_decref(res);
+}
+
+/* The built-in failing (attributes that are not an object) is a hook
+ * failure like any other: logged, counted, the span kept as it came. */
+static void test_normalize_builtin_errors(void **state) {
+  (void)state;
+  sg_config_t cfg;
+  sg_lua_rt_t *rt = shipped(&cfg);
+  sg_span_batch_t b;
+  sg_span_batch_init(&b);
+  push_span(&b, "ok", "{\"ag.session.id\":\"s\"}");
+  push_span(&b, "bad", "[1,{\"ag.session.id\":\"s\"}]");
+  push_span(&b, "ok2", NULL);
+  size_t errs = 0;
+  assert_int_equal(sg_lua_transform(rt, PROJECT, &b, &errs), 0);
+  assert_int_equal(errs, 1);
+  assert_int_equal(b.n, 3);
+  assert_string_equal(b.spans[0].session_id, "s");
+  assert_dump(b.spans[1].attributes, 0, "[1,{\"ag.session.id\":\"s\"}]");
+  assert_null(b.spans[1].session_id);
+  assert_int_equal(b.spans[1].nest_attributes, 0);
+  assert_int_equal(b.spans[1].trace_type, SG_NULL_ENUM);
+  assert_int_equal(b.spans[2].nest_attributes, SG_LUA_NEST_ATTRS);
+  sg_span_batch_free(&b);
+  /* called from Lua: bad arguments, and a failure after it rolls it back */
+  const char *e = run_lua(rt, "local gw = require('gw')\n"
+                              "local ok, m = pcall(gw.agenta.normalize, {})\n"
+                              "assert(not ok and m:find('span expected'), m)\n");
+  if (e) fail_msg("%s", e);
+  sg_lua_rt_free(rt);
+  sg_config_free(&cfg);
+  rt = rt_with("local gw = require('gw')\n"
+               "return { span = function(s, ctx)\n"
+               "  gw.agenta.normalize(s, ctx)\n"
+               "  if s.span_name == 'fail' then error('after normalize') end\n"
+               "  return s\n"
+               "end }\n",
+               &cfg);
+  sg_span_batch_init(&b);
+  push_span(&b, "fail", "{\"session.id\":\"oi\",\"ag.type.span\":\"LLM\"}");
+  push_span(&b, "pass", "{\"session.id\":\"oi\"}");
+  assert_int_equal(sg_lua_transform(rt, PROJECT, &b, &errs), 0);
+  assert_int_equal(errs, 1);
+  assert_dump(b.spans[0].attributes, 0, "{\"session.id\":\"oi\",\"ag.type.span\":\"LLM\"}");
+  assert_null(b.spans[0].session_id);
+  assert_int_equal(b.spans[0].span_type, SG_NULL_ENUM);
+  assert_int_equal(b.spans[0].nest_attributes, 0);
+  assert_dump(b.spans[1].attributes, 0,
+              "{\"session.id\":\"oi\",\"ag.type.trace\":\"invocation\",\"ag.type.span\":\"task\","
+              "\"ag.session.id\":\"oi\"}");
+  assert_string_equal(b.spans[1].session_id, "oi");
+  sg_span_batch_free(&b);
+  sg_lua_rt_free(rt);
+  sg_config_free(&cfg);
+}
+
+/* Output placed in place until a fan-out overtakes the input: then it moves
+ * to a new array, in order, nothing lost or doubled. */
+static void test_fanout_growth(void **state) {
+  (void)state;
+  sg_config_t cfg;
+  sg_lua_rt_t *rt = rt_with("local gw = require('gw')\n"
+                            "return { span = function(s)\n"
+                            "  local n = tonumber(s.span_name)\n"
+                            "  if n % 7 == 3 then return nil end\n"
+                            "  if n % 5 == 1 then return {s, {span_name = n .. 'b'}, {span_name = n .. 'c'}} end\n"
+                            "  return s\n"
+                            "end }\n",
+                            &cfg);
+  for (int round = 0; round < 2; round++) {
+    sg_span_batch_t b;
+    sg_span_batch_init(&b);
+    char name[16];
+    for (int i = 0; i < 300; i++) {
+      snprintf(name, sizeof name, "%d", i);
+      push_span(&b, name, "{\"a\":1}");
+    }
+    size_t errs = 0;
+    assert_int_equal(sg_lua_transform(rt, PROJECT, &b, &errs), 0);
+    assert_int_equal(errs, 0);
+    size_t w = 0;
+    for (int i = 0; i < 300; i++) {
+      if (i % 7 == 3) continue;
+      snprintf(name, sizeof name, "%d", i);
+      assert_string_equal(b.spans[w++].span_name, name);
+      if (i % 5 == 1) {
+        snprintf(name, sizeof name, "%db", i);
+        assert_string_equal(b.spans[w++].span_name, name);
+        snprintf(name, sizeof name, "%dc", i);
+        assert_string_equal(b.spans[w++].span_name, name);
+      }
+    }
+    assert_int_equal(b.n, w);
+    assert_true(b.cap >= b.n);
+    sg_span_batch_free(&b);
+  }
   sg_lua_rt_free(rt);
   sg_config_free(&cfg);
 }
@@ -1015,6 +1222,9 @@ int main(void) {
       cmocka_unit_test(test_gw),
       cmocka_unit_test(test_proxy_rules),
       cmocka_unit_test(test_shipped_transform),
+      cmocka_unit_test(test_normalize_builtin_matches_lua),
+      cmocka_unit_test(test_normalize_builtin_errors),
+      cmocka_unit_test(test_fanout_growth),
       cmocka_unit_test(test_shipped_routing_ttl),
       cmocka_unit_test(test_dump_matches_jansson),
       cmocka_unit_test(test_nest_rules),
