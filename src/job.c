@@ -111,7 +111,7 @@ int sg_job_main(int argc, char **argv) {
     sg_lua_set_io_injector(sg_lua_io_inject, io);
     rt = sg_lua_rt_new(&cfg, &err);
   }
-  sg_lua_set_io_injector(NULL, NULL);
+  sg_lua_set_io_injector(sg_lua_io_inject, NULL);
   if (rt == NULL) {
     fprintf(stderr, "spangate %s: %s\n", cmd, err.data ? err.data : "cannot start");
     goto done;

@@ -155,8 +155,11 @@ end
 
 local function stats_of(r)
   local _, _, lo, hi = bounds(r)
-  local p = store.pg_day_stats(r.project, lo, hi, true)[r.key] or {n = 0, vsum = 0}
-  local c = store.ch_day_stats({r.project}, lo, hi, true)[r.key] or {n = 0, vsum = 0}
+  -- after a copy from PostgreSQL, count and version sum find what can still
+  -- differ (rows missing, extra rows, a row updated meanwhile); the md5
+  -- checksum is for the plan, where ClickHouse may hold damaged content
+  local p = store.pg_day_stats(r.project, lo, hi)[r.key] or {n = 0, vsum = 0}
+  local c = store.ch_day_stats({r.project}, lo, hi)[r.key] or {n = 0, vsum = 0}
   return p, c
 end
 
@@ -226,7 +229,7 @@ local function run_range(r)
       total.orphans, s.orphans = total.orphans + n, s.orphans + n
       p, c = stats_of(r)
     end
-    if p.n == c.n and p.vsum == c.vsum and p.checksum == c.checksum then
+    if p.n == c.n and p.vsum == c.vsum then
       store.save_checkpoint(JOB, r, {status = "done", rows = cp.rows or 0, last = cp.last})
       verified[r.key] = true
       s.copied = s.copied + 1
@@ -332,13 +335,14 @@ do
       while next_i <= #projects do
         local p = projects[next_i]
         next_i = next_i + 1
-        for k, v in pairs(store.pg_day_stats(p, since_us, until_us, true)) do pg[k] = v end
+        for k, v in pairs(store.pg_day_stats(p, since_us, until_us, not opts.restart)) do pg[k] = v end
       end
     end)
   end
   if #tasks > 0 then gw.wait(unpack(tasks)) end
 end
-local ch = #projects > 0 and store.ch_day_stats(projects, since_us, until_us, true) or {}
+-- (--restart copies everything: the checksums would not change the plan)
+local ch = #projects > 0 and store.ch_day_stats(projects, since_us, until_us, not opts.restart) or {}
 cps = opts.restart and {} or store.load_checkpoints(JOB)
 local gaps = store.open_gaps(projects, since_us, until_us)
 local ranges = plan.plan(pg, ch, cps, gaps, {restart = opts.restart})

@@ -19,7 +19,7 @@ local format = string.format
 
 local SPEC = {
   project = {kind = "list"}, since = {kind = "string"}, ["until"] = {kind = "string"},
-  sample = {kind = "number", default = 200}, json = {kind = "flag"}, help = {kind = "flag"},
+  sample = {kind = "number", default = 200, zero_ok = true}, json = {kind = "flag"}, help = {kind = "flag"},
 }
 local USAGE = [[
 usage: spangate validate [-c FILE] [OPTIONS]

@@ -38,7 +38,9 @@ function M.parse_args(argv, spec)
       end
       if s.kind == "number" then
         local n = tonumber(v)
-        if not n or n <= 0 then return nil, format("--%s: '%s' is not a positive number", name, v) end
+        if not n or n < 0 or (n == 0 and not s.zero_ok) then
+          return nil, format("--%s: '%s' is not a %s number", name, v, s.zero_ok and "non-negative" or "positive")
+        end
         opts[key] = n
       elseif s.kind == "list" then
         for item in v:gmatch("[^,%s]+") do opts[key][#opts[key] + 1] = item end

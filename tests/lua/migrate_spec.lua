@@ -1,0 +1,135 @@
+-- migrate_spec.lua - the migration's pure logic (lua/jobs/lib/plan.lua):
+-- options, dates, range planning, checkpoints, gaps, orphans. No database.
+package.path = "lua/?.lua;tests/lua/?.lua;" .. package.path
+local plan = require("jobs.lib.plan")
+
+local P1 = "0190a3b4-0000-7000-8000-0000000000c1"
+local P2 = "0190a3b4-0000-7000-8000-0000000000c2"
+local D1 = plan.parse_date("2024-05-01")
+local D2 = D1 + plan.DAY_US
+
+local SPEC = {
+  project = {kind = "list"}, since = {kind = "string"}, batch = {kind = "number", default = 5000},
+  dry_run = {kind = "flag"}, sample = {kind = "number", default = 200, zero_ok = true},
+}
+
+local function stat(p, d, n, vsum, sum)
+  return {[plan.range_key(p, d)] = {project = p, day = d, n = n, vsum = vsum or n, checksum = sum}}
+end
+local function merge(...)
+  local out = {}
+  for _, t in ipairs({...}) do for k, v in pairs(t) do out[k] = v end end
+  return out
+end
+
+describe("plan.parse_args", function()
+  it("reads flags, numbers, repeated and comma-separated lists, --x=y", function()
+    local o = assert(plan.parse_args({"--project", P1, "--project=" .. P2 .. ",x", "--batch", "100", "--dry-run"}, SPEC))
+    assert.same({P1, P2, "x"}, o.project)
+    assert.equal(100, o.batch)
+    assert.is_true(o.dry_run)
+  end)
+  it("keeps defaults and rejects unknown or bad options", function()
+    assert.equal(5000, plan.parse_args({}, SPEC).batch)
+    local o, e = plan.parse_args({"--bogus"}, SPEC)
+    assert.is_nil(o); assert.matches("unknown option '%-%-bogus'", e)
+    o, e = plan.parse_args({"--batch", "0"}, SPEC)
+    assert.is_nil(o); assert.matches("positive", e)
+    assert.equal(0, plan.parse_args({"--sample", "0"}, SPEC).sample)
+    o, e = plan.parse_args({"--batch"}, SPEC)
+    assert.matches("needs a value", e)
+  end)
+end)
+
+describe("plan dates", function()
+  it("parses UTC dates and times to µs and prints days", function()
+    assert.equal(1714521600 * 1e6, D1)
+    assert.equal(D1 + 12 * 3600e6 + 30e6, plan.parse_date("2024-05-01T12:00:30Z"))
+    assert.equal("2024-05-01", plan.day_text(D1 + 86399e6))
+    assert.equal("2024-02-29", plan.day_text(plan.parse_date("2024-02-29")))
+    assert.equal("1970-01-01", plan.day_text(0))
+    assert.is_nil(plan.parse_date("2024-13-01"))
+    assert.is_nil(plan.parse_date("yesterday"))
+    assert.equal(D1, plan.day_start(D1 + 5))
+  end)
+end)
+
+describe("plan.plan", function()
+  it("skips ranges where both stores agree and copies the others", function()
+    local pg = merge(stat(P1, D1, 10, 5, "a"), stat(P1, D2, 7), stat(P2, D1, 3))
+    local ch = merge(stat(P1, D1, 10, 5, "a"), stat(P1, D2, 6))
+    local r = plan.plan(pg, ch, {}, {}, {})
+    assert.equal(3, #r)
+    assert.same({P1, D1, "skip"}, {r[1].project, r[1].day, r[1].action})
+    assert.same({"copy", "counts differ"}, {r[2].action, r[2].why})
+    assert.same({P2, "copy", "not in ClickHouse"}, {r[3].project, r[3].action, r[3].why})
+  end)
+  it("copies when only the checksum or the version sum differs", function()
+    local r = plan.plan(stat(P1, D1, 10, 5, "a"), stat(P1, D1, 10, 5, "b"), {}, {}, {})
+    assert.same({"copy", "checksums differ"}, {r[1].action, r[1].why})
+    r = plan.plan(stat(P1, D1, 10, 5), stat(P1, D1, 10, 6), {}, {}, {})
+    assert.equal("copy", r[1].action)
+  end)
+  it("includes ranges only ClickHouse has (deleted in PostgreSQL)", function()
+    local r = plan.plan({}, stat(P2, D2, 4), {}, {}, {})
+    assert.same({P2, D2, 0, 4, "copy"}, {r[1].project, r[1].day, r[1].pg_n, r[1].ch_n, r[1].action})
+  end)
+  it("resumes an interrupted range from its checkpoint, unless --restart", function()
+    local last = {created_us = "1714521600000001", trace_id = "t", span_id = "s"}
+    local cps = {[plan.range_key(P1, D1)] = {status = "running", rows = 5, last = last}}
+    local r = plan.plan(stat(P1, D1, 10), stat(P1, D1, 5), cps, {}, {})
+    assert.equal("resume", r[1].action)
+    assert.equal(last, r[1].resume)
+    r = plan.plan(stat(P1, D1, 10), stat(P1, D1, 5), cps, {}, {restart = true})
+    assert.equal("copy", r[1].action)
+    r = plan.plan(stat(P1, D1, 10), stat(P1, D1, 10), {}, {}, {restart = true})
+    assert.equal("copy", r[1].action)
+  end)
+  it("copies a done range again when the stores no longer agree", function()
+    local cps = {[plan.range_key(P1, D1)] = {status = "done", rows = 10}}
+    local r = plan.plan(stat(P1, D1, 10), stat(P1, D1, 8), cps, {}, {})
+    assert.same({"copy", "done before, stores differ now"}, {r[1].action, r[1].why})
+    r = plan.plan(stat(P1, D1, 10), stat(P1, D1, 10), cps, {}, {})
+    assert.same({"skip", "done, stores agree"}, {r[1].action, r[1].why})
+  end)
+  it("copies every day a gap touches even where counts agree", function()
+    local gaps = {{id = "7", project = P1, first_us = D1 + 5, last_us = D2 + 5}}
+    local r = plan.plan(merge(stat(P1, D1, 10), stat(P1, D2, 3)), merge(stat(P1, D1, 10), stat(P1, D2, 3)), {}, gaps, {})
+    assert.equal(2, #r)
+    assert.same({"copy", "copy"}, {r[1].action, r[2].action})
+    assert.same({"7"}, r[1].gaps)
+  end)
+end)
+
+describe("checkpoints and gaps", function()
+  it("accumulates rows and keeps the last key", function()
+    local cp = plan.checkpoint_after_batch(nil, {created_us = "1"}, 5000)
+    cp = plan.checkpoint_after_batch(cp, {created_us = "2"}, 12)
+    assert.same({status = "running", last = {created_us = "2"}, rows = 5012}, cp)
+  end)
+  it("marks a gap repaired only when every day it touches verified", function()
+    local gaps = {
+      {id = "1", project = P1, first_us = D1, last_us = D2 + 1},
+      {id = "2", project = P1, first_us = D1, last_us = D1},
+      {id = "3", project = P1, first_us = D1, last_us = D1, clipped = true},
+    }
+    local verified = {[plan.range_key(P1, D1)] = true}
+    assert.same({"2"}, plan.repaired_gaps(gaps, verified))
+    verified[plan.range_key(P1, D2)] = true
+    assert.same({"1", "2"}, plan.repaired_gaps(gaps, verified))
+  end)
+  it("finds the keys ClickHouse has and PostgreSQL does not", function()
+    assert.same({"c/3"}, plan.orphans({"a/1", "b/2"}, {"a/1", "c/3", "b/2"}))
+    assert.same({}, plan.orphans({"a/1"}, {}))
+  end)
+end)
+
+describe("formatting", function()
+  it("groups digits, prints durations and aligned tables", function()
+    assert.equal("150,000", plan.fmt_count(150000))
+    assert.equal("7", plan.fmt_count(7))
+    assert.equal("1m05s", plan.fmt_duration(65))
+    assert.equal("?", plan.fmt_duration(nil))
+    assert.equal("a    bb\n---  --\nxyz  1\n", plan.render_table({"a", "bb"}, {{"xyz", 1}}))
+  end)
+end)
