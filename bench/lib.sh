@@ -58,3 +58,6 @@ mkdb() { # NAME
   "$ROOT/build/spangate" schema --apply -c "$W/$1.conf" >"$W/$1.schema.log" 2>&1 ||
     { cat "$W/$1.schema.log" >&2; return 1; }
 }
+# The 1-minute load average when a phase starts: other work on the machine
+# (a test run, a build) shows up here and in the profile's CPU by process.
+loadavg() { fact "loadavg.$1" "$(cut -d' ' -f1 /proc/loadavg)"; }

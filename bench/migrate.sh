@@ -19,6 +19,8 @@
 # the fraction), `<col>_us` columns as the microseconds within the second,
 # version = µs of coalesce(updated_at, created_at) as the gateway sets it,
 # expires_at = never. JSON columns are PostgreSQL's jsonb text.
+# clickhouse-client's blocks are capped at 100000 rows: its default (1M rows
+# of ~1.6 KB) exceeds 18.16's 4 GiB per-query memory limit.
 #
 # The migrate job: `spangate migrate -c CONF $BENCH_MIGRATE_ARGS` (its options:
 # --batch N, --parallel N, --project ID). While it is not implemented (exit
@@ -108,10 +110,12 @@ while IFS=$'\t' read -r name type _; do
   esac
 done < <(chq 'DESCRIBE TABLE bench_mig_pipe.spans FORMAT TabSeparated')
 select_list=$(IFS=,; echo "${sel[*]}")
+loadavg migrate_pipe
 log "migrate: psql COPY TO STDOUT | clickhouse-client INSERT ($ROWS rows)"
 t0=$(now)
 psqlq bench_mig -c "COPY (SELECT $select_list FROM spans) TO STDOUT" |
-  clickhouse-client --port "$SG_TEST_CH_TCP_PORT" --query 'INSERT INTO bench_mig_pipe.spans FORMAT TabSeparated'
+  clickhouse-client --port "$SG_TEST_CH_TCP_PORT" --max_insert_block_size=100000 \
+    --query 'INSERT INTO bench_mig_pipe.spans FORMAT TabSeparated'
 t1=$(now)
 PIPE_S=$(elapsed "$t0" "$t1")
 n=$(chq 'SELECT count() FROM bench_mig_pipe.spans' | tr -d '\n')
@@ -121,6 +125,7 @@ fact migrate.pipe_spans_per_s "$(calc "$ROWS / $PIPE_S")"
 log "migrate: pipe $(fmt "$PIPE_S" '%.1f') s = $(fmt "$(calc "$ROWS / $PIPE_S")" '%.0f') spans/s"
 
 # ---- the job --------------------------------------------------------------------
+loadavg migrate_job
 log "migrate: spangate migrate $MIGRATE_ARGS"
 t0=$(now)
 rc=0

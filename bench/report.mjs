@@ -22,7 +22,10 @@ for (const line of readFileSync(p('facts.tsv'), 'utf8').split('\n')) {
 const F = (k) => facts[k];
 const FN = (k) => num(facts[k]);
 
-const loadFull = readJson('load_full.json');
+const rounds = num(facts.rounds) || 1;
+const loadFulls = [];
+for (let r = 1; r <= rounds; r++) { const j = readJson(`load_full_${r}.json`); if (j) loadFulls.push(j); }
+const loadFull = loadFulls.length ? loadFulls[loadFulls.length - 1] : null;
 const loadHalf = readJson('load_half.json');
 const loadSoak = readJson('load_soak.json');
 const loadProfile = readJson('load_profile.json');
@@ -63,6 +66,13 @@ function parseProfile(file, withSym) {
 }
 const profByProc = parseProfile('profile_by_process.txt', false);
 const profGw = parseProfile('profile_gateway.txt', true);
+const profPg = existsSync(p('profile_postgres.txt'))
+  ? readFileSync(p('profile_postgres.txt'), 'utf8').split('\n').filter(Boolean).map((l) => {
+    const m = l.replace(/(\s+-)+\s*$/, '').match(/^\s*([\d.]+)%\s+\[[.k]\]\s+(.*?)\s*$/);
+    return m ? { pct: Number(m[1]), symbol: m[2] } : null;
+  }).filter(Boolean)
+  : [];
+const loadavgs = Object.fromEntries(Object.entries(facts).filter(([k]) => k.startsWith('loadavg.')).map(([k, v]) => [k.slice(8), Number(v)]));
 const profGwChildren = existsSync(p('profile_gateway_children.txt'))
   ? readFileSync(p('profile_gateway_children.txt'), 'utf8').split('\n').filter(Boolean).map((l) => {
     const m = l.replace(/(\s+-)+\s*$/, '').match(/^\s*([\d.]+)%\s+([\d.]+)%\s+\[[.k]\]\s+(.*?)\s*$/);
@@ -93,18 +103,26 @@ const results = {
   workload: { requests: FN('workload.requests'), spans: FN('workload.spans'), spans_per_request: 100, generator: F('workload.summary') },
   floor: {
     mode: 'concurrent: PostgreSQL COPY and ClickHouse HTTP inserts started together; wall clock until both finished',
+    pg_copy_sessions: FN('floor.pg_streams') || 1,
     seconds: FN('floor.seconds'), spans_per_s: FN('floor.spans_per_s'),
     pg_seconds: FN('floor.pg_seconds'), pg_spans_per_s: FN('floor.pg_spans_per_s'),
     ch_seconds: FN('floor.ch_seconds'), ch_spans_per_s: FN('floor.ch_spans_per_s'),
-    pg_copy_bytes: FN('floor.pg_bytes'), ch_tsv_bytes: FN('floor.ch_bytes'), ch_inserts: FN('floor.ch_inserts'),
+    pg_copy_bytes_per_round: FN('floor.pg_bytes'), ch_tsv_bytes_per_round: FN('floor.ch_bytes'), ch_inserts_per_round: FN('floor.ch_inserts'),
+    rounds: Array.from({ length: rounds }, (_, i) => ({
+      round: i + 1, seconds: FN(`floor.round${i + 1}.seconds`), pg_seconds: FN(`floor.round${i + 1}.pg_seconds`), ch_seconds: FN(`floor.round${i + 1}.ch_seconds`),
+    })),
   },
   gateway: {
-    workers: FN('gateway.workers'), connections: loadFull?.connections,
+    workers: FN('gateway.workers'), connections: loadFull?.connections, order: 'rounds of floor, gateway, gateway, floor, ... (ABBA); each on fresh databases; totals are sums over rounds',
     seconds_end_to_end: FN('gateway.seconds_end_to_end'), spans_per_s: spansPerS,
     seconds_until_all_acked: FN('gateway.seconds_acked'), acked_spans_per_s: FN('gateway.acked_spans_per_s'),
-    clickhouse_lag_after_last_ack_s: FN('gateway.ch_lag_s'),
-    pg_rows: FN('gateway.pg_rows'), ch_rows: FN('gateway.ch_rows'), ch_unique: FN('gateway.ch_unique'),
-    load: loadFull,
+    rounds: Array.from({ length: rounds }, (_, i) => ({
+      round: i + 1,
+      seconds_end_to_end: FN(`gateway.round${i + 1}.seconds_end_to_end`), seconds_acked: FN(`gateway.round${i + 1}.seconds_acked`),
+      clickhouse_lag_after_last_ack_s: FN(`gateway.round${i + 1}.ch_lag_s`),
+      pg_rows: FN(`gateway.round${i + 1}.pg_rows`), ch_rows: FN(`gateway.round${i + 1}.ch_rows`), ch_unique: FN(`gateway.round${i + 1}.ch_unique`),
+      load: loadFulls[i] ?? null,
+    })),
   },
   latency_half_load: { target_rps: FN('half.target_rps'), load: loadHalf },
   memory: {
@@ -121,7 +139,9 @@ const results = {
   profile: profByProc.length ? {
     method: 'perf record -a -g -e cpu-clock -F 997, 20 s at full rate; self time',
     load: loadProfile, cpu_by_process: profByProc, gateway_self: profGw.slice(0, 30), gateway_children: profGwChildren.slice(0, 30),
+    postgres_self: profPg.slice(0, 30),
   } : null,
+  loadavg_at_phase_start: loadavgs,
   bench_seconds: FN('bench.seconds'),
 };
 writeFileSync(p('results.json'), JSON.stringify(results, null, 2) + '\n');
@@ -129,18 +149,36 @@ writeFileSync(p('results.json'), JSON.stringify(results, null, 2) + '\n');
 // ---- plot ----------------------------------------------------------------------
 let plotted = false;
 try {
+  // spans/s per second is spiky (group commits land in bursts): plot a 5 s
+  // moving average beside the raw points.
+  const smooth = (f) => {
+    if (!existsSync(p(f))) return null;
+    const rows = readFileSync(p(f), 'utf8').split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.split(' ').map(Number));
+    const out = rows.map((r, i) => {
+      const w = rows.slice(Math.max(0, i - 2), i + 3);
+      return `${r[0]} ${(w.reduce((a, x) => a + x[2], 0) / w.length).toFixed(1)}`;
+    });
+    const name = f.replace('.tsv', '.smooth.tsv');
+    writeFileSync(p(name), out.join('\n') + '\n');
+    return `'${p(name)}'`;
+  };
   const tl = (f) => (existsSync(p(f)) ? `'${p(f)}'` : null);
-  const full = tl('timeline_full.tsv'), half = tl('timeline_half.tsv'), soak = tl('timeline_soak.tsv');
+  const half = tl('timeline_half.tsv'), soak = smooth('timeline_soak.tsv');
   const floorRate = FN('floor.spans_per_s');
   const series = [];
-  if (full) series.push(`${full} using 1:3 with linespoints pt 7 ps 0.4 lw 2 title 'full rate (acked spans/s)'`);
-  if (soak) series.push(`${soak} using 1:3 with lines lw 1 title 'soak (acked spans/s)'`);
-  if (half) series.push(`${half} using 1:3 with lines lw 2 title 'half rate, open loop'`);
-  if (floorRate) series.push(`${floorRate} with lines dt 2 lw 2 title 'floor (COPY + CH insert)'`);
+  const colors = ['#2020c0', '#8020a0', '#206080', '#a02060'];
+  for (let r = 1; r <= rounds; r++) {
+    const raw = tl(`timeline_full_${r}.tsv`), sm = smooth(`timeline_full_${r}.tsv`);
+    if (raw) series.push(`${raw} using 1:3 with points pt 7 ps 0.4 lc rgb '${colors[(r - 1) % 4]}' notitle`);
+    if (sm) series.push(`${sm} using 1:2 with lines lw 2 lc rgb '${colors[(r - 1) % 4]}' title 'full rate, round ${r} (5 s avg; dots per second)'`);
+  }
+  if (soak) series.push(`${soak} using 1:2 with lines lw 1 lc rgb '#20a020' title 'soak, 5 s average'`);
+  if (half) series.push(`${half} using 1:3 with lines lw 1 lc rgb '#c08000' title 'half rate (open loop)'`);
+  if (floorRate) series.push(`${floorRate} with lines dt 2 lw 2 lc rgb '#d00000' title 'floor (COPY + CH insert)'`);
   const t0 = rss.length ? rss[0].t : 0;
   writeFileSync(p('rss_plot.tsv'), rss.map((s) => `${(s.t - t0).toFixed(1)} ${s.mb.toFixed(1)} ${s.phase}`).join('\n') + '\n');
   const gp = `
-set terminal pngcairo size 1100,1200 font 'sans,10'
+set terminal pngcairo size 1100,1200 font 'sans,10' noenhanced
 set output '${p('bench.png')}'
 set multiplot layout 3,1 title 'spangate bench: ${results.versions.spangate}, ${results.machine.cores} cores, PostgreSQL ${results.versions.postgresql}, ClickHouse ${results.versions.clickhouse}'
 set grid
@@ -175,6 +213,11 @@ lines.push(`# spangate benchmark`, '');
 lines.push(`${results.generated_at} - ${results.versions.spangate} (${results.versions.git}), PostgreSQL ${results.versions.postgresql}, ClickHouse ${results.versions.clickhouse}`);
 lines.push(`Machine: ${results.machine.cores} cores (${results.machine.cpu}), ${results.machine.memory_mb} MB RAM, ${results.machine.kernel}. Run took ${f(results.bench_seconds, 0)} s.`, '');
 lines.push('Measurements, not tests: the targets are DESIGN.md\'s and are reported, never asserted.', '');
+// The bench itself keeps ~2 runnable tasks per core busy at full rate; more
+// than twice the core count means someone else is using the machine too.
+const busy = Object.entries(loadavgs).filter(([, v]) => v > (results.machine.cores || 2) * 2);
+lines.push(`1-minute load average at the start of each phase: ${Object.entries(loadavgs).map(([k, v]) => `${k} ${v}`).join(', ')}.` +
+  (busy.length ? ` **Load above twice the core count (${busy.map(([k]) => k).join(', ')}): other work was running on the machine; figures from those phases are pessimistic and noisy.**` : ''), '');
 lines.push('| figure | value | target | |', '|---|---|---|---|');
 lines.push(`| ingest_ratio (gateway / floor, end to end) | ${f(ingestRatio, 3)} | ${targets.ingest_ratio.target} | ${met(targets.ingest_ratio)} |`);
 lines.push(`| p99 request latency at half load | ${f(p99, 2)} ms | ${targets.p99_ms_at_half_load.target} ms | ${met(targets.p99_ms_at_half_load)} |`);
@@ -190,17 +233,22 @@ lines.push(`${results.workload.requests} OTLP/HTTP protobuf requests of 100 span
 lines.push('## Ingest: floor vs gateway', '');
 lines.push('| | seconds | spans/s |', '|---|---|---|');
 lines.push(`| floor, PostgreSQL COPY alone | ${f(results.floor.pg_seconds, 2)} | ${f(results.floor.pg_spans_per_s, 0)} |`);
-lines.push(`| floor, ClickHouse inserts alone (${results.floor.ch_inserts} HTTP inserts) | ${f(results.floor.ch_seconds, 2)} | ${f(results.floor.ch_spans_per_s, 0)} |`);
+lines.push(`| floor, ClickHouse inserts alone (${results.floor.ch_inserts_per_round} HTTP inserts per round) | ${f(results.floor.ch_seconds, 2)} | ${f(results.floor.ch_spans_per_s, 0)} |`);
 lines.push(`| **floor, both at once** (wall clock) | ${f(results.floor.seconds, 2)} | **${f(results.floor.spans_per_s, 0)}** |`);
 lines.push(`| gateway, until every request was acknowledged (PostgreSQL committed) | ${f(results.gateway.seconds_until_all_acked, 2)} | ${f(results.gateway.acked_spans_per_s, 0)} |`);
 lines.push(`| **gateway, until ClickHouse held every span too** (end to end) | ${f(results.gateway.seconds_end_to_end, 2)} | **${f(spansPerS, 0)}** |`);
 lines.push('');
 lines.push(`Floor: the rows the gateway would write (decoded by the gateway's decoder, transformed by lua/transform.lua, attributes nested as stored, bench/rows.c), ` +
-  `PostgreSQL \`COPY spans (...) FROM STDIN\` into a fresh database with \`spangate schema --apply\` (all of Agenta's indexes), ` +
+  `PostgreSQL \`COPY spans (...) FROM STDIN\` (${FN('floor.pg_streams') || 1} session(s) at once) into a fresh database with \`spangate schema --apply\` (all of Agenta's indexes), ` +
   `and ClickHouse TabSeparated rows from the spool's encoder (sg_ch_row_encode) POSTed in inserts of up to 50000 rows; the two loads run concurrently, as the gateway writes both concurrently. ` +
   `Gateway: ${results.gateway.workers} workers, dual-write on, default commit window and flush interval, ${results.gateway.connections} keep-alive connections sending back to back (bench/load.c). ` +
-  `PostgreSQL ${results.gateway.pg_rows} rows, ClickHouse ${results.gateway.ch_rows} rows (${results.gateway.ch_unique} distinct); ClickHouse caught up ${f(results.gateway.clickhouse_lag_after_last_ack_s, 2)} s after the last acknowledgement.`);
-if (loadFull) lines.push('', `Full-rate request latency (closed loop, ${loadFull.connections} connections): p50 ${f(loadFull.latency_ms.p50, 1)} ms, p99 ${f(loadFull.latency_ms.p99, 1)} ms, max ${f(loadFull.latency_ms.max, 1)} ms; ${loadFull.errors} errors, ${loadFull.retries_429_503} retried 429/503.`);
+  `Order: ${results.gateway.order}.`);
+lines.push('', '| round | floor s (PostgreSQL / ClickHouse) | gateway s end to end (acked) | ClickHouse lag after last ack | rows PostgreSQL / ClickHouse (distinct) |', '|---|---|---|---|---|');
+for (let i = 0; i < rounds; i++) {
+  const fr = results.floor.rounds[i], gr = results.gateway.rounds[i];
+  lines.push(`| ${i + 1} | ${f(fr.seconds, 1)} (${f(fr.pg_seconds, 1)} / ${f(fr.ch_seconds, 1)}) | ${f(gr.seconds_end_to_end, 1)} (${f(gr.seconds_acked, 1)}) | ${f(gr.clickhouse_lag_after_last_ack_s, 2)} s | ${gr.pg_rows} / ${gr.ch_rows} (${gr.ch_unique}) |`);
+}
+for (const [i, lf] of loadFulls.entries()) lines.push('', `Full-rate request latency, round ${i + 1} (closed loop, ${lf.connections} connections): p50 ${f(lf.latency_ms.p50, 1)} ms, p99 ${f(lf.latency_ms.p99, 1)} ms, max ${f(lf.latency_ms.max, 1)} ms; ${lf.errors} errors, ${lf.retries_429_503} retried 429/503.`);
 lines.push('');
 lines.push('## Latency at half load', '');
 if (loadHalf) {
@@ -237,6 +285,11 @@ if (results.profile) {
   lines.push('', 'Gateway, top 15 functions by self time (% of the gateway\'s samples):', '');
   lines.push('| % self | object | function |', '|---|---|---|');
   for (const r of profGw.slice(0, 15)) lines.push(`| ${f(r.pct, 2)} | ${r.dso} | \`${r.symbol}\` |`);
+  if (profPg.length) {
+    lines.push('', 'PostgreSQL backends during the same window, top 15 functions by self time (% of postgres samples):', '');
+    lines.push('| % self | function |', '|---|---|');
+    for (const r of profPg.slice(0, 15)) lines.push(`| ${f(r.pct, 2)} | \`${r.symbol}\` |`);
+  }
   lines.push('');
 }
 if (plotted) lines.push('![throughput, latency and RSS](bench.png)', '');

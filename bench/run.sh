@@ -25,16 +25,19 @@
 #   9. report     var/bench/report.md, results.json, bench.png
 #
 # Knobs (environment):
-#   BENCH_REQUESTS=1000        requests (x100 spans) in the floor and full-rate run
+#   BENCH_REQUESTS=600         requests (x100 spans), floor and full rate (split in rounds)
+#   BENCH_ROUNDS=2             floor/gateway rounds, ABBA order
+#   BENCH_FLOOR_PG_STREAMS=1   concurrent COPY sessions in the floor
 #   BENCH_CONNS=32             connections of the full-rate run
 #   BENCH_HALF_SECONDS=30      open-loop run length
-#   BENCH_SOAK_SECONDS=45      full-rate soak for the memory trend (0 skips)
+#   BENCH_SOAK_SECONDS=30      full-rate soak for the memory trend (0 skips)
 #   BENCH_PROFILE=1            perf profile run (20 s)
 #   BENCH_MIGRATE_ROWS=auto    rows seeded for the migration comparison (0 skips);
 #                              auto = 1000000, fewer (multiples of 100000, at
 #                              least 100000) when the time left of BENCH_BUDGET_S
-#                              (560 s, so `make bench` stays under 10 minutes)
-#                              would not fit 1M at BENCH_MIGRATE_US_PER_ROW (330 µs
+#                              (500 s of this script; with the build, server start
+#                              and tear-down `make bench` stays under 10 minutes)
+#                              would not fit 1M at BENCH_MIGRATE_US_PER_ROW (260 µs
 #                              per row for seed + pipe + job, measured here)
 #   BENCH_MIGRATE_ARGS=""      extra options for `spangate migrate` (--batch N ...)
 #   BENCH_OUT=var/bench        where the report goes
@@ -46,13 +49,13 @@ ROOT=$PWD
 : "${SG_TEST_PG_URI:?run through scripts/testenv.sh (make bench)}"
 : "${SG_TEST_CH_PORT:?}" "${SG_TEST_CH_TCP_PORT:?}" "${SG_TEST_TMP:?}"
 
-REQUESTS=${BENCH_REQUESTS:-1000}
+REQUESTS=${BENCH_REQUESTS:-600}
 CONNS=${BENCH_CONNS:-32}
 HALF_SECONDS=${BENCH_HALF_SECONDS:-30}
-SOAK_SECONDS=${BENCH_SOAK_SECONDS:-45}
+SOAK_SECONDS=${BENCH_SOAK_SECONDS:-30}
 PROFILE=${BENCH_PROFILE:-1}
 MIGRATE_ROWS=${BENCH_MIGRATE_ROWS:-auto}
-BUDGET_S=${BENCH_BUDGET_S:-560}
+BUDGET_S=${BENCH_BUDGET_S:-500}
 MIGRATE_ARGS=${BENCH_MIGRATE_ARGS:-}
 BODIES=${BENCH_BODIES:-250}
 OUT=${BENCH_OUT:-$ROOT/var/bench}
@@ -90,77 +93,106 @@ log "generating the workload ($BODIES distinct bodies; $REQUESTS requests = $SPA
 cat "$W/gen.txt" >&2
 fact workload.summary "$(sed 's/^gen: //' "$W/gen.txt")"
 fact workload.requests "$REQUESTS"
-fact workload.spans "$SPANS"
 
 echo "$PROJECT plain:$KEY" >"$W/keys"
 
-# ---- 2. floor ------------------------------------------------------------------
-log "floor: rendering $SPANS rows as the gateway writes them"
+# ---- 2-3. floor and gateway, interleaved -----------------------------------------
+# BENCH_ROUNDS rounds (default 2) of REQUESTS/ROUNDS requests each, in the
+# order floor, gateway, gateway, floor, ... (ABBA): other work on the machine
+# and slow drift then weigh on both sides alike. Every round starts on a
+# fresh database pair, so table size is the same for both sides. The ratio
+# is total spans / total seconds of each side.
+ROUNDS=${BENCH_ROUNDS:-2}
+PER=$((REQUESTS / ROUNDS))
+PER_SPANS=$((PER * 100))
+SPANS=$((PER_SPANS * ROUNDS))
+fact workload.spans "$SPANS"
+fact rounds "$ROUNDS"
+log "floor: rendering $PER_SPANS rows as the gateway writes them"
 COLS='project_id, created_by_id, trace_id, span_id, parent_id, trace_type, span_type, span_kind, span_name, start_time, end_time, status_code, status_message, attributes, "references", links, hashes, events, session_id, user_id, agent_id'
 CH_BATCH=${BENCH_CH_BATCH:-50000}
-"$TOOLS/rows" -w "$W/workload.bin" -n "$REQUESTS" --scripts "$ROOT/lua" --project "$PROJECT" \
+"$TOOLS/rows" -w "$W/workload.bin" -n "$PER" --scripts "$ROOT/lua" --project "$PROJECT" \
   --ch-version "$CH_VERSION" --pg "$W/floor.pgcopy" --ch "$W/floor.chtsv" --ch-split "$CH_BATCH" >"$W/rows.json"
 cat "$W/rows.json" >&2
 fact floor.pg_bytes "$(jget "$W/rows.json" pg_bytes)"
 fact floor.ch_bytes "$(jget "$W/rows.json" ch_bytes)"
 fact floor.ch_inserts "$(jget "$W/rows.json" ch_files)"
-mkdb bench_floor
-psqlq bench_floor -c 'CHECKPOINT' >/dev/null
-floor_pg() {
-  local t0 t1
+
+# BENCH_FLOOR_PG_STREAMS=N splits the COPY into N concurrent sessions (default
+# 1: DESIGN.md's floor is one COPY; one session keeps one backend, i.e. one
+# core, busy, while the gateway's pool spreads its upserts over several).
+PG_STREAMS=${BENCH_FLOOR_PG_STREAMS:-1}
+fact floor.pg_streams "$PG_STREAMS"
+if [[ $PG_STREAMS -gt 1 ]]; then split -n "l/$PG_STREAMS" -d "$W/floor.pgcopy" "$W/floor.pgcopy.part"; fi
+floor_pg() { # db
+  local t0 t1 f pids=()
   t0=$(now)
-  psqlq bench_floor -c "COPY spans ($COLS) FROM STDIN" <"$W/floor.pgcopy" >/dev/null
+  if [[ $PG_STREAMS -gt 1 ]]; then
+    for f in "$W"/floor.pgcopy.part*; do
+      psqlq "$1" -c "COPY spans ($COLS) FROM STDIN" <"$f" >/dev/null &
+      pids+=($!)
+    done
+    for f in "${pids[@]}"; do wait "$f"; done
+  else
+    psqlq "$1" -c "COPY spans ($COLS) FROM STDIN" <"$W/floor.pgcopy" >/dev/null
+  fi
   t1=$(now)
-  elapsed "$t0" "$t1" >"$W/floor.pg.s"
+  elapsed "$t0" "$t1" >"$W/$1.pg.s"
 }
-floor_ch() {
+floor_ch() { # db
   local t0 t1 f
   t0=$(now)
   for f in $(ls "$W"/floor.chtsv.* | sort -t. -k3 -n); do
-    chinsert bench_floor.spans "$f"
+    chinsert "$1.spans" "$f"
   done
   t1=$(now)
-  elapsed "$t0" "$t1" >"$W/floor.ch.s"
+  elapsed "$t0" "$t1" >"$W/$1.ch.s"
 }
-log "floor: COPY into PostgreSQL and inserts into ClickHouse, concurrently"
-t0=$(now)
-floor_pg &
-p1=$!
-floor_ch &
-p2=$!
-wait $p1
-wait $p2
-t1=$(now)
-FLOOR_S=$(elapsed "$t0" "$t1")
-FLOOR_PG_S=$(cat "$W/floor.pg.s")
-FLOOR_CH_S=$(cat "$W/floor.ch.s")
-n_pg=$(psqlq bench_floor -c 'SELECT count(*) FROM spans')
-n_ch=$(chq 'SELECT count() FROM spans' bench_floor | tr -d '\n')
-[[ $n_pg -eq $SPANS && $n_ch -eq $SPANS ]] || { log "floor: expected $SPANS rows, PostgreSQL has $n_pg, ClickHouse $n_ch"; exit 1; }
-FLOOR_RATE=$(calc "$SPANS / $FLOOR_S")
-fact floor.seconds "$FLOOR_S"
-fact floor.pg_seconds "$FLOOR_PG_S"
-fact floor.ch_seconds "$FLOOR_CH_S"
-fact floor.spans_per_s "$FLOOR_RATE"
-fact floor.pg_spans_per_s "$(calc "$SPANS / $FLOOR_PG_S")"
-fact floor.ch_spans_per_s "$(calc "$SPANS / $FLOOR_CH_S")"
-log "floor: $(fmt "$FLOOR_S" '%.1f') s wall (PostgreSQL $(fmt "$FLOOR_PG_S" '%.1f') s, ClickHouse $(fmt "$FLOOR_CH_S" '%.1f') s) = $(fmt "$FLOOR_RATE" '%.0f') spans/s"
-rm -f "$W"/floor.chtsv.*
+FLOOR_S=0 FLOOR_PG_S=0 FLOOR_CH_S=0
+floor_round() { # round
+  local db=bench_floor_$1 t0 t1 s n_pg n_ch
+  mkdb "$db"
+  psqlq "$db" -c 'CHECKPOINT' >/dev/null
+  loadavg "floor_$1"
+  log "floor $1: COPY into PostgreSQL and inserts into ClickHouse, concurrently ($PER_SPANS spans)"
+  t0=$(now)
+  floor_pg "$db" &
+  local p1=$!
+  floor_ch "$db" &
+  local p2=$!
+  wait $p1
+  wait $p2
+  t1=$(now)
+  s=$(elapsed "$t0" "$t1")
+  n_pg=$(psqlq "$db" -c 'SELECT count(*) FROM spans')
+  n_ch=$(chq 'SELECT count() FROM spans' "$db" | tr -d '\n')
+  [[ $n_pg -eq $PER_SPANS && $n_ch -eq $PER_SPANS ]] ||
+    { log "floor: expected $PER_SPANS rows, PostgreSQL has $n_pg, ClickHouse $n_ch"; exit 1; }
+  FLOOR_S=$(calc "$FLOOR_S + $s")
+  FLOOR_PG_S=$(calc "$FLOOR_PG_S + $(cat "$W/$db.pg.s")")
+  FLOOR_CH_S=$(calc "$FLOOR_CH_S + $(cat "$W/$db.ch.s")")
+  fact "floor.round$1.seconds" "$s"
+  fact "floor.round$1.pg_seconds" "$(cat "$W/$db.pg.s")"
+  fact "floor.round$1.ch_seconds" "$(cat "$W/$db.ch.s")"
+  log "floor $1: $(fmt "$s" '%.1f') s wall (PostgreSQL $(fmt "$(cat "$W/$db.pg.s")" '%.1f') s, ClickHouse $(fmt "$(cat "$W/$db.ch.s")" '%.1f') s) = $(fmt "$(calc "$PER_SPANS / $s")" '%.0f') spans/s"
+}
 
-# ---- 3-6. gateway ----------------------------------------------------------------
-mkdb bench_gw
+# The gateway: one instance per round, on that round's fresh database pair;
+# the last one stays up for the latency, soak and profile phases.
 PORT=$("$ROOT/scripts/freeport.sh" "${SG_TEST_PG_PORT:-0}" "$SG_TEST_CH_PORT" "$SG_TEST_CH_TCP_PORT")
-mkdir -p "$W/spool"
-mkconf bench_gw "$W/gw.conf" "listen = \"127.0.0.1:$PORT\"" 'workers = 2' "spool_dir = \"$W/spool\""
 fact gateway.workers 2
-fact gateway.conf "$(grep -v keys_file "$W/gw.conf" | tr '\n' ';')"
-"$BIN" serve -c "$W/gw.conf" >"$W/gw.log" 2>&1 &
-GW_PID=$!
+GW_PID=
+GW_DB=
+HWM_KB=0
 stop_gateway() {
   [[ -n "${GW_PID:-}" ]] || return 0
+  local h
+  h=$(awk '/^VmHWM/{print $2}' "/proc/$GW_PID/status" 2>/dev/null || echo 0)
+  [[ ${h:-0} -gt $HWM_KB ]] && HWM_KB=$h
   kill -TERM "$GW_PID" 2>/dev/null || true
   wait "$GW_PID" 2>/dev/null || true
   GW_PID=
+  echo 0 >"$W/gw.pid"
 }
 SAMPLER_PID=
 cleanup() {
@@ -168,24 +200,40 @@ cleanup() {
   stop_gateway
 }
 trap cleanup EXIT
-for _ in $(seq 200); do
-  curl -s "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
-  kill -0 "$GW_PID" 2>/dev/null || { cat "$W/gw.log" >&2; exit 1; }
-  sleep 0.05
-done
-# RSS every second, tagged with the phase running.
+start_gateway() { # round
+  GW_DB=bench_gw_$1
+  mkdb "$GW_DB"
+  mkdir -p "$W/spool_$1"
+  mkconf "$GW_DB" "$W/gw_$1.conf" "listen = \"127.0.0.1:$PORT\"" 'workers = 2' "spool_dir = \"$W/spool_$1\""
+  fact gateway.conf "$(grep -v keys_file "$W/gw_$1.conf" | tr '\n' ';')"
+  "$BIN" serve -c "$W/gw_$1.conf" >"$W/gw_$1.log" 2>&1 &
+  GW_PID=$!
+  echo "$GW_PID" >"$W/gw.pid"
+  for _ in $(seq 200); do
+    curl -s "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && return 0
+    kill -0 "$GW_PID" 2>/dev/null || { cat "$W/gw_$1.log" >&2; exit 1; }
+    sleep 0.05
+  done
+  log "gateway did not come up"
+  exit 1
+}
+# RSS of whichever gateway runs, every second, tagged with the phase.
 echo idle >"$W/phase"
+echo 0 >"$W/gw.pid"
 (
-  while kill -0 "$GW_PID" 2>/dev/null; do
-    printf '%s %s %s\n' "$(date +%s.%N)" "$(cat "$W/phase")" \
-      "$(awk '/^VmRSS/{print $2}' "/proc/$GW_PID/status" 2>/dev/null || echo 0)"
+  while :; do
+    pid=$(cat "$W/gw.pid")
+    if [[ $pid != 0 ]]; then
+      printf '%s %s %s\n' "$(date +%s.%N)" "$(cat "$W/phase")" \
+        "$(awk '/^VmRSS/{print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)"
+    fi
     sleep 1
   done
 ) >"$OUT/rss.tsv" 2>/dev/null &
 SAMPLER_PID=$!
 
-pg_count() { psqlq bench_gw -c 'SELECT count(*) FROM spans'; }
-ch_count() { chq 'SELECT count() FROM spans' bench_gw | tr -d '\n'; }
+pg_count() { psqlq "$GW_DB" -c 'SELECT count(*) FROM spans'; }
+ch_count() { chq 'SELECT count() FROM spans' "$GW_DB" | tr -d '\n'; }
 # Waits until ClickHouse holds $1 rows; prints the time it happened.
 wait_ch() {
   local want=$1 deadline n
@@ -198,37 +246,68 @@ wait_ch() {
   done
 }
 
-log "gateway: $SPANS spans at full rate ($CONNS connections, dual-write on)"
-echo full >"$W/phase"
-t0=$(now)
-"$TOOLS/load" -w "$W/workload.bin" -p "$PORT" -k "$KEY" -c "$CONNS" -n "$REQUESTS" --seq-base 0 \
-  --timeline "$OUT/timeline_full.tsv" >"$OUT/load_full.json" || true
-t_acked=$(now)
-cat "$OUT/load_full.json" >&2
-n_pg=$(pg_count)
-t_ch=$(wait_ch "$SPANS")
-echo idle >"$W/phase"
-GW_S=$(elapsed "$t0" "$t_ch")
-ACK_S=$(elapsed "$t0" "$t_acked")
-[[ $n_pg -eq $SPANS ]] || log "WARNING: PostgreSQL holds $n_pg of $SPANS spans after the run"
+GW_S=0 ACK_S=0
+gw_round() { # round
+  local r=$1 t0 t_acked t_ch n_pg s a
+  [[ -n "$GW_PID" ]] && stop_gateway
+  start_gateway "$r"
+  loadavg "full_$r"
+  log "gateway $r: $PER_SPANS spans at full rate ($CONNS connections, dual-write on)"
+  echo full >"$W/phase"
+  t0=$(now)
+  "$TOOLS/load" -w "$W/workload.bin" -p "$PORT" -k "$KEY" -c "$CONNS" -n "$PER" --seq-base 0 \
+    --timeline "$OUT/timeline_full_$r.tsv" >"$OUT/load_full_$r.json" || true
+  t_acked=$(now)
+  cat "$OUT/load_full_$r.json" >&2
+  n_pg=$(pg_count)
+  t_ch=$(wait_ch "$PER_SPANS")
+  echo idle >"$W/phase"
+  s=$(elapsed "$t0" "$t_ch")
+  a=$(elapsed "$t0" "$t_acked")
+  [[ $n_pg -eq $PER_SPANS ]] || log "WARNING: PostgreSQL holds $n_pg of $PER_SPANS spans after the run"
+  GW_S=$(calc "$GW_S + $s")
+  ACK_S=$(calc "$ACK_S + $a")
+  fact "gateway.round$r.seconds_end_to_end" "$s"
+  fact "gateway.round$r.seconds_acked" "$a"
+  fact "gateway.round$r.ch_lag_s" "$(elapsed "$t_acked" "$t_ch")"
+  fact "gateway.round$r.pg_rows" "$n_pg"
+  fact "gateway.round$r.ch_rows" "$(ch_count)"
+  fact "gateway.round$r.ch_unique" "$(chq 'SELECT uniqExact(trace_id, span_id) FROM spans' "$GW_DB" | tr -d '\n')"
+  log "gateway $r: $(fmt "$s" '%.1f') s end to end (acked after $(fmt "$a" '%.1f') s) = $(fmt "$(calc "$PER_SPANS / $s")" '%.0f') spans/s"
+}
+
+for r in $(seq "$ROUNDS"); do
+  if ((r % 2)); then
+    floor_round "$r"
+    gw_round "$r"
+  else
+    gw_round "$r"
+    floor_round "$r"
+  fi
+done
+rm -f "$W"/floor.chtsv.*
+FLOOR_RATE=$(calc "$SPANS / $FLOOR_S")
 GW_RATE=$(calc "$SPANS / $GW_S")
 RATIO=$(calc "$GW_RATE / $FLOOR_RATE")
+fact floor.seconds "$FLOOR_S"
+fact floor.pg_seconds "$FLOOR_PG_S"
+fact floor.ch_seconds "$FLOOR_CH_S"
+fact floor.spans_per_s "$FLOOR_RATE"
+fact floor.pg_spans_per_s "$(calc "$SPANS / $FLOOR_PG_S")"
+fact floor.ch_spans_per_s "$(calc "$SPANS / $FLOOR_CH_S")"
 fact gateway.seconds_end_to_end "$GW_S"
 fact gateway.seconds_acked "$ACK_S"
-fact gateway.ch_lag_s "$(elapsed "$t_acked" "$t_ch")"
 fact gateway.spans_per_s "$GW_RATE"
 fact gateway.acked_spans_per_s "$(calc "$SPANS / $ACK_S")"
-fact gateway.pg_rows "$n_pg"
-fact gateway.ch_rows "$(ch_count)"
-fact gateway.ch_unique "$(chq 'SELECT uniqExact(trace_id, span_id) FROM spans' bench_gw | tr -d '\n')"
 fact ingest_ratio "$RATIO"
-log "gateway: $(fmt "$GW_S" '%.1f') s end to end (acked after $(fmt "$ACK_S" '%.1f') s) = $(fmt "$GW_RATE" '%.0f') spans/s; ingest_ratio $(fmt "$RATIO" '%.3f')"
+log "floor $(fmt "$FLOOR_RATE" '%.0f') spans/s, gateway $(fmt "$GW_RATE" '%.0f') spans/s end to end: ingest_ratio $(fmt "$RATIO" '%.3f')"
 
 # Half rate, open loop: requests are due at fixed intervals; latency counts
 # from the due time.
 HALF_RPS=$(calc "$GW_RATE / 2 / 100")
-SEQ=$REQUESTS
+SEQ=$PER
 log "latency: open loop at $(fmt "$HALF_RPS" '%.1f') requests/s (half the end-to-end rate) for $HALF_SECONDS s"
+loadavg half
 echo half >"$W/phase"
 "$TOOLS/load" -w "$W/workload.bin" -p "$PORT" -k "$KEY" -c 128 -r "$HALF_RPS" -d "$HALF_SECONDS" \
   --seq-base "$SEQ" --timeline "$OUT/timeline_half.tsv" >"$OUT/load_half.json" || true
@@ -239,6 +318,7 @@ fact half.target_rps "$HALF_RPS"
 
 if [[ $SOAK_SECONDS -gt 0 ]]; then
   log "memory: full-rate soak for $SOAK_SECONDS s"
+  loadavg soak
   echo soak >"$W/phase"
   t_soak0=$(now)
   "$TOOLS/load" -w "$W/workload.bin" -p "$PORT" -k "$KEY" -c "$CONNS" -d "$SOAK_SECONDS" \
@@ -267,6 +347,8 @@ if [[ $PROFILE == 1 ]]; then
       grep -E '^ +[0-9]' | head -15 >"$OUT/profile_by_process.txt" || true
     perf report -i "$W/perf.data" --no-children --pid "$GW_PID" --sort dso,symbol --stdio -g none \
       --percentage relative 2>/dev/null | grep -E '^ +[0-9]' | head -40 >"$OUT/profile_gateway.txt" || true
+    perf report -i "$W/perf.data" --no-children --comm postgres --sort symbol --stdio -g none \
+      --percentage relative 2>/dev/null | grep -E '^ +[0-9]' | head -40 >"$OUT/profile_postgres.txt" || true
     perf report -i "$W/perf.data" --children --pid "$GW_PID" --sort symbol --stdio -g none \
       --percentage relative 2>/dev/null | grep -E '^ +[0-9]' | head -40 >"$OUT/profile_gateway_children.txt" || true
     fact profile.done 1
@@ -276,25 +358,27 @@ if [[ $PROFILE == 1 ]]; then
   fi
 fi
 
-HWM_KB=$(awk '/^VmHWM/{print $2}' "/proc/$GW_PID/status")
+h=$(awk '/^VmHWM/{print $2}' "/proc/$GW_PID/status")
+[[ $h -gt $HWM_KB ]] && HWM_KB=$h
 fact gateway.vmhwm_kb "$HWM_KB"
 fact gateway.metrics "$(curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^spangate_(spans|requests|spool|clickhouse|pg)' | tr '\n' ';' | head -c 3000)"
 kill "$SAMPLER_PID" 2>/dev/null || true
 SAMPLER_PID=
 stop_gateway
-grep -E '\[(error|warn)' "$W/gw.log" | head -20 >"$OUT/gateway_log_warnings.txt" || true
+cat "$W"/gw_*.log | grep -E '\[(error|warn)' | head -20 >"$OUT/gateway_log_warnings.txt" || true
 
 # ---- 7. Lua ---------------------------------------------------------------------
+loadavg lua
 log "lua: transform cost per span (in process)"
 mkdir -p "$W/empty-scripts"
-"$TOOLS/lua_bench" -w "$W/workload.bin" --scripts "$ROOT/lua" --empty "$W/empty-scripts" -b 100 -i 20 \
+"$TOOLS/lua_bench" -w "$W/workload.bin" --scripts "$ROOT/lua" --empty "$W/empty-scripts" -b 50 -i 12 \
   >"$OUT/lua.json"
 cat "$OUT/lua.json" >&2
 
 # ---- 8. migration ---------------------------------------------------------------
 if [[ $MIGRATE_ROWS == auto ]]; then
   left=$(awk -v a="$T_BEGIN" -v b="$(now)" -v B="$BUDGET_S" 'BEGIN{printf "%d", B - (b - a) - 10}')
-  MIGRATE_ROWS=$(awk -v s="$left" -v c="${BENCH_MIGRATE_US_PER_ROW:-330}" \
+  MIGRATE_ROWS=$(awk -v s="$left" -v c="${BENCH_MIGRATE_US_PER_ROW:-260}" \
     'BEGIN{r = int(s * 1e6 / c / 100000) * 100000; if (r > 1000000) r = 1000000; if (r < 100000) r = 100000; print r}')
   [[ $MIGRATE_ROWS -lt 1000000 ]] && log "migrate: $MIGRATE_ROWS rows (1M would not fit the ${BUDGET_S} s budget; BENCH_MIGRATE_ROWS=1000000 forces it)"
   fact migrate.rows_auto 1
@@ -304,4 +388,10 @@ bench/migrate.sh "$MIGRATE_ROWS" >&2 || log "migrate: the comparison failed (see
 # ---- 9. report --------------------------------------------------------------------
 T_END=$(now)
 fact bench.seconds "$(elapsed "$T_BEGIN" "$T_END")"
-node bench/report.mjs "$OUT"
+node bench/report.mjs "$OUT" >"$W/summary.txt"
+# Big ClickHouse tables make the server's shutdown (testenv's tear-down) slow.
+for db in $(chq "SELECT name FROM system.databases WHERE name LIKE 'bench\\_%'"); do
+  chq "DROP DATABASE IF EXISTS $db" >/dev/null || true
+done
+log "done; report in $OUT/report.md"
+tail -1 "$W/summary.txt"
