@@ -115,7 +115,8 @@ install: $(B)/spangate
 	install -m 755 $(B)/spangate $(DESTDIR)$(PREFIX)/bin/spangate
 	cp -R lua/. $(DESTDIR)$(PREFIX)/share/spangate/lua/
 	install -m 644 README.md $(DESTDIR)$(PREFIX)/share/doc/spangate/README.md
-	sed 's|@PREFIX@|$(PREFIX)|g' etc/spangate.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/spangate.service
+	for u in spangate.service spangate-purge.service spangate-purge.timer; do \
+	  sed 's|@PREFIX@|$(PREFIX)|g' etc/$$u > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$u; done
 	test -e $(DESTDIR)/etc/spangate/gateway.conf || sed -e 's|^scripts = .*|scripts = "$(PREFIX)/share/spangate/lua"|' \
 	  -e 's|^keys_file = .*|keys_file = "/etc/spangate/keys"|' \
 	  -e 's|^spool_dir = .*|spool_dir = "/var/lib/spangate/spool"|' gateway.conf > $(DESTDIR)/etc/spangate/gateway.conf

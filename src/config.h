@@ -84,6 +84,8 @@ typedef struct {
      "routing.lua: share of projects (stable hash of the id) written to ClickHouse")           \
   XX(STR, read_backend, "postgres", NULL, "routing.lua: store that serves analytics reads")    \
   XX(INT, retention_days, "0", NULL, "ttl.lua: days spans are kept; 0 keeps them forever")     \
+  XX(BOOL, pg_retention, "false", NULL,                                                        \
+     "opt-in: `spangate ttl purge-postgres` deletes expired traces from PostgreSQL")           \
   XX(INT, ttl_sweep_interval_s, "3600", NULL,                                                  \
      "ClickHouse without native TTL (before 19.6): seconds between sweeps of expired rows")    \
   XX(TABLE, retention_by_project, "{}", NULL,                                                  \

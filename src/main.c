@@ -29,6 +29,8 @@ static const char usage_text[] =
     "  run SCRIPT.lua [ARGS...]        run a Lua job with the gw module (gw.pg, gw.ch, ...)\n"
     "  migrate [OPTIONS]               copy PostgreSQL history into ClickHouse (lua/jobs/migrate.lua)\n"
     "  validate [OPTIONS]              prove ClickHouse matches PostgreSQL (lua/jobs/validate.lua)\n"
+    "  ttl apply|purge-postgres [OPTIONS]\n"
+    "                                  retention jobs (lua/jobs/ttl.lua)\n"
     "  --help                          this text, with every configuration key\n"
     "  --version                       print the version\n"
     "\n"
