@@ -79,6 +79,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "err.h"
 #include "json_nest.h"
@@ -759,6 +760,322 @@ int sg_ch_row_encode(const sg_ch_version_t *ver, const uint8_t project_id[16], c
   for (size_t i = 0; rc == 0 && i < t->ncols; i++) {
     if (i) rc = sg_buf_putc(out, '\t');
     rc = rc ? rc : encode_col(out, &t->cols[i], project_id, span, expires_at_us, ver->caps);
+  }
+  rc = rc ? rc : sg_buf_putc(out, '\n');
+  if (rc != 0 && out->data) {
+    out->len = start;
+    out->data[start] = '\0';
+  }
+  return rc;
+}
+
+/* ---- rows from PostgreSQL's text output ------------------------------------ */
+
+/* JSON text -> compact JSON as a TabSeparated field, in one pass (see the
+ * header). Valid JSON has no raw control character in a string, so once the
+ * whitespace between tokens is gone the backslash is the only byte
+ * TabSeparated must escape. The migration's profile before this: parsing
+ * jsonb's text with jansson and dumping it back was ~40% of the job's CPU. */
+
+#define JSON_MAX_DEPTH 2048
+
+/* Bytes 0x20..0x7f a string copies as they are (not '"', not '\\'). */
+#define JSON_PLAIN(c) ((c) >= 0x20 && (c) < 0x80 && (c) != '"' && (c) != '\\')
+
+static int hexv(unsigned char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+static long hex4(const unsigned char *p) {
+  long v = 0;
+  for (int i = 0; i < 4; i++) {
+    int h = hexv(p[i]);
+    if (h < 0) return -1;
+    v = v * 16 + h;
+  }
+  return v;
+}
+
+/* Length of the valid UTF-8 sequence at p (not ASCII), 0 if invalid
+ * (overlong forms, UTF-16 surrogates and code points past U+10FFFF are, as
+ * for jansson). */
+static int utf8_len(const unsigned char *p, const unsigned char *end) {
+  unsigned char c = p[0];
+  if (c < 0xC2 || c > 0xF4) return 0;
+  int k = c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+  if (end - p < k) return 0;
+  for (int i = 1; i < k; i++)
+    if ((p[i] & 0xC0) != 0x80) return 0;
+  if (c == 0xE0 && p[1] < 0xA0) return 0;
+  if (c == 0xED && p[1] >= 0xA0) return 0;
+  if (c == 0xF0 && p[1] < 0x90) return 0;
+  if (c == 0xF4 && p[1] >= 0x90) return 0;
+  return k;
+}
+
+/* The string after its opening quote; writes it with the closing quote.
+ * Returns the position after the closing quote, NULL if invalid. */
+static const unsigned char *json_str(const unsigned char *p, const unsigned char *end, char **op) {
+  char *o = *op;
+  for (;;) {
+    while (p < end && JSON_PLAIN(*p)) *o++ = (char)*p++;
+    if (p >= end) return NULL;
+    unsigned char c = *p;
+    if (c == '"') {
+      *o++ = '"';
+      *op = o;
+      return p + 1;
+    }
+    if (c == '\\') {
+      if (end - p < 2) return NULL;
+      unsigned char e = p[1];
+      *o++ = '\\';
+      *o++ = '\\';
+      switch (e) {
+      case '\\': *o++ = '\\'; *o++ = '\\'; p += 2; break;
+      case '"': case '/': case 'b': case 'f': case 'n': case 'r': case 't': *o++ = (char)e; p += 2; break;
+      case 'u': {
+        if (end - p < 6) return NULL;
+        long u = hex4(p + 2);
+        if (u < 0 || (u >= 0xDC00 && u <= 0xDFFF)) return NULL;
+        memcpy(o, p + 1, 5);
+        o += 5;
+        p += 6;
+        if (u >= 0xD800 && u <= 0xDBFF) { /* a low surrogate must follow */
+          if (end - p < 6 || p[0] != '\\' || p[1] != 'u') return NULL;
+          long l = hex4(p + 2);
+          if (l < 0xDC00 || l > 0xDFFF) return NULL;
+          *o++ = '\\';
+          *o++ = '\\';
+          memcpy(o, p + 1, 5);
+          o += 5;
+          p += 6;
+        }
+        break;
+      }
+      default: return NULL;
+      }
+      continue;
+    }
+    if (c < 0x20) return NULL;
+    int k = utf8_len(p, end);
+    if (k == 0) return NULL;
+    memcpy(o, p, (size_t)k);
+    o += k;
+    p += k;
+  }
+}
+
+static const unsigned char *json_num(const unsigned char *p, const unsigned char *end, char **op) {
+  const unsigned char *s = p;
+  if (p < end && *p == '-') p++;
+  if (p >= end) return NULL;
+  if (*p == '0') p++;
+  else if (*p >= '1' && *p <= '9') while (p < end && *p >= '0' && *p <= '9') p++;
+  else return NULL;
+  if (p < end && *p == '.') {
+    p++;
+    if (p >= end || *p < '0' || *p > '9') return NULL;
+    while (p < end && *p >= '0' && *p <= '9') p++;
+  }
+  if (p < end && (*p == 'e' || *p == 'E')) {
+    p++;
+    if (p < end && (*p == '+' || *p == '-')) p++;
+    if (p >= end || *p < '0' || *p > '9') return NULL;
+    while (p < end && *p >= '0' && *p <= '9') p++;
+  }
+  memcpy(*op, s, (size_t)(p - s));
+  *op += p - s;
+  return p;
+}
+
+#define JSON_WS(c) ((c) == ' ' || (c) == '\n' || (c) == '\t' || (c) == '\r')
+
+/* Writes past out->len; sg_ch_json_tsv commits it or restores the NUL. */
+static int json_tsv(sg_buf_t *out, const char *text, size_t n) {
+  const unsigned char *p = (const unsigned char *)text, *end = p + n;
+  char *o = out->data + out->len;
+  unsigned char stack[JSON_MAX_DEPTH]; /* '{' or '[' */
+  int depth = 0;
+value:
+  while (p < end && JSON_WS(*p)) p++;
+  if (p >= end) return SG_EPARSE;
+  switch (*p) {
+  case '{':
+  case '[':
+    if (depth == JSON_MAX_DEPTH) return SG_EPARSE;
+    stack[depth++] = *p;
+    *o++ = (char)*p++;
+    while (p < end && JSON_WS(*p)) p++;
+    if (p < end && *p == (stack[depth - 1] == '{' ? '}' : ']')) {
+      *o++ = (char)*p++;
+      depth--;
+      goto after;
+    }
+    if (stack[depth - 1] == '{') goto key;
+    goto value;
+  case '"':
+    *o++ = '"';
+    if (!(p = json_str(p + 1, end, &o))) return SG_EPARSE;
+    goto after;
+  case 't':
+  case 'f':
+  case 'n': {
+    const char *lit = *p == 't' ? "true" : *p == 'f' ? "false" : "null";
+    size_t k = strlen(lit);
+    if ((size_t)(end - p) < k || memcmp(p, lit, k) != 0) return SG_EPARSE;
+    memcpy(o, lit, k);
+    o += k;
+    p += k;
+    goto after;
+  }
+  default:
+    if (!(p = json_num(p, end, &o))) return SG_EPARSE;
+    goto after;
+  }
+key:
+  while (p < end && JSON_WS(*p)) p++;
+  if (p >= end || *p != '"') return SG_EPARSE;
+  *o++ = '"';
+  if (!(p = json_str(p + 1, end, &o))) return SG_EPARSE;
+  while (p < end && JSON_WS(*p)) p++;
+  if (p >= end || *p != ':') return SG_EPARSE;
+  *o++ = ':';
+  p++;
+  goto value;
+after:
+  while (p < end && JSON_WS(*p)) p++;
+  if (depth == 0) {
+    if (p != end) return SG_EPARSE;
+    out->len = (size_t)(o - out->data);
+    out->data[out->len] = '\0';
+    return 0;
+  }
+  if (p >= end) return SG_EPARSE;
+  if (*p == ',') {
+    *o++ = ',';
+    p++;
+    if (stack[depth - 1] == '{') goto key;
+    goto value;
+  }
+  if (*p == (stack[depth - 1] == '{' ? '}' : ']')) {
+    *o++ = (char)*p++;
+    depth--;
+    goto after;
+  }
+  return SG_EPARSE;
+}
+
+int sg_ch_json_tsv(sg_buf_t *out, const char *text, size_t n) {
+  if (text == NULL) return SG_EPARSE;
+  if (sg_buf_reserve(out, 2 * n + 2) != 0) return SG_ENOMEM;
+  int rc = json_tsv(out, text, n);
+  if (rc != 0) out->data[out->len] = '\0';
+  return rc;
+}
+
+static int is_lhex(unsigned char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); }
+
+/* A UUID from text: the canonical form (dashed lower case, what PostgreSQL
+ * prints) copied, any other form sg_id_parse takes printed canonically. */
+static int put_uuid_text(sg_buf_t *b, const sg_ch_text_t *v, int nullable) {
+  if (v->p == NULL) return nullable ? put_null(b) : SG_EINVAL;
+  if (v->n == 36) {
+    size_t i = 0;
+    for (; i < 36; i++) {
+      unsigned char c = (unsigned char)v->p[i];
+      if (i == 8 || i == 13 || i == 18 || i == 23 ? c != '-' : !is_lhex(c)) break;
+    }
+    if (i == 36) return sg_buf_append(b, v->p, 36);
+  }
+  uint8_t id[16];
+  if (sg_id_parse(v->p, v->n, id) != 0) return SG_EINVAL;
+  return put_uuid(b, id);
+}
+
+/* An enum from its label (case-insensitive, as span.c parses), printed as
+ * the canonical label. */
+static int put_enum_text(sg_buf_t *b, const enum_def_t *e, const sg_ch_text_t *v, int nullable) {
+  if (v->p == NULL) return nullable ? put_null(b) : SG_EINVAL;
+  for (int i = 0; i < e->n; i++) {
+    size_t k = strlen(e->labels[i]);
+    if (k == v->n && strncasecmp(e->labels[i], v->p, k) == 0) return sg_buf_append(b, e->labels[i], k);
+  }
+  return SG_EINVAL;
+}
+
+static int put_str_text(sg_buf_t *b, const sg_ch_text_t *v) {
+  return v->p ? sg_ch_tsv_escape(b, v->p, v->n) : put_null(b);
+}
+
+static int put_json_text(sg_buf_t *b, const sg_ch_text_t *v) {
+  return v->p ? sg_ch_json_tsv(b, v->p, v->n) : put_null(b);
+}
+
+static int put_time_text(sg_buf_t *b, int64_t us, int nullable, unsigned caps) {
+  if (nullable && us == 0) return put_time_null(b, caps); /* span.h: 0 = NULL */
+  return time_ok(us) ? put_time(b, us, caps) : SG_EINVAL;
+}
+
+static int encode_col_text(sg_buf_t *b, const col_t *c, const uint8_t project_id[16],
+                           const sg_ch_text_row_t *r, int64_t expires_at_us, unsigned caps) {
+  static const sg_ch_text_t empty = {"", 0};
+  switch (c->field) {
+  case F_NONE: return (c->type == T_TIME || c->type == T_TIME_NULL) ? put_time_null(b, caps) : put_null(b);
+  case F_PROJECT_ID: return put_uuid(b, project_id);
+  case F_TRACE_ID: return put_uuid_text(b, &r->trace_id, 0);
+  case F_SPAN_ID: return put_uuid_text(b, &r->span_id, 0);
+  case F_PARENT_ID: return put_uuid_text(b, &r->parent_id, 1);
+  case F_CREATED_BY: return put_uuid_text(b, &r->created_by_id, 1);
+  case F_UPDATED_BY: return put_uuid_text(b, &r->updated_by_id, 1);
+  case F_DELETED_BY: return put_uuid_text(b, &r->deleted_by_id, 1);
+  case F_TRACE_TYPE: return put_enum_text(b, c->enm, &r->trace_type, 1);
+  case F_SPAN_TYPE: return put_enum_text(b, c->enm, &r->span_type, 1);
+  case F_SPAN_KIND: return put_enum_text(b, c->enm, &r->span_kind, 0);
+  case F_STATUS_CODE: return put_enum_text(b, c->enm, &r->status_code, 0);
+  case F_SPAN_NAME: return put_str_text(b, r->span_name.p ? &r->span_name : &empty);
+  case F_STATUS_MESSAGE: return put_str_text(b, &r->status_message);
+  case F_SESSION_ID: return put_str_text(b, &r->session_id);
+  case F_USER_ID: return put_str_text(b, &r->user_id);
+  case F_AGENT_ID: return put_str_text(b, &r->agent_id);
+  case F_START: return put_time_text(b, r->start_us, 0, caps);
+  case F_END: return put_time_text(b, r->end_us, 0, caps);
+  case F_CREATED: return put_time_text(b, r->created_at_us, 0, caps);
+  case F_UPDATED: return put_time_text(b, r->updated_at_us, 1, caps);
+  case F_DELETED: return put_time_text(b, r->deleted_at_us, 1, caps);
+  case F_ATTRIBUTES: return put_json_text(b, &r->attributes);
+  case F_REFERENCES: return put_json_text(b, &r->references);
+  case F_LINKS: return put_json_text(b, &r->links);
+  case F_HASHES: return put_json_text(b, &r->hashes);
+  case F_EVENTS: return put_json_text(b, &r->events);
+  case F_VERSION: return r->version >= 0 ? put_u64(b, (uint64_t)r->version) : SG_EINVAL;
+  case F_EXPIRES: {
+    if (expires_at_us < 0) return SG_EINVAL;
+    int64_t s = expires_at_us / 1000000 + (expires_at_us % 1000000 != 0);
+    if (s > SG_CH_EXPIRES_NEVER_S) s = SG_CH_EXPIRES_NEVER_S;
+    return put_datetime(b, s);
+  }
+  }
+  return SG_EINVAL;
+}
+
+int sg_ch_row_encode_text(const sg_ch_version_t *ver, const uint8_t project_id[16],
+                          const sg_ch_text_row_t *row, int64_t expires_at_us, sg_buf_t *out,
+                          const char **why) {
+  const char *dummy;
+  if (why == NULL) why = &dummy;
+  *why = "";
+  if (ver == NULL || project_id == NULL || row == NULL || out == NULL) return SG_EINVAL;
+  const table_t *t = spans_table();
+  size_t start = out->len;
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < t->ncols; i++) {
+    if (i) rc = sg_buf_putc(out, '\t');
+    if (rc == 0 && (rc = encode_col_text(out, &t->cols[i], project_id, row, expires_at_us, ver->caps)) != 0)
+      *why = t->cols[i].name;
   }
   rc = rc ? rc : sg_buf_putc(out, '\n');
   if (rc != 0 && out->data) {

@@ -110,4 +110,49 @@ int sg_ch_row_encode(const sg_ch_version_t *ver, const uint8_t project_id[16], c
 /* TabSeparated escaping of s[0..n) (no NULL handling). Appends to out. */
 int sg_ch_tsv_escape(sg_buf_t *out, const char *s, size_t n);
 
+
+/* ---- rows from PostgreSQL's text output (the migration) -------------------- */
+
+/* A text value: p[0..n), p NULL for SQL NULL. */
+typedef struct {
+  const char *p;
+  size_t n;
+} sg_ch_text_t;
+
+/* One spans row as PostgreSQL prints it (what `gw.pg.query_raw` holds):
+ * ids as UUID text (any form sg_id_parse takes), enums as span.h labels
+ * (case-insensitive), strings verbatim, the JSON columns as JSON text
+ * (json / jsonb output, or any valid JSON), times as µs integers with 0 =
+ * NULL for updated_at / deleted_at (span.h's rule). */
+typedef struct {
+  sg_ch_text_t trace_id, span_id, parent_id;
+  sg_ch_text_t trace_type, span_type, span_kind, status_code;
+  sg_ch_text_t span_name, status_message, session_id, user_id, agent_id;
+  sg_ch_text_t attributes, references, links, hashes, events;
+  sg_ch_text_t created_by_id, updated_by_id, deleted_by_id;
+  int64_t start_us, end_us, created_at_us, updated_at_us, deleted_at_us, version;
+} sg_ch_text_row_t;
+
+/* Append one spans row like sg_ch_row_encode, from text values, without an
+ * sg_span_t and without parsing the JSON into a tree: ids in canonical form
+ * are copied (others parsed and printed dashed lower case), enums printed
+ * as their canonical labels, and the JSON columns validated and made
+ * compact in one pass (sg_ch_json_tsv). The result equals sg_ch_row_encode's
+ * for the same span as JSON values; the JSON text keeps the source's key
+ * order and number spelling (jsonb: keys sorted by length, `1.50` stays
+ * `1.50`, integers beyond int64 stay exact) instead of jansson's.
+ * Same range checks and errors as sg_ch_row_encode (SG_EINVAL, SG_EPARSE for
+ * JSON that does not parse, SG_ENOMEM; out unchanged then); *why names the
+ * offending column. */
+int sg_ch_row_encode_text(const sg_ch_version_t *ver, const uint8_t project_id[16],
+                          const sg_ch_text_row_t *row, int64_t expires_at_us, sg_buf_t *out,
+                          const char **why);
+
+/* JSON text s[0..n) as a TabSeparated field: validated (RFC 8259 plus
+ * jansson's rules with JSON_DECODE_ANY | JSON_ALLOW_NUL: valid UTF-8,
+ * paired surrogate escapes, depth <= 2048; numbers of any size), whitespace
+ * outside strings dropped, every backslash doubled. Strings, escapes and
+ * numbers are copied as written. 0, SG_EPARSE (out unchanged) or SG_ENOMEM. */
+int sg_ch_json_tsv(sg_buf_t *out, const char *s, size_t n);
+
 #endif

@@ -14,9 +14,13 @@
  *                 timestamptz never pass through a double), NULL as gw.null.
  *   gw.pg.query_raw  the same rows kept in C (a compact copy of the result),
  *                 for gw.ch.insert_spans: no Lua table per row.
- *   gw.ch.insert_spans  rows -> sg_span_t -> ttl.lua -> sg_ch_row_encode,
- *                 the spool writer's encoder, so a migrated row is byte for
- *                 byte what the dual-write would have sent.
+ *   gw.ch.insert_spans  a query_raw result -> sg_ch_row_encode_text (the
+ *                 text twin of the spool writer's encoder: same columns and
+ *                 checks, JSON made compact in one validating pass instead
+ *                 of a jansson parse + dump), ttl.lua for expires_at with
+ *                 the span's JSON parsed only if the hook reads it; a list
+ *                 of Lua rows -> sg_span_t -> sg_ch_row_encode. Either way
+ *                 ClickHouse equals PostgreSQL as values (docs/jobs.md).
  */
 #define SG_LUA_INTERNAL
 #include "lua_io.h"
@@ -86,6 +90,13 @@ struct sg_lua_io_s {
   int exiting, exit_code;
   int status;          /* exit status so far */
   int closed;
+  /* ttl.lua's span for gw.ch.insert_spans: JSON columns parsed on first read
+   * (lazy_span_index), see hook_span. */
+  lua_CFunction span_index_orig;
+  int lazy_ok;                       /* the hooks runtime's span __index is ours */
+  sg_span_t *lazy_span;              /* the span of the hook call in progress */
+  const sg_ch_text_row_t *lazy_row;  /* its text values */
+  const char *lazy_err;              /* a JSON column that did not parse */
 };
 
 static char tasks_key;  /* registry[&tasks_key] = { [thread] = lightuserdata task } */
@@ -1025,6 +1036,248 @@ static int row_to_span(rows_t *src, int row, sg_span_t *s, const char **why) {
   return 0;
 }
 
+/* ---- rows of a raw result -> TabSeparated, without sg_span_t ------------------------
+ *
+ * The migration's path (docs/jobs.md "Rows"): PostgreSQL's text values go
+ * straight into sg_ch_row_encode_text (ids and labels copied, JSON made
+ * compact in one validating pass), no jansson tree, no malloc per value.
+ * The TTL hook, when ttl.lua defines one, still gets a full read-only span
+ * (JSON columns parsed) so that its answer is exactly the live path's. */
+
+static void raw_text(const rawres_t *r, int row, int j, sg_ch_text_t *v) {
+  v->p = NULL;
+  v->n = 0;
+  if (j < 0) return;
+  size_t cell = (size_t)row * (size_t)r->ncols + (size_t)j;
+  if (r->len[cell] < 0) return;
+  v->p = r->data + r->off[cell];
+  v->n = (size_t)r->len[cell];
+}
+
+/* A decimal int64 (PostgreSQL's int8 output), exactly. */
+static int text_i64(const sg_ch_text_t *v, int64_t *out) {
+  if (v->p == NULL || v->n == 0 || v->n > 20) return SG_EINVAL;
+  const char *p = v->p, *end = p + v->n;
+  int neg = *p == '-';
+  if (neg && ++p == end) return SG_EINVAL;
+  uint64_t x = 0;
+  for (; p < end; p++) {
+    if (*p < '0' || *p > '9') return SG_EINVAL;
+    uint64_t d = (uint64_t)(*p - '0');
+    if (x > (UINT64_MAX - d) / 10) return SG_EINVAL;
+    x = x * 10 + d;
+  }
+  if (x > (uint64_t)INT64_MAX + (uint64_t)neg) return SG_EINVAL;
+  *out = neg ? (int64_t)(0 - x) : (int64_t)x;
+  return 0;
+}
+
+static int raw_row_text(const rows_t *src, int row, sg_ch_text_row_t *t, const char **why) {
+  const rawres_t *r = src->raw;
+  const int *col = src->col;
+  sg_ch_text_t v;
+  memset(t, 0, sizeof *t);
+#define TXT(name, field) raw_text(r, row, col[C_##name], &t->field)
+  TXT(trace_id, trace_id); TXT(span_id, span_id); TXT(parent_id, parent_id);
+  TXT(trace_type, trace_type); TXT(span_type, span_type); TXT(span_kind, span_kind);
+  TXT(status_code, status_code); TXT(span_name, span_name); TXT(status_message, status_message);
+  TXT(session_id, session_id); TXT(user_id, user_id); TXT(agent_id, agent_id);
+  TXT(attributes, attributes); TXT(references, references); TXT(links, links);
+  TXT(hashes, hashes); TXT(events, events); TXT(created_by_id, created_by_id);
+  TXT(updated_by_id, updated_by_id); TXT(deleted_by_id, deleted_by_id);
+#undef TXT
+#define INT(name, field, required)                                              \
+  raw_text(r, row, col[C_##name], &v);                                          \
+  if ((v.p || (required)) && text_i64(&v, &t->field) != 0) {                    \
+    *why = #name;                                                               \
+    return SG_EINVAL;                                                           \
+  }
+  INT(start_us, start_us, 1);
+  INT(end_us, end_us, 1);
+  INT(created_us, created_at_us, 1);
+  INT(updated_us, updated_at_us, 0);
+  INT(deleted_us, deleted_at_us, 0);
+  raw_text(r, row, col[C_version], &v);
+  if (v.p) {
+    if (text_i64(&v, &t->version) != 0) {
+      *why = "version";
+      return SG_EINVAL;
+    }
+  } else { /* the live path's rule (pgsink.c): µs of coalesce(updated_at, created_at) */
+    t->version = t->updated_at_us ? t->updated_at_us : t->created_at_us;
+  }
+#undef INT
+  return 0;
+}
+
+static int text_enum(const sg_ch_text_t *v, int (*parse)(const char *), int nullable, int8_t *out) {
+  val_t x = {v->p, v->n, 0, 0};
+  return val_enum(&x, parse, nullable, out);
+}
+
+static int text_id(const sg_ch_text_t *v, uint8_t out[16], uint8_t *has) {
+  val_t x = {v->p, v->n, 0, 0};
+  return val_id(&x, out, has);
+}
+
+static int text_json(const sg_ch_text_t *v, json_t **out) {
+  val_t x = {v->p, v->n, 0, 0};
+  return val_json(&x, out);
+}
+
+/* The span ttl.lua sees (read-only): strings point into the result (its
+ * values are NUL-terminated), JSON columns parsed. Release with
+ * hook_span_clear, never sg_span_clear. */
+static int hook_span(const sg_ch_text_row_t *t, sg_span_t *s, int with_json, const char **why) {
+  memset(s, 0, sizeof *s);
+  int rc;
+#define CHECK(expr, what) if ((rc = (expr)) != 0) { *why = what; return rc; }
+  CHECK(text_id(&t->trace_id, s->trace_id, NULL), "trace_id");
+  CHECK(text_id(&t->span_id, s->span_id, NULL), "span_id");
+  CHECK(text_id(&t->parent_id, s->parent_id, &s->has_parent), "parent_id");
+  CHECK(text_id(&t->created_by_id, s->created_by_id, &s->has_created_by), "created_by_id");
+  CHECK(text_id(&t->updated_by_id, s->updated_by_id, &s->has_updated_by), "updated_by_id");
+  CHECK(text_id(&t->deleted_by_id, s->deleted_by_id, &s->has_deleted_by), "deleted_by_id");
+  CHECK(text_enum(&t->trace_type, sg_trace_type_parse, 1, &s->trace_type), "trace_type");
+  CHECK(text_enum(&t->span_type, sg_span_type_parse, 1, &s->span_type), "span_type");
+  CHECK(text_enum(&t->span_kind, sg_span_kind_parse, 0, &s->span_kind), "span_kind");
+  CHECK(text_enum(&t->status_code, sg_status_code_parse, 0, &s->status_code), "status_code");
+  s->span_name = (char *)(t->span_name.p ? t->span_name.p : "");
+  s->status_message = (char *)t->status_message.p;
+  s->session_id = (char *)t->session_id.p;
+  s->user_id = (char *)t->user_id.p;
+  s->agent_id = (char *)t->agent_id.p;
+  s->start_us = t->start_us;
+  s->end_us = t->end_us;
+  s->created_at_us = t->created_at_us;
+  s->updated_at_us = t->updated_at_us;
+  s->deleted_at_us = t->deleted_at_us;
+  s->version = t->version;
+  if (!with_json) return 0; /* lazy_span_index parses them when read */
+  CHECK(text_json(&t->attributes, &s->attributes), "attributes");
+  CHECK(text_json(&t->references, &s->references), "references");
+  CHECK(text_json(&t->links, &s->links), "links");
+  CHECK(text_json(&t->hashes, &s->hashes), "hashes");
+  CHECK(text_json(&t->events, &s->events), "events");
+#undef CHECK
+  return 0;
+}
+
+/* The hooks runtime's span.__index, wrapped: reading a JSON column of the
+ * migration's span parses that column then (jansson, as the live path
+ * has it), so a ttl.lua that never looks at them costs no parsing; one that
+ * does sees exactly what it would have seen. Every way a hook can reach a
+ * span's JSON goes through span.__index (lua_gw.c's helpers take the JSON
+ * proxies it returns). */
+static int lazy_span_index(lua_State *L) {
+  sg_lua_io_t *io = lua_touserdata(L, lua_upvalueindex(1));
+  size_t n;
+  const char *k;
+  if (io->lazy_span && (k = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &n) : NULL) != NULL) {
+    sg_lua_proxy_t *p = sg__lua_test_proxy_rt(L, 1, io->hooks);
+    if (p && p->tag == SG_PX_SPAN && (p->flags & SG_PXF_READONLY) && p->gen == io->hooks->call_gen &&
+        p->u.slot && p->u.slot->s == io->lazy_span) {
+      sg_span_t *s = io->lazy_span;
+      const sg_ch_text_row_t *t = io->lazy_row;
+      json_t **dst = NULL;
+      const sg_ch_text_t *src = NULL;
+#define JF(name)                                                    \
+      if (n == sizeof #name - 1 && memcmp(k, #name, n) == 0) {      \
+        dst = &s->name;                                             \
+        src = &t->name;                                             \
+      }
+      JF(attributes) else JF(references) else JF(links) else JF(hashes) else JF(events)
+#undef JF
+      if (dst && *dst == NULL && src->p && text_json(src, dst) != 0) {
+        *dst = NULL;
+        if (!io->lazy_err) io->lazy_err = k[0] == 'a' ? "attributes" : k[0] == 'r' ? "references"
+                                          : k[0] == 'l' ? "links" : k[0] == 'h' ? "hashes" : "events";
+      }
+    }
+  }
+  return io->span_index_orig(L);
+}
+
+/* Wraps the hooks runtime's span.__index once (and again should a reload
+ * have replaced the metatable's entry). 1 when lazy parsing is in place. */
+static int lazy_install(sg_lua_io_t *io) {
+  lua_State *H = sg_lua_rt_state(io->hooks);
+  int top = lua_gettop(H);
+  lua_rawgeti(H, LUA_REGISTRYINDEX, io->hooks->ref_mt_span); /* mt */
+  if (!lua_istable(H, -1)) goto out;
+  lua_getfield(H, -1, "__index"); /* mt, index */
+  lua_CFunction f = lua_tocfunction(H, -1);
+  if (f == lazy_span_index) {
+    io->lazy_ok = 1;
+    goto out;
+  }
+  if (f == NULL) { /* not the C function lua_span.c installs: parse eagerly */
+    io->lazy_ok = 0;
+    goto out;
+  }
+  io->span_index_orig = f;
+  lua_pushlightuserdata(H, io);
+  lua_pushcclosure(H, lazy_span_index, 1); /* mt, index, wrapper */
+  lua_setfield(H, -3, "__index");
+  io->lazy_ok = 1;
+out:
+  lua_settop(H, top);
+  return io->lazy_ok;
+}
+
+static void hook_span_clear(sg_span_t *s) {
+  json_decref(s->attributes);
+  json_decref(s->references);
+  json_decref(s->links);
+  json_decref(s->hashes);
+  json_decref(s->events);
+  memset(s, 0, sizeof *s);
+}
+
+/* Row i of a raw result appended to body; 0, SG_ENOMEM or a rejection
+ * (reason in q->reason for the first one). */
+static int raw_row_encode(sg_lua_io_t *io, rows_t *src, int i, const uint8_t project[16], int has_ttl,
+                          sg_buf_t *body, chreq_t *q) {
+  sg_ch_text_row_t t;
+  const char *why = "";
+  int rc = raw_row_text(src, i, &t, &why);
+  int64_t exp = INT64_MAX;
+  if (rc == 0 && has_ttl) {
+    sg_span_t s;
+    int lazy = io->lazy_ok;
+    rc = hook_span(&t, &s, !lazy, &why);
+    double days = -1;
+    if (rc == 0) {
+      if (lazy) {
+        io->lazy_span = &s;
+        io->lazy_row = &t;
+        io->lazy_err = NULL;
+      }
+      sg_lua_retention_days(io->hooks, project, &s, &days);
+      io->lazy_span = NULL;
+      if (lazy && io->lazy_err) { /* the sg_span_t path rejects it before the hook */
+        rc = SG_EPARSE;
+        why = io->lazy_err;
+      }
+    }
+    if (days > 0) exp = t.created_at_us + (int64_t)(days * 86400e6);
+    hook_span_clear(&s);
+  }
+  if (rc == 0) {
+    rc = sg_ch_row_encode_text(&io->ver, project, &t, exp, body, &why);
+    /* a time, version or expires_at out of range: what the sg_span_t path says */
+    if (rc == SG_EINVAL && (strstr(why, "_at") || strstr(why, "_time") || !strcmp(why, "version")))
+      why = "value out of ClickHouse's range";
+  }
+  if (rc == 0 || rc == SG_ENOMEM) return rc;
+  if (!q->reason[0]) {
+    snprintf(q->reason, sizeof q->reason, "span %.*s/%.*s: bad %s", (int)(t.trace_id.p ? t.trace_id.n : 0),
+             t.trace_id.p ? t.trace_id.p : "", (int)(t.span_id.p ? t.span_id.n : 0),
+             t.span_id.p ? t.span_id.p : "", why);
+  }
+  return rc;
+}
+
 /* raw ch_insert_spans(project_id, rows) -> ok, inserted, rejected, first reason */
 static int l_ch_insert_spans(lua_State *L) {
   sg_lua_io_t *io = IO();
@@ -1058,6 +1311,20 @@ static int l_ch_insert_spans(lua_State *L) {
   int has_ttl = io->hooks && (sg_lua_rt_hooks(io->hooks) & SG_LUA_HOOK_RETENTION);
   chreq_t *q = chreq_new(L, io, t, CH_SPANS, "gw.ch.insert_spans");
   sg_buf_t body = SG_BUF_INIT;
+  if (src.raw) {
+    if (has_ttl) lazy_install(io);
+    for (int i = 0; i < nrows; i++) {
+      int rc = raw_row_encode(io, &src, i, project, has_ttl, &body, q);
+      if (rc == SG_ENOMEM) {
+        sg_buf_free(&body);
+        chreq_free(q);
+        return luaL_error(L, "gw.ch.insert_spans: out of memory");
+      }
+      if (rc) q->rejected++;
+      else q->rows++;
+    }
+    nrows = 0; /* done */
+  }
   for (int i = 0; i < nrows; i++) {
     if (src.L) {
       lua_rawgeti(L, 2, i + 1); /* row */

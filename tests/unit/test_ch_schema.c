@@ -592,6 +592,171 @@ static void test_code_class(void **st) {
   assert_int_equal(sg_ch_code_class(12345), 0);
 }
 
+
+/* ---- rows from text (the migration's encoder) ------------------------------ */
+
+#define TXT(s) {(s), sizeof(s) - 1}
+
+/* fill_span's span as PostgreSQL's text output would give it (jsonb
+ * spacing; ids in the other forms sg_id_parse takes; labels in lower case). */
+static void fill_text_row(sg_ch_text_row_t *r) {
+  memset(r, 0, sizeof *r);
+  r->trace_id = (sg_ch_text_t)TXT("31d6cfe04b9011ec800142010a8000b0");
+  r->span_id = (sg_ch_text_t)TXT("31d6cfe04b9011ec");
+  r->parent_id = (sg_ch_text_t)TXT("AAAAAAAA-BBBB-CCCC-AAAA-AAAABBBBCCCC");
+  r->trace_type = (sg_ch_text_t)TXT("INVOCATION");
+  r->span_type = (sg_ch_text_t)TXT("llm");
+  r->span_kind = (sg_ch_text_t)TXT("SPAN_KIND_CLIENT");
+  r->status_code = (sg_ch_text_t)TXT("status_code_error");
+  r->span_name = (sg_ch_text_t)TXT("chat\tcompletion\nline2 \\ \\N caf\xc3\xa9 \xf0\x9f\x9a\x80\r");
+  r->status_message = (sg_ch_text_t)TXT("\\N");
+  r->session_id = (sg_ch_text_t)TXT("");
+  r->agent_id = (sg_ch_text_t)TXT("agent's \"id\"");
+  r->attributes = (sg_ch_text_t)TXT("{\"k\\tey\": \"v\\n\\\"q\\\" \\\\ \xc3\xa9\", \"n\": 42, \"a\": [1.5, true, null]}");
+  r->references = (sg_ch_text_t)TXT("[]");
+  r->hashes = (sg_ch_text_t)TXT("{ }");
+  r->events = (sg_ch_text_t)TXT("\"tab\\there\"");
+  r->start_us = 1700000000123456LL;
+  r->end_us = 1700000001000001LL;
+  r->created_at_us = 1700000002000000LL;
+  r->version = INT64_MAX;
+}
+
+static void test_row_text_equals_span_row(void **st) {
+  (void)st;
+  sg_ch_text_row_t r;
+  fill_text_row(&r);
+  sg_buf_t b = SG_BUF_INIT;
+  sg_ch_version_t v18 = ver("18.16.1"), v24 = ver("24.8.4.13");
+  const char *why = NULL;
+  assert_int_equal(sg_ch_row_encode_text(&v18, project, &r, INT64_MAX, &b, &why), 0);
+  assert_string_equal(b.data, row_18_16);
+  sg_buf_reset(&b);
+  assert_int_equal(sg_ch_row_encode_text(&v24, project, &r, INT64_MAX, &b, &why), 0);
+  assert_string_equal(b.data, row_24_8);
+
+  /* The same span through sg_span_t gives the same bytes. */
+  sg_span_t s;
+  fill_span(&s);
+  sg_buf_t c = SG_BUF_INIT;
+  assert_int_equal(sg_ch_row_encode(&v24, project, &s, 1700000002500000LL, &c), 0);
+  sg_buf_reset(&b);
+  assert_int_equal(sg_ch_row_encode_text(&v24, project, &r, 1700000002500000LL, &b, &why), 0);
+  assert_string_equal(b.data, c.data);
+  sg_span_clear(&s);
+  sg_buf_free(&c);
+
+  /* Rejections name the column and leave out as it was. */
+  sg_buf_reset(&b);
+  assert_int_equal(sg_buf_puts(&b, "keep\n"), 0);
+  sg_ch_text_row_t bad = r;
+  bad.trace_id = (sg_ch_text_t)TXT("not-a-uuid");
+  assert_int_equal(sg_ch_row_encode_text(&v18, project, &bad, INT64_MAX, &b, &why), SG_EINVAL);
+  assert_string_equal(why, "trace_id");
+  bad = r;
+  bad.span_kind = (sg_ch_text_t){NULL, 0};
+  assert_int_equal(sg_ch_row_encode_text(&v18, project, &bad, INT64_MAX, &b, &why), SG_EINVAL);
+  assert_string_equal(why, "span_kind");
+  bad = r;
+  bad.span_type = (sg_ch_text_t)TXT("NOPE");
+  assert_int_equal(sg_ch_row_encode_text(&v18, project, &bad, INT64_MAX, &b, &why), SG_EINVAL);
+  bad = r;
+  bad.links = (sg_ch_text_t)TXT("{\"a\": }");
+  assert_int_equal(sg_ch_row_encode_text(&v18, project, &bad, INT64_MAX, &b, &why), SG_EPARSE);
+  assert_string_equal(why, "links");
+  bad = r;
+  bad.end_us = SG_CH_TIME_MAX_US + 1;
+  assert_int_equal(sg_ch_row_encode_text(&v18, project, &bad, INT64_MAX, &b, &why), SG_EINVAL);
+  assert_string_equal(why, "end_time");
+  bad = r;
+  bad.version = -1;
+  assert_int_equal(sg_ch_row_encode_text(&v18, project, &bad, INT64_MAX, &b, &why), SG_EINVAL);
+  assert_string_equal(b.data, "keep\n");
+
+  /* NULLs: parent, trace_type, JSON, updated/deleted (0), span_name -> "". */
+  sg_ch_text_row_t n = r;
+  n.parent_id = n.trace_type = n.attributes = n.span_name = (sg_ch_text_t){NULL, 0};
+  n.updated_at_us = 1700000003000007LL;
+  n.deleted_by_id = (sg_ch_text_t)TXT("01935e2a-7b4c-7d10-8000-123456789abc");
+  sg_buf_reset(&b);
+  assert_int_equal(sg_ch_row_encode_text(&v18, project, &n, INT64_MAX, &b, &why), 0);
+  assert_non_null(strstr(b.data, "\t\\N\t\\N\tLLM\tSPAN_KIND_CLIENT\t\t2023-11-14 22:13:20\t"));
+  assert_non_null(strstr(b.data, "\t2023-11-14 22:13:23\t7\t\\N\t\\N\t\\N\t\\N\t01935e2a-7b4c-7d10-8000-123456789abc\t"));
+  sg_buf_free(&b);
+}
+
+static void json_ok(const char *in, const char *want) {
+  sg_buf_t b = SG_BUF_INIT;
+  assert_int_equal(sg_buf_puts(&b, ">"), 0);
+  if (sg_ch_json_tsv(&b, in, strlen(in)) != 0) fail_msg("rejected: %s", in);
+  assert_string_equal(b.data + 1, want);
+  sg_buf_free(&b);
+}
+
+static void json_bad(const char *in, size_t n) {
+  sg_buf_t b = SG_BUF_INIT;
+  assert_int_equal(sg_buf_puts(&b, ">"), 0);
+  if (sg_ch_json_tsv(&b, in, n) != SG_EPARSE) fail_msg("accepted: %.*s", (int)n, in);
+  assert_string_equal(b.data, ">");
+  sg_buf_free(&b);
+}
+#define JSON_BAD(s) json_bad((s), sizeof(s) - 1)
+
+static void test_json_tsv(void **st) {
+  (void)st;
+  json_ok(" { \"a b\" : [ 1 , -0.5e+10 , \"x  y\" , { } , [ ] ] ,\n\t\"c\": null } ",
+          "{\"a b\":[1,-0.5e+10,\"x  y\",{},[]],\"c\":null}");
+  json_ok("\"\\\\ \\\" \\/ \\b\\f\\n\\r\\t\"", "\"\\\\\\\\ \\\\\" \\\\/ \\\\b\\\\f\\\\n\\\\r\\\\t\"");
+  json_ok("\"\\ud83d\\ude80 \\u00e9 \\u0000\"", "\"\\\\ud83d\\\\ude80 \\\\u00e9 \\\\u0000\"");
+  json_ok("\"caf\xc3\xa9 \xf0\x9f\x9a\x80 \xe2\x82\xac\"", "\"caf\xc3\xa9 \xf0\x9f\x9a\x80 \xe2\x82\xac\"");
+  json_ok("123456789012345678901234567890", "123456789012345678901234567890");
+  json_ok("[0, -0, 1.50, 1E400, true, false]", "[0,-0,1.50,1E400,true,false]");
+  json_ok("{\"a\": 1, \"a\": 2}", "{\"a\":1,\"a\":2}");
+  JSON_BAD("");
+  JSON_BAD("   ");
+  JSON_BAD("{");
+  JSON_BAD("[1,]");
+  JSON_BAD("[1 2]");
+  JSON_BAD("{\"a\" 1}");
+  JSON_BAD("{\"a\":1,}");
+  JSON_BAD("{1:2}");
+  JSON_BAD("[1}");
+  JSON_BAD("01");
+  JSON_BAD("1.");
+  JSON_BAD("-");
+  JSON_BAD(".5");
+  JSON_BAD("1e");
+  JSON_BAD("+1");
+  JSON_BAD("tru");
+  JSON_BAD("nul");
+  JSON_BAD("1 2");
+  JSON_BAD("[1]x");
+  JSON_BAD("\"abc");
+  JSON_BAD("\"a\tb\"");
+  JSON_BAD("\"a\nb\"");
+  JSON_BAD("\"\\x\"");
+  JSON_BAD("\"\\u12g4\"");
+  JSON_BAD("\"\\ud800\"");
+  JSON_BAD("\"\\ud800\\u0041\"");
+  JSON_BAD("\"\\udc00\"");
+  JSON_BAD("\"\xc0\xaf\"");         /* overlong */
+  JSON_BAD("\"\xed\xa0\x80\"");     /* UTF-16 surrogate in UTF-8 */
+  JSON_BAD("\"\xf4\x90\x80\x80\""); /* past U+10FFFF */
+  JSON_BAD("\"\xc3\"");             /* truncated */
+  JSON_BAD("\"\x80\"");
+  JSON_BAD("\"a\0b\"");
+
+  /* Depth: 2048 nested arrays parse, 2049 do not (jansson's limit). */
+  char deep[2 * 2049 + 1];
+  for (int d = 2048; d <= 2049; d++) {
+    memset(deep, '[', (size_t)d);
+    memset(deep + d, ']', (size_t)d);
+    sg_buf_t b = SG_BUF_INIT;
+    assert_int_equal(sg_ch_json_tsv(&b, deep, 2 * (size_t)d), d == 2048 ? 0 : SG_EPARSE);
+    sg_buf_free(&b);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_version_parse),
@@ -605,6 +770,8 @@ int main(void) {
       cmocka_unit_test(test_tsv_escape),
       cmocka_unit_test(test_quote),
       cmocka_unit_test(test_code_class),
+      cmocka_unit_test(test_row_text_equals_span_row),
+      cmocka_unit_test(test_json_tsv),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
