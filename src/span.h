@@ -158,7 +158,8 @@ int sg_id_parse(const char *s, size_t n, uint8_t out[16]);
 void sg_uuid_format(const uint8_t id[16], char out[37]);
 /* 32 lower-case hex digits + NUL (Agenta's API trace id form). */
 void sg_hex32_format(const uint8_t id[16], char out[33]);
-/* 16 lower-case hex digits + NUL: the first 8 bytes (Agenta's API span id form). */
+/* 16 lower-case hex digits + NUL: the first 8 bytes. (Agenta's API answers with the
+ * last 8; for a doubled OTLP span id the two are the same.) */
 void sg_hex16_format(const uint8_t id[16], char out[17]);
 
 /* ---- times --------------------------------------------------------------
