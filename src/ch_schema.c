@@ -649,38 +649,44 @@ static int put_time_null(sg_buf_t *b, unsigned caps) {
 
 static int time_ok(int64_t us) { return us >= SG_CH_TIME_MIN_US && us <= SG_CH_TIME_MAX_US; }
 
-/* Compact JSON text, dumped straight into the row's buffer and escaped in
- * place. jansson escapes every control character, so the only byte of its
- * output TabSeparated must escape is the backslash: double each one, from
- * the end backwards. */
-/* JSON text as a TabSeparated field: the compact text (json_nest.h), then
- * every backslash doubled (JSON text has no raw tab or newline). With
- * resource/flags, the attributes column as the transform asked for it. */
-static int put_json_ex(sg_buf_t *b, const json_t *j, const json_t *resource, int flags) {
-  if (j == NULL && resource == NULL) return put_null(b);
+/* JSON text as a TabSeparated field. jansson and json_nest.h escape every
+ * control character, so the only byte of compact JSON text TabSeparated must
+ * escape is the backslash: double each one written since start, from the end
+ * backwards. */
+static int tsv_double_backslashes(sg_buf_t *b, size_t start) {
+  size_t n = b->len - start, k = 0;
+  for (const char *q = b->data + start; (q = memchr(q, '\\', (size_t)(b->data + start + n - q))); q++) k++;
+  if (k == 0) return 0;
+  if (sg_buf_reserve(b, k) != 0) return SG_ENOMEM;
+  char *p = b->data + start;
+  for (size_t src = n, dst = n + k; src > 0;) {
+    char c = p[--src];
+    p[--dst] = c;
+    if (c == '\\') p[--dst] = '\\';
+  }
+  b->len += k;
+  b->data[b->len] = '\0';
+  return 0;
+}
+
+/* Compact JSON text already rendered (sg_span_attributes_text). */
+static int put_json_text_raw(sg_buf_t *b, const char *text, size_t len) {
   size_t start = b->len;
-  int rc = resource || flags ? sg_json_dump_attributes(j, resource, flags, b) : sg_json_dump(j, 0, b);
+  int rc = sg_buf_append(b, text, len);
+  return rc ? rc : tsv_double_backslashes(b, start);
+}
+
+/* A JSON value dumped straight into the row's buffer and escaped in place. */
+static int put_json(sg_buf_t *b, const json_t *j) {
+  if (j == NULL) return put_null(b);
+  size_t start = b->len;
+  int rc = sg_json_dump(j, 0, b);
   if (rc != 0) {
     b->len = start;
     return rc;
   }
-  size_t n = b->len - start, k = 0;
-  for (const char *q = b->data + start; (q = memchr(q, '\\', (size_t)(b->data + start + n - q))); q++) k++;
-  if (k) {
-    if (sg_buf_reserve(b, k) != 0) return SG_ENOMEM;
-    char *p = b->data + start;
-    for (size_t src = n, dst = n + k; src > 0;) {
-      char c = p[--src];
-      p[--dst] = c;
-      if (c == '\\') p[--dst] = '\\';
-    }
-    b->len += k;
-    b->data[b->len] = '\0';
-  }
-  return 0;
+  return tsv_double_backslashes(b, start);
 }
-
-static int put_json(sg_buf_t *b, const json_t *j) { return put_json_ex(b, j, NULL, 0); }
 
 static int put_str_null(sg_buf_t *b, const char *s) {
   return s ? sg_ch_tsv_escape(b, s, strlen(s)) : put_null(b);
@@ -732,10 +738,14 @@ static int encode_col(sg_buf_t *b, const col_t *c, const uint8_t project_id[16],
     if (sp->deleted_at_us == 0) return put_time_null(b, caps); /* span.h: 0 = NULL */
     return time_ok(sp->deleted_at_us) ? put_time(b, sp->deleted_at_us, caps) : SG_EINVAL;
   case F_DELETED_BY: return sp->has_deleted_by ? put_uuid(b, sp->deleted_by_id) : put_null(b);
-  case F_ATTRIBUTES:
-    return put_json_ex(b, sp->attributes,
-                       (sp->nest_attributes & SG_SPAN_NEST_RESOURCE) ? sp->resource : NULL,
-                       (sp->nest_attributes & SG_SPAN_NEST_ATTRS) ? SG_JSON_NEST : 0);
+  case F_ATTRIBUTES: {
+    if (sp->attributes == NULL && !((sp->nest_attributes & SG_SPAN_NEST_RESOURCE) && sp->resource))
+      return put_null(b);
+    const char *text;
+    size_t len;
+    int rc = sg_span_attributes_text(sp, &text, &len); /* the text PostgreSQL got */
+    return rc ? rc : put_json_text_raw(b, text, len);
+  }
   case F_REFERENCES: return put_json(b, sp->references);
   case F_LINKS: return put_json(b, sp->links);
   case F_HASHES: return put_json(b, sp->hashes);

@@ -35,6 +35,7 @@ struct sg_chsink_s {
   char tag[32];                /* row layout of this server, e.g. "spans/us" */
   sg_buf_t insert_sql;
   sg_ch_client_t *ch;
+  unsigned ch_flags;           /* SG_CH_GZIP per clickhouse_gzip */
   sg_pg_pool_t *pg;
   spool_ref_t spools[MAX_SPOOLS];
   int nspools;
@@ -271,7 +272,7 @@ static void send_record(sg_chsink_t *s) {
     split_cb(s, &fake);
     return;
   }
-  rc = sg_ch_request(s->ch, s->insert_sql.data, rec.data, rec.len, SG_CH_GZIP, split_cb, s);
+  rc = sg_ch_request(s->ch, s->insert_sql.data, rec.data, rec.len, s->ch_flags, split_cb, s);
   if (rc != 0) {
     sg_ch_result_t fake = {rc, 0, 0, "", 0, sg_strerror(rc)};
     split_cb(s, &fake);
@@ -349,7 +350,7 @@ static void send_next(sg_chsink_t *s) {
       send_record(s);
       return;
     }
-    int rc = sg_ch_request(s->ch, s->insert_sql.data, s->body.data, s->body.len, SG_CH_GZIP,
+    int rc = sg_ch_request(s->ch, s->insert_sql.data, s->body.data, s->body.len, s->ch_flags,
                            insert_cb, s);
     if (rc != 0) {
       sg_ch_result_t fake = {rc, 0, 0, "", 0, sg_strerror(rc)};
@@ -456,6 +457,7 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_
   if (!s) return NULL;
   s->loop = loop;
   s->cfg = cfg;
+  s->ch_flags = sg_config_clickhouse_gzip(cfg) ? SG_CH_GZIP : 0;
   s->pg = pg;
   if (ver) set_version(s, ver);
   s->st.reachable = ver != NULL; /* the version was just asked of the server */

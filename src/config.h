@@ -58,6 +58,8 @@ typedef struct {
   XX(INT, clickhouse_port, "8123", "CLICKHOUSE_PORT",                                          \
      "ClickHouse HTTP interface port (not the native port 9000)")                              \
   XX(STR, clickhouse_user, "default", "CLICKHOUSE_USER", "ClickHouse user")                   \
+  XX(STR, clickhouse_gzip, "auto", NULL,                                                       \
+     "gzip the bodies sent to ClickHouse: auto (unless the host is loopback), always or never")  \
   XX(STR, clickhouse_password, "", "CLICKHOUSE_PASSWORD", "ClickHouse password")              \
   XX(STR, clickhouse_database, "agenta_oss_tracing", "CLICKHOUSE_DATABASE",                    \
      "ClickHouse database holding the spans and nodes tables")                                 \
@@ -125,6 +127,9 @@ int sg_config_defaults(sg_config_t *cfg);
  * "gateway.conf:7: unknown key 'listn' (did you mean 'listen'?)". */
 int sg_config_load(sg_config_t *cfg, const char *path, sg_buf_t *err);
 void sg_config_free(sg_config_t *cfg);
+
+/* 1 when bodies sent to ClickHouse are gzipped (clickhouse_gzip). */
+int sg_config_clickhouse_gzip(const sg_config_t *cfg);
 
 /* The key nearest to name by edit distance, or NULL when nothing is close. */
 const char *sg_config_nearest(const char *name);

@@ -1526,10 +1526,6 @@ void sg_lua_io_inject(lua_State *L, void *ud) {
 
 /* ---- lifecycle --------------------------------------------------------------------------------- */
 
-static int is_loopback(const char *h) {
-  return h == NULL || !strcmp(h, "127.0.0.1") || !strcmp(h, "localhost") || !strcmp(h, "::1");
-}
-
 sg_lua_io_t *sg_lua_io_new(uv_loop_t *loop, const sg_config_t *cfg, sg_lua_rt_t *hooks,
                            sg_buf_t *err) {
   sg_lua_io_t *io = calloc(1, sizeof *io);
@@ -1562,7 +1558,7 @@ sg_lua_io_t *sg_lua_io_new(uv_loop_t *loop, const sg_config_t *cfg, sg_lua_rt_t 
     free(io);
     return NULL;
   }
-  io->ch_flags = is_loopback(cfg->clickhouse_host) ? 0 : SG_CH_GZIP;
+  io->ch_flags = sg_config_clickhouse_gzip(cfg) ? SG_CH_GZIP : 0;
   /* The server's version decides the row layout; asked once, like `schema --apply`. */
   sg_ch_opts_t vo = o;
   vo.database = NULL;

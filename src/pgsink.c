@@ -272,10 +272,11 @@ static int put_json(sg_buf_t *b, const char *key, const json_t *v) {
 static int put_attributes(sg_buf_t *b, const sg_span_t *sp) {
   const json_t *res = (sp->nest_attributes & SG_SPAN_NEST_RESOURCE) ? sp->resource : NULL;
   if ((sp->attributes == NULL || json_is_null(sp->attributes)) && res == NULL) return 0;
-  int rc = sg_buf_puts(b, ",\"a\":");
-  if (rc == 0)
-    rc = sg_json_dump_attributes(sp->attributes, res,
-                                 (sp->nest_attributes & SG_SPAN_NEST_ATTRS) ? SG_JSON_NEST : 0, b);
+  const char *text;
+  size_t len;
+  int rc = sg_span_attributes_text(sp, &text, &len);
+  if (rc == 0) rc = sg_buf_puts(b, ",\"a\":");
+  if (rc == 0) rc = sg_buf_append(b, text, len);
   return rc;
 }
 

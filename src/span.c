@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "err.h"
+#include "json_nest.h"
 
 /* ---- enum labels ----------------------------------------------------------- */
 
@@ -137,6 +138,7 @@ void sg_span_clear(sg_span_t *s) {
   json_decref(s->events);
   json_decref(s->resource);
   json_decref(s->scope);
+  free(s->attributes_text);
   memset(s, 0, sizeof(*s));
 }
 
@@ -161,6 +163,8 @@ int sg_span_copy(sg_span_t *dst, const sg_span_t *src) {
   dst->user_id = dst->agent_id = NULL;
   dst->attributes = dst->references = dst->links = NULL;
   dst->hashes = dst->events = dst->resource = dst->scope = NULL;
+  dst->attributes_text = NULL; /* the copy renders its own (it may be changed) */
+  dst->attributes_len = 0;
   if (dup_str(&dst->span_name, src->span_name ? src->span_name : "") ||
       dup_str(&dst->status_message, src->status_message) ||
       dup_str(&dst->session_id, src->session_id) ||
@@ -512,4 +516,23 @@ char *sg_utf8_sanitize(const char *s, size_t n, int *changed) {
   if (changed) *changed = ch;
   char *shrunk = realloc(r, (size_t)(o - r) + 1);
   return shrunk ? shrunk : r;
+}
+
+int sg_span_attributes_text(const sg_span_t *cs, const char **text, size_t *len) {
+  sg_span_t *s = (sg_span_t *)cs; /* span.h: a memo */
+  if (s->attributes_text == NULL) {
+    const json_t *res = (s->nest_attributes & SG_SPAN_NEST_RESOURCE) ? s->resource : NULL;
+    sg_buf_t b = SG_BUF_INIT;
+    int rc = sg_json_dump_attributes(s->attributes, res,
+                                     (s->nest_attributes & SG_SPAN_NEST_ATTRS) ? SG_JSON_NEST : 0, &b);
+    if (rc != 0) {
+      sg_buf_free(&b);
+      return rc;
+    }
+    s->attributes_text = b.data; /* the buffer's bytes, NUL-terminated */
+    s->attributes_len = b.len;
+  }
+  *text = s->attributes_text;
+  *len = s->attributes_len;
+  return 0;
 }

@@ -103,6 +103,8 @@ typedef struct sg_span_s {
   json_t *events;
   json_t *resource;      /* OTLP resource attributes object (shared, refcounted) or NULL */
   uint8_t nest_attributes; /* SG_SPAN_NEST_* bits: how the writers render attributes */
+  char *attributes_text;  /* the attributes column rendered once for both stores, or NULL */
+  size_t attributes_len;
   json_t *scope;         /* OTLP scope {"name","version","attributes"} or NULL */
 
   /* Filled by the PostgreSQL sink from the upsert's RETURNING. */
@@ -140,6 +142,16 @@ void sg_span_batch_reject(sg_span_batch_t *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void sg_span_batch_free(sg_span_batch_t *b);
 void sg_span_clear(sg_span_t *s); /* frees what the span owns, leaves it zeroed */
+
+/* The attributes column as JSON text, rendered as nest_attributes asks
+ * (sg_json_dump_attributes) the first time a writer needs it and kept on
+ * the span for the next one: PostgreSQL and the ClickHouse spool store the
+ * same text, and rendering it is the largest per-span cost of a request.
+ * Call it only once attributes/resource/nest_attributes are final (after
+ * the transform); *text stays valid until the span is cleared. The span
+ * is const to the callers (writers take const spans): the cache is a memo,
+ * not a change of value. 0 or SG_ENOMEM. */
+int sg_span_attributes_text(const sg_span_t *s, const char **text, size_t *len);
 /* Deep copy (strings duplicated, JSON values deep-copied). 0 or SG_ENOMEM. */
 int sg_span_copy(sg_span_t *dst, const sg_span_t *src);
 

@@ -58,6 +58,15 @@ test('a value of the wrong type is an error naming the key and the type', () => 
   assert.match(r.err, /gateway\.conf:1: 'workers' must be a integer|gateway\.conf:1: 'workers' must be an integer/);
 });
 
+test('a value outside its set names the choices', () => {
+  for (const [text, re] of [['spool_fsync = "sometimes"\n', /spool_fsync must be always, batch or never/],
+    ['clickhouse_gzip = "fast"\n', /clickhouse_gzip must be auto, always or never, not 'fast'/]]) {
+    const r = run(['check', '-c', conf(text)]);
+    assert.equal(r.code, 1, text);
+    assert.match(r.err, re, text);
+  }
+});
+
 test('the configuration sandbox has no os, io or require', () => {
   for (const text of ['x = os.getenv("HOME")\n', 'io.write("hi")\n', 'require("os")\n', 'loadstring("x=1")()\n']) {
     const r = run(['check', '-c', conf(text)]);

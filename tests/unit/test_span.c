@@ -294,8 +294,42 @@ static void test_batch(void **st) {
   sg_span_batch_pop(&b); /* harmless on an empty batch */
 }
 
+/* The attributes column is rendered once and kept: both writers get the
+ * same bytes; a copy renders its own. */
+static void test_attributes_text(void **st) {
+  (void)st;
+  sg_span_t s, c;
+  memset(&s, 0, sizeof s);
+  s.attributes = json_pack("{s:s,s:i}", "ag.type.node", "chat", "gen_ai.usage.total_tokens", 12);
+  s.resource = json_pack("{s:s}", "service.name", "svc");
+  s.nest_attributes = SG_SPAN_NEST_ATTRS | SG_SPAN_NEST_RESOURCE;
+  const char *t1, *t2;
+  size_t n1, n2;
+  assert_int_equal(sg_span_attributes_text(&s, &t1, &n1), 0);
+  assert_string_equal(t1, "{\"ag\":{\"type\":{\"node\":\"chat\"}},\"gen_ai\":{\"usage\":"
+                          "{\"total_tokens\":12}},\"resource\":{\"service\":{\"name\":\"svc\"}}}");
+  assert_int_equal(n1, strlen(t1));
+  assert_int_equal(sg_span_attributes_text(&s, &t2, &n2), 0);
+  assert_ptr_equal(t1, t2); /* kept, not rendered again */
+  assert_int_equal(sg_span_copy(&c, &s), 0);
+  assert_null(c.attributes_text);
+  assert_int_equal(sg_span_attributes_text(&c, &t2, &n2), 0);
+  assert_ptr_not_equal(t1, t2);
+  assert_string_equal(t1, t2);
+  sg_span_clear(&c);
+  sg_span_clear(&s);
+  assert_null(s.attributes_text);
+
+  memset(&s, 0, sizeof s); /* flat, no resource */
+  s.attributes = json_pack("{s:s}", "a.b", "x\\y");
+  assert_int_equal(sg_span_attributes_text(&s, &t1, &n1), 0);
+  assert_string_equal(t1, "{\"a.b\":\"x\\\\y\"}");
+  sg_span_clear(&s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_attributes_text),
       cmocka_unit_test(test_id_forms),   cmocka_unit_test(test_id_bytes),
       cmocka_unit_test(test_time_iso),   cmocka_unit_test(test_time_epoch),
       cmocka_unit_test(test_time_format), cmocka_unit_test(test_utf8),
