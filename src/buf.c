@@ -1,5 +1,6 @@
 #include "buf.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,14 +55,32 @@ int sg_buf_printf(sg_buf_t *b, const char *fmt, ...) {
   return rc;
 }
 
+size_t sg_json_plain_len(const char *s, size_t n) {
+  const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x, q, e;
+    memcpy(&x, s + i, 8);
+    q = x ^ (ones * '"');
+    e = x ^ (ones * '\\');
+    /* a byte below 0x20, or equal to '"' or '\\' (zero after the xor) */
+    if ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((e - ones) & ~e)) & high) break;
+  }
+  for (; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < 0x20 || c == '"' || c == '\\') break;
+  }
+  return i;
+}
+
 int sg_buf_json_escape(sg_buf_t *b, const char *s, size_t n) {
   static const char hex[] = "0123456789abcdef";
   if (sg_buf_reserve(b, n + 2) != 0) return SG_ENOMEM;
-  size_t start = 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    if (sg_buf_append(b, s + start, i - start) != 0) return SG_ENOMEM;
+  for (size_t i = 0;;) {
+    size_t run = sg_json_plain_len(s + i, n - i);
+    if (sg_buf_append(b, s + i, run) != 0) return SG_ENOMEM;
+    if ((i += run) == n) return 0;
+    unsigned char c = (unsigned char)s[i++];
     char esc[6] = {'\\', 0, 0, 0, 0, 0};
     size_t elen = 2;
     switch (c) {
@@ -76,9 +95,7 @@ int sg_buf_json_escape(sg_buf_t *b, const char *s, size_t n) {
       elen = 6;
     }
     if (sg_buf_append(b, esc, elen) != 0) return SG_ENOMEM;
-    start = i + 1;
   }
-  return sg_buf_append(b, s + start, n - start);
 }
 
 void sg_buf_reset(sg_buf_t *b) {

@@ -28,6 +28,10 @@ int sg_buf_printf(sg_buf_t *b, const char *fmt, ...)
 int sg_buf_vprintf(sg_buf_t *b, const char *fmt, va_list ap);
 /* Append s as the body of a JSON string (no quotes), escaping as RFC 8259 asks. */
 int sg_buf_json_escape(sg_buf_t *b, const char *s, size_t n);
+/* Length of the longest prefix of s[0..n) a JSON string carries as is: no
+ * '"', '\\' or control character. Looks at 8 bytes at a time; the escapers
+ * copy such runs whole. */
+size_t sg_json_plain_len(const char *s, size_t n);
 /* Forget the contents, keep the memory. */
 void sg_buf_reset(sg_buf_t *b);
 /* Release the memory; the buffer is empty and reusable afterwards. */

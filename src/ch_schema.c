@@ -659,21 +659,28 @@ static int tsv_double_backslashes(sg_buf_t *b, size_t start) {
   if (k == 0) return 0;
   if (sg_buf_reserve(b, k) != 0) return SG_ENOMEM;
   char *p = b->data + start;
-  for (size_t src = n, dst = n + k; src > 0;) {
-    char c = p[--src];
-    p[--dst] = c;
-    if (c == '\\') p[--dst] = '\\';
-  }
   b->len += k;
   b->data[b->len] = '\0';
+  /* from the last backslash back: move the text after it k places right,
+   * the backslash doubled in front of it */
+  for (size_t end = n; k > 0; k--) {
+    char *q = memrchr(p, '\\', end);
+    size_t at = (size_t)(q - p), seg = end - at;
+    memmove(p + at + k, q, seg);
+    p[at + k - 1] = '\\';
+    end = at;
+  }
   return 0;
 }
 
 /* Compact JSON text already rendered (sg_span_attributes_text). */
 static int put_json_text_raw(sg_buf_t *b, const char *text, size_t len) {
-  size_t start = b->len;
-  int rc = sg_buf_append(b, text, len);
-  return rc ? rc : tsv_double_backslashes(b, start);
+  if (sg_buf_reserve(b, len) != 0) return SG_ENOMEM;
+  for (const char *end = text + len, *q; text < end; text = q + 1) {
+    if ((q = memchr(text, '\\', (size_t)(end - text))) == NULL) return sg_buf_append(b, text, (size_t)(end - text));
+    if (sg_buf_append(b, text, (size_t)(q - text) + 1) != 0 || sg_buf_putc(b, '\\') != 0) return SG_ENOMEM;
+  }
+  return 0;
 }
 
 /* A JSON value dumped straight into the row's buffer and escaped in place. */

@@ -21,11 +21,11 @@ static int put_str(sg_buf_t *b, const char *s, size_t n) {
   static const char hex[] = "0123456789ABCDEF";
   if (sg_buf_reserve(b, n + 2)) return SG_ENOMEM;
   b->data[b->len++] = '"';
-  size_t start = 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    if (sg_buf_append(b, s + start, i - start)) return SG_ENOMEM;
+  for (size_t i = 0;;) {
+    size_t run = sg_json_plain_len(s + i, n - i);
+    if (sg_buf_append(b, s + i, run)) return SG_ENOMEM;
+    if ((i += run) == n) break;
+    unsigned char c = (unsigned char)s[i++];
     char esc[6] = {'\\', 0, 0, 0, 0, 0};
     size_t el = 2;
     switch (c) {
@@ -42,9 +42,7 @@ static int put_str(sg_buf_t *b, const char *s, size_t n) {
       el = 6;
     }
     if (sg_buf_append(b, esc, el)) return SG_ENOMEM;
-    start = i + 1;
   }
-  if (sg_buf_append(b, s + start, n - start)) return SG_ENOMEM;
   return sg_buf_putc(b, '"');
 }
 

@@ -246,15 +246,35 @@ static int add_member(job_t *job, sub_t *sub, size_t idx) {
 }
 
 
+/* ,"key": — keys are short literals without anything to escape. */
+static int put_key(sg_buf_t *b, const char *key) {
+  size_t n = strlen(key);
+  if (sg_buf_reserve(b, n + 4) != 0) return SG_ENOMEM;
+  char *p = b->data + b->len;
+  *p++ = ',';
+  *p++ = '"';
+  memcpy(p, key, n);
+  p += n;
+  *p++ = '"';
+  *p++ = ':';
+  b->len += n + 4;
+  b->data[b->len] = '\0';
+  return 0;
+}
+
 static int put_uuid(sg_buf_t *b, const char *key, const uint8_t id[16]) {
-  char u[37];
-  sg_uuid_format(id, u);
-  return sg_buf_printf(b, ",\"%s\":\"%s\"", key, u);
+  char u[38];
+  u[0] = '"';
+  sg_uuid_format(id, u + 1);
+  u[37] = '"';
+  int rc = put_key(b, key);
+  return rc ? rc : sg_buf_append(b, u, 38);
 }
 
 static int put_str(sg_buf_t *b, const char *key, const char *v) {
   if (v == NULL) return 0; /* absent key = SQL NULL */
-  int rc = sg_buf_printf(b, ",\"%s\":\"", key);
+  int rc = put_key(b, key);
+  if (rc == 0) rc = sg_buf_putc(b, '"');
   if (rc == 0) rc = sg_buf_json_escape(b, v, strlen(v));
   if (rc == 0) rc = sg_buf_putc(b, '"');
   return rc;
@@ -262,7 +282,7 @@ static int put_str(sg_buf_t *b, const char *key, const char *v) {
 
 static int put_json(sg_buf_t *b, const char *key, const json_t *v) {
   if (v == NULL || json_is_null(v)) return 0;
-  int rc = sg_buf_printf(b, ",\"%s\":", key);
+  int rc = put_key(b, key);
   if (rc == 0) rc = sg_json_dump(v, 0, b);
   return rc;
 }
@@ -275,7 +295,7 @@ static int put_attributes(sg_buf_t *b, const sg_span_t *sp) {
   const char *text;
   size_t len;
   int rc = sg_span_attributes_text(sp, &text, &len);
-  if (rc == 0) rc = sg_buf_puts(b, ",\"a\":");
+  if (rc == 0) rc = put_key(b, "a");
   if (rc == 0) rc = sg_buf_append(b, text, len);
   return rc;
 }
