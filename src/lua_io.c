@@ -13,7 +13,9 @@
  *                 PostgreSQL's text output (exact: int8, numeric and
  *                 timestamptz never pass through a double), NULL as gw.null.
  *   gw.pg.query_raw  the same rows kept in C (a compact copy of the result),
- *                 for gw.ch.insert_spans: no Lua table per row.
+ *                 for gw.ch.insert_spans: no Lua table per row. r:free()
+ *                 releases the copy at once; the collector is also told
+ *                 its size (rawres_account), so dropped results go too.
  *   gw.ch.insert_spans  a query_raw result -> sg_ch_row_encode_text (the
  *                 text twin of the spool writer's encoder: same columns and
  *                 checks, JSON made compact in one validating pass instead
@@ -28,6 +30,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <lauxlib.h>
+#include <limits.h>
 #include <lua.h>
 #include <math.h>
 #include <stdio.h>
@@ -391,6 +394,8 @@ typedef struct {
   size_t *off;  /* nrows * ncols */
   int *len;     /* -1 = NULL */
   char *data;
+  size_t bytes; /* malloc'd above, for the collector (rawres_account) */
+  int freed;    /* r:free() was called: every access but #r raises */
 } rawres_t;
 
 #define RAWRES_MT "spangate.pg.result"
@@ -416,8 +421,12 @@ static int rawres_fill(rawres_t *r, const PGresult *res) {
   r->len = malloc((cells + 1) * sizeof *r->len);
   r->data = malloc(total + 1);
   if (!r->names || !r->off || !r->len || !r->data) return SG_ENOMEM;
-  for (int j = 0; j < nc; j++)
+  r->bytes = total + 1 + (cells + 1) * (sizeof *r->off + sizeof *r->len) +
+             ((size_t)nc + 1) * sizeof *r->names;
+  for (int j = 0; j < nc; j++) {
     if (!(r->names[j] = strdup(PQfname(res, j)))) return SG_ENOMEM;
+    r->bytes += strlen(r->names[j]) + 1;
+  }
   size_t at = 0;
   for (int i = 0; i < nr; i++) {
     for (int j = 0; j < nc; j++) {
@@ -454,8 +463,36 @@ static rawres_t *check_rawres(lua_State *L, int idx) {
   return luaL_checkudata(L, idx, RAWRES_MT);
 }
 
+/* The result at idx, or an error naming fn when r:free() released it. */
+static rawres_t *live_rawres(lua_State *L, int idx, const char *fn) {
+  rawres_t *r = check_rawres(L, idx);
+  if (r->freed) luaL_error(L, "%s: result was freed (r:free() was called before)", fn);
+  return r;
+}
+
+/* The collector only sees the userdata's few bytes, not the copy it owns:
+ * results a script drops without r:free() would pile up until the Lua heap
+ * itself grew enough for a cycle (`spangate migrate` reached ~1.9 GB RSS).
+ * A step of the copy's size makes the collector work as if Lua had
+ * allocated it (LuaJIT 2.1: `data` is KiB of allocation debt; a large one
+ * finishes a cycle, so dropped results are finalized by the next call).
+ * Run on the main state: the task's coroutine is suspended. */
+static void rawres_account(sg_lua_io_t *io, const rawres_t *r) {
+  size_t kb = r->bytes >> 10;
+  if (kb > 0 && io->L) lua_gc(io->L, LUA_GCSTEP, kb > INT_MAX ? INT_MAX : (int)kb);
+}
+
 static int rawres_gc(lua_State *L) {
   rawres_clear(check_rawres(L, 1));
+  return 0;
+}
+
+/* r:free(): releases the rows now (idempotent); #r is 0 afterwards and
+ * get/row/columns raise. */
+static int rawres_free(lua_State *L) {
+  rawres_t *r = check_rawres(L, 1);
+  rawres_clear(r);
+  r->freed = 1;
   return 0;
 }
 
@@ -466,7 +503,7 @@ static int rawres_len(lua_State *L) {
 
 /* r:get(i, column) -> text | gw.null */
 static int rawres_get(lua_State *L) {
-  rawres_t *r = check_rawres(L, 1);
+  rawres_t *r = live_rawres(L, 1, "result:get");
   int i = (int)luaL_checkinteger(L, 2);
   int j = lua_type(L, 3) == LUA_TNUMBER ? (int)lua_tointeger(L, 3) - 1 : rawres_col(r, luaL_checkstring(L, 3));
   if (i < 1 || i > r->nrows) return luaL_error(L, "result:get: row %d out of range (1..%d)", i, r->nrows);
@@ -477,7 +514,7 @@ static int rawres_get(lua_State *L) {
 
 /* r:row(i) -> { column = text | gw.null, ... } */
 static int rawres_row(lua_State *L) {
-  rawres_t *r = check_rawres(L, 1);
+  rawres_t *r = live_rawres(L, 1, "result:row");
   int i = (int)luaL_checkinteger(L, 2);
   if (i < 1 || i > r->nrows) return luaL_error(L, "result:row: row %d out of range (1..%d)", i, r->nrows);
   lua_createtable(L, 0, r->ncols);
@@ -489,7 +526,7 @@ static int rawres_row(lua_State *L) {
 }
 
 static int rawres_columns(lua_State *L) {
-  rawres_t *r = check_rawres(L, 1);
+  rawres_t *r = live_rawres(L, 1, "result:columns");
   lua_createtable(L, r->ncols, 0);
   for (int j = 0; j < r->ncols; j++) {
     lua_pushstring(L, r->names[j]);
@@ -547,6 +584,7 @@ static void pg_cb(void *arg, PGresult *res, int err, const char *errmsg) {
       make_ready(t, 2);
       return;
     }
+    rawres_account(io, r);
   } else {
     int nr = PQntuples(res), nc = PQnfields(res);
     lua_checkstack(co, nc + 4);
@@ -1293,6 +1331,9 @@ static int l_ch_insert_spans(lua_State *L) {
   int nrows;
   if (lua_type(L, 2) == LUA_TUSERDATA && luaL_checkudata(L, 2, RAWRES_MT)) {
     src.raw = lua_touserdata(L, 2);
+    if (src.raw->freed)
+      return luaL_error(L, "gw.ch.insert_spans: bad argument #2 (result was freed: r:free() was "
+                           "called before)");
     for (int c = 0; c < C_COUNT; c++) src.col[c] = rawres_col(src.raw, span_col_names[c]);
     nrows = src.raw->nrows;
   } else if (lua_istable(L, 2)) {
@@ -1376,6 +1417,9 @@ static int l_ch_insert_spans(lua_State *L) {
     return 4;
   }
   sg_buf_append(&q->sql, io->insert_sql.data, io->insert_sql.len);
+  /* Every row is encoded into body by now and sg_ch_request copies body:
+   * nothing points into a query_raw result past this line, so the script
+   * may r:free() it as soon as the call returns. */
   int r = ch_send(L, q, body.data, body.len);
   sg_buf_free(&body);
   return r;
@@ -1464,7 +1508,8 @@ void sg_lua_io_inject(lua_State *L, void *ud) {
   int gw = lua_gettop(L);                       /* gw */
   if (luaL_newmetatable(L, RAWRES_MT)) {        /* gw, mt */
     static const luaL_Reg m[] = {{"get", rawres_get}, {"row", rawres_row},
-                                 {"columns", rawres_columns}, {NULL, NULL}};
+                                 {"columns", rawres_columns}, {"free", rawres_free},
+                                 {NULL, NULL}};
     lua_newtable(L);                            /* gw, mt, methods */
     for (const luaL_Reg *r = m; r->name; r++) {
       lua_pushcfunction(L, r->func);

@@ -105,7 +105,96 @@ local function decode(text)
   return gw.totable(v)
 end
 
+-- ClickHouse refuses a query longer than max_query_size (256 KiB by
+-- default), and the sample's keys are an IN list (~115 bytes a key): they go
+-- in chunks of at most half that, measured from the keys' text. PostgreSQL
+-- gets the same chunks (its keys are parameters, but the rows of one chunk
+-- at a time are enough to compare).
+local CH_QUERY_BYTES = 128 * 1024
+local CH_SAMPLE_SQL = [[
+  SELECT %s FROM %s.spans FINAL
+  WHERE project_id IN (%s)
+    AND concat(toString(project_id), '/', toString(trace_id), '/', toString(span_id)) IN (%s)]]
+local PG_SAMPLE_SQL = format([[
+  SELECT project_id::text AS project_id, %s FROM spans
+  JOIN unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS k(p, t, s)
+    ON project_id = k.p AND trace_id = k.t AND span_id = k.s]], store.PG_SPAN_COLUMNS)
+
+-- The sampled keys in chunks whose ClickHouse statement stays within
+-- CH_QUERY_BYTES; sorted by project first, so that a chunk names few
+-- projects (ClickHouse reads only theirs).
+local function sample_chunks(keys)
+  table.sort(keys, function(a, b)
+    if a.p ~= b.p then return a.p < b.p end
+    if a.t ~= b.t then return a.t < b.t end
+    return a.s < b.s
+  end)
+  local fixed = #CH_SAMPLE_SQL + #CH_COLUMNS + #DB
+  local chunks, c = {}, nil
+  for _, k in ipairs(keys) do
+    -- the literal and ", "; a project new to the chunk adds "toUUID('...'), "
+    local lit = format("'%s/%s/%s'", k.p, k.t, k.s)
+    local pbytes = #k.p + 12
+    if not c or c.bytes + #lit + 2 + (c.pset[k.p] and 0 or pbytes) > CH_QUERY_BYTES then
+      c = {keys = {}, inlist = {}, projects = {}, pset = {}, bytes = fixed}
+      chunks[#chunks + 1] = c
+    end
+    if not c.pset[k.p] then
+      c.pset[k.p] = true
+      c.projects[#c.projects + 1] = k.p
+      c.bytes = c.bytes + pbytes
+    end
+    c.bytes = c.bytes + #lit + 2
+    c.keys[#c.keys + 1] = k
+    c.inlist[#c.inlist + 1] = lit
+  end
+  return chunks
+end
+
 local mismatches, sampled, missing = {}, 0, 0
+
+local function compare_chunk(c)
+  local ps, ts_, ss = {}, {}, {}
+  for i, k in ipairs(c.keys) do ps[i], ts_[i], ss[i] = k.p, k.t, k.s end
+  local pgrows = gw.pg.query(PG_SAMPLE_SQL, "{" .. table.concat(ps, ",") .. "}",
+    "{" .. table.concat(ts_, ",") .. "}", "{" .. table.concat(ss, ",") .. "}")
+  local chrows = gw.ch.query(format(CH_SAMPLE_SQL, CH_COLUMNS, DB, store.uuid_list(c.projects),
+    table.concat(c.inlist, ", ")), "TSV")
+  local by_key = {}
+  for _, row in ipairs(chrows) do
+    local t = {}
+    for i, f in ipairs(plan.SAMPLE_FIELDS) do t[f[1]] = row[i] end
+    local pid = row[#plan.SAMPLE_FIELDS + 1]
+    -- several rows for one key would be a ReplacingMergeTree key problem: keep all
+    local k = pid .. "/" .. t.trace_id .. "/" .. t.span_id
+    if by_key[k] then by_key[k].dup = true else by_key[k] = t end
+  end
+  for _, p in ipairs(pgrows) do
+    sampled = sampled + 1
+    local k = p.project_id .. "/" .. p.trace_id .. "/" .. p.span_id
+    local ch_row = by_key[k]
+    if not ch_row then
+      missing = missing + 1
+      mismatches[#mismatches + 1] = {project = p.project_id, trace_id = p.trace_id, span_id = p.span_id,
+        fields = {"(missing in ClickHouse)"}}
+    else
+      local diff = plan.compare_rows(p, ch_row, gw.null, decode)
+      if ch_row.dup then diff[#diff + 1] = "(several rows in ClickHouse)" end
+      if #diff > 0 then
+        local detail = {}
+        for _, f in ipairs(diff) do
+          if p[f] ~= nil then
+            detail[f] = {postgres = p[f] == gw.null and "NULL" or p[f],
+              clickhouse = ch_row[f] == gw.null and "NULL" or ch_row[f]}
+          end
+        end
+        mismatches[#mismatches + 1] = {project = p.project_id, trace_id = p.trace_id, span_id = p.span_id,
+          fields = diff, values = detail}
+      end
+    end
+  end
+end
+
 if opts.sample > 0 and #projects > 0 then
   local keys = gw.pg.query(format([[
     SELECT project_id::text AS p, trace_id::text AS t, span_id::text AS s FROM spans
@@ -113,55 +202,7 @@ if opts.sample > 0 and #projects > 0 then
     ORDER BY random() LIMIT $4]], store.ts(2), store.ts(3)),
     "{" .. table.concat(projects, ",") .. "}", store.us_param(since_us or 0),
     store.us_param(until_us or 4291747199999999), math.floor(opts.sample))
-  if #keys > 0 then
-    local ps, ts_, ss, inlist = {}, {}, {}, {}
-    for i, k in ipairs(keys) do
-      ps[i], ts_[i], ss[i] = k.p, k.t, k.s
-      inlist[i] = format("'%s/%s/%s'", k.p, k.t, k.s)
-    end
-    local pgrows = gw.pg.query(format([[
-      SELECT project_id::text AS project_id, %s FROM spans
-      JOIN unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS k(p, t, s)
-        ON project_id = k.p AND trace_id = k.t AND span_id = k.s]], store.PG_SPAN_COLUMNS),
-      "{" .. table.concat(ps, ",") .. "}", "{" .. table.concat(ts_, ",") .. "}",
-      "{" .. table.concat(ss, ",") .. "}")
-    local chrows = gw.ch.query(format([[
-      SELECT %s FROM %s.spans FINAL
-      WHERE project_id IN (%s) AND concat(toString(project_id), '/', toString(trace_id), '/', toString(span_id)) IN (%s)]],
-      CH_COLUMNS, DB, store.uuid_list(projects), table.concat(inlist, ", ")), "TSV")
-    local by_key = {}
-    for _, row in ipairs(chrows) do
-      local t = {}
-      for i, f in ipairs(plan.SAMPLE_FIELDS) do t[f[1]] = row[i] end
-      local pid = row[#plan.SAMPLE_FIELDS + 1]
-      -- several rows for one key would be a ReplacingMergeTree key problem: keep all
-      local k = pid .. "/" .. t.trace_id .. "/" .. t.span_id
-      if by_key[k] then by_key[k].dup = true else by_key[k] = t end
-    end
-    for _, p in ipairs(pgrows) do
-      sampled = sampled + 1
-      local k = p.project_id .. "/" .. p.trace_id .. "/" .. p.span_id
-      local c = by_key[k]
-      if not c then
-        missing = missing + 1
-        mismatches[#mismatches + 1] = {project = p.project_id, trace_id = p.trace_id, span_id = p.span_id,
-          fields = {"(missing in ClickHouse)"}}
-      else
-        local diff = plan.compare_rows(p, c, gw.null, decode)
-        if c.dup then diff[#diff + 1] = "(several rows in ClickHouse)" end
-        if #diff > 0 then
-          local detail = {}
-          for _, f in ipairs(diff) do
-            if p[f] ~= nil then
-              detail[f] = {postgres = p[f] == gw.null and "NULL" or p[f], clickhouse = c[f] == gw.null and "NULL" or c[f]}
-            end
-          end
-          mismatches[#mismatches + 1] = {project = p.project_id, trace_id = p.trace_id, span_id = p.span_id,
-            fields = diff, values = detail}
-        end
-      end
-    end
-  end
+  for _, c in ipairs(sample_chunks(keys)) do compare_chunk(c) end
 end
 
 local ok = #bad_ranges == 0 and #mismatches == 0

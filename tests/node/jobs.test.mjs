@@ -2,7 +2,8 @@
 // ClickHouse: 150,000 spans seeded straight into PostgreSQL, a migration
 // killed part-way and resumed, a second run that changes nothing, validate
 // catching spans deleted from ClickHouse, a hard delete in PostgreSQL, and a
-// dual-write gap; migrate repairing each.
+// dual-write gap; migrate repairing each; a sample larger than one ClickHouse
+// query holds; query_raw results freed explicitly or by the collector.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
@@ -183,6 +184,23 @@ test('validate --json passes and reports every project-day', async () => {
   assert.equal(j.sample.compared, 50);
 });
 
+test('validate --sample beyond what one ClickHouse query holds passes', async () => {
+  // 5000 keys as one IN list are ~560 KiB, over ClickHouse's max_query_size
+  // (256 KiB): the job looks them up in chunks.
+  const r = await validate('--sample', '5000');
+  assert.equal(r.code, 0, `${r.out}\n${r.err}`);
+  assert.match(r.out, /sample: 5000 spans compared field by field, 0 differ/);
+  console.log(`# validate --sample 5000 over ${N} spans: ${r.ms} ms`);
+  // more than the range has: every span of it, once
+  const range = ['--project', P(0), '--since', '2024-05-01', '--until', '2024-05-01T02:00:00Z'];
+  const [{ n }] = await pgq(`SELECT count(*)::int AS n FROM spans WHERE project_id = $1
+    AND created_at >= '2024-05-01 00:00:00+00' AND created_at < '2024-05-01 02:00:00+00'`, [P(0)]);
+  assert.ok(n > 0 && n < 5000, `${n} spans in the range`);
+  const few = await validate(...range, '--sample', '5000');
+  assert.equal(few.code, 0, `${few.out}\n${few.err}`);
+  assert.match(few.out, new RegExp(`sample: ${n} spans compared field by field, 0 differ`));
+});
+
 test('spans deleted from ClickHouse fail validate, naming the project; migrate repairs them', async () => {
   await ch(`ALTER TABLE spans DELETE WHERE project_id = toUUID('${P(2)}') AND toDayOfMonth(created_at) IN (2, 4)`);
   await waitMutations();
@@ -236,6 +254,44 @@ test('a recorded dual-write gap is repaired and marked', async () => {
   assert.equal(gaps[0].n, 0);
   const good = await validate();
   assert.equal(good.code, 0, good.out);
+});
+
+test('gw.pg.query_raw: r:free() releases the rows; dropped results do not pile up', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sg-raw-'));
+  const script = join(dir, 'raw.lua');
+  writeFileSync(script, `
+    local gw = require("gw")
+    local r = gw.pg.query_raw("SELECT g AS n, 'x' || g AS t FROM generate_series(1, 3) g")
+    assert(#r == 3 and r:get(2, "t") == "x2" and r:row(3).n == "3")
+    r:free()
+    r:free() -- again: nothing to do
+    assert(#r == 0, "#r after free: " .. #r)
+    for _, f in ipairs({function() return r:get(1, "t") end, function() return r:row(1) end,
+        function() return r:columns() end, function() return gw.ch.insert_spans("${P(0)}", r) end}) do
+      local ok, e = pcall(f)
+      assert(not ok and tostring(e):match("result was freed"), tostring(e))
+    end
+    -- ~1 MB results dropped without r:free(): the collector knows their size
+    -- and finalizes them (a weak table sees which are still alive)
+    local function hwm()
+      for l in io.lines("/proc/self/status") do
+        local kb = l:match("^VmHWM:%s*(%d+)")
+        if kb then return tonumber(kb) end
+      end
+    end
+    local h0, live = hwm(), setmetatable({}, {__mode = "v"})
+    for i = 1, 100 do
+      live[i] = gw.pg.query_raw("SELECT repeat('x', 1000) || g AS v FROM generate_series(1, 1000) g")
+    end
+    local n = 0
+    for _ in pairs(live) do n = n + 1 end
+    print(string.format("live=%d hwm_growth_kb=%d", n, hwm() - h0))`);
+  const s = await spangate(['run', '-c', conf, script]);
+  assert.equal(s.code, 0, s.err);
+  const [, live, growth] = s.out.match(/live=(\d+) hwm_growth_kb=(\d+)/);
+  console.log(`# 100 dropped 1 MB results: ${live} still alive, peak RSS +${Math.round(growth / 1024)} MB`);
+  // without the accounting all 100 stay (the Lua heap hardly grows): +100 MB
+  assert.ok(Number(live) <= 10, `${live} of 100 results still alive`);
 });
 
 test('misuse: bad options and I/O outside a task give clear errors', async () => {

@@ -1,0 +1,142 @@
+-- validate_job_spec.lua - lua/jobs/validate.lua's sample over a fake gw with
+-- stores in memory: a sample larger than one ClickHouse statement can hold
+-- (max_query_size, 256 KiB by default) is looked up in chunks, every key
+-- exactly once, and differences are still found. No database.
+package.path = "lua/?.lua;tests/lua/?.lua;" .. package.path
+local plan = require("jobs.lib.plan")
+local H = require("helper")
+local null = H.null
+
+local PROJECTS = {
+  "0190a3b4-0000-7000-8000-0000000000c1", "0190a3b4-0000-7000-8000-0000000000c2",
+  "0190a3b4-0000-7000-8000-0000000000c3",
+}
+local MAX_QUERY_SIZE = 262144
+
+local function uuid(n, tag) return string.format("%08x-0000-4000-8000-%012x", n, tag) end
+
+-- n spans spread over PROJECTS; the PostgreSQL row of each, keyed "p/t/s".
+local function make_spans(n)
+  local list, by_key = {}, {}
+  for i = 1, n do
+    local row = {project_id = PROJECTS[i % #PROJECTS + 1], trace_id = uuid(i, 1), span_id = uuid(i, 2)}
+    for _, f in ipairs(plan.SAMPLE_FIELDS) do
+      if row[f[1]] == nil then row[f[1]] = f[2] == "json" and null or (f[1] .. " " .. i) end
+    end
+    list[i] = row
+    by_key[row.project_id .. "/" .. row.trace_id .. "/" .. row.span_id] = row
+  end
+  return list, by_key
+end
+
+local function array_param(s)
+  local out = {}
+  for v in s:sub(2, -2):gmatch("[^,]+") do out[#out + 1] = v end
+  return out
+end
+
+-- Runs validate.lua with args over the spans; ch_of(row) -> the ClickHouse
+-- row (a copy, changed or nil). Returns the exit status, the ClickHouse
+-- sample statements, the keys each looked up, and stdout.
+local function run(args, spans, by_key, ch_of)
+  local statements, looked_up, out = {}, {}, {}
+  local gw = H.fake_gw({})
+  gw.now = function() return 0 end
+  gw.spawn = function(fn, ...) fn(...) return {} end
+  gw.wait = function() return true end
+  gw.hooks = {clickhouse = function() return true end}
+  gw.json = {decode = function(s) return s end}
+  gw.totable = function(v) return v end
+  gw.pg = {query = function(sql, ...)
+    local a = {...}
+    if sql:match("ORDER BY random%(%)") then
+      local keys = {}
+      for i = 1, math.min(#spans, tonumber(a[4])) do
+        local r = spans[i]
+        keys[i] = {p = r.project_id, t = r.trace_id, s = r.span_id}
+      end
+      return keys
+    elseif sql:match("unnest%(") then
+      local ps, ts, ss, rows = array_param(a[1]), array_param(a[2]), array_param(a[3]), {}
+      for i = 1, #ps do rows[#rows + 1] = by_key[ps[i] .. "/" .. ts[i] .. "/" .. ss[i]] end
+      return rows
+    end
+    return {} -- the per-day statistics: no ranges
+  end}
+  gw.ch = {server = {version = "18.16.1", major = 18, minor = 16, datetime64 = false, database = "db"},
+    query = function(sql)
+      if not sql:match("%) IN %(") then return {} end
+      statements[#statements + 1] = sql
+      local rows = {}
+      for k in sql:gmatch("'([%x%-]+/[%x%-]+/[%x%-]+)'") do
+        looked_up[#looked_up + 1] = k
+        local r = by_key[k] and ch_of(by_key[k])
+        if r then
+          local t = {}
+          for i, f in ipairs(plan.SAMPLE_FIELDS) do t[i] = r[f[1]] end
+          t[#t + 1] = r.project_id
+          rows[#rows + 1] = t
+        end
+      end
+      return rows
+    end}
+  package.loaded.gw = gw
+  package.loaded["jobs.lib.store"] = nil -- it captured the previous fake
+  local chunk = assert(loadfile("lua/jobs/validate.lua"))
+  local stdout = io.stdout
+  io.stdout = {write = function(self, ...) for _, s in ipairs({...}) do out[#out + 1] = s end return self end}
+  local ok, status = pcall(chunk, unpack(args))
+  io.stdout = stdout
+  assert(ok, status)
+  return status, statements, looked_up, table.concat(out)
+end
+
+local function copy(r)
+  local c = {}
+  for k, v in pairs(r) do c[k] = v end
+  return c
+end
+
+describe("validate's sample", function()
+  local spans, by_key = make_spans(6000)
+  local args = {"--project", table.concat(PROJECTS, ","), "--sample", "5000"}
+
+  it("looks 5000 keys up in chunks under ClickHouse's max_query_size, each once", function()
+    local status, statements, looked_up, out = run(args, spans, by_key, copy)
+    assert.equal(0, status, out)
+    assert.matches("sample: 5000 spans compared field by field, 0 differ", out)
+    assert.is_true(#statements > 1)
+    for _, sql in ipairs(statements) do
+      assert.is_true(#sql < MAX_QUERY_SIZE / 2 + 1, "a statement of " .. #sql .. " bytes")
+    end
+    assert.equal(5000, #looked_up)
+    local seen = {}
+    for _, k in ipairs(looked_up) do
+      assert.is_nil(seen[k], "looked up twice: " .. k)
+      seen[k] = true
+    end
+  end)
+
+  it("asks for more than the data has without complaint", function()
+    local few = {}
+    for i = 1, 40 do few[i] = spans[i] end
+    local status, statements, _, out = run({"--sample", "5000", "--project", PROJECTS[1]}, few, by_key, copy)
+    assert.equal(0, status, out)
+    assert.matches("sample: 40 spans compared", out)
+    assert.equal(1, #statements)
+  end)
+
+  it("still finds a missing and a differing span in a later chunk", function()
+    local gone, changed = spans[4999], spans[5000]
+    local status, _, _, out = run(args, spans, by_key, function(r)
+      if r == gone then return nil end
+      local c = copy(r)
+      if r == changed then c.span_name = "renamed" end
+      return c
+    end)
+    assert.equal(1, status)
+    assert.matches("sample: 5000 spans compared field by field, 2 differ %(1 missing in ClickHouse%)", out)
+    assert.matches("DIFFERS: project %S+ span " .. changed.trace_id:gsub("%-", "%%-") .. "/%S+: span_name", out)
+    assert.matches("span " .. gone.trace_id:gsub("%-", "%%-") .. "/%S+: %(missing in ClickHouse%)", out)
+  end)
+end)
