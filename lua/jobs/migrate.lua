@@ -338,14 +338,15 @@ do
       while next_i <= #projects do
         local p = projects[next_i]
         next_i = next_i + 1
-        for k, v in pairs(store.pg_day_stats(p, since_us, until_us, not opts.restart)) do pg[k] = v end
+        for k, v in pairs(store.pg_day_stats(p, since_us, until_us, false)) do pg[k] = v end
       end
     end)
   end
   if #tasks > 0 then gw.wait(unpack(tasks)) end
 end
+local ch = #projects > 0 and store.ch_day_stats(projects, since_us, until_us, false) or {}
 -- (--restart copies everything: the checksums would not change the plan)
-local ch = #projects > 0 and store.ch_day_stats(projects, since_us, until_us, not opts.restart) or {}
+if not opts.restart then store.add_checksums(pg, ch, since_us, until_us) end
 cps = opts.restart and {} or store.load_checkpoints(JOB)
 local gaps = store.open_gaps(projects, since_us, until_us)
 local ranges = plan.plan(pg, ch, cps, gaps, {restart = opts.restart})

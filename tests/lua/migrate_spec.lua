@@ -133,3 +133,54 @@ describe("formatting", function()
     assert.equal("a    bb\n---  --\nxyz  1\n", plan.render_table({"a", "bb"}, {{"xyz", 1}}))
   end)
 end)
+
+describe("store.add_checksums", function()
+  local H = require("helper")
+  local function load_store()
+    package.loaded.gw = H.fake_gw({})
+    package.loaded["jobs.lib.store"] = nil
+    return require("jobs.lib.store")
+  end
+
+  it("asks for checksums only over the days whose counts agree", function()
+    local store = load_store()
+    local D3 = D2 + plan.DAY_US
+    local calls = {}
+    store.pg_day_stats = function(p, lo, hi, cs)
+      calls[#calls + 1] = {"pg", p, lo, hi, cs}
+      return merge(stat(p, D2, 5, 5, "pg2"), stat(p, D3, 7, 7, "pg3"))
+    end
+    store.ch_day_stats = function(ps, lo, hi, cs)
+      calls[#calls + 1] = {"ch", ps[1], lo, hi, cs}
+      return merge(stat(ps[1], D2, 5, 5, "ch2"), stat(ps[1], D3, 7, 7, "ch3"))
+    end
+    -- P1: D1 differs (not in ClickHouse), D2 and D3 agree; P2: nothing agrees
+    local pg = merge(stat(P1, D1, 3), stat(P1, D2, 5), stat(P1, D3, 7), stat(P2, D1, 4))
+    local ch = merge(stat(P1, D2, 5), stat(P1, D3, 7), stat(P2, D1, 2))
+    store.add_checksums(pg, ch, nil, nil)
+    assert.same({{"pg", P1, D2, D3 + plan.DAY_US, true}, {"ch", P1, D2, D3 + plan.DAY_US, true}}, calls)
+    assert.equal("pg2", pg[plan.range_key(P1, D2)].checksum)
+    assert.equal("ch3", ch[plan.range_key(P1, D3)].checksum)
+    assert.is_nil(pg[plan.range_key(P1, D1)].checksum)
+    assert.is_nil(pg[plan.range_key(P2, D1)].checksum)
+    -- agreeing checksums are a skip, differing ones a copy
+    local ranges = plan.plan(pg, ch, {}, {}, {})
+    local by = {}
+    for _, r in ipairs(ranges) do by[r.key] = r end
+    assert.equal("copy", by[plan.range_key(P1, D2)].action)
+    assert.equal("checksums differ", by[plan.range_key(P1, D2)].why)
+  end)
+
+  it("does not read checksums when ClickHouse is empty, and keeps within --since/--until", function()
+    local store = load_store()
+    local n = 0
+    store.pg_day_stats = function() n = n + 1; return {} end
+    store.ch_day_stats = function() n = n + 1; return {} end
+    store.add_checksums(merge(stat(P1, D1, 3), stat(P1, D2, 5)), {}, nil, nil)
+    assert.equal(0, n)
+    local seen
+    store.pg_day_stats = function(_, lo, hi) seen = {lo, hi}; return {} end
+    store.add_checksums(stat(P1, D1, 3), stat(P1, D1, 3), D1 + 3600e6, D1 + 7200e6)
+    assert.same({D1 + 3600e6, D1 + 7200e6}, seen)
+  end)
+end)

@@ -161,6 +161,35 @@ function M.ch_day_stats(projects, since_us, until_us, with_checksum)
   return out
 end
 
+-- Checksums only where they can change the outcome: the (project, day)
+-- ranges whose counts and version sums already agree. A first migration
+-- (ClickHouse empty) then reads no md5 at all. Fills pg[k].checksum and
+-- ch[k].checksum for those keys; each project's days are asked for in one
+-- span [first agreeing day, last + 1 day) within [since, until).
+function M.add_checksums(pg, ch, since_us, until_us)
+  local span = {}
+  for k, p in pairs(pg) do
+    local c = ch[k]
+    if c and p.n > 0 and p.n == c.n and p.vsum == c.vsum then
+      local s = span[p.project]
+      if not s then s = {lo = p.day, hi = p.day, keys = {}}; span[p.project] = s end
+      if p.day < s.lo then s.lo = p.day end
+      if p.day > s.hi then s.hi = p.day end
+      s.keys[#s.keys + 1] = k
+    end
+  end
+  for project, s in pairs(span) do
+    local lo, hi = s.lo, s.hi + plan.DAY_US
+    if since_us and since_us > lo then lo = since_us end
+    if until_us and until_us < hi then hi = until_us end
+    local pgs, chs = M.pg_day_stats(project, lo, hi, true), M.ch_day_stats({project}, lo, hi, true)
+    for _, k in ipairs(s.keys) do
+      pg[k].checksum = pgs[k] and pgs[k].checksum
+      ch[k].checksum = chs[k] and chs[k].checksum
+    end
+  end
+end
+
 -- ---- checksums ---------------------------------------------------------------------
 -- One 64-bit hash per span: the first 8 bytes of md5(canonical text), read
 -- big-endian, summed modulo 2^64 (order-independent). The canonical text is
