@@ -338,7 +338,7 @@ do
       while next_i <= #projects do
         local p = projects[next_i]
         next_i = next_i + 1
-        for k, v in pairs(store.pg_day_stats(p, since_us, until_us, false)) do pg[k] = v end
+        for k, v in pairs(store.pg_day_stats(p, since_us, until_us, false, true)) do pg[k] = v end
       end
     end)
   end

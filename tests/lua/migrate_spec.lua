@@ -142,7 +142,7 @@ describe("store.add_checksums", function()
     return require("jobs.lib.store")
   end
 
-  it("asks for checksums only over the days whose counts agree", function()
+  it("asks for version sums and checksums only over the days whose counts agree", function()
     local store = load_store()
     local D3 = D2 + plan.DAY_US
     local calls = {}
@@ -156,10 +156,12 @@ describe("store.add_checksums", function()
     end
     -- P1: D1 differs (not in ClickHouse), D2 and D3 agree; P2: nothing agrees
     local pg = merge(stat(P1, D1, 3), stat(P1, D2, 5), stat(P1, D3, 7), stat(P2, D1, 4))
+    for _, v in pairs(pg) do v.vsum = nil end -- as pg_day_stats(..., count_only) returns them
     local ch = merge(stat(P1, D2, 5), stat(P1, D3, 7), stat(P2, D1, 2))
     store.add_checksums(pg, ch, nil, nil)
     assert.same({{"pg", P1, D2, D3 + plan.DAY_US, true}, {"ch", P1, D2, D3 + plan.DAY_US, true}}, calls)
     assert.equal("pg2", pg[plan.range_key(P1, D2)].checksum)
+    assert.equal(5, pg[plan.range_key(P1, D2)].vsum) -- filled from the second query
     assert.equal("ch3", ch[plan.range_key(P1, D3)].checksum)
     assert.is_nil(pg[plan.range_key(P1, D1)].checksum)
     assert.is_nil(pg[plan.range_key(P2, D1)].checksum)

@@ -116,24 +116,27 @@ end
 local PG_DAY = "(extract(epoch FROM date_trunc('day', created_at AT TIME ZONE 'UTC')) * 1000000)::int8"
 
 -- Count and version sum of one project's days in [since, until) (µs, nil = open).
--- with_checksum adds the md5 checksum validate compares (see checksum_text).
-function M.pg_day_stats(project, since_us, until_us, with_checksum)
+-- with_checksum adds the md5 checksum validate compares (see checksum_text);
+-- count_only leaves out the version sum too, so PostgreSQL can answer from
+-- an index (spangate_spans_keyset) without reading the rows (vsum = nil).
+function M.pg_day_stats(project, since_us, until_us, with_checksum, count_only)
   local cs = with_checksum and (", (sum(('x' || substr(md5(" .. M.PG_CANON ..
     "), 1, 16))::bit(64)::int8::numeric) % 18446744073709551616 + 18446744073709551616)" ..
     " % 18446744073709551616 AS checksum") or ""
+  local vs = count_only and "" or format(", sum(%s %% %d) AS vsum", us_of("coalesce(updated_at, created_at)"),
+    plan.VSUM_MOD)
   local sql = format([[
-    SELECT %s AS day, count(*) AS n,
-           sum(%s %% %d) AS vsum%s
+    SELECT %s AS day, count(*) AS n%s%s
     FROM spans
     WHERE project_id = $1 AND created_at >= %s AND created_at < %s
-    GROUP BY 1]], PG_DAY, us_of("coalesce(updated_at, created_at)"), plan.VSUM_MOD, cs, ts(2), ts(3))
+    GROUP BY 1]], PG_DAY, vs, cs, ts(2), ts(3))
   local rows = gw.pg.query(sql, project, us_param(since_us or 0),
     us_param(until_us or 4291747199999999))
   local out = {}
   for _, r in ipairs(rows) do
     local day = tonumber(r.day)
     out[plan.range_key(project, day)] = {
-      project = project, day = day, n = tonumber(r.n), vsum = tonumber(r.vsum),
+      project = project, day = day, n = tonumber(r.n), vsum = r.vsum and tonumber(r.vsum),
       checksum = r.checksum ~= gw.null and r.checksum or nil,
     }
   end
@@ -161,16 +164,17 @@ function M.ch_day_stats(projects, since_us, until_us, with_checksum)
   return out
 end
 
--- Checksums only where they can change the outcome: the (project, day)
--- ranges whose counts and version sums already agree. A first migration
--- (ClickHouse empty) then reads no md5 at all. Fills pg[k].checksum and
--- ch[k].checksum for those keys; each project's days are asked for in one
--- span [first agreeing day, last + 1 day) within [since, until).
+-- Version sums and checksums only where they can change the outcome: the
+-- (project, day) ranges whose counts already agree (pg from pg_day_stats
+-- with count_only). A first migration (ClickHouse empty) then reads no row
+-- for its plan. Fills pg[k].vsum/checksum and ch[k].checksum for those keys;
+-- each project's days are asked for in one span [first agreeing day, last +
+-- 1 day) within [since, until).
 function M.add_checksums(pg, ch, since_us, until_us)
   local span = {}
   for k, p in pairs(pg) do
     local c = ch[k]
-    if c and p.n > 0 and p.n == c.n and p.vsum == c.vsum then
+    if c and p.n > 0 and p.n == c.n then
       local s = span[p.project]
       if not s then s = {lo = p.day, hi = p.day, keys = {}}; span[p.project] = s end
       if p.day < s.lo then s.lo = p.day end
@@ -184,6 +188,7 @@ function M.add_checksums(pg, ch, since_us, until_us)
     if until_us and until_us < hi then hi = until_us end
     local pgs, chs = M.pg_day_stats(project, lo, hi, true), M.ch_day_stats({project}, lo, hi, true)
     for _, k in ipairs(s.keys) do
+      pg[k].vsum = pgs[k] and pgs[k].vsum
       pg[k].checksum = pgs[k] and pgs[k].checksum
       ch[k].checksum = chs[k] and chs[k].checksum
     end
