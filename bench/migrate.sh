@@ -110,48 +110,76 @@ while IFS=$'\t' read -r name type _; do
   esac
 done < <(chq 'DESCRIBE TABLE bench_mig_pipe.spans FORMAT TabSeparated')
 select_list=$(IFS=,; echo "${sel[*]}")
-loadavg migrate_pipe
-log "migrate: psql COPY TO STDOUT | clickhouse-client INSERT ($ROWS rows)"
-t0=$(now)
-psqlq bench_mig -c "COPY (SELECT $select_list FROM spans) TO STDOUT" |
-  clickhouse-client --port "$SG_TEST_CH_TCP_PORT" --max_insert_block_size=100000 \
-    --query 'INSERT INTO bench_mig_pipe.spans FORMAT TabSeparated'
-t1=$(now)
-PIPE_S=$(elapsed "$t0" "$t1")
-n=$(chq 'SELECT count() FROM bench_mig_pipe.spans' | tr -d '\n')
-[[ $n -eq $ROWS ]] || { log "migrate: the pipe delivered $n rows, wanted $ROWS"; exit 1; }
+# Rounds in the order pipe, job, job, pipe, ... (ABBA, BENCH_MIGRATE_ROUNDS=2
+# pairs by default): drift and other work on the machine weigh on both
+# sides alike. Each side starts from an empty ClickHouse table; each job run
+# starts as a first migration does: no keyset index, no checkpoints.
+# migrate_ratio = total pipe seconds / total job seconds.
+ROUNDS=${BENCH_MIGRATE_ROUNDS:-2}
+fact migrate.rounds "$ROUNDS"
+PIPE_S=0 JOB_S=0
+pipe_run() { # round
+  chq 'TRUNCATE TABLE bench_mig_pipe.spans' >/dev/null
+  loadavg "migrate_pipe_$1"
+  log "migrate: psql COPY TO STDOUT | clickhouse-client INSERT ($ROWS rows), round $1"
+  local t0 t1 s n
+  t0=$(now)
+  psqlq bench_mig -c "COPY (SELECT $select_list FROM spans) TO STDOUT" |
+    clickhouse-client --port "$SG_TEST_CH_TCP_PORT" --max_insert_block_size=100000 \
+      --query 'INSERT INTO bench_mig_pipe.spans FORMAT TabSeparated'
+  t1=$(now)
+  s=$(elapsed "$t0" "$t1")
+  n=$(chq 'SELECT count() FROM bench_mig_pipe.spans' | tr -d '\n')
+  [[ $n -eq $ROWS ]] || { log "migrate: the pipe delivered $n rows, wanted $ROWS"; exit 1; }
+  fact "migrate.round$1.pipe_seconds" "$s"
+  PIPE_S=$(calc "$PIPE_S + $s")
+  log "migrate: pipe $(fmt "$s" '%.1f') s = $(fmt "$(calc "$ROWS / $s")" '%.0f') spans/s"
+}
+job_run() { # round; 0, or 1 when the job cannot be measured (status recorded)
+  chq 'TRUNCATE TABLE bench_mig.spans' >/dev/null
+  psqlq bench_mig -c 'DROP INDEX IF EXISTS spangate_spans_keyset' -c 'DROP TABLE IF EXISTS spangate_checkpoints' >/dev/null
+  loadavg "migrate_job_$1"
+  log "migrate: spangate migrate $MIGRATE_ARGS, round $1"
+  local t0 t1 s n rc=0
+  t0=$(now)
+  # shellcheck disable=SC2086  # options are words
+  "$BIN" migrate -c "$W/bench_mig.conf" $MIGRATE_ARGS >"$OUT/migrate_job.log" 2>&1 || rc=$?
+  t1=$(now)
+  if [[ $rc -eq 2 ]] && grep -qE 'not implemented|cannot open .*jobs/migrate\.lua' "$OUT/migrate_job.log"; then
+    log "migrate: spangate migrate is not available yet ($(head -1 "$OUT/migrate_job.log")): migrate_ratio=NA"
+    fact migrate.status not_implemented
+    return 1
+  fi
+  if [[ $rc -ne 0 ]]; then
+    log "migrate: spangate migrate failed (exit $rc): $(tail -3 "$OUT/migrate_job.log" | tr '\n' ' ')"
+    fact migrate.status "failed (exit $rc)"
+    return 1
+  fi
+  s=$(elapsed "$t0" "$t1")
+  n=$(chq 'SELECT count() FROM (SELECT trace_id, span_id FROM bench_mig.spans GROUP BY trace_id, span_id)' | tr -d '\n')
+  fact "migrate.round$1.job_seconds" "$s"
+  fact migrate.job_rows "$n"
+  if [[ $n -ne $ROWS ]]; then
+    log "migrate: the job left $n distinct spans in ClickHouse, wanted $ROWS"
+    fact migrate.status "incomplete ($n of $ROWS)"
+    return 1
+  fi
+  JOB_S=$(calc "$JOB_S + $s")
+  log "migrate: job $(fmt "$s" '%.1f') s = $(fmt "$(calc "$ROWS / $s")" '%.0f') spans/s"
+}
+for r in $(seq "$ROUNDS"); do
+  if ((r % 2)); then
+    pipe_run "$r"
+    job_run "$r" || exit 0
+  else
+    job_run "$r" || exit 0
+    pipe_run "$r"
+  fi
+done
 fact migrate.pipe_seconds "$PIPE_S"
-fact migrate.pipe_spans_per_s "$(calc "$ROWS / $PIPE_S")"
-log "migrate: pipe $(fmt "$PIPE_S" '%.1f') s = $(fmt "$(calc "$ROWS / $PIPE_S")" '%.0f') spans/s"
-
-# ---- the job --------------------------------------------------------------------
-loadavg migrate_job
-log "migrate: spangate migrate $MIGRATE_ARGS"
-t0=$(now)
-rc=0
-# shellcheck disable=SC2086  # options are words
-"$BIN" migrate -c "$W/bench_mig.conf" $MIGRATE_ARGS >"$OUT/migrate_job.log" 2>&1 || rc=$?
-t1=$(now)
-if [[ $rc -eq 2 ]] && grep -qE 'not implemented|cannot open .*jobs/migrate\.lua' "$OUT/migrate_job.log"; then
-  log "migrate: spangate migrate is not available yet ($(head -1 "$OUT/migrate_job.log")): migrate_ratio=NA"
-  fact migrate.status not_implemented
-  exit 0
-fi
-if [[ $rc -ne 0 ]]; then
-  log "migrate: spangate migrate failed (exit $rc): $(tail -3 "$OUT/migrate_job.log" | tr '\n' ' ')"
-  fact migrate.status "failed (exit $rc)"
-  exit 0
-fi
-JOB_S=$(elapsed "$t0" "$t1")
-n=$(chq 'SELECT count() FROM (SELECT trace_id, span_id FROM bench_mig.spans GROUP BY trace_id, span_id)' | tr -d '\n')
+fact migrate.pipe_spans_per_s "$(calc "$ROWS * $ROUNDS / $PIPE_S")"
 fact migrate.job_seconds "$JOB_S"
-fact migrate.job_rows "$n"
-if [[ $n -ne $ROWS ]]; then
-  log "migrate: the job left $n distinct spans in ClickHouse, wanted $ROWS"
-  fact migrate.status "incomplete ($n of $ROWS)"
-  exit 0
-fi
 fact migrate.status ok
-fact migrate.job_spans_per_s "$(calc "$ROWS / $JOB_S")"
+fact migrate.job_spans_per_s "$(calc "$ROWS * $ROUNDS / $JOB_S")"
 fact migrate_ratio "$(calc "$PIPE_S / $JOB_S")"
-log "migrate: job $(fmt "$JOB_S" '%.1f') s = $(fmt "$(calc "$ROWS / $JOB_S")" '%.0f') spans/s; migrate_ratio $(fmt "$(calc "$PIPE_S / $JOB_S")" '%.3f')"
+log "migrate: over $ROUNDS rounds pipe $(fmt "$PIPE_S" '%.1f') s, job $(fmt "$JOB_S" '%.1f') s: migrate_ratio $(fmt "$(calc "$PIPE_S / $JOB_S")" '%.3f')"

@@ -271,9 +271,13 @@ lines.push('## Migration', '');
 const mg = results.migrate;
 if (mg.status === 'skipped' || !mg.status) lines.push('Skipped (BENCH_MIGRATE_ROWS=0).');
 else {
+  const rounds = Number(F('migrate.rounds') || 1);
+  const per = (side) => Array.from({length: rounds}, (_, i) => FN(`migrate.round${i + 1}.${side}_seconds`))
+    .filter((v) => v !== null).map((v) => f(v, 1)).join(' + ');
   lines.push(`${mg.rows} spans seeded in PostgreSQL in ${f(mg.seed_seconds, 1)} s (${f(mg.pg_table_mb, 0)} MB; only the primary key kept, the job builds its own keyset index inside its time). ` +
-    `Pipe \`psql COPY (SELECT ...) TO STDOUT | clickhouse-client INSERT ... FORMAT TabSeparated\`: ${f(mg.pipe_seconds, 1)} s = ${f(mg.pipe_spans_per_s, 0)} spans/s.`);
-  if (mg.status === 'ok') lines.push(`\`spangate migrate\`: ${f(mg.job_seconds, 1)} s = ${f(mg.job_spans_per_s, 0)} spans/s; migrate_ratio ${f(migrateRatio, 3)}.`);
+    `${rounds} rounds in the order pipe, job, job, pipe (each from an empty ClickHouse table; each job without index or checkpoints). ` +
+    `Pipe \`psql COPY (SELECT ...) TO STDOUT | clickhouse-client INSERT ... FORMAT TabSeparated\`: ${per('pipe')} = ${f(mg.pipe_seconds, 1)} s = ${f(mg.pipe_spans_per_s, 0)} spans/s.`);
+  if (mg.status === 'ok') lines.push(`\`spangate migrate\`: ${per('job')} = ${f(mg.job_seconds, 1)} s = ${f(mg.job_spans_per_s, 0)} spans/s; migrate_ratio ${f(migrateRatio, 3)}.`);
   else lines.push(`\`spangate migrate\`: ${mg.status} - migrate_ratio NA.`);
 }
 lines.push('');

@@ -35,10 +35,12 @@
 #   BENCH_MIGRATE_ROWS=auto    rows seeded for the migration comparison (0 skips);
 #                              auto = 1000000, fewer (multiples of 100000, at
 #                              least 100000) when the time left of BENCH_BUDGET_S
-#                              (500 s of this script; with the build, server start
+#                              (540 s of this script; with the build, server start
 #                              and tear-down `make bench` stays under 10 minutes)
-#                              would not fit 1M at BENCH_MIGRATE_US_PER_ROW (260 µs
-#                              per row for seed + pipe + job, measured here)
+#                              would not fit 1M at BENCH_MIGRATE_US_PER_ROW (360 µs
+#                              per row for seed + 2 pipes + 2 jobs: ~170 measured
+#                              here on a quiet machine, doubled)
+#   BENCH_MIGRATE_ROUNDS=2     pipe/job rounds, ABBA order (bench/migrate.sh)
 #   BENCH_MIGRATE_ARGS=""      extra options for `spangate migrate` (--batch N ...)
 #   BENCH_OUT=var/bench        where the report goes
 # The last line on stdout is:
@@ -55,7 +57,7 @@ HALF_SECONDS=${BENCH_HALF_SECONDS:-30}
 SOAK_SECONDS=${BENCH_SOAK_SECONDS:-30}
 PROFILE=${BENCH_PROFILE:-1}
 MIGRATE_ROWS=${BENCH_MIGRATE_ROWS:-auto}
-BUDGET_S=${BENCH_BUDGET_S:-500}
+BUDGET_S=${BENCH_BUDGET_S:-540}
 MIGRATE_ARGS=${BENCH_MIGRATE_ARGS:-}
 BODIES=${BENCH_BODIES:-250}
 OUT=${BENCH_OUT:-$ROOT/var/bench}
@@ -378,7 +380,7 @@ cat "$OUT/lua.json" >&2
 # ---- 8. migration ---------------------------------------------------------------
 if [[ $MIGRATE_ROWS == auto ]]; then
   left=$(awk -v a="$T_BEGIN" -v b="$(now)" -v B="$BUDGET_S" 'BEGIN{printf "%d", B - (b - a) - 10}')
-  MIGRATE_ROWS=$(awk -v s="$left" -v c="${BENCH_MIGRATE_US_PER_ROW:-260}" \
+  MIGRATE_ROWS=$(awk -v s="$left" -v c="${BENCH_MIGRATE_US_PER_ROW:-360}" \
     'BEGIN{r = int(s * 1e6 / c / 100000) * 100000; if (r > 1000000) r = 1000000; if (r < 100000) r = 100000; print r}')
   [[ $MIGRATE_ROWS -lt 1000000 ]] && log "migrate: $MIGRATE_ROWS rows (1M would not fit the ${BUDGET_S} s budget; BENCH_MIGRATE_ROWS=1000000 forces it)"
   fact migrate.rows_auto 1
