@@ -137,7 +137,8 @@ pipe_run() { # round
 }
 job_run() { # round; 0, or 1 when the job cannot be measured (status recorded)
   chq 'TRUNCATE TABLE bench_mig.spans' >/dev/null
-  psqlq bench_mig -c 'DROP INDEX IF EXISTS spangate_spans_keyset' -c 'DROP TABLE IF EXISTS spangate_checkpoints' >/dev/null
+  psqlq bench_mig -c 'SET client_min_messages = warning' -c 'DROP INDEX IF EXISTS spangate_spans_keyset' \
+    -c 'DROP TABLE IF EXISTS spangate_checkpoints' >/dev/null
   loadavg "migrate_job_$1"
   log "migrate: spangate migrate $MIGRATE_ARGS, round $1"
   local t0 t1 s n rc=0

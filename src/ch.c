@@ -186,6 +186,7 @@ struct req_s {
   char *url;
   char *post;
   size_t post_len;
+  int borrowed;      /* post is the caller's (SG_CH_BORROW): not freed here */
   struct curl_slist *headers;
   sg_buf_t resp;
   int hdr_code; /* X-ClickHouse-Exception-Code, 0 when absent */
@@ -250,7 +251,7 @@ static void req_free(req_t *r) {
   if (r->easy) curl_easy_cleanup(r->easy);
   curl_slist_free_all(r->headers);
   free(r->url);
-  free(r->post);
+  if (!r->borrowed) free(r->post);
   sg_buf_free(&r->resp);
   free(r);
 }
@@ -542,6 +543,10 @@ int sg_ch_request(sg_ch_client_t *c, const char *sql, const void *body, size_t l
     rc = SG_ENOMEM;
     r->headers = curl_slist_append(r->headers, "Content-Encoding: gzip");
     if (r->headers == NULL) goto fail;
+  } else if ((flags & SG_CH_BORROW) && len) {
+    r->post = (char *)(uintptr_t)body; /* the caller keeps it until cb */
+    r->post_len = len;
+    r->borrowed = 1;
   } else {
     r->post = malloc(len ? len : 1);
     if (r->post == NULL) goto fail;

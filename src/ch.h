@@ -40,7 +40,9 @@ typedef struct {
   long max_connections;  /* kept-alive connections; 0: 4 */
 } sg_ch_opts_t;
 
-#define SG_CH_GZIP 1u /* gzip the body and send Content-Encoding: gzip */
+#define SG_CH_GZIP 1u   /* gzip the body and send Content-Encoding: gzip */
+#define SG_CH_BORROW 2u /* send body in place (no copy): it stays valid and
+                         * unchanged until cb has run */
 
 typedef struct {
   int status;         /* 0, SG_EUNAVAIL, SG_EPOISON, SG_EIO, SG_ECANCELED, SG_ENOMEM */
@@ -66,7 +68,8 @@ int sg_ch_global_init(void);
 sg_ch_client_t *sg_ch_client_new(uv_loop_t *loop, const sg_ch_opts_t *opts);
 
 /* Start a request: sql goes URL-encoded in the `query` parameter, body (may
- * be NULL with len 0) is copied and POSTed, gzipped with SG_CH_GZIP.
+ * be NULL with len 0) is copied and POSTed, gzipped with SG_CH_GZIP, or
+ * sent from where it is with SG_CH_BORROW (and without SG_CH_GZIP).
  * Returns 0 and then calls cb exactly once, from the loop (never from inside
  * this call); or returns SG_ENOMEM / SG_EINVAL / SG_ECANCELED (client
  * closing) and never calls cb. */

@@ -457,7 +457,9 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_
   if (!s) return NULL;
   s->loop = loop;
   s->cfg = cfg;
-  s->ch_flags = sg_config_clickhouse_gzip(cfg) ? SG_CH_GZIP : 0;
+  /* Both bodies it sends (s->body, a record of the segment in flight) stay
+   * put until the insert's callback: no copy unless gzipped. */
+  s->ch_flags = sg_config_clickhouse_gzip(cfg) ? SG_CH_GZIP : SG_CH_BORROW;
   s->pg = pg;
   if (ver) set_version(s, ver);
   s->st.reachable = ver != NULL; /* the version was just asked of the server */
@@ -526,12 +528,13 @@ void sg_chsink_close(sg_chsink_t *s) {
   if (!s) return;
   s->closing = 1;
   uv_timer_stop(&s->timer);
-  /* Cancels an insert in flight (its segment stays spooled: at least once). */
+  /* Cancels an insert in flight (its segment stays spooled: at least once);
+   * the client first: the request may point into the segment. */
+  sg_ch_client_close(s->ch);
   if (s->seg) {
     sg_spool_release(s->spools[s->seg_spool].sp, s->seg);
     s->seg = NULL;
   }
-  sg_ch_client_close(s->ch);
   for (int i = 0; i < s->nspools; i++) {
     sg_spool_close(s->spools[i].sp);
     free(s->spools[i].dir);
