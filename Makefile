@@ -47,6 +47,8 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(B)/tests/%,$(sort $(wildcard tests/uni
 .PHONY: all run test unit bench fuzz install clean deps check-deps docs
 all: $(B)/spangate
 
+# Generated once and kept: bench/ and the fuzzers include the headers too.
+.SECONDARY: $(PB_C) $(PB_H)
 $(B)/gen/%.pb-c.c $(B)/gen/%.pb-c.h: proto/%.proto
 	@mkdir -p $(B)/gen
 	protoc-c --c_out=$(B)/gen -Iproto $<
