@@ -44,23 +44,8 @@ usage: spangate migrate [-c FILE] [OPTIONS]
   --no-nodes         skip the old `nodes` table
 ]]
 
-local opts, err = plan.parse_args({...}, SPEC)
-if not opts or opts.help then
-  io.stderr:write(opts and "" or ("spangate migrate: " .. err .. "\n\n"), USAGE)
-  return opts and 0 or 2
-end
-for _, p in ipairs(opts.project) do
-  if not plan.is_uuid(p) then
-    io.stderr:write(format("spangate migrate: --project '%s' is not a UUID\n", p))
-    return 2
-  end
-end
-local since_us = opts.since and plan.parse_date(opts.since)
-local until_us = opts["until"] and plan.parse_date(opts["until"])
-if (opts.since and not since_us) or (opts["until"] and not until_us) then
-  io.stderr:write("spangate migrate: --since/--until take a date like 2024-05-01 or 2024-05-01T12:00:00Z\n")
-  return 2
-end
+local opts, since_us, until_us = plan.job_args("migrate", {...}, SPEC, USAGE)
+if not opts then return since_us end
 if not gw.ch.server then
   io.stderr:write("spangate migrate: " .. tostring(gw.ch.server_error) .. "\n")
   return 1
@@ -313,16 +298,7 @@ end
 -- ---- main -------------------------------------------------------------------------------------
 
 if not opts.dry_run then store.ensure_checkpoints() end
-if not opts.dry_run and not opts.no_index then
-  local r = gw.pg.query([[SELECT i.indisvalid::text AS v FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid
-      WHERE c.relname = 'spangate_spans_keyset' AND c.relnamespace = current_schema()::regnamespace]])
-  if not (#r == 1 and r[1].v == "true") then
-    if #r == 1 then gw.pg.query("DROP INDEX CONCURRENTLY IF EXISTS spangate_spans_keyset") end
-    gw.log.info("creating index spangate_spans_keyset ON spans (project_id, created_at, trace_id, span_id) " ..
-      "CONCURRENTLY for the keyset pages (once; --no-index skips it)")
-    gw.pg.query("CREATE INDEX CONCURRENTLY IF NOT EXISTS spangate_spans_keyset ON spans (project_id, created_at, trace_id, span_id)")
-  end
-end
+if not opts.dry_run and not opts.no_index then store.ensure_keyset_index() end
 
 local projects, unrouted = store.select_projects(opts.project)
 for _, p in ipairs(unrouted) do

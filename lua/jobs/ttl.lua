@@ -59,16 +59,7 @@ local function apply()
   end
   local DB = store.ch_db()
   local BATCH = opts.batch
-  if not opts.dry_run and not opts.no_index then
-    local r = gw.pg.query([[SELECT i.indisvalid::text AS v FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid
-        WHERE c.relname = 'spangate_spans_keyset' AND c.relnamespace = current_schema()::regnamespace]])
-    if not (#r == 1 and r[1].v == "true") then
-      if #r == 1 then gw.pg.query("DROP INDEX CONCURRENTLY IF EXISTS spangate_spans_keyset") end
-      gw.log.info("creating index spangate_spans_keyset ON spans (project_id, created_at, trace_id, span_id) " ..
-        "CONCURRENTLY for the keyset pages (once, shared with migrate; --no-index skips it)")
-      gw.pg.query("CREATE INDEX CONCURRENTLY IF NOT EXISTS spangate_spans_keyset ON spans (project_id, created_at, trace_id, span_id)")
-    end
-  end
+  if not opts.dry_run and not opts.no_index then store.ensure_keyset_index() end
   local SQL_FIRST = format("SELECT %s FROM spans WHERE project_id = $1 ORDER BY created_at, trace_id, span_id LIMIT $2",
     store.PG_SPAN_COLUMNS)
   local SQL_NEXT = format("SELECT %s FROM spans WHERE project_id = $1 AND (created_at, trace_id, span_id) > (%s, $3::uuid, $4::uuid)" ..

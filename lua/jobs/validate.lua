@@ -30,23 +30,8 @@ usage: spangate validate [-c FILE] [OPTIONS]
   --json           one JSON document on stdout instead of the table
 ]]
 
-local opts, err = plan.parse_args({...}, SPEC)
-if not opts or opts.help then
-  io.stderr:write(opts and "" or ("spangate validate: " .. err .. "\n\n"), USAGE)
-  return opts and 0 or 2
-end
-for _, p in ipairs(opts.project) do
-  if not plan.is_uuid(p) then
-    io.stderr:write(format("spangate validate: --project '%s' is not a UUID\n", p))
-    return 2
-  end
-end
-local since_us = opts.since and plan.parse_date(opts.since)
-local until_us = opts["until"] and plan.parse_date(opts["until"])
-if (opts.since and not since_us) or (opts["until"] and not until_us) then
-  io.stderr:write("spangate validate: --since/--until take a date like 2024-05-01\n")
-  return 2
-end
+local opts, since_us, until_us = plan.job_args("validate", {...}, SPEC, USAGE)
+if not opts then return since_us end
 if not gw.ch.server then
   io.stderr:write("spangate validate: " .. tostring(gw.ch.server_error) .. "\n")
   return 1

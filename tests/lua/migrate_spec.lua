@@ -186,3 +186,37 @@ describe("store.add_checksums", function()
     assert.same({D1 + 3600e6, D1 + 7200e6}, seen)
   end)
 end)
+
+describe("plan.job_args", function()
+  local stderr = io.stderr
+  local written
+  before_each(function()
+    written = {}
+    io.stderr = {write = function(_, ...) for _, v in ipairs({...}) do written[#written + 1] = v end end}
+  end)
+  after_each(function() io.stderr = stderr end)
+  local spec = {project = {kind = "list"}, since = {kind = "string"}, ["until"] = {kind = "string"},
+    help = {kind = "flag"}}
+
+  it("returns the options and the dates in µs", function()
+    local opts, since, till = plan.job_args("migrate", {"--project", P1, "--since", "2024-05-01",
+      "--until", "2024-05-02T12:00:00Z"}, spec, "usage\n")
+    assert.same({P1}, opts.project)
+    assert.equal(D1, since)
+    assert.equal(D2 + 12 * 3600e6, till)
+  end)
+
+  it("exits 0 with the usage on --help, 2 naming the problem otherwise", function()
+    assert.same({nil, 0}, {plan.job_args("validate", {"--help"}, spec, "usage\n")})
+    assert.equal("usage\n", table.concat(written))
+    written = {}
+    assert.same({nil, 2}, {plan.job_args("validate", {"--project", "nope"}, spec, "usage\n")})
+    assert.matches("spangate validate: %-%-project 'nope' is not a UUID", table.concat(written))
+    written = {}
+    assert.same({nil, 2}, {plan.job_args("migrate", {"--since", "May 1st"}, spec, "usage\n")})
+    assert.matches("spangate migrate: %-%-since/%-%-until take a date", table.concat(written))
+    written = {}
+    assert.same({nil, 2}, {plan.job_args("migrate", {"--bogus"}, spec, "usage\n")})
+    assert.matches("^spangate migrate: .*\n\nusage\n$", table.concat(written))
+  end)
+end)

@@ -83,6 +83,30 @@ local function civil_from_days(z)
   return y, m, d
 end
 
+-- The preamble migrate and validate share: options by spec, --help, --project
+-- ids and --since/--until dates checked. Returns opts, since_us, until_us;
+-- or nil, exit code (usage or the problem already written to stderr).
+function M.job_args(name, argv, spec, usage)
+  local opts, err = M.parse_args(argv, spec)
+  if not opts or opts.help then
+    io.stderr:write(opts and "" or ("spangate " .. name .. ": " .. err .. "\n\n"), usage)
+    return nil, opts and 0 or 2
+  end
+  for _, p in ipairs(opts.project or {}) do
+    if not M.is_uuid(p) then
+      io.stderr:write(string.format("spangate %s: --project '%s' is not a UUID\n", name, p))
+      return nil, 2
+    end
+  end
+  local since_us = opts.since and M.parse_date(opts.since)
+  local until_us = opts["until"] and M.parse_date(opts["until"])
+  if (opts.since and not since_us) or (opts["until"] and not until_us) then
+    io.stderr:write("spangate " .. name .. ": --since/--until take a date like 2024-05-01 or 2024-05-01T12:00:00Z\n")
+    return nil, 2
+  end
+  return opts, since_us, until_us
+end
+
 -- "2024-05-01" or "2024-05-01T12:00:00Z" (UTC) -> µs since the epoch; nil on bad input.
 function M.parse_date(s)
   if type(s) ~= "string" then return nil end

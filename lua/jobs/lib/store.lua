@@ -215,6 +215,21 @@ function M.ch_canon()
     "toString(version))"
 end
 
+-- ---- the keyset index ----------------------------------------------------------
+
+-- The keyset index migrate and ttl apply page through (ClickHouse's order
+-- within a project): created once, CONCURRENTLY, so ingest goes on; an
+-- invalid one left by an interrupted build is dropped and built again.
+function M.ensure_keyset_index()
+  local r = gw.pg.query([[SELECT i.indisvalid::text AS v FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid
+      WHERE c.relname = 'spangate_spans_keyset' AND c.relnamespace = current_schema()::regnamespace]])
+  if #r == 1 and r[1].v == "true" then return end
+  if #r == 1 then gw.pg.query("DROP INDEX CONCURRENTLY IF EXISTS spangate_spans_keyset") end
+  gw.log.info("creating index spangate_spans_keyset ON spans (project_id, created_at, trace_id, span_id) " ..
+    "CONCURRENTLY for the keyset pages (once, shared by migrate and ttl apply; --no-index skips it)")
+  gw.pg.query("CREATE INDEX CONCURRENTLY IF NOT EXISTS spangate_spans_keyset ON spans (project_id, created_at, trace_id, span_id)")
+end
+
 -- ---- checkpoints and gaps ------------------------------------------------------
 
 -- The job's own table (created on first use; `spangate schema --apply` does
