@@ -73,8 +73,9 @@ size_t sg_json_plain_len(const char *s, size_t n) {
   return i;
 }
 
-int sg_buf_json_escape(sg_buf_t *b, const char *s, size_t n) {
-  static const char hex[] = "0123456789abcdef";
+int sg_buf_json_escape_ex(sg_buf_t *b, const char *s, size_t n, int flags) {
+  const char *hex = (flags & SG_JSON_ESC_JANSSON) ? "0123456789ABCDEF" : "0123456789abcdef";
+  int short_bf = flags & SG_JSON_ESC_JANSSON;
   if (sg_buf_reserve(b, n + 2) != 0) return SG_ENOMEM;
   for (size_t i = 0;;) {
     size_t run = sg_json_plain_len(s + i, n - i);
@@ -90,6 +91,10 @@ int sg_buf_json_escape(sg_buf_t *b, const char *s, size_t n) {
     case '\r': esc[1] = 'r'; break;
     case '\t': esc[1] = 't'; break;
     default:
+      if (short_bf && (c == '\b' || c == '\f')) {
+        esc[1] = c == '\b' ? 'b' : 'f';
+        break;
+      }
       esc[1] = 'u'; esc[2] = '0'; esc[3] = '0';
       esc[4] = hex[c >> 4]; esc[5] = hex[c & 15];
       elen = 6;
@@ -97,6 +102,8 @@ int sg_buf_json_escape(sg_buf_t *b, const char *s, size_t n) {
     if (sg_buf_append(b, esc, elen) != 0) return SG_ENOMEM;
   }
 }
+
+int sg_buf_json_escape(sg_buf_t *b, const char *s, size_t n) { return sg_buf_json_escape_ex(b, s, n, 0); }
 
 void sg_buf_reset(sg_buf_t *b) {
   b->len = 0;

@@ -28,6 +28,11 @@ int sg_buf_printf(sg_buf_t *b, const char *fmt, ...)
 int sg_buf_vprintf(sg_buf_t *b, const char *fmt, va_list ap);
 /* Append s as the body of a JSON string (no quotes), escaping as RFC 8259 asks. */
 int sg_buf_json_escape(sg_buf_t *b, const char *s, size_t n);
+/* The same, with SG_JSON_ESC_JANSSON: byte for byte what jansson's dump
+ * writes (\b and \f short, \u00XX in upper case), for text that must
+ * equal jansson's output (json_nest.h). */
+#define SG_JSON_ESC_JANSSON 1
+int sg_buf_json_escape_ex(sg_buf_t *b, const char *s, size_t n, int flags);
 /* Length of the longest prefix of s[0..n) a JSON string carries as is: no
  * '"', '\\' or control character. Looks at 8 bytes at a time; the escapers
  * copy such runs whole. */

@@ -14,35 +14,12 @@
 
 /* ---- plain dump ------------------------------------------------------------ */
 
-/* A JSON string body as jansson's dump_string writes it (without quotes):
+/* A JSON string as jansson's dump_string writes it (sg_buf_json_escape_ex):
  * '"' '\\' and control characters escaped, \b \f \n \r \t short, others
  * \u00XX upper case; everything else (including '/' and UTF-8) as is. */
 static int put_str(sg_buf_t *b, const char *s, size_t n) {
-  static const char hex[] = "0123456789ABCDEF";
-  if (sg_buf_reserve(b, n + 2)) return SG_ENOMEM;
-  b->data[b->len++] = '"';
-  for (size_t i = 0;;) {
-    size_t run = sg_json_plain_len(s + i, n - i);
-    if (sg_buf_append(b, s + i, run)) return SG_ENOMEM;
-    if ((i += run) == n) break;
-    unsigned char c = (unsigned char)s[i++];
-    char esc[6] = {'\\', 0, 0, 0, 0, 0};
-    size_t el = 2;
-    switch (c) {
-    case '"': esc[1] = '"'; break;
-    case '\\': esc[1] = '\\'; break;
-    case '\b': esc[1] = 'b'; break;
-    case '\f': esc[1] = 'f'; break;
-    case '\n': esc[1] = 'n'; break;
-    case '\r': esc[1] = 'r'; break;
-    case '\t': esc[1] = 't'; break;
-    default:
-      esc[1] = 'u'; esc[2] = '0'; esc[3] = '0';
-      esc[4] = hex[c >> 4]; esc[5] = hex[c & 15];
-      el = 6;
-    }
-    if (sg_buf_append(b, esc, el)) return SG_ENOMEM;
-  }
+  if (sg_buf_putc(b, '"')) return SG_ENOMEM;
+  if (sg_buf_json_escape_ex(b, s, n, SG_JSON_ESC_JANSSON)) return SG_ENOMEM;
   return sg_buf_putc(b, '"');
 }
 
