@@ -781,7 +781,7 @@ int sg_rf_compile_filtering(const json_t *filtering, const char *where, sg_rf_qu
 
 static const char trace_sql[] =
     "SELECT " SPAN_COLUMNS " FROM spans WHERE project_id = $1::uuid AND trace_id = $2::uuid "
-    "ORDER BY start_time, span_id";
+    "ORDER BY spans.start_time, spans.span_id";
 
 const char *sg_rf_trace_sql(void) { return trace_sql; }
 
@@ -877,7 +877,7 @@ int sg_rf_compile_query(const json_t *body, const uint8_t project_id[16], sg_rf_
   snprintf(num, sizeof num, "%d", q->limit + 1);
   if ((n = sg_rf_param(q, num, strlen(num))) < 0) return n;
   const char *dir = q->descending ? " DESC" : "";
-  if (sg_buf_printf(&q->sql, " ORDER BY start_time%s, trace_id%s, span_id%s LIMIT $%d::int", dir, dir,
+  if (sg_buf_printf(&q->sql, " ORDER BY spans.start_time%s, spans.trace_id%s, spans.span_id%s LIMIT $%d::int", dir, dir,
                     dir, n))
     return SG_ENOMEM;
   return 0;

@@ -56,10 +56,10 @@ local DB = store.ch_db()
 -- ---- the keyset pages ---------------------------------------------------------------
 
 local RANGE = format("project_id = $1 AND created_at >= %s AND created_at < %s", store.ts(2), store.ts(3))
-local SQL_FIRST = format("SELECT %s FROM spans WHERE %s ORDER BY created_at, trace_id, span_id LIMIT $4",
+local SQL_FIRST = format("SELECT %s FROM spans WHERE %s ORDER BY spans.created_at, spans.trace_id, spans.span_id LIMIT $4",
   store.PG_SPAN_COLUMNS, RANGE)
 local SQL_NEXT = format("SELECT %s FROM spans WHERE %s AND (created_at, trace_id, span_id) > (%s, $5::uuid, $6::uuid)" ..
-  " ORDER BY created_at, trace_id, span_id LIMIT $7", store.PG_SPAN_COLUMNS, RANGE, store.ts(4))
+  " ORDER BY spans.created_at, spans.trace_id, spans.span_id LIMIT $7", store.PG_SPAN_COLUMNS, RANGE, store.ts(4))
 
 -- Range [since, until) within day d.
 local function bounds(r)

@@ -60,10 +60,10 @@ local function apply()
   local DB = store.ch_db()
   local BATCH = opts.batch
   if not opts.dry_run and not opts.no_index then store.ensure_keyset_index() end
-  local SQL_FIRST = format("SELECT %s FROM spans WHERE project_id = $1 ORDER BY created_at, trace_id, span_id LIMIT $2",
+  local SQL_FIRST = format("SELECT %s FROM spans WHERE project_id = $1 ORDER BY spans.created_at, spans.trace_id, spans.span_id LIMIT $2",
     store.PG_SPAN_COLUMNS)
   local SQL_NEXT = format("SELECT %s FROM spans WHERE project_id = $1 AND (created_at, trace_id, span_id) > (%s, $3::uuid, $4::uuid)" ..
-    " ORDER BY created_at, trace_id, span_id LIMIT $5", store.PG_SPAN_COLUMNS, store.ts(2))
+    " ORDER BY spans.created_at, spans.trace_id, spans.span_id LIMIT $5", store.PG_SPAN_COLUMNS, store.ts(2))
 
   local projects, unrouted = store.select_projects(opts.project)
   for _, p in ipairs(unrouted) do gw.log.info("project %s: routing.lua keeps it out of ClickHouse; skipped", p) end
@@ -190,9 +190,9 @@ local function purge()
   local now = gw.now()
 
   local ROOTS_FIRST = format("SELECT %s FROM spans WHERE project_id = $1 AND parent_id IS NULL" ..
-    " ORDER BY created_at, trace_id LIMIT $2", store.PG_SPAN_COLUMNS)
+    " ORDER BY spans.created_at, spans.trace_id LIMIT $2", store.PG_SPAN_COLUMNS)
   local ROOTS_NEXT = format("SELECT %s FROM spans WHERE project_id = $1 AND parent_id IS NULL" ..
-    " AND (created_at, trace_id) > (%s, $3::uuid) ORDER BY created_at, trace_id LIMIT $4",
+    " AND (created_at, trace_id) > (%s, $3::uuid) ORDER BY spans.created_at, spans.trace_id LIMIT $4",
     store.PG_SPAN_COLUMNS, store.ts(2))
 
   -- projects, the most overdue first (their oldest root: one index probe each)
