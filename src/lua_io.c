@@ -695,7 +695,15 @@ static int l_pg_query(lua_State *L) {
 
 /* ---- ClickHouse ------------------------------------------------------------------------ */
 
-enum { CH_TEXT, CH_TSV, CH_INSERT, CH_SPANS };
+enum { CH_TEXT, CH_TSV, CH_INSERT, CH_SPANS, CH_BATCH };
+
+/* What encoding rows for gw.ch.insert_spans / batch:add found. */
+typedef struct {
+  size_t rows, rejected;
+  char reason[200]; /* the first rejection */
+} enc_stats_t;
+
+typedef struct spanbatch_s spanbatch_t;
 
 typedef struct {
   sg_lua_io_t *io;
@@ -705,11 +713,31 @@ typedef struct {
   size_t rows, rejected;
   char reason[200];
   sg_buf_t sql;
+  sg_buf_t body;      /* CH_BATCH: the batch's rows, sent in place; back to batch when done */
+  spanbatch_t *batch;
 } chreq_t;
+
+struct spanbatch_s {
+  sg_buf_t body;
+  size_t rows;
+  int sending; /* b:send() in flight: body belongs to the request */
+};
 
 static void chreq_free(chreq_t *q) {
   sg_buf_free(&q->sql);
+  sg_buf_free(&q->body);
   free(q);
+}
+
+/* A sent batch's memory back to it, emptied, for its next rows. */
+static void batch_return(chreq_t *q) {
+  spanbatch_t *b = q->batch;
+  if (!b) return;
+  b->body = q->body;
+  sg_buf_reset(&b->body);
+  memset(&q->body, 0, sizeof q->body);
+  b->sending = 0;
+  q->batch = NULL;
 }
 
 /* TabSeparated text -> list of row arrays (\N as gw.null), pushed on co. */
@@ -759,6 +787,7 @@ static void ch_cb(void *arg, const sg_ch_result_t *r) {
     chreq_free(q);
     return;
   }
+  batch_return(q);
   task_t *t = q->t;
   lua_State *co = t->co;
   lua_checkstack(co, 6);
@@ -777,7 +806,8 @@ static void ch_cb(void *arg, const sg_ch_result_t *r) {
   switch (q->mode) {
   case CH_TEXT: lua_pushlstring(co, r->body, r->len); break;
   case CH_TSV: push_tsv(co, r->body, r->len); break;
-  case CH_INSERT: lua_pushnumber(co, (lua_Number)q->rows); break;
+  case CH_INSERT:
+  case CH_BATCH: lua_pushnumber(co, (lua_Number)q->rows); break;
   case CH_SPANS:
     lua_pushnumber(co, (lua_Number)q->rows);
     lua_pushnumber(co, (lua_Number)q->rejected);
@@ -1273,9 +1303,9 @@ static void hook_span_clear(sg_span_t *s) {
 }
 
 /* Row i of a raw result appended to body; 0, SG_ENOMEM or a rejection
- * (reason in q->reason for the first one). */
+ * (reason in st->reason for the first one). */
 static int raw_row_encode(sg_lua_io_t *io, rows_t *src, int i, const uint8_t project[16], int has_ttl,
-                          sg_buf_t *body, chreq_t *q) {
+                          sg_buf_t *body, enc_stats_t *st) {
   sg_ch_text_row_t t;
   const char *why = "";
   int rc = raw_row_text(src, i, &t, &why);
@@ -1308,114 +1338,133 @@ static int raw_row_encode(sg_lua_io_t *io, rows_t *src, int i, const uint8_t pro
       why = "value out of ClickHouse's range";
   }
   if (rc == 0 || rc == SG_ENOMEM) return rc;
-  if (!q->reason[0]) {
-    snprintf(q->reason, sizeof q->reason, "span %.*s/%.*s: bad %s", (int)(t.trace_id.p ? t.trace_id.n : 0),
+  if (!st->reason[0]) {
+    snprintf(st->reason, sizeof st->reason, "span %.*s/%.*s: bad %s", (int)(t.trace_id.p ? t.trace_id.n : 0),
              t.trace_id.p ? t.trace_id.p : "", (int)(t.span_id.p ? t.span_id.n : 0),
              t.span_id.p ? t.span_id.p : "", why);
   }
   return rc;
 }
 
-/* raw ch_insert_spans(project_id, rows) -> ok, inserted, rejected, first reason */
-static int l_ch_insert_spans(lua_State *L) {
-  sg_lua_io_t *io = IO();
-  task_t *t = need_task(L, io, "gw.ch.insert_spans");
+/* The (project_id, rows) arguments at pidx, pidx + 1 of gw.ch.insert_spans
+ * and b:add, checked (raises, naming fn, before anything is allocated;
+ * numbered as the script counts them: #1 and #2 for batch:add too). */
+static void span_args(lua_State *L, sg_lua_io_t *io, const char *fn, int pidx, uint8_t project[16],
+                      rows_t *src, int *nrows) {
   size_t pn;
-  const char *pid = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &pn) : NULL;
-  uint8_t project[16];
+  const char *pid = lua_type(L, pidx) == LUA_TSTRING ? lua_tolstring(L, pidx, &pn) : NULL;
   if (pid == NULL || sg_id_parse(pid, pn, project) != 0)
-    return luaL_error(L, "gw.ch.insert_spans: bad argument #1 (project id expected, got %s)",
-                      pid ? pid : luaL_typename(L, 1));
-  rows_t src;
-  memset(&src, 0, sizeof src);
-  int nrows;
-  if (lua_type(L, 2) == LUA_TUSERDATA && luaL_checkudata(L, 2, RAWRES_MT)) {
-    src.raw = lua_touserdata(L, 2);
-    if (src.raw->freed)
-      return luaL_error(L, "gw.ch.insert_spans: bad argument #2 (result was freed: r:free() was "
-                           "called before)");
-    for (int c = 0; c < C_COUNT; c++) src.col[c] = rawres_col(src.raw, span_col_names[c]);
-    nrows = src.raw->nrows;
-  } else if (lua_istable(L, 2)) {
-    src.L = L;
-    src.idx = 2;
-    nrows = (int)lua_objlen(L, 2);
+    luaL_error(L, "%s: bad argument #1 (project id expected, got %s)", fn, pid ? pid : luaL_typename(L, pidx));
+  memset(src, 0, sizeof *src);
+  int ridx = pidx + 1;
+  if (lua_type(L, ridx) == LUA_TUSERDATA && luaL_checkudata(L, ridx, RAWRES_MT)) {
+    src->raw = lua_touserdata(L, ridx);
+    if (src->raw->freed)
+      luaL_error(L, "%s: bad argument #2 (result was freed: r:free() was called before)", fn);
+    for (int c = 0; c < C_COUNT; c++) src->col[c] = rawres_col(src->raw, span_col_names[c]);
+    *nrows = src->raw->nrows;
+  } else if (lua_istable(L, ridx)) {
+    src->L = L;
+    src->idx = ridx;
+    *nrows = (int)lua_objlen(L, ridx);
   } else {
-    return luaL_error(L, "gw.ch.insert_spans: bad argument #2 (gw.pg.query_raw result or list of "
-                         "rows expected, got %s)", luaL_typename(L, 2));
+    luaL_error(L, "%s: bad argument #2 (gw.pg.query_raw result or list of rows expected, got %s)", fn,
+               luaL_typename(L, ridx));
   }
-  if (!io->have_ver) {
-    lua_pushboolean(L, 0);
-    lua_pushfstring(L, "gw.ch.insert_spans: %s", io->ver_err.data ? io->ver_err.data : "ClickHouse version unknown");
-    return 2;
-  }
+  if (!io->have_ver)
+    luaL_error(L, "%s: %s", fn, io->ver_err.data ? io->ver_err.data : "ClickHouse version unknown");
+}
+
+/* The rows of src appended to body as ClickHouse TabSeparated rows of
+ * project (the spool writer's format); rejected rows counted in st, with
+ * the first reason. 0 or SG_ENOMEM (body then holds a partial row: the
+ * caller drops it or cuts it back). */
+static int encode_spans(lua_State *L, sg_lua_io_t *io, const uint8_t project[16], rows_t *src, int nrows,
+                        sg_buf_t *body, enc_stats_t *st) {
   int has_ttl = io->hooks && (sg_lua_rt_hooks(io->hooks) & SG_LUA_HOOK_RETENTION);
-  chreq_t *q = chreq_new(L, io, t, CH_SPANS, "gw.ch.insert_spans");
-  sg_buf_t body = SG_BUF_INIT;
-  if (src.raw) {
+  if (src->raw) {
     if (has_ttl) lazy_install(io);
     for (int i = 0; i < nrows; i++) {
-      int rc = raw_row_encode(io, &src, i, project, has_ttl, &body, q);
-      if (rc == SG_ENOMEM) {
-        sg_buf_free(&body);
-        chreq_free(q);
-        return luaL_error(L, "gw.ch.insert_spans: out of memory");
-      }
-      if (rc) q->rejected++;
-      else q->rows++;
+      int rc = raw_row_encode(io, src, i, project, has_ttl, body, st);
+      if (rc == SG_ENOMEM) return rc;
+      if (rc) st->rejected++;
+      else st->rows++;
     }
-    nrows = 0; /* done */
+    return 0;
   }
   for (int i = 0; i < nrows; i++) {
-    if (src.L) {
-      lua_rawgeti(L, 2, i + 1); /* row */
-      if (!lua_istable(L, -1)) {
-        lua_pop(L, 1);
-        q->rejected++;
-        if (!q->reason[0]) snprintf(q->reason, sizeof q->reason, "row %d is not a table", i + 1);
-        continue;
-      }
+    lua_rawgeti(L, src->idx, i + 1); /* row */
+    if (!lua_istable(L, -1)) {
+      lua_pop(L, 1);
+      st->rejected++;
+      if (!st->reason[0]) snprintf(st->reason, sizeof st->reason, "row %d is not a table", i + 1);
+      continue;
     }
     sg_span_t s;
     const char *why = "";
-    int rc = row_to_span(&src, i, &s, &why);
-    if (src.L) lua_pop(L, 1);
+    int rc = row_to_span(src, i, &s, &why);
+    lua_pop(L, 1);
     if (rc == 0) {
       double days = -1;
       if (has_ttl) sg_lua_retention_days(io->hooks, project, &s, &days);
       int64_t exp = days > 0 ? s.created_at_us + (int64_t)(days * 86400e6) : INT64_MAX;
-      rc = sg_ch_row_encode(&io->ver, project, &s, exp, &body);
+      rc = sg_ch_row_encode(&io->ver, project, &s, exp, body);
       if (rc) why = "value out of ClickHouse's range";
     }
     if (rc == SG_ENOMEM) {
       sg_span_clear(&s);
-      sg_buf_free(&body);
-      chreq_free(q);
-      return luaL_error(L, "gw.ch.insert_spans: out of memory");
+      return rc;
     }
     if (rc) {
-      q->rejected++;
-      if (!q->reason[0]) {
+      st->rejected++;
+      if (!st->reason[0]) {
         char tid[37], sid[37];
         sg_uuid_format(s.trace_id, tid);
         sg_uuid_format(s.span_id, sid);
-        snprintf(q->reason, sizeof q->reason, "span %s/%s: bad %s", tid, sid, why);
+        snprintf(st->reason, sizeof st->reason, "span %s/%s: bad %s", tid, sid, why);
       }
     } else {
-      q->rows++;
+      st->rows++;
     }
     sg_span_clear(&s);
   }
-  if (q->rows == 0) {
-    lua_pushboolean(L, 1);
-    lua_pushnumber(L, 0);
-    lua_pushnumber(L, (lua_Number)q->rejected);
-    if (q->reason[0]) lua_pushstring(L, q->reason);
-    else lua_pushnil(L);
+  return 0;
+}
+
+/* [ok,] rows, rejected, first reason */
+static int push_enc_stats(lua_State *L, const enc_stats_t *st, int with_ok) {
+  if (with_ok) lua_pushboolean(L, 1);
+  lua_pushnumber(L, (lua_Number)st->rows);
+  lua_pushnumber(L, (lua_Number)st->rejected);
+  if (st->reason[0]) lua_pushstring(L, st->reason);
+  else lua_pushnil(L);
+  return with_ok + 3;
+}
+
+/* raw ch_insert_spans(project_id, rows) -> ok, inserted, rejected, first reason */
+static int l_ch_insert_spans(lua_State *L) {
+  sg_lua_io_t *io = IO();
+  const char *fn = "gw.ch.insert_spans";
+  task_t *t = need_task(L, io, fn);
+  uint8_t project[16];
+  rows_t src;
+  int nrows;
+  span_args(L, io, fn, 1, project, &src, &nrows);
+  enc_stats_t st;
+  memset(&st, 0, sizeof st);
+  sg_buf_t body = SG_BUF_INIT;
+  if (encode_spans(L, io, project, &src, nrows, &body, &st) == SG_ENOMEM) {
     sg_buf_free(&body);
-    chreq_free(q);
-    return 4;
+    return luaL_error(L, "%s: out of memory", fn);
   }
+  if (st.rows == 0) {
+    sg_buf_free(&body);
+    return push_enc_stats(L, &st, 1);
+  }
+  chreq_t *q = chreq_new(L, io, t, CH_SPANS, fn);
+  q->rows = st.rows;
+  q->rejected = st.rejected;
+  memcpy(q->reason, st.reason, sizeof q->reason);
   sg_buf_append(&q->sql, io->insert_sql.data, io->insert_sql.len);
   /* Every row is encoded into body by now and sg_ch_request copies body:
    * nothing points into a query_raw result past this line, so the script
@@ -1423,6 +1472,101 @@ static int l_ch_insert_spans(lua_State *L) {
   int r = ch_send(L, q, body.data, body.len);
   sg_buf_free(&body);
   return r;
+}
+
+/* ---- gw.ch.span_batch ---------------------------------------------------------------------
+ * Rows of many gw.pg.query_raw pages (of any projects) collected into one
+ * ClickHouse INSERT: fewer, larger parts than an insert per page, so
+ * ClickHouse merges less. b:add() encodes at once (the result may be freed
+ * right after); b:send() posts the body in place (no copy) and, whatever
+ * the outcome, leaves the batch empty with its memory kept for the next
+ * rows. */
+#define BATCH_MT "spangate.ch.span_batch"
+
+static spanbatch_t *check_batch(lua_State *L, int idx, const char *fn) {
+  spanbatch_t *b = luaL_checkudata(L, idx, BATCH_MT);
+  if (b->sending) luaL_error(L, "%s: the batch is being sent (b:send() has not returned)", fn);
+  return b;
+}
+
+static int batch_gc(lua_State *L) {
+  spanbatch_t *b = luaL_checkudata(L, 1, BATCH_MT);
+  sg_buf_free(&b->body); /* empty while sending: the request owns it then */
+  return 0;
+}
+
+/* raw ch_span_batch() -> batch */
+static int l_ch_span_batch(lua_State *L) {
+  spanbatch_t *b = lua_newuserdata(L, sizeof *b);
+  memset(b, 0, sizeof *b);
+  luaL_getmetatable(L, BATCH_MT);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+/* b:add(project_id, rows) -> added, rejected, first reason */
+static int l_batch_add(lua_State *L) {
+  sg_lua_io_t *io = IO();
+  const char *fn = "batch:add";
+  spanbatch_t *b = check_batch(L, 1, fn);
+  if (io == NULL) return luaL_error(L, "%s: I/O is only available to jobs", fn);
+  uint8_t project[16];
+  rows_t src;
+  int nrows;
+  span_args(L, io, fn, 2, project, &src, &nrows);
+  enc_stats_t st;
+  memset(&st, 0, sizeof st);
+  size_t mark = b->body.len;
+  if (encode_spans(L, io, project, &src, nrows, &b->body, &st) == SG_ENOMEM) {
+    b->body.len = mark; /* the rows of this call are all or nothing */
+    return luaL_error(L, "%s: out of memory", fn);
+  }
+  b->rows += st.rows;
+  return push_enc_stats(L, &st, 0);
+}
+
+static int l_batch_rows(lua_State *L) {
+  spanbatch_t *b = luaL_checkudata(L, 1, BATCH_MT);
+  lua_pushnumber(L, (lua_Number)b->rows);
+  return 1;
+}
+
+static int l_batch_bytes(lua_State *L) {
+  spanbatch_t *b = luaL_checkudata(L, 1, BATCH_MT);
+  lua_pushnumber(L, (lua_Number)(b->sending ? 0 : b->body.len));
+  return 1;
+}
+
+/* raw batch_send(b) -> ok, rows | false, message */
+static int l_batch_send(lua_State *L) {
+  sg_lua_io_t *io = IO();
+  const char *fn = "batch:send";
+  spanbatch_t *b = check_batch(L, 1, fn);
+  task_t *t = need_task(L, io, fn);
+  if (b->rows == 0) {
+    lua_pushboolean(L, 1);
+    lua_pushnumber(L, 0);
+    return 2;
+  }
+  chreq_t *q = chreq_new(L, io, t, CH_BATCH, fn);
+  q->rows = b->rows;
+  q->body = b->body; /* the request's until ch_cb gives it back */
+  memset(&b->body, 0, sizeof b->body);
+  b->rows = 0;
+  b->sending = 1;
+  q->batch = b; /* b is on the task's stack (the argument) until it resumes */
+  sg_buf_append(&q->sql, io->insert_sql.data, io->insert_sql.len);
+  int rc = sg_ch_request(io->ch, q->sql.data, q->body.data, q->body.len, io->ch_flags | SG_CH_BORROW,
+                         ch_cb, q);
+  if (rc != 0) {
+    batch_return(q);
+    lua_pushboolean(L, 0);
+    lua_pushfstring(L, "%s: ClickHouse: %s", fn, sg_strerror(rc));
+    chreq_free(q);
+    return 2;
+  }
+  t->state = T_WAIT;
+  return lua_yield(L, 0);
 }
 
 /* ---- gw.hooks ------------------------------------------------------------------------------ */
@@ -1476,6 +1620,15 @@ static const char wrappers_lua[] =
     "    if not ok then error(n, 2) end\n"
     "    return n, rejected, why\n"
     "  end,\n"
+    "  span_batch = raw.ch_span_batch,\n"
+    "}\n"
+    "raw.batch_mt.__index = {\n"
+    "  add = raw.batch_add, rows = raw.batch_rows, bytes = raw.batch_bytes,\n"
+    "  send = function(b)\n"
+    "    local ok, n = raw.batch_send(b)\n"
+    "    if not ok then error(n, 2) end\n"
+    "    return n\n"
+    "  end,\n"
     "}\n"
     "gw.sleep = function(ms)\n"
     "  local ok, e = raw.sleep(ms)\n"
@@ -1504,6 +1657,8 @@ void sg_lua_io_inject(lua_State *L, void *ud) {
       {"pg_query", l_pg_query}, {"ch_query", l_ch_query}, {"ch_insert", l_ch_insert},
       {"ch_insert_spans", l_ch_insert_spans}, {"sleep", l_sleep}, {"spawn", l_spawn},
       {"wait", l_wait}, {"exit", l_exit}, {"hook_clickhouse", l_hook_clickhouse},
+      {"ch_span_batch", l_ch_span_batch}, {"batch_add", l_batch_add}, {"batch_rows", l_batch_rows},
+      {"batch_bytes", l_batch_bytes}, {"batch_send", l_batch_send},
       {NULL, NULL}};
   int gw = lua_gettop(L);                       /* gw */
   if (luaL_newmetatable(L, RAWRES_MT)) {        /* gw, mt */
@@ -1520,6 +1675,11 @@ void sg_lua_io_inject(lua_State *L, void *ud) {
     lua_setfield(L, -2, "__gc");
     lua_pushcfunction(L, rawres_len);
     lua_setfield(L, -2, "__len");
+  }
+  lua_pop(L, 1);                                /* gw */
+  if (luaL_newmetatable(L, BATCH_MT)) {         /* gw, mt: __index is set by wrappers_lua */
+    lua_pushcfunction(L, batch_gc);
+    lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);                                /* gw */
   lua_pushlightuserdata(L, &tasks_key);
@@ -1549,6 +1709,8 @@ void sg_lua_io_inject(lua_State *L, void *ud) {
   }
   lua_pushboolean(L, isatty(1));
   lua_setfield(L, -2, "isatty");
+  luaL_getmetatable(L, BATCH_MT);
+  lua_setfield(L, -2, "batch_mt");
   if (io && io->have_ver) {
     lua_newtable(L);                            /* ..., raw, server */
     lua_pushstring(L, io->ver_text);

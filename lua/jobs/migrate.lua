@@ -5,13 +5,16 @@
 -- the job compares PostgreSQL's count and version sum with ClickHouse's
 -- (FINAL) and copies the ranges that differ, that a dual-write gap names,
 -- or that an interrupted run left half done (resumed from its checkpoint).
--- A copied range is checked again; rows ClickHouse holds that PostgreSQL
+-- Once every range is copied, all are checked again (a query per project
+-- and run of days in each store); rows ClickHouse holds that PostgreSQL
 -- does not (deleted there) are removed; a range that still differs is copied
 -- again from its start. Exit 0 means every selected range agreed at the end.
 --
 -- Rows: keyset pages in ClickHouse's sort order (created_at, trace_id,
 -- span_id within the project; never OFFSET), read with gw.pg.query_raw and
--- written by gw.ch.insert_spans: the spool writer's encoder, ttl.lua for
+-- encoded into shared ClickHouse inserts of --insert-mb (jobs/lib/batcher.lua;
+-- a range's checkpoint is saved once the insert carrying its rows is in):
+-- the spool writer's encoder, ttl.lua for
 -- expires_at, the stored created_at and version = µs of
 -- coalesce(updated_at, created_at), exactly what the dual-write sends.
 -- transform.lua is NOT applied: stored rows already went through it at
@@ -19,6 +22,7 @@
 local gw = require("gw")
 local plan = require("jobs.lib.plan")
 local store = require("jobs.lib.store")
+local batcher = require("jobs.lib.batcher")
 
 local format = string.format
 local JOB = "migrate"
@@ -26,6 +30,7 @@ local JOB = "migrate"
 local SPEC = {
   project = {kind = "list"}, since = {kind = "string"}, ["until"] = {kind = "string"},
   batch = {kind = "number", default = 5000}, parallel = {kind = "number", default = 4},
+  insert_mb = {kind = "number", default = 64},
   max_rate = {kind = "number"}, dry_run = {kind = "flag"}, restart = {kind = "flag"},
   no_index = {kind = "flag"}, no_nodes = {kind = "flag"}, help = {kind = "flag"},
 }
@@ -35,7 +40,8 @@ usage: spangate migrate [-c FILE] [OPTIONS]
   --project ID       only this project (repeatable, or comma-separated)
   --since DATE       only spans created at or after DATE (UTC, 2024-05-01[T12:00:00Z])
   --until DATE       only spans created before DATE
-  --batch N          rows per PostgreSQL page and ClickHouse insert (default 5000)
+  --batch N          rows per PostgreSQL page (default 5000)
+  --insert-mb N      pages collected into one ClickHouse insert up to N MiB (default 64)
   --parallel N       ranges copied at the same time (default 4)
   --max-rate N       at most N spans per second
   --dry-run          show what would be copied, change nothing
@@ -52,6 +58,7 @@ if not gw.ch.server then
 end
 local BATCH = math.floor(opts.batch)
 local DB = store.ch_db()
+local JOIN_DAYS = 8 -- a verification query covers at most this many consecutive days
 
 -- ---- the keyset pages ---------------------------------------------------------------
 
@@ -106,8 +113,21 @@ local function throttle()
   if ahead > 0.001 then gw.sleep(ahead * 1000) end
 end
 
--- ---- one range --------------------------------------------------------------------------
+-- ---- copying ---------------------------------------------------------------------------
 
+local committed = {} -- range key -> its checkpoint as of the last insert that is in ClickHouse
+local ins = batcher.new{
+  new_batch = gw.ch.span_batch, limit = opts.insert_mb * 1048576,
+  idle = function() gw.sleep(2) end,
+  on_commit = function(marks)
+    for key, m in pairs(marks) do
+      store.save_checkpoint(JOB, m.r, m.cp)
+      committed[key] = m.cp
+    end
+  end,
+}
+
+-- Range r from key `from` (nil: its start) into the batcher.
 local function copy(r, from, cp)
   local lo, hi = bounds(r)
   local last, s = from, pstat(r.project)
@@ -121,35 +141,45 @@ local function copy(r, from, cp)
     end
     local n = #res
     if n == 0 then break end
-    local _, rejected, why = gw.ch.insert_spans(r.project, res)
+    last = {created_us = res:get(n, "created_us"), trace_id = res:get(n, "trace_id"), span_id = res:get(n, "span_id")}
+    cp = plan.checkpoint_after_batch(cp, last, n)
+    local _, rejected, why = ins:add(r.project, res, r.key, {r = r, cp = cp})
+    -- the page's rows are a C copy (~10 MB for 5000 spans of 2 KB), encoded
+    -- by now: free it at once, not when the collector gets to it
+    res:free()
     if rejected > 0 then
       total.rejected, s.rejected = total.rejected + rejected, s.rejected + rejected
       gw.log.error("project %s %s: %d spans cannot be written to ClickHouse (first: %s)",
         r.project, plan.day_text(r.day), rejected, tostring(why))
     end
-    last = {created_us = res:get(n, "created_us"), trace_id = res:get(n, "trace_id"), span_id = res:get(n, "span_id")}
-    -- the page's rows are a C copy (~10 MB for 5000 spans of 2 KB): free it now,
-    -- not when the collector gets to it; insert_spans kept no pointer into it
-    res:free()
-    cp = plan.checkpoint_after_batch(cp, last, n)
-    store.save_checkpoint(JOB, r, cp)
     total.rows, s.rows = total.rows + n, s.rows + n
     progress(r.project)
     throttle()
     if n < BATCH then break end
   end
-  return cp
 end
 
-local function stats_of(r)
-  local _, _, lo, hi = bounds(r)
-  -- after a copy from PostgreSQL, count and version sum find what can still
-  -- differ (rows missing, extra rows, a row updated meanwhile); the md5
-  -- checksum is for the plan, where ClickHouse may hold damaged content
-  local p = store.pg_day_stats(r.project, lo, hi)[r.key] or {n = 0, vsum = 0}
-  local c = store.ch_day_stats({r.project}, lo, hi)[r.key] or {n = 0, vsum = 0}
-  return p, c
+-- Every range of list copied, --parallel at a time; returns once all their
+-- rows are in ClickHouse. resume: start from the checkpoints (first attempt).
+local function copy_all(list, cps, resume)
+  local tasks, next_i = {}, 1
+  for w = 1, math.min(math.floor(opts.parallel), #list) do
+    tasks[w] = gw.spawn(function()
+      while next_i <= #list do
+        local r = list[next_i]
+        next_i = next_i + 1
+        local from = resume and r.resume or nil
+        local cp = from and cps[r.key] or nil
+        if cp then committed[r.key] = {rows = cp.rows, last = from} end
+        copy(r, from, cp and {rows = cp.rows} or nil)
+      end
+    end)
+  end
+  if #tasks > 0 then gw.wait(unpack(tasks)) end
+  ins:drain()
 end
+
+-- ---- checking ----------------------------------------------------------------------------
 
 local function wait_mutations()
   local srv = gw.ch.server
@@ -202,34 +232,60 @@ local function remove_orphans(r, pg_n)
   return removed
 end
 
-local verified, failed = {}, {}
-local cps
+-- Count and version sum of both stores for the ranges of list (after a
+-- copy from PostgreSQL they find what can still differ: rows missing,
+-- extra rows, a row updated meanwhile; the md5 checksum is for the plan,
+-- where ClickHouse may hold damaged content). One query per store for
+-- each project's run of up to JOIN_DAYS consecutive days, --parallel at a
+-- time. Returns key -> {p, c}.
+local function stats_of(list)
+  local runs = plan.day_runs(list, JOIN_DAYS)
+  local out, tasks, next_i = {}, {}, 1
+  for w = 1, math.min(math.floor(opts.parallel), #runs) do
+    tasks[w] = gw.spawn(function()
+      while next_i <= #runs do
+        local run = runs[next_i]
+        next_i = next_i + 1
+        local _, _, lo = bounds(run[1])
+        local _, _, _, hi = bounds(run[#run])
+        local pgs = store.pg_day_stats(run[1].project, lo, hi)
+        local chs = store.ch_day_stats({run[1].project}, lo, hi)
+        for _, r in ipairs(run) do
+          out[r.key] = {p = pgs[r.key] or {n = 0, vsum = 0}, c = chs[r.key] or {n = 0, vsum = 0}}
+        end
+      end
+    end)
+  end
+  if #tasks > 0 then gw.wait(unpack(tasks)) end
+  return out
+end
 
-local function run_range(r)
-  local s = pstat(r.project)
-  local from, cp = r.resume, r.resume and cps[r.key] or nil
-  for attempt = 1, 3 do
-    cp = copy(r, from, cp and {rows = cp.rows} or nil)
-    from = nil
-    local p, c = stats_of(r)
+local verified, failed = {}, {}
+
+-- The ranges of list that still differ after their copy (orphans removed
+-- first); the others are marked done.
+local function check(list)
+  local st, again = stats_of(list), {}
+  for _, r in ipairs(list) do
+    local s = pstat(r.project)
+    local p, c = st[r.key].p, st[r.key].c
     if c.n > p.n then
       local n = remove_orphans(r, p.n)
       total.orphans, s.orphans = total.orphans + n, s.orphans + n
-      p, c = stats_of(r)
+      local x = stats_of({r})[r.key]
+      p, c = x.p, x.c
     end
     if p.n == c.n and p.vsum == c.vsum then
+      local cp = committed[r.key] or {rows = 0}
       store.save_checkpoint(JOB, r, {status = "done", rows = cp.rows or 0, last = cp.last})
       verified[r.key] = true
       s.copied = s.copied + 1
-      return
+    else
+      r.pg_n, r.ch_n = p.n, c.n
+      again[#again + 1] = r
     end
-    gw.log.warn("project %s %s: PostgreSQL %d spans, ClickHouse %d after copy %d; copying again",
-      r.project, plan.day_text(r.day), p.n, c.n, attempt)
-    r.pg_n, r.ch_n = p.n, c.n
-    total.todo = total.todo + p.n
   end
-  s.failed = s.failed + 1
-  failed[#failed + 1] = r
+  return again
 end
 
 -- ---- nodes (Agenta's older observability table) ------------------------------------------
@@ -323,7 +379,7 @@ end
 local ch = #projects > 0 and store.ch_day_stats(projects, since_us, until_us, false) or {}
 -- (--restart copies everything: the checksums would not change the plan)
 if not opts.restart then store.add_checksums(pg, ch, since_us, until_us) end
-cps = opts.restart and {} or store.load_checkpoints(JOB)
+local cps = opts.restart and {} or store.load_checkpoints(JOB)
 local gaps = store.open_gaps(projects, since_us, until_us)
 local ranges = plan.plan(pg, ch, cps, gaps, {restart = opts.restart})
 
@@ -356,19 +412,30 @@ end
 gw.log.info("%d projects, %d ranges: %d to copy (%s spans), %d agree; %d open gaps",
   #projects, #ranges, #todo, plan.fmt_count(total.todo), #ranges - #todo, #gaps)
 
--- the ranges, --parallel at a time
+-- the ranges, --parallel at a time; then all checked; what differs, copied again
 do
-  local tasks, next_i = {}, 1
-  for w = 1, math.min(math.floor(opts.parallel), #todo) do
-    tasks[w] = gw.spawn(function()
-      while next_i <= #todo do
-        local r = todo[next_i]
-        next_i = next_i + 1
-        run_range(r)
-      end
-    end)
+  local list = todo
+  for attempt = 1, 3 do
+    local t1 = gw.now()
+    copy_all(list, cps, attempt == 1)
+    local t2 = gw.now()
+    local n = #list
+    list = check(list)
+    gw.log.info("copy %d: %d ranges in %.1f s (%d ClickHouse inserts so far), checked in %.1f s: %d differ",
+      attempt, n, (t2 - t1) / 1e6, ins.inserts, (gw.now() - t2) / 1e6, #list)
+    if #list == 0 then break end
+    for _, r in ipairs(list) do
+      gw.log.warn("project %s %s: PostgreSQL %d spans, ClickHouse %d after copy %d%s",
+        r.project, plan.day_text(r.day), r.pg_n, r.ch_n, attempt, attempt < 3 and "; copying again" or "")
+      committed[r.key] = nil
+      if attempt < 3 then total.todo = total.todo + r.pg_n end
+    end
   end
-  if #tasks > 0 then gw.wait(unpack(tasks)) end
+  for _, r in ipairs(list) do
+    local s = pstat(r.project)
+    s.failed = s.failed + 1
+    failed[#failed + 1] = r
+  end
 end
 if tty and total.rows > 0 then progress(todo[#todo].project, true); io.stdout:write("\n") end
 

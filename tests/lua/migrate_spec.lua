@@ -220,3 +220,29 @@ describe("plan.job_args", function()
     assert.matches("^spangate migrate: .*\n\nusage\n$", table.concat(written))
   end)
 end)
+
+describe("plan.day_runs", function()
+  local function r(p, d) return {project = p, day = d, key = plan.range_key(p, d)} end
+  local function shape(runs)
+    local out = {}
+    for i, run in ipairs(runs) do
+      local days = {}
+      for j, x in ipairs(run) do days[j] = (x.project == P1 and "a" or "b") .. ((x.day - D1) / plan.DAY_US) end
+      out[i] = table.concat(days, " ")
+    end
+    return out
+  end
+  local DAY = plan.DAY_US
+  it("groups each project's consecutive days, in order, at most max_days per run", function()
+    local list = {r(P2, D1), r(P1, D1 + 3 * DAY), r(P1, D1), r(P1, D1 + DAY), r(P1, D1 + 2 * DAY),
+      r(P1, D1 + 5 * DAY), r(P2, D1 + DAY)}
+    assert.same({"a0 a1 a2 a3", "a5", "b0 b1"}, shape(plan.day_runs(list, 8)))
+    assert.same({"a0 a1", "a2 a3", "a5", "b0 b1"}, shape(plan.day_runs(list, 2)))
+    assert.same({}, plan.day_runs({}, 8))
+  end)
+  it("leaves the caller's list as it was", function()
+    local list = {r(P1, D1 + DAY), r(P1, D1)}
+    plan.day_runs(list, 8)
+    assert.equal(D1 + DAY, list[1].day)
+  end)
+end)

@@ -3,11 +3,12 @@
 // killed part-way and resumed, a second run that changes nothing, validate
 // catching spans deleted from ClickHouse, a hard delete in PostgreSQL, and a
 // dual-write gap; migrate repairing each; a sample larger than one ClickHouse
-// query holds; query_raw results freed explicitly or by the collector.
+// query holds; query_raw results freed explicitly or by the collector;
+// gw.ch.span_batch, the migration's shared inserts.
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BIN, ROOT, CH_PORT, createDatabase, pgQuery, chQuery, sleep, until } from './lib/harness.mjs';
@@ -292,6 +293,66 @@ test('gw.pg.query_raw: r:free() releases the rows; dropped results do not pile u
   console.log(`# 100 dropped 1 MB results: ${live} still alive, peak RSS +${Math.round(growth / 1024)} MB`);
   // without the accounting all 100 stay (the Lua heap hardly grows): +100 MB
   assert.ok(Number(live) <= 10, `${live} of 100 results still alive`);
+});
+
+test('gw.ch.span_batch: pages of rows into one insert, sent in place, reused', async () => {
+  // its own ClickHouse database: the tests around this one compare the stores
+  const dir = mkdtempSync(join(tmpdir(), 'sg-batch-'));
+  const bdb = `${chdb}_batch`;
+  const conf2 = join(dir, 'gateway.conf');
+  writeFileSync(conf2, readFileSync(conf, 'utf8').replace(`clickhouse_database = "${chdb}"`, `clickhouse_database = "${bdb}"`));
+  await chQuery(`CREATE DATABASE IF NOT EXISTS ${bdb}`);
+  await chQuery(`CREATE TABLE ${bdb}.spans AS ${chdb}.spans`); // (schema --apply would rebuild PostgreSQL's indexes)
+  const script = join(dir, 'batch.lua');
+  writeFileSync(script, `
+    local gw = require("gw")
+    local store = require("jobs.lib.store")
+    local P1 = "${P(1)}"
+    local SQL = "SELECT " .. store.PG_SPAN_COLUMNS .. " FROM spans WHERE project_id = $1 ORDER BY span_id LIMIT $2 OFFSET $3"
+    local b = gw.ch.span_batch()
+    assert(b:rows() == 0 and b:bytes() == 0)
+    local r = gw.pg.query_raw(SQL, P1, 300, 0)
+    local n, rejected = b:add(P1, r)
+    r:free() -- the rows are encoded: the result may go at once
+    assert(n == 300 and rejected == 0, n .. " " .. rejected)
+    r = gw.pg.query_raw(SQL, P1, 200, 300)
+    assert(b:add(P1, r) == 200)
+    local n3, rej3, why = b:add(P1, {{trace_id = "not a uuid"}})
+    assert(n3 == 0 and rej3 == 1 and why, tostring(why))
+    local ok, e = pcall(b.add, b, "nope", r)
+    assert(not ok and e:match("batch:add: bad argument #1 %(project id expected"), e)
+    ok, e = pcall(b.add, b, P1, r)
+    r:free()
+    assert(b:rows() == 700 and b:bytes() > 0, b:rows())
+    ok, e = pcall(b.add, b, P1, r)
+    assert(not ok and e:match("result was freed"), e)
+    local before = gw.ch.query("SELECT count() FROM spans", "TSV")[1][1]
+    -- while the insert is in flight the batch is the request's (the task
+    -- runs at the next yield: inside b:send(), before any reply is read)
+    local other = gw.spawn(function()
+      local ok2, e2 = pcall(b.add, b, P1, {})
+      assert(not ok2 and e2:match("being sent"), e2)
+      return true
+    end)
+    assert(b:send() == 700)
+    assert(gw.wait(other))
+    assert(b:rows() == 0 and b:bytes() == 0)
+    assert(b:send() == 0) -- empty: nothing sent
+    r = gw.pg.query_raw(SQL, P1, 100, 500)
+    b:add(P1, r)
+    r:free()
+    assert(b:send() == 100)
+    print("before=" .. before)`);
+  const s = await spangate(['run', '-c', conf2, script]);
+  assert.equal(s.code, 0, s.err);
+  assert.match(s.out, /before=0/);
+  // 300 + 200 + the same 200 again + 100: 600 distinct spans, as PostgreSQL has them
+  assert.equal((await chQuery(`SELECT count(), uniqExact(span_id) FROM ${bdb}.spans FINAL`)).trim(), '600\t600');
+  const pgIds = (await pgq(`SELECT span_id::text AS s FROM spans WHERE project_id = $1 ORDER BY span_id LIMIT 600`, [P(1)]))
+    .map((r) => r.s).sort().join(',');
+  const chIds = (await chQuery(`SELECT toString(span_id) FROM ${bdb}.spans FINAL`)).trim().split('\n').sort().join(',');
+  assert.equal(chIds, pgIds);
+  await chQuery(`DROP DATABASE ${bdb}`);
 });
 
 test('misuse: bad options and I/O outside a task give clear errors', async () => {

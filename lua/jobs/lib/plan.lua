@@ -219,6 +219,29 @@ function M.checkpoint_after_batch(cp, last, nrows)
   return {status = "running", last = last, rows = (cp and cp.rows or 0) + nrows}
 end
 
+-- Ranges grouped for checking: per project, runs of consecutive days, at
+-- most max_days each (one query per run and store). Runs ordered by
+-- project then day; ranges within a run by day.
+function M.day_runs(ranges, max_days)
+  local sorted = {}
+  for i, r in ipairs(ranges) do sorted[i] = r end
+  table.sort(sorted, function(a, b)
+    if a.project ~= b.project then return a.project < b.project end
+    return a.day < b.day
+  end)
+  local runs, cur = {}, nil
+  for _, r in ipairs(sorted) do
+    local prev = cur and cur[#cur]
+    if prev and prev.project == r.project and r.day == prev.day + M.DAY_US and #cur < max_days then
+      cur[#cur + 1] = r
+    else
+      cur = {r}
+      runs[#runs + 1] = cur
+    end
+  end
+  return runs
+end
+
 -- Keys present in ClickHouse but not in PostgreSQL. Both: lists of "trace/span".
 function M.orphans(pg_keys, ch_keys)
   local have, out = {}, {}

@@ -117,8 +117,9 @@ local PG_DAY = "(extract(epoch FROM date_trunc('day', created_at AT TIME ZONE 'U
 
 -- Count and version sum of one project's days in [since, until) (µs, nil = open).
 -- with_checksum adds the md5 checksum validate compares (see checksum_text);
--- count_only leaves out the version sum too, so PostgreSQL can answer from
--- an index (spangate_spans_keyset) without reading the rows (vsum = nil).
+-- count_only leaves out the version sum (vsum = nil). Without the checksum
+-- PostgreSQL answers from the keyset index alone (spangate_spans_keyset
+-- includes updated_at for the version sum) without reading the rows.
 function M.pg_day_stats(project, since_us, until_us, with_checksum, count_only)
   local cs = with_checksum and (", (sum(('x' || substr(md5(" .. M.PG_CANON ..
     "), 1, 16))::bit(64)::int8::numeric) % 18446744073709551616 + 18446744073709551616)" ..
@@ -221,13 +222,17 @@ end
 -- within a project): created once, CONCURRENTLY, so ingest goes on; an
 -- invalid one left by an interrupted build is dropped and built again.
 function M.ensure_keyset_index()
-  local r = gw.pg.query([[SELECT i.indisvalid::text AS v FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid
+  -- valid, and with updated_at as an included column (older spangate built it without)
+  local r = gw.pg.query([[SELECT i.indisvalid::text AS v, (i.indnatts > i.indnkeyatts)::text AS inc
+      FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid
       WHERE c.relname = 'spangate_spans_keyset' AND c.relnamespace = current_schema()::regnamespace]])
-  if #r == 1 and r[1].v == "true" then return end
+  if #r == 1 and r[1].v == "true" and r[1].inc == "true" then return end
   if #r == 1 then gw.pg.query("DROP INDEX CONCURRENTLY IF EXISTS spangate_spans_keyset") end
   gw.log.info("creating index spangate_spans_keyset ON spans (project_id, created_at, trace_id, span_id) " ..
-    "CONCURRENTLY for the keyset pages (once, shared by migrate and ttl apply; --no-index skips it)")
-  gw.pg.query("CREATE INDEX CONCURRENTLY IF NOT EXISTS spangate_spans_keyset ON spans (project_id, created_at, trace_id, span_id)")
+    "INCLUDE (updated_at) CONCURRENTLY for the keyset pages (once, shared by migrate and ttl apply; " ..
+    "--no-index skips it)")
+  gw.pg.query("CREATE INDEX CONCURRENTLY IF NOT EXISTS spangate_spans_keyset ON spans " ..
+    "(project_id, created_at, trace_id, span_id) INCLUDE (updated_at)")
 end
 
 -- ---- checkpoints and gaps ------------------------------------------------------
