@@ -55,7 +55,9 @@ int sg_buf_printf(sg_buf_t *b, const char *fmt, ...) {
   return rc;
 }
 
-size_t sg_json_plain_len(const char *s, size_t n) {
+/* Bytes of s before the first below 0x20, '"' or '\\' (and, with
+ * stop_high, the first from 0x80 up), 8 at a time. */
+static inline size_t plain_run(const char *s, size_t n, uint64_t stop_high) {
   const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -64,14 +66,18 @@ size_t sg_json_plain_len(const char *s, size_t n) {
     q = x ^ (ones * '"');
     e = x ^ (ones * '\\');
     /* a byte below 0x20, or equal to '"' or '\\' (zero after the xor) */
-    if ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((e - ones) & ~e)) & high) break;
+    if ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((e - ones) & ~e) | (x & stop_high)) & high) break;
   }
   for (; i < n; i++) {
     unsigned char c = (unsigned char)s[i];
-    if (c < 0x20 || c == '"' || c == '\\') break;
+    if (c < 0x20 || c == '"' || c == '\\' || (stop_high && c >= 0x80)) break;
   }
   return i;
 }
+
+size_t sg_json_plain_len(const char *s, size_t n) { return plain_run(s, n, 0); }
+
+size_t sg_json_ascii_plain_len(const char *s, size_t n) { return plain_run(s, n, 0x8080808080808080u); }
 
 int sg_buf_json_escape_ex(sg_buf_t *b, const char *s, size_t n, int flags) {
   const char *hex = (flags & SG_JSON_ESC_JANSSON) ? "0123456789ABCDEF" : "0123456789abcdef";

@@ -797,7 +797,6 @@ int sg_ch_row_encode(const sg_ch_version_t *ver, const uint8_t project_id[16], c
 #define JSON_MAX_DEPTH 2048
 
 /* Bytes 0x20..0x7f a string copies as they are (not '"', not '\\'). */
-#define JSON_PLAIN(c) ((c) >= 0x20 && (c) < 0x80 && (c) != '"' && (c) != '\\')
 
 static int hexv(unsigned char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -838,7 +837,10 @@ static int utf8_len(const unsigned char *p, const unsigned char *end) {
 static const unsigned char *json_str(const unsigned char *p, const unsigned char *end, char **op) {
   char *o = *op;
   for (;;) {
-    while (p < end && JSON_PLAIN(*p)) *o++ = (char)*p++;
+    size_t run = sg_json_ascii_plain_len((const char *)p, (size_t)(end - p));
+    memcpy(o, p, run);
+    o += run;
+    p += run;
     if (p >= end) return NULL;
     unsigned char c = *p;
     if (c == '"') {

@@ -34,9 +34,12 @@ static void ref_escape(sg_buf_t *b, const char *s, size_t n) {
   }
 }
 
+/* The same stops, and every byte from 0x80 up (sg_json_ascii_plain_len). */
+static int ascii_stop(unsigned char c) { return c < 0x20 || c == '"' || c == '\\' || c >= 0x80; }
+
 /* One special byte at every position of plain text of every length up to
  * 40 (both sides of each 8-byte word), and UTF-8 bytes that must not
- * count as special. */
+ * count as special (but do for the ASCII variant). */
 static void test_plain_len_positions(void **st) {
   (void)st;
   const unsigned char specials[] = {'"', '\\', 0, 1, '\n', 0x1f};
@@ -46,12 +49,18 @@ static void test_plain_len_positions(void **st) {
     for (size_t k = 0; k < sizeof plains; k++) {
       memset(s, plains[k], n);
       assert_int_equal(sg_json_plain_len(s, n), n);
+      assert_int_equal(sg_json_ascii_plain_len(s, n), ascii_stop(plains[k]) && n ? 0 : n);
       for (size_t at = 0; at < n; at++) {
         for (size_t j = 0; j < sizeof specials; j++) {
           memset(s, plains[k], n);
           s[at] = (char)specials[j];
           assert_int_equal(sg_json_plain_len(s, n), at);
+          if (!ascii_stop(plains[k])) assert_int_equal(sg_json_ascii_plain_len(s, n), at);
         }
+        /* a high byte in ASCII text */
+        memset(s, 'a', n);
+        s[at] = (char)plains[k];
+        assert_int_equal(sg_json_ascii_plain_len(s, n), ascii_stop(plains[k]) ? at : n);
       }
     }
   }
@@ -73,6 +82,9 @@ static void test_escape_random(void **st) {
       else s[i] = (char)('a' + r / 16 % 26);
     }
     assert_int_equal(sg_json_plain_len(s, n), ref_plain_len(s, n));
+    size_t ascii = 0;
+    while (ascii < n && !ascii_stop((unsigned char)s[ascii])) ascii++;
+    assert_int_equal(sg_json_ascii_plain_len(s, n), ascii);
     sg_buf_t a = SG_BUF_INIT, b = SG_BUF_INIT;
     assert_int_equal(sg_buf_json_escape(&a, s, n), 0);
     ref_escape(&b, s, n);
