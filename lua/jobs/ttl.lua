@@ -5,8 +5,9 @@
 --   project, keyset pages of PostgreSQL's spans in ClickHouse's order
 --   (created_at, trace_id, span_id); for each page ttl.lua gives the new
 --   expires_at, ClickHouse (FINAL, the page's created_at seconds) the stored
---   one; the rows that differ are written again by gw.ch.insert_spans with
---   their stored version. ReplacingMergeTree keeps the last row inserted
+--   one; the rows that differ are written again, with their stored
+--   version, in inserts of up to 64 MiB (gw.ch.span_batch: few parts for
+--   ClickHouse to merge when a policy change rewrites much). ReplacingMergeTree keeps the last row inserted
 --   among equal versions (checked on 18.16, FINAL and merged), so the
 --   re-written row replaces the old one; nothing else about it changes.
 --   Rows ClickHouse does not have are counted, not copied (that is migrate's
@@ -59,6 +60,7 @@ local function apply()
   end
   local DB = store.ch_db()
   local BATCH = opts.batch
+  local INSERT_BYTES = 64 * 1048576
   if not opts.dry_run and not opts.no_index then store.ensure_keyset_index() end
   local SQL_FIRST = format("SELECT %s FROM spans WHERE project_id = $1 ORDER BY spans.created_at, spans.trace_id, spans.span_id LIMIT $2",
     store.PG_SPAN_COLUMNS)
@@ -72,6 +74,7 @@ local function apply()
 
   local t0, total = gw.now(), {scanned = 0, changed = 0, missing = 0, rejected = 0}
   local out = {}
+  local batch = not opts.dry_run and gw.ch.span_batch() or nil
   for _, p in ipairs(projects) do
     local s = {scanned = 0, present = 0, changed = 0, missing = 0, rejected = 0}
     local last
@@ -113,11 +116,12 @@ local function apply()
       s.scanned = s.scanned + n
       s.changed = s.changed + #changed
       if #changed > 0 and not opts.dry_run then
-        local _, rejected, why = gw.ch.insert_spans(p, changed)
+        local _, rejected, why = batch:add(p, changed)
         if rejected > 0 then
           s.rejected = s.rejected + rejected
           gw.log.error("project %s: %d spans cannot be written to ClickHouse (first: %s)", p, rejected, tostring(why))
         end
+        if batch:bytes() >= INSERT_BYTES then batch:send() end
       end
       local l = rows[n]
       last = {created_us = l.created_us, trace_id = l.trace_id, span_id = l.span_id}
@@ -129,6 +133,7 @@ local function apply()
     out[#out + 1] = {p, plan.fmt_count(s.scanned), plan.fmt_count(s.present), plan.fmt_count(s.changed),
       plan.fmt_count(s.missing), ex and tp.fmt_expires(ex.old) or "", ex and tp.fmt_expires(ex.new) or ""}
   end
+  if batch then batch:send() end
   io.stdout:write(plan.render_table({"project", "scanned", "in clickhouse", opts.dry_run and "would change" or "changed",
     "not in clickhouse", "e.g. old expires_at", "new expires_at"}, out))
   io.stdout:write(format("ttl apply: %s rows scanned, %s %s, %s not in ClickHouse (spangate migrate copies them) in %.2f s%s\n",
