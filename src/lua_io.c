@@ -713,7 +713,7 @@ typedef struct {
   size_t rows, rejected;
   char reason[200];
   sg_buf_t sql;
-  sg_buf_t body;      /* CH_BATCH: the batch's rows, sent in place; back to batch when done */
+  sg_buf_t body;      /* an INSERT's rows, sent in place (CH_BATCH: the batch's, given back) */
   spanbatch_t *batch;
 } chreq_t;
 
@@ -830,16 +830,21 @@ static chreq_t *chreq_new(lua_State *L, sg_lua_io_t *io, task_t *t, int mode, co
   return q;
 }
 
+/* Starts q and yields. body NULL: q->sql is the query. Otherwise q->sql is
+ * the INSERT and body its data: q->body (the request's own) is sent in
+ * place, anything else (a Lua string) is copied by sg_ch_request. */
 static int ch_send(lua_State *L, chreq_t *q, const void *body, size_t len) {
   sg_lua_io_t *io = q->io;
   int rc;
   if (body == NULL) /* a query travels in the body: URLs have a length limit (HTTP 400) */
     rc = sg_ch_request(io->ch, "", q->sql.data, q->sql.len, 0, ch_cb, q);
   else
-    rc = sg_ch_request(io->ch, q->sql.data, body, len, io->ch_flags, ch_cb, q);
+    rc = sg_ch_request(io->ch, q->sql.data, body, len,
+                       io->ch_flags | (body == q->body.data ? SG_CH_BORROW : 0), ch_cb, q);
   if (rc != 0) {
     lua_pushboolean(L, 0);
     lua_pushfstring(L, "%s: ClickHouse: %s", q->fn, sg_strerror(rc));
+    batch_return(q);
     chreq_free(q);
     return 2;
   }
@@ -908,35 +913,31 @@ static int l_ch_insert(lua_State *L) {
     for (size_t i = 0; i < n; i++) q->rows += s[i] == '\n';
     return ch_send(L, q, s, n);
   }
-  sg_buf_t body = SG_BUF_INIT;
+  sg_buf_t *body = &q->body;
   size_t nr = lua_objlen(L, 2);
   for (size_t i = 1; i <= nr; i++) {
     lua_rawgeti(L, 2, (int)i); /* row */
     if (!lua_istable(L, -1)) {
-      sg_buf_free(&body);
       chreq_free(q);
       return luaL_error(L, "gw.ch.insert: row %d is a %s (array expected)", (int)i, luaL_typename(L, -1));
     }
     size_t nc = lua_objlen(L, -1);
     int rc = 0;
     for (size_t j = 1; rc == 0 && j <= nc; j++) {
-      if (j > 1) rc = sg_buf_putc(&body, '\t');
+      if (j > 1) rc = sg_buf_putc(body, '\t');
       lua_rawgeti(L, -1, (int)j);
-      rc = rc ? rc : put_tsv_value(L, lua_gettop(L), &body);
+      rc = rc ? rc : put_tsv_value(L, lua_gettop(L), body);
       lua_pop(L, 1);
     }
-    rc = rc ? rc : sg_buf_putc(&body, '\n');
+    rc = rc ? rc : sg_buf_putc(body, '\n');
     lua_pop(L, 1);
     if (rc) {
-      sg_buf_free(&body);
       chreq_free(q);
       return luaL_error(L, "gw.ch.insert: row %d: a value is not a string, number, boolean or gw.null", (int)i);
     }
     q->rows++;
   }
-  int r = ch_send(L, q, body.data, body.len);
-  sg_buf_free(&body);
-  return r;
+  return ch_send(L, q, body->data, body->len);
 }
 
 /* ---- rows -> spans ----------------------------------------------------------------------- */
@@ -1431,6 +1432,20 @@ static int encode_spans(lua_State *L, sg_lua_io_t *io, const uint8_t project[16]
   return 0;
 }
 
+/* The call's (project_id, rows) at pidx, pidx + 1 appended to body, all
+ * or none; counts in st. Raises on bad arguments; 0 or SG_ENOMEM. */
+static int add_spans(lua_State *L, sg_lua_io_t *io, const char *fn, int pidx, sg_buf_t *body, enc_stats_t *st) {
+  uint8_t project[16];
+  rows_t src;
+  int nrows = 0;
+  span_args(L, io, fn, pidx, project, &src, &nrows);
+  memset(st, 0, sizeof *st);
+  size_t mark = body->len;
+  int rc = encode_spans(L, io, project, &src, nrows, body, st);
+  if (rc) body->len = mark;
+  return rc;
+}
+
 /* [ok,] rows, rejected, first reason */
 static int push_enc_stats(lua_State *L, const enc_stats_t *st, int with_ok) {
   if (with_ok) lua_pushboolean(L, 1);
@@ -1446,14 +1461,9 @@ static int l_ch_insert_spans(lua_State *L) {
   sg_lua_io_t *io = IO();
   const char *fn = "gw.ch.insert_spans";
   task_t *t = need_task(L, io, fn);
-  uint8_t project[16];
-  rows_t src;
-  int nrows;
-  span_args(L, io, fn, 1, project, &src, &nrows);
   enc_stats_t st;
-  memset(&st, 0, sizeof st);
   sg_buf_t body = SG_BUF_INIT;
-  if (encode_spans(L, io, project, &src, nrows, &body, &st) == SG_ENOMEM) {
+  if (add_spans(L, io, fn, 1, &body, &st) != 0) {
     sg_buf_free(&body);
     return luaL_error(L, "%s: out of memory", fn);
   }
@@ -1465,13 +1475,9 @@ static int l_ch_insert_spans(lua_State *L) {
   q->rows = st.rows;
   q->rejected = st.rejected;
   memcpy(q->reason, st.reason, sizeof q->reason);
+  q->body = body; /* every row is encoded: nothing points into a query_raw result */
   sg_buf_append(&q->sql, io->insert_sql.data, io->insert_sql.len);
-  /* Every row is encoded into body by now and sg_ch_request copies body:
-   * nothing points into a query_raw result past this line, so the script
-   * may r:free() it as soon as the call returns. */
-  int r = ch_send(L, q, body.data, body.len);
-  sg_buf_free(&body);
-  return r;
+  return ch_send(L, q, q->body.data, q->body.len);
 }
 
 /* ---- gw.ch.span_batch ---------------------------------------------------------------------
@@ -1510,17 +1516,8 @@ static int l_batch_add(lua_State *L) {
   const char *fn = "batch:add";
   spanbatch_t *b = check_batch(L, 1, fn);
   if (io == NULL) return luaL_error(L, "%s: I/O is only available to jobs", fn);
-  uint8_t project[16];
-  rows_t src;
-  int nrows;
-  span_args(L, io, fn, 2, project, &src, &nrows);
   enc_stats_t st;
-  memset(&st, 0, sizeof st);
-  size_t mark = b->body.len;
-  if (encode_spans(L, io, project, &src, nrows, &b->body, &st) == SG_ENOMEM) {
-    b->body.len = mark; /* the rows of this call are all or nothing */
-    return luaL_error(L, "%s: out of memory", fn);
-  }
+  if (add_spans(L, io, fn, 2, &b->body, &st) != 0) return luaL_error(L, "%s: out of memory", fn);
   b->rows += st.rows;
   return push_enc_stats(L, &st, 0);
 }
@@ -1533,7 +1530,7 @@ static int l_batch_rows(lua_State *L) {
 
 static int l_batch_bytes(lua_State *L) {
   spanbatch_t *b = luaL_checkudata(L, 1, BATCH_MT);
-  lua_pushnumber(L, (lua_Number)(b->sending ? 0 : b->body.len));
+  lua_pushnumber(L, (lua_Number)b->body.len); /* 0 while sending: the request has it */
   return 1;
 }
 
@@ -1556,17 +1553,7 @@ static int l_batch_send(lua_State *L) {
   b->sending = 1;
   q->batch = b; /* b is on the task's stack (the argument) until it resumes */
   sg_buf_append(&q->sql, io->insert_sql.data, io->insert_sql.len);
-  int rc = sg_ch_request(io->ch, q->sql.data, q->body.data, q->body.len, io->ch_flags | SG_CH_BORROW,
-                         ch_cb, q);
-  if (rc != 0) {
-    batch_return(q);
-    lua_pushboolean(L, 0);
-    lua_pushfstring(L, "%s: ClickHouse: %s", fn, sg_strerror(rc));
-    chreq_free(q);
-    return 2;
-  }
-  t->state = T_WAIT;
-  return lua_yield(L, 0);
+  return ch_send(L, q, q->body.data, q->body.len);
 }
 
 /* ---- gw.hooks ------------------------------------------------------------------------------ */
