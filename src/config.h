@@ -29,10 +29,15 @@ typedef struct {
   XX(STR, log_format, "text", NULL, "text or json (one JSON object per line)")                \
   XX(STR, postgres_uri, "postgresql://postgres@127.0.0.1:5432/agenta_oss_tracing",             \
      "POSTGRES_URI", "libpq connection URI of the primary store (Agenta's tracing database)")  \
-  XX(INT, pg_pool_size, "4", NULL, "PostgreSQL connections per worker")                       \
+  XX(INT, pg_pool_size, "4", NULL, "PostgreSQL connections per worker for ingest")            \
+  XX(INT, read_pool_size, "2", NULL,                                                           \
+     "PostgreSQL connections per worker for the read API, apart from ingest's")                \
+  XX(INT, query_timeout_ms, "30000", NULL,                                                     \
+     "a read-API query running longer is canceled and answered 504; 0 = no limit")             \
   XX(INT, commit_window_ms, "2", NULL,                                                          \
      "requests arriving within this window share one PostgreSQL transaction")                 \
-  XX(INT, commit_max_spans, "5000", NULL, "most spans in one group commit")                   \
+  XX(INT, commit_max_spans, "5000", NULL,                                                      \
+     "most spans in one group commit; a larger request is written in several statements")      \
   XX(STR, auth, "keys", NULL, "authentication mode: keys, agenta or none")                    \
   XX(STR, keys_file, "/etc/spangate/keys", NULL,                                               \
      "keys file for auth=keys: '<project-uuid> sha256:<hex>' or '<project-uuid> plain:<key>' " \

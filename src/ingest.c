@@ -149,9 +149,28 @@ static int dual_write(ingest_t *in) {
   return 1;
 }
 
+/* One warning a second per worker at most: an outage fails every request. */
+static void warn_transient(size_t n, const char *why) {
+  static _Thread_local uint64_t last_ms, quiet;
+  uint64_t now = uv_hrtime() / 1000000;
+  if (last_ms && now - last_ms < 1000) {
+    quiet++;
+    return;
+  }
+  if (quiet)
+    sg_warn("ingest", "storing %zu spans failed, answered 503 (retryable): %s (and %llu more since the "
+                      "last such line)", n, why, (unsigned long long)quiet);
+  else
+    sg_warn("ingest", "storing %zu spans failed, answered 503 (retryable): %s", n, why);
+  last_ms = now;
+  quiet = 0;
+}
+
 static void stored_cb(void *arg, int status, sg_span_batch_t *batch) {
   ingest_t *in = arg;
   (void)batch;
+  const char *why = status ? sg_pgsink_errmsg(in->w->sink) : NULL; /* "<SQLSTATE> <message>" */
+  sg__readyz_note_write(status, why);
   if (status == 0) {
     atomic_fetch_add(&sg_metrics.spans_stored, in->batch.n);
     atomic_fetch_add(&sg_metrics.spans_rejected, in->batch.rejected);
@@ -162,11 +181,12 @@ static void stored_cb(void *arg, int status, sg_span_batch_t *batch) {
     answer_ok(in);
     return;
   }
-  if (status == SG_EUNAVAIL || status == SG_EBUSY || status == SG_ECANCELED) {
+  if (status == SG_EUNAVAIL || status == SG_EBUSY || status == SG_ECANCELED || status == SG_ETIMEOUT) {
+    warn_transient(in->batch.n, why ? why : sg_strerror(status));
     fail(in, 503, "PostgreSQL is unavailable; nothing was stored, retry later", "Retry-After: 2\r\n");
     return;
   }
-  sg_error("ingest", "storing %zu spans failed: %s", in->batch.n, sg_strerror(status));
+  sg_error("ingest", "storing %zu spans failed: %s", in->batch.n, why ? why : sg_strerror(status));
   fail(in, 500, "storing the spans failed; nothing was acknowledged", NULL);
 }
 

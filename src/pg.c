@@ -516,16 +516,17 @@ static void conn_lost(conn_t *c, const char *why) {
 
 static void on_poll(uv_poll_t *h, int status, int events) {
   conn_t *c = h->data;
+  /* libuv reports POLLERR as status UV_EBADF and stops the handle; libpq
+   * reads the socket's error itself and says what it was ("Connection
+   * refused"), and may try the server's next address. */
   if (c->state == C_CONNECTING) {
-    if (status < 0) {
-      attempt_failed(c, uv_strerror(status));
-      return;
-    }
     connect_step(c, PQconnectPoll(c->pg));
     return;
   }
   if (status < 0) {
-    conn_lost(c, uv_strerror(status));
+    int got = PQconsumeInput(c->pg);
+    const char *why = PQerrorMessage(c->pg);
+    conn_lost(c, !got && why && *why ? why : uv_strerror(status));
     return;
   }
   if ((events & UV_READABLE) && !PQconsumeInput(c->pg)) {

@@ -51,6 +51,7 @@
 #include "pgsink.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -99,6 +100,7 @@ typedef struct sub_s {
   size_t jidx;             /* index in job->subs */
   size_t pending;          /* spans neither stored nor rejected yet */
   char **reason;           /* per span, set when a span is rejected alone */
+  char why[300];           /* a deferred failure's cause, or "" */
 } sub_t;
 
 typedef struct {
@@ -206,13 +208,16 @@ static void kick_cb(uv_timer_t *t) {
   while ((sub = s->done_head) != NULL) {
     s->done_head = sub->next;
     if (s->done_head == NULL) s->done_tail = NULL;
+    s->errmsg = sub->status && sub->why[0] ? sub->why : NULL;
     sub_answer(s, sub, sub->status);
+    s->errmsg = NULL;
   }
 }
 
 /* Answer later, from the loop (used where the caller may be inside submit). */
-static void sub_defer(sg_pgsink_t *s, sub_t *sub, int status) {
+static void sub_defer(sg_pgsink_t *s, sub_t *sub, int status, const char *why) {
   sub->status = status;
+  snprintf(sub->why, sizeof sub->why, "%s", why ? why : "");
   sub->next = NULL;
   if (s->done_tail) s->done_tail->next = sub;
   else s->done_head = sub;
@@ -477,7 +482,7 @@ static void job_fail_rest(job_t *job, int err, const char *errmsg, int deferred)
     if (deferred) {
       job->subs[i] = NULL;
       job->alive--;
-      sub_defer(job->sink, sub, err);
+      sub_defer(job->sink, sub, err, errmsg);
     } else {
       job_answer(job, sub, err, errmsg);
     }
@@ -585,7 +590,12 @@ static void job_send(job_t *job) {
       s->stats.statements++;
       return;
     }
-    job_fail_rest(job, rc, NULL, 1);
+    char why[300];
+    if (rc == SG_EUNAVAIL)
+      snprintf(why, sizeof why, "no PostgreSQL connection: %s", sg_pg_pool_last_error(s->pool));
+    else
+      snprintf(why, sizeof why, "PostgreSQL pool: %s", sg_strerror(rc));
+    job_fail_rest(job, rc, why, 1);
   }
 }
 
@@ -607,7 +617,7 @@ static void flush(sg_pgsink_t *s) {
     s->pend_subs = s->pend_spans = 0;
     while (sub) {
       sub_t *next = sub->next;
-      sub_defer(s, sub, SG_ENOMEM);
+      sub_defer(s, sub, SG_ENOMEM, NULL);
       sub = next;
     }
     return;
@@ -630,7 +640,7 @@ static void flush(sg_pgsink_t *s) {
     sub->pending = sub->batch->n;
     if (sub->pending == 0) { /* nothing to write: answered OK */
       subs[i] = NULL;
-      sub_defer(s, sub, 0);
+      sub_defer(s, sub, 0, NULL);
       continue;
     }
     job->alive++;

@@ -103,6 +103,8 @@ static void http_closed_cb(void *arg) {
   /* No request is in flight any more: the sink and pool can go. */
   w->http = NULL;
   sg__read_close(w);
+  sg_pg_pool_close(w->read_pg);
+  w->read_pg = NULL;
   sg_chttl_close(w->ttl);
   w->ttl = NULL;
   sg_chsink_close(w->ch);
@@ -201,8 +203,18 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
   sg_pg_pool_opts_t po;
   memset(&po, 0, sizeof po);
   po.max_queue = 10000;
+  po.writable = 1; /* a standby or read-only primary: no connection, 503 and /readyz says why */
   w->pg = sg_pg_pool_new(&w->loop, cfg->postgres_uri, (int)cfg->pg_pool_size, &po);
   if (!w->pg) return SG_ENOMEM;
+  /* Reads have their own connections and a statement timeout, so an
+   * expensive query can neither hold ingest's connections nor run forever;
+   * a standby serves them too. */
+  sg_pg_pool_opts_t ro;
+  memset(&ro, 0, sizeof ro);
+  ro.max_queue = 1000;
+  ro.statement_timeout_ms = (int)cfg->query_timeout_ms;
+  w->read_pg = sg_pg_pool_new(&w->loop, cfg->postgres_uri, (int)cfg->read_pool_size, &ro);
+  if (!w->read_pg) return SG_ENOMEM;
 
   sg_pgsink_opts_t so;
   memset(&so, 0, sizeof so);

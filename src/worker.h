@@ -25,7 +25,8 @@ typedef struct sg_worker_s {
   uv_timer_t stats_timer;    /* publishes pool state to the metrics */
   uv_os_sock_t listen_fd;
   sg_http_server_t *http;
-  sg_pg_pool_t *pg;
+  sg_pg_pool_t *pg;          /* ingest (writes) */
+  sg_pg_pool_t *read_pg;     /* the read API, with query_timeout_ms */
   sg_pgsink_t *sink;
   sg_auth_t *auth;
   sg_chsink_t *ch;           /* NULL when USE_CLICKHOUSE is off */
@@ -62,6 +63,10 @@ void sg__read_analytics(sg_worker_t *w, sg_http_req_t *req);
 /* Per-worker state of read.c (its ClickHouse client, ...); created lazily,
  * released by sg__read_close() at shutdown. */
 void sg__read_close(sg_worker_t *w);
+
+/* Ingest reports each group-commit outcome (status, and PostgreSQL's
+ * "<SQLSTATE> <message>" when it failed) for /readyz (router.c). Any thread. */
+void sg__readyz_note_write(int status, const char *errmsg);
 
 /* Answer with a JSON error body {"error": msg}. */
 void sg__respond_error(sg_http_req_t *req, int status, const char *msg, const char *extra_headers);

@@ -481,11 +481,14 @@ static void test_unavailable(void **state) {
   assert_int_equal(a1.status, SG_EUNAVAIL);
   assert_int_equal(a2.status, SG_EUNAVAIL);
   /* Later submissions too (the pool refuses at once; answered from the loop). */
-  ans_t a3 = {0};
+  ans_t a3 = {.sink = e.sink};
   assert_int_equal(sg_pgsink_submit(e.sink, p, &b1, on_answer, &a3), 0);
   assert_int_equal(a3.done, 0);
   assert_true(run_until(&e.loop, &a3.done, 5000));
   assert_int_equal(a3.status, SG_EUNAVAIL);
+  assert_non_null(strstr(a3.msg, "no PostgreSQL connection")); /* and libpq's reason */
+  if (!strstr(a3.msg, "refused")) fprintf(stderr, "msg: %s\n", a3.msg);
+  assert_non_null(strstr(a3.msg, "refused"));
   int never = 0;
   run_until(&e.loop, &never, 200);
   assert_int_equal(a1.done + a2.done + a3.done, 3);
