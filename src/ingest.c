@@ -141,7 +141,7 @@ static int dual_write(ingest_t *in) {
     for (size_t i = 0; i < in->batch.n; i++) {
       double days = -1;
       if (has_ttl) sg_lua_retention_days(w->lua, in->who.project_id, &in->batch.spans[i], &days);
-      exp[i] = days > 0 ? in->batch.spans[i].created_at_us + (int64_t)(days * 86400e6) : INT64_MAX;
+      exp[i] = sg_span_expires_us(in->batch.spans[i].created_at_us, days);
     }
   }
   sg_chsink_append(w->ch, in->who.project_id, in->batch.spans, in->batch.n, exp);
