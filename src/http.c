@@ -65,7 +65,7 @@ struct conn_s {
   conn_state_t state;
   int reading;           /* uv_read_start() active */
   int open_handles;      /* handles not yet closed */
-  int peer_eof;          /* client half-closed while we were writing */
+  int peer_eof;          /* client half-closed while its request was being answered */
   int close_after_write; /* the response being written ends the connection */
   size_t wq_mark;        /* write queue size when the write timer was armed */
   int err_status;        /* set by a parser callback that refuses the request */
@@ -483,10 +483,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   if (nread < 0) {
-    /* EOF or error. While the response is being written a half-closed
-     * client may still read it; in every other state the client has left
-     * (for HANDLER as nginx does: the request is marked gone). */
-    if (nread == UV_EOF && c->state == C_WRITE) {
+    /* EOF: the client sends nothing more, but it may still be reading: a
+     * client that half-closes after its request (shutdown(SHUT_WR)) waits
+     * for the answer. So a request with the handler, or a response being
+     * written, is still answered (then the connection closes). Idle or
+     * halfway through a request there is nothing to answer; and an error
+     * (reset) means the client has left: its request is marked gone. */
+    if (nread == UV_EOF && (c->state == C_WRITE || c->state == C_HANDLER)) {
       c->peer_eof = 1;
       uv_read_stop(s);
       c->reading = 0;
@@ -620,13 +623,20 @@ static void on_write(uv_write_t *w, int status) {
     return;
   }
   if (!final) return;
-  if (c->close_after_write || c->peer_eof || c->srv->shutting_down) {
+  if (c->close_after_write || c->srv->shutting_down) {
     conn_linger(c);
+    return;
+  }
+  c->state = C_READ;
+  if (c->peer_eof) {
+    /* The client half-closed: answer the requests it sent before that
+     * (pipelined, already buffered), then close. */
+    conn_process(c);
+    if (c->state == C_READ) conn_close(c);
     return;
   }
   /* Keep-alive: idle until the next request's first byte (which re-arms
    * the timer with the read timeout), and parse what was pipelined. */
-  c->state = C_READ;
   arm_timer(c, c->srv->lim.idle_timeout_ms);
   conn_process(c);
   if (c->state != C_CLOSED) conn_update_reading(c);

@@ -9,9 +9,11 @@
  *
  * Per connection one request is in flight at a time: while the handler
  * holds it, the server parses nothing more from that connection, and reads
- * only until its read buffer is full (so a client that disconnects is
- * noticed, and a pipelining client is held back by TCP flow control).
- * Pipelined requests are answered in order.
+ * only until its read buffer is full (so a client that resets the
+ * connection is noticed, and a pipelining client is held back by TCP flow
+ * control). Pipelined requests are answered in order. A client that
+ * half-closes (EOF) after sending still gets the answers to the requests
+ * it sent; the connection is closed after the last one.
  *
  * Errors the server answers itself, each with a JSON body {"error":"..."}
  * and Connection: close:
@@ -130,8 +132,9 @@ const char *sg_http_header(const sg_http_req_t *req, const char *lname);
 void sg_http_header_each(const sg_http_req_t *req,
                          void (*fn)(void *arg, const char *lname, const char *value), void *arg);
 
-/* 1 if the client has disconnected while the handler held req: the
- * response will be dropped, so the handler may skip work. */
+/* 1 if the client has disconnected (reset or read error) while the
+ * handler held req: the response will be dropped, so the handler may skip
+ * work. A half-close (EOF) is not a disconnect. */
 int sg_http_req_gone(const sg_http_req_t *req);
 
 /* Answer req and release it (req is invalid afterwards). status: 100..599

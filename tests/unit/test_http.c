@@ -285,6 +285,14 @@ static int cl_closed(cl_t *c) {
 
 static void cl_close(cl_t *c) { close(c->fd); }
 
+/* Leave with a reset (SO_LINGER 0): a client that is gone, unlike one that
+ * only half-closes (FIN) and may still read. */
+static void cl_reset(cl_t *c) {
+  struct linger lg = {1, 0};
+  setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close(c->fd);
+}
+
 /* Record one response in fx->resp. */
 static void rec(fx_t *fx, cl_t *c, int head) {
   if (fx->nresp >= RESP_MAX) return;
@@ -673,7 +681,7 @@ static void c_disconnect(fx_t *fx) {
   cl_open(c, fx->port);
   cl_puts(c, "POST /gone?async=150 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi");
   usleep(30000);
-  cl_close(c); /* before the handler answers */
+  cl_reset(c); /* before the handler answers */
   usleep(250000);
   free(c);
 }
@@ -696,7 +704,7 @@ static void c_disconnect_early(fx_t *fx) {
   cl_open(c, fx->port);
   cl_puts(c, "GET /gone?async=200 HTTP/1.1\r\nHost: h\r\n\r\n");
   usleep(50000);
-  cl_close(c);
+  cl_reset(c);
   usleep(20000);
   free(c);
 }
@@ -707,6 +715,52 @@ static void test_shutdown_waits_for_gone_request(void **st) {
   fx_run(fx, 1, NULL, c_disconnect_early);
   assert_int_equal(fx->handler_calls, 1);
   assert_int_equal(fx->gone_seen, 1);
+  free(fx);
+}
+
+/* A client that half-closes (shutdown(SHUT_WR)) right after its request
+ * still reads the answer: the EOF must not count as leaving. */
+static void c_half_close(fx_t *fx) {
+  cl_t *c = malloc(sizeof *c);
+  /* answered later by the handler (the EOF arrives while it holds the request) */
+  cl_open(c, fx->port);
+  cl_puts(c, "POST /hc?async=50 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi");
+  shutdown(c->fd, SHUT_WR);
+  rec(fx, c, 0);
+  fx->flags[0] = cl_closed(c);
+  cl_close(c);
+  /* two pipelined requests, then the half-close: both answered, in order */
+  cl_open(c, fx->port);
+  cl_puts(c, "GET /p1?async=30 HTTP/1.1\r\nHost: h\r\n\r\nGET /p2 HTTP/1.1\r\nHost: h\r\n\r\n");
+  shutdown(c->fd, SHUT_WR);
+  rec(fx, c, 0);
+  rec(fx, c, 0);
+  fx->flags[1] = cl_closed(c);
+  cl_close(c);
+  /* a request cut short by the half-close: nothing to answer, closed */
+  cl_open(c, fx->port);
+  cl_puts(c, "POST /cut HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc");
+  shutdown(c->fd, SHUT_WR);
+  fx->flags[2] = cl_closed(c);
+  cl_close(c);
+  free(c);
+}
+
+static void test_half_close(void **st) {
+  (void)st;
+  fx_t *fx = fx_new();
+  fx_run(fx, 1, NULL, c_half_close);
+  assert_int_equal(fx->nresp, 3);
+  assert_status(fx->resp[0], 200);
+  assert_string_equal(body_of(fx->resp[0]), "POST /hc?async=50 x-test=- srv=0 body=hi");
+  assert_int_equal(fx->flags[0], 1);
+  assert_string_equal(body_of(fx->resp[1]), "GET /p1?async=30 x-test=- srv=0 body=");
+  assert_string_equal(body_of(fx->resp[2]), "GET /p2? x-test=- srv=0 body=");
+  assert_int_equal(fx->flags[1], 1);
+  assert_int_equal(fx->flags[2], 1);
+  assert_int_equal(fx->handler_calls, 3);
+  assert_int_equal(fx->gone_seen, 0);
+  assert_int_equal(fx->stats[0].client_gone, 0);
   free(fx);
 }
 
@@ -872,6 +926,7 @@ int main(void) {
       cmocka_unit_test(test_write_timeout),
       cmocka_unit_test(test_client_disconnects),
       cmocka_unit_test(test_shutdown_waits_for_gone_request),
+      cmocka_unit_test(test_half_close),
       cmocka_unit_test(test_reuseport),
       cmocka_unit_test(test_graceful_shutdown),
       cmocka_unit_test(test_max_connections),
