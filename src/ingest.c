@@ -22,8 +22,8 @@ typedef struct sg__ingest_s {
   sg_http_req_t *req;
   int format;
   int proto;          /* OTLP answered in protobuf (else JSON) */
-  size_t accounted;   /* bytes counted in sg_metrics.inflight_bytes */
-  sg_buf_t inflated;
+  sg_buf_t inflated;  /* the decompressed body (counted in the request's in-flight bytes) */
+  int budget_rc;      /* why the in-flight budget refused the inflated copy, or 0 */
   sg_span_batch_t batch;
   sg_principal_t who;
 } ingest_t;
@@ -54,8 +54,6 @@ static void answer_after_sync(ingest_t *in) {
 }
 
 static void ingest_free(ingest_t *in) {
-  if (in->accounted)
-    atomic_fetch_sub(&sg_metrics.inflight_bytes, (int64_t)in->accounted);
   sg_buf_free(&in->inflated);
   sg_span_batch_free(&in->batch);
   free(in);
@@ -179,19 +177,20 @@ static void media_type(const char *h, char *out, size_t cap) {
   out[n] = '\0';
 }
 
+/* The decompressed copy grows in the request's share of the in-flight
+ * memory budget (max_inflight_bytes), checked as it is produced. */
+static int inflate_grow_cb(void *arg, size_t n) {
+  ingest_t *in = arg;
+  return in->budget_rc = sg_http_req_reserve(in->req, n);
+}
+
 static void decode_and_store(ingest_t *in) {
   sg_http_req_t *req = in->req;
   const sg_config_t *cfg = in->w->cfg;
 
-  /* Memory budget across workers: what this request holds now, and at most
-   * max_decompressed_bytes more if it turns out to be compressed. */
+  /* The body itself is already counted in the in-flight budget: the HTTP
+   * server reserved it as it arrived (429 there when it did not fit). */
   size_t body = req->body.len;
-  in->accounted = body;
-  int64_t now = atomic_fetch_add(&sg_metrics.inflight_bytes, (int64_t)body) + (int64_t)body;
-  if ((size_t)now > cfg->max_inflight_bytes) {
-    fail(in, 429, "the gateway is at its in-flight memory limit; retry later", "Retry-After: 1\r\n");
-    return;
-  }
   atomic_fetch_add(&sg_metrics.bytes_received, body);
 
   const char *ce = sg_http_header(req, "content-encoding");
@@ -207,22 +206,33 @@ static void decode_and_store(ingest_t *in) {
   }
   const uint8_t *p = (const uint8_t *)req->body.data;
   size_t n = body;
-  int rc = sg_inflate(p, n, enc, cfg->max_decompressed_bytes, &in->inflated);
-  if (rc == SG_ETOOBIG) {
-    fail(in, 413, "request body exceeds max_decompressed_bytes once decompressed", NULL);
+  int rc = 0;
+  int compressed = sg_encoding_resolve(p, n, enc) != SG_ENC_IDENTITY; /* identity: decoded in place */
+  if (compressed)
+    rc = sg_inflate_ex(p, n, enc, cfg->max_decompressed_bytes, &in->inflated, inflate_grow_cb, in);
+  if (rc == SG_EBUSY) {
+    fail(in, 429, "the gateway is at its in-flight memory limit (max_inflight_bytes); retry later",
+         "Retry-After: 1\r\n");
     return;
   }
-  if (rc != 0 && rc != SG_ENOTFOUND) {
-    fail(in, 400, enc == SG_ENC_AUTO ? "request body looks compressed but does not decompress"
-                                     : "request body does not decompress as its Content-Encoding says",
+  if (rc == SG_ETOOBIG) {
+    fail(in, 413, in->budget_rc == SG_ETOOBIG
+                      ? "request body exceeds max_inflight_bytes once decompressed"
+                      : "request body exceeds max_decompressed_bytes once decompressed",
          NULL);
     return;
   }
-  if (rc == 0) { /* it was compressed: use the inflated copy */
+  if (rc != 0) {
+    fail(in, rc == SG_ENOMEM ? 503 : 400,
+         rc == SG_ENOMEM ? "out of memory"
+         : enc == SG_ENC_AUTO ? "request body looks compressed but does not decompress"
+                              : "request body does not decompress as its Content-Encoding says",
+         rc == SG_ENOMEM ? "Retry-After: 1\r\n" : NULL);
+    return;
+  }
+  if (compressed) { /* use the inflated copy */
     p = (const uint8_t *)in->inflated.data;
     n = in->inflated.len;
-    in->accounted += n;
-    atomic_fetch_add(&sg_metrics.inflight_bytes, (int64_t)n);
   }
 
   sg_buf_t err = SG_BUF_INIT;

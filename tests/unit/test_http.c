@@ -58,6 +58,13 @@ struct fx_s {
   int obs_null_req[32];
   int nobs;
   int served_by[2];
+  /* in-flight budget (shared by the loop and the client thread) */
+  _Atomic int64_t inflight;
+  int64_t min_inflight;      /* lowest value seen at a response */
+  sg_http_req_t *held;       /* "hold=1": kept until a "release=1" */
+  int reserve_rc[8];         /* "reserve=N": sg_http_req_reserve()'s results */
+  int64_t seen[8];           /* the counter before and after each reserve */
+  int nreserve;
   /* client side */
   char resp[RESP_MAX][RESP_CAP];
   int nresp;
@@ -117,6 +124,22 @@ static void handler(sg_http_req_t *req, void *ctx) {
   int nc = sg_http_server_connections(fx->srv[sc->id]);
   if (nc > fx->max_conns_seen) fx->max_conns_seen = nc;
   if (strstr(req->query, "shutdown=1") != NULL) start_shutdown(fx);
+  const char *rs = strstr(req->query, "reserve=");
+  if (rs != NULL && fx->nreserve < 4) {
+    int k = fx->nreserve++;
+    fx->seen[2 * k] = atomic_load(&fx->inflight);
+    fx->reserve_rc[k] = sg_http_req_reserve(req, strtoul(rs + 8, NULL, 10));
+    fx->seen[2 * k + 1] = atomic_load(&fx->inflight);
+  }
+  if (strstr(req->query, "hold=1") != NULL) {
+    fx->held = req;
+    return;
+  }
+  if (strstr(req->query, "release=1") != NULL && fx->held != NULL) {
+    sg_http_req_t *h = fx->held;
+    fx->held = NULL;
+    echo(sc, h);
+  }
   const char *size = strstr(req->query, "size=");
   if (size != NULL) {
     size_t n = strtoul(size + 5, NULL, 10);
@@ -144,6 +167,8 @@ static void observer(void *ctx, const sg_http_req_t *req, int status, uint64_t d
   (void)duration_ns;
   (void)bytes_in;
   fx_t *fx = ctx;
+  int64_t v = atomic_load(&fx->inflight);
+  if (v < fx->min_inflight) fx->min_inflight = v;
   if (fx->nobs < 32) {
     fx->obs_status[fx->nobs] = status;
     fx->obs_null_req[fx->nobs] = req == NULL;
@@ -764,6 +789,160 @@ static void test_half_close(void **st) {
   free(fx);
 }
 
+/* ---------------------------------------------------------------- in-flight budget */
+
+/* Wait (bounded) until the shared counter reads want; 1 if it did. */
+static int wait_inflight(fx_t *fx, int64_t want) {
+  long t0 = now_ms();
+  while (now_ms() - t0 < 3000) {
+    if (atomic_load(&fx->inflight) == want) return 1;
+    usleep(1000);
+  }
+  return 0;
+}
+
+static void cl_body(cl_t *c, size_t n) {
+  static char junk[20000];
+  memset(junk, 'b', sizeof junk);
+  cl_send(c, junk, n);
+}
+
+/* Every path a request can end by gives its bytes back: answered, over the
+ * budget, never fitting, client gone while receiving or while the handler
+ * holds it, timed out, too large. flags[i] records each wait. */
+static void c_budget(fx_t *fx) {
+  cl_t *a = malloc(sizeof *a), *b = malloc(sizeof *b);
+  char r[RESP_CAP];
+  int f = 0;
+  /* answered: the body is counted when the handler gets it, a handler's
+   * reservation adds to it, and both go with the answer */
+  cl_open(a, fx->port);
+  cl_puts(a, "POST /a?reserve=500 HTTP/1.1\r\nHost: h\r\nContent-Length: 3000\r\n\r\n");
+  cl_body(a, 3000);
+  rec(fx, a, 0);                               /* resp[0]: 200 */
+  fx->flags[f++] = wait_inflight(fx, 0);       /* 0 */
+  cl_close(a);
+
+  /* a holds 10000 bytes with the handler */
+  cl_open(a, fx->port);
+  cl_puts(a, "POST /hold?hold=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 10000\r\n\r\n");
+  cl_body(a, 10000);
+  fx->flags[f++] = wait_inflight(fx, 10000);   /* 1 */
+  /* a Content-Length that does not fit now: 429 before any body byte */
+  cl_open(b, fx->port);
+  cl_puts(b, "POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 7000\r\n\r\n");
+  rec(fx, b, 0);                               /* resp[1]: 429 */
+  fx->flags[f++] = cl_closed(b);               /* 2 */
+  cl_close(b);
+  /* chunked: the first chunk fits (4 KiB counted), the second pushes past */
+  cl_open(b, fx->port);
+  cl_puts(b, "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n");
+  cl_body(b, 1000);
+  cl_puts(b, "\r\n");
+  fx->flags[f++] = wait_inflight(fx, 10000 + 4095); /* 3 */
+  cl_puts(b, "1388\r\n");                      /* 5000 more: the buffer doubles to 8 KiB */
+  rec(fx, b, 0);                               /* resp[2]: 429 */
+  cl_close(b);
+  fx->flags[f++] = wait_inflight(fx, 10000);   /* 4 */
+  /* a handler's reservation: no room now (EBUSY), or never (ETOOBIG) */
+  cl_open(b, fx->port);
+  cl_puts(b, "POST /d?reserve=6000 HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n");
+  cl_body(b, 1000);
+  rec(fx, b, 0);                               /* resp[3]: 200 */
+  cl_puts(b, "GET /e?reserve=20000 HTTP/1.1\r\nHost: h\r\n\r\n");
+  rec(fx, b, 0);                               /* resp[4]: 200 */
+  cl_close(b);
+  fx->flags[f++] = wait_inflight(fx, 10000);   /* 5 */
+  /* the held request is answered: everything back */
+  cl_open(b, fx->port);
+  cl_puts(b, "GET /r?release=1 HTTP/1.1\r\nHost: h\r\n\r\n");
+  rec(fx, a, 0);                               /* resp[5]: 200 (the held one) */
+  rec(fx, b, 0);                               /* resp[6]: 200 */
+  cl_close(a);
+  cl_close(b);
+  fx->flags[f++] = wait_inflight(fx, 0);       /* 6 */
+
+  /* a body larger than the whole budget could never fit: 413 */
+  cl_open(a, fx->port);
+  cl_puts(a, "POST /n HTTP/1.1\r\nHost: h\r\nContent-Length: 17000\r\n\r\n");
+  rec(fx, a, 0);                               /* resp[7]: 413 */
+  cl_close(a);
+  fx->flags[f++] = wait_inflight(fx, 0);       /* 7 */
+
+  /* client gone while the body arrives */
+  cl_open(a, fx->port);
+  cl_puts(a, "POST /g HTTP/1.1\r\nHost: h\r\nContent-Length: 5000\r\n\r\n");
+  cl_body(a, 100);
+  fx->flags[f++] = wait_inflight(fx, 5000);    /* 8 */
+  cl_reset(a);
+  fx->flags[f++] = wait_inflight(fx, 0);       /* 9 */
+
+  /* client gone while the handler holds the request: released with the
+   * (dropped) answer */
+  cl_open(a, fx->port);
+  cl_puts(a, "POST /h?hold=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 2000\r\n\r\n");
+  cl_body(a, 2000);
+  fx->flags[f++] = wait_inflight(fx, 2000);    /* 10 */
+  cl_reset(a);
+  cl_open(b, fx->port);
+  cl_puts(b, "GET /r?release=1 HTTP/1.1\r\nHost: h\r\n\r\n");
+  if (cl_response(b, r, 0) > 0) fx->flags[f] = 1;  /* 11 */
+  f++;
+  cl_close(b);
+  fx->flags[f++] = wait_inflight(fx, 0);       /* 12 */
+
+  /* timed out halfway through the body: 408, released */
+  cl_open(a, fx->port);
+  cl_puts(a, "POST /t HTTP/1.1\r\nHost: h\r\nContent-Length: 3000\r\n\r\n");
+  cl_body(a, 10);
+  if (cl_response(a, r, 0) > 0 && strncmp(r, "HTTP/1.1 408 ", 13) == 0) fx->flags[f] = 1; /* 13 */
+  f++;
+  cl_close(a);
+  fx->flags[f++] = wait_inflight(fx, 0);       /* 14 */
+  free(a);
+  free(b);
+}
+
+static void test_inflight_budget(void **st) {
+  (void)st;
+  fx_t *fx = fx_new();
+  sg_http_limits_t lim = {.max_body_bytes = 20000, .read_timeout_ms = 300,
+                          .inflight = &fx->inflight, .max_inflight_bytes = 16000};
+  fx_run(fx, 1, &lim, c_budget);
+  for (int i = 0; i <= 14; i++)
+    if (fx->flags[i] != 1) fail_msg("step %d failed (counter now %lld)", i, (long long)fx->inflight);
+  assert_int_equal(fx->nresp, 8);
+  assert_status(fx->resp[0], 200);
+  assert_status(fx->resp[1], 429);
+  assert_has(fx->resp[1], "Retry-After: 1\r\n");
+  assert_has(fx->resp[1], "Connection: close\r\n");
+  assert_has(body_of(fx->resp[1]), "{\"error\":\"");
+  assert_has(body_of(fx->resp[1]), "16000 bytes");
+  assert_status(fx->resp[2], 429);
+  assert_status(fx->resp[3], 200);
+  assert_status(fx->resp[4], 200);
+  assert_status(fx->resp[5], 200);
+  assert_has(body_of(fx->resp[5]), "POST /hold?hold=1 x-test=- srv=0 body=bbbb");
+  assert_status(fx->resp[6], 200);
+  assert_status(fx->resp[7], 413);
+  assert_has(body_of(fx->resp[7]), "in-flight memory limit of 16000 bytes");
+  /* the first request: its body counted, then the handler's 500 */
+  assert_int_equal(fx->reserve_rc[0], 0);
+  assert_int_equal(fx->seen[0], 3000);
+  assert_int_equal(fx->seen[1], 3500);
+  /* with 10000 held: 1000 + 6000 more does not fit now */
+  assert_int_equal(fx->reserve_rc[1], SG_EBUSY);
+  assert_int_equal(fx->seen[2], 11000);
+  assert_int_equal(fx->seen[3], 11000);
+  /* 20000 never fits */
+  assert_int_equal(fx->reserve_rc[2], SG_ETOOBIG);
+  assert_int_equal(fx->seen[5], 10000);
+  assert_int_equal(fx->gone_seen, 1); /* /h, reset while held */
+  assert_true(fx->min_inflight >= 0);
+  assert_int_equal(atomic_load(&fx->inflight), 0);
+  free(fx);
+}
+
 static void c_reuseport(fx_t *fx) {
   cl_t *c = malloc(sizeof *c);
   for (int i = 0; i < 40; i++) {
@@ -927,6 +1106,7 @@ int main(void) {
       cmocka_unit_test(test_client_disconnects),
       cmocka_unit_test(test_shutdown_waits_for_gone_request),
       cmocka_unit_test(test_half_close),
+      cmocka_unit_test(test_inflight_budget),
       cmocka_unit_test(test_reuseport),
       cmocka_unit_test(test_graceful_shutdown),
       cmocka_unit_test(test_max_connections),
