@@ -29,17 +29,26 @@ typedef struct sg__ingest_s {
 } ingest_t;
 
 static void answer_ok(ingest_t *in);
+static void fail(ingest_t *in, int status, const char *msg, const char *extra);
 
 /* Runs once per loop turn while requests wait for their spool rows to be
- * durable: one fsync for all of them, then their answers. */
+ * durable: one fsync for all of them, then their answers. When the fsync
+ * fails (chsink logs it) the rows may not survive a crash, and nothing else
+ * records them for ClickHouse: those requests get 503, not 200. Their spans
+ * are in PostgreSQL; the client's retry is an idempotent upsert that spools
+ * them again (into a fresh segment). */
 static void sync_cb(uv_timer_t *t) {
   sg_worker_t *w = t->data;
   ingest_t *in = w->sync_head;
   w->sync_head = w->sync_tail = NULL;
-  if (w->ch) sg_chsink_sync(w->ch); /* a failure is logged; PostgreSQL has the spans either way */
+  int rc = w->ch ? sg_chsink_sync(w->ch) : 0;
   while (in) {
     ingest_t *next = in->next;
-    answer_ok(in);
+    if (rc == 0)
+      answer_ok(in);
+    else
+      fail(in, 503, "the spans were stored but could not be queued durably for ClickHouse; "
+                    "retry the request (it is idempotent)", "Retry-After: 1\r\n");
     in = next;
   }
 }
