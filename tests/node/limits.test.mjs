@@ -32,6 +32,7 @@ test('a client that half-closes after its request still gets the answer', async 
     assert.match(out, /^HTTP\/1\.1 200 /, `answer: ${JSON.stringify(out.slice(0, 200))}`);
     assert.match(out, /"count":1/);
     assert.equal((await gw.query(`SELECT count(*)::int AS n FROM spans WHERE span_name = 'hc'`))[0].n, 1);
+    assert.deepEqual(await gw.stop(), { code: 0, signal: null }, 'clean exit');
   } finally { await gw.stop(); }
 });
 
@@ -124,6 +125,7 @@ test('bodies still arriving count against max_inflight_bytes: new bodies get 429
     for (const c of slow) c.s.destroy();
     assert.ok(await until(async () => (await metric(gw, 'spangate_inflight_bytes')) === 0), 'released when the clients leave');
     assert.equal((await postJson(gw, '/v1/spans', spans)).status, 200);
+    assert.deepEqual(await gw.stop(), { code: 0, signal: null }, 'clean exit');
   } finally {
     for (const c of slow) c.s.destroy();
     await gw.stop();
@@ -158,6 +160,7 @@ test('a compressed body counts its decompressed size: 429 when that does not fit
     assert.equal(r2.status, 413, r2.text);
     assert.match(r2.json().error, /max_inflight_bytes/);
     assert.equal(await metric(gw, 'spangate_inflight_bytes'), 0);
+    assert.deepEqual(await gw.stop(), { code: 0, signal: null }, 'clean exit');
   } finally {
     for (const c of slow) c.s.destroy();
     await gw.stop();

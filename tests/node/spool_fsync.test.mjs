@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startGateway, postJson, request, KEY_A, until } from './lib/harness.mjs';
+import { startGateway, postJson, request, until, BIN } from './lib/harness.mjs';
 
 const FIU = '/usr/lib/fiu';
 
@@ -21,12 +21,13 @@ async function metric(gw, name) {
 test('a failed spool fsync answers 503 with Retry-After; the retry is stored and reaches ClickHouse', async () => {
   assert.ok(existsSync(`${FIU}/fiu_posix_preload.so`), 'fiu-utils is installed (scripts/deps.sh)');
   const fifo = join(mkdtempSync(join(tmpdir(), 'sg-fiu-')), 'ctrl');
-  const asan = [process.env.ASAN_OPTIONS, 'verify_asan_link_order=0'].filter(Boolean).join(':');
+  // The ASan build's runtime must come first in the preload list.
+  const asan = execFileSync('ldd', [BIN]).toString().match(/=>\s*(\S*libasan\.so\S*)/);
   const gw = await startGateway({
     clickhouse: true, workers: 1,
     env: {
-      LD_PRELOAD: `${FIU}/fiu_run_preload.so ${FIU}/fiu_posix_preload.so`,
-      FIU_CTRL_FIFO: fifo, FIU_ENABLE: '', ASAN_OPTIONS: asan,
+      LD_PRELOAD: [asan && asan[1], `${FIU}/fiu_run_preload.so`, `${FIU}/fiu_posix_preload.so`].filter(Boolean).join(' '),
+      FIU_CTRL_FIFO: fifo, FIU_ENABLE: '',
     },
   });
   const fiu = (cmd) => execFileSync('fiu-ctrl', ['-f', fifo, '-c', cmd, String(gw.proc.pid)], { stdio: 'pipe' });
@@ -55,5 +56,6 @@ test('a failed spool fsync answers 503 with Retry-After; the retry is stored and
       return c === 2 ? c : 0;
     });
     assert.equal(n, 2, 'both spans reach ClickHouse, once each');
+    assert.deepEqual(await gw.stop(), { code: 0, signal: null }, 'clean exit');
   } finally { await gw.stop(); }
 });

@@ -56,5 +56,6 @@ return M
     assert.doesNotMatch(gw.log, /cannot be written to ClickHouse/);
     // The answers that are not a number of days are logged as hook errors.
     assert.match(gw.log, /M\.retention_days must return a number of days >= 0 or nil/);
+    assert.deepEqual(await gw.stop(), { code: 0, signal: null }, 'clean exit');
   } finally { await gw.stop(); }
 });
