@@ -62,6 +62,7 @@ struct fx_s {
   _Atomic int64_t inflight;
   int64_t min_inflight;      /* lowest value seen at a response */
   sg_http_req_t *held;       /* "hold=1": kept until a "release=1" */
+  _Atomic int holding;       /* requests the handler has held so far */
   int reserve_rc[8];         /* "reserve=N": sg_http_req_reserve()'s results */
   int64_t seen[8];           /* the counter before and after each reserve */
   int nreserve;
@@ -114,6 +115,27 @@ static void start_shutdown(fx_t *fx) {
   }
 }
 
+/* "release=gone": answer the held request once the server has seen its
+ * client leave (polled on the loop, at most 2 s), then this one. */
+typedef struct {
+  uv_timer_t t;
+  sg_http_req_t *req;
+  srv_ctx_t *sc;
+  int tries;
+} gone_wait_t;
+
+static void on_gone_poll(uv_timer_t *t) {
+  gone_wait_t *g = t->data;
+  fx_t *fx = g->sc->fx;
+  if (!sg_http_req_gone(fx->held) && ++g->tries < 2000) return;
+  sg_http_req_t *h = fx->held;
+  fx->held = NULL;
+  echo(g->sc, h);
+  echo(g->sc, g->req);
+  uv_timer_stop(t);
+  uv_close((uv_handle_t *)t, later_closed);
+}
+
 /* Echoes the request. Query words steer it: "async=N" answers after N ms
  * from a timer, "shutdown=1" starts the graceful shutdown first. */
 static void handler(sg_http_req_t *req, void *ctx) {
@@ -133,6 +155,16 @@ static void handler(sg_http_req_t *req, void *ctx) {
   }
   if (strstr(req->query, "hold=1") != NULL) {
     fx->held = req;
+    atomic_fetch_add(&fx->holding, 1);
+    return;
+  }
+  if (strstr(req->query, "release=gone") != NULL && fx->held != NULL) {
+    gone_wait_t *g = calloc(1, sizeof *g);
+    g->req = req;
+    g->sc = sc;
+    uv_timer_init(&fx->loop, &g->t);
+    g->t.data = g;
+    uv_timer_start(&g->t, on_gone_poll, 1, 1);
     return;
   }
   if (strstr(req->query, "release=1") != NULL && fx->held != NULL) {
@@ -791,6 +823,16 @@ static void test_half_close(void **st) {
 
 /* ---------------------------------------------------------------- in-flight budget */
 
+/* Wait (bounded) until the handler has held n requests; 1 if it did. */
+static int wait_holding(fx_t *fx, int n) {
+  long t0 = now_ms();
+  while (now_ms() - t0 < 3000) {
+    if (atomic_load(&fx->holding) == n) return 1;
+    usleep(1000);
+  }
+  return 0;
+}
+
 /* Wait (bounded) until the shared counter reads want; 1 if it did. */
 static int wait_inflight(fx_t *fx, int64_t want) {
   long t0 = now_ms();
@@ -827,7 +869,7 @@ static void c_budget(fx_t *fx) {
   cl_open(a, fx->port);
   cl_puts(a, "POST /hold?hold=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 10000\r\n\r\n");
   cl_body(a, 10000);
-  fx->flags[f++] = wait_inflight(fx, 10000);   /* 1 */
+  fx->flags[f++] = wait_holding(fx, 1) && wait_inflight(fx, 10000); /* 1 */
   /* a Content-Length that does not fit now: 429 before any body byte */
   cl_open(b, fx->port);
   cl_puts(b, "POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 7000\r\n\r\n");
@@ -882,10 +924,10 @@ static void c_budget(fx_t *fx) {
   cl_open(a, fx->port);
   cl_puts(a, "POST /h?hold=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 2000\r\n\r\n");
   cl_body(a, 2000);
-  fx->flags[f++] = wait_inflight(fx, 2000);    /* 10 */
+  fx->flags[f++] = wait_holding(fx, 2) && wait_inflight(fx, 2000); /* 10 */
   cl_reset(a);
   cl_open(b, fx->port);
-  cl_puts(b, "GET /r?release=1 HTTP/1.1\r\nHost: h\r\n\r\n");
+  cl_puts(b, "GET /r?release=gone HTTP/1.1\r\nHost: h\r\n\r\n");
   if (cl_response(b, r, 0) > 0) fx->flags[f] = 1;  /* 11 */
   f++;
   cl_close(b);
