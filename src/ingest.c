@@ -213,7 +213,9 @@ static void decode_and_store(ingest_t *in) {
     sg_buf_free(&m);
     return;
   }
-  const uint8_t *p = (const uint8_t *)req->body.data;
+  /* The body buffer is NUL-terminated once allocated; an empty body has
+   * none, and the decoders get "" rather than NULL. */
+  const uint8_t *p = (const uint8_t *)(req->body.data ? req->body.data : "");
   size_t n = body;
   int rc = 0;
   int compressed = sg_encoding_resolve(p, n, enc) != SG_ENC_IDENTITY; /* identity: decoded in place */
