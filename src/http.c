@@ -124,6 +124,8 @@ void sg_http_limits_default(sg_http_limits_t *lim) {
   lim->linger_ms = 2000;
   lim->max_connections = 10000;
   lim->backlog = SOMAXCONN;
+  lim->inflight = NULL;
+  lim->max_inflight_bytes = 0;
 }
 
 const char *sg_http_status_text(int status) {
