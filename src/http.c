@@ -202,8 +202,9 @@ int sg_http_req_reserve(sg_http_req_t *pub, size_t n) { return budget_take((req_
 /* Make room in r's body for n more bytes, counted before it is allocated.
  * exact (a Content-Length): the buffer gets just that; otherwise (chunks)
  * its capacity at least doubles, up to max_body_bytes, so appends stay
- * cheap. The counted size is the capacity without the NUL. 0, SG_EBUSY,
- * SG_ETOOBIG or SG_ENOMEM (the bytes stay counted until r is freed). */
+ * cheap, unless only the exact size fits in the budget. The counted size
+ * is the capacity without the NUL. 0, SG_EBUSY, SG_ETOOBIG or SG_ENOMEM
+ * (the bytes stay counted until r is freed). */
 static int body_room(req_t *r, size_t n, int exact) {
   sg_buf_t *b = &r->pub.body;
   if (n == 0 || n > SIZE_MAX / 2 - b->len) return n == 0 ? 0 : SG_ETOOBIG;
@@ -216,7 +217,10 @@ static int body_room(req_t *r, size_t n, int exact) {
     if (dbl > top) dbl = top;
     if (dbl > cap) cap = dbl;
   }
-  int rc = budget_take(r, (cap - 1) - (b->cap ? b->cap - 1 : 0));
+  size_t had = b->cap ? b->cap - 1 : 0;
+  int rc = budget_take(r, (cap - 1) - had);
+  /* Near the limit, doubling could refuse a body that fits: grow exactly. */
+  if (rc != 0 && cap > need && (rc = budget_take(r, (need - 1) - had)) == 0) cap = need;
   if (rc != 0) return rc;
   char *d = realloc(b->data, cap);
   if (d == NULL) return SG_ENOMEM;

@@ -876,13 +876,18 @@ static void c_budget(fx_t *fx) {
   rec(fx, b, 0);                               /* resp[1]: 429 */
   fx->flags[f++] = cl_closed(b);               /* 2 */
   cl_close(b);
-  /* chunked: the first chunk fits (4 KiB counted), the second pushes past */
+  /* chunked: the first chunk fits (4 KiB counted); the second fits only
+   * without doubling (exactly the limit); the third pushes past */
   cl_open(b, fx->port);
   cl_puts(b, "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n");
   cl_body(b, 1000);
   cl_puts(b, "\r\n");
   fx->flags[f++] = wait_inflight(fx, 10000 + 4095); /* 3 */
-  cl_puts(b, "1388\r\n");                      /* 5000 more: the buffer doubles to 8 KiB */
+  cl_puts(b, "1388\r\n");                      /* 5000 more */
+  cl_body(b, 5000);
+  cl_puts(b, "\r\n");
+  fx->flags[15] = wait_inflight(fx, 16000);
+  cl_puts(b, "1\r\n");
   rec(fx, b, 0);                               /* resp[2]: 429 */
   cl_close(b);
   fx->flags[f++] = wait_inflight(fx, 10000);   /* 4 */
@@ -951,7 +956,7 @@ static void test_inflight_budget(void **st) {
   sg_http_limits_t lim = {.max_body_bytes = 20000, .read_timeout_ms = 300,
                           .inflight = &fx->inflight, .max_inflight_bytes = 16000};
   fx_run(fx, 1, &lim, c_budget);
-  for (int i = 0; i <= 14; i++)
+  for (int i = 0; i <= 15; i++)
     if (fx->flags[i] != 1) fail_msg("step %d failed (counter now %lld)", i, (long long)fx->inflight);
   assert_int_equal(fx->nresp, 8);
   assert_status(fx->resp[0], 200);
