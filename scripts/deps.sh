@@ -29,6 +29,7 @@ pkgs=(
     clang libclang-rt-14-dev wrk gnuplot-nox
     curl procps
     iproute2 # ss, used by scripts/freeport.sh
+    fiu-utils # fault injection (a failing fdatasync) in tests/node/limits.test.mjs
 )
 # Node may come from elsewhere than Debian (nvm, a tarball, NodeSource...):
 # then Debian's nodejs/npm would only clash with it.

@@ -1329,7 +1329,7 @@ static int raw_row_encode(sg_lua_io_t *io, rows_t *src, int i, const uint8_t pro
         why = io->lazy_err;
       }
     }
-    if (days > 0) exp = t.created_at_us + (int64_t)(days * 86400e6);
+    exp = sg_span_expires_us(t.created_at_us, days);
     hook_span_clear(&s);
   }
   if (rc == 0) {
@@ -1408,7 +1408,7 @@ static int encode_spans(lua_State *L, sg_lua_io_t *io, const uint8_t project[16]
     if (rc == 0) {
       double days = -1;
       if (has_ttl) sg_lua_retention_days(io->hooks, project, &s, &days);
-      int64_t exp = days > 0 ? s.created_at_us + (int64_t)(days * 86400e6) : INT64_MAX;
+      int64_t exp = sg_span_expires_us(s.created_at_us, days);
       rc = sg_ch_row_encode(&io->ver, project, &s, exp, body);
       if (rc) why = "value out of ClickHouse's range";
     }

@@ -238,6 +238,8 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
   lim.write_timeout_ms = (uint64_t)cfg->read_timeout_ms;
   lim.max_connections = (size_t)cfg->max_connections;
   lim.backlog = 1024;
+  lim.inflight = &sg_metrics.inflight_bytes; /* one budget for every worker */
+  lim.max_inflight_bytes = cfg->max_inflight_bytes;
   w->http = sg_http_server_new(&w->loop, w->listen_fd, &lim, sg__router_handle, w);
   if (!w->http) return SG_ENOMEM;
   sg_http_server_set_observer(w->http, observe, w);

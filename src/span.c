@@ -443,6 +443,17 @@ void sg_time_format(int64_t us, char out[32]) {
   out[31] = '\0';
 }
 
+int64_t sg_span_expires_us(int64_t created_us, double days) {
+  if (!(days > 0)) return INT64_MAX; /* also NaN */
+  /* 9e18 µs is 285,000 years: a double below it converts to int64 exactly
+   * enough and without undefined behaviour; anything above is never. */
+  double add = days * (double)US_PER_DAY;
+  if (!(add < 9e18)) return INT64_MAX;
+  int64_t a = (int64_t)add; /* truncated toward zero, as ttl_plan.lua assumes */
+  if (created_us > INT64_MAX - a) return INT64_MAX;
+  return created_us + a;
+}
+
 /* ---- text ------------------------------------------------------------------ */
 
 /* Length of the valid UTF-8 sequence at p (1..4), or 0 when it is not valid;

@@ -193,6 +193,12 @@ int sg_time_from_epoch_digits(const char *s, size_t n, int64_t *us);
 int sg_time_from_epoch_int(int64_t v, int64_t *us);
 /* "2024-01-02T03:04:05.123456Z" (always 6 fractional digits), 27 chars + NUL. */
 void sg_time_format(int64_t us, char out[32]);
+/* When a span created at created_us and kept for days (ttl.lua's answer)
+ * expires, in µs since the epoch; INT64_MAX means never. days that are not
+ * > 0 (0, negative, NaN) keep it forever, and so does a retention whose end
+ * int64 µs cannot hold: the sum saturates instead of overflowing (the row
+ * encoder stores anything past 2105-12-31 as never anyway). */
+int64_t sg_span_expires_us(int64_t created_us, double days);
 
 /* ---- text ---------------------------------------------------------------- */
 

@@ -195,6 +195,62 @@ static void test_exact_limit(void **st) {
   free(c);
 }
 
+/* A budget that allows up to left bytes of growth in all. */
+typedef struct {
+  size_t left, asked, calls;
+} budget_t;
+
+static int budget_cb(void *arg, size_t n) {
+  budget_t *b = arg;
+  b->calls++;
+  if (n > b->left) return SG_EBUSY;
+  b->left -= n;
+  b->asked += n;
+  return 0;
+}
+
+/* Every byte the output allocates is asked for first; a refusal stops the
+ * inflater with the budget's code and leaves the output as it was. */
+static void test_grow_budget(void **st) {
+  (void)st;
+  size_t n = 1u << 20, cn;
+  char *plain = malloc(n);
+  for (size_t i = 0; i < n; i++) plain[i] = (char)('a' + (i * 7 % 13));
+  uint8_t *c = compress_wb(plain, n, 31, &cn);
+
+  budget_t b = {SIZE_MAX, 0, 0};
+  sg_buf_t out = SG_BUF_INIT;
+  assert_int_equal(sg_inflate_ex(c, cn, SG_ENC_AUTO, 4u << 20, &out, budget_cb, &b), 0);
+  assert_int_equal(out.len, n);
+  assert_memory_equal(out.data, plain, n);
+  assert_int_equal(b.asked, out.cap); /* all of it, growth by growth */
+  assert_true(b.calls > 1);
+  sg_buf_free(&out);
+
+  /* room for 256 KiB only: refused on the way, with the budget's code */
+  b = (budget_t){256u << 10, 0, 0};
+  assert_int_equal(sg_inflate_ex(c, cn, SG_ENC_GZIP, 4u << 20, &out, budget_cb, &b), SG_EBUSY);
+  assert_int_equal(out.len, 0);
+  assert_true(out.cap == b.asked && b.asked <= 256u << 10);
+  sg_buf_free(&out);
+
+  /* identity is counted too (a copy is made) */
+  b = (budget_t){SIZE_MAX, 0, 0};
+  assert_int_equal(sg_inflate_ex((const uint8_t *)plain, 1000, SG_ENC_IDENTITY, n, &out, budget_cb, &b), 0);
+  assert_int_equal(b.asked, out.cap);
+  sg_buf_free(&out);
+  b = (budget_t){999, 0, 0};
+  assert_int_equal(sg_inflate_ex((const uint8_t *)plain, 1000, SG_ENC_IDENTITY, n, &out, budget_cb, &b), SG_EBUSY);
+  assert_null(out.data);
+
+  /* what the first bytes say */
+  assert_int_equal(sg_encoding_resolve(c, cn, SG_ENC_AUTO), SG_ENC_GZIP);
+  assert_int_equal(sg_encoding_resolve((const uint8_t *)plain, n, SG_ENC_AUTO), SG_ENC_IDENTITY);
+  assert_int_equal(sg_encoding_resolve((const uint8_t *)plain, n, SG_ENC_GZIP), SG_ENC_GZIP);
+  free(c);
+  free(plain);
+}
+
 static void test_encoding_parse(void **st) {
   (void)st;
   assert_int_equal(sg_encoding_parse(NULL, 0), SG_ENC_IDENTITY);
@@ -212,7 +268,7 @@ int main(void) {
       cmocka_unit_test(test_formats),     cmocka_unit_test(test_identity),
       cmocka_unit_test(test_concatenated_gzip), cmocka_unit_test(test_bad),
       cmocka_unit_test(test_bomb),        cmocka_unit_test(test_exact_limit),
-      cmocka_unit_test(test_encoding_parse),
+      cmocka_unit_test(test_encoding_parse), cmocka_unit_test(test_grow_budget),
   };
   return cmocka_run_group_tests_name("inflate", tests, NULL, NULL);
 }
