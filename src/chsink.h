@@ -45,6 +45,8 @@ typedef struct {
   uint64_t dead_rows;
   uint64_t encode_rejects;   /* spans the row encoder refused (out of range) */
   uint64_t gaps;             /* spans recorded as gaps (spool full / unavailable) */
+  uint64_t dead_letter_failures; /* dead-letter writes that failed (the rows were kept) */
+  uint64_t spool_errors;     /* other spool operations that failed (nothing was lost) */
   int reachable;             /* last attempt reached ClickHouse (1), or not (0) */
   uint64_t spool_bytes, spool_records;
   int64_t spool_oldest_us;   /* append time of the oldest unsent row, 0 if none */

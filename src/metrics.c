@@ -158,6 +158,13 @@ int sg_metrics_render(sg_buf_t *o) {
           "Committed spans not spooled (spool full or ClickHouse version unknown), recorded in "
           "spangate_ch_gaps for `spangate migrate`.",
           LOAD(sg_metrics.ch_gap_spans));
+  counter(o, "spangate_clickhouse_dead_letter_failures_total",
+          "Rejected records that could not be written to the dead-letter files (they stay in the "
+          "spool and the write is retried).",
+          LOAD(sg_metrics.ch_dead_letter_failures));
+  counter(o, "spangate_spool_errors_total",
+          "Other spool operations that failed (the rows were kept and are sent again).",
+          LOAD(sg_metrics.ch_spool_errors));
   counter(o, "spangate_ttl_rows_expired_total",
           "Rows the ClickHouse TTL sweep deleted (servers without native TTL).",
           LOAD(sg_metrics.ttl_rows_expired));

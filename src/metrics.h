@@ -74,6 +74,8 @@ typedef struct {
   _Atomic uint64_t ch_dead_rows;
   _Atomic uint64_t ch_encode_rejects;
   _Atomic uint64_t ch_gap_spans;
+  _Atomic uint64_t ch_dead_letter_failures;
+  _Atomic uint64_t ch_spool_errors;
   /* Retention. */
   _Atomic uint64_t ttl_rows_expired;    /* rows the ClickHouse sweep deleted */
   _Atomic int64_t ttl_last_sweep_s;     /* Unix time of the last completed sweep round */
