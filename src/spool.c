@@ -795,9 +795,9 @@ int sg_spool_sync(sg_spool_t *sp) {
 int sg_spool_seal(sg_spool_t *sp) {
   if (sp == NULL) return SG_EINVAL;
   seal_open(sp, 1);
-  int rc = sp->sticky_err;
-  sp->sticky_err = 0;
-  return rc;
+  /* Reported, and kept for sg_spool_sync(): the appends it covers belong to
+   * whoever syncs next, who must not be told they are durable. */
+  return sp->sticky_err;
 }
 
 /* ---- reading and acknowledging ----------------------------------------- */

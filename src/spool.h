@@ -204,7 +204,9 @@ int sg_spool_append(sg_spool_t *sp, const char *tag, const void *data, size_t le
 int sg_spool_sync(sg_spool_t *sp);
 
 /* Seal the open segment (synced first unless FSYNC_NEVER), so the reader can
- * take it; the next append opens a new one. A no-op if nothing is open. */
+ * take it; the next append opens a new one. A no-op if nothing is open. A
+ * failed sync is returned and also left for the next sg_spool_sync(), which
+ * is what tells the appenders whether their records are durable. */
 int sg_spool_seal(sg_spool_t *sp);
 
 /* The oldest sealed segment not already handed out, loaded and validated.
