@@ -70,6 +70,7 @@ static void publish_stats(sg_worker_t *w) {
     ls.spans_dropped += cur.spans_dropped;
     ls.spans_rejected += cur.spans_rejected;
   }
+  if (w->lua) sg_lua_rt_publish_metrics(w->lua, 0);
   PUB(pub_lua_calls, lua_calls, ls.calls);
   PUB(pub_lua_errors, lua_errors, ls.errors);
   PUB(pub_lua_kills, lua_budget_kills, ls.budget_kills);
@@ -153,6 +154,7 @@ static void reload_cb(uv_async_t *a) {
     w->lua_retired.budget_kills += old.budget_kills;
     w->lua_retired.spans_dropped += old.spans_dropped;
     w->lua_retired.spans_rejected += old.spans_rejected;
+    sg_lua_rt_publish_metrics(w->lua, 1);
     sg_lua_rt_free(w->lua);
     w->lua = fresh;
     atomic_fetch_add(&sg_metrics.lua_reloads, 1);
