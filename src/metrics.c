@@ -188,6 +188,19 @@ int sg_metrics_render(sg_buf_t *o) {
   counter(o, "spangate_pg_reconnects_total", "PostgreSQL reconnect attempts.",
           LOAD(sg_metrics.pg_reconnects));
   counter(o, "spangate_pg_errors_total", "PostgreSQL query errors.", LOAD(sg_metrics.pg_errors));
+  counter(o, "spangate_keys_reloads_total", "Keys file reloads (SIGHUP) that succeeded, per worker.",
+          LOAD(sg_metrics.keys_reloads));
+  counter(o, "spangate_keys_reload_failures_total",
+          "Keys file reloads refused (a bad line) or failed (unreadable), per worker.",
+          LOAD(sg_metrics.keys_reload_failures));
+  gauge(o, "spangate_keys_reload_failed",
+        "1 while the last keys file reload was refused or failed (fix the file, then SIGHUP).",
+        LOADS(sg_metrics.keys_reload_failed));
+  counter(o, "spangate_auth_lookups_total", "auth=agenta key look-ups sent to PostgreSQL.",
+          LOAD(sg_metrics.auth_lookups));
+  counter(o, "spangate_auth_lookups_limited_total",
+          "Keys not known to be good answered 503 by auth_lookup_rate (PostgreSQL not asked).",
+          LOAD(sg_metrics.auth_lookups_limited));
   counter(o, "spangate_lua_calls_total", "Lua hook calls.", LOAD(sg_metrics.lua_calls));
   counter(o, "spangate_lua_errors_total", "Lua hook calls that failed (budget kills included).",
           LOAD(sg_metrics.lua_errors));

@@ -75,6 +75,11 @@ typedef struct {
   _Atomic uint64_t ch_encode_rejects;
   _Atomic uint64_t ch_gap_spans;
   _Atomic uint64_t ch_dead_letter_failures;
+  _Atomic uint64_t keys_reloads;        /* keys file reloads (SIGHUP), per worker */
+  _Atomic uint64_t keys_reload_failures;
+  _Atomic int64_t keys_reload_failed;   /* 1 while the last keys file reload was refused */
+  _Atomic uint64_t auth_lookups;        /* auth=agenta look-ups sent to PostgreSQL */
+  _Atomic uint64_t auth_lookups_limited; /* unknown keys answered 503 by the look-up rate limit */
   _Atomic uint64_t lua_user_dropped;    /* script metric names refused export (see below) */
   _Atomic uint64_t ch_spool_errors;
   /* Retention. */

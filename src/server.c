@@ -164,12 +164,21 @@ static void reload_cb(uv_async_t *a) {
   sg_buf_reset(&err);
   if (!strcmp(w->cfg->auth, "keys")) {
     sg_auth_t *auth;
-    if (sg_auth_new(&w->loop, w->cfg, &auth, &err) == 0) {
+    size_t revoked;
+    int rc = sg_auth_reload(w->auth, w->cfg, &auth, &err, &revoked);
+    if (auth) {
       sg_auth_free(w->auth);
       w->auth = auth;
-    } else {
-      sg_error("auth", "keys file reload failed, the previous keys stay: %s", err.data);
     }
+    if (rc == SG_ECONFIG)
+      sg_error("auth", "keys file refused: %s; no key was added, and %zu key%s it no longer lists "
+                       "on a valid line %s revoked",
+               err.data, revoked, revoked == 1 ? "" : "s", revoked == 1 ? "is" : "are");
+    else if (rc != 0)
+      sg_error("auth", "keys file reload failed, the previous keys stay: %s",
+               err.data ? err.data : sg_strerror(rc));
+    atomic_fetch_add(rc ? &sg_metrics.keys_reload_failures : &sg_metrics.keys_reloads, 1);
+    atomic_store(&sg_metrics.keys_reload_failed, rc != 0);
   }
   sg_buf_free(&err);
 }
