@@ -282,21 +282,6 @@ static void test_poison(void **st) {
   env_close(&e);
 }
 
-/* The table of ClickHouse codes: bad data, try again, or the operator's. */
-static void test_code_class(void **st) {
-  (void)st;
-  assert_int_equal(sg_ch_code_class(27), SG_EPOISON);  /* CANNOT_PARSE_INPUT_ASSERTION_FAILED */
-  assert_int_equal(sg_ch_code_class(117), SG_EPOISON); /* INCORRECT_DATA */
-  assert_int_equal(sg_ch_code_class(691), SG_EPOISON); /* UNKNOWN_ELEMENT_OF_ENUM */
-  assert_int_equal(sg_ch_code_class(241), SG_EUNAVAIL); /* MEMORY_LIMIT_EXCEEDED */
-  assert_int_equal(sg_ch_code_class(252), SG_EUNAVAIL); /* TOO_MANY_PARTS */
-  assert_int_equal(sg_ch_code_class(60), SG_EIO);       /* UNKNOWN_TABLE */
-  assert_int_equal(sg_ch_code_class(516), SG_EIO);      /* AUTHENTICATION_FAILED */
-  /* A server bug on current versions, not the data's fault. */
-  assert_int_equal(sg_ch_code_class(49), 0);            /* LOGICAL_ERROR */
-  assert_int_equal(sg_ch_code_class(395), 0);           /* e.g. throwIf in a column default */
-}
-
 static void test_unavailable(void **st) {
   (void)st;
   env_t e;
@@ -763,7 +748,6 @@ int main(void) {
       cmocka_unit_test(test_database_param),
       cmocka_unit_test(test_gzip_insert),
       cmocka_unit_test(test_poison),
-      cmocka_unit_test(test_code_class),
       cmocka_unit_test(test_unavailable),
       cmocka_unit_test(test_timeout),
       cmocka_unit_test(test_server_timeout),
