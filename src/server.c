@@ -177,8 +177,8 @@ static void reload_cb(uv_async_t *a) {
     else if (rc != 0)
       sg_error("auth", "keys file reload failed, the previous keys stay: %s",
                err.data ? err.data : sg_strerror(rc));
+    atomic_store(&sg_metrics.keys_reload_failed, rc != 0); /* before the count that reveals it */
     atomic_fetch_add(rc ? &sg_metrics.keys_reload_failures : &sg_metrics.keys_reloads, 1);
-    atomic_store(&sg_metrics.keys_reload_failed, rc != 0);
   }
   sg_buf_free(&err);
 }
