@@ -91,12 +91,16 @@ static int64_t now_us(void) {
   return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
 }
 
-static void set_version(sg_chsink_t *s, const sg_ch_version_t *ver) {
+/* Without its INSERT statement the sink must not send anything (an empty
+ * query would come back as a syntax error, i.e. "poison"): the version stays
+ * unknown, so rows are recorded as gaps and the version is asked again. */
+static int set_version(sg_chsink_t *s, const sg_ch_version_t *ver) {
   s->ver = *ver;
-  s->have_ver = 1;
   snprintf(s->tag, sizeof s->tag, "spans/%s", (ver->caps & SG_CH_DATETIME64) ? "dt64" : "us");
   sg_buf_reset(&s->insert_sql);
-  sg_ch_insert_sql(&s->ver, s->cfg->clickhouse_database, &s->insert_sql);
+  int rc = sg_ch_insert_sql(&s->ver, s->cfg->clickhouse_database, &s->insert_sql);
+  s->have_ver = rc == 0;
+  return rc;
 }
 
 /* ---- server version ------------------------------------------------------- */
@@ -666,7 +670,7 @@ static void version_cb(void *arg, const sg_ch_result_t *r) {
   s->version_inflight = 0;
   sg_ch_version_t v;
   if (r->status == 0 && sg_ch_version_parse(r->body, &v) == 0) {
-    set_version(s, &v);
+    if (set_version(s, &v) != 0) return; /* out of memory: asked again */
     sg_info("clickhouse", "ClickHouse %d.%d reached; dual-write resumes", v.major, v.minor);
   }
 }
@@ -687,7 +691,7 @@ static void tick(uv_timer_t *t) {
   sg_spool_stats(s->spools[0].sp, &st);
   if (st.open_records &&
       now_us() - st.open_oldest_us >= (int64_t)s->cfg->flush_interval_ms * 1000)
-    sg_spool_seal(s->spools[0].sp);
+    (void)sg_spool_seal(s->spools[0].sp); /* a failed sync waits for sg_chsink_sync's caller */
   if (s->seg) {
     if (s->dl_wait && now >= s->next_try_ms) {
       s->dl_wait = 0;

@@ -14,6 +14,14 @@
  *                                               record ClickHouse still rejects
  *                                               goes to the dead-letter files,
  *                                               the others are delivered
+ *   HTTP 5xx with a code not known to be        retried; after 3 failures split;
+ *   transient (or 49)                           a record still failing so is
+ *                                               dead-lettered once ClickHouse has
+ *                                               taken other rows meanwhile, else
+ *                                               held back while later segments go
+ *   a dead-letter write fails                   the record is not acknowledged:
+ *                                               the segment stays, the write is
+ *                                               retried with backoff
  *   spool full (spool_max_bytes)                the spans are not spooled; the
  *                                               gap (project, created_at range,
  *                                               count) is recorded in
