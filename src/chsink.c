@@ -65,6 +65,7 @@ struct sg_chsink_s {
   size_t nrs;
   unsigned streak;             /* suspect failures in a row in this split pass */
   int dl_wait;                 /* a dead-letter write failed: seg is kept, retried at next_try_ms */
+  int dl_quiet;                /* that failure is logged for this pass */
   uint64_t dl_backoff_ms;
   suspect_t sus;               /* the segment in flight's suspect failures, if any */
   sg_spool_seg_t *park;        /* a suspect segment held back, or NULL */
@@ -430,6 +431,8 @@ static int dead_letter(sg_chsink_t *s, size_t i) {
     return 0;
   }
   s->st.dead_letter_failures++;
+  if (s->dl_quiet) return rc; /* one line per attempt at the segment, not per record */
+  s->dl_quiet = 1;
   sg_error("clickhouse", "ClickHouse rejected %zu rows (record %" PRIu64 "): %s; they could NOT be "
                          "written to %s/dead/ (%s): they stay in the spool and the move is retried "
                          "with backoff",
@@ -477,6 +480,7 @@ static void end_pass(sg_chsink_t *s) {
     skipped += s->rs[i].state == REC_SKIPPED;
     unmoved += s->rs[i].state == REC_DEAD && !sg_spool_seg_done(s->seg, i);
   }
+  s->dl_quiet = 0;
   if (unmoved) { /* a rejected row is never acknowledged before it is kept */
     s->dl_wait = 1;
     s->next_try_ms = uv_now(s->loop) + next_backoff(&s->dl_backoff_ms, BACKOFF_MIN_MS);
