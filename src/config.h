@@ -45,6 +45,11 @@ typedef struct {
   XX(STR, agenta_postgres_uri, "", NULL,                                                       \
      "database holding Agenta's api_keys table for auth=agenta (empty: postgres_uri)")         \
   XX(INT, auth_cache_ttl_s, "60", NULL, "seconds an auth=agenta key look-up is cached")        \
+  XX(INT, auth_negative_ttl_s, "5", NULL,                                                      \
+     "seconds an auth=agenta answer 'unknown or expired key' is cached")                       \
+  XX(INT, auth_lookup_rate, "50", NULL,                                                        \
+     "auth=agenta look-ups per second per worker of keys not known to be good (503 beyond); "  \
+     "0 = unlimited")                                                                          \
   XX(STR, project_id, "", NULL, "the one project of auth=none (development only)")           \
   XX(SIZE, max_body_bytes, "10MiB", NULL, "largest request body as sent (413 beyond)")        \
   XX(SIZE, max_decompressed_bytes, "64MiB", NULL,                                              \

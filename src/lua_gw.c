@@ -26,6 +26,7 @@
 #include "err.h"
 #include "json_nest.h"
 #include "log.h"
+#include "metrics.h"
 
 static char rt_key; /* registry[&rt_key] = lightuserdata rt */
 
@@ -110,13 +111,36 @@ static sg_lua_metric_t *metric(lua_State *L, sg_lua_rt_t *rt, const char *fn, ch
   m->name = copy;
   m->kind = kind;
   m->v = 0;
+  m->slot = SG_LUA_SLOT_NEW;
+  m->pub = 0;
   return m;
+}
+
+void sg_lua_rt_publish_metrics(sg_lua_rt_t *rt, int retire) {
+  for (size_t i = 0; rt && i < rt->nmetrics; i++) {
+    sg_lua_metric_t *m = &rt->metrics[i];
+    if (m->slot == SG_LUA_SLOT_NEW) {
+      int slot = sg_metrics_lua_slot(m->name, m->kind);
+      if (slot == -2)
+        sg_warn("lua", "gw.metrics '%s' is not exported to /metrics: scripts may export at most %d "
+                       "distinct names, and a name (after sanitising) is either a counter or a "
+                       "gauge; counted in spangate_lua_metrics_dropped_total (logged once)",
+                m->name, SG_LUA_USER_MAX);
+      m->slot = slot < 0 ? -1 : slot;
+    }
+    if (m->slot < 0) continue;
+    double now = retire && m->kind == 'g' ? 0 : m->v;
+    if (now != m->pub) {
+      sg_metrics_lua_add(m->slot, now - m->pub);
+      m->pub = now;
+    }
+  }
 }
 
 static int gw_metrics_incr(lua_State *L) {
   double by = 1;
   if (!lua_isnoneornil(L, 2)) {
-    if (lua_type(L, 2) != LUA_TNUMBER || !(lua_tonumber(L, 2) >= 0))
+    if (lua_type(L, 2) != LUA_TNUMBER || !(lua_tonumber(L, 2) >= 0) || !isfinite(lua_tonumber(L, 2)))
       return luaL_error(L, "gw.metrics.incr: bad argument #2 (non-negative number expected)");
     by = lua_tonumber(L, 2);
   }

@@ -123,6 +123,12 @@ void sg_lua_rt_stats(const sg_lua_rt_t *rt, sg_lua_stats_t *out);
 typedef int (*sg_lua_metric_cb)(const char *name, char kind, double value, void *ud);
 int sg_lua_rt_metrics(const sg_lua_rt_t *rt, sg_lua_metric_cb cb, void *ud);
 
+/* Adds this runtime's gw.metrics changes since the last call to /metrics'
+ * process-wide sums (metrics.h). Call it from the runtime's thread, now and
+ * then. retire: the runtime is about to be freed (a reload); its gauges are
+ * taken out of the sums, its counters stay (they counted real events). */
+void sg_lua_rt_publish_metrics(sg_lua_rt_t *rt, int retire);
+
 /* The state, for the file that injects gw.pg / gw.ch / gw.sleep (jobs). */
 struct lua_State;
 struct lua_State *sg_lua_rt_state(sg_lua_rt_t *rt);
@@ -181,7 +187,10 @@ typedef struct {
   char *name;
   char kind;
   double v;
+  int slot;      /* in metrics.h's table; SG_LUA_SLOT_NEW until asked, -1 when refused */
+  double pub;    /* the value last added to that slot */
 } sg_lua_metric_t;
+#define SG_LUA_SLOT_NEW (-100)
 
 typedef struct {
   uint8_t id[16];

@@ -70,6 +70,7 @@ static void publish_stats(sg_worker_t *w) {
     ls.spans_dropped += cur.spans_dropped;
     ls.spans_rejected += cur.spans_rejected;
   }
+  if (w->lua) sg_lua_rt_publish_metrics(w->lua, 0);
   PUB(pub_lua_calls, lua_calls, ls.calls);
   PUB(pub_lua_errors, lua_errors, ls.errors);
   PUB(pub_lua_kills, lua_budget_kills, ls.budget_kills);
@@ -90,6 +91,8 @@ static void publish_stats(sg_worker_t *w) {
   PUB(pub_ch_dead_rows, ch_dead_rows, cs.dead_rows);
   PUB(pub_ch_encode_rejects, ch_encode_rejects, cs.encode_rejects);
   PUB(pub_ch_gap_spans, ch_gap_spans, cs.gaps);
+  PUB(pub_ch_dead_fail, ch_dead_letter_failures, cs.dead_letter_failures);
+  PUB(pub_ch_spool_err, ch_spool_errors, cs.spool_errors);
   if (w->id <= SG_MAX_WORKERS) atomic_store(&sg_metrics.spool_oldest_us[w->id], cs.spool_oldest_us);
 #undef PUB
 }
@@ -153,6 +156,7 @@ static void reload_cb(uv_async_t *a) {
     w->lua_retired.budget_kills += old.budget_kills;
     w->lua_retired.spans_dropped += old.spans_dropped;
     w->lua_retired.spans_rejected += old.spans_rejected;
+    sg_lua_rt_publish_metrics(w->lua, 1);
     sg_lua_rt_free(w->lua);
     w->lua = fresh;
     atomic_fetch_add(&sg_metrics.lua_reloads, 1);
@@ -162,12 +166,21 @@ static void reload_cb(uv_async_t *a) {
   sg_buf_reset(&err);
   if (!strcmp(w->cfg->auth, "keys")) {
     sg_auth_t *auth;
-    if (sg_auth_new(&w->loop, w->cfg, &auth, &err) == 0) {
+    size_t revoked;
+    int rc = sg_auth_reload(w->auth, w->cfg, &auth, &err, &revoked);
+    if (auth) {
       sg_auth_free(w->auth);
       w->auth = auth;
-    } else {
-      sg_error("auth", "keys file reload failed, the previous keys stay: %s", err.data);
     }
+    if (rc == SG_ECONFIG)
+      sg_error("auth", "keys file refused: %s; no key was added, and %zu key%s it no longer lists "
+                       "on a valid line %s revoked",
+               err.data, revoked, revoked == 1 ? "" : "s", revoked == 1 ? "is" : "are");
+    else if (rc != 0)
+      sg_error("auth", "keys file reload failed, the previous keys stay: %s",
+               err.data ? err.data : sg_strerror(rc));
+    atomic_store(&sg_metrics.keys_reload_failed, rc != 0); /* before the count that reveals it */
+    atomic_fetch_add(rc ? &sg_metrics.keys_reload_failures : &sg_metrics.keys_reloads, 1);
   }
   sg_buf_free(&err);
 }

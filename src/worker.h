@@ -45,7 +45,7 @@ typedef struct sg_worker_s {
   int64_t pub_ch_enabled, pub_ch_reachable, pub_spool_bytes, pub_spool_records;
   uint64_t pub_lua_calls, pub_lua_errors, pub_lua_kills, pub_lua_dropped, pub_lua_rejected;
   uint64_t pub_ch_inserts, pub_ch_rows, pub_ch_insert_us, pub_ch_retries, pub_ch_dead_records,
-      pub_ch_dead_rows, pub_ch_encode_rejects, pub_ch_gap_spans;
+      pub_ch_dead_rows, pub_ch_encode_rejects, pub_ch_gap_spans, pub_ch_dead_fail, pub_ch_spool_err;
 } sg_worker_t;
 
 /* ClickHouse version given to every worker's chsink (server.c); NULL when unknown. */

@@ -132,3 +132,62 @@ return M
     assert.equal((await gw.query('SELECT count(*)::int AS n FROM spans'))[0].n, 2, 'PostgreSQL has both');
   } finally { await gw.stop(); }
 });
+
+test('gw.metrics values reach /metrics as spangate_lua_user_*, summed over the workers, bounded in number', async () => {
+  // The README's redaction example, plus a gauge each worker sets to 1 (its
+  // sum says how many workers ran the transform) and, for one span, more
+  // distinct names than /metrics takes.
+  const dir = scriptsDir({ 'transform.lua': `
+local gw = require("gw")
+local M = {}
+function M.span(span, ctx)
+  gw.metrics.gauge("workers_seen", 1)
+  local a = span.attributes
+  if a and a["api_key"] ~= nil then
+    a["api_key"] = "[redacted]"
+    gw.metrics.incr("spans_redacted")
+    gw.metrics.incr("redact:bytes", 10)
+  end
+  if span.span_name == "many" then
+    for i = 1, 300 do gw.metrics.incr("name_" .. i) end
+  end
+  return span
+end
+return M
+` });
+  const gw = await startGateway({ scripts: dir, workers: 2 });
+  const metrics = async () => (await request(gw, 'GET', '/metrics')).text;
+  const value = (text, name) => { const m = text.match(new RegExp(`^${name} (\\S+)$`, 'm')); return m ? Number(m[1]) : NaN; };
+  try {
+    // One connection per request: SO_REUSEPORT spreads them over both workers.
+    const N = 40;
+    const res = await Promise.all(Array.from({ length: N }, (_, i) =>
+      postJson(gw, '/v1/spans', { spans: [span((0x8000000000000000n + BigInt(i)).toString(16), 'call', { api_key: 'sk', model: 'm' })] })));
+    for (const r of res) assert.equal(r.status, 200, r.text);
+    const ok = await until(async () => {
+      const m = await metrics();
+      return value(m, 'spangate_lua_user_spans_redacted') === N && value(m, 'spangate_lua_user_workers_seen') === 2;
+    }, 5000);
+    let m = await metrics();
+    assert.ok(ok, `summed over both workers:\n${m.split('\n').filter((l) => l.includes('lua_user')).join('\n')}`);
+    assert.match(m, /# TYPE spangate_lua_user_spans_redacted counter\n/);
+    assert.match(m, /# TYPE spangate_lua_user_workers_seen gauge\n/);
+    assert.equal(value(m, 'spangate_lua_user_redact_bytes'), 10 * N, 'a colon is sanitised to _');
+
+    // 300 more names from one request: 256 distinct names at most.
+    assert.equal((await postJson(gw, '/v1/spans', { spans: [span('8100000000000001', 'many')] })).status, 200);
+    assert.ok(await until(async () => value(await metrics(), 'spangate_lua_metrics_dropped_total') > 0, 5000));
+    m = await metrics();
+    const exported = m.split('\n').filter((l) => l.startsWith('# TYPE spangate_lua_user_')).length;
+    assert.equal(exported, 256);
+    assert.equal(value(m, 'spangate_lua_metrics_dropped_total'), 3 + 300 - 256);
+    assert.equal(gw.log.split('\n').filter((l) => /is not exported to \/metrics/.test(l)).length, 1, 'logged once');
+
+    // A reload: counters keep counting, the old states' gauges leave the sum.
+    gw.proc.kill('SIGHUP');
+    assert.ok(await until(async () => value(await metrics(), 'spangate_lua_reloads_total') === 2, 5000));
+    assert.ok(await until(async () => value(await metrics(), 'spangate_lua_user_workers_seen') === 0, 5000), 'gauges of the old states are gone');
+    assert.equal((await postJson(gw, '/v1/spans', { spans: [span('8200000000000001', 'call', { api_key: 'sk' })] })).status, 200);
+    assert.ok(await until(async () => value(await metrics(), 'spangate_lua_user_spans_redacted') === N + 1, 5000), 'counters continue across a reload');
+  } finally { await gw.stop(); }
+});
