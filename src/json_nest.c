@@ -137,6 +137,7 @@ typedef struct {
   key_t_ *keys;
   size_t nkeys;
   unsigned char *deferred;
+  size_t probes;       /* slots looked at by child(), for the tests */
 } trie_t;
 
 static long seg_index(const char *s, size_t n) {
@@ -161,6 +162,7 @@ static int child(trie_t *t, int parent, const char *seg, size_t n) {
   size_t mask = t->hcap - 1, h = hash_seg(parent, seg, n) & mask;
   for (;;) {
     int e = t->hash[h];
+    t->probes++;
     if (e == 0) break;
     node_t *c = &t->nodes[e - 1];
     if (t->parent_of[e - 1] == parent && c->seglen == n && memcmp(c->seg, seg, n) == 0)
@@ -398,6 +400,15 @@ json_t *sg_json_nested(const json_t *obj) {
     r = json_loadb(b.data, b.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
   sg_buf_free(&b);
   return r;
+}
+
+size_t sg__json_nest_probes(const json_t *obj) {
+  trie_t t;
+  size_t probes = 0;
+  if (!json_is_object(obj)) return 0;
+  if (trie_build(&t, obj) == 0) probes = t.probes;
+  trie_free(&t);
+  return probes;
 }
 
 /* ---- path look-up ---------------------------------------------------------- */

@@ -72,4 +72,9 @@ json_t *sg_json_nested(const json_t *obj);
  * {"gen_ai":{"request":{"model":x}}} and {"gen_ai":{"request.model":x}}. */
 json_t *sg_json_path_get(const json_t *obj, const char *path, size_t len);
 
+/* Internal, for the tests: the slots the nesting of obj's keys looks at in
+ * its hash table (one per key segment when nothing collides); 0 when obj
+ * is not an object or on ENOMEM. */
+size_t sg__json_nest_probes(const json_t *obj);
+
 #endif
