@@ -22,8 +22,9 @@
 #define COST_STRING 80
 #define COST_NUMBER 32
 
-/* jansson refuses deeper documents (JSON_PARSER_MAX_DEPTH); past it the
- * estimate no longer matters. */
+/* jansson's JSON_PARSER_MAX_DEPTH: it stops with an error on entering a
+ * deeper container, having built only the enclosing ones, so the estimate
+ * stops there too (and the caller gets jansson's error, not SG_ETOOBIG). */
 #define MAX_DEPTH 2048
 
 size_t sg_json_tree_budget(size_t n) {
@@ -60,7 +61,7 @@ size_t sg_json_tree_cost(const char *p, size_t n) {
   int expect_key = 0; /* after '{' or an object's ',' */
   for (size_t i = 0; i < n; i++) {
     unsigned char ch = (unsigned char)p[i];
-    int in_obj = depth > 0 && depth <= MAX_DEPTH && (is_obj[(depth - 1) / 8] >> ((depth - 1) % 8) & 1);
+    int in_obj = depth > 0 && (is_obj[(depth - 1) / 8] >> ((depth - 1) % 8) & 1);
     /* A value inside an array also takes a slot. */
     size_t slot = depth > 0 && !in_obj ? COST_ELEMENT : 0;
     switch (ch) {
@@ -69,16 +70,16 @@ size_t sg_json_tree_cost(const char *p, size_t n) {
     case ',':
       expect_key = in_obj;
       break;
-    case '{': case '[':
+    case '{': case '[': {
+      if (depth == MAX_DEPTH) return cost;
       cost += (ch == '{' ? COST_OBJECT : COST_ARRAY) + slot;
-      if (depth < MAX_DEPTH) {
-        uint8_t bit = (uint8_t)(1u << (depth % 8));
-        if (ch == '{') is_obj[depth / 8] |= bit;
-        else is_obj[depth / 8] &= (uint8_t)~bit;
-      }
+      uint8_t bit = (uint8_t)(1u << (depth % 8));
+      if (ch == '{') is_obj[depth / 8] |= bit;
+      else is_obj[depth / 8] &= (uint8_t)~bit;
       depth++;
       expect_key = ch == '{';
       break;
+    }
     case '}': case ']':
       if (depth > 0) depth--;
       expect_key = 0;
