@@ -56,7 +56,7 @@ static const uint8_t delim[256] = {
 
 size_t sg_json_tree_cost(const char *p, size_t n) {
   /* One bit per open container: 1 for an object. */
-  uint8_t is_obj[MAX_DEPTH / 8];
+  uint8_t is_obj[MAX_DEPTH / 8] = {0};
   size_t depth = 0, cost = 0;
   int expect_key = 0; /* after '{' or an object's ',' */
   for (size_t i = 0; i < n; i++) {
