@@ -10,7 +10,7 @@
 PREFIX ?= /usr/local
 DESTDIR ?=
 CC ?= cc
-PKGS := luajit libuv libpq libcurl jansson libprotobuf-c zlib openssl
+PKGS := luajit libuv libpq libcurl jansson libprotobuf-c zlib openssl libsodium
 VERSION := $(shell cat VERSION 2>/dev/null || echo 0.1.0)
 
 # SAN=1 builds an ASan+UBSan variant into build/asan.
@@ -75,7 +75,7 @@ $(B)/tests/%: tests/unit/%.c $(B)/libspangate.a
 
 # Fuzz corpora replayed without libFuzzer (run by tests/run.sh in the ASan build).
 FUZZ_REGRESS := $(patsubst tests/fuzz/%.c,$(B)/fuzz-regress/%,$(wildcard tests/fuzz/fuzz_*.c))
-$(B)/fuzz-regress/%: tests/fuzz/%.c tests/fuzz/standalone.c $(B)/libspangate.a
+$(B)/fuzz-regress/%: tests/fuzz/%.c tests/fuzz/standalone.c tests/fuzz/decode_check.h $(B)/libspangate.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< tests/fuzz/standalone.c $(B)/libspangate.a $(LDFLAGS) $(LDLIBS)
 

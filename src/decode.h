@@ -50,8 +50,11 @@
  * a budget of 64x the body size + 1 MiB; a body of empty elements that
  * would exceed it fails with SG_EPARSE ("protobuf: message expands too much
  * when decoded"). JSON is parsed by jansson (depth limit 2048) into a tree
- * whose size is a constant factor of the body (up to ~80x for "{}" spam,
- * jansson's own cost), and the spans are built from it. Nothing here logs.
+ * (~5-12x the body for real spans, ~80x for "{}" spam), and the spans are
+ * built from it. Its size is estimated before parsing (json_load.h): a
+ * body whose tree would take more than 64x its size + 1 MiB, or more than
+ * 256 MiB, fails with SG_ETOOBIG unparsed; after a large one the freed
+ * memory is handed back to the system. Nothing here logs.
  */
 #ifndef SG_DECODE_H
 #define SG_DECODE_H
@@ -70,8 +73,9 @@
 #define SG_NATIVE_MAX_DEPTH 64
 
 /* Decode a body into out (initialised by the caller with
- * sg_span_batch_init; spans are appended). Returns 0 or SG_EPARSE with a
- * message in err (appended), or SG_ENOMEM. On failure out may hold spans
+ * sg_span_batch_init; spans are appended). Returns 0, SG_EPARSE with a
+ * message in err (appended), SG_ETOOBIG (JSON only: the body would expand
+ * past its budget; message in err), or SG_ENOMEM. On failure out may hold spans
  * decoded before the error: the caller frees the batch either way. */
 int sg_otlp_decode_proto(const uint8_t *p, size_t n, sg_span_batch_t *out, sg_buf_t *err);
 int sg_otlp_decode_json(const char *p, size_t n, sg_span_batch_t *out, sg_buf_t *err);
@@ -113,10 +117,12 @@ void sg__printable(const char *s, size_t n, size_t max, char *out, size_t outsz)
 /* "1970-01-01T00:00:00Z..2105-12-31T23:59:59Z": the SG_TIME range, for
  * messages; returns out. */
 const char *sg__time_range_text(char out[48]);
-/* Parse a JSON body (jansson; \u0000 allowed, sanitised later). 0,
- * SG_ENOMEM, or SG_EPARSE with "body is not valid JSON: <why> at line L
- * column C" appended to err. */
-int sg__json_load(const char *p, size_t n, json_t **doc, sg_buf_t *err);
+/* Parse a JSON body (jansson; \u0000 allowed, sanitised later) within
+ * sg_json_tree_budget(n) (json_load.h). 0 with *doc and *cost (the tree's
+ * estimated size, for sg_json_release) set; SG_ENOMEM; SG_ETOOBIG with
+ * "JSON body too large to decode: ..." or SG_EPARSE with "body is not
+ * valid JSON: <why> at line L column C" appended to err. */
+int sg__json_load(const char *p, size_t n, json_t **doc, size_t *cost, sg_buf_t *err);
 /* {"name", "timestamp", "attributes"} (takes attrs; NULL means {}). */
 json_t *sg__event_json(const char *name, int64_t ts_us, json_t *attrs);
 

@@ -271,7 +271,8 @@ static void decode_and_store(ingest_t *in) {
   else if (in->proto) rc = sg_otlp_decode_proto(p, n, &in->batch, &err);
   else rc = sg_otlp_decode_json((const char *)p, n, &in->batch, &err);
   if (rc != 0) {
-    fail(in, rc == SG_ENOMEM ? 503 : 400, err.data ? err.data : sg_strerror(rc), NULL);
+    fail(in, rc == SG_ENOMEM ? 503 : rc == SG_ETOOBIG ? 413 : 400, err.data ? err.data : sg_strerror(rc),
+         NULL);
     sg_buf_free(&err);
     return;
   }

@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "err.h"
+#include "json_load.h"
 #include "json_nest.h"
 #include "log.h"
 #include "metrics.h"
@@ -184,7 +185,19 @@ static int gw_json_decode(lua_State *L) {
     return luaL_error(L, "gw.json.decode: bad argument #1 (string expected, got %s)",
                       luaL_typename(L, 1));
   json_error_t e;
-  json_t *v = json_loadb(s, n, JSON_DECODE_ANY, &e);
+  json_t *v;
+  size_t cost;
+  /* The text may be a request's (an attribute): bounded as request bodies
+   * are (json_load.h), or 1 MB of "{}" would take 80 MB outside the
+   * script's own memory. */
+  if (sg_json_load_bounded(s, n, JSON_DECODE_ANY, sg_json_tree_budget(n), &v, &e, &cost) ==
+      SG_ETOOBIG) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "too large to parse: about %d MiB once parsed, over %d MiB (%dx its size + "
+                    "1 MiB, at most %d MiB)", (int)(cost >> 20), (int)(sg_json_tree_budget(n) >> 20),
+                    SG_JSON_TREE_RATIO, (int)(SG_JSON_TREE_MAX >> 20));
+    return 2;
+  }
   if (v == NULL) {
     lua_pushnil(L);
     lua_pushfstring(L, "%s at line %d column %d", e.text, e.line, e.column);

@@ -41,6 +41,7 @@
 #include <time.h>
 
 #include "err.h"
+#include "json_load.h"
 
 /* snprintf for paths in messages; truncating a long path is fine. */
 static void pathf(char *dst, size_t n, const char *fmt, ...)
@@ -339,14 +340,14 @@ static int span_fields(nctx_t *c, json_t *o, const char *path, sg_span_t *s) {
 int sg_native_decode_json(const char *p, size_t n, sg_span_batch_t *out, sg_buf_t *err) {
   json_t *doc, *spans, *o;
   nctx_t c;
-  size_t i;
+  size_t i, cost;
   char path[48];
   int rc;
   c.out = out;
-  if ((rc = sg__json_load(p, n, &doc, err))) return rc;
+  if ((rc = sg__json_load(p, n, &doc, &cost, err))) return rc;
   spans = json_is_object(doc) ? json_object_get(doc, "spans") : NULL;
   if (!json_is_array(spans)) {
-    json_decref(doc);
+    sg_json_release(doc, cost);
     sg_buf_puts(err, "body: expected a JSON object {\"spans\": [...]}");
     return SG_EPARSE;
   }
@@ -372,6 +373,6 @@ int sg_native_decode_json(const char *p, size_t n, sg_span_batch_t *out, sg_buf_
     }
     *d = s;
   }
-  json_decref(doc);
+  sg_json_release(doc, cost); /* the spans keep what they reference */
   return rc;
 }

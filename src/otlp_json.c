@@ -21,6 +21,11 @@
 #include <strings.h>
 
 #include "err.h"
+#include "json_load.h"
+#include "json_nest.h"
+
+/* Attribute keys nest as deep as attribute values may (json_nest.h). */
+_Static_assert(SG_JSON_NEST_MAX_SEGMENTS == SG_ATTR_MAX_DEPTH, "nesting limits differ");
 
 /* snprintf for paths in messages; truncating a long path is fine. */
 static void pathf(char *dst, size_t n, const char *fmt, ...)
@@ -545,31 +550,35 @@ static int resource_spans(jctx_t *c, json_t *rs, const char *path) {
   return rc;
 }
 
-/* Parse a body with jansson; SG_EPARSE with "body is not valid JSON: ...". */
-int sg__json_load(const char *p, size_t n, json_t **doc, sg_buf_t *err) {
+int sg__json_load(const char *p, size_t n, json_t **doc, size_t *cost, sg_buf_t *err) {
   json_error_t je;
-  *doc = json_loadb(p, n, JSON_ALLOW_NUL, &je);
-  if (*doc == NULL) {
-    if (json_error_code(&je) == json_error_out_of_memory) return SG_ENOMEM;
+  size_t budget = sg_json_tree_budget(n);
+  int rc = sg_json_load_bounded(p, n, JSON_ALLOW_NUL, budget, doc, &je, cost);
+  if (rc == SG_ETOOBIG) {
+    sg_buf_printf(err, "JSON body too large to decode: its %zu bytes would take about %zu MiB once "
+                  "parsed, over the %zu MiB allowed for it (%dx its size + 1 MiB, at most %zu "
+                  "MiB); send fewer spans per request, or protobuf",
+                  n, *cost >> 20, budget >> 20, SG_JSON_TREE_RATIO, SG_JSON_TREE_MAX >> 20);
+  } else if (rc == SG_EPARSE) {
     char why[sizeof(je.text)];
     sg__printable(je.text, strlen(je.text), sizeof(why) - 1, why, sizeof(why));
     sg_buf_printf(err, "body is not valid JSON: %s at line %d column %d", why, je.line,
                   je.column);
-    return SG_EPARSE;
   }
-  return 0;
+  return rc;
 }
 
 int sg_otlp_decode_json(const char *p, size_t n, sg_span_batch_t *out, sg_buf_t *err) {
   jctx_t c;
   json_t *doc, *rss;
+  size_t cost;
   int rc;
   c.out = out;
   c.err = err;
   c.reason[0] = '\0';
-  if ((rc = sg__json_load(p, n, &doc, err))) return rc;
+  if ((rc = sg__json_load(p, n, &doc, &cost, err))) return rc;
   if (!json_is_object(doc)) {
-    json_decref(doc);
+    sg_json_release(doc, cost);
     sg_buf_puts(err, "body: expected a JSON object {\"resourceSpans\": [...]}");
     return SG_EPARSE;
   }
@@ -585,7 +594,7 @@ int sg_otlp_decode_json(const char *p, size_t n, sg_span_batch_t *out, sg_buf_t 
       if ((rc = resource_spans(&c, rs, path))) break;
     }
   }
-  json_decref(doc);
+  sg_json_release(doc, cost);
   return rc;
 }
 

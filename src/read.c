@@ -18,6 +18,7 @@
 
 #include "ch.h"
 #include "err.h"
+#include "json_load.h"
 #include "log.h"
 #include "read_filter.h"
 #include "span.h"
@@ -199,7 +200,13 @@ static void query_start(rd_t *r) {
   while (i < req->body.len && strchr(" \t\r\n", req->body.data[i])) i++;
   if (i < req->body.len) {
     json_error_t je;
-    r->body = json_loadb(req->body.data, req->body.len, JSON_REJECT_DUPLICATES, &je);
+    int lrc = sg_json_load_bounded(req->body.data, req->body.len, JSON_REJECT_DUPLICATES,
+                                   sg_json_tree_budget(req->body.len), &r->body, &je, NULL);
+    if (lrc == SG_ETOOBIG) {
+      rd_fail(r, 413, "query body too large: parsing it would take more than 64x its size "
+              "(or 256 MiB) of memory", NULL);
+      return;
+    }
     if (!r->body || !json_is_object(r->body)) {
       char msg[256];
       if (r->body) snprintf(msg, sizeof msg, "body must be a JSON object");

@@ -548,6 +548,9 @@ static void test_gw(void **state) {
               "assert(type(gw.config.retention_by_project) == 'table')\n"
               "ok, m = pcall(gw.attributes.nest, {}) assert(not ok and m:find('span expected'), m)\n"
               "ok, m = pcall(gw.json.decode, 5) assert(not ok and m:find('string expected'), m)\n"
+              /* #14: parsed trees are bounded like request bodies */
+              "v, m = gw.json.decode('[' .. string.rep('{},', 400000) .. '{}]')\n"
+              "assert(v == nil and m:find('^too large to parse: about %d+ MiB once parsed, over 74 MiB'), m)\n"
               "gw.log.info('hello %s %d', 'x', 3)\n"
               "ok, m = pcall(gw.log.info) assert(not ok)\n"
               "assert(gw.type(gw.null) == 'null' and gw.type(gw.array()) == 'array')\n"
