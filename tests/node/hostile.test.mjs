@@ -159,7 +159,8 @@ test('50,000 colliding attribute keys cost about what random keys cost', async (
   const tg = Math.min(await post(good), await post(good));
   const tb = Math.min(await post(bad), await post(bad));
   console.log(`# random keys ${tg.toFixed(0)} ms, colliding keys ${tb.toFixed(0)} ms`);
-  assert.ok(tb < 3 * tg, `colliding ${tb} ms vs random ${tg} ms`);
+  // Before keyed hashing: 26x. 5x leaves room for a busy shared machine.
+  assert.ok(tb < 5 * tg, `colliding ${tb} ms vs random ${tg} ms`);
 });
 
 test('a query body that would parse into too large a tree gets 413', async () => {
