@@ -5,15 +5,15 @@
  * The table is built in one place (sg__lua_inject_gw_api) and published as
  * package.loaded.gw and the global `gw`, so scripts write
  * `local gw = require("gw")` and busted specs substitute a plain table.
- * gw.pg / gw.ch / gw.sleep are added by the I/O binding through the
- * injector registered with sg_lua_set_io_injector().
+ * The job-only functions (gw.pg, gw.ch, gw.sleep, the tasks) are here as
+ * stand-ins that raise "only available to jobs"; a job's runtime replaces
+ * them with the real ones (sg_lua_rt_opts_t.inject, lua_io.h).
  *
  * Every function checks its arguments and raises a Lua error naming the
  * function and the argument ("gw.metrics.incr: bad argument #1 (metric name
  * expected, got nil)").
  */
-#define SG_LUA_INTERNAL
-#include "lua_rt.h"
+#include "lua_internal.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -499,12 +499,28 @@ static void push_config(lua_State *L, sg_lua_rt_t *rt, const sg_config_t *cfg) {
 
 /* ---- the gw table ------------------------------------------------------------- */
 
-static sg_lua_io_injector_t io_injector;
-static void *io_injector_ud;
+/* A job-only function in a state that cannot do I/O (a hook's). The
+ * upvalue is the function's name. */
+static int job_only(lua_State *L) {
+  return luaL_error(L, "%s: I/O is only available to jobs (spangate run|migrate|validate|ttl); "
+                       "hooks cannot yield", lua_tostring(L, lua_upvalueindex(1)));
+}
 
-void sg_lua_set_io_injector(sg_lua_io_injector_t fn, void *ud) {
-  io_injector = fn;
-  io_injector_ud = ud;
+/* gw.<name> = a stand-in, or gw.<name>.<fn> = one for each fn listed. */
+static void job_only_api(lua_State *L, const char *name, const char *const *fns) {
+  if (fns == NULL) {
+    lua_pushfstring(L, "gw.%s", name);           /* gw, "gw.name" */
+    lua_pushcclosure(L, job_only, 1);            /* gw, f */
+    lua_setfield(L, -2, name);                   /* gw */
+    return;
+  }
+  lua_newtable(L);                               /* gw, t */
+  for (; *fns; fns++) {
+    lua_pushfstring(L, "gw.%s.%s", name, *fns);  /* gw, t, "gw.name.fn" */
+    lua_pushcclosure(L, job_only, 1);            /* gw, t, f */
+    lua_setfield(L, -2, *fns);                   /* gw, t */
+  }
+  lua_setfield(L, -2, name);                     /* gw */
 }
 
 static void set_funcs(lua_State *L, sg_lua_rt_t *rt, const luaL_Reg *r) {
@@ -555,7 +571,16 @@ void sg__lua_inject_gw_api(lua_State *L, sg_lua_rt_t *rt, const sg_config_t *cfg
   lua_setfield(L, -2, "null");
   push_config(L, rt, cfg);
   lua_setfield(L, -2, "config");
-  if (io_injector) io_injector(L, io_injector_ud); /* gw.pg, gw.ch, gw.sleep */
+  static const char *const pg_fns[] = {"query", "query_raw", NULL};
+  static const char *const ch_fns[] = {"query", "insert", "insert_spans", "span_batch", NULL};
+  static const char *const hook_fns[] = {"clickhouse", NULL};
+  job_only_api(L, "pg", pg_fns);
+  job_only_api(L, "ch", ch_fns);
+  job_only_api(L, "hooks", hook_fns);
+  job_only_api(L, "sleep", NULL);
+  job_only_api(L, "spawn", NULL);
+  job_only_api(L, "wait", NULL);
+  job_only_api(L, "exit", NULL);
 
   lua_getglobal(L, "package");      /* gw, package */
   lua_getfield(L, -1, "loaded");    /* gw, package, loaded */

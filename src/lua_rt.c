@@ -2,8 +2,7 @@
  * scripts, run the hooks under an instruction budget, isolate failures.
  * Contracts in lua_rt.h; the span proxy in lua_span.c; gw in lua_gw.c.
  */
-#define SG_LUA_INTERNAL
-#include "lua_rt.h"
+#include "lua_internal.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -179,7 +178,19 @@ static int ctx_newindex(lua_State *L) {
   return luaL_error(L, "ctx is read-only (tried to set '%s')", luaL_optstring(L, 2, "?"));
 }
 
+/* Runs opts->inject over the gw table (argument 1), protected. */
+static int inject_call(lua_State *L) {
+  const sg_lua_rt_opts_t *opts = lua_touserdata(L, lua_upvalueindex(1));
+  lua_settop(L, 1);                   /* gw */
+  opts->inject(L, opts->inject_ud);   /* gw */
+  return 0;
+}
+
 sg_lua_rt_t *sg_lua_rt_new(const sg_config_t *cfg, sg_buf_t *err) {
+  return sg_lua_rt_new_opts(cfg, NULL, err);
+}
+
+sg_lua_rt_t *sg_lua_rt_new_opts(const sg_config_t *cfg, const sg_lua_rt_opts_t *opts, sg_buf_t *err) {
   sg_lua_rt_t *rt = calloc(1, sizeof *rt);
   if (rt == NULL) {
     sg_buf_puts(err, "out of memory");
@@ -218,6 +229,16 @@ sg_lua_rt_t *sg_lua_rt_new(const sg_config_t *cfg, sg_buf_t *err) {
     return NULL;
   }
   sg__lua_inject_gw_api(L, rt, cfg);
+  if (opts && opts->inject) {
+    lua_pushlightuserdata(L, (void *)opts);   /* opts */
+    lua_pushcclosure(L, inject_call, 1);      /* inject */
+    lua_getglobal(L, "gw");                   /* inject, gw */
+    if (lua_pcall(L, 1, 0, 0)) {              /* - | msg */
+      sg_buf_printf(err, "cannot add the job functions to gw: %s", lua_tostring(L, -1));
+      sg_lua_rt_free(rt);
+      return NULL;
+    }
+  }
   lua_pushcfunction(L, traceback);
   rt->ref_traceback = luaL_ref(L, LUA_REGISTRYINDEX);
 

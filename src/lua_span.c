@@ -27,8 +27,7 @@
  * own fields are snapshotted, so a hook that fails leaves the span exactly
  * as it came.
  */
-#define SG_LUA_INTERNAL
-#include "lua_rt.h"
+#include "lua_internal.h"
 
 #include <lauxlib.h>
 #include <lua.h>
