@@ -150,6 +150,11 @@ void sg__lua_push_int64(lua_State *L, sg_lua_rt_t *rt, int64_t v);
  * cdata); 0 when it is not one. */
 int sg__lua_to_int64(lua_State *L, sg_lua_rt_t *rt, int idx, int64_t *out);
 
+/* Log that member k of c (which holds old, or nothing) is about to be set,
+ * so a rollback of the hook restores it. 0 or SG_ENOMEM (nothing logged). */
+int sg__lua_undo_obj_set(sg_lua_rt_t *rt, json_t *c, const char *k, size_t kl, json_t *old);
+
+/* lua_agenta.c */
 /* Agenta's normalisation of the span in slot (gw.agenta.normalize; the
  * default transform.lua's steps), pure C, no Lua. with_resource: the hook's
  * ctx has a resource. 0, or SG_ENOMEM / SG_EINVAL (attributes not an
