@@ -1,10 +1,10 @@
 /* lua_agenta.c - gw.agenta.normalize: Agenta's normalisation of one span,
  * in C: the default transform.lua's steps 1-4 (the comments there are the
  * specification; M.normalize in that file is the same steps in Lua, and
- * test_lua.c checks that both give the same rows). It costs a few jansson look-ups instead of a dozen metamethod
- * calls and interpreted Lua, and runs no Lua at all, so sg_lua_transform
- * calls it directly when it is the transform hook (M.span =
- * gw.agenta.normalize). Changes go through the same undo log and snapshot
+ * test_lua.c checks that both give the same rows). It costs a few jansson
+ * look-ups instead of a dozen metamethod calls and interpreted Lua, and
+ * runs no Lua at all, so sg_lua_transform calls it directly when it is the
+ * transform hook (M.span = gw.agenta.normalize). Changes go through the same undo log and snapshot
  * as assignments from Lua, so a failure (only ENOMEM, or attributes that
  * are not an object) leaves the span as it came once rolled back.
  * Two differences from the Lua version, both towards exactness: a value
