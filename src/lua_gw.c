@@ -1,6 +1,7 @@
 /* lua_gw.c - the `gw` module, non-I/O part: gw.log, gw.metrics, gw.json,
  * gw.now, gw.config, gw.null / gw.array / gw.object / gw.int64 / gw.type /
- * gw.pairs / gw.totable, gw.attributes.*, gw.span.copy.
+ * gw.totable, gw.attributes.*, gw.span.copy (gw.pairs is the global pairs,
+ * lua_baselib.c).
  *
  * The table is built in one place (sg__lua_inject_gw_api) and published as
  * package.loaded.gw and the global `gw`, so scripts write
@@ -238,46 +239,6 @@ static int gw_type(lua_State *L) {
     lua_pushstring(L, t);
   } else lua_pushstring(L, luaL_typename(L, 1));
   return 1;
-}
-
-/* Iterator over a JSON proxy: (obj, key) -> next key, value. */
-static int pairs_next(lua_State *L) {
-  sg_lua_proxy_t *p = sg__lua_test_proxy(L, 1);
-  json_t *c = sg__lua_check_json_proxy(L, 1, 0);
-  int fl = p->flags & (SG_PXF_READONLY | SG_PXF_OWNED);
-  if (json_is_array(c)) {
-    size_t i = lua_isnil(L, 2) ? 0 : (size_t)lua_tonumber(L, 2);
-    if (i >= json_array_size(c)) return 0;
-    lua_pushnumber(L, (lua_Number)(i + 1));
-    sg__lua_push_json(L, p->rt, json_array_get(c, i), fl);
-    return 2;
-  }
-  void *it;
-  if (lua_isnil(L, 2)) it = json_object_iter(c);
-  else {
-    it = json_object_iter_at(c, luaL_checkstring(L, 2));
-    if (it) it = json_object_iter_next(c, it);
-  }
-  if (!it) return 0;
-  lua_pushlstring(L, json_object_iter_key(it), json_object_iter_key_len(it));
-  sg__lua_push_json(L, p->rt, json_object_iter_value(it), fl);
-  return 2;
-}
-
-static int gw_pairs(lua_State *L) {
-  sg_lua_proxy_t *p = sg__lua_test_proxy(L, 1);
-  if (p && p->tag == SG_PX_JSON) {
-    sg__lua_check_json_proxy(L, 1, 0);
-    lua_pushcfunction(L, pairs_next);
-  } else if (lua_istable(L, 1)) {
-    lua_getglobal(L, "next");
-  } else {
-    return luaL_error(L, "gw.pairs: bad argument #1 (table or JSON value expected, got %s)",
-                      luaL_typename(L, 1));
-  }
-  lua_pushvalue(L, 1);
-  lua_pushnil(L);
-  return 3;
 }
 
 static void totable(lua_State *L, sg_lua_rt_t *rt, json_t *v, int depth) {
@@ -552,7 +513,7 @@ void sg__lua_inject_gw_api(lua_State *L, sg_lua_rt_t *rt, const sg_config_t *cfg
   static const luaL_Reg span_fns[] = {{"copy", gw_span_copy}, {NULL, NULL}};
   static const luaL_Reg agenta_fns[] = {{"normalize", gw_agenta_normalize}, {NULL, NULL}};
   static const luaL_Reg top_fns[] = {{"now", gw_now}, {"array", gw_array}, {"object", gw_object},
-                                     {"int64", gw_int64}, {"type", gw_type}, {"pairs", gw_pairs},
+                                     {"int64", gw_int64}, {"type", gw_type},
                                      {"totable", gw_totable}, {NULL, NULL}};
 
   lua_pushlightuserdata(L, &rt_key); /* key */
@@ -569,6 +530,8 @@ void sg__lua_inject_gw_api(lua_State *L, sg_lua_rt_t *rt, const sg_config_t *cfg
   sub_table(L, rt, "agenta", agenta_fns);
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");
+  lua_getglobal(L, "pairs");        /* gw, pairs (lua_baselib.c's: proxies too) */
+  lua_setfield(L, -2, "pairs");     /* gw */
   push_config(L, rt, cfg);
   lua_setfield(L, -2, "config");
   static const char *const pg_fns[] = {"query", "query_raw", NULL};

@@ -162,6 +162,11 @@ int sg__lua_undo_obj_set(sg_lua_rt_t *rt, json_t *c, const char *k, size_t kl, j
 int sg__lua_agenta_normalize(sg_lua_rt_t *rt, sg_lua_slot_t *slot, int with_resource,
                              const char **err);
 
+/* lua_baselib.c: the globals type, next, pairs and ipairs replaced by ones
+ * that treat proxies as tables (before gw is built: gw.pairs is pairs).
+ * 0 or SG_ESCRIPT. */
+int sg__lua_baselib_init(lua_State *L, sg_lua_rt_t *rt);
+
 /* lua_gw.c */
 void sg__lua_inject_gw_api(lua_State *L, sg_lua_rt_t *rt, const sg_config_t *cfg);
 sg_lua_rt_t *sg__lua_rt_of(lua_State *L);

@@ -223,8 +223,8 @@ sg_lua_rt_t *sg_lua_rt_new_opts(const sg_config_t *cfg, const sg_lua_rt_opts_t *
   lua_pushnil(L);
   lua_setglobal(L, "jit");
 
-  if (sg__lua_span_init(L, rt)) {
-    sg_buf_puts(err, "cannot initialise the Lua FFI helpers");
+  if (sg__lua_span_init(L, rt) || sg__lua_baselib_init(L, rt)) {
+    sg_buf_puts(err, "cannot initialise the Lua runtime (FFI helpers, base library)");
     sg_lua_rt_free(rt);
     return NULL;
   }

@@ -666,6 +666,83 @@ static const char RESOURCE[] =
     "\"python\",\"telemetry.sdk.name\":\"opentelemetry\",\"telemetry.sdk.version\":\"1.27.0\","
     "\"host.name\":\"ip-10-0-3-17\"}";
 
+/* ---- proxies answer as tables --------------------------------------------------- */
+
+static void test_proxy_as_table(void **state) {
+  (void)state;
+  /* The operator's guard must not skip the redaction (proxies are
+   * userdata), and the base library iterates proxies like the tables they
+   * stand for. */
+  sg_config_t cfg;
+  sg_lua_rt_t *rt = rt_with(
+      "local gw = require('gw')\n"
+      "local function keys(it, t)\n"
+      "  local out = {}\n"
+      "  for k, v in it(t) do out[#out + 1] = tostring(k) .. '=' .. gw.type(v) end\n"
+      "  return table.concat(out, ',')\n"
+      "end\n"
+      "return { span = function(span, ctx)\n"
+      "  if type(span.attributes) ~= 'table' then return span end\n"
+      "  local a = span.attributes\n"
+      "  for k in pairs(a) do if k:find('email', 1, true) then a[k] = nil end end\n"
+      "  assert(type(span) == 'table' and type(a.list) == 'table' and type(a.obj) == 'table')\n"
+      "  assert(type(a.list[3]) == 'userdata' and type(a.n) == 'number' and type(nil) == 'nil')\n"
+      "  assert(type(gw.int64(5)) == 'cdata' and type('x') == 'string' and type({}) == 'table')\n"
+      "  assert(gw.type(span) == 'span' and gw.type(a) == 'object' and gw.type(a.list) == 'array')\n"
+      "  local ok, m = pcall(type) assert(not ok and m:find('value expected'), m)\n"
+      "  assert(keys(pairs, a) == 'n=number,list=array,obj=object,empty=object', keys(pairs, a))\n"
+      "  assert(keys(ipairs, a.list) == '1=number,2=string,3=null,4=object', keys(ipairs, a.list))\n"
+      "  assert(keys(pairs, a.list) == keys(ipairs, a.list))\n"
+      "  assert(keys(ipairs, a) == '' and keys(ipairs, span) == '')\n"
+      "  assert(next(a.empty) == nil and next(a) == 'n' and next(a, 'n') == 'list')\n"
+      "  assert(select(2, next(a.list, 3)).k == 1 and next(a.list, 4) == nil)\n"
+      "  assert(keys(pairs, {x = 1}) == 'x=number' and keys(ipairs, {7}) == '1=number')\n"
+      "  assert(gw.pairs == pairs)\n"
+      "  local f = {}\n"
+      "  for k, v in pairs(span) do f[#f + 1] = k; assert(v == span[k] or type(v) == 'table', k) end\n"
+      "  f = table.concat(f, ',')\n"
+      "  assert(f:find('^trace_id,span_id,span_name,span_kind,') and f:find(',attributes') and\n"
+      "         not f:find('parent_id'), f)\n"
+      "  for k, v in pairs(a.obj) do v.seen = true end\n" /* values are live proxies */
+      "  ok, m = pcall(function() local x = pairs(nil) return x end) assert(not ok and m:find(\"bad argument #1 to 'pairs' %(table expected, got nil%)\"), m)\n"
+      "  ok, m = pcall(next, a, 'nope') assert(not ok and m:find('invalid key'), m)\n"
+      "  ok, m = pcall(ipairs, 5) assert(not ok and m:find('table expected, got number'), m)\n"
+      "  a.redacted = true\n"
+      "  return span\n"
+      "end }\n",
+      &cfg);
+  sg_span_batch_t b;
+  sg_span_batch_init(&b);
+  push_span(&b, "s", "{\"n\":1,\"user.email\":\"a@b\",\"contact.email\":\"c@d\",\"list\":[1,\"x\",null,{\"k\":1}],"
+                     "\"obj\":{\"inner\":{}},\"empty\":{}}");
+  size_t errs = 0;
+  assert_int_equal(sg_lua_transform(rt, PROJECT, &b, &errs), 0);
+  assert_int_equal(errs, 0);
+  assert_dump(b.spans[0].attributes, 0,
+              "{\"n\":1,\"list\":[1,\"x\",null,{\"k\":1}],\"obj\":{\"inner\":{\"seen\":true}},"
+              "\"empty\":{},\"redacted\":true}");
+  sg_span_batch_free(&b);
+  sg_lua_rt_free(rt);
+  sg_config_free(&cfg);
+}
+
+/* A hook's state has the job-only functions, and they say why they fail. */
+static void test_job_only_functions(void **state) {
+  (void)state;
+  sg_config_t cfg;
+  sg_lua_rt_t *rt = rt_with(NULL, &cfg);
+  const char *e = run_lua(rt,
+      "for _, f in ipairs({gw.pg.query, gw.pg.query_raw, gw.ch.query, gw.ch.insert,\n"
+      "    gw.ch.insert_spans, gw.ch.span_batch, gw.sleep, gw.spawn, gw.wait, gw.exit,\n"
+      "    gw.hooks.clickhouse}) do\n"
+      "  local ok, m = pcall(f, 'SELECT 1')\n"
+      "  assert(not ok and m:find('^gw%.[%w_.]+: I/O is only available to jobs'), m)\n"
+      "end\n");
+  if (e) fail_msg("%s", e);
+  sg_lua_rt_free(rt);
+  sg_config_free(&cfg);
+}
+
 static void test_shipped_transform(void **state) {
   (void)state;
   sg_config_t cfg;
@@ -1221,6 +1298,8 @@ int main(void) {
       cmocka_unit_test(test_budget),
       cmocka_unit_test(test_gw),
       cmocka_unit_test(test_proxy_rules),
+      cmocka_unit_test(test_proxy_as_table),
+      cmocka_unit_test(test_job_only_functions),
       cmocka_unit_test(test_shipped_transform),
       cmocka_unit_test(test_normalize_builtin_matches_lua),
       cmocka_unit_test(test_normalize_builtin_errors),
