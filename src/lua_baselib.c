@@ -179,17 +179,22 @@ static int base_ipairs(lua_State *L) {
   return 3;
 }
 
+/* type(v). Upvalues: rt, then the name of each type code 0..10 (interned
+ * once here: pushing a C string would hash it on every call). */
+#define TYPE_CODES 11 /* LUA_TNIL .. LuaJIT's cdata (10) */
 static int base_type(lua_State *L) {
-  luaL_checkany(L, 1);
   int t = lua_type(L, 1);
-  if (t == LUA_TUSERDATA && sg__lua_test_proxy_rt(L, 1, RT())) lua_pushliteral(L, "table");
-  else lua_pushstring(L, lua_typename(L, t));
+  if (t == LUA_TNONE) return luaL_argerror(L, 1, "value expected");
+  if (t == LUA_TUSERDATA && sg__lua_test_proxy_rt(L, 1, RT())) t = LUA_TTABLE;
+  lua_pushvalue(L, lua_upvalueindex(2 + t));
   return 1;
 }
 
 int sg__lua_baselib_init(lua_State *L, sg_lua_rt_t *rt) {
   lua_pushlightuserdata(L, rt);                 /* rt */
-  lua_pushcclosure(L, base_type, 1);            /* type */
+  for (int t = 0; t < TYPE_CODES; t++)
+    lua_pushstring(L, lua_typename(L, t)); /* rt, names... */
+  lua_pushcclosure(L, base_type, 1 + TYPE_CODES); /* type */
   lua_setglobal(L, "type");                     /* - */
 
   lua_pushlightuserdata(L, rt);                 /* rt */
