@@ -38,7 +38,7 @@ sg_lua_rt_t *sg__lua_rt_of(lua_State *L) {
   return rt;
 }
 
-int sg__lua_check_null(lua_State *L, int idx) {
+static int is_null(lua_State *L, int idx) {
   return lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL;
 }
 
@@ -221,7 +221,7 @@ static int gw_type(lua_State *L) {
   sg_lua_proxy_t *p = sg__lua_test_proxy(L, 1);
   if (p) lua_pushstring(L, p->tag == SG_PX_SPAN ? "span"
                            : json_is_object(p->u.json) ? "object" : "array");
-  else if (sg__lua_check_null(L, 1)) lua_pushliteral(L, "null");
+  else if (is_null(L, 1)) lua_pushliteral(L, "null");
   else if (lua_type(L, 1) == 10) {
     int64_t v;
     lua_pushstring(L, sg__lua_to_int64(L, RT(), 1, &v) ? "int64" : "cdata");

@@ -96,9 +96,6 @@ struct sg_lua_rt_s {
   /* Values shared read-only (ctx.resource, ctx.scope, nested resource). */
   json_t *frozen[4];
   json_t *nest_src, *nest_val;    /* gw.attributes.nested() one-entry cache */
-  /* Nest flags of the last transformed batch. */
-  uint8_t *nest;
-  size_t nest_n, nest_cap;
   /* sg_lua_transform: the spans one hook call returned (scratch, kept
    * across calls), whether that is just the input span (tx_self), and the
    * output array once a fan-out outgrew the batch in place (tx_sep). */
@@ -173,6 +170,5 @@ sg_lua_rt_t *sg__lua_rt_of(lua_State *L);
 /* Is the value at idx gw.agenta.normalize itself? (sg_lua_transform then
  * runs it without entering Lua.) */
 int sg__lua_is_builtin_normalize(lua_State *L, int idx);
-int sg__lua_check_null(lua_State *L, int idx);  /* gw.null? */
 
 #endif

@@ -81,20 +81,17 @@ int sg_lua_rt_hooks(const sg_lua_rt_t *rt);
 int sg_lua_transform(sg_lua_rt_t *rt, const uint8_t project_id[16], sg_span_batch_t *b,
                      size_t *errors);
 
-/* Store-time flags of b->spans[i] after the last sg_lua_transform() on b,
- * set by gw.attributes.nest(span [, with_resource]):
+/* Store-time flags sg_lua_transform() leaves in b->spans[i].nest_attributes
+ * (the same bits as SG_SPAN_NEST_*), set by gw.attributes.nest(span [,
+ * with_resource]):
  *   SG_LUA_NEST_ATTRS     dump the attributes with SG_JSON_NEST;
  *   SG_LUA_NEST_RESOURCE  add the span's resource as attributes.resource.
  * The writers render the column with
  *   sg_json_dump_attributes(s->attributes,
  *       (f & SG_LUA_NEST_RESOURCE) ? s->resource : NULL,
- *       (f & SG_LUA_NEST_ATTRS) ? SG_JSON_NEST : 0, out).
- * sg_lua_transform() also stores them in b->spans[i].nest_attributes (same
- * bit values as SG_SPAN_NEST_*); this accessor is kept for compatibility.
- * 0 for indexes out of range. */
+ *       (f & SG_LUA_NEST_ATTRS) ? SG_JSON_NEST : 0, out). */
 #define SG_LUA_NEST_ATTRS 1
 #define SG_LUA_NEST_RESOURCE 2
-int sg_lua_span_nested(const sg_lua_rt_t *rt, size_t i);
 
 /* Is project_id written to ClickHouse? Always 0 when use_clickhouse is off
  * (the hook is not asked); the hook's answer is cached per project for the

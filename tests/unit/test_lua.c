@@ -148,7 +148,7 @@ static void test_missing_scripts_are_defaults(void **state) {
   assert_int_equal(sg_lua_transform(rt, PROJECT, &b, &errs), 0);
   assert_int_equal(errs, 0);
   assert_int_equal(b.n, 1);
-  assert_int_equal(sg_lua_span_nested(rt, 0), 0);
+  assert_int_equal(b.spans[0].nest_attributes, 0);
   int on = 7, be = 7;
   double days = 0;
   assert_int_equal(sg_lua_route_clickhouse(rt, PROJECT, &on), 0);
@@ -768,9 +768,9 @@ static void test_shipped_transform(void **state) {
   assert_string_equal(s->session_id, "session-7f3a9c2e");
   assert_string_equal(s->user_id, "user-4411");
   assert_null(s->agent_id);
-  assert_int_equal(sg_lua_span_nested(rt, 0), SG_LUA_NEST_ATTRS | SG_LUA_NEST_RESOURCE);
-  assert_int_equal(sg_lua_span_nested(rt, 1), SG_LUA_NEST_ATTRS); /* has its own "resource" */
-  assert_int_equal(sg_lua_span_nested(rt, 2), SG_LUA_NEST_ATTRS);
+  assert_int_equal(b.spans[0].nest_attributes, SG_LUA_NEST_ATTRS | SG_LUA_NEST_RESOURCE);
+  assert_int_equal(b.spans[1].nest_attributes, SG_LUA_NEST_ATTRS); /* has its own "resource" */
+  assert_int_equal(b.spans[2].nest_attributes, SG_LUA_NEST_ATTRS);
   sg_buf_t nb = SG_BUF_INIT;
   assert_int_equal(sg_json_dump_attributes(s->attributes, s->resource, SG_JSON_NEST, &nb), 0);
   char *nested = sg_buf_detach(&nb, NULL);
@@ -876,7 +876,6 @@ static void test_normalize_builtin_matches_lua(void **state) {
                  sy[k] ? sy[k] : "NULL");
     }
     assert_int_equal(x->nest_attributes, y->nest_attributes);
-    assert_int_equal(x->nest_attributes, sg_lua_span_nested(c, i));
   }
   /* a few rows spelled out */
   assert_dump(bc.spans[3].attributes, 0,
