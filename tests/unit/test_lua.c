@@ -1,6 +1,6 @@
 /* test_lua.c - the Lua binding: loading, exact round trip, changes, drop and
  * fan-out, failure isolation, the instruction budget, gw, the shipped
- * scripts, and the JSON dumper. SG_LUA_BENCH=1 also measures ns/span.
+ * scripts, and the JSON dumper. What it costs: bench/lua_hooks.c.
  * Runs from the repository root (the shipped scripts are read from lua/). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1154,138 +1154,6 @@ static void test_nest_rules(void **state) {
   json_decref(v);
 }
 
-/* ---- bench ---------------------------------------------------------------------- */
-
-static double now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-/* CPU time of this thread: on a shared machine, time other processes take
- * from us is not counted (cache contention still is). */
-static double cpu_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-/* ns/span of sg_lua_transform over batches of 1000 copies of the realistic
- * span (fresh deep copies, sharing one resource as the decoders do): the
- * median over rounds of the batch's thread CPU time (the mean is in *mean,
- * wall clock, when not NULL). */
-static double bench_one(sg_lua_rt_t *rt, int rounds, double *mean) {
-  sg_span_batch_t t;
-  sg_span_batch_init(&t);
-  sg_span_t *s = push_span(&t, "chat gpt-4o-mini", REALISTIC);
-  s->resource = json_loads(RESOURCE, 0, NULL);
-  enum { N = 1000 };
-  double total = 0, *per = calloc((size_t)rounds, sizeof *per);
-  assert_non_null(per);
-  for (int r = 0; r < rounds; r++) {
-    sg_span_batch_t b;
-    sg_span_batch_init(&b);
-    for (int i = 0; i < N; i++) {
-      sg_span_t *d = sg_span_batch_push(&b);
-      assert_int_equal(sg_span_copy(d, &t.spans[0]), 0);
-      json_decref(d->resource);
-      d->resource = json_incref(t.spans[0].resource); /* shared, as decoders do */
-    }
-    double t0 = now_ns(), c0 = cpu_ns();
-    size_t errs;
-    assert_int_equal(sg_lua_transform(rt, PROJECT, &b, &errs), 0);
-    per[r] = (cpu_ns() - c0) / N;
-    total += now_ns() - t0;
-    assert_int_equal(errs, 0);
-    assert_int_equal(b.n, N);
-    sg_span_batch_free(&b);
-  }
-  sg_span_batch_free(&t);
-  qsort(per, (size_t)rounds, sizeof *per, cmp_double);
-  double med = per[rounds / 2];
-  free(per);
-  if (mean) *mean = total / ((double)rounds * N);
-  return med;
-}
-
-static sg_lua_rt_t *rt_with_script(const char *text, sg_config_t *cfg) {
-  return rt_with(text, cfg);
-}
-
-static void test_bench(void **state) {
-  (void)state;
-  const char *env = getenv("SG_LUA_BENCH");
-  int rounds = env ? 200 : 5;
-  /* name, transform.lua text (NULL: none; "" the shipped lua/) */
-  static const struct {
-    const char *name, *script;
-  } cases[] = {
-      {"no script", NULL},
-      {"identity", "return { span = function(s, ctx) return s end }"},
-      {"default", ""},
-      {"default from Lua", /* a custom M.span that calls the built-in */
-       "local gw = require('gw')\n"
-       "local normalize = gw.agenta.normalize\n"
-       "return { span = function(s, ctx) return normalize(s, ctx) end }"},
-      {"default in Lua", /* the shipped M.normalize, by hand */
-       "local gw = require('gw')\n"
-       "local saved = gw.agenta\n"
-       "gw.agenta = nil\n"
-       "local M = dofile('lua/transform.lua')\n"
-       "gw.agenta = saved\n"
-       "return M\n"},
-  };
-  char line[512];
-  int off = 0;
-  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-    sg_config_t cfg;
-    sg_lua_rt_t *rt = cases[c].script && !cases[c].script[0] ? shipped(&cfg)
-                                                              : rt_with_script(cases[c].script, &cfg);
-    double mean, med = bench_one(rt, rounds, &mean);
-    off += snprintf(line + off, sizeof line - (size_t)off, "%s%s %.0f (mean %.0f)", c ? ", " : "",
-                    cases[c].name, med, mean);
-    sg_lua_rt_free(rt);
-    sg_config_free(&cfg);
-  }
-  if (getenv("SG_LUA_BENCH_DIR")) {
-    sg_config_t c2 = cfg_for(getenv("SG_LUA_BENCH_DIR"));
-    sg_buf_t e2 = SG_BUF_INIT;
-    sg_lua_rt_t *x = sg_lua_rt_new(&c2, &e2);
-    printf("bench: %s %.0f ns/span\n", getenv("SG_LUA_BENCH_DIR"), bench_one(x, rounds, NULL));
-    sg_lua_rt_free(x);
-    sg_buf_free(&e2);
-    sg_config_free(&c2);
-  }
-  /* the cost of the nested dump the writers pay */
-  sg_span_batch_t t;
-  sg_span_batch_init(&t);
-  push_span(&t, "x", REALISTIC);
-  sg_buf_t b = SG_BUF_INIT;
-  double t0 = cpu_ns();
-  for (int i = 0; i < rounds * 100; i++) {
-    sg_buf_reset(&b);
-    sg_json_dump(t.spans[0].attributes, SG_JSON_NEST, &b);
-  }
-  double t_nest = (cpu_ns() - t0) / (rounds * 100.0);
-  t0 = cpu_ns();
-  for (int i = 0; i < rounds * 100; i++) {
-    sg_buf_reset(&b);
-    sg_json_dump(t.spans[0].attributes, 0, &b);
-  }
-  double t_flat = (cpu_ns() - t0) / (rounds * 100.0);
-  if (env)
-    printf("bench: attributes %zu bytes, ns/span (median thread CPU time; mean wall clock): %s; "
-           "dump flat %.0f, nested %.0f\n",
-           strlen(REALISTIC), line, t_flat, t_nest);
-  sg_buf_free(&b);
-  sg_span_batch_free(&t);
-}
-
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_missing_scripts_are_defaults),
@@ -1306,7 +1174,6 @@ int main(void) {
       cmocka_unit_test(test_shipped_routing_ttl),
       cmocka_unit_test(test_dump_matches_jansson),
       cmocka_unit_test(test_nest_rules),
-      cmocka_unit_test(test_bench),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
