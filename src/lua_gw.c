@@ -28,16 +28,6 @@
 #include "json_nest.h"
 #include "log.h"
 
-static char rt_key; /* registry[&rt_key] = lightuserdata rt */
-
-sg_lua_rt_t *sg__lua_rt_of(lua_State *L) {
-  lua_pushlightuserdata(L, &rt_key);    /* key */
-  lua_rawget(L, LUA_REGISTRYINDEX);     /* rt */
-  sg_lua_rt_t *rt = lua_touserdata(L, -1);
-  lua_pop(L, 1);
-  return rt;
-}
-
 static int is_null(lua_State *L, int idx) {
   return lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL;
 }
@@ -515,10 +505,6 @@ void sg__lua_inject_gw_api(lua_State *L, sg_lua_rt_t *rt, const sg_config_t *cfg
   static const luaL_Reg top_fns[] = {{"now", gw_now}, {"array", gw_array}, {"object", gw_object},
                                      {"int64", gw_int64}, {"type", gw_type},
                                      {"totable", gw_totable}, {NULL, NULL}};
-
-  lua_pushlightuserdata(L, &rt_key); /* key */
-  lua_pushlightuserdata(L, rt);      /* key, rt */
-  lua_rawset(L, LUA_REGISTRYINDEX);  /* - */
 
   lua_newtable(L); /* gw */
   set_funcs(L, rt, top_fns);

@@ -118,7 +118,8 @@ struct sg_lua_rt_s {
 };
 
 /* lua_span.c */
-int sg__lua_span_init(lua_State *L, sg_lua_rt_t *rt);  /* metatables, FFI helpers */
+int sg__lua_span_init(lua_State *L, sg_lua_rt_t *rt);  /* metatables, FFI helpers, rt of L */
+sg_lua_rt_t *sg__lua_rt_of(lua_State *L);              /* the runtime of a state */
 void sg__lua_push_span(lua_State *L, sg_lua_rt_t *rt, sg_lua_slot_t *slot, int readonly);
 void sg__lua_push_json(lua_State *L, sg_lua_rt_t *rt, json_t *v, int flags);
 /* Lua value at idx -> new JSON reference; raises a Lua error when it cannot be
@@ -166,7 +167,6 @@ int sg__lua_baselib_init(lua_State *L, sg_lua_rt_t *rt);
 
 /* lua_gw.c */
 void sg__lua_inject_gw_api(lua_State *L, sg_lua_rt_t *rt, const sg_config_t *cfg);
-sg_lua_rt_t *sg__lua_rt_of(lua_State *L);
 /* Is the value at idx gw.agenta.normalize itself? (sg_lua_transform then
  * runs it without entering Lua.) */
 int sg__lua_is_builtin_normalize(lua_State *L, int idx);

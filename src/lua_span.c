@@ -196,6 +196,16 @@ sg_lua_slot_t *sg__lua_copy_slot(lua_State *L, sg_lua_rt_t *rt, const sg_lua_slo
 
 /* ---- proxies ------------------------------------------------------------------ */
 
+static char rt_key; /* registry[&rt_key] = lightuserdata rt (set by sg__lua_span_init) */
+
+sg_lua_rt_t *sg__lua_rt_of(lua_State *L) {
+  lua_pushlightuserdata(L, &rt_key);    /* key */
+  lua_rawget(L, LUA_REGISTRYINDEX);     /* rt */
+  sg_lua_rt_t *rt = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return rt;
+}
+
 /* rt: the runtime of L (C closures have it as an upvalue, which saves the
  * registry look-up of sg__lua_rt_of). */
 sg_lua_proxy_t *sg__lua_test_proxy_rt(lua_State *L, int idx, sg_lua_rt_t *rt) {
@@ -990,6 +1000,9 @@ static int new_mt(lua_State *L, const luaL_Reg *fns, const void **ptr) {
 }
 
 int sg__lua_span_init(lua_State *L, sg_lua_rt_t *rt) {
+  lua_pushlightuserdata(L, &rt_key); /* key */
+  lua_pushlightuserdata(L, rt);      /* key, rt */
+  lua_rawset(L, LUA_REGISTRYINDEX);  /* - */
   static const luaL_Reg span_mt[] = {{"__index", span_index}, {"__newindex", span_newindex},
                                      {"__tostring", span_tostring}, {"__eq", proxy_eq},
                                      {NULL, NULL}};
