@@ -16,6 +16,8 @@
 typedef sg_lua_task_t task_t;
 typedef sg_lua_enc_stats_t enc_stats_t;
 
+/* ---- requests ------------------------------------------------------------------------ */
+
 enum { CH_TEXT, CH_TSV, CH_INSERT, CH_SPANS, CH_BATCH };
 
 typedef struct spanbatch_s spanbatch_t;
@@ -165,6 +167,8 @@ static int ch_send(lua_State *L, chreq_t *q, const void *body, size_t len) {
   }
   return sg__lua_task_yield(L, q->t);
 }
+
+/* ---- gw.ch.query / gw.ch.insert / gw.ch.insert_spans ------------------------------------ */
 
 /* raw ch_query(sql [, "TSV"]) -> ok, text | rows */
 static int l_ch_query(lua_State *L) {

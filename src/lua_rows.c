@@ -26,7 +26,9 @@
 typedef sg_lua_pgres_t rawres_t;
 typedef sg_lua_enc_stats_t enc_stats_t;
 
-/* The columns gw.ch.insert_spans reads, by name (docs/jobs.md). */
+/* ---- a row (raw result or Lua table) -> sg_span_t ----------------------------------- */
+
+/* The columns gw.ch.insert_spans reads, by name (README "Writing jobs"). */
 #define SPAN_COLS(XX)                                                                          \
   XX(trace_id) XX(span_id) XX(parent_id) XX(trace_type) XX(span_type) XX(span_kind)            \
   XX(span_name) XX(start_us) XX(end_us) XX(status_code) XX(status_message) XX(attributes)      \
@@ -191,7 +193,7 @@ static int row_to_span(rows_t *src, int row, sg_span_t *s, const char **why) {
 
 /* ---- rows of a raw result -> TabSeparated, without sg_span_t ------------------------
  *
- * The migration's path (docs/jobs.md "Rows"): PostgreSQL's text values go
+ * The migration's path (README "Writing jobs", "Rows"): PostgreSQL's text values go
  * straight into sg_ch_row_encode_text (ids and labels copied, JSON made
  * compact in one validating pass), no jansson tree, no malloc per value.
  * The TTL hook, when ttl.lua defines one, still gets a full read-only span
@@ -430,6 +432,8 @@ static int raw_row_encode(sg_lua_io_t *io, rows_t *src, int i, const uint8_t pro
   }
   return rc;
 }
+
+/* ---- gw.ch.insert_spans / batch:add ------------------------------------------------------ */
 
 /* The (project_id, rows) arguments at pidx, pidx + 1 of gw.ch.insert_spans
  * and b:add, checked (raises, naming fn, before anything is allocated;
