@@ -1,5 +1,5 @@
 // Operator scripts in the live path: a custom transform (redact a secret,
-// drop by name), SIGHUP reload, a broken reload keeping the old scripts,
+// drop by name; a type()/pairs() redaction over the proxies), SIGHUP reload, a broken reload keeping the old scripts,
 // and routing.lua choosing the projects that reach ClickHouse.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -103,6 +103,31 @@ test('on_script_error = reject rejects the failing span alone', async () => {
     assert.equal(r.json().count, 1);
     assert.equal(r.json().rejected, 1);
     assert.deepEqual((await gw.query('SELECT span_name FROM spans')).map((x) => x.span_name), ['good']);
+  } finally { await gw.stop(); }
+});
+
+test('an operator\'s type() guard and pairs() loop redact through the attribute proxies', async () => {
+  const dir = scriptsDir({ 'transform.lua': `
+local M = {}
+function M.span(span, ctx)
+  if type(span.attributes) ~= "table" then return span end
+  for k, v in pairs(span.attributes) do
+    if k:find("email", 1, true) then span.attributes[k] = nil end
+  end
+  local n = 0
+  for _, tag in ipairs(span.attributes.tags or {}) do n = n + 1 end
+  span.attributes.ntags = n
+  return span
+end
+return M
+` });
+  const gw = await startGateway({ scripts: dir });
+  try {
+    const r = await postJson(gw, '/v1/spans', { spans: [span('6200000000000001', 'call', { 'user.email': 'a@b', 'contact.email': 'c@d', keep: 'x', tags: ['a', 'b'] })] });
+    assert.equal(r.status, 200, r.text);
+    const rows = await gw.query('SELECT attributes FROM spans');
+    assert.deepEqual(rows.map((x) => x.attributes), [{ keep: 'x', tags: ['a', 'b'], ntags: 2 }]);
+    assert.deepEqual(gw.errorLines(), []);
   } finally { await gw.stop(); }
 });
 
