@@ -20,7 +20,9 @@
 #include "err.h"
 #include "json_load.h"
 #include "log.h"
+#include "read_analytics.h"
 #include "read_filter.h"
+#include "read_span.h"
 #include "span.h"
 #include "worker.h"
 
