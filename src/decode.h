@@ -48,7 +48,7 @@
  * Memory: protobuf is read in place (no intermediate message tree, no
  * recursion beyond SG_ATTR_MAX_DEPTH) and what it builds is charged against
  * a budget of 64x the body size + 1 MiB; a body of empty elements that
- * would exceed it fails with SG_EPARSE ("protobuf: message expands too much
+ * would exceed it fails with SG_ETOOBIG ("protobuf: message expands too much
  * when decoded"). JSON is parsed by jansson (depth limit 2048) into a tree
  * (~5-12x the body for real spans, ~80x for "{}" spam), and the spans are
  * built from it. Its size is estimated before parsing (json_load.h): a
@@ -74,8 +74,8 @@
 
 /* Decode a body into out (initialised by the caller with
  * sg_span_batch_init; spans are appended). Returns 0, SG_EPARSE with a
- * message in err (appended), SG_ETOOBIG (JSON only: the body would expand
- * past its budget; message in err), or SG_ENOMEM. On failure out may hold spans
+ * message in err (appended), SG_ETOOBIG (the body would expand past its
+ * budget; message in err), or SG_ENOMEM. On failure out may hold spans
  * decoded before the error: the caller frees the batch either way. */
 int sg_otlp_decode_proto(const uint8_t *p, size_t n, sg_span_batch_t *out, sg_buf_t *err);
 int sg_otlp_decode_json(const char *p, size_t n, sg_span_batch_t *out, sg_buf_t *err);

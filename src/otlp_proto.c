@@ -139,8 +139,14 @@ static int rd_next(pctx_t *c, rd_t *r, fld_t *f) {
   }
 }
 
+/* Charges cost to the budget: 0, or SG_ETOOBIG (message in err) when the
+ * request would take more than its budget: too large, as JSON over its own
+ * budget is (ingest answers 413), not malformed. */
 static int charge(pctx_t *c, size_t cost) {
-  if (cost > c->budget) return perr(c, "message expands too much when decoded");
+  if (cost > c->budget) {
+    perr(c, "message expands too much when decoded");
+    return SG_ETOOBIG;
+  }
   c->budget -= cost;
   return 0;
 }

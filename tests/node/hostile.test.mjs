@@ -67,6 +67,22 @@ test('truncated and random protobuf get 400; the gateway keeps serving', async (
   assert.equal((await request(gw, 'GET', '/healthz')).status, 200);
 });
 
+// A protobuf body that would take more than its budget once decoded (64x
+// its size + 1 MiB, decode.h) is too large, as a JSON one is: 413, not 400.
+test('a protobuf body over the decoder\'s expansion budget gets 413, as JSON does', async () => {
+  const varint = (n) => { const b = []; for (; n > 0x7f; n >>>= 7) b.push((n & 0x7f) | 0x80); b.push(n); return Buffer.from(b); };
+  const field = (num, body) => Buffer.concat([varint(num << 3 | 2), varint(body.length), body]);
+  // One span with 100,000 empty events: 200 KB on the wire, ~48 MB decoded.
+  const events = Buffer.alloc(2 * 100000);
+  for (let i = 0; i < events.length; i += 2) events[i] = 11 << 3 | 2;
+  const span = Buffer.concat([field(1, Buffer.from(hex(32), 'hex')), field(2, Buffer.from(hex(16), 'hex')), events]);
+  const body = field(1, field(2, field(2, span)));
+  const r = await request(gw, 'POST', '/v1/traces', body, { 'content-type': 'application/x-protobuf', ...auth });
+  assert.equal(r.status, 413, r.text);
+  assert.match(r.headers['content-type'], /protobuf/);
+  assert.match(r.text, /message expands too much when decoded/);
+});
+
 test('a slow client that sends half a header is timed out and does not hold a worker', async () => {
   const slow = rawExchange(gw, 'POST /v1/spans HTTP/1.1\r\nHost: x\r\nContent-Le', { timeoutMs: 3000 });
   // Meanwhile other clients are served at once (2 workers, many slow clients).
