@@ -253,20 +253,6 @@ const char *sg_http_header(const sg_http_req_t *pub, const char *lname) {
   return NULL;
 }
 
-void sg_http_header_each(const sg_http_req_t *pub,
-                         void (*fn)(void *arg, const char *lname, const char *value), void *arg) {
-  const req_t *r = (const req_t *)pub;
-  if (!r->headers_done || r->hdrs.len == 0) return;
-  const char *p = r->hdrs.data, *end = r->hdrs.data + r->hdrs.len;
-  while (p < end) {
-    const char *name = p;
-    const char *value = name + strlen(name) + 1;
-    if (value >= end) break;
-    fn(arg, name, value);
-    p = value + strlen(value) + 1;
-  }
-}
-
 int sg_http_req_gone(const sg_http_req_t *pub) { return ((const req_t *)pub)->conn == NULL; }
 
 /* ---------------------------------------------------------------- parser callbacks */

@@ -144,10 +144,6 @@ void sg_http_server_stats(const sg_http_server_t *srv, sg_http_stats_t *out);
  * one if repeated), with surrounding white space removed; NULL if absent. */
 const char *sg_http_header(const sg_http_req_t *req, const char *lname);
 
-/* Call fn for every header in arrival order (names lower-cased). */
-void sg_http_header_each(const sg_http_req_t *req,
-                         void (*fn)(void *arg, const char *lname, const char *value), void *arg);
-
 /* 1 if the client has disconnected (reset or read error) while the
  * handler held req: the response will be dropped, so the handler may skip
  * work. A half-close (EOF) is not a disconnect. */

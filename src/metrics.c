@@ -59,11 +59,6 @@ out:
   return atomic_exchange(&lua_refusal_logged, 1) ? -1 : -2;
 }
 
-const char *sg_metrics_lua_name(int slot) {
-  if (slot < 0 || slot >= atomic_load_explicit(&lua_count, memory_order_acquire)) return NULL;
-  return lua_user[slot].name;
-}
-
 void sg_metrics_lua_add(int slot, double delta) {
   if (slot < 0 || slot >= SG_LUA_USER_MAX) return;
   _Atomic uint64_t *b = &lua_user[slot].bits;

@@ -102,8 +102,6 @@ extern sg_metrics_t sg_metrics;
  * (table full, or the name is taken by the other kind): lua_user_dropped is
  * counted and the first such refusal returns -2, so the caller logs once. */
 int sg_metrics_lua_slot(const char *name, char kind);
-/* The exported name of a slot (for log lines), NULL for a bad slot. */
-const char *sg_metrics_lua_name(int slot);
 /* Adds delta to slot's value (a worker publishes its changes as deltas). */
 void sg_metrics_lua_add(int slot, double delta);
 

@@ -370,7 +370,7 @@ static void test_sqlstate_table(void **state) {
     int err = sg_pg_sqlstate_err(cases[i].st, 0);
     if (err != cases[i].err || sg_pg_sqlstate_unwritable(cases[i].st) != cases[i].unwritable)
       fail_msg("SQLSTATE %s: %s, unwritable %d; want %s, %d", cases[i].st ? cases[i].st : "NULL",
-               sg_err_name(err), sg_pg_sqlstate_unwritable(cases[i].st), sg_err_name(cases[i].err),
+               sg_strerror(err), sg_pg_sqlstate_unwritable(cases[i].st), sg_strerror(cases[i].err),
                cases[i].unwritable);
   }
   /* A lost connection is unavailable whatever the server said. */
