@@ -15,12 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cmocka.h>
 #include <sodium.h>
 
 #include "hash.h"
+#include "seed.h"
 
 #define KEY 48 /* pgsink's key: project, trace id, span id */
 
@@ -167,9 +167,7 @@ static void test_stable(void **st) {
 }
 
 int main(void) {
-  unsigned seed = (unsigned)time(NULL);
-  printf("# seed %u\n", seed);
-  srand(seed);
+  srand(test_seed("test_hash"));
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_stable),
       cmocka_unit_test(test_fnv_colliding_ids),

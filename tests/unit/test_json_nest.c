@@ -8,13 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cmocka.h>
 
 #include "buf.h"
 #include "err.h"
 #include "json_nest.h"
+#include "seed.h"
 
 /* "a.a.a..." of nseg segments (NUL-terminated, caller frees). */
 static char *dotted(size_t nseg) {
@@ -158,9 +158,7 @@ static json_t *object_of(char **keys, size_t n) {
  * same set is as good as random. */
 static void test_colliding_keys(void **st) {
   (void)st;
-  unsigned seed = (unsigned)time(NULL);
-  printf("# seed %u\n", seed);
-  srand(seed);
+  srand(test_seed("test_colliding_keys"));
   const size_t n = 50000; /* 50,001 nodes: a table of 2^17 slots */
   json_t *bad = object_of(colliding_keys(n, 17, 6, 8), n);
   json_t *good = object_of(random_keys(n, 18), n);

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "seed.h"
 #include "spool.h"
 
 #define T0 INT64_C(1700000000000000) /* a plausible "now" in µs */
@@ -885,7 +886,7 @@ static void crash_round(const fx_t *fx, const char *dir, sg_spool_fsync_t fs, in
 
 static void test_crash_kill9(void **state) {
   fx_t *fx = *state;
-  srand((unsigned)time(NULL) ^ (unsigned)getpid());
+  srand(test_seed("test_crash_kill9"));
   for (int round = 0; round < 6; round++) {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/crash%d", fx->dir, round);
