@@ -119,7 +119,7 @@ fuzz: $(FUZZERS)
 	    tests/fuzz/corpus/$$n || exit 1; done
 
 docs: $(B)/spangate
-	@scripts/gen-readme-config.sh
+	@scripts/gen-config-doc.sh
 
 install: $(B)/spangate
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/spangate/lua \
@@ -127,6 +127,8 @@ install: $(B)/spangate
 	install -m 755 $(B)/spangate $(DESTDIR)$(PREFIX)/bin/spangate
 	cp -R lua/. $(DESTDIR)$(PREFIX)/share/spangate/lua/
 	install -m 644 README.md $(DESTDIR)$(PREFIX)/share/doc/spangate/README.md
+	install -d $(DESTDIR)$(PREFIX)/share/doc/spangate/docs
+	install -m 644 docs/*.md $(DESTDIR)$(PREFIX)/share/doc/spangate/docs/
 	for u in spangate.service spangate-purge.service spangate-purge.timer; do \
 	  sed 's|@PREFIX@|$(PREFIX)|g' etc/$$u > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$u; done
 	test -e $(DESTDIR)/etc/spangate/gateway.conf || sed -e 's|^scripts = .*|scripts = "$(PREFIX)/share/spangate/lua"|' \

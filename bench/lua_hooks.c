@@ -2,7 +2,7 @@
  * process: no script, `return s`, the shipped one (M.span =
  * gw.agenta.normalize), a Lua M.span that calls the built-in, and the same
  * steps in Lua (M.normalize); plus the store-time dump of the attributes
- * flat and nested. The numbers in README's Lua "Performance" table.
+ * flat and nested. The numbers in docs/lua.md's "Performance" table.
  *
  *   lua_hooks [-r ROUNDS] [--scripts DIR]     (from the repository root)
  *

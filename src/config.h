@@ -3,7 +3,7 @@
  * SG_CONFIG_MAP is the single table of keys: type, name, default, the
  * environment variable that overrides it, and a one-line description. The
  * struct below, the gateway.conf parser, the environment overrides, `--help`
- * and the README's configuration section are all generated from it.
+ * and docs/configuration.md's table are all generated from it.
  *
  * gateway.conf is a sandboxed Lua chunk of assignments (`listen =
  * "0.0.0.0:4318"`); it has no os, io or require, and an unknown key is an
@@ -144,7 +144,7 @@ int sg_config_clickhouse_gzip(const sg_config_t *cfg);
 /* The key nearest to name by edit distance, or NULL when nothing is close. */
 const char *sg_config_nearest(const char *name);
 
-/* Help text (for --help) and the README's Markdown table. */
+/* Help text (for --help) and docs/configuration.md's Markdown table. */
 int sg_config_help(sg_buf_t *out);
 int sg_config_markdown(sg_buf_t *out);
 

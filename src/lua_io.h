@@ -10,7 +10,7 @@
  * the functions given to gw.spawn. Anywhere else (a hook on a gateway
  * worker, a coroutine of the script's own, a state without a job context)
  * the functions raise a Lua error saying why. The Lua-facing contract is in
- * README.md ("Writing jobs: the I/O API").
+ * docs/jobs.md ("Writing jobs: the I/O API").
  *
  * Not thread-safe: one context, one loop, one thread.
  */

@@ -1,7 +1,7 @@
 /* lua_pg.c - gw.pg for jobs: gw.pg.query and gw.pg.query_raw on the job's
  * PostgreSQL pool (a task yields while libpq works on the loop).
  *
- * Value decisions (README "Writing jobs"):
+ * Value decisions (docs/jobs.md, "Writing jobs"):
  *   gw.pg.query   rows as tables keyed by column name, every value as
  *                 PostgreSQL's text output (exact: int8, numeric and
  *                 timestamptz never pass through a double), NULL as gw.null.

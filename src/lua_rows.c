@@ -1,5 +1,5 @@
 /* lua_rows.c - rows of PostgreSQL's spans table as ClickHouse rows, for
- * gw.ch.insert_spans and batch:add (README "Writing jobs", "Rows").
+ * gw.ch.insert_spans and batch:add (docs/jobs.md, "Writing jobs", "Rows").
  *
  * Two sources, one result (ClickHouse equals PostgreSQL as values):
  *   a gw.pg.query_raw result: PostgreSQL's text values go straight into
@@ -28,7 +28,7 @@ typedef sg_lua_enc_stats_t enc_stats_t;
 
 /* ---- a row (raw result or Lua table) -> sg_span_t ----------------------------------- */
 
-/* The columns gw.ch.insert_spans reads, by name (README "Writing jobs"). */
+/* The columns gw.ch.insert_spans reads, by name (docs/jobs.md, "Writing jobs"). */
 #define SPAN_COLS(XX)                                                                          \
   XX(trace_id) XX(span_id) XX(parent_id) XX(trace_type) XX(span_type) XX(span_kind)            \
   XX(span_name) XX(start_us) XX(end_us) XX(status_code) XX(status_message) XX(attributes)      \
@@ -193,7 +193,7 @@ static int row_to_span(rows_t *src, int row, sg_span_t *s, const char **why) {
 
 /* ---- rows of a raw result -> TabSeparated, without sg_span_t ------------------------
  *
- * The migration's path (README "Writing jobs", "Rows"): PostgreSQL's text values go
+ * The migration's path (docs/jobs.md, "Writing jobs", "Rows"): PostgreSQL's text values go
  * straight into sg_ch_row_encode_text (ids and labels copied, JSON made
  * compact in one validating pass), no jansson tree, no malloc per value.
  * The TTL hook, when ttl.lua defines one, still gets a full read-only span

@@ -247,7 +247,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "run") || !strcmp(cmd, "migrate") || !strcmp(cmd, "validate") ||
       !strcmp(cmd, "ttl"))
     return sg_job_main(argc, argv);
-  if (!strcmp(cmd, "config-markdown")) { /* used by `make docs` for the README */
+  if (!strcmp(cmd, "config-markdown")) { /* used by `make docs` for docs/configuration.md */
     sg_buf_t b = SG_BUF_INIT;
     sg_config_markdown(&b);
     fwrite(b.data, 1, b.len, stdout);

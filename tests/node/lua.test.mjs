@@ -161,7 +161,7 @@ return M
 });
 
 test('gw.metrics values reach /metrics as spangate_lua_user_*, summed over the workers, bounded in number', async () => {
-  // The README's redaction example, plus a gauge each worker sets to 1 (its
+  // docs/lua.md's redaction example, plus a gauge each worker sets to 1 (its
   // sum says how many workers ran the transform) and, for one span, more
   // distinct names than /metrics takes.
   const dir = scriptsDir({ 'transform.lua': `
