@@ -80,8 +80,8 @@ static void version_cache_path(const sg_config_t *cfg, char *out, size_t cap) {
 }
 
 int sg_chsink_server_version(const sg_config_t *cfg, sg_ch_version_t *ver, sg_buf_t *err) {
-  sg_ch_opts_t o = {cfg->clickhouse_host, (int)cfg->clickhouse_port, cfg->clickhouse_user,
-                    cfg->clickhouse_password, NULL, 3000, 1};
+  sg_ch_opts_t o;
+  sg_config_clickhouse_opts(cfg, NULL, 3000, 1, &o);
   sg_buf_t out = SG_BUF_INIT, why = SG_BUF_INIT;
   char path[4096];
   version_cache_path(cfg, path, sizeof path);
@@ -109,9 +109,11 @@ int sg_chsink_server_version(const sg_config_t *cfg, sg_ch_version_t *ver, sg_bu
       return 0;
     }
   }
-  sg_buf_printf(err, "ClickHouse at %s:%lld did not answer SELECT version() (%s) and no version "
+  char where[512];
+  sg_buf_printf(err, "ClickHouse at %s did not answer SELECT version() (%s) and no version "
                      "is cached in %s",
-                cfg->clickhouse_host, cfg->clickhouse_port, why.data ? why.data : "no answer", path);
+                sg_config_clickhouse_where(cfg, where, sizeof where), why.data ? why.data : "no answer",
+                path);
   sg_buf_free(&out);
   sg_buf_free(&why);
   return SG_EUNAVAIL;
@@ -463,9 +465,8 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_
   s->pg = pg;
   if (ver) set_version(s, ver);
   s->st.reachable = ver != NULL; /* the version was just asked of the server */
-  sg_ch_opts_t o = {cfg->clickhouse_host, (int)cfg->clickhouse_port, cfg->clickhouse_user,
-                    cfg->clickhouse_password, cfg->clickhouse_database,
-                    (long)cfg->clickhouse_timeout_ms, 4};
+  sg_ch_opts_t o;
+  sg_config_clickhouse_opts(cfg, cfg->clickhouse_database, (long)cfg->clickhouse_timeout_ms, 4, &o);
   s->ch = sg_ch_client_new(loop, &o);
   if (!s->ch) {
     sg_buf_puts(err, "ClickHouse client: out of memory");

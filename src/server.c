@@ -294,8 +294,9 @@ int sg_server_run(const sg_config_t *cfg) {
     sg_ch_global_init();
     if (sg_chsink_server_version(cfg, &ch_version, &err) == 0) {
       sg__ch_version = &ch_version;
-      sg_info("server", "ClickHouse %d.%d at %s:%lld; dual-write on", ch_version.major,
-              ch_version.minor, cfg->clickhouse_host, cfg->clickhouse_port);
+      char where[512];
+      sg_info("server", "ClickHouse %d.%d at %s; dual-write on", ch_version.major, ch_version.minor,
+              sg_config_clickhouse_where(cfg, where, sizeof where));
     } else {
       sg_warn("server", "%s; spans are recorded as gaps until ClickHouse answers", err.data);
     }
