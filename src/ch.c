@@ -297,7 +297,11 @@ int sg_ch_endpoint_parse(const char *text, int secure, char *host, size_t cap, i
     if (!why && v < 1) why = "the port must be 1..65535";
   }
   if (why) {
-    if (err) sg_buf_printf(err, "ClickHouse endpoint '%s': %s", text, why);
+    /* Never echo an entry that may hold a password. */
+    if (err && memchr(text, '@', strlen(text)))
+      sg_buf_printf(err, "a ClickHouse endpoint holds '@': %s", why);
+    else if (err)
+      sg_buf_printf(err, "ClickHouse endpoint '%s': %s", text, why);
     return SG_EINVAL;
   }
   memcpy(host, h, (size_t)(he - h));
@@ -575,8 +579,11 @@ static void finish(sg_ch_client_t *c, req_t *r, CURLcode rc) {
     else snprintf(prefix, sizeof prefix, "ClickHouse HTTP %ld: ", http);
     if (r->resp.len) set_line(r, prefix, r->resp.data, r->resp.len);
     else snprintf(r->line, sizeof r->line, "%swith an empty body", prefix);
-    /* The server answered: only its "unavailable" answers count against it. */
-    ep_failed = http >= 500 && status == SG_EUNAVAIL;
+    /* The server answered: it counts against the endpoint only when that
+     * answer says "unavailable" (a code-less 5xx from a proxy, or a code of
+     * the transient kind), not for an exception about the query itself,
+     * which every endpoint would answer alike. */
+    ep_failed = http >= 500 && (code == 0 || sg_ch_code_class(code) == SG_EUNAVAIL);
   }
   if (!ep_failed) {
     endpoint_ok(ep);

@@ -253,6 +253,22 @@ static size_t count_rows(const void *p, size_t n) {
 
 static void split_cb(void *arg, const sg_ch_result_t *r);
 
+/* One INSERT of spooled records first..last. Sending it again is harmless:
+ * a Replicated table drops a block it already has (by checksum, and from
+ * 22.2 by the token, whatever the server's block split), a plain one keeps
+ * one version per span after merges; so the client may fail it over to
+ * another endpoint. */
+static int send_insert(sg_chsink_t *s, const void *body, size_t len, uint64_t first, uint64_t last,
+                       sg_ch_cb cb) {
+  sg_ch_req_t q = {s->insert_sql.data, body, len, s->ch_flags | SG_CH_IDEMPOTENT, NULL, 0, NULL};
+  char token[SG_CH_TOKEN_MAX];
+  const char *dir = s->spools[s->seg_spool].dir, *base = strrchr(dir, '/');
+  if ((s->ver.major > 22 || (s->ver.major == 22 && s->ver.minor >= 2)) &&
+      sg_ch_dedup_token(token, base ? base + 1 : dir, first, last, body, len) == 0)
+    q.dedup_token = token;
+  return sg_ch_send(s->ch, &q, cb, s);
+}
+
 static void send_record(sg_chsink_t *s) {
   sg_spool_t *sp = s->spools[s->seg_spool].sp;
   size_t count = sg_spool_seg_count(s->seg);
@@ -274,7 +290,7 @@ static void send_record(sg_chsink_t *s) {
     split_cb(s, &fake);
     return;
   }
-  rc = sg_ch_request(s->ch, s->insert_sql.data, rec.data, rec.len, s->ch_flags, split_cb, s);
+  rc = send_insert(s, rec.data, rec.len, rec.seq, rec.seq, split_cb);
   if (rc != 0) {
     sg_ch_result_t fake = {rc, 0, 0, "", 0, sg_strerror(rc)};
     split_cb(s, &fake);
@@ -338,9 +354,12 @@ static void send_next(sg_chsink_t *s) {
     sg_buf_reset(&s->body);
     size_t count = sg_spool_seg_count(seg);
     int mixed = 0;
+    uint64_t first = 0, last = 0;
     for (size_t r = 0; r < count; r++) {
       sg_spool_rec_t rec;
       if (sg_spool_seg_record(seg, r, &rec) != 0) continue;
+      if (r == 0) first = rec.seq;
+      last = rec.seq;
       if (rec.tag_len != strlen(s->tag) || memcmp(rec.tag, s->tag, rec.tag_len) != 0) mixed = 1;
       sg_buf_append(&s->body, rec.data, rec.len);
     }
@@ -352,8 +371,7 @@ static void send_next(sg_chsink_t *s) {
       send_record(s);
       return;
     }
-    int rc = sg_ch_request(s->ch, s->insert_sql.data, s->body.data, s->body.len, s->ch_flags,
-                           insert_cb, s);
+    int rc = send_insert(s, s->body.data, s->body.len, first, last, insert_cb);
     if (rc != 0) {
       sg_ch_result_t fake = {rc, 0, 0, "", 0, sg_strerror(rc)};
       backoff(s, &fake);
@@ -516,6 +534,8 @@ void sg_chsink_stats(const sg_chsink_t *s, sg_chsink_stats_t *out) {
       out->spool_oldest_us = st.oldest_us;
   }
 }
+
+const sg_ch_client_t *sg_chsink_client(const sg_chsink_t *s) { return s->ch; }
 
 static void timer_closed(uv_handle_t *h) {
   sg_chsink_t *s = h->data;

@@ -416,6 +416,11 @@ static int check_clickhouse(const sg_config_t *cfg, sg_buf_t *err) {
                   strchr(h, '@') ? "(hidden: it holds '@')" : h);
     return SG_ECONFIG;
   }
+  for (const char *p = h; *p; p++)
+    if ((unsigned char)*p <= ' ' || *p == '"' || *p == '\'' || *p == '\\') {
+      sg_buf_printf(err, "clickhouse_host '%s': unexpected character", h);
+      return SG_ECONFIG;
+    }
   if (cfg->clickhouse_hosts.n > SG_CH_MAX_ENDPOINTS) {
     sg_buf_printf(err, "clickhouse_hosts lists %zu endpoints; at most %d", cfg->clickhouse_hosts.n,
                   SG_CH_MAX_ENDPOINTS);
@@ -428,12 +433,8 @@ static int check_clickhouse(const sg_config_t *cfg, sg_buf_t *err) {
     sg_buf_t why = SG_BUF_INIT;
     const char *text = cfg->clickhouse_hosts.v[i];
     if (sg_ch_endpoint_parse(text, cfg->clickhouse_secure, host, sizeof host, &port, &tls, &why) != 0) {
-      /* The parser quotes the entry; an entry with '@' may hold a password. */
-      if (strchr(text, '@'))
-        sg_buf_printf(err, "clickhouse_hosts[%zu]: credentials do not belong in an endpoint (use "
-                           "clickhouse_user and clickhouse_password)", i + 1);
-      else
-        sg_buf_printf(err, "clickhouse_hosts[%zu]: %s", i + 1, why.data ? why.data : "invalid");
+      sg_buf_printf(err, "clickhouse_hosts[%zu]: %s%s", i + 1, why.data ? why.data : "invalid",
+                    strchr(text, '@') ? " (clickhouse_user, clickhouse_password)" : "");
       sg_buf_free(&why);
       return SG_ECONFIG;
     }
