@@ -86,7 +86,9 @@ export async function startGateway(opts = {}) {
   for (const k of Object.keys(env))
     if (k.startsWith('SPANGATE_') || k.startsWith('CLICKHOUSE_') || k === 'POSTGRES_URI' || k === 'USE_CLICKHOUSE') delete env[k];
   Object.assign(env, opts.env || {});
-  if (!opts.skipSchema) execFileSync(BIN, ['schema', '--apply', '-c', conf], { env, stdio: 'pipe' });
+  // chSchema: false applies PostgreSQL's schema only (the test makes ClickHouse's).
+  const schemaEnv = opts.chSchema === false ? { ...env, USE_CLICKHOUSE: 'false' } : env;
+  if (!opts.skipSchema) execFileSync(BIN, ['schema', '--apply', '-c', conf], { env: schemaEnv, stdio: 'pipe' });
   const gw = {
     dir, db, chdb, port, conf, env, url: `http://127.0.0.1:${port}`, log: '', proc: null, exit: null,
   };
@@ -184,9 +186,11 @@ export function traceUuid(hex32) {
 }
 
 // A ClickHouse query over HTTP; resolves to the response text (TSV by default).
-export async function chQuery(sql, database) {
-  const u = new URL(`http://127.0.0.1:${CH_PORT}/`);
+// port: another server's HTTP port (a cluster node); settings: URL parameters.
+export async function chQuery(sql, database, port = CH_PORT, settings = {}) {
+  const u = new URL(`http://127.0.0.1:${port}/`);
   if (database) u.searchParams.set('database', database);
+  for (const [k, v] of Object.entries(settings)) u.searchParams.set(k, String(v));
   const r = await fetch(u, { method: 'POST', body: sql });
   const text = await r.text();
   if (!r.ok) throw new Error(`ClickHouse ${r.status}: ${text}`);
@@ -209,3 +213,63 @@ export function chctl(...args) {
   return execFileSync(`${ROOT}/scripts/chctl.sh`, args, { stdio: 'pipe' }).toString();
 }
 export const CH_DIR = process.env.SG_TEST_TMP ? `${process.env.SG_TEST_TMP}/ch` : null;
+
+// ---- extra ClickHouse servers -------------------------------------------------
+// Started only by the tests that need them, under SG_TEST_TMP (scripts/testenv.sh
+// stops whatever is left there), and stopped by the test, or at exit at the latest.
+
+function script(name, args) {
+  return execFileSync(`${ROOT}/scripts/${name}`, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+}
+
+function extraDir(prefix) {
+  const base = process.env.SG_TEST_TMP || tmpdir();
+  return mkdtempSync(join(base, prefix));
+}
+
+const atExit = new Set();
+process.on('exit', () => { for (const f of atExit) { try { f(); } catch { /* best effort */ } } });
+
+// A ClickHouse 18.16 cluster on loopback: ZooKeeper and shards x replicas servers
+// (scripts/chcluster.sh). Resolves to {name, zookeeper, nodes: [{name, http, tcp,
+// shard, replica, dir}], endpoints: ["127.0.0.1:<http>", ...], query(i, sql, db,
+// settings), kill(i) (SIGKILL), stopNode(i), startNode(i), stop(), ms (start-up
+// time)}; node indexes are 0-based.
+export async function startCluster({ shards = 2, replicas = 2 } = {}) {
+  const dir = extraDir('cluster-');
+  const t0 = Date.now();
+  const info = JSON.parse(script('chcluster.sh', ['start', dir, String(shards), String(replicas)]));
+  const stopSync = () => script('chcluster.sh', ['stop', dir]);
+  atExit.add(stopSync);
+  const node = (i) => String(i + 1);
+  return {
+    name: info.cluster,
+    zookeeper: info.zookeeper,
+    nodes: info.nodes,
+    dir,
+    ms: Date.now() - t0,
+    endpoints: info.nodes.map((n) => `127.0.0.1:${n.http}`),
+    query: (i, sql, database, settings) => chQuery(sql, database, info.nodes[i].http, settings),
+    kill: (i) => script('chcluster.sh', ['kill', dir, node(i)]),
+    stopNode: (i) => script('chcluster.sh', ['stop-node', dir, node(i)]),
+    startNode: (i) => script('chcluster.sh', ['start-node', dir, node(i)]),
+    stop: () => { atExit.delete(stopSync); stopSync(); },
+  };
+}
+
+// A ClickHouse 18.16 with https (scripts/chtls.sh): a CA made for the test, the
+// server's certificate for 127.0.0.1 and localhost, client certificates required
+// on https, a user with a password. Resolves to {http, https, tcp, ca, wrongCa,
+// clientCert, clientKey, user, password, dir, query(sql), stop()}.
+export async function startTlsClickHouse() {
+  const dir = extraDir('chtls-');
+  const info = JSON.parse(script('chtls.sh', ['start', dir]));
+  const stopSync = () => script('chtls.sh', ['stop', dir]);
+  atExit.add(stopSync);
+  return {
+    ...info,
+    dir,
+    query: (sql, database) => chQuery(sql, database, info.http),
+    stop: () => { atExit.delete(stopSync); stopSync(); },
+  };
+}
