@@ -19,8 +19,8 @@
 #     {"cluster":"spangate","zookeeper":PORT,"nodes":[{"name":"n1","http":P,
 #      "tcp":P,"interserver":P,"shard":"1","replica":"n1","dir":"..."}, ...]}
 #
-# Everything starts in parallel; start returns when every server answers and
-# ZooKeeper is up, and stops whatever it started if something fails. stop
+# ZooKeeper starts first, then the servers in parallel; start returns when
+# every server answers, and stops whatever it started if something fails. stop
 # stops all (idempotent). kill N: SIGKILL server N (a crash); stop-node N:
 # SIGTERM; start-node N: start server N again on its ports with its data.
 # status exits 0 when every part answers, 3 otherwise.
@@ -124,11 +124,15 @@ start)
     done
     json+="]}"
 
-    # ZooKeeper and the servers together: 18.16 starts without ZooKeeper and
-    # connects when it comes.
+    # ZooKeeper first: an 18.16 server that comes up before it does gets
+    # through start-up, but its distributed DDL thread dereferences the missing
+    # session later and the server dies (SIGSEGV in zkutil::ZooKeeper::createImpl).
+    # Then the servers together.
+    if ! "$here/zkctl.sh" start "$DIR/zk" "$ZK_PORT" >"$DIR/zk-start.log" 2>&1; then
+        cat "$DIR/zk-start.log" >&2
+        die "ZooKeeper did not start"
+    fi
     pids=()
-    "$here/zkctl.sh" start "$DIR/zk" "$ZK_PORT" >"$DIR/zk-start.log" 2>&1 &
-    pids+=($!)
     for ((n = 1; n <= NODES; n++)); do
         start_node "$n" >"$DIR/n$n-start.log" 2>&1 &
         pids+=($!)
@@ -136,7 +140,7 @@ start)
     ok=1
     for p in "${pids[@]}"; do wait "$p" || ok=0; done
     if [[ $ok -ne 1 ]]; then
-        for f in "$DIR"/zk-start.log "$DIR"/n*-start.log; do
+        for f in "$DIR"/n*-start.log; do
             [[ -s "$f" ]] && { echo "--- $f"; cat "$f"; }
         done >&2
         stop_all || true

@@ -7,8 +7,8 @@
 # (org.apache.zookeeper.server.ZooKeeperServerMain with a generated zoo.cfg),
 # started with setsid so a Ctrl-C meant for the caller does not reach it.
 #
-# start returns once the server answers the four-letter word "ruok" with
-# "imok" (30 s timeout; prints the log tail on failure). stop: SIGTERM, wait,
+# start returns once the server says it serves (the four-letter word "srvr"
+# answers with its mode; 30 s timeout; prints the log tail on failure). stop: SIGTERM, wait,
 # SIGKILL after 10 s; kill: SIGKILL at once (tests); both idempotent. status
 # exits 0 when the server answers, 3 otherwise.
 #
@@ -35,7 +35,12 @@ classpath() {
     echo "$cp"
 }
 
-ruok() { [[ "$( (exec 3<>"/dev/tcp/127.0.0.1/$1" && printf ruok >&3 && timeout 2 cat <&3) 2>/dev/null)" == imok ]]; }
+# "ruok" answers imok as soon as the port is open, before the server takes
+# sessions (an 18.16 server whose first session fails dies later: see
+# chcluster.sh); "srvr" names the mode only once it serves.
+serving() {
+    [[ "$( (exec 3<>"/dev/tcp/127.0.0.1/$1" && printf srvr >&3 && timeout 2 cat <&3) 2>/dev/null)" == *"Mode: standalone"* ]]
+}
 
 alive() {
     local st
@@ -81,7 +86,7 @@ start)
         [[ "$(configured_port)" == "$PORT" ]] ||
             die "already running on $DIR (pid $pid) but on port $(configured_port), not $PORT"
     else
-        ruok "$PORT" && die "port $PORT already answers ruok: another ZooKeeper is there"
+        serving "$PORT" && die "port $PORT already answers srvr: another ZooKeeper is there"
         mkdir -p "$DIR/data"
         cat >"$DIR/zoo.cfg" <<EOF
 # Rendered by scripts/zkctl.sh: a standalone ZooKeeper for tests.
@@ -96,7 +101,7 @@ EOF
         cp=$(classpath)
         (cd "$DIR" && exec setsid nohup "$java" -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xms32m \
             -Xmx256m -XX:-UsePerfData -Dzookeeper.admin.enableServer=false \
-            -Dzookeeper.4lw.commands.whitelist=ruok,srvr,mntr \
+            -Dzookeeper.4lw.commands.whitelist=srvr,ruok,mntr \
             -Dorg.slf4j.simpleLogger.defaultLogLevel=warn \
             -cp "$cp" org.apache.zookeeper.server.ZooKeeperServerMain "$DIR/zoo.cfg" \
             </dev/null >"$DIR/zk.log" 2>&1) &
@@ -104,7 +109,7 @@ EOF
         echo "$pid" >"$DIR/zk.pid"
     fi
     for _ in $(seq 1 600); do
-        ruok "$PORT" && exit 0
+        serving "$PORT" && exit 0
         if ! alive "$pid"; then
             tail -n 25 "$DIR/zk.log" >&2 || true
             die "ZooKeeper exited during start-up (log: $DIR/zk.log)"
@@ -112,7 +117,7 @@ EOF
         sleep 0.05
     done
     tail -n 25 "$DIR/zk.log" >&2 || true
-    die "ZooKeeper did not answer ruok on 127.0.0.1:$PORT within 30 s"
+    die "ZooKeeper did not serve on 127.0.0.1:$PORT within 30 s"
     ;;
 stop)
     [[ $# -eq 2 ]] || usage
@@ -131,7 +136,7 @@ status)
     if [[ -d "$DIR" ]]; then
         DIR=$(cd "$DIR" && pwd -P)
         port=$(configured_port)
-        if [[ -n "$port" ]] && pid=$(live_pid) && ruok "$port"; then
+        if [[ -n "$port" ]] && pid=$(live_pid) && serving "$port"; then
             echo "zookeeper running on 127.0.0.1:$port (pid $pid, dir $DIR)"
             exit 0
         fi

@@ -879,6 +879,7 @@ int sg_ch_send(sg_ch_client_t *c, const sg_ch_req_t *q, sg_ch_cb cb, void *arg) 
     prc = esc ? sg_buf_printf(&p, "&insert_deduplication_token=%s", esc) : SG_ENOMEM;
     curl_free(esc);
   }
+  if (prc == 0 && q->settings && *q->settings) prc = sg_buf_printf(&p, "&%s", q->settings);
   r->params = prc == 0 ? sg_buf_detach(&p, NULL) : NULL;
   sg_buf_free(&p);
   if (r->params == NULL) goto fail;

@@ -99,6 +99,8 @@ typedef struct {
   long timeout_ms;         /* per attempt; 0: the client's */
   const char *dedup_token; /* NULL, or sent as insert_deduplication_token
                             * (ClickHouse 22.2+; older servers reject it) */
+  const char *settings;    /* NULL, or more URL parameters, URL-encoded:
+                            * "name=value&name=value" (query settings) */
 } sg_ch_req_t;
 
 typedef struct {

@@ -257,10 +257,16 @@ static void split_cb(void *arg, const sg_ch_result_t *r);
  * a Replicated table drops a block it already has (by checksum, and from
  * 22.2 by the token, whatever the server's block split), a plain one keeps
  * one version per span after merges; so the client may fail it over to
- * another endpoint. */
+ * another endpoint. Into a Distributed table it is accepted only once the
+ * shards have it (insert_distributed_sync; no effect on other tables): an
+ * asynchronous one answers when the rows are queued on the receiving
+ * server, and 18.16 moves a queued block aside as "broken" when a replica
+ * dies while it is being sent, so the segment would be gone from the spool
+ * and from the table. */
 static int send_insert(sg_chsink_t *s, const void *body, size_t len, uint64_t first, uint64_t last,
                        sg_ch_cb cb) {
-  sg_ch_req_t q = {s->insert_sql.data, body, len, s->ch_flags | SG_CH_IDEMPOTENT, NULL, 0, NULL};
+  sg_ch_req_t q = {s->insert_sql.data, body, len, s->ch_flags | SG_CH_IDEMPOTENT, NULL, 0, NULL,
+                   "insert_distributed_sync=1"};
   char token[SG_CH_TOKEN_MAX];
   const char *dir = s->spools[s->seg_spool].dir, *base = strrchr(dir, '/');
   if ((s->ver.major > 22 || (s->ver.major == 22 && s->ver.minor >= 2)) &&
