@@ -271,7 +271,7 @@ int sg_ch_endpoint_parse(const char *text, int secure, char *host, size_t cap, i
     else if (*q == '/' || *q == '?' || *q == '#') why = "an endpoint is host[:port], without a path or query";
     else if ((unsigned char)*q <= ' ' || *q == '\\' || *q == '"' || *q == '\'') why = "unexpected character";
   }
-  const char *h = p, *he, *ps = NULL;
+  const char *h = p, *he = p, *ps = NULL;
   if (!why && p < end && *p == '[') {
     h = p + 1;
     he = memchr(h, ']', (size_t)(end - h));

@@ -61,7 +61,7 @@ typedef struct {
      "several ClickHouse endpoints \"host:port\" (replicas of one cluster), used instead of "    \
      "clickhouse_host and clickhouse_port; \"https://host:port\" for TLS on one of them")        \
   XX(BOOL, clickhouse_secure, "false", NULL,                                                   \
-     "https to ClickHouse (port 8443 unless given)")                                           \
+     "https to ClickHouse (clickhouse_port is then its https port, usually 8443)")             \
   XX(BOOL, clickhouse_verify, "true", NULL,                                                    \
      "https: verify ClickHouse's certificate and host name (false: self-signed test servers)") \
   XX(STR, clickhouse_ca_file, "", NULL,                                                        \
