@@ -13,7 +13,8 @@
 #                             internal_replication) and per node ZooKeeper,
 #                             macros {cluster} {shard} {replica}, interserver
 #                             port and distributed DDL (etc/clickhouse/
-#                             cluster-node.xml.in)
+#                             cluster-node.xml.in), and a profile setting
+#                             (etc/clickhouse/users-cluster.xml)
 #   DIR/cluster.env           the ports, sourced by the node commands
 #   DIR/cluster.json          what start prints on stdout:
 #     {"cluster":"spangate","zookeeper":PORT,"nodes":[{"name":"n1","http":P,
@@ -54,7 +55,7 @@ start_node() { # n
     local n=$1 http tcp
     http=NODE${n}_HTTP tcp=NODE${n}_TCP
     "$here/chctl.sh" start "$DIR/n$n" "${!http}" "${!tcp}" "$DIR/conf/remote_servers.xml" \
-        "$DIR/conf/n$n.xml"
+        "$DIR/conf/n$n.xml" "$tmpl/users-cluster.xml"
 }
 
 stop_all() {
@@ -146,6 +147,20 @@ start)
         stop_all || true
         die "the cluster did not start"
     fi
+    # Every server has its ZooKeeper session (replicated tables and ON CLUSTER
+    # need it; a busy machine can make the first one slow).
+    for ((n = 1; n <= NODES; n++)); do
+        h=NODE${n}_HTTP
+        for ((i = 0; i < 300; i++)); do
+            [[ "$(curl -s --max-time 5 "http://127.0.0.1:${!h}/" \
+                --data-binary "SELECT count() > 0 FROM system.zookeeper WHERE path = '/'" 2>/dev/null)" == 1 ]] && break
+            sleep 0.1
+        done
+        if ((i == 300)); then
+            stop_all || true
+            die "server n$n has no ZooKeeper session after 30 s (logs in $DIR/n$n/log)"
+        fi
+    done
     echo "$json" >"$DIR/cluster.json"
     echo "$json"
     ;;

@@ -5,7 +5,7 @@
 // every acknowledged span is in the Distributed table exactly once; and a
 // re-sent identical insert is dropped by the replicated table whichever
 // endpoint it goes through.
-import { test, before, after } from 'node:test';
+import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
@@ -15,6 +15,8 @@ import { startCluster, startGateway, createDatabase, postJson, request, until, h
 let cl;
 before(async () => { cl = await startCluster(); });
 after(() => cl?.stop());
+// A failing test shows what the servers said.
+afterEach((t) => { if (cl && !t.passed) t.diagnostic(cl.errorLogs()); });
 
 // spangate's spans table for 18.16, made replicated per shard, and a
 // Distributed table of the same name in front, sharded by trace.
@@ -32,6 +34,8 @@ function clusterDdl(db, c) {
 }
 
 const num = async (p) => Number((await p).trim());
+// ON CLUSTER waits for every server; fail in 60 s rather than 18.16's 180.
+const DDL = { distributed_ddl_task_timeout: 60 };
 
 function spans(n) {
   return Array.from({ length: n }, () => ({
@@ -42,7 +46,7 @@ function spans(n) {
 test('several endpoints, one killed mid-load: every span once in the Distributed table', async (t) => {
   t.diagnostic(`cluster start-up: ${cl.ms} ms`);
   const db = await createDatabase();
-  for (const sql of clusterDdl(db.name, cl.name)) await cl.query(0, sql);
+  for (const sql of clusterDdl(db.name, cl.name)) await cl.query(0, sql, undefined, DDL);
   const hosts = cl.endpoints.map((e) => `"${e}"`).join(', ');
   const gw = await startGateway({
     db, clickhouse: true, chSchema: false, flushMs: 50,
@@ -135,7 +139,7 @@ test('a re-sent identical insert is dropped by the replicated table, through any
   // what the inserts left.
   const ddl = clusterDdl(db, cl.name).map((s) => s.replace('ReplicatedReplacingMergeTree(', 'ReplicatedMergeTree(')
     .replace(/, version\)/, ')'));
-  for (const sql of ddl) await cl.query(0, sql);
+  for (const sql of ddl) await cl.query(0, sql, undefined, DDL);
   // A segment's rows as spangate encodes them, from a gateway on the single server.
   const gw = await startGateway({ clickhouse: true });
   let body;

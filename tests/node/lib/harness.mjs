@@ -2,7 +2,7 @@
 // PostgreSQL database of its own on the test server that scripts/testenv.sh
 // started, and helpers to talk to both. Never a mock of a database.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -186,11 +186,9 @@ export function traceUuid(hex32) {
 }
 
 // A ClickHouse query over HTTP; resolves to the response text (TSV by default).
-// port: another server's HTTP port (a cluster node); settings: URL parameters.
-export async function chQuery(sql, database, port = CH_PORT, settings = {}) {
-  const u = new URL(`http://127.0.0.1:${port}/`);
+export async function chQuery(sql, database) {
+  const u = new URL(`http://127.0.0.1:${CH_PORT}/`);
   if (database) u.searchParams.set('database', database);
-  for (const [k, v] of Object.entries(settings)) u.searchParams.set(k, String(v));
   const r = await fetch(u, { method: 'POST', body: sql });
   const text = await r.text();
   if (!r.ok) throw new Error(`ClickHouse ${r.status}: ${text}`);
@@ -217,6 +215,29 @@ export const CH_DIR = process.env.SG_TEST_TMP ? `${process.env.SG_TEST_TMP}/ch` 
 // ---- extra ClickHouse servers -------------------------------------------------
 // Started only by the tests that need them, under SG_TEST_TMP (scripts/testenv.sh
 // stops whatever is left there), and stopped by the test, or at exit at the latest.
+
+// A query to another ClickHouse server (a cluster node, the https server's
+// plain port): settings are URL parameters. One connection per query, closed
+// after it: a server being stopped waits for idle keep-alive connections,
+// and a test's stop blocks the loop that would close them.
+export function chQueryAt(port, sql, database, settings = {}) {
+  const u = new URL(`http://127.0.0.1:${port}/`);
+  if (database) u.searchParams.set('database', database);
+  for (const [k, v] of Object.entries(settings)) u.searchParams.set(k, String(v));
+  return new Promise((res, rej) => {
+    const req = http.request(u, { method: 'POST', agent: false }, (r) => {
+      const chunks = [];
+      r.on('data', (c) => chunks.push(c));
+      r.on('end', () => {
+        const text = Buffer.concat(chunks).toString();
+        if (r.statusCode !== 200) rej(new Error(`ClickHouse ${r.statusCode}: ${text}`));
+        else res(text);
+      });
+    });
+    req.on('error', rej);
+    req.end(sql);
+  });
+}
 
 function script(name, args) {
   return execFileSync(`${ROOT}/scripts/${name}`, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
@@ -249,11 +270,19 @@ export async function startCluster({ shards = 2, replicas = 2 } = {}) {
     dir,
     ms: Date.now() - t0,
     endpoints: info.nodes.map((n) => `127.0.0.1:${n.http}`),
-    query: (i, sql, database, settings) => chQuery(sql, database, info.nodes[i].http, settings),
+    query: (i, sql, database, settings) => chQueryAt(info.nodes[i].http, sql, database, settings),
     kill: (i) => script('chcluster.sh', ['kill', dir, node(i)]),
     stopNode: (i) => script('chcluster.sh', ['stop-node', dir, node(i)]),
     startNode: (i) => script('chcluster.sh', ['start-node', dir, node(i)]),
     stop: () => { atExit.delete(stopSync); stopSync(); },
+    // The servers' error logs (tails), for a failing test's message.
+    errorLogs: () => info.nodes.map((n) => {
+      try {
+        const t = readFileSync(join(n.dir, 'log', 'clickhouse-server.err.log'), 'utf8').split('\n')
+          .filter((l) => /<Error>|Exception/.test(l)).slice(-5).join('\n');
+        return `--- ${n.name}\n${t}`;
+      } catch { return `--- ${n.name}: no log`; }
+    }).join('\n'),
   };
 }
 
@@ -269,7 +298,7 @@ export async function startTlsClickHouse() {
   return {
     ...info,
     dir,
-    query: (sql, database) => chQuery(sql, database, info.http),
+    query: (sql, database) => chQueryAt(info.http, sql, database),
     stop: () => { atExit.delete(stopSync); stopSync(); },
   };
 }
