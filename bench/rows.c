@@ -193,7 +193,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "rows: transform failed\n");
         return 1;
       }
-      for (size_t i = 0; i < batch.n; i++) batch.spans[i].nest_attributes = (uint8_t)sg_lua_span_nested(rt, i);
     }
     sg_buf_reset(&out_pg);
     sg_buf_reset(&out_ch);

@@ -22,7 +22,7 @@ esac
 pkgs=(
     build-essential pkg-config
     libluajit-5.1-dev luajit libuv1-dev libpq-dev libcurl4-openssl-dev
-    libjansson-dev libcjson-dev libhttp-parser-dev
+    libjansson-dev libcjson-dev libhttp-parser-dev libsodium-dev
     protobuf-c-compiler libprotobuf-c-dev zlib1g-dev libssl-dev
     libcmocka-dev lua-busted
     postgresql clickhouse-server clickhouse-client
@@ -30,6 +30,7 @@ pkgs=(
     clang libclang-rt-14-dev wrk gnuplot-nox
     curl procps
     iproute2 # ss, used by scripts/freeport.sh
+    fiu-utils # fault injection (a failing fdatasync) in tests/node/limits.test.mjs
 )
 # Node may come from elsewhere than Debian (nvm, a tarball, NodeSource...):
 # then Debian's nodejs/npm would only clash with it.

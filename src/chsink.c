@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,21 @@ typedef struct {
   int own;                     /* this worker appends here; others are drained and removed */
 } spool_ref_t;
 
+typedef struct {
+  int state;                   /* REC_* (see flushing) */
+  char *why;                   /* REC_DEAD: the dead-letter reason */
+} rec_state_t;
+
+/* A segment that failed with suspect errors (see flushing). */
+typedef struct {
+  const sg_spool_t *sp;        /* NULL: none */
+  uint64_t seg_id;
+  unsigned tries;              /* whole sends and split passes that failed that way */
+  uint64_t mark;               /* st.inserts at the first of them */
+  int code;                    /* the last one's ClickHouse code and message */
+  char msg[256];
+} suspect_t;
+
 struct sg_chsink_s {
   uv_loop_t *loop;
   const sg_config_t *cfg;
@@ -45,6 +61,17 @@ struct sg_chsink_s {
   int seg_spool;
   int splitting;               /* sending seg's records one by one */
   size_t split_next;
+  rec_state_t *rs;             /* while splitting: one per record of seg */
+  size_t nrs;
+  unsigned streak;             /* suspect failures in a row in this split pass */
+  int dl_wait;                 /* a dead-letter write failed: seg is kept, retried at next_try_ms */
+  int dl_quiet;                /* that failure is logged for this pass */
+  uint64_t dl_backoff_ms;
+  suspect_t sus;               /* the segment in flight's suspect failures, if any */
+  sg_spool_seg_t *park;        /* a suspect segment held back, or NULL */
+  const sg_spool_t *park_sp;
+  suspect_t park_sus;
+  uint64_t park_until, park_backoff_ms;
   uint64_t sent_at;            /* uv_now of the request, for latency */
   size_t sent_rows;
   sg_buf_t body;
@@ -65,12 +92,16 @@ static int64_t now_us(void) {
   return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
 }
 
-static void set_version(sg_chsink_t *s, const sg_ch_version_t *ver) {
+/* Without its INSERT statement the sink must not send anything (an empty
+ * query would come back as a syntax error, i.e. "poison"): the version stays
+ * unknown, so rows are recorded as gaps and the version is asked again. */
+static int set_version(sg_chsink_t *s, const sg_ch_version_t *ver) {
   s->ver = *ver;
-  s->have_ver = 1;
   snprintf(s->tag, sizeof s->tag, "spans/%s", (ver->caps & SG_CH_DATETIME64) ? "dt64" : "us");
   sg_buf_reset(&s->insert_sql);
-  sg_ch_insert_sql(&s->ver, s->cfg->clickhouse_database, &s->insert_sql);
+  int rc = sg_ch_insert_sql(&s->ver, s->cfg->clickhouse_database, &s->insert_sql);
+  s->have_ver = rc == 0;
+  return rc;
 }
 
 /* ---- server version ------------------------------------------------------- */
@@ -149,7 +180,15 @@ static void record_gap(sg_chsink_t *s, const uint8_t project[16], const sg_span_
   }
   s->st.gaps += n;
   gap_t *g = calloc(1, sizeof *g);
-  if (!g) return;
+  if (!g) {
+    char p[37];
+    sg_uuid_format(project, p);
+    sg_error("clickhouse", "could not record a ClickHouse gap (project %s, created_at µs %" PRId64
+                           "..%" PRId64 ", %zu spans): out of memory; run `spangate migrate "
+                           "--project %s` to repair",
+             p, lo, hi, n, p);
+    return;
+  }
   sg_uuid_format(project, g->project);
   snprintf(g->first, sizeof g->first, "%" PRId64, lo);
   snprintf(g->last, sizeof g->last, "%" PRId64, hi);
@@ -187,6 +226,12 @@ int sg_chsink_append(sg_chsink_t *s, const uint8_t project_id[16], const sg_span
       continue;
     }
     s->rows.len = before;
+    if (rc == SG_ENOMEM) { /* not the span's fault: keep the whole request as a gap */
+      sg_error("clickhouse", "out of memory encoding ClickHouse rows; the spans are recorded as a "
+                             "gap for `spangate migrate`");
+      record_gap(s, project_id, spans, n, "out of memory encoding rows");
+      return 0;
+    }
     s->st.encode_rejects++;
     if (uv_now(s->loop) - s->last_encode_log >= 1000 || s->last_encode_log == 0) {
       s->last_encode_log = uv_now(s->loop);
@@ -212,25 +257,105 @@ int sg_chsink_sync(sg_chsink_t *s) {
   return rc;
 }
 
-/* ---- flushing --------------------------------------------------------------- */
+/* ---- flushing ---------------------------------------------------------------
+ *
+ * One segment is in flight at a time (s->seg). It is sent whole; a rejection
+ * as bad data splits it into its records, sent one by one (s->splitting,
+ * s->split_next, the per-record states in s->rs). A segment is deleted only
+ * when every record is in ClickHouse or in a dead-letter file; when a record
+ * cannot be written to dead/, the segment is kept in memory and the move is
+ * retried with backoff (s->dl_wait), so nothing rejected ever vanishes.
+ *
+ * Suspect errors. ClickHouse answers some failures with HTTP 500 and an
+ * exception code that says nothing about whether the data is at fault (a code
+ * not in ch.c's table, or 49 LOGICAL_ERROR, which 18.16 gives for an unknown
+ * Enum label and later versions give for server bugs). Retrying forever would
+ * block the spool behind one such row; dead-lettering at once would throw
+ * away good rows whenever the server has a bad minute. So: a segment that
+ * fails that way SUSPECT_TRIES times is split; a record that still fails that
+ * way is dead-lettered only once ClickHouse has accepted other rows since the
+ * segment's first failure (the server is fine, this row is not). Without that
+ * evidence the segment is parked (its handle kept, s->park) and the segments
+ * behind it are sent; the first one accepted is the evidence, and the parked
+ * segment is retried then (or after its own backoff, in case the server
+ * recovered for everything). */
+
+#define SUSPECT_TRIES 3
+#define SUSPECT_STREAK 8 /* a split pass stops after this many suspect failures in a row */
+#define PARK_BACKOFF_MIN_MS 1000
+
+enum { REC_PENDING = 0, REC_DELIVERED, REC_SKIPPED, REC_DEAD };
+
+static char oom_reason[] = "rejected by ClickHouse (reason not kept: out of memory)";
 
 static void schedule_now(sg_chsink_t *s);
+static void send_record(sg_chsink_t *s);
+
+static sg_spool_t *cur_sp(const sg_chsink_t *s) { return s->spools[s->seg_spool].sp; }
+
+static void rs_free(rec_state_t *rs, size_t n) {
+  for (size_t i = 0; rs && i < n; i++)
+    if (rs[i].why != oom_reason) free(rs[i].why);
+  free(rs);
+}
+
+/* Forgets the split state of the segment in flight (not the segment). */
+static void split_reset(sg_chsink_t *s) {
+  rs_free(s->rs, s->nrs);
+  s->rs = NULL;
+  s->nrs = 0;
+  s->splitting = 0;
+  s->split_next = 0;
+  s->dl_wait = 0;
+}
+
+static int sus_is(const sg_chsink_t *s, const sg_spool_t *sp, const sg_spool_seg_t *seg) {
+  return s->sus.sp == sp && s->sus.seg_id == sg_spool_seg_id(seg);
+}
+
+/* ClickHouse itself failed the request (HTTP 5xx, an exception code) with a
+ * code not known to be transient: maybe the data, maybe the server. */
+static int is_suspect(const sg_ch_result_t *r) {
+  return r->status == SG_EUNAVAIL && r->http_status >= 500 && r->ch_code != 0 &&
+         sg_ch_code_class(r->ch_code) == 0;
+}
+
+/* Notes a suspect failure of the segment in flight (whole or a split pass). */
+static void sus_note(sg_chsink_t *s, const sg_ch_result_t *r) {
+  if (!sus_is(s, cur_sp(s), s->seg)) {
+    s->sus.sp = cur_sp(s);
+    s->sus.seg_id = sg_spool_seg_id(s->seg);
+    s->sus.tries = 0;
+    s->sus.mark = s->st.inserts;
+  }
+  s->sus.code = r->ch_code;
+  snprintf(s->sus.msg, sizeof s->sus.msg, "%s", r->error && r->error[0] ? r->error : "no message");
+}
+
+/* Gives the segment in flight back to the spool and waits delay_ms. */
+static void hold(sg_chsink_t *s, uint64_t delay_ms) {
+  s->next_try_ms = uv_now(s->loop) + delay_ms;
+  split_reset(s);
+  sg_spool_release(cur_sp(s), s->seg);
+  s->seg = NULL;
+}
+
+static uint64_t next_backoff(uint64_t *ms, uint64_t min) {
+  *ms = *ms ? *ms * 2 : min;
+  if (*ms > BACKOFF_MAX_MS) *ms = BACKOFF_MAX_MS;
+  return *ms / 2 + (uint64_t)rand() % (*ms / 2 + 1);
+}
 
 static void backoff(sg_chsink_t *s, const sg_ch_result_t *r) {
   s->st.retries++;
   s->st.reachable = r->http_status != 0;
-  s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
-  if (s->backoff_ms > BACKOFF_MAX_MS) s->backoff_ms = BACKOFF_MAX_MS;
-  uint64_t jitter = (uint64_t)rand() % (s->backoff_ms / 2 + 1);
-  s->next_try_ms = uv_now(s->loop) + s->backoff_ms / 2 + jitter;
+  uint64_t delay = next_backoff(&s->backoff_ms, BACKOFF_MIN_MS);
   if (!s->logged_down) {
     s->logged_down = 1;
     sg_warn("clickhouse", "insert failed, will retry with backoff (spooled rows are kept): %s",
             r->error && r->error[0] ? r->error : sg_strerror(r->status));
   }
-  sg_spool_release(s->spools[s->seg_spool].sp, s->seg);
-  s->seg = NULL;
-  s->splitting = 0;
+  hold(s, delay);
 }
 
 static void delivered(sg_chsink_t *s, size_t rows) {
@@ -249,6 +374,145 @@ static size_t count_rows(const void *p, size_t n) {
   size_t rows = 0;
   for (const char *c = p, *e = c + n; c < e; c++) rows += *c == '\n';
   return rows;
+}
+
+/* Every record of the segment in flight is in ClickHouse or dead/: delete it.
+ * When the spool cannot delete it, it is kept and sent again later (at least
+ * once: ClickHouse collapses the repeated rows by version). */
+static void finish_segment(sg_chsink_t *s) {
+  if (sus_is(s, cur_sp(s), s->seg)) { /* resolved */
+    s->sus.sp = NULL;
+    s->park_backoff_ms = 0;
+  }
+  int rc = sg_spool_ack(cur_sp(s), s->seg);
+  if (rc != 0) {
+    s->st.spool_errors++;
+    sg_error("clickhouse", "spool %s: could not delete delivered segment %" PRIu64 " (%s); it is "
+                           "kept and sent again later",
+             s->spools[s->seg_spool].dir, sg_spool_seg_id(s->seg), sg_strerror(rc));
+    hold(s, next_backoff(&s->backoff_ms, BACKOFF_MIN_MS));
+    return;
+  }
+  s->seg = NULL;
+  split_reset(s);
+  schedule_now(s);
+}
+
+static int start_split(sg_chsink_t *s) {
+  split_reset(s);
+  size_t n = sg_spool_seg_count(s->seg);
+  s->rs = calloc(n ? n : 1, sizeof *s->rs);
+  if (!s->rs) {
+    s->st.spool_errors++;
+    sg_error("clickhouse", "out of memory splitting a rejected segment; retrying later");
+    hold(s, next_backoff(&s->backoff_ms, BACKOFF_MIN_MS));
+    return SG_ENOMEM;
+  }
+  s->nrs = n;
+  s->splitting = 1;
+  s->split_next = 0;
+  s->streak = 0;
+  return 0;
+}
+
+/* Moves record i of the segment in flight to dead/ with the reason in
+ * s->rs[i].why. 0 once it is there; otherwise the failure is logged and
+ * counted and the record stays pending: end_pass() keeps the segment and
+ * retries the move after a backoff. */
+static int dead_letter(sg_chsink_t *s, size_t i) {
+  sg_spool_rec_t rec;
+  sg_spool_seg_record(s->seg, i, &rec);
+  size_t rows = count_rows(rec.data, rec.len);
+  int rc = sg_spool_deadletter(cur_sp(s), s->seg, i, s->rs[i].why);
+  if (rc == 0) {
+    s->st.dead_records++;
+    s->st.dead_rows += rows;
+    s->dl_backoff_ms = 0;
+    sg_error("clickhouse", "ClickHouse rejected %zu rows (record %" PRIu64 "): %s; moved to %s/dead/",
+             rows, rec.seq, s->rs[i].why, s->spools[s->seg_spool].dir);
+    return 0;
+  }
+  s->st.dead_letter_failures++;
+  if (s->dl_quiet) return rc; /* one line per attempt at the segment, not per record */
+  s->dl_quiet = 1;
+  sg_error("clickhouse", "ClickHouse rejected %zu rows (record %" PRIu64 "): %s; they could NOT be "
+                         "written to %s/dead/ (%s): they stay in the spool and the move is retried "
+                         "with backoff",
+           rows, rec.seq, s->rs[i].why, s->spools[s->seg_spool].dir, sg_strerror(rc));
+  return rc;
+}
+
+static char *reason_dup(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *reason_dup(const char *fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  char *p = strdup(buf);
+  return p ? p : oom_reason;
+}
+
+/* Keeps the segment in flight back (parked) while the records behind it are
+ * sent; or, when one is parked already, gives it back to the spool. */
+static void park_or_hold(sg_chsink_t *s) {
+  if (s->park) {
+    hold(s, next_backoff(&s->backoff_ms, BACKOFF_MIN_MS));
+    return;
+  }
+  uint64_t delay = next_backoff(&s->park_backoff_ms, PARK_BACKOFF_MIN_MS);
+  sg_warn("clickhouse", "ClickHouse keeps failing records of segment %" PRIu64 " with code %d (%s) "
+                        "and has accepted no other rows since; they are held back and retried in "
+                        "%" PRIu64 " ms while the rows behind them are sent",
+          s->sus.seg_id, s->sus.code, s->sus.msg, delay);
+  s->park = s->seg;
+  s->park_sp = cur_sp(s);
+  s->park_sus = s->sus;
+  s->park_until = uv_now(s->loop) + delay;
+  s->sus.sp = NULL;
+  s->seg = NULL;
+  split_reset(s);
+  schedule_now(s);
+}
+
+/* A split pass is over: every record was tried once (or the pass stopped). */
+static void end_pass(sg_chsink_t *s) {
+  size_t skipped = 0, unmoved = 0;
+  for (size_t i = 0; i < s->nrs; i++) {
+    skipped += s->rs[i].state == REC_SKIPPED;
+    unmoved += s->rs[i].state == REC_DEAD && !sg_spool_seg_done(s->seg, i);
+  }
+  s->dl_quiet = 0;
+  if (unmoved) { /* a rejected row is never acknowledged before it is kept */
+    s->dl_wait = 1;
+    s->next_try_ms = uv_now(s->loop) + next_backoff(&s->dl_backoff_ms, BACKOFF_MIN_MS);
+    return;
+  }
+  if (skipped == 0) {
+    finish_segment(s);
+    return;
+  }
+  s->sus.tries++;
+  int evidence = s->st.inserts > s->sus.mark;
+  if (s->sus.tries >= SUSPECT_TRIES && evidence) {
+    /* The server takes other rows, these it fails every time: poison. */
+    for (size_t i = 0; i < s->nrs; i++) {
+      if (s->rs[i].state != REC_SKIPPED) continue;
+      s->rs[i].state = REC_DEAD;
+      s->rs[i].why = reason_dup("ClickHouse failed these rows %u times with code %d while it "
+                                "accepted others: %s",
+                                s->sus.tries, s->sus.code, s->sus.msg);
+    }
+    s->split_next = 0;
+    send_record(s);
+    return;
+  }
+  if (s->sus.tries >= SUSPECT_TRIES) {
+    park_or_hold(s);
+    return;
+  }
+  sg_ch_result_t r = {SG_EUNAVAIL, 500, s->sus.code, "", 0, s->sus.msg};
+  backoff(s, &r);
 }
 
 static void split_cb(void *arg, const sg_ch_result_t *r);
@@ -275,50 +539,68 @@ static int send_insert(sg_chsink_t *s, const void *body, size_t len, uint64_t fi
   return sg_ch_send(s->ch, &q, cb, s);
 }
 
+/* Sends the next record of the segment in flight that needs sending, moves
+ * the ones judged poison to dead/, and ends the pass after the last. */
 static void send_record(sg_chsink_t *s) {
-  sg_spool_t *sp = s->spools[s->seg_spool].sp;
   size_t count = sg_spool_seg_count(s->seg);
-  while (s->split_next < count && sg_spool_seg_done(s->seg, s->split_next)) s->split_next++;
-  if (s->split_next >= count) {
-    sg_spool_ack(sp, s->seg);
-    s->seg = NULL;
-    s->splitting = 0;
-    schedule_now(s);
-    return;
-  }
   sg_spool_rec_t rec;
-  sg_spool_seg_record(s->seg, s->split_next, &rec);
+  for (;; s->split_next++) {
+    size_t i = s->split_next;
+    if (i >= count) {
+      end_pass(s);
+      return;
+    }
+    if (sg_spool_seg_done(s->seg, i)) continue;
+    int st = s->rs[i].state;
+    if (st == REC_DELIVERED || st == REC_SKIPPED) continue;
+    if (st == REC_PENDING) {
+      sg_spool_seg_record(s->seg, i, &rec);
+      if (rec.tag_len == strlen(s->tag) && memcmp(rec.tag, s->tag, rec.tag_len) == 0) break;
+      s->rs[i].state = REC_DEAD;
+      s->rs[i].why = reason_dup("row layout %.*s does not match this ClickHouse version (%s)",
+                                (int)rec.tag_len, rec.tag, s->tag);
+    }
+    dead_letter(s, i); /* on failure it stays pending for end_pass() */
+  }
   s->sent_at = uv_now(s->loop);
   s->sent_rows = count_rows(rec.data, rec.len);
-  int rc;
-  if (rec.tag_len != strlen(s->tag) || memcmp(rec.tag, s->tag, rec.tag_len) != 0) {
-    sg_ch_result_t fake = {SG_EPOISON, 0, 0, "", 0, "row layout does not match this ClickHouse version"};
-    split_cb(s, &fake);
-    return;
-  }
-  rc = send_insert(s, rec.data, rec.len, rec.seq, rec.seq, split_cb);
+  int rc = send_insert(s, rec.data, rec.len, rec.seq, rec.seq, split_cb);
   if (rc != 0) {
     sg_ch_result_t fake = {rc, 0, 0, "", 0, sg_strerror(rc)};
-    split_cb(s, &fake);
+    backoff(s, &fake);
   }
 }
 
 static void split_cb(void *arg, const sg_ch_result_t *r) {
   sg_chsink_t *s = arg;
-  sg_spool_t *sp = s->spools[s->seg_spool].sp;
   if (r->status == SG_ECANCELED) return; /* closing: the segment stays spooled */
+  size_t i = s->split_next;
   if (r->status == 0) {
     delivered(s, s->sent_rows);
-    sg_spool_ack_records(sp, s->seg, s->split_next, 1);
+    s->streak = 0;
+    int rc = sg_spool_ack_records(cur_sp(s), s->seg, i, 1);
+    if (rc != 0) {
+      /* Delivered all the same; the segment is deleted at the end, or (a
+       * crash first) this record is sent once more. */
+      s->st.spool_errors++;
+      s->rs[i].state = REC_DELIVERED;
+      sg_warn("clickhouse", "spool %s: could not record a delivered record (%s)",
+              s->spools[s->seg_spool].dir, sg_strerror(rc));
+    }
   } else if (r->status == SG_EPOISON) {
-    sg_spool_rec_t rec;
-    sg_spool_seg_record(s->seg, s->split_next, &rec);
-    s->st.dead_records++;
-    s->st.dead_rows += s->sent_rows;
-    sg_error("clickhouse", "ClickHouse rejected %zu rows (record %" PRIu64 ", code %d): %s; moved to "
-                           "%s/dead/",
-             s->sent_rows, rec.seq, r->ch_code, r->error, s->spools[s->seg_spool].dir);
-    sg_spool_deadletter(sp, s->seg, s->split_next, r->error);
+    s->rs[i].state = REC_DEAD;
+    s->rs[i].why = reason_dup("%s", r->error);
+    send_record(s); /* moves it to dead/ first */
+    return;
+  } else if (is_suspect(r)) {
+    sus_note(s, r);
+    s->rs[i].state = REC_SKIPPED;
+    /* Nothing accepted since the first failure and one failure after
+     * another: the server is failing everything, not these rows. */
+    if (++s->streak >= SUSPECT_STREAK && s->st.inserts == s->sus.mark) {
+      end_pass(s);
+      return;
+    }
   } else {
     backoff(s, r);
     return;
@@ -332,26 +614,46 @@ static void insert_cb(void *arg, const sg_ch_result_t *r) {
   if (r->status == SG_ECANCELED) return;
   if (r->status == 0) {
     delivered(s, s->sent_rows);
-    sg_spool_ack(s->spools[s->seg_spool].sp, s->seg);
-    s->seg = NULL;
-    schedule_now(s);
+    finish_segment(s);
     return;
   }
   if (r->status == SG_EPOISON) {
     sg_warn("clickhouse", "ClickHouse rejected a batch of %zu rows (code %d: %s); sending its records "
                           "one by one to isolate the bad ones",
             s->sent_rows, r->ch_code, r->error);
-    s->splitting = 1;
-    s->split_next = 0;
-    send_record(s);
+    if (start_split(s) == 0) send_record(s);
     return;
+  }
+  if (is_suspect(r)) {
+    sus_note(s, r);
+    if (++s->sus.tries >= SUSPECT_TRIES) {
+      s->st.retries++;
+      sg_warn("clickhouse", "ClickHouse failed a batch of %zu rows %u times with code %d, which does "
+                            "not say whether the data is at fault (%s); sending its records one by "
+                            "one to find the rows it fails on",
+              s->sent_rows, s->sus.tries, r->ch_code, r->error);
+      if (start_split(s) == 0) send_record(s);
+      return;
+    }
   }
   backoff(s, r);
 }
 
-/* Picks the oldest sealed segment of any spool and sends it as one INSERT. */
+/* Picks the segment to send: the parked one when there is news for it, else
+ * the oldest sealed segment of any spool; sends it as one INSERT. */
 static void send_next(sg_chsink_t *s) {
   if (s->seg || s->closing || !s->have_ver) return;
+  if (s->park && (s->st.inserts > s->park_sus.mark || uv_now(s->loop) >= s->park_until)) {
+    int idx = -1;
+    for (int i = 0; i < s->nspools; i++)
+      if (s->spools[i].sp == s->park_sp) idx = i;
+    s->seg = s->park;
+    s->seg_spool = idx < 0 ? 0 : idx;
+    s->sus = s->park_sus;
+    s->park = NULL;
+    if (start_split(s) == 0) send_record(s);
+    return;
+  }
   for (int i = 0; i < s->nspools; i++) {
     sg_spool_seg_t *seg;
     if (sg_spool_next_segment(s->spools[i].sp, &seg) != 0) continue;
@@ -359,25 +661,32 @@ static void send_next(sg_chsink_t *s) {
     s->seg_spool = i;
     sg_buf_reset(&s->body);
     size_t count = sg_spool_seg_count(seg);
-    int mixed = 0;
+    int mixed = 0, rc = 0;
     uint64_t first = 0, last = 0;
-    for (size_t r = 0; r < count; r++) {
+    for (size_t r = 0; r < count && rc == 0; r++) {
       sg_spool_rec_t rec;
-      if (sg_spool_seg_record(seg, r, &rec) != 0) continue;
+      sg_spool_seg_record(seg, r, &rec);
       if (r == 0) first = rec.seq;
       last = rec.seq;
       if (rec.tag_len != strlen(s->tag) || memcmp(rec.tag, s->tag, rec.tag_len) != 0) mixed = 1;
-      sg_buf_append(&s->body, rec.data, rec.len);
+      rc = sg_buf_append(&s->body, rec.data, rec.len);
+    }
+    if (rc != 0) { /* never send part of a segment as if it were all of it */
+      s->st.spool_errors++;
+      sg_error("clickhouse", "out of memory building an INSERT of segment %" PRIu64 "; retrying later",
+               sg_spool_seg_id(seg));
+      hold(s, next_backoff(&s->backoff_ms, BACKOFF_MIN_MS));
+      return;
     }
     s->sent_at = uv_now(s->loop);
     s->sent_rows = count_rows(s->body.data, s->body.len);
-    if (mixed) { /* rows of another layout: sort them out record by record */
-      s->splitting = 1;
-      s->split_next = 0;
-      send_record(s);
+    /* Rows of another layout are sorted out record by record; so is a
+     * segment that kept failing with a suspect error. */
+    if (mixed || (sus_is(s, s->spools[i].sp, seg) && s->sus.tries >= SUSPECT_TRIES)) {
+      if (start_split(s) == 0) send_record(s);
       return;
     }
-    int rc = send_insert(s, s->body.data, s->body.len, first, last, insert_cb);
+    rc = send_insert(s, s->body.data, s->body.len, first, last, insert_cb);
     if (rc != 0) {
       sg_ch_result_t fake = {rc, 0, 0, "", 0, sg_strerror(rc)};
       backoff(s, &fake);
@@ -391,7 +700,7 @@ static void version_cb(void *arg, const sg_ch_result_t *r) {
   s->version_inflight = 0;
   sg_ch_version_t v;
   if (r->status == 0 && sg_ch_version_parse(r->body, &v) == 0) {
-    set_version(s, &v);
+    if (set_version(s, &v) != 0) return; /* out of memory: asked again */
     sg_info("clickhouse", "ClickHouse %d.%d reached; dual-write resumes", v.major, v.minor);
   }
 }
@@ -412,14 +721,23 @@ static void tick(uv_timer_t *t) {
   sg_spool_stats(s->spools[0].sp, &st);
   if (st.open_records &&
       now_us() - st.open_oldest_us >= (int64_t)s->cfg->flush_interval_ms * 1000)
-    sg_spool_seal(s->spools[0].sp);
-  if (s->seg || now < s->next_try_ms) return;
+    (void)sg_spool_seal(s->spools[0].sp); /* a failed sync waits for sg_chsink_sync's caller */
+  if (s->seg) {
+    if (s->dl_wait && now >= s->next_try_ms) {
+      s->dl_wait = 0;
+      s->split_next = 0;
+      send_record(s);
+    }
+    return;
+  }
+  if (now < s->next_try_ms) return;
   send_next(s);
   /* Drained orphan spools (from a run with more workers) are removed. */
   for (int i = s->nspools - 1; i > 0; i--) {
     if (s->seg) break;
     sg_spool_stats(s->spools[i].sp, &st);
-    if (st.records == 0) {
+    if (st.records == 0 && s->spools[i].sp != s->park_sp) {
+      if (s->sus.sp == s->spools[i].sp) s->sus.sp = NULL;
       sg_spool_close(s->spools[i].sp);
       sg_info("clickhouse", "spool %s drained", s->spools[i].dir);
       char dead[4200];
@@ -527,6 +845,8 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_
   return s;
 }
 
+const sg_ch_client_t *sg_chsink_client(const sg_chsink_t *s) { return s->ch; }
+
 void sg_chsink_stats(const sg_chsink_t *s, sg_chsink_stats_t *out) {
   *out = s->st;
   out->spool_bytes = out->spool_records = 0;
@@ -540,8 +860,6 @@ void sg_chsink_stats(const sg_chsink_t *s, sg_chsink_stats_t *out) {
       out->spool_oldest_us = st.oldest_us;
   }
 }
-
-const sg_ch_client_t *sg_chsink_client(const sg_chsink_t *s) { return s->ch; }
 
 static void timer_closed(uv_handle_t *h) {
   sg_chsink_t *s = h->data;
@@ -562,8 +880,18 @@ void sg_chsink_close(sg_chsink_t *s) {
     sg_spool_release(s->spools[s->seg_spool].sp, s->seg);
     s->seg = NULL;
   }
+  split_reset(s);
+  if (s->park) {
+    for (int i = 0; i < s->nspools; i++)
+      if (s->spools[i].sp == s->park_sp) sg_spool_release(s->spools[i].sp, s->park);
+    s->park = NULL;
+  }
   for (int i = 0; i < s->nspools; i++) {
-    sg_spool_close(s->spools[i].sp);
+    int rc = sg_spool_close(s->spools[i].sp);
+    /* Requests were answered only after their own sync; this one only
+     * covers appends nobody was told about yet, but say so all the same. */
+    if (rc != 0)
+      sg_error("clickhouse", "spool %s: final sync failed: %s", s->spools[i].dir, sg_strerror(rc));
     free(s->spools[i].dir);
   }
   uv_close((uv_handle_t *)&s->timer, timer_closed);

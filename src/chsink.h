@@ -14,6 +14,14 @@
  *                                               record ClickHouse still rejects
  *                                               goes to the dead-letter files,
  *                                               the others are delivered
+ *   HTTP 5xx with a code not known to be        retried; after 3 failures split;
+ *   transient (or 49)                           a record still failing so is
+ *                                               dead-lettered once ClickHouse has
+ *                                               taken other rows meanwhile, else
+ *                                               held back while later segments go
+ *   a dead-letter write fails                   the record is not acknowledged:
+ *                                               the segment stays, the write is
+ *                                               retried with backoff
  *   spool full (spool_max_bytes)                the spans are not spooled; the
  *                                               gap (project, created_at range,
  *                                               count) is recorded in
@@ -46,6 +54,8 @@ typedef struct {
   uint64_t dead_rows;
   uint64_t encode_rejects;   /* spans the row encoder refused (out of range) */
   uint64_t gaps;             /* spans recorded as gaps (spool full / unavailable) */
+  uint64_t dead_letter_failures; /* dead-letter writes that failed (the rows were kept) */
+  uint64_t spool_errors;     /* other spool operations that failed (nothing was lost) */
   int reachable;             /* last attempt reached ClickHouse (1), or not (0) */
   uint64_t spool_bytes, spool_records;
   int64_t spool_oldest_us;   /* append time of the oldest unsent row, 0 if none */

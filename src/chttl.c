@@ -26,6 +26,7 @@ struct sg_chttl_s {
   int step;          /* state machine of one round */
   size_t table;      /* index into tables */
   uint64_t expired;  /* rows counted in this table */
+  int64_t cutoff_s;  /* this table's count and delete both use expires_at < cutoff */
   sg_buf_t sql;
   int closing;
 };
@@ -89,10 +90,15 @@ static void step_cb(void *arg, const sg_ch_result_t *r) {
       next_table(t);
       return;
     }
+    /* One cutoff for the count and the delete, so the rows counted are the
+     * rows the mutation removes (with now() in both, rows expiring between
+     * the two statements were deleted but never counted). */
+    t->cutoff_s = (int64_t)time(NULL);
     sg_buf_reset(&t->sql);
     sg_buf_puts(&t->sql, "SELECT count() FROM ");
     sg_ch_quote_ident(&t->sql, t->cfg->clickhouse_database);
-    sg_buf_printf(&t->sql, ".%s WHERE expires_at < now()", tables[t->table]);
+    sg_buf_printf(&t->sql, ".%s WHERE expires_at < toDateTime(%" PRId64 ")", tables[t->table],
+                  t->cutoff_s);
     round_send(t, 3);
     return;
   case 3: /* expired rows */
@@ -104,7 +110,8 @@ static void step_cb(void *arg, const sg_ch_result_t *r) {
     sg_buf_reset(&t->sql);
     sg_buf_puts(&t->sql, "ALTER TABLE ");
     sg_ch_quote_ident(&t->sql, t->cfg->clickhouse_database);
-    sg_buf_printf(&t->sql, ".%s DELETE WHERE expires_at < now()", tables[t->table]);
+    sg_buf_printf(&t->sql, ".%s DELETE WHERE expires_at < toDateTime(%" PRId64 ")", tables[t->table],
+                  t->cutoff_s);
     round_send(t, 4);
     return;
   case 4: /* mutation accepted */

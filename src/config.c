@@ -504,6 +504,15 @@ static int check(const sg_config_t *cfg, sg_buf_t *err) {
     sg_buf_printf(err, "pg_pool_size must be 1..64, not %lld", cfg->pg_pool_size);
     return SG_ECONFIG;
   }
+  if (cfg->read_pool_size < 1 || cfg->read_pool_size > 64) {
+    sg_buf_printf(err, "read_pool_size must be 1..64, not %lld", cfg->read_pool_size);
+    return SG_ECONFIG;
+  }
+  if (cfg->query_timeout_ms < 0 || cfg->query_timeout_ms > 2147483647) {
+    sg_buf_printf(err, "query_timeout_ms must be 0 (no limit) or a positive number of ms, not %lld",
+                  cfg->query_timeout_ms);
+    return SG_ECONFIG;
+  }
   if (cfg->commit_window_ms < 0 || cfg->commit_max_spans < 1) {
     sg_buf_puts(err, "commit_window_ms must be >= 0 and commit_max_spans >= 1");
     return SG_ECONFIG;

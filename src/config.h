@@ -29,10 +29,15 @@ typedef struct {
   XX(STR, log_format, "text", NULL, "text or json (one JSON object per line)")                \
   XX(STR, postgres_uri, "postgresql://postgres@127.0.0.1:5432/agenta_oss_tracing",             \
      "POSTGRES_URI", "libpq connection URI of the primary store (Agenta's tracing database)")  \
-  XX(INT, pg_pool_size, "4", NULL, "PostgreSQL connections per worker")                       \
+  XX(INT, pg_pool_size, "4", NULL, "PostgreSQL connections per worker for ingest")            \
+  XX(INT, read_pool_size, "2", NULL,                                                           \
+     "PostgreSQL connections per worker for the read API, apart from ingest's")                \
+  XX(INT, query_timeout_ms, "30000", NULL,                                                     \
+     "a read-API query running longer is canceled and answered 504; 0 = no limit")             \
   XX(INT, commit_window_ms, "2", NULL,                                                          \
      "requests arriving within this window share one PostgreSQL transaction")                 \
-  XX(INT, commit_max_spans, "5000", NULL, "most spans in one group commit")                   \
+  XX(INT, commit_max_spans, "5000", NULL,                                                      \
+     "most spans in one group commit; a larger request is written in several statements")      \
   XX(STR, auth, "keys", NULL, "authentication mode: keys, agenta or none")                    \
   XX(STR, keys_file, "/etc/spangate/keys", NULL,                                               \
      "keys file for auth=keys: '<project-uuid> sha256:<hex>' or '<project-uuid> plain:<key>' " \
@@ -40,6 +45,11 @@ typedef struct {
   XX(STR, agenta_postgres_uri, "", NULL,                                                       \
      "database holding Agenta's api_keys table for auth=agenta (empty: postgres_uri)")         \
   XX(INT, auth_cache_ttl_s, "60", NULL, "seconds an auth=agenta key look-up is cached")        \
+  XX(INT, auth_negative_ttl_s, "5", NULL,                                                      \
+     "seconds an auth=agenta answer 'unknown or expired key' is cached")                       \
+  XX(INT, auth_lookup_rate, "50", NULL,                                                        \
+     "auth=agenta look-ups per second per worker of keys not known to be good (503 beyond); "  \
+     "0 = unlimited")                                                                          \
   XX(STR, project_id, "", NULL, "the one project of auth=none (development only)")           \
   XX(SIZE, max_body_bytes, "10MiB", NULL, "largest request body as sent (413 beyond)")        \
   XX(SIZE, max_decompressed_bytes, "64MiB", NULL,                                              \

@@ -44,6 +44,7 @@ typedef struct {
   sg_buf_t hdrs;         /* "name\0value\0" repeated; names lower-cased */
   size_t value_start;    /* offset in hdrs of the value being received */
   size_t header_bytes;   /* request line + headers + trailers, as counted */
+  size_t held;           /* bytes counted in the in-flight budget for it */
   int hdr_state;         /* 0 nothing yet, 1 in a name, 2 in a value */
   unsigned headers_done : 1;
   unsigned keep_alive : 1;
@@ -65,7 +66,7 @@ struct conn_s {
   conn_state_t state;
   int reading;           /* uv_read_start() active */
   int open_handles;      /* handles not yet closed */
-  int peer_eof;          /* client half-closed while we were writing */
+  int peer_eof;          /* client half-closed while its request was being answered */
   int close_after_write; /* the response being written ends the connection */
   size_t wq_mark;        /* write queue size when the write timer was armed */
   int err_status;        /* set by a parser callback that refuses the request */
@@ -123,6 +124,8 @@ void sg_http_limits_default(sg_http_limits_t *lim) {
   lim->linger_ms = 2000;
   lim->max_connections = 10000;
   lim->backlog = SOMAXCONN;
+  lim->inflight = NULL;
+  lim->max_inflight_bytes = 0;
 }
 
 const char *sg_http_status_text(int status) {
@@ -164,9 +167,72 @@ static void count_response(sg_http_server_t *srv, int status) {
   if (status >= 100 && status <= 599) srv->stats.status[status / 100]++;
 }
 
+/* ---------------------------------------------------------------- budget */
+
+/* Count n more bytes held by r in the shared in-flight counter. A
+ * compare-and-swap loop, so that the counter never passes the limit even
+ * for a moment (another worker would see a spurious 429). 0, SG_EBUSY (no
+ * room now), SG_ETOOBIG (r alone would exceed the limit). */
+static int budget_take(req_t *r, size_t n) {
+  const sg_http_limits_t *lim = &r->srv->lim;
+  if (lim->inflight == NULL || n == 0) return 0;
+  if (n > INT64_MAX / 2) return SG_ETOOBIG;
+  size_t max = lim->max_inflight_bytes;
+  if (max == 0 || max > INT64_MAX / 2) {
+    atomic_fetch_add(lim->inflight, (int64_t)n);
+  } else {
+    if (n > max || r->held > max - n) return SG_ETOOBIG;
+    int64_t cur = atomic_load(lim->inflight);
+    do {
+      if (cur > (int64_t)(max - n)) return SG_EBUSY;
+    } while (!atomic_compare_exchange_weak(lim->inflight, &cur, cur + (int64_t)n));
+  }
+  r->held += n;
+  return 0;
+}
+
+static void budget_release(req_t *r) {
+  if (r->held == 0) return;
+  atomic_fetch_sub(r->srv->lim.inflight, (int64_t)r->held);
+  r->held = 0;
+}
+
+int sg_http_req_reserve(sg_http_req_t *pub, size_t n) { return budget_take((req_t *)pub, n); }
+
+/* Make room in r's body for n more bytes, counted before it is allocated.
+ * exact (a Content-Length): the buffer gets just that; otherwise (chunks)
+ * its capacity at least doubles, up to max_body_bytes, so appends stay
+ * cheap, unless only the exact size fits in the budget. The counted size
+ * is the capacity without the NUL. 0, SG_EBUSY, SG_ETOOBIG or SG_ENOMEM
+ * (the bytes stay counted until r is freed). */
+static int body_room(req_t *r, size_t n, int exact) {
+  sg_buf_t *b = &r->pub.body;
+  if (n == 0 || n > SIZE_MAX / 2 - b->len) return n == 0 ? 0 : SG_ETOOBIG;
+  size_t need = b->len + n + 1;
+  if (need <= b->cap) return 0;
+  size_t cap = need;
+  if (!exact) {
+    size_t dbl = b->cap < 2048 ? 4096 : b->cap * 2;
+    size_t top = r->srv->lim.max_body_bytes + 1;
+    if (dbl > top) dbl = top;
+    if (dbl > cap) cap = dbl;
+  }
+  size_t had = b->cap ? b->cap - 1 : 0;
+  int rc = budget_take(r, (cap - 1) - had);
+  /* Near the limit, doubling could refuse a body that fits: grow exactly. */
+  if (rc != 0 && cap > need && (rc = budget_take(r, (need - 1) - had)) == 0) cap = need;
+  if (rc != 0) return rc;
+  char *d = realloc(b->data, cap);
+  if (d == NULL) return SG_ENOMEM;
+  b->data = d;
+  b->cap = cap;
+  return 0;
+}
+
 /* ---------------------------------------------------------------- requests */
 
 static void req_free(req_t *r) {
+  budget_release(r);
   sg_buf_free(&r->target);
   sg_buf_free(&r->hdrs);
   sg_buf_free(&r->pub.body);
@@ -187,20 +253,6 @@ const char *sg_http_header(const sg_http_req_t *pub, const char *lname) {
   return NULL;
 }
 
-void sg_http_header_each(const sg_http_req_t *pub,
-                         void (*fn)(void *arg, const char *lname, const char *value), void *arg) {
-  const req_t *r = (const req_t *)pub;
-  if (!r->headers_done || r->hdrs.len == 0) return;
-  const char *p = r->hdrs.data, *end = r->hdrs.data + r->hdrs.len;
-  while (p < end) {
-    const char *name = p;
-    const char *value = name + strlen(name) + 1;
-    if (value >= end) break;
-    fn(arg, name, value);
-    p = value + strlen(value) + 1;
-  }
-}
-
 int sg_http_req_gone(const sg_http_req_t *pub) { return ((const req_t *)pub)->conn == NULL; }
 
 /* ---------------------------------------------------------------- parser callbacks */
@@ -217,6 +269,21 @@ static int refuse(conn_t *c, int status, const char *fmt, ...) {
   va_end(ap);
   c->err_status = status;
   return -1;
+}
+
+/* Refuse for a failed body_room(): 429 when the budget is full now, 413
+ * when the body could never fit in it. 0 when rc is 0. */
+static int refuse_room(conn_t *c, int rc) {
+  size_t max = c->srv->lim.max_inflight_bytes;
+  switch (rc) {
+  case 0: return 0;
+  case SG_EBUSY:
+    return refuse(c, 429, "the server holds its in-flight memory limit (%zu bytes) of requests "
+                          "already; retry later", max);
+  case SG_ETOOBIG:
+    return refuse(c, 413, "request body exceeds the in-flight memory limit of %zu bytes", max);
+  default: return refuse(c, 503, "out of memory");
+  }
 }
 
 static int count_header_bytes(conn_t *c, size_t n) {
@@ -355,7 +422,7 @@ static int on_headers_complete(http_parser *p) {
     if (clen > lim->max_body_bytes)
       return refuse(c, 413, "request body of %llu bytes exceeds the limit of %zu bytes",
                     (unsigned long long)clen, lim->max_body_bytes);
-    if (sg_buf_reserve(&r->pub.body, (size_t)clen) != 0) return refuse(c, 503, "out of memory");
+    if (refuse_room(c, body_room(r, (size_t)clen, 1)) != 0) return -1;
   }
 
   const char *expect = sg_http_header(&r->pub, "expect");
@@ -374,18 +441,22 @@ static int on_body(http_parser *p, const char *at, size_t len) {
   size_t max = c->srv->lim.max_body_bytes;
   if (len > max || r->pub.body.len > max - len)
     return refuse(c, 413, "request body exceeds the limit of %zu bytes", max);
+  /* Normally a no-op: the room was made (and counted) at the headers or
+   * at the chunk's size line. */
+  if (refuse_room(c, body_room(r, len, 0)) != 0) return -1;
   if (sg_buf_append(&r->pub.body, at, len) != 0) return refuse(c, 503, "out of memory");
   return 0;
 }
 
-/* The size of the coming chunk is known before its data: refuse early. */
+/* The size of the coming chunk is known before its data: refuse early,
+ * and count its room in the budget before it arrives. */
 static int on_chunk_header(http_parser *p) {
   conn_t *c = p->data;
   req_t *r = c->req;
   size_t max = c->srv->lim.max_body_bytes;
   if (p->content_length > max || r->pub.body.len > max - p->content_length)
     return refuse(c, 413, "chunked request body exceeds the limit of %zu bytes", max);
-  return 0;
+  return refuse_room(c, body_room(r, (size_t)p->content_length, 0));
 }
 
 static int on_message_complete(http_parser *p) {
@@ -483,10 +554,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   if (nread < 0) {
-    /* EOF or error. While the response is being written a half-closed
-     * client may still read it; in every other state the client has left
-     * (for HANDLER as nginx does: the request is marked gone). */
-    if (nread == UV_EOF && c->state == C_WRITE) {
+    /* EOF: the client sends nothing more, but it may still be reading: a
+     * client that half-closes after its request (shutdown(SHUT_WR)) waits
+     * for the answer. So a request with the handler, or a response being
+     * written, is still answered (then the connection closes). Idle or
+     * halfway through a request there is nothing to answer; and an error
+     * (reset) means the client has left: its request is marked gone. */
+    if (nread == UV_EOF && (c->state == C_WRITE || c->state == C_HANDLER)) {
       c->peer_eof = 1;
       uv_read_stop(s);
       c->reading = 0;
@@ -620,13 +694,20 @@ static void on_write(uv_write_t *w, int status) {
     return;
   }
   if (!final) return;
-  if (c->close_after_write || c->peer_eof || c->srv->shutting_down) {
+  if (c->close_after_write || c->srv->shutting_down) {
     conn_linger(c);
+    return;
+  }
+  c->state = C_READ;
+  if (c->peer_eof) {
+    /* The client half-closed: answer the requests it sent before that
+     * (pipelined, already buffered), then close. */
+    conn_process(c);
+    if (c->state == C_READ) conn_close(c);
     return;
   }
   /* Keep-alive: idle until the next request's first byte (which re-arms
    * the timer with the read timeout), and parse what was pipelined. */
-  c->state = C_READ;
   arm_timer(c, c->srv->lim.idle_timeout_ms);
   conn_process(c);
   if (c->state != C_CLOSED) conn_update_reading(c);
@@ -715,7 +796,8 @@ static void send_error(conn_t *c, int status, const char *msg) {
     req_free(r);
     c->req = NULL;
   }
-  write_response(c, status, "application/json", body.data, body.len, NULL, 0, 0, 1);
+  write_response(c, status, "application/json", body.data, body.len,
+                 status == 429 || status == 503 ? "Retry-After: 1\r\n" : NULL, 0, 0, 1);
   sg_buf_free(&body);
 }
 
@@ -891,6 +973,8 @@ sg_http_server_t *sg_http_server_new(uv_loop_t *loop, uv_os_sock_t listen_fd,
     TAKE(idle_timeout_ms); TAKE(write_timeout_ms); TAKE(linger_ms);
     TAKE(max_connections); TAKE(backlog);
 #undef TAKE
+    srv->lim.inflight = lim->inflight;
+    srv->lim.max_inflight_bytes = lim->max_inflight_bytes;
   }
   srv->loop = loop;
   srv->handler = handler;

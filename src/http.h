@@ -9,17 +9,23 @@
  *
  * Per connection one request is in flight at a time: while the handler
  * holds it, the server parses nothing more from that connection, and reads
- * only until its read buffer is full (so a client that disconnects is
- * noticed, and a pipelining client is held back by TCP flow control).
- * Pipelined requests are answered in order.
+ * only until its read buffer is full (so a client that resets the
+ * connection is noticed, and a pipelining client is held back by TCP flow
+ * control). Pipelined requests are answered in order. A client that
+ * half-closes (EOF) after sending still gets the answers to the requests
+ * it sent; the connection is closed after the last one.
  *
  * Errors the server answers itself, each with a JSON body {"error":"..."}
  * and Connection: close:
  *   400 malformed request line or headers, bad request target
  *   408 the request did not arrive within read_timeout_ms of its first byte
  *   413 Content-Length or the chunked body exceeds max_body_bytes (answered
- *       as soon as that is known, without reading the body)
+ *       as soon as that is known, without reading the body), or a body
+ *       larger than the whole in-flight budget (it could never fit)
  *   417 an Expect other than 100-continue
+ *   429 the in-flight budget (below) has no room for the body: answered
+ *       when the headers show a Content-Length that does not fit, or when a
+ *       chunk's size line would push past it; with Retry-After: 1
  *   431 request line + headers (+ trailers) exceed max_header_bytes
  *   501 a Transfer-Encoding other than chunked, or CONNECT
  *   503 (no body) to connections beyond max_connections, then closed
@@ -32,6 +38,7 @@
 #define SG_HTTP_H
 
 #include <http_parser.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -48,6 +55,17 @@ typedef struct {
   uint64_t linger_ms;        /* input drained after a closing response; 2 s */
   size_t max_connections;    /* per server; 10000; beyond: 503 and close */
   int backlog;               /* listen() backlog; SOMAXCONN */
+  /* In-flight memory budget, shared by every server given the same counter
+   * (e.g. all workers' servers): bytes held by requests, counted as they
+   * are allocated. A body is counted before it is received: its
+   * Content-Length when the headers arrive, a chunked body as each chunk's
+   * size line arrives (its buffer grows by doubling, up to max_body_bytes;
+   * what is allocated is counted). Handlers add what they allocate for a
+   * request with sg_http_req_reserve(). Everything a request holds is
+   * released when it is answered or dropped (client gone, timeout, error).
+   * NULL: nothing is counted. The counter is never negative. */
+  _Atomic int64_t *inflight;
+  size_t max_inflight_bytes; /* with a counter: 0 = count only, no limit */
 } sg_http_limits_t;
 
 /* Fill *lim with the defaults. */
@@ -126,13 +144,18 @@ void sg_http_server_stats(const sg_http_server_t *srv, sg_http_stats_t *out);
  * one if repeated), with surrounding white space removed; NULL if absent. */
 const char *sg_http_header(const sg_http_req_t *req, const char *lname);
 
-/* Call fn for every header in arrival order (names lower-cased). */
-void sg_http_header_each(const sg_http_req_t *req,
-                         void (*fn)(void *arg, const char *lname, const char *value), void *arg);
-
-/* 1 if the client has disconnected while the handler held req: the
- * response will be dropped, so the handler may skip work. */
+/* 1 if the client has disconnected (reset or read error) while the
+ * handler held req: the response will be dropped, so the handler may skip
+ * work. A half-close (EOF) is not a disconnect. */
 int sg_http_req_gone(const sg_http_req_t *req);
+
+/* Count n more bytes held for req (memory the handler allocates for it,
+ * e.g. a decompressed copy of the body) in the in-flight budget; they are
+ * released with the request. Returns 0; SG_EBUSY when the budget has no
+ * room for n more now (answer 429, retry later); SG_ETOOBIG when req
+ * alone would exceed the budget (it can never be served: 413). Nothing is
+ * counted on failure. Without a budget: 0. */
+int sg_http_req_reserve(sg_http_req_t *req, size_t n);
 
 /* Answer req and release it (req is invalid afterwards). status: 100..599
  * (not 1xx in practice). content_type may be NULL (no Content-Type header);

@@ -36,14 +36,24 @@ static int all_zero(const uint8_t *p, size_t n) {
   return 1;
 }
 
+typedef struct {
+  sg_inflate_grow_cb cb;
+  void *arg;
+} budget_t;
+
 /* Grow out so that at least need bytes (plus NUL) fit, never beyond limit
- * bytes (plus NUL): the buffer's own doubling could allocate twice max_out. */
-static int grow(sg_buf_t *out, size_t need, size_t limit) {
+ * bytes (plus NUL): the buffer's own doubling could allocate twice max_out.
+ * The budget is asked for the growth first. */
+static int grow(sg_buf_t *out, size_t need, size_t limit, const budget_t *bg) {
   if (need + 1 <= out->cap) return 0;
   size_t cap = out->cap * 2;
   if (cap < need + 1) cap = need + 1;
   if (cap < 16384) cap = 16384;
   if (cap > limit + 1) cap = limit + 1;
+  if (bg->cb != NULL) {
+    int rc = bg->cb(bg->arg, cap - out->cap);
+    if (rc != 0) return rc;
+  }
   char *d = realloc(out->data, cap);
   if (d == NULL) return SG_ENOMEM;
   out->data = d;
@@ -53,7 +63,7 @@ static int grow(sg_buf_t *out, size_t need, size_t limit) {
 
 /* Inflate with the given zlib windowBits; gzip allows further members. */
 static int run(const uint8_t *p, size_t n, int wbits, int gzip, size_t max_out,
-               sg_buf_t *out) {
+               sg_buf_t *out, const budget_t *bg) {
   z_stream zs;
   const uint8_t *end = p + n;
   size_t start = out->len, limit = start + max_out;
@@ -75,7 +85,7 @@ static int run(const uint8_t *p, size_t n, int wbits, int gzip, size_t max_out,
     } else {
       size_t want = out->len + (out->len - start < 65536 ? 65536 : out->len - start);
       if (want > limit || want < out->len) want = limit;
-      if ((rc = grow(out, want, limit))) break;
+      if ((rc = grow(out, want, limit, bg))) break;
       room = out->cap - 1 - out->len; /* the buffer may have been bigger already */
       if (room > limit - out->len) room = limit - out->len;
       if (room > (1u << 30)) room = 1u << 30;
@@ -128,27 +138,40 @@ static int run(const uint8_t *p, size_t n, int wbits, int gzip, size_t max_out,
   return rc;
 }
 
-int sg_inflate(const uint8_t *p, size_t n, int encoding, size_t max_out, sg_buf_t *out) {
-  if (encoding == SG_ENC_AUTO) {
-    if (n >= 2 && p[0] == 0x1f && p[1] == 0x8b) encoding = SG_ENC_GZIP;
-    else if (n >= 2 && p[0] == 0x78 && zlib_header(p, n)) encoding = SG_ENC_DEFLATE;
-    else encoding = SG_ENC_IDENTITY;
-  }
-  switch (encoding) {
+int sg_encoding_resolve(const uint8_t *p, size_t n, int encoding) {
+  if (encoding != SG_ENC_AUTO) return encoding;
+  if (n >= 2 && p[0] == 0x1f && p[1] == 0x8b) return SG_ENC_GZIP;
+  if (n >= 2 && p[0] == 0x78 && zlib_header(p, n)) return SG_ENC_DEFLATE;
+  return SG_ENC_IDENTITY;
+}
+
+int sg_inflate_ex(const uint8_t *p, size_t n, int encoding, size_t max_out, sg_buf_t *out,
+                  sg_inflate_grow_cb grow_cb, void *arg) {
+  const budget_t bg = {grow_cb, arg};
+  switch (sg_encoding_resolve(p, n, encoding)) {
   case SG_ENC_IDENTITY:
     if (n > max_out) return SG_ETOOBIG;
+    if (grow_cb != NULL && out->len + n + 1 > out->cap) {
+      size_t cap = out->len + n + 1;
+      int rc = grow_cb(arg, cap - out->cap);
+      if (rc != 0) return rc;
+      char *d = realloc(out->data, cap);
+      if (d == NULL) return SG_ENOMEM;
+      out->data = d;
+      out->cap = cap;
+    }
     return sg_buf_append(out, p, n);
   case SG_ENC_GZIP:
     if (n < 2 || p[0] != 0x1f || p[1] != 0x8b) return SG_EPARSE;
-    return run(p, n, 16 + MAX_WBITS, 1, max_out, out);
+    return run(p, n, 16 + MAX_WBITS, 1, max_out, out, &bg);
   case SG_ENC_DEFLATE:
     /* HTTP's "deflate" is zlib-wrapped; accept raw deflate too (also when
      * raw data happens to start with two bytes that pass as a zlib header). */
     if (zlib_header(p, n)) {
-      int rc = run(p, n, MAX_WBITS, 0, max_out, out);
+      int rc = run(p, n, MAX_WBITS, 0, max_out, out, &bg);
       if (rc != SG_EPARSE) return rc;
     }
-    return run(p, n, -MAX_WBITS, 0, max_out, out);
+    return run(p, n, -MAX_WBITS, 0, max_out, out, &bg);
   default:
     return SG_EINVAL;
   }

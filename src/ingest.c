@@ -22,24 +22,33 @@ typedef struct sg__ingest_s {
   sg_http_req_t *req;
   int format;
   int proto;          /* OTLP answered in protobuf (else JSON) */
-  size_t accounted;   /* bytes counted in sg_metrics.inflight_bytes */
-  sg_buf_t inflated;
+  sg_buf_t inflated;  /* the decompressed body (counted in the request's in-flight bytes) */
+  int budget_rc;      /* why the in-flight budget refused the inflated copy, or 0 */
   sg_span_batch_t batch;
   sg_principal_t who;
 } ingest_t;
 
 static void answer_ok(ingest_t *in);
+static void fail(ingest_t *in, int status, const char *msg, const char *extra);
 
 /* Runs once per loop turn while requests wait for their spool rows to be
- * durable: one fsync for all of them, then their answers. */
+ * durable: one fsync for all of them, then their answers. When the fsync
+ * fails (chsink logs it) the rows may not survive a crash, and nothing else
+ * records them for ClickHouse: those requests get 503, not 200. Their spans
+ * are in PostgreSQL; the client's retry is an idempotent upsert that spools
+ * them again (into a fresh segment). */
 static void sync_cb(uv_timer_t *t) {
   sg_worker_t *w = t->data;
   ingest_t *in = w->sync_head;
   w->sync_head = w->sync_tail = NULL;
-  if (w->ch) sg_chsink_sync(w->ch); /* a failure is logged; PostgreSQL has the spans either way */
+  int rc = w->ch ? sg_chsink_sync(w->ch) : 0;
   while (in) {
     ingest_t *next = in->next;
-    answer_ok(in);
+    if (rc == 0)
+      answer_ok(in);
+    else
+      fail(in, 503, "the spans were stored but could not be queued durably for ClickHouse; "
+                    "retry the request (it is idempotent)", "Retry-After: 1\r\n");
     in = next;
   }
 }
@@ -54,8 +63,6 @@ static void answer_after_sync(ingest_t *in) {
 }
 
 static void ingest_free(ingest_t *in) {
-  if (in->accounted)
-    atomic_fetch_sub(&sg_metrics.inflight_bytes, (int64_t)in->accounted);
   sg_buf_free(&in->inflated);
   sg_span_batch_free(&in->batch);
   free(in);
@@ -141,7 +148,7 @@ static int dual_write(ingest_t *in) {
     for (size_t i = 0; i < in->batch.n; i++) {
       double days = -1;
       if (has_ttl) sg_lua_retention_days(w->lua, in->who.project_id, &in->batch.spans[i], &days);
-      exp[i] = days > 0 ? in->batch.spans[i].created_at_us + (int64_t)(days * 86400e6) : INT64_MAX;
+      exp[i] = sg_span_expires_us(in->batch.spans[i].created_at_us, days);
     }
   }
   sg_chsink_append(w->ch, in->who.project_id, in->batch.spans, in->batch.n, exp);
@@ -149,9 +156,28 @@ static int dual_write(ingest_t *in) {
   return 1;
 }
 
+/* One warning a second per worker at most: an outage fails every request. */
+static void warn_transient(size_t n, const char *why) {
+  static _Thread_local uint64_t last_ms, quiet;
+  uint64_t now = uv_hrtime() / 1000000;
+  if (last_ms && now - last_ms < 1000) {
+    quiet++;
+    return;
+  }
+  if (quiet)
+    sg_warn("ingest", "storing %zu spans failed, answered 503 (retryable): %s (and %llu more since the "
+                      "last such line)", n, why, (unsigned long long)quiet);
+  else
+    sg_warn("ingest", "storing %zu spans failed, answered 503 (retryable): %s", n, why);
+  last_ms = now;
+  quiet = 0;
+}
+
 static void stored_cb(void *arg, int status, sg_span_batch_t *batch) {
   ingest_t *in = arg;
   (void)batch;
+  const char *why = status ? sg_pgsink_errmsg(in->w->sink) : NULL; /* "<SQLSTATE> <message>" */
+  sg__readyz_note_write(status, why);
   if (status == 0) {
     atomic_fetch_add(&sg_metrics.spans_stored, in->batch.n);
     atomic_fetch_add(&sg_metrics.spans_rejected, in->batch.rejected);
@@ -162,11 +188,12 @@ static void stored_cb(void *arg, int status, sg_span_batch_t *batch) {
     answer_ok(in);
     return;
   }
-  if (status == SG_EUNAVAIL || status == SG_EBUSY || status == SG_ECANCELED) {
+  if (status == SG_EUNAVAIL || status == SG_EBUSY || status == SG_ECANCELED || status == SG_ETIMEOUT) {
+    warn_transient(in->batch.n, why ? why : sg_strerror(status));
     fail(in, 503, "PostgreSQL is unavailable; nothing was stored, retry later", "Retry-After: 2\r\n");
     return;
   }
-  sg_error("ingest", "storing %zu spans failed: %s", in->batch.n, sg_strerror(status));
+  sg_error("ingest", "storing %zu spans failed: %s", in->batch.n, why ? why : sg_strerror(status));
   fail(in, 500, "storing the spans failed; nothing was acknowledged", NULL);
 }
 
@@ -179,19 +206,20 @@ static void media_type(const char *h, char *out, size_t cap) {
   out[n] = '\0';
 }
 
+/* The decompressed copy grows in the request's share of the in-flight
+ * memory budget (max_inflight_bytes), checked as it is produced. */
+static int inflate_grow_cb(void *arg, size_t n) {
+  ingest_t *in = arg;
+  return in->budget_rc = sg_http_req_reserve(in->req, n);
+}
+
 static void decode_and_store(ingest_t *in) {
   sg_http_req_t *req = in->req;
   const sg_config_t *cfg = in->w->cfg;
 
-  /* Memory budget across workers: what this request holds now, and at most
-   * max_decompressed_bytes more if it turns out to be compressed. */
+  /* The body itself is already counted in the in-flight budget: the HTTP
+   * server reserved it as it arrived (429 there when it did not fit). */
   size_t body = req->body.len;
-  in->accounted = body;
-  int64_t now = atomic_fetch_add(&sg_metrics.inflight_bytes, (int64_t)body) + (int64_t)body;
-  if ((size_t)now > cfg->max_inflight_bytes) {
-    fail(in, 429, "the gateway is at its in-flight memory limit; retry later", "Retry-After: 1\r\n");
-    return;
-  }
   atomic_fetch_add(&sg_metrics.bytes_received, body);
 
   const char *ce = sg_http_header(req, "content-encoding");
@@ -205,24 +233,37 @@ static void decode_and_store(ingest_t *in) {
     sg_buf_free(&m);
     return;
   }
-  const uint8_t *p = (const uint8_t *)req->body.data;
+  /* The body buffer is NUL-terminated once allocated; an empty body has
+   * none, and the decoders get "" rather than NULL. */
+  const uint8_t *p = (const uint8_t *)(req->body.data ? req->body.data : "");
   size_t n = body;
-  int rc = sg_inflate(p, n, enc, cfg->max_decompressed_bytes, &in->inflated);
-  if (rc == SG_ETOOBIG) {
-    fail(in, 413, "request body exceeds max_decompressed_bytes once decompressed", NULL);
+  int rc = 0;
+  int compressed = sg_encoding_resolve(p, n, enc) != SG_ENC_IDENTITY; /* identity: decoded in place */
+  if (compressed)
+    rc = sg_inflate_ex(p, n, enc, cfg->max_decompressed_bytes, &in->inflated, inflate_grow_cb, in);
+  if (rc == SG_EBUSY) {
+    fail(in, 429, "the gateway is at its in-flight memory limit (max_inflight_bytes); retry later",
+         "Retry-After: 1\r\n");
     return;
   }
-  if (rc != 0 && rc != SG_ENOTFOUND) {
-    fail(in, 400, enc == SG_ENC_AUTO ? "request body looks compressed but does not decompress"
-                                     : "request body does not decompress as its Content-Encoding says",
+  if (rc == SG_ETOOBIG) {
+    fail(in, 413, in->budget_rc == SG_ETOOBIG
+                      ? "request body exceeds max_inflight_bytes once decompressed"
+                      : "request body exceeds max_decompressed_bytes once decompressed",
          NULL);
     return;
   }
-  if (rc == 0) { /* it was compressed: use the inflated copy */
+  if (rc != 0) {
+    fail(in, rc == SG_ENOMEM ? 503 : 400,
+         rc == SG_ENOMEM ? "out of memory"
+         : enc == SG_ENC_AUTO ? "request body looks compressed but does not decompress"
+                              : "request body does not decompress as its Content-Encoding says",
+         rc == SG_ENOMEM ? "Retry-After: 1\r\n" : NULL);
+    return;
+  }
+  if (compressed) { /* use the inflated copy */
     p = (const uint8_t *)in->inflated.data;
     n = in->inflated.len;
-    in->accounted += n;
-    atomic_fetch_add(&sg_metrics.inflight_bytes, (int64_t)n);
   }
 
   sg_buf_t err = SG_BUF_INIT;
@@ -230,7 +271,8 @@ static void decode_and_store(ingest_t *in) {
   else if (in->proto) rc = sg_otlp_decode_proto(p, n, &in->batch, &err);
   else rc = sg_otlp_decode_json((const char *)p, n, &in->batch, &err);
   if (rc != 0) {
-    fail(in, rc == SG_ENOMEM ? 503 : 400, err.data ? err.data : sg_strerror(rc), NULL);
+    fail(in, rc == SG_ENOMEM ? 503 : rc == SG_ETOOBIG ? 413 : 400, err.data ? err.data : sg_strerror(rc),
+         NULL);
     sg_buf_free(&err);
     return;
   }

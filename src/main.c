@@ -14,7 +14,6 @@
 #include "err.h"
 #include "log.h"
 #include "job.h"
-#include "lua_io.h"
 #include "lua_rt.h"
 #include "pg_schema.h"
 #include "server.h"
@@ -238,9 +237,6 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *cmd = argv[1];
-  /* Hooks get gw.pg / gw.ch / gw.sleep that explain they cannot yield;
-   * jobs (job.c) install the real ones. */
-  sg_lua_set_io_injector(sg_lua_io_inject, NULL);
   if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) return help();
   if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
     printf("spangate %s\n", SG_VERSION);

@@ -1,9 +1,91 @@
 #include "metrics.h"
 
 #include <stdio.h>
+#include <pthread.h>
+#include <string.h>
 #include <time.h>
 
 sg_metrics_t sg_metrics;
+
+/* Script metrics. Entries [0, lua_count) are immutable once published
+ * (release store of lua_count after the entry is written); registration
+ * takes the mutex, lookups of known names by the workers are cached on their
+ * side, and rendering needs no lock. Values are doubles kept as their bits
+ * in an atomic, added to by compare-and-swap. */
+#define LUA_NAME_MAX (sizeof SG_LUA_USER_PREFIX + 130)
+typedef struct {
+  char name[LUA_NAME_MAX]; /* exported name, prefix included */
+  char kind;
+  _Atomic uint64_t bits;
+} lua_user_t;
+
+static lua_user_t lua_user[SG_LUA_USER_MAX];
+static _Atomic int lua_count;
+static _Atomic int lua_refusal_logged;
+static pthread_mutex_t lua_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void sanitise(const char *name, char *out, size_t cap) {
+  size_t n = strlen(SG_LUA_USER_PREFIX);
+  memcpy(out, SG_LUA_USER_PREFIX, n);
+  /* The prefix makes a leading digit harmless; colons are for recording rules. */
+  for (const char *p = name; *p && n + 1 < cap; p++) {
+    char c = *p;
+    int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+    out[n++] = ok ? c : '_';
+  }
+  out[n] = '\0';
+}
+
+int sg_metrics_lua_slot(const char *name, char kind) {
+  char full[LUA_NAME_MAX];
+  sanitise(name, full, sizeof full);
+  pthread_mutex_lock(&lua_mu);
+  int n = atomic_load_explicit(&lua_count, memory_order_relaxed), slot = -1;
+  for (int i = 0; i < n; i++)
+    if (strcmp(lua_user[i].name, full) == 0) {
+      slot = lua_user[i].kind == kind ? i : -1;
+      goto out;
+    }
+  if (n < SG_LUA_USER_MAX) {
+    memcpy(lua_user[n].name, full, strlen(full) + 1);
+    lua_user[n].kind = kind;
+    atomic_store_explicit(&lua_user[n].bits, 0, memory_order_relaxed);
+    atomic_store_explicit(&lua_count, n + 1, memory_order_release);
+    slot = n;
+  }
+out:
+  pthread_mutex_unlock(&lua_mu);
+  if (slot >= 0) return slot;
+  atomic_fetch_add_explicit(&sg_metrics.lua_user_dropped, 1, memory_order_relaxed);
+  return atomic_exchange(&lua_refusal_logged, 1) ? -1 : -2;
+}
+
+void sg_metrics_lua_add(int slot, double delta) {
+  if (slot < 0 || slot >= SG_LUA_USER_MAX) return;
+  _Atomic uint64_t *b = &lua_user[slot].bits;
+  uint64_t old = atomic_load_explicit(b, memory_order_relaxed), nw;
+  do {
+    double v;
+    memcpy(&v, &old, sizeof v);
+    v += delta;
+    memcpy(&nw, &v, sizeof nw);
+  } while (!atomic_compare_exchange_weak_explicit(b, &old, nw, memory_order_relaxed,
+                                                  memory_order_relaxed));
+}
+
+static void render_lua_user(sg_buf_t *o) {
+  int n = atomic_load_explicit(&lua_count, memory_order_acquire);
+  for (int i = 0; i < n; i++) {
+    uint64_t bits = atomic_load_explicit(&lua_user[i].bits, memory_order_relaxed);
+    double v;
+    memcpy(&v, &bits, sizeof v);
+    const char *name = lua_user[i].name;
+    sg_buf_printf(o, "# HELP %s Script metric (gw.metrics.%s), summed over workers.\n"
+                     "# TYPE %s %s\n%s %.17g\n",
+                  name, lua_user[i].kind == 'c' ? "incr" : "gauge", name,
+                  lua_user[i].kind == 'c' ? "counter" : "gauge", name, v);
+  }
+}
 
 static const int statuses[SG_METRIC_NSTATUS - 1] = {SG_METRIC_STATUSES};
 /* Upper bounds in seconds of the latency histogram buckets. */
@@ -124,6 +206,19 @@ int sg_metrics_render(sg_buf_t *o) {
   counter(o, "spangate_pg_reconnects_total", "PostgreSQL reconnect attempts.",
           LOAD(sg_metrics.pg_reconnects));
   counter(o, "spangate_pg_errors_total", "PostgreSQL query errors.", LOAD(sg_metrics.pg_errors));
+  counter(o, "spangate_keys_reloads_total", "Keys file reloads (SIGHUP) that succeeded, per worker.",
+          LOAD(sg_metrics.keys_reloads));
+  counter(o, "spangate_keys_reload_failures_total",
+          "Keys file reloads refused (a bad line) or failed (unreadable), per worker.",
+          LOAD(sg_metrics.keys_reload_failures));
+  gauge(o, "spangate_keys_reload_failed",
+        "1 while the last keys file reload was refused or failed (fix the file, then SIGHUP).",
+        LOADS(sg_metrics.keys_reload_failed));
+  counter(o, "spangate_auth_lookups_total", "auth=agenta key look-ups sent to PostgreSQL.",
+          LOAD(sg_metrics.auth_lookups));
+  counter(o, "spangate_auth_lookups_limited_total",
+          "Keys not known to be good answered 503 by auth_lookup_rate (PostgreSQL not asked).",
+          LOAD(sg_metrics.auth_lookups_limited));
   counter(o, "spangate_lua_calls_total", "Lua hook calls.", LOAD(sg_metrics.lua_calls));
   counter(o, "spangate_lua_errors_total", "Lua hook calls that failed (budget kills included).",
           LOAD(sg_metrics.lua_errors));
@@ -200,6 +295,18 @@ int sg_metrics_render(sg_buf_t *o) {
             "Dual-write requests sent again to another endpoint after a failure.",
             LOAD(sg_metrics.ch_failovers));
   }
+  counter(o, "spangate_clickhouse_dead_letter_failures_total",
+          "Rejected records that could not be written to the dead-letter files (they stay in the "
+          "spool and the write is retried).",
+          LOAD(sg_metrics.ch_dead_letter_failures));
+  counter(o, "spangate_spool_errors_total",
+          "Other spool operations that failed (the rows were kept and are sent again).",
+          LOAD(sg_metrics.ch_spool_errors));
+  counter(o, "spangate_lua_metrics_dropped_total",
+          "Script metric names (gw.metrics) not exported: over the limit of distinct names, or "
+          "already used by a metric of the other kind.",
+          LOAD(sg_metrics.lua_user_dropped));
+  render_lua_user(o);
   counter(o, "spangate_ttl_rows_expired_total",
           "Rows the ClickHouse TTL sweep deleted (servers without native TTL).",
           LOAD(sg_metrics.ttl_rows_expired));

@@ -84,12 +84,36 @@ typedef struct {
   _Atomic uint64_t ch_failovers;
   _Atomic int ch_ep_count;
   char ch_ep_name[SG_METRICS_CH_ENDPOINTS][128];
+  _Atomic uint64_t ch_dead_letter_failures;
+  _Atomic uint64_t keys_reloads;        /* keys file reloads (SIGHUP), per worker */
+  _Atomic uint64_t keys_reload_failures;
+  _Atomic int64_t keys_reload_failed;   /* 1 while the last keys file reload was refused */
+  _Atomic uint64_t auth_lookups;        /* auth=agenta look-ups sent to PostgreSQL */
+  _Atomic uint64_t auth_lookups_limited; /* unknown keys answered 503 by the look-up rate limit */
+  _Atomic uint64_t lua_user_dropped;    /* script metric names refused export (see below) */
+  _Atomic uint64_t ch_spool_errors;
   /* Retention. */
   _Atomic uint64_t ttl_rows_expired;    /* rows the ClickHouse sweep deleted */
   _Atomic int64_t ttl_last_sweep_s;     /* Unix time of the last completed sweep round */
 } sg_metrics_t;
 
 extern sg_metrics_t sg_metrics;
+
+/* Scripts' own metrics (gw.metrics.incr/gauge), exported as
+ * spangate_lua_user_<name>: at most SG_LUA_USER_MAX distinct names in the
+ * process, each the sum of what every worker published for it. */
+#define SG_LUA_USER_MAX 256
+#define SG_LUA_USER_PREFIX "spangate_lua_user_"
+
+/* The slot of the script metric name ('c' counter or 'g' gauge), registered
+ * on first use; safe from any thread. name is sanitised to Prometheus' rules
+ * (characters outside [a-zA-Z0-9_] become '_'; a leading digit gets a '_'),
+ * so names that sanitise alike share a slot. -1 when it cannot be exported
+ * (table full, or the name is taken by the other kind): lua_user_dropped is
+ * counted and the first such refusal returns -2, so the caller logs once. */
+int sg_metrics_lua_slot(const char *name, char kind);
+/* Adds delta to slot's value (a worker publishes its changes as deltas). */
+void sg_metrics_lua_add(int slot, double delta);
 
 void sg_metrics_observe(sg_route_t route, int status, uint64_t duration_ns);
 /* Names the ClickHouse endpoints (the first call wins; every worker has the

@@ -55,6 +55,7 @@ typedef struct {
   int first_done;     /* the first connection attempt is over */
   int flushing;       /* PQflush still has data to send */
   int send_err;       /* deferred failure of a send: SG_EUNAVAIL or SG_EIO */
+  int recycle;        /* the server said the session is read-only: reconnect */
   query_t *q;         /* running query */
   PGresult *res;      /* its last result so far */
   char msg[256];      /* deferred failure message */
@@ -63,6 +64,7 @@ typedef struct {
 struct sg_pg_pool_s {
   uv_loop_t *loop;
   char *conninfo;
+  char *options;      /* the startup "options" we send (NULL: the conninfo's own) */
   sg_pg_pool_opts_t opts;
   conn_t *conns;
   int nconns;
@@ -72,6 +74,7 @@ struct sg_pg_pool_s {
   int closing;
   int open_handles;
   uint64_t rng;
+  char last_error[256]; /* why the latest connection attempt failed or ended */
 };
 
 static void on_poll(uv_poll_t *h, int status, int events);
@@ -92,12 +95,62 @@ static void copy_msg(char *dst, size_t cap, const char *src) {
     if (*p == '\n') *p = ' ';
 }
 
+/* What a failed statement's SQLSTATE means to the caller, by the longest
+ * matching prefix (a class is its first two characters; an entry of five
+ * characters overrides its class). Transient means "the same statement may
+ * well succeed later, or on another server": the caller answers 503 and the
+ * client retries, never 500. Unwritable marks the states in which the
+ * server takes no writes at all for now (read-only, full, failing I/O), for
+ * readiness. Everything not listed (42 syntax/undefined objects, 0A, XX,
+ * P0, ...) is SG_EIO: a fault of the gateway's SQL or of the schema that a
+ * retry does not cure. */
+static const struct {
+  const char *prefix;
+  int err;
+  int unwritable;
+} sqlstates[] = {
+    {"22", SG_EPOISON, 0},     /* data exception: a value the column cannot take */
+    {"23", SG_EPOISON, 0},     /* integrity constraint (e.g. Agenta's one root per trace) */
+    {"54", SG_EPOISON, 0},     /* program limit: a value too big for an index or a tsvector */
+    {"08", SG_EUNAVAIL, 0},    /* connection exception */
+    {"25006", SG_EUNAVAIL, 1}, /* read-only transaction: a standby, or a read-only default */
+    {"25P03", SG_EUNAVAIL, 0}, /* idle_in_transaction_session_timeout */
+    {"25P04", SG_EUNAVAIL, 0}, /* transaction_timeout */
+    {"40", SG_EUNAVAIL, 0},    /* transaction rollback: serialization failure, deadlock */
+    {"53", SG_EUNAVAIL, 1},    /* insufficient resources: disk full, out of memory */
+    {"53300", SG_EUNAVAIL, 0}, /* too many connections: the server still takes writes */
+    {"55006", SG_EUNAVAIL, 0}, /* object in use */
+    {"55P03", SG_EUNAVAIL, 0}, /* lock not available (lock_timeout) */
+    {"57", SG_EUNAVAIL, 0},    /* operator intervention: shutdown, cannot connect now */
+    {"57014", SG_ETIMEOUT, 0}, /* query canceled: statement_timeout or a cancel request */
+    {"58", SG_EUNAVAIL, 1},    /* system error: I/O error */
+    {"72000", SG_EUNAVAIL, 0}, /* snapshot too old */
+};
+
+/* Index into sqlstates of the longest prefix of st, or -1. */
+static int sqlstate_find(const char *st) {
+  if (st == NULL || strlen(st) != 5) return -1;
+  int best = -1;
+  size_t bestn = 0;
+  for (size_t i = 0; i < sizeof sqlstates / sizeof sqlstates[0]; i++) {
+    size_t n = strlen(sqlstates[i].prefix);
+    if (n > bestn && !strncmp(st, sqlstates[i].prefix, n)) {
+      best = (int)i;
+      bestn = n;
+    }
+  }
+  return best;
+}
+
 int sg_pg_sqlstate_err(const char *st, int conn_bad) {
   if (conn_bad) return SG_EUNAVAIL;
-  if (st == NULL || strlen(st) != 5) return SG_EIO;
-  if (!strncmp(st, "22", 2) || !strncmp(st, "23", 2) || !strncmp(st, "54", 2)) return SG_EPOISON;
-  if (!strncmp(st, "08", 2) || !strncmp(st, "57P", 3)) return SG_EUNAVAIL;
-  return SG_EIO;
+  int i = sqlstate_find(st);
+  return i < 0 ? SG_EIO : sqlstates[i].err;
+}
+
+int sg_pg_sqlstate_unwritable(const char *st) {
+  int i = sqlstate_find(st);
+  return i >= 0 && sqlstates[i].unwritable;
 }
 
 /* "<SQLSTATE> <primary> (<detail>)" into out. */
@@ -127,6 +180,7 @@ static void maybe_free_pool(sg_pg_pool_t *pool) {
   if (!pool->closing || pool->open_handles > 0) return;
   free(pool->conns);
   free(pool->conninfo);
+  free(pool->options);
   free(pool);
 }
 
@@ -221,6 +275,7 @@ static void schedule_reconnect(conn_t *c) {
 static void attempt_failed(conn_t *c, const char *why) {
   char msg[256];
   copy_msg(msg, sizeof msg, why);
+  copy_msg(c->pool->last_error, sizeof c->pool->last_error, msg);
   uv_timer_stop(&c->timer);
   unwatch(c);
   if (c->pg) PQfinish(c->pg);
@@ -254,6 +309,7 @@ static void connected(conn_t *c) {
   }
   c->state = C_IDLE;
   c->attempts = 0;
+  c->recycle = 0;
   pool->stats.up++;
   if (c->ever_up) pool->stats.reconnects++;
   c->ever_up = 1;
@@ -276,8 +332,27 @@ static void connect_step(conn_t *c, PostgresPollingStatusType st) {
 
 static void conn_start(conn_t *c) {
   sg_pg_pool_t *pool = c->pool;
-  const char *keys[] = {"dbname", "fallback_application_name", NULL};
-  const char *vals[] = {pool->conninfo, "spangate", NULL};
+  /* Entries before the expanded dbname are defaults the conninfo may
+   * override; entries after it override the conninfo (libpq's rule). So a
+   * writable pool refuses a read-only server (a standby, or
+   * default_transaction_read_only) unless the operator's conninfo says
+   * otherwise; libpq checks what the server reports at start-up, or asks
+   * with SHOW transaction_read_only before PostgreSQL 14. */
+  const char *keys[5], *vals[5];
+  int n = 0;
+  if (pool->opts.writable) {
+    keys[n] = "target_session_attrs";
+    vals[n++] = "read-write";
+  }
+  keys[n] = "dbname";
+  vals[n++] = pool->conninfo;
+  keys[n] = "fallback_application_name";
+  vals[n++] = "spangate";
+  if (pool->options) {
+    keys[n] = "options";
+    vals[n++] = pool->options;
+  }
+  keys[n] = vals[n] = NULL;
   c->pg = PQconnectStartParams(keys, vals, 1);
   if (c->pg == NULL) {
     attempt_failed(c, "out of memory");
@@ -309,8 +384,11 @@ static int result_err(conn_t *c, PGresult *res, char *msg, size_t cap) {
   default: break;
   }
   result_msg(res, c->pg, msg, cap);
-  return sg_pg_sqlstate_err(PQresultErrorField(res, PG_DIAG_SQLSTATE),
-                            PQstatus(c->pg) == CONNECTION_BAD);
+  const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+  /* A read-only session stays read-only: after a failover (or a changed
+   * default) only a new connection can reach a writable server. */
+  if (st && !strcmp(st, "25006")) c->recycle = 1;
+  return sg_pg_sqlstate_err(st, PQstatus(c->pg) == CONNECTION_BAD);
 }
 
 /* The running query has all its results: answer it, then serve the queue.
@@ -332,6 +410,10 @@ static void query_complete(conn_t *c) {
   if (pool->closing) return;
   if (c->state == C_IDLE && PQstatus(c->pg) == CONNECTION_BAD) {
     conn_lost(c, PQerrorMessage(c->pg));
+    return;
+  }
+  if (c->state == C_IDLE && c->recycle) {
+    conn_lost(c, "the session is read-only (25006); reconnecting");
     return;
   }
   dispatch(pool);
@@ -410,6 +492,7 @@ static void conn_lost(conn_t *c, const char *why) {
   char why1[256], msg[300];
   copy_msg(why1, sizeof why1, why && *why ? why : "closed");
   snprintf(msg, sizeof msg, "connection to PostgreSQL lost: %s", why1);
+  copy_msg(pool->last_error, sizeof pool->last_error, msg);
   if (c->state == C_IDLE || c->state == C_BUSY) pool->stats.up--;
   if (c->state == C_BUSY) pool->stats.busy--;
   query_t *q = c->q;
@@ -433,16 +516,17 @@ static void conn_lost(conn_t *c, const char *why) {
 
 static void on_poll(uv_poll_t *h, int status, int events) {
   conn_t *c = h->data;
+  /* libuv reports POLLERR as status UV_EBADF and stops the handle; libpq
+   * reads the socket's error itself and says what it was ("Connection
+   * refused"), and may try the server's next address. */
   if (c->state == C_CONNECTING) {
-    if (status < 0) {
-      attempt_failed(c, uv_strerror(status));
-      return;
-    }
     connect_step(c, PQconnectPoll(c->pg));
     return;
   }
   if (status < 0) {
-    conn_lost(c, uv_strerror(status));
+    int got = PQconsumeInput(c->pg);
+    const char *why = PQerrorMessage(c->pg);
+    conn_lost(c, !got && why && *why ? why : uv_strerror(status));
     return;
   }
   if ((events & UV_READABLE) && !PQconsumeInput(c->pg)) {
@@ -499,6 +583,26 @@ int sg_pg_conninfo_check(const char *conninfo, sg_buf_t *err) {
   return 0;
 }
 
+/* The startup options: the conninfo's own, then statement_timeout (a later
+ * -c wins on the server). 0 or SG_ENOMEM. */
+static int set_options(sg_pg_pool_t *pool) {
+  const char *own = NULL;
+  PQconninfoOption *o = PQconninfoParse(pool->conninfo, NULL);
+  if (o == NULL) return SG_ENOMEM; /* it parsed before: only memory can fail */
+  for (PQconninfoOption *i = o; i->keyword; i++)
+    if (!strcmp(i->keyword, "options") && i->val && *i->val) own = i->val;
+  sg_buf_t b = SG_BUF_INIT;
+  int rc = sg_buf_printf(&b, "%s%s-c statement_timeout=%d", own ? own : "", own ? " " : "",
+                         pool->opts.statement_timeout_ms);
+  PQconninfoFree(o);
+  if (rc != 0) {
+    sg_buf_free(&b);
+    return SG_ENOMEM;
+  }
+  pool->options = sg_buf_detach(&b, NULL);
+  return 0;
+}
+
 sg_pg_pool_t *sg_pg_pool_new(uv_loop_t *loop, const char *conninfo, int size,
                              const sg_pg_pool_opts_t *opts) {
   if (loop == NULL || conninfo == NULL || size < 1 || sg_pg_conninfo_check(conninfo, NULL) != 0)
@@ -514,6 +618,12 @@ sg_pg_pool_t *sg_pg_pool_new(uv_loop_t *loop, const char *conninfo, int size,
     return NULL;
   }
   if (opts) pool->opts = *opts;
+  if (pool->opts.statement_timeout_ms > 0 && set_options(pool) != 0) {
+    free(pool->conninfo);
+    free(pool->conns);
+    free(pool);
+    return NULL;
+  }
   if (pool->opts.max_queue <= 0) pool->opts.max_queue = 1024;
   if (pool->opts.connect_timeout_ms <= 0) pool->opts.connect_timeout_ms = 5000;
   if (pool->opts.backoff_min_ms <= 0) pool->opts.backoff_min_ms = 100;
@@ -562,6 +672,8 @@ int sg_pg_query(sg_pg_pool_t *pool, const char *sql, int nparams,
 }
 
 const sg_pg_stats_t *sg_pg_pool_stats(const sg_pg_pool_t *pool) { return &pool->stats; }
+
+const char *sg_pg_pool_last_error(const sg_pg_pool_t *pool) { return pool->last_error; }
 
 int sg_pg_pool_ready(const sg_pg_pool_t *pool) { return pool->stats.up > 0; }
 

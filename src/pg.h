@@ -18,7 +18,10 @@
  * - when no connection is up, new queries fail at once with SG_EUNAVAIL
  *   (except while the pool's very first connection attempts are still
  *   running: those queries wait for them), and queued queries are failed
- *   SG_EUNAVAIL when the last connection goes down.
+ *   SG_EUNAVAIL when the last connection goes down;
+ * - a statement answered 25006 (read-only transaction) ends its connection
+ *   after the callback: the session cannot become writable, while a new
+ *   connection may reach the new primary (or be refused, see opts.writable).
  */
 #ifndef SG_PG_H
 #define SG_PG_H
@@ -37,6 +40,14 @@ typedef struct {
   int connect_timeout_ms; /* one connection attempt, TCP to ready (default 5000) */
   int backoff_min_ms;     /* first reconnect delay (default 100) */
   int backoff_max_ms;     /* cap of the doubling delay (default 5000) */
+  /* 1: connect only to a server that takes writes (libpq's
+   * target_session_attrs=read-write, unless the conninfo sets it): a standby
+   * or a read-only database fails the attempt like a refused connection. */
+  int writable;
+  /* > 0: every session's statement_timeout, in ms (a startup option added
+   * to the conninfo's own); a statement running longer is answered
+   * SG_ETIMEOUT. */
+  int statement_timeout_ms;
 } sg_pg_pool_opts_t;
 
 /* For /metrics: read it whenever (single thread; plain fields). */
@@ -55,12 +66,16 @@ typedef struct {
  * inside sg_pg_query).
  *   res    the query's last result, or NULL when there is none (lost
  *          connection, cancel); owned by the pool and cleared after cb returns.
- *   err    0; SG_EPOISON for SQL errors of class 22 (data exception), 23
- *          (integrity constraint) and 54 (program limit: a value too big for
- *          an index or a tsvector), i.e. the data is at fault; SG_EUNAVAIL when
- *          no connection could run it (server down, connection lost, server
- *          shutting down: classes 08, 57P); SG_ECANCELED when the pool was
- *          closed; SG_EIO for every other SQL error.
+ *   err    0, or by SQLSTATE (see sg_pg_sqlstate_err):
+ *          SG_EPOISON   the data is at fault (classes 22, 23, 54);
+ *          SG_EUNAVAIL  transient: no connection could run it (server down,
+ *                       connection lost), or the server failed it for now
+ *                       (classes 08, 40, 53, 57, 58; 25006 read-only; lock
+ *                       and idle timeouts): the same statement may succeed
+ *                       when re-sent later;
+ *          SG_ETIMEOUT  57014: statement_timeout (or a cancel request);
+ *          SG_ECANCELED the pool was closed;
+ *          SG_EIO       every other SQL error (syntax, missing table, ...).
  *   errmsg NULL when err is 0; otherwise one line: "<SQLSTATE> <message>"
  *          (plus " (<detail>)" when the server sent one), or libpq's own
  *          message; valid during cb only.
@@ -93,6 +108,11 @@ int sg_pg_query(sg_pg_pool_t *pool, const char *sql, int nparams,
 /* Live counters (pointer stays valid until the pool is freed). */
 const sg_pg_stats_t *sg_pg_pool_stats(const sg_pg_pool_t *pool);
 
+/* Why the latest connection attempt failed, or the latest connection
+ * ended, in one line ("" when none has); for /readyz when no connection is
+ * up. Valid until the next call into the pool. */
+const char *sg_pg_pool_last_error(const sg_pg_pool_t *pool);
+
 /* 1 when at least one connection is up. */
 int sg_pg_pool_ready(const sg_pg_pool_t *pool);
 
@@ -110,7 +130,15 @@ void sg_pg_pool_close(sg_pg_pool_t *pool);
 int sg_pg_exec_sync(const char *conninfo, const char *sql, sg_buf_t *err);
 
 /* SG_E* code for a failed result's SQLSTATE (as the callback receives it).
- * conn_bad: the connection is gone (PQstatus == CONNECTION_BAD). */
+ * conn_bad: the connection is gone (PQstatus == CONNECTION_BAD). One table
+ * in pg.c, by class with specific overrides; an unknown or missing
+ * SQLSTATE is SG_EIO. */
 int sg_pg_sqlstate_err(const char *sqlstate, int conn_bad);
+
+/* 1 when the SQLSTATE says the server takes no writes for now (25006
+ * read-only, class 53 insufficient resources but 53300, class 58 system
+ * error), 0 otherwise: such a failure of a write makes the gateway unready
+ * for a while. */
+int sg_pg_sqlstate_unwritable(const char *sqlstate);
 
 #endif

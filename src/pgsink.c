@@ -30,18 +30,33 @@
  * (project_id, trace_id, span_id) first: the later occurrence wins and every
  * occurrence gets the row's returned values.
  *
- * Poison isolation: a group that fails with SG_EPOISON is re-run one
- * submission at a time; a submission that fails alone is re-run one span at a
- * time, and only the spans that fail alone are rejected. All steps run
- * sequentially on the job; nothing is retried after UNAVAIL/EIO.
+ * Statements. A group's spans, in submission order, are written in chunks
+ * of at most opts.max_batch_spans spans (and opts.max_statement_bytes of
+ * parameter), so one huge request never makes a statement PostgreSQL cannot
+ * take (a jsonb value stops at 256 MiB, a parameter at 1 GiB). A group
+ * within the bounds is one statement, one transaction.
+ *
+ * Poison isolation by bisection: a chunk that fails with SG_EPOISON is
+ * halved and each half re-run; a half that fails is halved again, down to
+ * single spans, and only a span that fails alone is rejected. When the left
+ * half of a failed range succeeds, the right half is split at once without
+ * being run whole (the failure must be in it, or it was a conflict between
+ * the halves: either way its halves are tested, and no span is ever
+ * rejected without failing alone). So k bad spans among n cost O(k log n)
+ * statements, not n. The ranges to run are an explicit stack (no
+ * recursion); they run one at a time, in order, so a span sent twice is
+ * still written last by its later occurrence. Nothing is retried after a
+ * non-poison failure: every submission not yet answered gets it.
  */
 #include "pgsink.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "err.h"
+#include "hash.h"
 #include "json_nest.h"
 
 #define REASON_MAX 240
@@ -83,7 +98,10 @@ typedef struct sub_s {
   sg_pgsink_cb cb;
   void *arg;
   int status;
+  size_t jidx;             /* index in job->subs */
+  size_t pending;          /* spans neither stored nor rejected yet */
   char **reason;           /* per span, set when a span is rejected alone */
+  char why[300];           /* a deferred failure's cause, or "" */
 } sub_t;
 
 typedef struct {
@@ -101,15 +119,25 @@ typedef struct {
   int got;
 } row_t;
 
-enum { PHASE_GROUP, PHASE_ALONE, PHASE_SINGLE };
+/* A run of job->all to write with one statement. */
+typedef struct {
+  size_t lo, hi;
+  unsigned left : 1;       /* the left half of a range that failed on poison */
+  unsigned suspect : 1;    /* its left sibling succeeded: split without running */
+} range_t;
 
 typedef struct {
   sg_pgsink_t *sink;
-  sub_t **subs;
+  sub_t **subs;            /* NULL once answered */
   size_t nsubs;
-  int phase;
-  size_t cur_sub, cur_span;
-  member_t *m;
+  size_t alive;            /* submissions not answered yet */
+  member_t *all;           /* every span of the group, in order (row unused) */
+  size_t nall;
+  range_t *work;           /* stack of ranges still to run; the top runs next */
+  size_t nwork, capwork;
+  range_t cur;             /* the range of the statement in flight */
+  int isolating;           /* a statement failed on poison once */
+  member_t *m;             /* the members of the statement in flight */
   size_t nm;
   row_t *rows;
   size_t nrows;
@@ -120,6 +148,7 @@ typedef struct {
 } job_t;
 
 struct sg_pgsink_s {
+  const char *errmsg;             /* during an answer's callback: its cause */
   uv_loop_t *loop;
   sg_pg_pool_t *pool;
   sg_pgsink_opts_t opts;
@@ -180,13 +209,16 @@ static void kick_cb(uv_timer_t *t) {
   while ((sub = s->done_head) != NULL) {
     s->done_head = sub->next;
     if (s->done_head == NULL) s->done_tail = NULL;
+    s->errmsg = sub->status && sub->why[0] ? sub->why : NULL;
     sub_answer(s, sub, sub->status);
+    s->errmsg = NULL;
   }
 }
 
 /* Answer later, from the loop (used where the caller may be inside submit). */
-static void sub_defer(sg_pgsink_t *s, sub_t *sub, int status) {
+static void sub_defer(sg_pgsink_t *s, sub_t *sub, int status, const char *why) {
   sub->status = status;
+  snprintf(sub->why, sizeof sub->why, "%s", why ? why : "");
   sub->next = NULL;
   if (s->done_tail) s->done_tail->next = sub;
   else s->done_head = sub;
@@ -197,6 +229,8 @@ static void sub_defer(sg_pgsink_t *s, sub_t *sub, int status) {
 static void job_free(job_t *job) {
   sg_pgsink_t *s = job->sink;
   free(job->subs);
+  free(job->all);
+  free(job->work);
   free(job->m);
   free(job->rows);
   free(job->slots);
@@ -208,12 +242,13 @@ static void job_free(job_t *job) {
 
 /* ---- building the statement -------------------------------------------------- */
 
+/* Keyed (hash.h): trace and span ids are the client's to choose. */
 static uint64_t key_hash(const uint8_t *p, const uint8_t *t, const uint8_t *sp) {
-  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-  for (int i = 0; i < 16; i++) h = (h ^ p[i]) * 1099511628211ULL;
-  for (int i = 0; i < 16; i++) h = (h ^ t[i]) * 1099511628211ULL;
-  for (int i = 0; i < 16; i++) h = (h ^ sp[i]) * 1099511628211ULL;
-  return h;
+  uint8_t k[48];
+  memcpy(k, p, 16);
+  memcpy(k + 16, t, 16);
+  memcpy(k + 32, sp, 16);
+  return sg_hash(k, sizeof k);
 }
 
 /* Slot for the key: either holding its row or the empty slot to use. */
@@ -333,16 +368,9 @@ static int put_row(sg_buf_t *b, const row_t *r) {
   return rc;
 }
 
-/* Fills job->m/rows/param with the spans of the current phase. */
+/* Fills job->m/rows/param with the spans of job->cur. 0 or SG_ENOMEM. */
 static int job_build(job_t *job) {
-  size_t total = 0;
-  if (job->phase == PHASE_GROUP) {
-    for (size_t i = 0; i < job->nsubs; i++) total += job->subs[i]->batch->n;
-  } else if (job->phase == PHASE_ALONE) {
-    total = job->subs[job->cur_sub]->batch->n;
-  } else {
-    total = 1;
-  }
+  size_t total = job->cur.hi - job->cur.lo;
   job->nm = job->nrows = 0;
   sg_buf_reset(&job->param);
   free(job->m);
@@ -354,15 +382,7 @@ static int job_build(job_t *job) {
   job->rows = malloc((total ? total : 1) * sizeof *job->rows);
   job->slots = calloc(job->nslots, sizeof *job->slots);
   if (job->m == NULL || job->rows == NULL || job->slots == NULL) return SG_ENOMEM;
-  if (job->phase == PHASE_GROUP) {
-    for (size_t i = 0; i < job->nsubs; i++)
-      for (size_t k = 0; k < job->subs[i]->batch->n; k++) add_member(job, job->subs[i], k);
-  } else if (job->phase == PHASE_ALONE) {
-    sub_t *sub = job->subs[job->cur_sub];
-    for (size_t k = 0; k < sub->batch->n; k++) add_member(job, sub, k);
-  } else {
-    add_member(job, job->subs[job->cur_sub], job->cur_span);
-  }
+  for (size_t i = job->cur.lo; i < job->cur.hi; i++) add_member(job, job->all[i].sub, job->all[i].idx);
   int rc = sg_buf_putc(&job->param, '[');
   for (size_t i = 0; rc == 0 && i < job->nrows; i++) {
     if (i) rc = sg_buf_putc(&job->param, ',');
@@ -433,95 +453,151 @@ static char *span_reason(const char *errmsg) {
   return out;
 }
 
-/* Fails the current and every later submission of the job with err. */
-static void job_fail_rest(job_t *job, size_t from, int err) {
-  for (size_t i = from; i < job->nsubs; i++) sub_answer(job->sink, job->subs[i], err);
-  job->cur_sub = job->nsubs;
+static int work_push(job_t *job, range_t r) {
+  if (job->nwork == job->capwork) {
+    size_t cap = job->capwork ? job->capwork * 2 : 16;
+    range_t *w = realloc(job->work, cap * sizeof *w);
+    if (w == NULL) return SG_ENOMEM;
+    job->work = w;
+    job->capwork = cap;
+  }
+  job->work[job->nwork++] = r;
+  return 0;
+}
+
+/* Answers one submission of the job now (from a statement's callback). */
+static void job_answer(job_t *job, sub_t *sub, int status, const char *errmsg) {
+  sg_pgsink_t *s = job->sink;
+  job->subs[sub->jidx] = NULL;
+  job->alive--;
+  s->errmsg = status ? errmsg : NULL;
+  sub_answer(s, sub, status);
+  s->errmsg = NULL;
+}
+
+/* Every submission not answered yet gets err, now or (deferred: we may be
+ * inside sg_pgsink_submit) from the loop; the remaining work is dropped. */
+static void job_fail_rest(job_t *job, int err, const char *errmsg, int deferred) {
+  for (size_t i = 0; i < job->nsubs; i++) {
+    sub_t *sub = job->subs[i];
+    if (sub == NULL) continue;
+    if (deferred) {
+      job->subs[i] = NULL;
+      job->alive--;
+      sub_defer(job->sink, sub, err, errmsg);
+    } else {
+      job_answer(job, sub, err, errmsg);
+    }
+  }
+  job->nwork = 0;
+}
+
+/* One span of the range is settled (stored or rejected): its submission is
+ * answered when it was the last. */
+static void span_settled(job_t *job, sub_t *sub) {
+  if (--sub->pending == 0) job_answer(job, sub, 0, NULL);
+}
+
+/* Splits a range that failed (or must hold a failure) into its halves; the
+ * left one runs first. */
+static int bisect(job_t *job, range_t r) {
+  size_t mid = r.lo + (r.hi - r.lo) / 2;
+  range_t right = {mid, r.hi, 0, 0}, left = {r.lo, mid, 1, 0};
+  int rc = work_push(job, right);
+  return rc ? rc : work_push(job, left);
 }
 
 static void job_result(void *arg, PGresult *res, int err, const char *errmsg) {
   job_t *job = arg;
+  sg_pgsink_t *s = job->sink;
+  range_t r = job->cur;
   if (err == 0) err = job_apply(job, res);
-  switch (job->phase) {
-  case PHASE_GROUP:
-    if (err == SG_EPOISON) {
-      job->sink->stats.isolations++;
-      job->phase = job->nsubs > 1 ? PHASE_ALONE : PHASE_SINGLE;
-      job->cur_sub = job->cur_span = 0;
-      break;
+  if (err == 0) {
+    /* A member's submission may be answered (and freed) by span_settled:
+     * only once its last member here is counted, so no later m[] entry
+     * refers to it. */
+    if (r.left && job->nwork > 0) job->work[job->nwork - 1].suspect = 1;
+    for (size_t i = 0; i < job->nm; i++) span_settled(job, job->m[i].sub);
+  } else if (err == SG_EPOISON) {
+    if (!job->isolating) {
+      job->isolating = 1;
+      s->stats.isolations++;
     }
-    job_fail_rest(job, 0, err); /* err 0: all answered OK */
-    break;
-  case PHASE_ALONE:
-    if (err == SG_EPOISON) {
-      job->phase = PHASE_SINGLE;
-      job->cur_span = 0;
-      break;
-    }
-    if (err) {
-      job_fail_rest(job, job->cur_sub, err);
-      break;
-    }
-    sub_answer(job->sink, job->subs[job->cur_sub++], 0);
-    break;
-  case PHASE_SINGLE: {
-    sub_t *sub = job->subs[job->cur_sub];
-    if (err == SG_EPOISON) {
+    if (r.hi - r.lo > 1) {
+      if (bisect(job, r) != 0) job_fail_rest(job, SG_ENOMEM, "out of memory", 0);
+    } else {
+      sub_t *sub = job->all[r.lo].sub;
       if (sub->reason == NULL) sub->reason = calloc(sub->batch->n, sizeof *sub->reason);
       char *why = sub->reason ? span_reason(errmsg) : NULL;
       if (why == NULL) {
-        job_fail_rest(job, job->cur_sub, SG_ENOMEM);
-        break;
+        job_fail_rest(job, SG_ENOMEM, "out of memory", 0);
+      } else {
+        sub->reason[job->all[r.lo].idx] = why;
+        span_settled(job, sub);
       }
-      sub->reason[job->cur_span] = why;
-    } else if (err) {
-      job_fail_rest(job, job->cur_sub, err);
-      break;
     }
-    if (++job->cur_span >= sub->batch->n) {
-      sub_answer(job->sink, sub, 0);
-      job->cur_span = 0;
-      job->cur_sub++;
-      if (job->nsubs > 1) job->phase = PHASE_ALONE;
-    }
-    break;
-  }
+  } else {
+    job_fail_rest(job, err, errmsg, 0);
   }
   job_send(job);
 }
 
+/* Pops the next range to run into job->cur and builds its statement:
+ * ranges known to hold a failure are split without running, and a range
+ * whose statement would exceed max_statement_bytes is cut in two. 0, 1 when
+ * no work is left, or SG_ENOMEM. */
+static int job_next(job_t *job) {
+  const sg_pgsink_opts_t *o = &job->sink->opts;
+  for (;;) {
+    if (job->nwork == 0) return 1;
+    range_t r = job->work[--job->nwork];
+    if (r.suspect && r.hi - r.lo > 1) {
+      int rc = bisect(job, r);
+      if (rc) return rc;
+      continue;
+    }
+    job->cur = r;
+    for (;;) {
+      int rc = job_build(job);
+      if (rc) return rc;
+      size_t n = job->cur.hi - job->cur.lo;
+      if (job->param.len <= o->max_statement_bytes || n == 1) return 0;
+      range_t rest = {job->cur.lo + n / 2, job->cur.hi, 0, 0};
+      if ((rc = work_push(job, rest)) != 0) return rc;
+      job->cur.hi = rest.lo;
+      job->cur.left = 0; /* its sibling is not on the stack any more */
+    }
+  }
+}
+
 /* Sends the job's next statement, or frees it when every submission is
- * answered. A failure to send answers the submissions concerned, deferred:
- * this may run inside sg_pgsink_submit (a full group is flushed at once). */
+ * answered. A failure to send answers the submissions still waiting,
+ * deferred: this may run inside sg_pgsink_submit (a full group is flushed
+ * at once). */
 static void job_send(job_t *job) {
   sg_pgsink_t *s = job->sink;
   for (;;) {
-    if (job->cur_sub >= job->nsubs) {
+    if (job->alive == 0) {
       job_free(job);
       return;
     }
     if (s->closing) { /* only reached from a statement's callback */
-      job_fail_rest(job, job->cur_sub, SG_ECANCELED);
+      job_fail_rest(job, SG_ECANCELED, "the PostgreSQL sink is closing", 0);
       continue;
     }
-    int rc = job_build(job);
-    if (rc == 0 && job->nrows == 0) {
-      /* Empty batches have nothing to write: answered OK. */
-      if (job->phase == PHASE_GROUP) {
-        for (size_t i = 0; i < job->nsubs; i++) sub_defer(s, job->subs[i], 0);
-        job->cur_sub = job->nsubs;
-      } else {
-        sub_defer(s, job->subs[job->cur_sub++], 0);
-      }
-      continue;
-    }
+    int rc = job_next(job);
+    if (rc == 1) rc = SG_EIO; /* spans left without a range: cannot happen */
     if (rc == 0) rc = sg_pg_query(s->pool, upsert_sql, 1, job->values, NULL, NULL, job_result, job);
     if (rc == 0) {
       s->stats.statements++;
       return;
     }
-    for (size_t i = job->cur_sub; i < job->nsubs; i++) sub_defer(s, job->subs[i], rc);
-    job->cur_sub = job->nsubs;
+    char why[300];
+    if (rc == SG_EUNAVAIL)
+      snprintf(why, sizeof why, "no PostgreSQL connection: %s", sg_pg_pool_last_error(s->pool));
+    else
+      snprintf(why, sizeof why, "PostgreSQL pool: %s", sg_strerror(rc));
+    job_fail_rest(job, rc, why, 1);
   }
 }
 
@@ -543,22 +619,42 @@ static void flush(sg_pgsink_t *s) {
     s->pend_subs = s->pend_spans = 0;
     while (sub) {
       sub_t *next = sub->next;
-      sub_defer(s, sub, SG_ENOMEM);
+      sub_defer(s, sub, SG_ENOMEM, NULL);
       sub = next;
     }
     return;
   }
-  size_t n = 0;
+  size_t n = 0, nspans = s->pend_spans;
   for (sub_t *sub = s->pend_head; sub; sub = sub->next) subs[n++] = sub;
   s->pend_head = s->pend_tail = NULL;
   s->pend_subs = s->pend_spans = 0;
   job->sink = s;
   job->subs = subs;
   job->nsubs = n;
-  job->phase = PHASE_GROUP;
   s->jobs++;
   s->stats.groups++;
   if (n > s->stats.max_group_submissions) s->stats.max_group_submissions = n;
+  job->all = malloc((nspans ? nspans : 1) * sizeof *job->all);
+  int rc = job->all ? 0 : SG_ENOMEM;
+  for (size_t i = 0; i < n; i++) {
+    sub_t *sub = subs[i];
+    sub->jidx = i;
+    sub->pending = sub->batch->n;
+    if (sub->pending == 0) { /* nothing to write: answered OK */
+      subs[i] = NULL;
+      sub_defer(s, sub, 0, NULL);
+      continue;
+    }
+    job->alive++;
+    for (size_t k = 0; job->all && k < sub->batch->n; k++) job->all[job->nall++] = (member_t){sub, k, 0};
+  }
+  /* The chunks, pushed last first so the first runs first. */
+  size_t max = s->opts.max_batch_spans, nchunks = (job->nall + max - 1) / max;
+  for (size_t c = nchunks; rc == 0 && c-- > 0;) {
+    range_t r = {c * max, (c + 1) * max < job->nall ? (c + 1) * max : job->nall, 0, 0};
+    rc = work_push(job, r);
+  }
+  if (rc) job_fail_rest(job, rc, NULL, 1);
   job_send(job);
 }
 
@@ -577,6 +673,7 @@ sg_pgsink_t *sg_pgsink_new(uv_loop_t *loop, sg_pg_pool_t *pool, const sg_pgsink_
   if (opts) s->opts = *opts;
   if (s->opts.window_ms == 0) s->opts.window_ms = 2;
   if (s->opts.max_batch_spans == 0) s->opts.max_batch_spans = 2000;
+  if (s->opts.max_statement_bytes == 0) s->opts.max_statement_bytes = (size_t)64 << 20;
   uv_timer_init(loop, &s->window);
   uv_timer_init(loop, &s->kick);
   s->window.data = s->kick.data = s;
@@ -615,6 +712,8 @@ int sg_pgsink_submit(sg_pgsink_t *s, const uint8_t project_id[16], sg_span_batch
 }
 
 const sg_pgsink_stats_t *sg_pgsink_stats(const sg_pgsink_t *s) { return &s->stats; }
+
+const char *sg_pgsink_errmsg(const sg_pgsink_t *s) { return s->errmsg; }
 
 static void handle_closed(uv_handle_t *h) {
   sg_pgsink_t *s = h->data;

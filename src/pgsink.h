@@ -3,8 +3,10 @@
  * Submissions (one per request) that arrive within opts.window_ms of the
  * first pending one, up to opts.max_batch_spans spans, are written by ONE
  * statement, hence one transaction and one WAL flush: a multi-row upsert
- * into Agenta's `spans` (see pgsink.c for the statement). A submission is
- * answered only after that statement committed, and is answered:
+ * into Agenta's `spans` (see pgsink.c for the statement). A group (or one
+ * request) larger than opts.max_batch_spans spans or opts.max_statement_bytes
+ * is written in several statements, in order. A submission is answered only
+ * after all its spans are committed, and is answered:
  *
  *   0            every span still in the batch is committed, and its
  *                created_at_us / updated_at_us / version are filled from
@@ -13,16 +15,21 @@
  *                value too big for an index) were removed from the batch,
  *                counted in batch->rejected with a reason in
  *                batch->reject_msg; the other spans are stored.
- *   SG_EUNAVAIL  PostgreSQL is down or the connection was lost: nothing of
- *                this submission is acknowledged (it may or may not have
- *                committed; re-sending it is safe, the upsert is idempotent).
+ *   SG_EUNAVAIL  PostgreSQL is down, the connection was lost, or the server
+ *                failed the statement for a transient reason (read-only,
+ *                deadlock, serialization, disk full, shutting down, ...:
+ *                see sg_pg_sqlstate_err): nothing of this submission is
+ *                acknowledged (part of it may have committed; re-sending
+ *                it is safe, the upsert is idempotent).
+ *   SG_ETIMEOUT  the statement hit statement_timeout; as SG_EUNAVAIL.
  *   SG_EBUSY     the connection pool's queue is full (back-pressure).
  *   SG_EIO       any other database error (schema missing, ...).
  *   SG_ECANCELED the sink was closed first.
  *   SG_ENOMEM
- * Nothing is retried in a loop: one bad span costs at most a few extra
- * statements (the group, then its submission alone, then its spans one by
- * one), never a retry of the same failure.
+ * Nothing is retried in a loop: bad spans are isolated by bisection, so k
+ * of them among n spans cost O(k log n) extra statements, never a retry of
+ * the same failure. sg_pgsink_errmsg() gives the cause of a failure to the
+ * callback.
  *
  * One sink per worker loop; not thread-safe. Depends on pg.h and span.h only.
  */
@@ -40,19 +47,21 @@ typedef struct sg_pgsink_s sg_pgsink_t;
 
 typedef struct {
   int window_ms;          /* group-commit window (default 2; 0 = default, <0 = no wait) */
-  size_t max_batch_spans; /* a group is sent as soon as it holds this many (default 2000) */
+  size_t max_batch_spans; /* a group is sent as soon as it holds this many, and no
+                           * statement holds more (default 2000) */
+  size_t max_statement_bytes; /* most bytes of one statement's parameter (default 64 MiB) */
   /* created_by_id for submissions without a user (Agenta's column is NOT
    * NULL): the nil UUID unless set. */
   uint8_t created_by_id[16];
 } sg_pgsink_opts_t;
 
 typedef struct {
-  uint64_t statements;    /* upserts sent (groups, isolation re-runs included) */
+  uint64_t statements;    /* upserts sent (chunks and isolation re-runs included) */
   uint64_t groups;        /* group commits (first statement of each group) */
   uint64_t submissions;   /* answered */
   uint64_t spans_stored;
   uint64_t spans_rejected;
-  uint64_t isolations;    /* groups that failed on poison and were split */
+  uint64_t isolations;    /* groups in which a statement failed on poison (then bisected) */
   uint64_t max_group_submissions; /* largest number of submissions in one group */
 } sg_pgsink_stats_t;
 
@@ -75,6 +84,11 @@ int sg_pgsink_submit_as(sg_pgsink_t *sink, const uint8_t project_id[16], const u
                         sg_span_batch_t *batch, sg_pgsink_cb cb, void *arg);
 
 const sg_pgsink_stats_t *sg_pgsink_stats(const sg_pgsink_t *sink);
+
+/* During a callback with a non-zero status: the cause in one line
+ * ("<SQLSTATE> <message>" as PostgreSQL said it, or the pool's reason), or
+ * NULL when there is none beyond the status. */
+const char *sg_pgsink_errmsg(const sg_pgsink_t *sink);
 
 /* Answers every submission not yet sent with SG_ECANCELED (inside this
  * call); submissions already sent are answered when their statement ends

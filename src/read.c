@@ -18,8 +18,11 @@
 
 #include "ch.h"
 #include "err.h"
+#include "json_load.h"
 #include "log.h"
+#include "read_analytics.h"
 #include "read_filter.h"
+#include "read_span.h"
 #include "span.h"
 #include "worker.h"
 
@@ -60,7 +63,20 @@ static void rd_respond(rd_t *r, sg_buf_t *b) {
 
 /* A failed PostgreSQL query: the client learns the class, the log the cause. */
 static void pg_fail(rd_t *r, int err, const char *errmsg) {
-  if (err == SG_EUNAVAIL || err == SG_EBUSY || err == SG_ECANCELED) {
+  if (err == SG_ETIMEOUT && errmsg && strstr(errmsg, "statement timeout")) {
+    /* 57014 from the read pool's statement_timeout (not an operator's cancel). */
+    char msg[256];
+    snprintf(msg, sizeof msg,
+             "the query ran longer than query_timeout_ms (%lld ms) and was canceled; narrow the "
+             "filter or the time range",
+             r->w->cfg->query_timeout_ms);
+    sg_warn("read", "query canceled after query_timeout_ms (%lld ms): %s", r->w->cfg->query_timeout_ms,
+            errmsg);
+    rd_fail(r, 504, msg, NULL);
+  } else if (err == SG_EUNAVAIL || err == SG_EBUSY || err == SG_ECANCELED || err == SG_ETIMEOUT) {
+    /* Transient: PostgreSQL down, or a failure of the moment (its SQLSTATE
+     * is in the log when the server gave one). */
+    if (errmsg) sg_warn("read", "query failed, answered 503: %s", errmsg);
     rd_fail(r, 503, "PostgreSQL is unavailable; retry later", "Retry-After: 2\r\n");
   } else if (err == SG_EPOISON) {
     /* Class 22: a bound value the column or operator cannot take (a regular
@@ -74,7 +90,7 @@ static void pg_fail(rd_t *r, int err, const char *errmsg) {
 }
 
 static int run_pg(rd_t *r, const char *sql, sg_pg_cb cb) {
-  int rc = sg_pg_query(r->w->pg, sql, (int)r->q.nparams, (const char *const *)r->q.params, NULL,
+  int rc = sg_pg_query(r->w->read_pg, sql, (int)r->q.nparams, (const char *const *)r->q.params, NULL,
                        NULL, cb, r);
   if (rc != 0) pg_fail(r, rc, NULL);
   return rc;
@@ -186,7 +202,13 @@ static void query_start(rd_t *r) {
   while (i < req->body.len && strchr(" \t\r\n", req->body.data[i])) i++;
   if (i < req->body.len) {
     json_error_t je;
-    r->body = json_loadb(req->body.data, req->body.len, JSON_REJECT_DUPLICATES, &je);
+    int lrc = sg_json_load_bounded(req->body.data, req->body.len, JSON_REJECT_DUPLICATES,
+                                   sg_json_tree_budget(req->body.len), &r->body, &je, NULL);
+    if (lrc == SG_ETOOBIG) {
+      rd_fail(r, 413, "query body too large: parsing it would take more than 64x its size "
+              "(or 256 MiB) of memory", NULL);
+      return;
+    }
     if (!r->body || !json_is_object(r->body)) {
       char msg[256];
       if (r->body) snprintf(msg, sizeof msg, "body must be a JSON object");

@@ -1,4 +1,7 @@
 /* router.c - which handler answers a request, and the operations endpoints. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <string.h>
 #include <time.h>
 
@@ -46,12 +49,69 @@ static void respond_json(sg_http_req_t *req, int status, const char *body) {
   sg_http_respond(req, status, "application/json", body, strlen(body), NULL);
 }
 
+/* ---- PostgreSQL writability, for /readyz ------------------------------------ */
+
+/* Process-wide (every worker's ingest reports, any worker answers /readyz).
+ * A write refused because the server takes no writes for now
+ * (sg_pg_sqlstate_unwritable: read-only, disk full, I/O error) makes the
+ * gateway unready until a later write succeeds, or for UNWRITABLE_HOLD_MS:
+ * a load balancer then sends traffic again and the next write decides (no
+ * traffic would otherwise ever clear it). */
+#define UNWRITABLE_HOLD_MS 10000
+static _Atomic uint64_t write_ok_ms, write_fail_ms;
+static pthread_mutex_t fail_mu = PTHREAD_MUTEX_INITIALIZER;
+static char fail_msg[256];
+
+void sg__readyz_note_write(int status, const char *errmsg) {
+  uint64_t now = uv_hrtime() / 1000000 + 1; /* never 0: 0 means "never" */
+  if (status == 0) {
+    atomic_store(&write_ok_ms, now);
+    return;
+  }
+  /* errmsg is "<SQLSTATE> <message>" when the server answered. */
+  char st[6];
+  if (errmsg == NULL || strlen(errmsg) < 6 || errmsg[5] != ' ') return;
+  memcpy(st, errmsg, 5);
+  st[5] = '\0';
+  if (!sg_pg_sqlstate_unwritable(st)) return;
+  pthread_mutex_lock(&fail_mu);
+  snprintf(fail_msg, sizeof fail_msg, "%s", errmsg);
+  atomic_store(&write_fail_ms, now);
+  pthread_mutex_unlock(&fail_mu);
+}
+
+/* 1 and the cause in why when the latest write said PostgreSQL is unwritable. */
+static int unwritable(char *why, size_t cap) {
+  uint64_t now = uv_hrtime() / 1000000 + 1;
+  uint64_t f = atomic_load(&write_fail_ms), ok = atomic_load(&write_ok_ms);
+  if (f == 0 || f < ok || now - f >= UNWRITABLE_HOLD_MS) return 0;
+  pthread_mutex_lock(&fail_mu);
+  snprintf(why, cap, "%s", fail_msg);
+  pthread_mutex_unlock(&fail_mu);
+  return 1;
+}
+
+/* 200 when this worker has a PostgreSQL connection that takes writes (its
+ * pool connects only to a writable server) and no recent write was refused
+ * for lack of writability; else 503 naming the cause. */
 static void readyz(sg_worker_t *w, sg_http_req_t *req) {
   const sg_pg_stats_t *st = sg_pg_pool_stats(w->pg);
+  char why[256] = "";
   int pg_up = st->up > 0;
+  int ro = pg_up && unwritable(why, sizeof why);
+  if (!pg_up) snprintf(why, sizeof why, "%s", sg_pg_pool_last_error(w->pg));
+  int ready = pg_up && !ro;
   sg_buf_t b = SG_BUF_INIT;
-  sg_buf_printf(&b, "{\"status\":\"%s\",\"postgres\":{\"up\":%s,\"connections\":%d,\"busy\":%d}",
-                pg_up ? "ready" : "not ready", pg_up ? "true" : "false", st->up, st->busy);
+  sg_buf_printf(&b, "{\"status\":\"%s\",\"postgres\":{\"up\":%s,\"writable\":%s,\"connections\":%d,"
+                    "\"busy\":%d,\"read_connections\":%d",
+                ready ? "ready" : "not ready", pg_up ? "true" : "false", ready ? "true" : "false", st->up,
+                st->busy, w->read_pg ? sg_pg_pool_stats(w->read_pg)->up : 0);
+  if (!ready) {
+    sg_buf_puts(&b, ",\"error\":\"");
+    sg_buf_json_escape(&b, why[0] ? why : "no connection yet", strlen(why[0] ? why : "no connection yet"));
+    sg_buf_putc(&b, '"');
+  }
+  sg_buf_putc(&b, '}');
   if (w->ch) {
     /* Process-wide figures (every worker publishes its own twice a second). */
     long long enabled = atomic_load(&sg_metrics.ch_enabled);
@@ -89,8 +149,8 @@ static void readyz(sg_worker_t *w, sg_http_req_t *req) {
     sg_buf_puts(&b, ",\"clickhouse\":{\"enabled\":false}");
   }
   sg_buf_puts(&b, "}\n");
-  sg_http_respond(req, pg_up ? 200 : 503, "application/json", b.data, b.len,
-                  pg_up ? NULL : "Retry-After: 1\r\n");
+  sg_http_respond(req, ready ? 200 : 503, "application/json", b.data, b.len,
+                  ready ? NULL : "Retry-After: 1\r\n");
   sg_buf_free(&b);
 }
 

@@ -70,6 +70,7 @@ static void publish_stats(sg_worker_t *w) {
     ls.spans_dropped += cur.spans_dropped;
     ls.spans_rejected += cur.spans_rejected;
   }
+  if (w->lua) sg_lua_rt_publish_metrics(w->lua, 0);
   PUB(pub_lua_calls, lua_calls, ls.calls);
   PUB(pub_lua_errors, lua_errors, ls.errors);
   PUB(pub_lua_kills, lua_budget_kills, ls.budget_kills);
@@ -90,6 +91,8 @@ static void publish_stats(sg_worker_t *w) {
   PUB(pub_ch_dead_rows, ch_dead_rows, cs.dead_rows);
   PUB(pub_ch_encode_rejects, ch_encode_rejects, cs.encode_rejects);
   PUB(pub_ch_gap_spans, ch_gap_spans, cs.gaps);
+  PUB(pub_ch_dead_fail, ch_dead_letter_failures, cs.dead_letter_failures);
+  PUB(pub_ch_spool_err, ch_spool_errors, cs.spool_errors);
   if (w->id <= SG_MAX_WORKERS) atomic_store(&sg_metrics.spool_oldest_us[w->id], cs.spool_oldest_us);
   /* The dual-write's endpoints (all zero once the sink is gone). */
   const sg_ch_client_t *cc = w->ch ? sg_chsink_client(w->ch) : NULL;
@@ -119,6 +122,8 @@ static void http_closed_cb(void *arg) {
   /* No request is in flight any more: the sink and pool can go. */
   w->http = NULL;
   sg__read_close(w);
+  sg_pg_pool_close(w->read_pg);
+  w->read_pg = NULL;
   sg_chttl_close(w->ttl);
   w->ttl = NULL;
   sg_chsink_close(w->ch);
@@ -167,6 +172,7 @@ static void reload_cb(uv_async_t *a) {
     w->lua_retired.budget_kills += old.budget_kills;
     w->lua_retired.spans_dropped += old.spans_dropped;
     w->lua_retired.spans_rejected += old.spans_rejected;
+    sg_lua_rt_publish_metrics(w->lua, 1);
     sg_lua_rt_free(w->lua);
     w->lua = fresh;
     atomic_fetch_add(&sg_metrics.lua_reloads, 1);
@@ -176,12 +182,21 @@ static void reload_cb(uv_async_t *a) {
   sg_buf_reset(&err);
   if (!strcmp(w->cfg->auth, "keys")) {
     sg_auth_t *auth;
-    if (sg_auth_new(&w->loop, w->cfg, &auth, &err) == 0) {
+    size_t revoked;
+    int rc = sg_auth_reload(w->auth, w->cfg, &auth, &err, &revoked);
+    if (auth) {
       sg_auth_free(w->auth);
       w->auth = auth;
-    } else {
-      sg_error("auth", "keys file reload failed, the previous keys stay: %s", err.data);
     }
+    if (rc == SG_ECONFIG)
+      sg_error("auth", "keys file refused: %s; no key was added, and %zu key%s it no longer lists "
+                       "on a valid line %s revoked",
+               err.data, revoked, revoked == 1 ? "" : "s", revoked == 1 ? "is" : "are");
+    else if (rc != 0)
+      sg_error("auth", "keys file reload failed, the previous keys stay: %s",
+               err.data ? err.data : sg_strerror(rc));
+    atomic_store(&sg_metrics.keys_reload_failed, rc != 0); /* before the count that reveals it */
+    atomic_fetch_add(rc ? &sg_metrics.keys_reload_failures : &sg_metrics.keys_reloads, 1);
   }
   sg_buf_free(&err);
 }
@@ -217,8 +232,18 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
   sg_pg_pool_opts_t po;
   memset(&po, 0, sizeof po);
   po.max_queue = 10000;
+  po.writable = 1; /* a standby or read-only primary: no connection, 503 and /readyz says why */
   w->pg = sg_pg_pool_new(&w->loop, cfg->postgres_uri, (int)cfg->pg_pool_size, &po);
   if (!w->pg) return SG_ENOMEM;
+  /* Reads have their own connections and a statement timeout, so an
+   * expensive query can neither hold ingest's connections nor run forever;
+   * a standby serves them too. */
+  sg_pg_pool_opts_t ro;
+  memset(&ro, 0, sizeof ro);
+  ro.max_queue = 1000;
+  ro.statement_timeout_ms = (int)cfg->query_timeout_ms;
+  w->read_pg = sg_pg_pool_new(&w->loop, cfg->postgres_uri, (int)cfg->read_pool_size, &ro);
+  if (!w->read_pg) return SG_ENOMEM;
 
   sg_pgsink_opts_t so;
   memset(&so, 0, sizeof so);
@@ -242,6 +267,8 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
   lim.write_timeout_ms = (uint64_t)cfg->read_timeout_ms;
   lim.max_connections = (size_t)cfg->max_connections;
   lim.backlog = 1024;
+  lim.inflight = &sg_metrics.inflight_bytes; /* one budget for every worker */
+  lim.max_inflight_bytes = cfg->max_inflight_bytes;
   w->http = sg_http_server_new(&w->loop, w->listen_fd, &lim, sg__router_handle, w);
   if (!w->http) return SG_ENOMEM;
   sg_http_server_set_observer(w->http, observe, w);

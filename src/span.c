@@ -102,11 +102,6 @@ sg_span_t *sg_span_batch_push(sg_span_batch_t *b) {
   return s;
 }
 
-void sg_span_batch_pop(sg_span_batch_t *b) {
-  if (b->n == 0) return;
-  sg_span_clear(&b->spans[--b->n]);
-}
-
 void sg_span_batch_reject(sg_span_batch_t *b, const char *fmt, ...) {
   b->rejected++;
   if (b->rejected > SG_REJECT_REASONS_KEPT) return;
@@ -441,6 +436,17 @@ void sg_time_format(int64_t us, char out[32]) {
            (int)(secs / 3600), (int)(secs / 60 % 60), (int)(secs % 60), (int)frac);
   memcpy(out, tmp, 31);
   out[31] = '\0';
+}
+
+int64_t sg_span_expires_us(int64_t created_us, double days) {
+  if (!(days > 0)) return INT64_MAX; /* also NaN */
+  /* 9e18 µs is 285,000 years: a double below it converts to int64 exactly
+   * enough and without undefined behaviour; anything above is never. */
+  double add = days * (double)US_PER_DAY;
+  if (!(add < 9e18)) return INT64_MAX;
+  int64_t a = (int64_t)add; /* truncated toward zero, as ttl_plan.lua assumes */
+  if (created_us > INT64_MAX - a) return INT64_MAX;
+  return created_us + a;
 }
 
 /* ---- text ------------------------------------------------------------------ */

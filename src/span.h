@@ -135,8 +135,6 @@ void sg_span_batch_init(sg_span_batch_t *b);
 /* A new zeroed span at the end of the batch (kind UNSPECIFIED, status UNSET,
  * trace_type/span_type NULL), or NULL when out of memory. */
 sg_span_t *sg_span_batch_push(sg_span_batch_t *b);
-/* Drop the last pushed span (used when decoding it fails half-way). */
-void sg_span_batch_pop(sg_span_batch_t *b);
 /* Count one rejected span and keep its reason (the first 10 reasons are kept). */
 void sg_span_batch_reject(sg_span_batch_t *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -193,6 +191,12 @@ int sg_time_from_epoch_digits(const char *s, size_t n, int64_t *us);
 int sg_time_from_epoch_int(int64_t v, int64_t *us);
 /* "2024-01-02T03:04:05.123456Z" (always 6 fractional digits), 27 chars + NUL. */
 void sg_time_format(int64_t us, char out[32]);
+/* When a span created at created_us and kept for days (ttl.lua's answer)
+ * expires, in µs since the epoch; INT64_MAX means never. days that are not
+ * > 0 (0, negative, NaN) keep it forever, and so does a retention whose end
+ * int64 µs cannot hold: the sum saturates instead of overflowing (the row
+ * encoder stores anything past 2105-12-31 as never anyway). */
+int64_t sg_span_expires_us(int64_t created_us, double days);
 
 /* ---- text ---------------------------------------------------------------- */
 

@@ -26,7 +26,8 @@ typedef struct sg_worker_s {
   uv_timer_t stats_timer;    /* publishes pool state to the metrics */
   uv_os_sock_t listen_fd;
   sg_http_server_t *http;
-  sg_pg_pool_t *pg;
+  sg_pg_pool_t *pg;          /* ingest (writes) */
+  sg_pg_pool_t *read_pg;     /* the read API, with query_timeout_ms */
   sg_pgsink_t *sink;
   sg_auth_t *auth;
   sg_chsink_t *ch;           /* NULL when USE_CLICKHOUSE is off */
@@ -45,7 +46,7 @@ typedef struct sg_worker_s {
   int64_t pub_ch_enabled, pub_ch_reachable, pub_spool_bytes, pub_spool_records;
   uint64_t pub_lua_calls, pub_lua_errors, pub_lua_kills, pub_lua_dropped, pub_lua_rejected;
   uint64_t pub_ch_inserts, pub_ch_rows, pub_ch_insert_us, pub_ch_retries, pub_ch_dead_records,
-      pub_ch_dead_rows, pub_ch_encode_rejects, pub_ch_gap_spans;
+      pub_ch_dead_rows, pub_ch_encode_rejects, pub_ch_gap_spans, pub_ch_dead_fail, pub_ch_spool_err;
   int64_t pub_ep_up[SG_METRICS_CH_ENDPOINTS], pub_ep_pending[SG_METRICS_CH_ENDPOINTS];
   uint64_t pub_ep_requests[SG_METRICS_CH_ENDPOINTS], pub_ep_failures[SG_METRICS_CH_ENDPOINTS],
       pub_ch_failovers;
@@ -66,6 +67,10 @@ void sg__read_analytics(sg_worker_t *w, sg_http_req_t *req);
 /* Per-worker state of read.c (its ClickHouse client, ...); created lazily,
  * released by sg__read_close() at shutdown. */
 void sg__read_close(sg_worker_t *w);
+
+/* Ingest reports each group-commit outcome (status, and PostgreSQL's
+ * "<SQLSTATE> <message>" when it failed) for /readyz (router.c). Any thread. */
+void sg__readyz_note_write(int status, const char *errmsg);
 
 /* Answer with a JSON error body {"error": msg}. */
 void sg__respond_error(sg_http_req_t *req, int status, const char *msg, const char *extra_headers);

@@ -23,6 +23,7 @@ local gw = require("gw")
 local plan = require("jobs.lib.plan")
 local store = require("jobs.lib.store")
 local batcher = require("jobs.lib.batcher")
+local pool = require("jobs.lib.pool")
 
 local format = string.format
 local JOB = "migrate"
@@ -162,35 +163,16 @@ end
 -- Every range of list copied, --parallel at a time; returns once all their
 -- rows are in ClickHouse. resume: start from the checkpoints (first attempt).
 local function copy_all(list, cps, resume)
-  local tasks, next_i = {}, 1
-  for w = 1, math.min(math.floor(opts.parallel), #list) do
-    tasks[w] = gw.spawn(function()
-      while next_i <= #list do
-        local r = list[next_i]
-        next_i = next_i + 1
-        local from = resume and r.resume or nil
-        local cp = from and cps[r.key] or nil
-        if cp then committed[r.key] = {rows = cp.rows, last = from} end
-        copy(r, from, cp and {rows = cp.rows} or nil)
-      end
-    end)
-  end
-  if #tasks > 0 then gw.wait(unpack(tasks)) end
+  pool.run(opts.parallel, list, function(r)
+    local from = resume and r.resume or nil
+    local cp = from and cps[r.key] or nil
+    if cp then committed[r.key] = {rows = cp.rows, last = from} end
+    copy(r, from, cp and {rows = cp.rows} or nil)
+  end)
   ins:drain()
 end
 
 -- ---- checking ----------------------------------------------------------------------------
-
-local function wait_mutations()
-  local srv = gw.ch.server
-  local sql = format("SELECT count() FROM system.mutations WHERE database = '%s' AND table = 'spans' AND is_done = 0",
-    srv.database:gsub("[\\']", "\\%0"))
-  for _ = 1, 1200 do
-    if tonumber(gw.ch.query(sql, "TSV")[1][1]) == 0 then return true end
-    gw.sleep(100)
-  end
-  return false
-end
 
 -- Rows ClickHouse has in range r that PostgreSQL does not (hard deletes, a
 -- span re-created with another created_at): removed with a mutation, then
@@ -227,7 +209,7 @@ local function remove_orphans(r, pg_n)
   if removed > 0 then
     gw.log.warn("project %s %s: removing %d spans ClickHouse has and PostgreSQL does not",
       r.project, plan.day_text(r.day), removed)
-    if not wait_mutations() then gw.log.warn("ClickHouse mutations still running after 120 s") end
+    if not store.wait_mutations(120) then gw.log.warn("ClickHouse mutations still running after 120 s") end
   end
   return removed
 end
@@ -240,23 +222,16 @@ end
 -- time. Returns key -> {p, c}.
 local function stats_of(list)
   local runs = plan.day_runs(list, JOIN_DAYS)
-  local out, tasks, next_i = {}, {}, 1
-  for w = 1, math.min(math.floor(opts.parallel), #runs) do
-    tasks[w] = gw.spawn(function()
-      while next_i <= #runs do
-        local run = runs[next_i]
-        next_i = next_i + 1
-        local _, _, lo = bounds(run[1])
-        local _, _, _, hi = bounds(run[#run])
-        local pgs = store.pg_day_stats(run[1].project, lo, hi)
-        local chs = store.ch_day_stats({run[1].project}, lo, hi)
-        for _, r in ipairs(run) do
-          out[r.key] = {p = pgs[r.key] or {n = 0, vsum = 0}, c = chs[r.key] or {n = 0, vsum = 0}}
-        end
-      end
-    end)
-  end
-  if #tasks > 0 then gw.wait(unpack(tasks)) end
+  local out = {}
+  pool.run(opts.parallel, runs, function(run)
+    local _, _, lo = bounds(run[1])
+    local _, _, _, hi = bounds(run[#run])
+    local pgs = store.pg_day_stats(run[1].project, lo, hi)
+    local chs = store.ch_day_stats({run[1].project}, lo, hi)
+    for _, r in ipairs(run) do
+      out[r.key] = {p = pgs[r.key] or {n = 0, vsum = 0}, c = chs[r.key] or {n = 0, vsum = 0}}
+    end
+  end)
   return out
 end
 
@@ -363,19 +338,9 @@ end
 
 -- statistics of both stores, PostgreSQL's per project in parallel
 local pg = {}
-do
-  local tasks, next_i = {}, 1
-  for w = 1, math.min(math.floor(opts.parallel), math.max(#projects, 1)) do
-    tasks[w] = gw.spawn(function()
-      while next_i <= #projects do
-        local p = projects[next_i]
-        next_i = next_i + 1
-        for k, v in pairs(store.pg_day_stats(p, since_us, until_us, false, true)) do pg[k] = v end
-      end
-    end)
-  end
-  if #tasks > 0 then gw.wait(unpack(tasks)) end
-end
+pool.run(opts.parallel, projects, function(p)
+  for k, v in pairs(store.pg_day_stats(p, since_us, until_us, false, true)) do pg[k] = v end
+end)
 local ch = #projects > 0 and store.ch_day_stats(projects, since_us, until_us, false) or {}
 -- (--restart copies everything: the checksums would not change the plan)
 if not opts.restart then store.add_checksums(pg, ch, since_us, until_us) end

@@ -4,6 +4,7 @@
  * server must answer or close, never crash, leak or hang. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 
 static uv_loop_t *loop;
 static sg_http_server_t *server;
+static _Atomic int64_t inflight; /* the in-flight budget: back to 0 after every input */
 static struct sockaddr_in addr;
 
 typedef struct {
@@ -81,6 +83,8 @@ static void setup(void) {
   lim.read_timeout_ms = 200;
   lim.idle_timeout_ms = 200;
   lim.linger_ms = 10;
+  lim.inflight = &inflight;
+  lim.max_inflight_bytes = 256 * 1024; /* below max_body_bytes: 429 and 413 paths too */
   server = sg_http_server_new(loop, fd, &lim, handler, NULL);
   if (!server) abort();
 }
@@ -95,5 +99,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   uv_tcp_connect(&c->conn, &c->tcp, (const struct sockaddr *)&addr, connect_cb);
   while (!c->done) uv_run(loop, UV_RUN_ONCE);
   free(c);
+  /* Once the server has closed the connection, every byte it counted for
+   * the input's requests must be released. */
+  while (sg_http_server_connections(server) > 0) uv_run(loop, UV_RUN_ONCE);
+  if (atomic_load(&inflight) != 0) abort();
   return 0;
 }

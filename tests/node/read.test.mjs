@@ -309,6 +309,55 @@ test('injection attempts in values, keys and field names are inert', async () =>
   assert.equal(r.status, 400);
 });
 
+// ---- the read pool ------------------------------------------------------------------
+
+// A filter PostgreSQL answers by scanning every span of the project.
+const scanAll = () => filt('and', cond('attributes', 'contains', 'no such text', 'batch'));
+
+test('a query past query_timeout_ms is canceled: 504 naming the limit, and the next read works', async () => {
+  const g = await startGateway({ db: gw.db, skipSchema: true, workers: 1, conf: ['query_timeout_ms = 1'] });
+  try {
+    const r = await query(g, scanAll());
+    assert.equal(r.status, 504, r.text);
+    assert.match(r.json().error, /query_timeout_ms \(1 ms\)/);
+    assert.match(g.log, /\[warn\].*query canceled after query_timeout_ms.*57014/);
+    // A cheap read on the same connection still answers (or is canceled the
+    // same way: 1 ms is little), never a 500.
+    const t = await get(g, `/v1/traces/${TRACE}`);
+    assert.ok([200, 504].includes(t.status), t.text);
+    // Ingest has its own pool and no such limit.
+    const w = await postJson(g, '/v1/spans', { spans: [{ trace_id: 'c'.repeat(32), span_id: 'c'.repeat(16),
+      span_name: 'during', start_time: 1714979289, end_time: 1714979290 }] });
+    assert.equal(w.status, 200, w.text);
+    assert.deepEqual(g.errorLines(), []);
+  } finally {
+    await g.stop();
+    await gw.query(`DELETE FROM spans WHERE trace_id = '${traceUuid('c'.repeat(32))}'`);
+  }
+});
+
+test('slow reads queue on their own pool: ingest keeps answering meanwhile', async () => {
+  const g = await startGateway({
+    db: gw.db, skipSchema: true, workers: 1,
+    conf: ['pg_pool_size = 1', 'read_pool_size = 1', 'query_timeout_ms = 0'],
+  });
+  try {
+    const N = 30;
+    let readsDone = 0;
+    const reads = Array.from({ length: N }, () => query(g, scanAll()).then((r) => { readsDone++; return r; }));
+    // The reads are sent first, so on a shared pool the write would queue behind them.
+    const w = await postJson(g, '/v1/spans', { spans: [{ trace_id: 'd'.repeat(32), span_id: 'd'.repeat(16),
+      span_name: 'during', start_time: 1714979289, end_time: 1714979290 }] });
+    const pendingAtWrite = N - readsDone;
+    assert.equal(w.status, 200, w.text);
+    for (const r of await Promise.all(reads)) assert.equal(r.status, 200, r.text);
+    assert.ok(pendingAtWrite >= N / 2, `the write answered while ${pendingAtWrite} of ${N} reads were still waiting`);
+  } finally {
+    await g.stop();
+    await gw.query(`DELETE FROM spans WHERE trace_id = '${traceUuid('d'.repeat(32))}'`);
+  }
+});
+
 // ---- analytics ----------------------------------------------------------------------
 
 test('analytics from PostgreSQL and from ClickHouse agree', async () => {

@@ -588,7 +588,9 @@ static void test_code_class(void **st) {
   for (size_t i = 0; i < sizeof(operator_) / sizeof(operator_[0]); i++)
     assert_int_equal(sg_ch_code_class(operator_[i]), SG_EIO);
   assert_int_equal(sg_ch_code_class(0), 0);
-  assert_int_equal(sg_ch_code_class(49), SG_EPOISON); /* 18.16: unknown Enum label */
+  /* 49 LOGICAL_ERROR: an unknown Enum label on 18.16, a server bug later:
+   * not listed (chsink isolates rows that keep failing with it). */
+  assert_int_equal(sg_ch_code_class(49), 0);
   assert_int_equal(sg_ch_code_class(12345), 0);
 }
 

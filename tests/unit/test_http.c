@@ -58,6 +58,17 @@ struct fx_s {
   int obs_null_req[32];
   int nobs;
   int served_by[2];
+  /* what the loop did, for the client thread to wait on */
+  _Atomic int arrived;       /* handler calls */
+  _Atomic int observed;      /* responses the observer saw (queued or dropped) */
+  /* in-flight budget (shared by the loop and the client thread) */
+  _Atomic int64_t inflight;
+  int64_t min_inflight;      /* lowest value seen at a response */
+  sg_http_req_t *held;       /* "hold=1": kept until a "release=1" */
+  _Atomic int holding;       /* requests the handler has held so far */
+  int reserve_rc[8];         /* "reserve=N": sg_http_req_reserve()'s results */
+  int64_t seen[8];           /* the counter before and after each reserve */
+  int nreserve;
   /* client side */
   char resp[RESP_MAX][RESP_CAP];
   int nresp;
@@ -107,16 +118,64 @@ static void start_shutdown(fx_t *fx) {
   }
 }
 
+/* "release=gone": answer the held request once the server has seen its
+ * client leave (polled on the loop, at most 2 s), then this one. */
+typedef struct {
+  uv_timer_t t;
+  sg_http_req_t *req;
+  srv_ctx_t *sc;
+  int tries;
+} gone_wait_t;
+
+static void on_gone_poll(uv_timer_t *t) {
+  gone_wait_t *g = t->data;
+  fx_t *fx = g->sc->fx;
+  if (!sg_http_req_gone(fx->held) && ++g->tries < 2000) return;
+  sg_http_req_t *h = fx->held;
+  fx->held = NULL;
+  echo(g->sc, h);
+  echo(g->sc, g->req);
+  uv_timer_stop(t);
+  uv_close((uv_handle_t *)t, later_closed);
+}
+
 /* Echoes the request. Query words steer it: "async=N" answers after N ms
  * from a timer, "shutdown=1" starts the graceful shutdown first. */
 static void handler(sg_http_req_t *req, void *ctx) {
   srv_ctx_t *sc = ctx;
   fx_t *fx = sc->fx;
   fx->handler_calls++;
+  atomic_fetch_add(&fx->arrived, 1);
   fx->served_by[sc->id]++;
   int nc = sg_http_server_connections(fx->srv[sc->id]);
   if (nc > fx->max_conns_seen) fx->max_conns_seen = nc;
   if (strstr(req->query, "shutdown=1") != NULL) start_shutdown(fx);
+  const char *rs = strstr(req->query, "reserve=");
+  if (rs != NULL && fx->nreserve < 4) {
+    int k = fx->nreserve++;
+    fx->seen[2 * k] = atomic_load(&fx->inflight);
+    fx->reserve_rc[k] = sg_http_req_reserve(req, strtoul(rs + 8, NULL, 10));
+    fx->seen[2 * k + 1] = atomic_load(&fx->inflight);
+  }
+  if (strstr(req->query, "hold=1") != NULL) {
+    fx->held = req;
+    atomic_fetch_add(&fx->holding, 1);
+    return;
+  }
+  if (strstr(req->query, "release=gone") != NULL && fx->held != NULL) {
+    gone_wait_t *g = calloc(1, sizeof *g);
+    g->req = req;
+    g->sc = sc;
+    uv_timer_init(&fx->loop, &g->t);
+    g->t.data = g;
+    uv_timer_start(&g->t, on_gone_poll, 1, 1);
+    return;
+  }
+  if (strstr(req->query, "release=1") != NULL && fx->held != NULL) {
+    sg_http_req_t *h = fx->held;
+    fx->held = NULL;
+    echo(sc, h);
+  }
   const char *size = strstr(req->query, "size=");
   if (size != NULL) {
     size_t n = strtoul(size + 5, NULL, 10);
@@ -144,6 +203,9 @@ static void observer(void *ctx, const sg_http_req_t *req, int status, uint64_t d
   (void)duration_ns;
   (void)bytes_in;
   fx_t *fx = ctx;
+  atomic_fetch_add(&fx->observed, 1);
+  int64_t v = atomic_load(&fx->inflight);
+  if (v < fx->min_inflight) fx->min_inflight = v;
   if (fx->nobs < 32) {
     fx->obs_status[fx->nobs] = status;
     fx->obs_null_req[fx->nobs] = req == NULL;
@@ -222,6 +284,16 @@ static long now_ms(void) {
   return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Wait (bounded) until a counter the loop bumps reads n; 1 if it did. */
+static int wait_count(_Atomic int *v, int n) {
+  long t0 = now_ms();
+  while (now_ms() - t0 < 3000) {
+    if (atomic_load(v) == n) return 1;
+    usleep(1000);
+  }
+  return 0;
+}
+
 static int cl_open(cl_t *c, int port) {
   c->len = 0;
   c->fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -284,6 +356,14 @@ static int cl_closed(cl_t *c) {
 }
 
 static void cl_close(cl_t *c) { close(c->fd); }
+
+/* Leave with a reset (SO_LINGER 0): a client that is gone, unlike one that
+ * only half-closes (FIN) and may still read. */
+static void cl_reset(cl_t *c) {
+  struct linger lg = {1, 0};
+  setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  close(c->fd);
+}
 
 /* Record one response in fx->resp. */
 static void rec(fx_t *fx, cl_t *c, int head) {
@@ -349,7 +429,7 @@ static void c_post(fx_t *fx) {
   cl_open(c, fx->port);
   cl_puts(c, "POST /v1/traces HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
              "Content-Length: 11\r\n\r\nhello");
-  usleep(20000);
+  usleep(20000); /* pacing, not a wait: the body likely arrives in two reads (passes either way) */
   cl_puts(c, " world");
   rec(fx, c, 0);
   /* HTTP/1.0 with keep-alive asked for */
@@ -379,6 +459,8 @@ static void c_chunked(fx_t *fx) {
   cl_t *c = malloc(sizeof *c);
   cl_open(c, fx->port);
   cl_puts(c, "POST /chunks HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+  /* The pauses are pacing, not waits: the pieces likely arrive in separate
+   * reads, cut inside chunk headers and data; the test passes either way. */
   usleep(10000);
   cl_puts(c, "5;name=value\r\nhello\r\n");
   usleep(10000);
@@ -641,7 +723,9 @@ static void c_write_timeout(fx_t *fx) {
   cl_t *c = malloc(sizeof *c);
   cl_open(c, fx->port);
   cl_puts(c, "GET /big?size=33554432 HTTP/1.1\r\nHost: h\r\n\r\n");
-  usleep(600000); /* not reading: the server's write stalls */
+  /* The stall under test: not reading for longer than write_timeout_ms
+   * (100 ms), so the server's write stalls and times out. */
+  usleep(600000);
   size_t total = 0;
   char b[65536];
   for (;;) {
@@ -672,9 +756,11 @@ static void c_disconnect(fx_t *fx) {
   cl_t *c = malloc(sizeof *c);
   cl_open(c, fx->port);
   cl_puts(c, "POST /gone?async=150 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi");
-  usleep(30000);
-  cl_close(c); /* before the handler answers */
-  usleep(250000);
+  wait_count(&fx->arrived, 1);
+  cl_reset(c); /* before the handler answers */
+  /* The answer, dropped: the server saw the reset before it (the stats are
+   * read when this client returns). */
+  wait_count(&fx->observed, 1);
   free(c);
 }
 
@@ -695,9 +781,10 @@ static void c_disconnect_early(fx_t *fx) {
   cl_t *c = malloc(sizeof *c);
   cl_open(c, fx->port);
   cl_puts(c, "GET /gone?async=200 HTTP/1.1\r\nHost: h\r\n\r\n");
-  usleep(50000);
-  cl_close(c);
-  usleep(20000);
+  wait_count(&fx->arrived, 1);
+  /* Returning starts the shutdown, which may see the reset before or
+   * after: either way both happen while the handler holds the request. */
+  cl_reset(c);
   free(c);
 }
 
@@ -707,6 +794,211 @@ static void test_shutdown_waits_for_gone_request(void **st) {
   fx_run(fx, 1, NULL, c_disconnect_early);
   assert_int_equal(fx->handler_calls, 1);
   assert_int_equal(fx->gone_seen, 1);
+  free(fx);
+}
+
+/* A client that half-closes (shutdown(SHUT_WR)) right after its request
+ * still reads the answer: the EOF must not count as leaving. */
+static void c_half_close(fx_t *fx) {
+  cl_t *c = malloc(sizeof *c);
+  /* answered later by the handler (the EOF arrives while it holds the request) */
+  cl_open(c, fx->port);
+  cl_puts(c, "POST /hc?async=50 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi");
+  shutdown(c->fd, SHUT_WR);
+  rec(fx, c, 0);
+  fx->flags[0] = cl_closed(c);
+  cl_close(c);
+  /* two pipelined requests, then the half-close: both answered, in order */
+  cl_open(c, fx->port);
+  cl_puts(c, "GET /p1?async=30 HTTP/1.1\r\nHost: h\r\n\r\nGET /p2 HTTP/1.1\r\nHost: h\r\n\r\n");
+  shutdown(c->fd, SHUT_WR);
+  rec(fx, c, 0);
+  rec(fx, c, 0);
+  fx->flags[1] = cl_closed(c);
+  cl_close(c);
+  /* a request cut short by the half-close: nothing to answer, closed */
+  cl_open(c, fx->port);
+  cl_puts(c, "POST /cut HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc");
+  shutdown(c->fd, SHUT_WR);
+  fx->flags[2] = cl_closed(c);
+  cl_close(c);
+  free(c);
+}
+
+static void test_half_close(void **st) {
+  (void)st;
+  fx_t *fx = fx_new();
+  fx_run(fx, 1, NULL, c_half_close);
+  assert_int_equal(fx->nresp, 3);
+  assert_status(fx->resp[0], 200);
+  assert_string_equal(body_of(fx->resp[0]), "POST /hc?async=50 x-test=- srv=0 body=hi");
+  assert_int_equal(fx->flags[0], 1);
+  assert_string_equal(body_of(fx->resp[1]), "GET /p1?async=30 x-test=- srv=0 body=");
+  assert_string_equal(body_of(fx->resp[2]), "GET /p2? x-test=- srv=0 body=");
+  assert_int_equal(fx->flags[1], 1);
+  assert_int_equal(fx->flags[2], 1);
+  assert_int_equal(fx->handler_calls, 3);
+  assert_int_equal(fx->gone_seen, 0);
+  assert_int_equal(fx->stats[0].client_gone, 0);
+  free(fx);
+}
+
+/* ---------------------------------------------------------------- in-flight budget */
+
+/* Wait (bounded) until the shared counter reads want; 1 if it did. */
+static int wait_inflight(fx_t *fx, int64_t want) {
+  long t0 = now_ms();
+  while (now_ms() - t0 < 3000) {
+    if (atomic_load(&fx->inflight) == want) return 1;
+    usleep(1000);
+  }
+  return 0;
+}
+
+static void cl_body(cl_t *c, size_t n) {
+  static char junk[20000];
+  memset(junk, 'b', sizeof junk);
+  cl_send(c, junk, n);
+}
+
+/* Every path a request can end by gives its bytes back: answered, over the
+ * budget, never fitting, client gone while receiving or while the handler
+ * holds it, timed out, too large. flags[i] records each wait. */
+static void c_budget(fx_t *fx) {
+  cl_t *a = malloc(sizeof *a), *b = malloc(sizeof *b);
+  char r[RESP_CAP];
+  int f = 0;
+  /* answered: the body is counted when the handler gets it, a handler's
+   * reservation adds to it, and both go with the answer */
+  cl_open(a, fx->port);
+  cl_puts(a, "POST /a?reserve=500 HTTP/1.1\r\nHost: h\r\nContent-Length: 3000\r\n\r\n");
+  cl_body(a, 3000);
+  rec(fx, a, 0);                               /* resp[0]: 200 */
+  fx->flags[f++] = wait_inflight(fx, 0);       /* 0 */
+  cl_close(a);
+
+  /* a holds 10000 bytes with the handler */
+  cl_open(a, fx->port);
+  cl_puts(a, "POST /hold?hold=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 10000\r\n\r\n");
+  cl_body(a, 10000);
+  fx->flags[f++] = wait_count(&fx->holding, 1) && wait_inflight(fx, 10000); /* 1 */
+  /* a Content-Length that does not fit now: 429 before any body byte */
+  cl_open(b, fx->port);
+  cl_puts(b, "POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 7000\r\n\r\n");
+  rec(fx, b, 0);                               /* resp[1]: 429 */
+  fx->flags[f++] = cl_closed(b);               /* 2 */
+  cl_close(b);
+  /* chunked: the first chunk fits (4 KiB counted); the second fits only
+   * without doubling (exactly the limit); the third pushes past */
+  cl_open(b, fx->port);
+  cl_puts(b, "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n");
+  cl_body(b, 1000);
+  cl_puts(b, "\r\n");
+  fx->flags[f++] = wait_inflight(fx, 10000 + 4095); /* 3 */
+  cl_puts(b, "1388\r\n");                      /* 5000 more */
+  cl_body(b, 5000);
+  cl_puts(b, "\r\n");
+  fx->flags[15] = wait_inflight(fx, 16000);
+  cl_puts(b, "1\r\n");
+  rec(fx, b, 0);                               /* resp[2]: 429 */
+  cl_close(b);
+  fx->flags[f++] = wait_inflight(fx, 10000);   /* 4 */
+  /* a handler's reservation: no room now (EBUSY), or never (ETOOBIG) */
+  cl_open(b, fx->port);
+  cl_puts(b, "POST /d?reserve=6000 HTTP/1.1\r\nHost: h\r\nContent-Length: 1000\r\n\r\n");
+  cl_body(b, 1000);
+  rec(fx, b, 0);                               /* resp[3]: 200 */
+  cl_puts(b, "GET /e?reserve=20000 HTTP/1.1\r\nHost: h\r\n\r\n");
+  rec(fx, b, 0);                               /* resp[4]: 200 */
+  cl_close(b);
+  fx->flags[f++] = wait_inflight(fx, 10000);   /* 5 */
+  /* the held request is answered: everything back */
+  cl_open(b, fx->port);
+  cl_puts(b, "GET /r?release=1 HTTP/1.1\r\nHost: h\r\n\r\n");
+  rec(fx, a, 0);                               /* resp[5]: 200 (the held one) */
+  rec(fx, b, 0);                               /* resp[6]: 200 */
+  cl_close(a);
+  cl_close(b);
+  fx->flags[f++] = wait_inflight(fx, 0);       /* 6 */
+
+  /* a body larger than the whole budget could never fit: 413 */
+  cl_open(a, fx->port);
+  cl_puts(a, "POST /n HTTP/1.1\r\nHost: h\r\nContent-Length: 17000\r\n\r\n");
+  rec(fx, a, 0);                               /* resp[7]: 413 */
+  cl_close(a);
+  fx->flags[f++] = wait_inflight(fx, 0);       /* 7 */
+
+  /* client gone while the body arrives */
+  cl_open(a, fx->port);
+  cl_puts(a, "POST /g HTTP/1.1\r\nHost: h\r\nContent-Length: 5000\r\n\r\n");
+  cl_body(a, 100);
+  fx->flags[f++] = wait_inflight(fx, 5000);    /* 8 */
+  cl_reset(a);
+  fx->flags[f++] = wait_inflight(fx, 0);       /* 9 */
+
+  /* client gone while the handler holds the request: released with the
+   * (dropped) answer */
+  cl_open(a, fx->port);
+  cl_puts(a, "POST /h?hold=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 2000\r\n\r\n");
+  cl_body(a, 2000);
+  fx->flags[f++] = wait_count(&fx->holding, 2) && wait_inflight(fx, 2000); /* 10 */
+  cl_reset(a);
+  cl_open(b, fx->port);
+  cl_puts(b, "GET /r?release=gone HTTP/1.1\r\nHost: h\r\n\r\n");
+  if (cl_response(b, r, 0) > 0) fx->flags[f] = 1;  /* 11 */
+  f++;
+  cl_close(b);
+  fx->flags[f++] = wait_inflight(fx, 0);       /* 12 */
+
+  /* timed out halfway through the body: 408, released */
+  cl_open(a, fx->port);
+  cl_puts(a, "POST /t HTTP/1.1\r\nHost: h\r\nContent-Length: 3000\r\n\r\n");
+  cl_body(a, 10);
+  if (cl_response(a, r, 0) > 0 && strncmp(r, "HTTP/1.1 408 ", 13) == 0) fx->flags[f] = 1; /* 13 */
+  f++;
+  cl_close(a);
+  fx->flags[f++] = wait_inflight(fx, 0);       /* 14 */
+  free(a);
+  free(b);
+}
+
+static void test_inflight_budget(void **st) {
+  (void)st;
+  fx_t *fx = fx_new();
+  sg_http_limits_t lim = {.max_body_bytes = 20000, .read_timeout_ms = 300,
+                          .inflight = &fx->inflight, .max_inflight_bytes = 16000};
+  fx_run(fx, 1, &lim, c_budget);
+  for (int i = 0; i <= 15; i++)
+    if (fx->flags[i] != 1) fail_msg("step %d failed (counter now %lld)", i, (long long)fx->inflight);
+  assert_int_equal(fx->nresp, 8);
+  assert_status(fx->resp[0], 200);
+  assert_status(fx->resp[1], 429);
+  assert_has(fx->resp[1], "Retry-After: 1\r\n");
+  assert_has(fx->resp[1], "Connection: close\r\n");
+  assert_has(body_of(fx->resp[1]), "{\"error\":\"");
+  assert_has(body_of(fx->resp[1]), "16000 bytes");
+  assert_status(fx->resp[2], 429);
+  assert_status(fx->resp[3], 200);
+  assert_status(fx->resp[4], 200);
+  assert_status(fx->resp[5], 200);
+  assert_has(body_of(fx->resp[5]), "POST /hold?hold=1 x-test=- srv=0 body=bbbb");
+  assert_status(fx->resp[6], 200);
+  assert_status(fx->resp[7], 413);
+  assert_has(body_of(fx->resp[7]), "in-flight memory limit of 16000 bytes");
+  /* the first request: its body counted, then the handler's 500 */
+  assert_int_equal(fx->reserve_rc[0], 0);
+  assert_int_equal(fx->seen[0], 3000);
+  assert_int_equal(fx->seen[1], 3500);
+  /* with 10000 held: 1000 + 6000 more does not fit now */
+  assert_int_equal(fx->reserve_rc[1], SG_EBUSY);
+  assert_int_equal(fx->seen[2], 11000);
+  assert_int_equal(fx->seen[3], 11000);
+  /* 20000 never fits */
+  assert_int_equal(fx->reserve_rc[2], SG_ETOOBIG);
+  assert_int_equal(fx->seen[5], 10000);
+  assert_int_equal(fx->gone_seen, 1); /* /h, reset while held */
+  assert_true(fx->min_inflight >= 0);
+  assert_int_equal(atomic_load(&fx->inflight), 0);
   free(fx);
 }
 
@@ -872,6 +1164,8 @@ int main(void) {
       cmocka_unit_test(test_write_timeout),
       cmocka_unit_test(test_client_disconnects),
       cmocka_unit_test(test_shutdown_waits_for_gone_request),
+      cmocka_unit_test(test_half_close),
+      cmocka_unit_test(test_inflight_budget),
       cmocka_unit_test(test_reuseport),
       cmocka_unit_test(test_graceful_shutdown),
       cmocka_unit_test(test_max_connections),

@@ -327,6 +327,143 @@ static void test_exec_sync(void **state) {
   sg_buf_free(&err);
 }
 
+/* ---- SQLSTATE classes ------------------------------------------------------------- */
+
+/* The classification table: transient failures are never SG_EIO (which the
+ * gateway answers 500, and OTLP exporters never retry). */
+static void test_sqlstate_table(void **state) {
+  (void)state;
+  static const struct {
+    const char *st;
+    int err, unwritable;
+  } cases[] = {
+      {"25006", SG_EUNAVAIL, 1}, /* read_only_sql_transaction (standby after failover) */
+      {"40P01", SG_EUNAVAIL, 0}, /* deadlock_detected */
+      {"40001", SG_EUNAVAIL, 0}, /* serialization_failure */
+      {"53100", SG_EUNAVAIL, 1}, /* disk_full */
+      {"53200", SG_EUNAVAIL, 1}, /* out_of_memory */
+      {"53300", SG_EUNAVAIL, 0}, /* too_many_connections */
+      {"57014", SG_ETIMEOUT, 0}, /* query_canceled (statement_timeout) */
+      {"57P01", SG_EUNAVAIL, 0}, /* admin_shutdown */
+      {"57P03", SG_EUNAVAIL, 0}, /* cannot_connect_now */
+      {"58030", SG_EUNAVAIL, 1}, /* io_error */
+      {"08006", SG_EUNAVAIL, 0}, /* connection_failure */
+      {"55P03", SG_EUNAVAIL, 0}, /* lock_not_available (lock_timeout) */
+      {"25P03", SG_EUNAVAIL, 0}, /* idle_in_transaction_session_timeout */
+      {"22012", SG_EPOISON, 0},  /* division_by_zero */
+      {"22P05", SG_EPOISON, 0},  /* untranslatable_character (\u0000 in jsonb) */
+      {"23505", SG_EPOISON, 0},  /* unique_violation (a second root span) */
+      {"54000", SG_EPOISON, 0},  /* program_limit_exceeded */
+      {"42P01", SG_EIO, 0},      /* undefined_table: the schema is missing */
+      {"42601", SG_EIO, 0},      /* syntax_error */
+      {"42501", SG_EIO, 0},      /* insufficient_privilege */
+      {"25001", SG_EIO, 0},      /* active_sql_transaction: not 25006 */
+      {"XX000", SG_EIO, 0},      /* internal_error */
+      {"P0001", SG_EIO, 0},      /* raise_exception (a trigger) */
+      {"0A000", SG_EIO, 0},      /* feature_not_supported */
+      {"5", SG_EIO, 0},          /* malformed */
+      {"5300", SG_EIO, 0},
+      {"530000", SG_EIO, 0},
+      {NULL, SG_EIO, 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    int err = sg_pg_sqlstate_err(cases[i].st, 0);
+    if (err != cases[i].err || sg_pg_sqlstate_unwritable(cases[i].st) != cases[i].unwritable)
+      fail_msg("SQLSTATE %s: %s, unwritable %d; want %s, %d", cases[i].st ? cases[i].st : "NULL",
+               sg_strerror(err), sg_pg_sqlstate_unwritable(cases[i].st), sg_strerror(cases[i].err),
+               cases[i].unwritable);
+  }
+  /* A lost connection is unavailable whatever the server said. */
+  assert_int_equal(sg_pg_sqlstate_err("22012", 1), SG_EUNAVAIL);
+}
+
+/* A database that turned read-only (what a failover to a standby looks
+ * like to the gateway): a write is answered SG_EUNAVAIL with 25006, and the
+ * read-only session is replaced; a writable pool refuses such a server at
+ * connect time, names why, and connects once it takes writes again. */
+static void test_read_only_server(void **state) {
+  (void)state;
+  char db[64], sql[256];
+  snprintf(db, sizeof db, "sg_test_ro_%d", (int)getpid());
+  snprintf(sql, sizeof sql, "CREATE DATABASE %s", db);
+  exec_ok(pg_uri, sql);
+  char *uri = uri_with_db(db);
+  exec_ok(uri, "CREATE TABLE t (a int)");
+  snprintf(sql, sizeof sql, "ALTER DATABASE %s SET default_transaction_read_only = on", db);
+  exec_ok(pg_uri, sql);
+
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  sg_pg_pool_opts_t any = {.backoff_min_ms = 20, .backoff_max_ms = 100};
+  sg_pg_pool_t *pool = sg_pg_pool_new(&loop, uri, 1, &any);
+  assert_true(ready(&loop, pool, 1, 10000));
+  res_t w = {0};
+  assert_int_equal(sg_pg_query(pool, "INSERT INTO t VALUES (1)", 0, NULL, NULL, NULL, on_result, &w), 0);
+  assert_true(run_until(&loop, &w.done, 10000));
+  assert_int_equal(w.err, SG_EUNAVAIL);
+  assert_non_null(strstr(w.msg, "25006"));
+  assert_non_null(strstr(w.msg, "read-only transaction"));
+  /* The session was dropped after the answer, and a new one opened. */
+  uint64_t deadline = uv_now(&loop) + 10000;
+  while (sg_pg_pool_stats(pool)->reconnects < 1 && uv_now(&loop) < deadline) run_for(&loop, 20);
+  assert_int_equal(sg_pg_pool_stats(pool)->reconnects, 1);
+  assert_non_null(strstr(sg_pg_pool_last_error(pool), "read-only"));
+  sg_pg_pool_close(pool);
+
+  sg_pg_pool_opts_t wr = {.backoff_min_ms = 20, .backoff_max_ms = 100, .writable = 1};
+  pool = sg_pg_pool_new(&loop, uri, 1, &wr);
+  res_t r = {0};
+  assert_int_equal(sg_pg_query(pool, "INSERT INTO t VALUES (2)", 0, NULL, NULL, NULL, on_result, &r), 0);
+  assert_true(run_until(&loop, &r.done, 10000));
+  assert_int_equal(r.err, SG_EUNAVAIL);
+  assert_non_null(strstr(r.msg, "read-only"));
+  assert_int_equal(sg_pg_pool_ready(pool), 0);
+  assert_non_null(strstr(sg_pg_pool_last_error(pool), "read-only"));
+
+  snprintf(sql, sizeof sql, "ALTER DATABASE %s RESET default_transaction_read_only", db);
+  exec_ok(pg_uri, sql);
+  assert_true(ready(&loop, pool, 1, 10000));
+  memset(&r, 0, sizeof r);
+  assert_int_equal(sg_pg_query(pool, "INSERT INTO t VALUES (3) RETURNING a", 0, NULL, NULL, NULL, on_result, &r), 0);
+  assert_true(run_until(&loop, &r.done, 10000));
+  assert_int_equal(r.err, 0);
+  assert_string_equal(r.val, "3");
+  sg_pg_pool_close(pool);
+  finish_loop(&loop);
+  free(uri);
+  snprintf(sql, sizeof sql, "DROP DATABASE %s", db);
+  exec_ok(pg_uri, sql);
+}
+
+/* statement_timeout_ms is added to the conninfo's own startup options; a
+ * statement over it is SG_ETIMEOUT (57014). */
+static void test_statement_timeout(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  char ci[1024];
+  snprintf(ci, sizeof ci, "%s%soptions=-c%%20work_mem%%3D5MB", pg_uri, strchr(pg_uri, '?') ? "&" : "?");
+  /* 2 s, not less: on a loaded machine under ASan even a trivial statement
+   * has taken over 100 ms. */
+  sg_pg_pool_opts_t o = {.statement_timeout_ms = 2000};
+  sg_pg_pool_t *pool = sg_pg_pool_new(&loop, ci, 1, &o);
+  assert_non_null(pool);
+  res_t set = {0}, slow = {0}, after = {0};
+  assert_int_equal(sg_pg_query(pool, "SELECT current_setting('work_mem') || ' ' || current_setting('statement_timeout')",
+                               0, NULL, NULL, NULL, on_result, &set), 0);
+  assert_int_equal(sg_pg_query(pool, "SELECT pg_sleep(30)", 0, NULL, NULL, NULL, on_result, &slow), 0);
+  assert_int_equal(sg_pg_query(pool, "SELECT 'after'", 0, NULL, NULL, NULL, on_result, &after), 0);
+  assert_true(run_until(&loop, &after.done, 20000));
+  assert_int_equal(set.err, 0);
+  assert_string_equal(set.val, "5MB 2s");
+  assert_int_equal(slow.err, SG_ETIMEOUT);
+  assert_non_null(strstr(slow.msg, "57014"));
+  assert_int_equal(after.err, 0);
+  assert_string_equal(after.val, "after");
+  sg_pg_pool_close(pool);
+  finish_loop(&loop);
+}
+
 /* ---- schema ----------------------------------------------------------------- */
 
 static const char *const agenta_indexes[] = {
@@ -498,6 +635,9 @@ int main(void) {
       cmocka_unit_test(test_exec_sync),
       cmocka_unit_test(test_schema_fresh_twice),
       cmocka_unit_test(test_schema_existing_table),
+      cmocka_unit_test(test_sqlstate_table),
+      cmocka_unit_test(test_read_only_server),
+      cmocka_unit_test(test_statement_timeout),
       cmocka_unit_test(test_server_restart),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -32,6 +32,8 @@ static uint32_t seq = 1;
 typedef struct {
   int done;
   int status;
+  sg_pgsink_t *sink;  /* set it to capture sg_pgsink_errmsg() into msg */
+  char msg[256];
 } ans_t;
 
 static void on_answer(void *arg, int status, sg_span_batch_t *batch) {
@@ -39,6 +41,10 @@ static void on_answer(void *arg, int status, sg_span_batch_t *batch) {
   ans_t *a = arg;
   a->done++;
   a->status = status;
+  if (a->sink) {
+    const char *m = sg_pgsink_errmsg(a->sink);
+    snprintf(a->msg, sizeof a->msg, "%s", m ? m : "");
+  }
 }
 
 static void tick(uv_timer_t *t) { (void)t; }
@@ -140,14 +146,18 @@ typedef struct {
   sg_pgsink_t *sink;
 } env_t;
 
-static void env_open(env_t *e, const char *conninfo, int window_ms) {
+static void env_open_opts(env_t *e, const char *conninfo, const sg_pgsink_opts_t *so) {
   assert_int_equal(uv_loop_init(&e->loop), 0);
   sg_pg_pool_opts_t po = {.backoff_min_ms = 50, .backoff_max_ms = 200};
   e->pool = sg_pg_pool_new(&e->loop, conninfo, 2, &po);
   assert_non_null(e->pool);
-  sg_pgsink_opts_t so = {.window_ms = window_ms};
-  e->sink = sg_pgsink_new(&e->loop, e->pool, &so);
+  e->sink = sg_pgsink_new(&e->loop, e->pool, so);
   assert_non_null(e->sink);
+}
+
+static void env_open(env_t *e, const char *conninfo, int window_ms) {
+  sg_pgsink_opts_t so = {.window_ms = window_ms};
+  env_open_opts(e, conninfo, &so);
 }
 
 static void env_close(env_t *e) {
@@ -408,8 +418,10 @@ static void test_poison_span(void **state) {
   assert_int_equal(st->isolations, 1);
   assert_int_equal(st->spans_rejected, 1);
   assert_int_equal(st->spans_stored, 11);
-  /* group + 3 alone + 4 single spans of the bad submission */
-  assert_int_equal(st->statements, 8);
+  /* Bisection over the 12 spans, the bad one 7th: the group; [0,6) stored;
+   * [6,12) split unrun (its sibling succeeded); [6,9) fails; [6,7) fails
+   * alone and is rejected; [7,9) and [9,12) stored. */
+  assert_int_equal(st->statements, 6);
   for (int i = 0; i < 3; i++) sg_span_batch_free(&b[i]);
   env_close(&e);
 }
@@ -469,11 +481,14 @@ static void test_unavailable(void **state) {
   assert_int_equal(a1.status, SG_EUNAVAIL);
   assert_int_equal(a2.status, SG_EUNAVAIL);
   /* Later submissions too (the pool refuses at once; answered from the loop). */
-  ans_t a3 = {0};
+  ans_t a3 = {.sink = e.sink};
   assert_int_equal(sg_pgsink_submit(e.sink, p, &b1, on_answer, &a3), 0);
   assert_int_equal(a3.done, 0);
   assert_true(run_until(&e.loop, &a3.done, 5000));
   assert_int_equal(a3.status, SG_EUNAVAIL);
+  assert_non_null(strstr(a3.msg, "no PostgreSQL connection")); /* and libpq's reason */
+  if (!strstr(a3.msg, "refused")) fprintf(stderr, "msg: %s\n", a3.msg);
+  assert_non_null(strstr(a3.msg, "refused"));
   int never = 0;
   run_until(&e.loop, &never, 200);
   assert_int_equal(a1.done + a2.done + a3.done, 3);
@@ -502,6 +517,214 @@ static void test_close_pending(void **state) {
   sg_pg_pool_close(e.pool);
   assert_int_equal(uv_run(&e.loop, UV_RUN_DEFAULT), 0);
   assert_int_equal(uv_loop_close(&e.loop), 0);
+  sg_span_batch_free(&b);
+}
+
+/* ---- statements per request ----------------------------------------------------- */
+
+/* n spans of one trace (a root, then its children) in b. */
+static void add_spans(sg_span_batch_t *b, size_t n) {
+  uint8_t t[16];
+  new_id(t);
+  sg_span_t *root = add_span(b, t, NULL, "root");
+  uint8_t rid[16];
+  memcpy(rid, root->span_id, 16);
+  for (size_t i = 1; i < n; i++) add_span(b, t, rid, "child");
+}
+
+/* A span PostgreSQL refuses for its data: \u0000 in jsonb (22P05). */
+static void make_bad(sg_span_t *s) { json_object_set_new(s->attributes, "nul", json_stringn("a\0b", 3)); }
+
+/* Bad spans at the given indexes of one 2000-span request: each is rejected
+ * alone, the other spans stored, and the statements grow with k log n (the
+ * old isolation ran one statement per span: 2001 for one bad span). */
+static void bisect_case(const size_t *bad, size_t k, uint64_t max_statements) {
+  env_t e;
+  env_open(&e, uri, 1);
+  uint8_t p[16];
+  new_id(p);
+  sg_span_batch_t b;
+  sg_span_batch_init(&b);
+  add_spans(&b, 2000);
+  for (size_t i = 0; i < k; i++) make_bad(&b.spans[bad[i]]);
+  ans_t a = {0};
+  assert_int_equal(sg_pgsink_submit(e.sink, p, &b, on_answer, &a), 0);
+  assert_true(run_until(&e.loop, &a.done, 60000));
+  assert_int_equal(a.status, 0);
+  assert_int_equal(b.rejected, k);
+  assert_int_equal(b.n, 2000 - k);
+  for (size_t i = 0; i < b.n; i++) assert_true(b.spans[i].version > 0);
+  assert_int_equal(count_rows(p), 2000 - (int64_t)k);
+  const sg_pgsink_stats_t *st = sg_pgsink_stats(e.sink);
+  fprintf(stderr, "  %zu bad span(s) of 2000: %llu statements\n", k, (unsigned long long)st->statements);
+  assert_true(st->statements <= max_statements);
+  assert_int_equal(st->spans_rejected, k);
+  sg_span_batch_free(&b);
+  env_close(&e);
+}
+
+static void test_bisect_one_bad(void **state) {
+  (void)state;
+  size_t bad = 1 + (size_t)rand() % 1999; /* srand(seed) in main prints the seed */
+  fprintf(stderr, "  bad span at %zu\n", bad);
+  bisect_case(&bad, 1, 40); /* about 2 log2(2000) = 22, or less */
+}
+
+static void test_bisect_k_bad(void **state) {
+  (void)state;
+  size_t bad[5];
+  for (int i = 0; i < 5; i++) bad[i] = (size_t)i * 400 + (size_t)rand() % 400;
+  bisect_case(bad, 5, 5 * 24);
+  size_t adjacent[4] = {0, 1, 1998, 1999};
+  bisect_case(adjacent, 4, 4 * 24);
+}
+
+/* One request larger than max_batch_spans is written in chunks of at most
+ * that many, in order (a span sent twice: the later wins), and answered once
+ * all are stored. */
+static void test_split_by_max_spans(void **state) {
+  (void)state;
+  env_t e;
+  sg_pgsink_opts_t so = {.window_ms = 1, .max_batch_spans = 100};
+  env_open_opts(&e, uri, &so);
+  uint8_t p[16];
+  new_id(p);
+  sg_span_batch_t b;
+  sg_span_batch_init(&b);
+  add_spans(&b, 450);
+  /* Span 10 again at 420 (another chunk), renamed: the later one wins. */
+  sg_span_t *again = &b.spans[420];
+  memcpy(again->span_id, b.spans[10].span_id, 16);
+  free(again->span_name);
+  again->span_name = strdup("later");
+  ans_t a = {0};
+  assert_int_equal(sg_pgsink_submit(e.sink, p, &b, on_answer, &a), 0);
+  assert_true(run_until(&e.loop, &a.done, 30000));
+  assert_int_equal(a.status, 0);
+  assert_int_equal(b.n, 450);
+  assert_int_equal(b.rejected, 0);
+  assert_int_equal(sg_pgsink_stats(e.sink)->statements, 5);
+  assert_int_equal(count_rows(p), 449);
+  assert_span_value(p, &b.spans[10], "span_name", "later");
+  assert_true(b.spans[420].version > b.spans[10].version);
+  for (size_t i = 0; i < b.n; i++) {
+    if (i == 10 || i == 420) continue;
+    assert_int_equal(b.spans[i].created_at_us,
+                     span_i64(p, &b.spans[i], "(extract(epoch FROM created_at) * 1000000)::int8"));
+  }
+  sg_span_batch_free(&b);
+  env_close(&e);
+}
+
+/* A statement stays under max_statement_bytes: 40 spans of ~2 KB under an
+ * 8 KiB bound take several statements; all are stored. */
+static void test_split_by_bytes(void **state) {
+  (void)state;
+  env_t e;
+  sg_pgsink_opts_t so = {.window_ms = 1, .max_statement_bytes = 8192};
+  env_open_opts(&e, uri, &so);
+  uint8_t p[16];
+  new_id(p);
+  sg_span_batch_t b;
+  sg_span_batch_init(&b);
+  add_spans(&b, 40);
+  char big[2001];
+  memset(big, 'x', 2000);
+  big[2000] = '\0';
+  for (size_t i = 0; i < b.n; i++) json_object_set_new(b.spans[i].attributes, "big", json_string(big));
+  ans_t a = {0};
+  assert_int_equal(sg_pgsink_submit(e.sink, p, &b, on_answer, &a), 0);
+  assert_true(run_until(&e.loop, &a.done, 30000));
+  assert_int_equal(a.status, 0);
+  assert_int_equal(count_rows(p), 40);
+  uint64_t n = sg_pgsink_stats(e.sink)->statements;
+  assert_true(n >= 10 && n <= 40);
+  assert_int_equal(sg_pgsink_stats(e.sink)->isolations, 0);
+  sg_span_batch_free(&b);
+  env_close(&e);
+}
+
+/* ---- transient failures -------------------------------------------------------- */
+
+static void exec_sql(const char *conninfo, const char *sql) {
+  sg_buf_t err = SG_BUF_INIT;
+  int rc = sg_pg_exec_sync(conninfo, sql, &err);
+  if (rc) fprintf(stderr, "%s: %s\n", sql, err.data);
+  assert_int_equal(rc, 0);
+  sg_buf_free(&err);
+}
+
+/* The database turned read-only (as after a failover to a standby): the
+ * submission fails SG_EUNAVAIL, not SG_EIO, and the cause names 25006. */
+static void test_read_only(void **state) {
+  (void)state;
+  char sql[256];
+  snprintf(sql, sizeof sql, "ALTER DATABASE %s SET default_transaction_read_only = on", dbname);
+  exec_sql(base_uri, sql);
+  env_t e;
+  env_open(&e, uri, 1); /* new sessions: read-only */
+  uint8_t p[16];
+  new_id(p);
+  sg_span_batch_t b;
+  sg_span_batch_init(&b);
+  add_spans(&b, 3);
+  ans_t a = {.sink = e.sink};
+  assert_int_equal(sg_pgsink_submit(e.sink, p, &b, on_answer, &a), 0);
+  assert_true(run_until(&e.loop, &a.done, 10000));
+  snprintf(sql, sizeof sql, "ALTER DATABASE %s RESET default_transaction_read_only", dbname);
+  exec_sql(base_uri, sql);
+  assert_int_equal(a.status, SG_EUNAVAIL);
+  assert_non_null(strstr(a.msg, "25006"));
+  assert_non_null(strstr(a.msg, "read-only transaction"));
+  assert_int_equal(b.n, 3); /* nothing rejected: nothing was wrong with the spans */
+  assert_int_equal(sg_pgsink_stats(e.sink)->isolations, 0);
+  assert_int_equal(count_rows(p), 0);
+  sg_span_batch_free(&b);
+  env_close(&e);
+}
+
+/* A second session holds a row lock: lock_timeout (55P03) and
+ * statement_timeout (57014) are transient, answered SG_EUNAVAIL and
+ * SG_ETIMEOUT with PostgreSQL's words; the spans are not rejected. */
+static void test_lock_timeouts(void **state) {
+  (void)state;
+  uint8_t p[16];
+  new_id(p);
+  sg_span_batch_t b;
+  sg_span_batch_init(&b);
+  add_spans(&b, 2);
+  env_t e;
+  env_open(&e, uri, 1);
+  submit_wait(&e, p, &b, 0);
+  env_close(&e);
+
+  PGconn *holder = PQconnectdb(uri);
+  assert_int_equal(PQstatus(holder), CONNECTION_OK);
+  char sql[512], pid[37], sid[37];
+  sg_uuid_format(p, pid);
+  sg_uuid_format(b.spans[1].span_id, sid);
+  snprintf(sql, sizeof sql, "BEGIN; SELECT 1 FROM spans WHERE project_id = '%s' AND span_id = '%s' FOR UPDATE",
+           pid, sid);
+  PQclear(PQexec(holder, sql));
+
+  const char *opts[2] = {"options=-c%20lock_timeout%3D100", "options=-c%20statement_timeout%3D100"};
+  int want[2] = {SG_EUNAVAIL, SG_ETIMEOUT};
+  const char *state_code[2] = {"55P03", "57014"};
+  for (int i = 0; i < 2; i++) {
+    char ci[512];
+    snprintf(ci, sizeof ci, "%s%s%s", uri, strchr(uri, '?') ? "&" : "?", opts[i]);
+    env_open(&e, ci, 1);
+    ans_t a = {.sink = e.sink};
+    assert_int_equal(sg_pgsink_submit(e.sink, p, &b, on_answer, &a), 0);
+    assert_true(run_until(&e.loop, &a.done, 10000));
+    assert_int_equal(a.status, want[i]);
+    assert_non_null(strstr(a.msg, state_code[i]));
+    assert_int_equal(b.n, 2);
+    assert_int_equal(sg_pgsink_stats(e.sink)->isolations, 0);
+    env_close(&e);
+  }
+  PQclear(PQexec(holder, "ROLLBACK"));
+  PQfinish(holder);
   sg_span_batch_free(&b);
 }
 
@@ -547,7 +770,10 @@ int main(void) {
                     "(run them under scripts/testenv.sh)\n");
     return 1;
   }
-  srand((unsigned)getpid());
+  unsigned seed = getenv("SG_TEST_SEED") ? (unsigned)strtoul(getenv("SG_TEST_SEED"), NULL, 10)
+                                         : (unsigned)getpid();
+  fprintf(stderr, "test_pgsink: seed %u (SG_TEST_SEED to repeat)\n", seed);
+  srand(seed);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_group_commit),
       cmocka_unit_test(test_exact_times),
@@ -557,6 +783,12 @@ int main(void) {
       cmocka_unit_test(test_second_root),
       cmocka_unit_test(test_unavailable),
       cmocka_unit_test(test_close_pending),
+      cmocka_unit_test(test_bisect_one_bad),
+      cmocka_unit_test(test_bisect_k_bad),
+      cmocka_unit_test(test_split_by_max_spans),
+      cmocka_unit_test(test_split_by_bytes),
+      cmocka_unit_test(test_read_only),
+      cmocka_unit_test(test_lock_timeouts),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -48,6 +48,20 @@ function M.ch_db()
   return "`" .. srv.database:gsub("[`\\]", "\\%0") .. "`"
 end
 
+-- Waits until ClickHouse has no unfinished mutation (ALTER ... DELETE) on
+-- the spans table: mutations run asynchronously. Polls every 100 ms for at
+-- most timeout_s seconds; true when none is left, false on timeout.
+function M.wait_mutations(timeout_s)
+  local srv = assert(gw.ch.server, gw.ch.server_error)
+  local sql = format("SELECT count() FROM system.mutations WHERE database = '%s' AND table = 'spans' AND is_done = 0",
+    (srv.database:gsub("[\\']", "\\%0")))
+  for _ = 1, timeout_s * 10 do
+    if tonumber(gw.ch.query(sql, "TSV")[1][1]) == 0 then return true end
+    gw.sleep(100)
+  end
+  return false
+end
+
 local function uuid_list(ids)
   local out = {}
   for i, p in ipairs(ids) do
