@@ -808,16 +808,24 @@ static int gzip_body(const void *in, size_t len, char **out, size_t *out_len) {
   return 0;
 }
 
-/* Reads cannot change anything, so sending one again is always safe. */
-static int is_read(const char *sql) {
+/* Reads cannot change anything, so sending one again is always safe. The
+ * statement is the query parameter followed by the body (callers may send
+ * it all in the body); n bytes of s are looked at. */
+static int is_read(const char *s, size_t n) {
   static const char *const words[] = {"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS"};
-  while (isspace((unsigned char)*sql) || *sql == '(') sql++;
+  while (n && (isspace((unsigned char)*s) || *s == '(')) s++, n--;
   for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
-    size_t n = strlen(words[i]);
-    if (strncasecmp(sql, words[i], n) == 0 && !isalnum((unsigned char)sql[n]) && sql[n] != '_')
+    size_t w = strlen(words[i]);
+    if (n >= w && strncasecmp(s, words[i], w) == 0 &&
+        (n == w || (!isalnum((unsigned char)s[w]) && s[w] != '_')))
       return 1;
   }
   return 0;
+}
+
+static int is_blank(const char *s) {
+  while (isspace((unsigned char)*s)) s++;
+  return *s == '\0';
 }
 
 /* Point r's easy handle at endpoint ep and hand it to curl. 0, or an SG_E*
@@ -861,7 +869,8 @@ int sg_ch_send(sg_ch_client_t *c, const sg_ch_req_t *q, sg_ch_cb cb, void *arg) 
   r->cb = cb;
   r->arg = arg;
   r->ep = -1;
-  r->idempotent = (flags & SG_CH_IDEMPOTENT) || is_read(q->sql);
+  r->idempotent = (flags & SG_CH_IDEMPOTENT) || is_read(q->sql, strlen(q->sql)) ||
+                  (is_blank(q->sql) && q->len && is_read(q->body, q->len));
   r->timeout_ms = q->timeout_ms > 0 ? q->timeout_ms : c->timeout_ms;
   int rc = SG_ENOMEM, prc = 0;
   sg_buf_t p = SG_BUF_INIT;

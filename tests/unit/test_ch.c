@@ -933,6 +933,15 @@ static void test_failover_only_when_safe(void **st) {
   res_free(&r);
   assert_int_equal(sg_ch_failovers(e.c), 1);
   env_close(&e);
+
+  /* A read sent as the body (the query parameter left empty) is a read too. */
+  env_open(&e, &o);
+  run(&e, "", "(SELECT count() FROM fs)", 24, 0, &r);
+  assert_int_equal(r.status, 0);
+  assert_string_equal(r.body, "1\n");
+  res_free(&r);
+  assert_int_equal(sg_ch_failovers(e.c), 1);
+  env_close(&e);
   close(lfd);
 }
 
