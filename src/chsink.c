@@ -111,8 +111,8 @@ static void version_cache_path(const sg_config_t *cfg, char *out, size_t cap) {
 }
 
 int sg_chsink_server_version(const sg_config_t *cfg, sg_ch_version_t *ver, sg_buf_t *err) {
-  sg_ch_opts_t o = {cfg->clickhouse_host, (int)cfg->clickhouse_port, cfg->clickhouse_user,
-                    cfg->clickhouse_password, NULL, 3000, 1};
+  sg_ch_opts_t o;
+  sg_config_clickhouse_opts(cfg, NULL, 3000, 1, &o);
   sg_buf_t out = SG_BUF_INIT, why = SG_BUF_INIT;
   char path[4096];
   version_cache_path(cfg, path, sizeof path);
@@ -140,9 +140,11 @@ int sg_chsink_server_version(const sg_config_t *cfg, sg_ch_version_t *ver, sg_bu
       return 0;
     }
   }
-  sg_buf_printf(err, "ClickHouse at %s:%lld did not answer SELECT version() (%s) and no version "
+  char where[512];
+  sg_buf_printf(err, "ClickHouse at %s did not answer SELECT version() (%s) and no version "
                      "is cached in %s",
-                cfg->clickhouse_host, cfg->clickhouse_port, why.data ? why.data : "no answer", path);
+                sg_config_clickhouse_where(cfg, where, sizeof where), why.data ? why.data : "no answer",
+                path);
   sg_buf_free(&out);
   sg_buf_free(&why);
   return SG_EUNAVAIL;
@@ -515,6 +517,28 @@ static void end_pass(sg_chsink_t *s) {
 
 static void split_cb(void *arg, const sg_ch_result_t *r);
 
+/* One INSERT of spooled records first..last. Sending it again is harmless:
+ * a Replicated table drops a block it already has (by checksum, and from
+ * 22.2 by the token, whatever the server's block split), a plain one keeps
+ * one version per span after merges; so the client may fail it over to
+ * another endpoint. Into a Distributed table it is accepted only once the
+ * shards have it (insert_distributed_sync; no effect on other tables): an
+ * asynchronous one answers when the rows are queued on the receiving
+ * server, and 18.16 moves a queued block aside as "broken" when a replica
+ * dies while it is being sent, so the segment would be gone from the spool
+ * and from the table. */
+static int send_insert(sg_chsink_t *s, const void *body, size_t len, uint64_t first, uint64_t last,
+                       sg_ch_cb cb) {
+  sg_ch_req_t q = {s->insert_sql.data, body, len, s->ch_flags | SG_CH_IDEMPOTENT, NULL, 0, NULL,
+                   "insert_distributed_sync=1"};
+  char token[SG_CH_TOKEN_MAX];
+  const char *dir = s->spools[s->seg_spool].dir, *base = strrchr(dir, '/');
+  if ((s->ver.major > 22 || (s->ver.major == 22 && s->ver.minor >= 2)) &&
+      sg_ch_dedup_token(token, base ? base + 1 : dir, first, last, body, len) == 0)
+    q.dedup_token = token;
+  return sg_ch_send(s->ch, &q, cb, s);
+}
+
 /* Sends the next record of the segment in flight that needs sending, moves
  * the ones judged poison to dead/, and ends the pass after the last. */
 static void send_record(sg_chsink_t *s) {
@@ -540,7 +564,7 @@ static void send_record(sg_chsink_t *s) {
   }
   s->sent_at = uv_now(s->loop);
   s->sent_rows = count_rows(rec.data, rec.len);
-  int rc = sg_ch_request(s->ch, s->insert_sql.data, rec.data, rec.len, s->ch_flags, split_cb, s);
+  int rc = send_insert(s, rec.data, rec.len, rec.seq, rec.seq, split_cb);
   if (rc != 0) {
     sg_ch_result_t fake = {rc, 0, 0, "", 0, sg_strerror(rc)};
     backoff(s, &fake);
@@ -638,9 +662,12 @@ static void send_next(sg_chsink_t *s) {
     sg_buf_reset(&s->body);
     size_t count = sg_spool_seg_count(seg);
     int mixed = 0, rc = 0;
+    uint64_t first = 0, last = 0;
     for (size_t r = 0; r < count && rc == 0; r++) {
       sg_spool_rec_t rec;
       sg_spool_seg_record(seg, r, &rec);
+      if (r == 0) first = rec.seq;
+      last = rec.seq;
       if (rec.tag_len != strlen(s->tag) || memcmp(rec.tag, s->tag, rec.tag_len) != 0) mixed = 1;
       rc = sg_buf_append(&s->body, rec.data, rec.len);
     }
@@ -659,8 +686,7 @@ static void send_next(sg_chsink_t *s) {
       if (start_split(s) == 0) send_record(s);
       return;
     }
-    rc = sg_ch_request(s->ch, s->insert_sql.data, s->body.data, s->body.len, s->ch_flags,
-                       insert_cb, s);
+    rc = send_insert(s, s->body.data, s->body.len, first, last, insert_cb);
     if (rc != 0) {
       sg_ch_result_t fake = {rc, 0, 0, "", 0, sg_strerror(rc)};
       backoff(s, &fake);
@@ -781,9 +807,8 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_
   s->pg = pg;
   if (ver) set_version(s, ver);
   s->st.reachable = ver != NULL; /* the version was just asked of the server */
-  sg_ch_opts_t o = {cfg->clickhouse_host, (int)cfg->clickhouse_port, cfg->clickhouse_user,
-                    cfg->clickhouse_password, cfg->clickhouse_database,
-                    (long)cfg->clickhouse_timeout_ms, 4};
+  sg_ch_opts_t o;
+  sg_config_clickhouse_opts(cfg, cfg->clickhouse_database, (long)cfg->clickhouse_timeout_ms, 4, &o);
   s->ch = sg_ch_client_new(loop, &o);
   if (!s->ch) {
     sg_buf_puts(err, "ClickHouse client: out of memory");
@@ -819,6 +844,8 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_
   uv_timer_start(&s->timer, tick, 0, TICK_MS);
   return s;
 }
+
+const sg_ch_client_t *sg_chsink_client(const sg_chsink_t *s) { return s->ch; }
 
 void sg_chsink_stats(const sg_chsink_t *s, sg_chsink_stats_t *out) {
   *out = s->st;

@@ -37,6 +37,7 @@
 #include <uv.h>
 
 #include "buf.h"
+#include "ch.h"
 #include "ch_schema.h"
 #include "config.h"
 #include "pg.h"
@@ -78,6 +79,8 @@ int sg_chsink_append(sg_chsink_t *s, const uint8_t project_id[16], const sg_span
 int sg_chsink_sync(sg_chsink_t *s);
 
 void sg_chsink_stats(const sg_chsink_t *s, sg_chsink_stats_t *out);
+/* The sink's ClickHouse client, for its endpoints' figures (read only). */
+const sg_ch_client_t *sg_chsink_client(const sg_chsink_t *s);
 
 /* Stops the flusher, waits for an insert in flight (bounded by the request
  * timeout), closes the spool and the ClickHouse client; frees itself once its

@@ -137,8 +137,8 @@ sg_chttl_t *sg_chttl_new(uv_loop_t *loop, const sg_config_t *cfg) {
   if (!t) return NULL;
   t->loop = loop;
   t->cfg = cfg;
-  sg_ch_opts_t o = {cfg->clickhouse_host, (int)cfg->clickhouse_port, cfg->clickhouse_user,
-                    cfg->clickhouse_password, NULL, (long)cfg->clickhouse_timeout_ms, 1};
+  sg_ch_opts_t o;
+  sg_config_clickhouse_opts(cfg, NULL, (long)cfg->clickhouse_timeout_ms, 1, &o);
   t->ch = sg_ch_client_new(loop, &o);
   if (!t->ch) {
     free(t);

@@ -67,6 +67,18 @@ typedef struct {
   XX(STR, clickhouse_host, "localhost", "CLICKHOUSE_HOST", "ClickHouse host")                 \
   XX(INT, clickhouse_port, "8123", "CLICKHOUSE_PORT",                                          \
      "ClickHouse HTTP interface port (not the native port 9000)")                              \
+  XX(LIST, clickhouse_hosts, "", NULL,                                                         \
+     "several ClickHouse endpoints \"host:port\" (replicas of one cluster), used instead of "    \
+     "clickhouse_host and clickhouse_port; \"https://host:port\" for TLS on one of them")        \
+  XX(BOOL, clickhouse_secure, "false", NULL,                                                   \
+     "https to ClickHouse (clickhouse_port is then its https port, usually 8443)")             \
+  XX(BOOL, clickhouse_verify, "true", NULL,                                                    \
+     "https: verify ClickHouse's certificate and host name (false: self-signed test servers)") \
+  XX(STR, clickhouse_ca_file, "", NULL,                                                        \
+     "https: PEM file of the CA certificates ClickHouse's is checked against (empty: the system's)") \
+  XX(STR, clickhouse_cert_file, "", NULL, "https: PEM client certificate (optional)")          \
+  XX(STR, clickhouse_key_file, "", NULL,                                                       \
+     "https: PEM private key of clickhouse_cert_file (empty: in that file)")                   \
   XX(STR, clickhouse_user, "default", "CLICKHOUSE_USER", "ClickHouse user")                   \
   XX(STR, clickhouse_gzip, "auto", NULL,                                                       \
      "gzip the bodies sent to ClickHouse: auto (unless the host is loopback), always or never")  \
@@ -140,6 +152,16 @@ void sg_config_free(sg_config_t *cfg);
 
 /* 1 when bodies sent to ClickHouse are gzipped (clickhouse_gzip). */
 int sg_config_clickhouse_gzip(const sg_config_t *cfg);
+
+/* The ClickHouse client options of cfg (endpoints, credentials, TLS) into o,
+ * with database (NULL: the server's default), the per-request timeout and
+ * the connections kept per endpoint. o's strings point into cfg. */
+struct sg_ch_opts_s;
+void sg_config_clickhouse_opts(const sg_config_t *cfg, const char *database, long timeout_ms,
+                               long max_connections, struct sg_ch_opts_s *o);
+/* Where ClickHouse is, for log lines: "localhost:8123", or the endpoints
+ * joined by ", " ("https://" marks TLS). Never credentials. */
+const char *sg_config_clickhouse_where(const sg_config_t *cfg, char *buf, size_t cap);
 
 /* The key nearest to name by edit distance, or NULL when nothing is close. */
 const char *sg_config_nearest(const char *name);

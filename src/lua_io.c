@@ -103,9 +103,8 @@ sg_lua_io_t *sg_lua_io_new(uv_loop_t *loop, const sg_config_t *cfg, sg_lua_rt_t 
   sg_buf_free(&why);
   int size = cfg->pg_pool_size > 8 ? (int)cfg->pg_pool_size : 8;
   io->pg = sg_pg_pool_new(loop, cfg->postgres_uri, size, NULL);
-  sg_ch_opts_t o = {cfg->clickhouse_host, (int)cfg->clickhouse_port, cfg->clickhouse_user,
-                    cfg->clickhouse_password, cfg->clickhouse_database,
-                    (long)cfg->clickhouse_timeout_ms, 8};
+  sg_ch_opts_t o;
+  sg_config_clickhouse_opts(cfg, cfg->clickhouse_database, (long)cfg->clickhouse_timeout_ms, 8, &o);
   io->ch = sg_ch_client_new(loop, &o);
   if (!io->pg || !io->ch) {
     sg_buf_puts(err, "cannot create the database clients (out of memory)");
@@ -127,8 +126,10 @@ sg_lua_io_t *sg_lua_io_new(uv_loop_t *loop, const sg_config_t *cfg, sg_lua_rt_t 
     snprintf(io->ver_text, sizeof io->ver_text, "%.*s", (int)strcspn(out.data, "\r\n"), out.data);
     sg_ch_insert_sql(&io->ver, cfg->clickhouse_database, &io->insert_sql);
   } else {
-    sg_buf_printf(&io->ver_err, "ClickHouse at %s:%lld did not answer SELECT version(): %s",
-                  cfg->clickhouse_host, cfg->clickhouse_port, why.data ? why.data : sg_strerror(rc));
+    char where[512];
+    sg_buf_printf(&io->ver_err, "ClickHouse at %s did not answer SELECT version(): %s",
+                  sg_config_clickhouse_where(cfg, where, sizeof where),
+                  why.data ? why.data : sg_strerror(rc));
   }
   sg_buf_free(&out);
   sg_buf_free(&why);

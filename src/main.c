@@ -99,14 +99,15 @@ static int check_options(int argc, char **argv, const char *const *allowed) {
  * server's own version. */
 static int apply_clickhouse(const sg_config_t *cfg) {
   sg_ch_global_init();
-  sg_ch_opts_t o = {cfg->clickhouse_host, (int)cfg->clickhouse_port, cfg->clickhouse_user,
-                    cfg->clickhouse_password, NULL, (long)cfg->clickhouse_timeout_ms, 1};
+  sg_ch_opts_t o;
+  sg_config_clickhouse_opts(cfg, NULL, (long)cfg->clickhouse_timeout_ms, 1, &o);
   sg_buf_t out = SG_BUF_INIT, err = SG_BUF_INIT;
   sg_ch_version_t ver;
   int rc = sg_ch_exec_sync(&o, "SELECT version()", NULL, 0, &out, &err);
   if (rc == 0 && sg_ch_version_parse(out.data ? out.data : "", &ver) != 0) rc = SG_EPARSE;
   if (rc != 0) {
-    sg_error("schema", "ClickHouse at %s:%lld: %s", cfg->clickhouse_host, cfg->clickhouse_port,
+    char where[512];
+    sg_error("schema", "ClickHouse at %s: %s", sg_config_clickhouse_where(cfg, where, sizeof where),
              err.data ? err.data : sg_strerror(rc));
     sg_buf_free(&out);
     sg_buf_free(&err);

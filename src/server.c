@@ -94,6 +94,22 @@ static void publish_stats(sg_worker_t *w) {
   PUB(pub_ch_dead_fail, ch_dead_letter_failures, cs.dead_letter_failures);
   PUB(pub_ch_spool_err, ch_spool_errors, cs.spool_errors);
   if (w->id <= SG_MAX_WORKERS) atomic_store(&sg_metrics.spool_oldest_us[w->id], cs.spool_oldest_us);
+  /* The dual-write's endpoints (all zero once the sink is gone). */
+  const sg_ch_client_t *cc = w->ch ? sg_chsink_client(w->ch) : NULL;
+  size_t neps = sg_ch_endpoint_count(cc);
+  const char *names[SG_METRICS_CH_ENDPOINTS];
+  for (size_t i = 0; i < SG_METRICS_CH_ENDPOINTS; i++) {
+    sg_ch_endpoint_stats_t es;
+    memset(&es, 0, sizeof es);
+    if (i < neps) sg_ch_endpoint_stats(cc, i, &es);
+    names[i] = es.name;
+    PUB(pub_ep_up[i], ch_ep_up[i], (int64_t)(i < neps && es.up));
+    PUB(pub_ep_pending[i], ch_ep_pending[i], (int64_t)es.pending);
+    PUB(pub_ep_requests[i], ch_ep_requests[i], es.requests);
+    PUB(pub_ep_failures[i], ch_ep_failures[i], es.failures);
+  }
+  if (neps) sg_metrics_ch_endpoint_names(names, neps);
+  PUB(pub_ch_failovers, ch_failovers, sg_ch_failovers(cc));
 #undef PUB
 }
 
@@ -321,8 +337,9 @@ int sg_server_run(const sg_config_t *cfg) {
     sg_ch_global_init();
     if (sg_chsink_server_version(cfg, &ch_version, &err) == 0) {
       sg__ch_version = &ch_version;
-      sg_info("server", "ClickHouse %d.%d at %s:%lld; dual-write on", ch_version.major,
-              ch_version.minor, cfg->clickhouse_host, cfg->clickhouse_port);
+      char where[512];
+      sg_info("server", "ClickHouse %d.%d at %s; dual-write on", ch_version.major, ch_version.minor,
+              sg_config_clickhouse_where(cfg, where, sizeof where));
     } else {
       sg_warn("server", "%s; spans are recorded as gaps until ClickHouse answers", err.data);
     }
