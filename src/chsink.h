@@ -29,7 +29,7 @@
 #include <uv.h>
 
 #include "buf.h"
-#include "ch_schema.h"
+#include "ch_rows.h"
 #include "config.h"
 #include "pg.h"
 #include "span.h"
@@ -50,10 +50,12 @@ typedef struct {
   int64_t spool_oldest_us;   /* append time of the oldest unsent row, 0 if none */
 } sg_chsink_stats_t;
 
-/* Opens <cfg->spool_dir>/w<worker_id> and starts the flusher. ver is the
- * ClickHouse server's version (the row layout depends on it). pg is used to
- * record gaps. NULL with a reason in err. */
-sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_version_t *ver,
+/* Opens <cfg->spool_dir>/w<worker_id> and starts the flusher. layout is the
+ * spans table's as it exists (ch_setup.h), NULL when ClickHouse was not
+ * reached: spans are recorded as gaps until the sink reaches it (and
+ * worker 1 creates the schema then, unless clickhouse_create_schema is off).
+ * pg is used to record gaps. NULL with a reason in err. */
+sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_layout_t *layout,
                            int worker_id, sg_pg_pool_t *pg, sg_buf_t *err);
 
 /* Spools the committed spans of one request for project. expires_us[i] is
@@ -73,10 +75,5 @@ void sg_chsink_stats(const sg_chsink_t *s, sg_chsink_stats_t *out);
  * timeout), closes the spool and the ClickHouse client; frees itself once its
  * handles are closed. Whatever is not sent stays in the spool for next time. */
 void sg_chsink_close(sg_chsink_t *s);
-
-/* ClickHouse's version, asked with a short timeout; falls back to the version
- * cached in <spool_dir>/clickhouse.version by the last successful ask. 0, or
- * SG_EUNAVAIL when neither is available (err says why). */
-int sg_chsink_server_version(const sg_config_t *cfg, sg_ch_version_t *ver, sg_buf_t *err);
 
 #endif

@@ -40,6 +40,7 @@
 
 #include "ch.h"
 #include "ch_schema.h"
+#include "ch_setup.h"
 #include "err.h"
 #include "pg.h"
 #include "span.h"
@@ -77,9 +78,8 @@ struct sg_lua_io_s {
   sg_lua_rt_t *hooks;
   sg_pg_pool_t *pg;
   sg_ch_client_t *ch;
-  sg_ch_version_t ver;
+  sg_ch_target_t target;  /* the server's version and the tables' row layouts */
   int have_ver;
-  char ver_text[64];
   sg_buf_t ver_err;
   sg_buf_t insert_sql;
   unsigned ch_flags;
@@ -1333,7 +1333,7 @@ static int raw_row_encode(sg_lua_io_t *io, rows_t *src, int i, const uint8_t pro
     hook_span_clear(&s);
   }
   if (rc == 0) {
-    rc = sg_ch_row_encode_text(&io->ver, project, &t, exp, body, &why);
+    rc = sg_ch_row_encode_text(&io->target.spans, project, &t, exp, body, &why);
     /* a time, version or expires_at out of range: what the sg_span_t path says */
     if (rc == SG_EINVAL && (strstr(why, "_at") || strstr(why, "_time") || !strcmp(why, "version")))
       why = "value out of ClickHouse's range";
@@ -1409,7 +1409,7 @@ static int encode_spans(lua_State *L, sg_lua_io_t *io, const uint8_t project[16]
       double days = -1;
       if (has_ttl) sg_lua_retention_days(io->hooks, project, &s, &days);
       int64_t exp = days > 0 ? s.created_at_us + (int64_t)(days * 86400e6) : INT64_MAX;
-      rc = sg_ch_row_encode(&io->ver, project, &s, exp, body);
+      rc = sg_ch_row_encode(&io->target.spans, project, &s, exp, body);
       if (rc) why = "value out of ClickHouse's range";
     }
     if (rc == SG_ENOMEM) {
@@ -1700,14 +1700,29 @@ void sg_lua_io_inject(lua_State *L, void *ud) {
   lua_setfield(L, -2, "batch_mt");
   if (io && io->have_ver) {
     lua_newtable(L);                            /* ..., raw, server */
-    lua_pushstring(L, io->ver_text);
+    lua_pushstring(L, io->target.version_text);
     lua_setfield(L, -2, "version");
-    lua_pushinteger(L, io->ver.major);
+    lua_pushinteger(L, io->target.ver.major);
     lua_setfield(L, -2, "major");
-    lua_pushinteger(L, io->ver.minor);
+    lua_pushinteger(L, io->target.ver.minor);
     lua_setfield(L, -2, "minor");
-    lua_pushboolean(L, (io->ver.caps & SG_CH_DATETIME64) != 0);
+    /* the tables' layouts, not the version's: tables made before an upgrade keep theirs */
+    lua_pushboolean(L, (io->target.spans.flags & SG_CH_LAYOUT_DT64) != 0);
     lua_setfield(L, -2, "datetime64");
+    lua_pushboolean(L, (io->target.nodes.flags & SG_CH_LAYOUT_DT64) != 0);
+    lua_setfield(L, -2, "nodes_datetime64");
+    if (io->cfg->clickhouse_cluster[0]) {
+      lua_pushstring(L, io->cfg->clickhouse_cluster);
+      lua_setfield(L, -2, "cluster");
+    }
+    sg_ch_schema_opts_t so;
+    sg_ch_setup_opts(io->cfg, &so);
+    sg_buf_t mt = SG_BUF_INIT;
+    if (sg_ch_mutation_target(&so, "spans", &mt) == 0) {
+      lua_pushlstring(L, mt.data, mt.len);
+      lua_setfield(L, -2, "spans_mutation"); /* ALTER TABLE <this> DELETE ... */
+    }
+    sg_buf_free(&mt);
     lua_pushstring(L, io->cfg->clickhouse_database);
     lua_setfield(L, -2, "database");
     lua_setfield(L, -2, "server");              /* ..., raw */
@@ -1753,21 +1768,22 @@ sg_lua_io_t *sg_lua_io_new(uv_loop_t *loop, const sg_config_t *cfg, sg_lua_rt_t 
     return NULL;
   }
   io->ch_flags = sg_config_clickhouse_gzip(cfg) ? SG_CH_GZIP : 0;
-  /* The server's version decides the row layout; asked once, like `schema --apply`. */
-  sg_ch_opts_t vo = o;
-  vo.database = NULL;
-  vo.timeout_ms = 5000;
-  sg_buf_t out = SG_BUF_INIT;
-  int rc = sg_ch_exec_sync(&vo, "SELECT version()", NULL, 0, &out, &why);
-  if (rc == 0 && out.data && sg_ch_version_parse(out.data, &io->ver) == 0) {
-    io->have_ver = 1;
-    snprintf(io->ver_text, sizeof io->ver_text, "%.*s", (int)strcspn(out.data, "\r\n"), out.data);
-    sg_ch_insert_sql(&io->ver, cfg->clickhouse_database, &io->insert_sql);
-  } else {
-    sg_buf_printf(&io->ver_err, "ClickHouse at %s:%lld did not answer SELECT version(): %s",
-                  cfg->clickhouse_host, cfg->clickhouse_port, why.data ? why.data : sg_strerror(rc));
+  /* The server's version and the tables' row layouts, asked once. A job
+   * does not create tables; with none yet, rows are those of the version. */
+  sg_buf_t why2 = SG_BUF_INIT;
+  int rc = sg_ch_setup(cfg, 0, &io->target, NULL, &why2);
+  if (rc == SG_ENOTFOUND) {
+    sg_ch_layout_of_version(&io->target.ver, &io->target.spans);
+    io->target.nodes = io->target.spans;
+    rc = 0;
   }
-  sg_buf_free(&out);
+  if (rc == 0) {
+    io->have_ver = 1;
+    sg_ch_insert_sql(&io->target.spans, cfg->clickhouse_database, &io->insert_sql);
+  } else {
+    sg_buf_puts(&io->ver_err, why2.data ? why2.data : sg_strerror(rc));
+  }
+  sg_buf_free(&why2);
   sg_buf_free(&why);
   uv_idle_init(loop, &io->idle);
   io->idle.data = io;

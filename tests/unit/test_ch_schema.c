@@ -211,6 +211,12 @@ static const char insert_24_8[] =
     "deleted_by_id, version, expires_at) FORMAT TabSeparated";
 
 
+static sg_ch_layout_t lay_of(const sg_ch_version_t *v) {
+  sg_ch_layout_t l;
+  sg_ch_layout_of_version(v, &l);
+  return l;
+}
+
 static sg_ch_version_t ver(const char *s) {
   sg_ch_version_t v;
   assert_int_equal(sg_ch_version_parse(s, &v), 0);
@@ -267,9 +273,10 @@ static void check_render(const char *version, const char *want_ddl, const char *
   assert_int_equal(sg_ch_schema_render(&v, NULL, &b), 0);
   assert_string_equal(b.data, want_ddl);
   sg_buf_reset(&b);
-  assert_int_equal(sg_ch_insert_sql(&v, "agenta_oss_tracing", &b), 0);
+  sg_ch_layout_t l = lay_of(&v);
+  assert_int_equal(sg_ch_insert_sql(&l, "agenta_oss_tracing", &b), 0);
   assert_string_equal(b.data, want_insert);
-  assert_int_equal(sg_ch_span_columns(&v), ncols);
+  assert_int_equal(sg_ch_span_columns(&l), ncols);
 
   /* The statement list is the script, one statement per element. */
   sg_ch_stmts_t s;
@@ -304,11 +311,13 @@ static void test_render_database_quoting(void **st) {
   (void)st;
   sg_ch_version_t v = ver("18.16.1");
   sg_ch_stmts_t s;
-  assert_int_equal(sg_ch_schema_statements(&v, "my`db\\x", &s), 0);
+  sg_ch_schema_opts_t so = {"my`db\\x", NULL, NULL, NULL};
+  assert_int_equal(sg_ch_schema_statements(&v, &so, &s), 0);
   assert_string_equal(s.v[0], "CREATE DATABASE IF NOT EXISTS `my\\`db\\\\x`");
   assert_non_null(strstr(s.v[1], "CREATE TABLE IF NOT EXISTS `my\\`db\\\\x`.spans\n"));
   sg_ch_stmts_free(&s);
-  assert_int_equal(sg_ch_schema_statements(&v, "", &s), SG_EINVAL);
+  so.database = "";
+  assert_int_equal(sg_ch_schema_statements(&v, &so, &s), SG_EINVAL);
   sg_ch_stmts_free(&s);
   /* Intermediate versions: TTL without the DELETE keyword, no index yet. */
   v = ver("19.17.4.11");
@@ -423,7 +432,8 @@ static void test_row_tricky(void **st) {
   sg_span_t s;
   fill_span(&s);
   sg_buf_t b = SG_BUF_INIT;
-  sg_ch_version_t v18 = ver("18.16.1"), v24 = ver("24.8.4.13");
+  sg_ch_version_t v18v = ver("18.16.1"), v24v = ver("24.8.4.13");
+  sg_ch_layout_t v18 = lay_of(&v18v), v24 = lay_of(&v24v);
   assert_int_equal(sg_ch_row_encode(&v18, project, &s, INT64_MAX, &b), 0);
   assert_string_equal(b.data, row_18_16);
   assert_int_equal(count_char(b.data, b.len, '\t') + 1, sg_ch_span_columns(&v18));
@@ -453,7 +463,8 @@ static void test_row_nulls_and_bounds(void **st) {
   s.updated_at_us = 999999;
   s.version = 0;
   sg_buf_t b = SG_BUF_INIT;
-  sg_ch_version_t v18 = ver("18.16.1"), v24 = ver("24.8.4.13");
+  sg_ch_version_t v18v = ver("18.16.1"), v24v = ver("24.8.4.13");
+  sg_ch_layout_t v18 = lay_of(&v18v), v24 = lay_of(&v24v);
   assert_int_equal(sg_ch_row_encode(&v18, project, &s, 1, &b), 0);
   assert_string_equal(b.data,
                       "01935e2a-7b4c-7d10-8000-123456789abc\t"
@@ -519,7 +530,8 @@ static void test_row_nulls_and_bounds(void **st) {
  * redone into a grown buffer and escaped in place. */
 static void test_row_big_json(void **st) {
   (void)st;
-  sg_ch_version_t v = ver("24.8.4.13");
+  sg_ch_version_t vv = ver("24.8.4.13");
+  sg_ch_layout_t v = lay_of(&vv);
   sg_span_t s;
   memset(&s, 0, sizeof(s));
   s.trace_type = SG_NULL_ENUM;
@@ -627,7 +639,8 @@ static void test_row_text_equals_span_row(void **st) {
   sg_ch_text_row_t r;
   fill_text_row(&r);
   sg_buf_t b = SG_BUF_INIT;
-  sg_ch_version_t v18 = ver("18.16.1"), v24 = ver("24.8.4.13");
+  sg_ch_version_t v18v = ver("18.16.1"), v24v = ver("24.8.4.13");
+  sg_ch_layout_t v18 = lay_of(&v18v), v24 = lay_of(&v24v);
   const char *why = NULL;
   assert_int_equal(sg_ch_row_encode_text(&v18, project, &r, INT64_MAX, &b, &why), 0);
   assert_string_equal(b.data, row_18_16);
