@@ -668,7 +668,7 @@ static int unwrap(const char *type, const char *w, char *buf, size_t cap) {
 
 /* Why a column of type `type` cannot take what spangate writes for c in
  * this layout, or NULL when it can. */
-static const char *col_problem(const col_t *c, const char *type, int dt64) {
+static const char *col_problem(const col_t *c, const char *type, int dt64, char *msg, size_t cap) {
   char t1[2048], t2[2048];
   int lowcard = unwrap(type, "LowCardinality", t1, sizeof t1);
   int null = unwrap(t1, "Nullable", t2, sizeof t2);
@@ -686,7 +686,10 @@ static const char *col_problem(const col_t *c, const char *type, int dt64) {
     for (int i = 0; i < c->enm->n; i++) {
       char lab[128];
       snprintf(lab, sizeof lab, "'%s' =", c->enm->labels[i]);
-      if (!strstr(t2, lab)) return "lacks one of spangate's enum labels";
+      if (!strstr(t2, lab)) {
+        snprintf(msg, cap, "lacks the enum label '%s' (such spans would be rejected)", c->enm->labels[i]);
+        return msg;
+      }
     }
     return NULL;
   case T_STRING:
@@ -738,11 +741,11 @@ int sg_ch_table_layout(const sg_ch_existing_t *ex, const sg_ch_schema_opts_t *o,
   for (size_t i = 0; i < t->ncols; i++) {
     const col_t *c = &t->cols[i];
     const char *type = ex_type(ex, table, c->name), *problem = NULL;
-    char col[80];
+    char col[80], msg[160];
     snprintf(col, sizeof col, "%s", c->name);
     if (!type) {
       problem = "is missing";
-    } else if ((problem = col_problem(c, type, dt64)) == NULL && SG__CH_IS_TIME(c->type) && !dt64) {
+    } else if ((problem = col_problem(c, type, dt64, msg, sizeof msg)) == NULL && SG__CH_IS_TIME(c->type) && !dt64) {
       snprintf(col, sizeof col, "%s_us", c->name);
       type = ex_type(ex, table, col);
       const char *want = us_type(c);

@@ -71,8 +71,8 @@ typedef struct {
      "render DDL and SQL for this ClickHouse version (X.Y) instead of asking SELECT version(); " \
      "rows always follow the tables that exist")                                               \
   XX(STR, clickhouse_cluster, "", NULL,                                                        \
-     "cluster name from the servers' remote_servers: tables are created ON CLUSTER as "        \
-     "Replicated*MergeTree <table>_local with a Distributed <table> in front")                 \
+     "cluster name from the servers' remote_servers: tables are created ON CLUSTER, replicated " \
+     "spans_local/nodes_local with Distributed spans/nodes in front")                          \
   XX(STR, clickhouse_zk_path, "/clickhouse/tables/{shard}/{database}/{table}", NULL,           \
      "ZooKeeper path of the replicated tables; spangate fills in {database} and {table}, "     \
      "the servers' macros the rest")                                                            \

@@ -908,7 +908,7 @@ static void test_layout_of_existing(void **st) {
   static const struct { const char *col, *type, *msg; } bad[] = {
       {"start_time", "DateTime64(3, 'UTC')", "column start_time DateTime64(3, 'UTC') is not DateTime64(6, 'UTC')"},
       {"parent_id", "UUID", "column parent_id UUID is not Nullable"},
-      {"status_code", "Enum8('STATUS_CODE_UNSET' = 0, 'STATUS_CODE_OK' = 1)", "lacks one of spangate's enum labels"},
+      {"status_code", "Enum8('STATUS_CODE_UNSET' = 0, 'STATUS_CODE_OK' = 1)", "column status_code Enum8('STATUS_CODE_UNSET' = 0, 'STATUS_CODE_OK' = 1) lacks the enum label 'STATUS_CODE_ERROR'"},
       {"version", "UInt32", "column version UInt32 is not UInt64"},
       {"attributes", "Nullable(JSON)", "is not a String"},
   };
