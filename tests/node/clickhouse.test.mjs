@@ -199,7 +199,7 @@ test('serve creates the missing ClickHouse database and tables at start (logged)
     assert.deepEqual(await chTables(gw.chdb), []);
     appendFileSync(gw.conf, 'use_clickhouse = true\n');
     await gw.start();
-    assert.match(gw.log, /\[info\] schema: create database `[^`]+`/);
+    assert.match(gw.log, /\[info\] clickhouse: schema: create database `[^`]+`/);
     assert.match(gw.log, /schema: create table `[^`]+`\.spans \(DateTime \+ _us times\)/);
     assert.deepEqual(await chTables(gw.chdb), ['nodes', 'spans', 'spans_analytics', 'spans_analytics_mv']);
     const r = await postJson(gw, '/v1/spans', { spans: [span('a100000000000001')] });
@@ -243,7 +243,7 @@ test('tables made with 18.16\'s layout keep getting exact rows when the server r
     await gw.start();
     assert.match(gw.log, /ClickHouse 24\.8 at .* spans rows DateTime \+ _us; dual-write on/);
     // what 24.8 would add is reported, not done (create_schema off)
-    assert.match(gw.log, /\[warn\] schema missing: set TTL expires_at on/);
+    assert.match(gw.log, /\[warn\] clickhouse: schema missing: set TTL expires_at on/);
     const spans = [
       span('a200000000000001', { start_time: 1714979289000001, end_time: 1714979289999999, attributes: { n: 'BIG', s: 'ünï 😀 \t\n\\' } }),
       span('a200000000000002', { start_time: 4102444799999999, end_time: 4102444800000000, status_message: null }),
