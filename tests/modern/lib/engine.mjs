@@ -38,12 +38,13 @@ function listen(server) {
 }
 
 // The statement and its rows as ClickHouse's HTTP interface reads them: the
-// `query` parameter, then the body (INSERT data, or the rest of the query).
+// `query` parameter followed by the body, which for an INSERT holds its rows
+// (spangate's jobs send long statements in the body, query= left empty).
 function statementOf(url, body) {
-  const q = url.searchParams.get('query');
+  const q = url.searchParams.get('query') || '';
   const text = body.toString('utf8');
-  if (q == null) return { sql: text, data: '' };
-  return { sql: q, data: text };
+  if (/^\s*INSERT\b/i.test(q)) return { sql: q, data: text };
+  return { sql: q + text, data: '' };
 }
 
 const SPOKEN = new Set(['query', 'database', 'user', 'password']);
