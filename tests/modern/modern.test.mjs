@@ -300,7 +300,7 @@ test(`the read API's and the jobs' statements run on ClickHouse ${ENGINE} and an
     const kinds18 = new Set(plog.map((e) => e.sql.split(/\s+/)[0].toUpperCase()));
     const kinds26 = new Set(elog.map((e) => e.sql.split(/\s+/)[0].toUpperCase()));
     for (const k of kinds18) assert.ok(kinds26.has(k), `the modern engine got ${k} statements too`);
-    console.log(`# ${elog.length} statements ran on ClickHouse ${ENGINE}; ${compared} SELECTs answered as on 18.16; ` +
+    console.log(`${elog.length} statements ran on ClickHouse ${ENGINE}; ${compared} SELECTs answered as on 18.16; ` +
       `${onlyModern.size} SELECT shapes exist only in their DateTime64 form (checked through the jobs' results above)`);
   } finally {
     if (g26) await g26.stop();
