@@ -8,8 +8,9 @@ import { join } from 'node:path';
 import { BasicTracerProvider, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { SpanKind, SpanStatusCode, context, trace } from '@opentelemetry/api';
-import { startGateway, postJson, request, KEY_A, chQuery, until, chctl, CH_DIR, sleep, spanUuid, BIN } from './lib/harness.mjs';
+import { startGateway, postJson, request, KEY_A, chQuery, freePort, until, chctl, CH_DIR, sleep, spanUuid, BIN } from './lib/harness.mjs';
 import { execFileSync } from 'node:child_process';
+import net from 'node:net';
 
 const CH_PORT = process.env.SG_TEST_CH_PORT;
 const CH_TCP = process.env.SG_TEST_CH_TCP_PORT;
@@ -288,4 +289,37 @@ test('schema --apply on an existing database adds what is missing, prints it, an
     const again = execFileSync(BIN, ['schema', '--apply', '-c', gw.conf], { env: gw.env }).toString();
     assert.match(again, /ClickHouse: nothing was missing/);
   } finally { await gw.stop(); }
+});
+
+test('ClickHouse away at start with nothing created: gaps meanwhile, then the schema is created and rows flow', async () => {
+  // The gateway's ClickHouse port forwards to the real server only once a
+  // forwarder listens there; until then connections are refused.
+  const port = await freePort();
+  const gw = await startGateway({ clickhouse: true, conf: ['use_clickhouse = false'] });
+  let fwd;
+  try {
+    await gw.stop();
+    appendFileSync(gw.conf, `use_clickhouse = true\nclickhouse_port = ${port}\n`);
+    await gw.start();
+    assert.match(gw.log, /spans are recorded as gaps until ClickHouse answers/);
+    assert.equal((await postJson(gw, '/v1/spans', { spans: [span('c100000000000001')] })).status, 200);
+    assert.ok(await until(async () => (await gw.query('SELECT coalesce(sum(spans), 0)::int AS n FROM spangate_ch_gaps'))[0].n === 1),
+      'the span is recorded as a gap');
+    fwd = net.createServer((c) => {
+      const up = net.connect(Number(CH_PORT), '127.0.0.1');
+      c.pipe(up).pipe(c);
+      c.on('error', () => up.destroy());
+      up.on('error', () => c.destroy());
+    });
+    await new Promise((r) => fwd.listen(port, '127.0.0.1', r));
+    // each of the two workers (worker 1 creates the schema, the other waits for it)
+    const resumed = () => (gw.log.match(/ClickHouse 18\.16\.\S+ reached; dual-write resumes/g) || []).length;
+    assert.ok(await until(() => resumed() === 2, 30000), gw.log);
+    assert.match(gw.log, /\[info\] clickhouse: schema: create table `[^`]+`\.spans \(DateTime \+ _us times\)/);
+    assert.equal((await postJson(gw, '/v1/spans', { spans: [span('c100000000000002')] })).status, 200);
+    assert.ok(await until(async () => (await chCount(gw)) === 1), 'the span after the reconnect arrived');
+  } finally {
+    await gw.stop();
+    if (fwd) await new Promise((r) => fwd.close(r));
+  }
 });
