@@ -344,7 +344,9 @@ static void setup_after(uv_work_t *req, int status) {
   sg_chsink_t *s = u->s;
   if (s && status == 0) {
     s->setup = NULL;
-    for (char *l = u->done.data, *nl; l && *l && (nl = strchr(l, '\n')); l = nl + 1) {
+    /* what worker 1 created (the others only read: their "missing" lines are noise) */
+    for (char *l = (u->flags & SG_CH_SETUP_CREATE) ? u->done.data : NULL, *nl; l && *l && (nl = strchr(l, '\n'));
+         l = nl + 1) {
       *nl = '\0';
       sg_info("clickhouse", "schema: %s", l);
     }

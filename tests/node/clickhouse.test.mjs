@@ -315,7 +315,7 @@ test('ClickHouse away at start with nothing created: gaps meanwhile, then the sc
     // each of the two workers (worker 1 creates the schema, the other waits for it)
     const resumed = () => (gw.log.match(/ClickHouse 18\.16\.\S+ reached; dual-write resumes/g) || []).length;
     assert.ok(await until(() => resumed() === 2, 30000), gw.log);
-    assert.match(gw.log, /\[info\] clickhouse: schema: create table `[^`]+`\.spans \(DateTime \+ _us times\)/);
+    assert.match(gw.log, /\[info\] worker 1 clickhouse: schema: create table `[^`]+`\.spans \(DateTime \+ _us times\)/);
     assert.equal((await postJson(gw, '/v1/spans', { spans: [span('c100000000000002')] })).status, 200);
     assert.ok(await until(async () => (await chCount(gw)) === 1), 'the span after the reconnect arrived');
   } finally {
