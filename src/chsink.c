@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "ch.h"
+#include "ch_setup.h"
 #include "err.h"
 #include "log.h"
 #include "spool.h"
@@ -46,8 +47,11 @@ typedef struct {
 struct sg_chsink_s {
   uv_loop_t *loop;
   const sg_config_t *cfg;
-  sg_ch_version_t ver;
+  sg_ch_layout_t lay;          /* the spans table's, as it exists */
+  sg_ch_version_t ver;         /* the server's (insert options depend on it) */
   int have_ver;                /* 0: layout unknown (ClickHouse never reached): gaps only */
+  int worker_id;
+  struct setup_s *setup;       /* a ch_setup off the loop, when ClickHouse was away at start */
   char tag[32];                /* row layout of this server, e.g. "spans/us" */
   sg_buf_t insert_sql;
   sg_ch_client_t *ch;
@@ -79,7 +83,6 @@ struct sg_chsink_s {
   uint64_t backoff_ms;
   uint64_t next_try_ms;
   uint64_t last_version_try;
-  int version_inflight;
   int closing;
   int logged_down;             /* a "ClickHouse unreachable" line is out */
   uint64_t last_encode_log;
@@ -93,61 +96,15 @@ static int64_t now_us(void) {
 }
 
 /* Without its INSERT statement the sink must not send anything (an empty
- * query would come back as a syntax error, i.e. "poison"): the version stays
- * unknown, so rows are recorded as gaps and the version is asked again. */
-static int set_version(sg_chsink_t *s, const sg_ch_version_t *ver) {
-  s->ver = *ver;
-  snprintf(s->tag, sizeof s->tag, "spans/%s", (ver->caps & SG_CH_DATETIME64) ? "dt64" : "us");
+ * query would come back as a syntax error, i.e. "poison"): the layout stays
+ * unknown, so rows are recorded as gaps and the layout is asked again. */
+static int set_layout(sg_chsink_t *s, const sg_ch_layout_t *lay) {
+  s->lay = *lay;
+  snprintf(s->tag, sizeof s->tag, "spans/%s", (lay->flags & SG_CH_LAYOUT_DT64) ? "dt64" : "us");
   sg_buf_reset(&s->insert_sql);
-  int rc = sg_ch_insert_sql(&s->ver, s->cfg->clickhouse_database, &s->insert_sql);
+  int rc = sg_ch_insert_sql(&s->lay, s->cfg->clickhouse_database, &s->insert_sql);
   s->have_ver = rc == 0;
   return rc;
-}
-
-/* ---- server version ------------------------------------------------------- */
-
-static void version_cache_path(const sg_config_t *cfg, char *out, size_t cap) {
-  snprintf(out, cap, "%s/clickhouse.version", cfg->spool_dir);
-}
-
-int sg_chsink_server_version(const sg_config_t *cfg, sg_ch_version_t *ver, sg_buf_t *err) {
-  sg_ch_opts_t o;
-  sg_config_clickhouse_opts(cfg, NULL, 3000, 1, &o);
-  sg_buf_t out = SG_BUF_INIT, why = SG_BUF_INIT;
-  char path[4096];
-  version_cache_path(cfg, path, sizeof path);
-  int rc = sg_ch_exec_sync(&o, "SELECT version()", NULL, 0, &out, &why);
-  if (rc == 0 && out.data && sg_ch_version_parse(out.data, ver) == 0) {
-    mkdir(cfg->spool_dir, 0755);
-    FILE *f = fopen(path, "w");
-    if (f) {
-      fputs(out.data, f);
-      fclose(f);
-    }
-    sg_buf_free(&out);
-    sg_buf_free(&why);
-    return 0;
-  }
-  char text[64] = {0};
-  FILE *f = fopen(path, "r");
-  if (f) {
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    text[n] = '\0';
-    fclose(f);
-    if (sg_ch_version_parse(text, ver) == 0) {
-      sg_buf_free(&out);
-      sg_buf_free(&why);
-      return 0;
-    }
-  }
-  char where[512];
-  sg_buf_printf(err, "ClickHouse at %s did not answer SELECT version() (%s) and no version "
-                     "is cached in %s",
-                sg_config_clickhouse_where(cfg, where, sizeof where), why.data ? why.data : "no answer",
-                path);
-  sg_buf_free(&out);
-  sg_buf_free(&why);
-  return SG_EUNAVAIL;
 }
 
 /* ---- gaps ------------------------------------------------------------------ */
@@ -219,7 +176,7 @@ int sg_chsink_append(sg_chsink_t *s, const uint8_t project_id[16], const sg_span
   size_t good = 0;
   for (size_t i = 0; i < n; i++) {
     size_t before = s->rows.len;
-    int rc = sg_ch_row_encode(&s->ver, project_id, &spans[i], expires_us ? expires_us[i] : INT64_MAX,
+    int rc = sg_ch_row_encode(&s->lay, project_id, &spans[i], expires_us ? expires_us[i] : INT64_MAX,
                               &s->rows);
     if (rc == 0) {
       good++;
@@ -695,14 +652,68 @@ static void send_next(sg_chsink_t *s) {
   }
 }
 
-static void version_cb(void *arg, const sg_ch_result_t *r) {
-  sg_chsink_t *s = arg;
-  s->version_inflight = 0;
-  sg_ch_version_t v;
-  if (r->status == 0 && sg_ch_version_parse(r->body, &v) == 0) {
-    if (set_version(s, &v) != 0) return; /* out of memory: asked again */
-    sg_info("clickhouse", "ClickHouse %d.%d reached; dual-write resumes", v.major, v.minor);
+/* ---- ClickHouse away at start --------------------------------------------------------
+ *
+ * The sink asks every 5 s, off the loop (ch_setup blocks), until ClickHouse
+ * answers; worker 1 also creates or completes the schema then (unless
+ * clickhouse_create_schema is off), the others only read the layout. */
+
+typedef struct setup_s {
+  uv_work_t req;
+  sg_chsink_t *s;      /* NULL once the sink closed */
+  const sg_config_t *cfg;
+  unsigned flags;
+  int rc;
+  sg_ch_target_t t;
+  sg_buf_t done, err;
+} setup_t;
+
+static void setup_work(uv_work_t *req) {
+  setup_t *u = req->data;
+  u->rc = sg_ch_setup(u->cfg, u->flags, &u->t, &u->done, &u->err);
+}
+
+static void setup_after(uv_work_t *req, int status) {
+  setup_t *u = req->data;
+  sg_chsink_t *s = u->s;
+  if (s && status == 0) {
+    s->setup = NULL;
+    /* what worker 1 created (the others only read: their "missing" lines are noise) */
+    for (char *l = (u->flags & SG_CH_SETUP_CREATE) ? u->done.data : NULL, *nl; l && *l && (nl = strchr(l, '\n'));
+         l = nl + 1) {
+      *nl = '\0';
+      sg_info("clickhouse", "schema: %s", l);
+    }
+    if (u->rc == 0) s->ver = u->t.ver;
+    if (u->rc == 0 && set_layout(s, &u->t.spans) != 0) {
+      sg_error("clickhouse", "out of memory building the INSERT statement; asking again");
+    } else if (u->rc == 0) {
+      if (s->worker_id == 1) sg_ch_setup_save(s->cfg, &u->t);
+      sg_info("clickhouse", "ClickHouse %s reached; dual-write resumes", u->t.version_text);
+    } else if (u->rc != SG_EUNAVAIL && u->rc != SG_ENOTFOUND) {
+      sg_error("clickhouse", "%s; spans are recorded as gaps for `spangate migrate`",
+               u->err.data ? u->err.data : sg_strerror(u->rc));
+    }
+  } else if (s) {
+    s->setup = NULL;
   }
+  sg_buf_free(&u->done);
+  sg_buf_free(&u->err);
+  free(u);
+}
+
+static void setup_start(sg_chsink_t *s) {
+  setup_t *u = calloc(1, sizeof *u);
+  if (!u) return;
+  u->s = s;
+  u->cfg = s->cfg;
+  u->flags = s->worker_id == 1 && s->cfg->clickhouse_create_schema ? SG_CH_SETUP_CREATE : 0;
+  u->req.data = u;
+  if (uv_queue_work(s->loop, &u->req, setup_work, setup_after) != 0) {
+    free(u);
+    return;
+  }
+  s->setup = u;
 }
 
 static void tick(uv_timer_t *t) {
@@ -710,10 +721,9 @@ static void tick(uv_timer_t *t) {
   if (s->closing) return;
   uint64_t now = uv_now(s->loop);
   if (!s->have_ver) {
-    if (!s->version_inflight && now - s->last_version_try >= 5000) {
+    if (!s->setup && now - s->last_version_try >= 5000) {
       s->last_version_try = now;
-      s->version_inflight =
-          sg_ch_request(s->ch, "SELECT version()", NULL, 0, 0, version_cb, s) == 0;
+      setup_start(s);
     }
     return;
   }
@@ -795,7 +805,7 @@ static int open_spool(sg_chsink_t *s, const char *dir, int own, sg_buf_t *err) {
   return 0;
 }
 
-sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_version_t *ver,
+sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_target_t *target,
                            int worker_id, sg_pg_pool_t *pg, sg_buf_t *err) {
   sg_chsink_t *s = calloc(1, sizeof *s);
   if (!s) return NULL;
@@ -805,8 +815,12 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_
    * put until the insert's callback: no copy unless gzipped. */
   s->ch_flags = sg_config_clickhouse_gzip(cfg) ? SG_CH_GZIP : SG_CH_BORROW;
   s->pg = pg;
-  if (ver) set_version(s, ver);
-  s->st.reachable = ver != NULL; /* the version was just asked of the server */
+  s->worker_id = worker_id;
+  if (target) {
+    s->ver = target->ver;
+    set_layout(s, &target->spans);
+  }
+  s->st.reachable = target != NULL; /* the server was just asked */
   sg_ch_opts_t o;
   sg_config_clickhouse_opts(cfg, cfg->clickhouse_database, (long)cfg->clickhouse_timeout_ms, 4, &o);
   s->ch = sg_ch_client_new(loop, &o);
@@ -873,6 +887,7 @@ void sg_chsink_close(sg_chsink_t *s) {
   if (!s) return;
   s->closing = 1;
   uv_timer_stop(&s->timer);
+  if (s->setup) s->setup->s = NULL; /* it finishes on its own and frees itself */
   /* Cancels an insert in flight (its segment stays spooled: at least once);
    * the client first: the request may point into the segment. */
   sg_ch_client_close(s->ch);

@@ -38,7 +38,8 @@
 
 #include "buf.h"
 #include "ch.h"
-#include "ch_schema.h"
+#include "ch_rows.h"
+#include "ch_setup.h"
 #include "config.h"
 #include "pg.h"
 #include "span.h"
@@ -61,10 +62,13 @@ typedef struct {
   int64_t spool_oldest_us;   /* append time of the oldest unsent row, 0 if none */
 } sg_chsink_stats_t;
 
-/* Opens <cfg->spool_dir>/w<worker_id> and starts the flusher. ver is the
- * ClickHouse server's version (the row layout depends on it). pg is used to
- * record gaps. NULL with a reason in err. */
-sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_version_t *ver,
+/* Opens <cfg->spool_dir>/w<worker_id> and starts the flusher. target is the
+ * server's version and the spans table's layout as it exists (ch_setup.h;
+ * copied), NULL when ClickHouse was not
+ * reached: spans are recorded as gaps until the sink reaches it (and
+ * worker 1 creates the schema then, unless clickhouse_create_schema is off).
+ * pg is used to record gaps. NULL with a reason in err. */
+sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_target_t *target,
                            int worker_id, sg_pg_pool_t *pg, sg_buf_t *err);
 
 /* Spools the committed spans of one request for project. expires_us[i] is
@@ -86,10 +90,5 @@ const sg_ch_client_t *sg_chsink_client(const sg_chsink_t *s);
  * timeout), closes the spool and the ClickHouse client; frees itself once its
  * handles are closed. Whatever is not sent stays in the spool for next time. */
 void sg_chsink_close(sg_chsink_t *s);
-
-/* ClickHouse's version, asked with a short timeout; falls back to the version
- * cached in <spool_dir>/clickhouse.version by the last successful ask. 0, or
- * SG_EUNAVAIL when neither is available (err says why). */
-int sg_chsink_server_version(const sg_config_t *cfg, sg_ch_version_t *ver, sg_buf_t *err);
 
 #endif

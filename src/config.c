@@ -13,6 +13,7 @@
 #include <jansson.h>
 
 #include "ch.h"
+#include "ch_version.h"
 #include "err.h"
 #include "log.h"
 
@@ -541,6 +542,19 @@ static int check(const sg_config_t *cfg, sg_buf_t *err) {
   }
   if (strcmp(cfg->read_backend, "postgres") && strcmp(cfg->read_backend, "clickhouse")) {
     sg_buf_printf(err, "read_backend must be postgres or clickhouse, not '%s'", cfg->read_backend);
+    return SG_ECONFIG;
+  }
+  if (cfg->clickhouse_version[0]) {
+    sg_ch_version_t v;
+    if (sg_ch_version_parse(cfg->clickhouse_version, &v) != 0) {
+      sg_buf_printf(err, "clickhouse_version must be a ClickHouse version like 24.8, not '%s'",
+                    cfg->clickhouse_version);
+      return SG_ECONFIG;
+    }
+  }
+  if (cfg->clickhouse_cluster[0] && !strstr(cfg->clickhouse_zk_path, "{table}")) {
+    sg_buf_printf(err, "clickhouse_zk_path must contain {table} (each replicated table needs its own "
+                       "path), not '%s'", cfg->clickhouse_zk_path);
     return SG_ECONFIG;
   }
   if (cfg->clickhouse_rollout_percent < 0 || cfg->clickhouse_rollout_percent > 100) {

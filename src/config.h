@@ -86,6 +86,20 @@ typedef struct {
   XX(STR, clickhouse_database, "agenta_oss_tracing", "CLICKHOUSE_DATABASE",                    \
      "ClickHouse database holding the spans and nodes tables")                                 \
   XX(INT, clickhouse_timeout_ms, "30000", NULL, "one ClickHouse request, connect included")   \
+  XX(BOOL, clickhouse_create_schema, "true", NULL,                                             \
+     "serve creates the ClickHouse database and tables at start when they are missing, and adds " \
+     "missing columns, index, TTL and view (as `schema --apply`)")                               \
+  XX(STR, clickhouse_version, "", NULL,                                                        \
+     "render DDL and SQL for this ClickHouse version (X.Y) instead of asking SELECT version(); " \
+     "rows always follow the tables that exist")                                               \
+  XX(STR, clickhouse_cluster, "", NULL,                                                        \
+     "cluster name from the servers' remote_servers: tables are created ON CLUSTER, replicated " \
+     "spans_local/nodes_local with Distributed spans/nodes in front")                          \
+  XX(STR, clickhouse_zk_path, "/clickhouse/tables/{shard}/{database}/{table}", NULL,           \
+     "ZooKeeper path of the replicated tables; spangate fills in {database} and {table}, "     \
+     "the servers' macros the rest")                                                            \
+  XX(STR, clickhouse_replica, "{replica}", NULL,                                                \
+     "replica name of the replicated tables (usually the servers' {replica} macro)")           \
   XX(STR, spool_dir, "var/spool", NULL, "directory of the durable ClickHouse spool")          \
   XX(SIZE, spool_max_bytes, "1GiB", NULL,                                                      \
      "spool size bound per worker; beyond it spans are recorded as gaps for `spangate migrate`") \

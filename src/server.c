@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "ch.h"
+#include "ch_setup.h"
 #include "err.h"
 #include "listen.h"
 #include "log.h"
@@ -35,8 +36,8 @@ typedef struct {
 } server_t;
 
 static server_t *the_server;
-const sg_ch_version_t *sg__ch_version;
-static sg_ch_version_t ch_version;
+const sg_ch_target_t *sg__ch_target;
+static sg_ch_target_t ch_target;
 
 /* ---- worker thread ------------------------------------------------------ */
 
@@ -253,7 +254,7 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
   if (!w->sink) return SG_ENOMEM;
 
   if (cfg->use_clickhouse) {
-    w->ch = sg_chsink_new(&w->loop, cfg, sg__ch_version, w->id, w->pg, err);
+    w->ch = sg_chsink_new(&w->loop, cfg, sg__ch_target, w->id, w->pg, err);
     if (!w->ch) return SG_ECONFIG;
     if (w->id == 1) w->ttl = sg_chttl_new(&w->loop, cfg);
   }
@@ -320,6 +321,51 @@ static void worker_done_cb(uv_async_t *a) {
   uv_close((uv_handle_t *)&s->worker_done, close_cb);
 }
 
+/* ClickHouse before the workers start: its version, the database and
+ * tables created (or completed) when missing unless clickhouse_create_schema
+ * is off, and the row layout of the spans table as it exists. A table
+ * spangate cannot write fails the start (err names it); ClickHouse away
+ * falls back to the layout cached in spool_dir by the last start, or to
+ * gaps until a worker reaches it (chsink.c). */
+static int clickhouse_at_start(const sg_config_t *cfg, sg_buf_t *err) {
+  sg_buf_t done = SG_BUF_INIT, why = SG_BUF_INIT;
+  unsigned flags = cfg->clickhouse_create_schema ? SG_CH_SETUP_CREATE : 0;
+  int rc = sg_ch_setup(cfg, flags, &ch_target, &done, &why);
+  for (char *l = done.data, *nl; l && *l; l = nl + 1) {
+    nl = strchr(l, '\n');
+    if (!nl) break;
+    *nl = '\0';
+    if (flags) sg_info("clickhouse", "schema: %s", l);
+    else sg_warn("clickhouse", "schema %s (clickhouse_create_schema is off; `spangate schema --apply` adds it)", l);
+  }
+  sg_buf_free(&done);
+  if (rc == 0) {
+    sg__ch_target = &ch_target;
+    sg_ch_setup_save(cfg, &ch_target);
+    char where[512];
+    sg_info("server", "ClickHouse %s at %s, database %s%s%s, spans rows %s; dual-write on",
+            ch_target.version_text, sg_config_clickhouse_where(cfg, where, sizeof where), cfg->clickhouse_database,
+            cfg->clickhouse_cluster[0] ? " on cluster " : "", cfg->clickhouse_cluster,
+            (ch_target.spans.flags & SG_CH_LAYOUT_DT64) ? "DateTime64" : "DateTime + _us");
+  } else if (rc == SG_EUNAVAIL) {
+    sg_buf_t cached = SG_BUF_INIT;
+    if (sg_ch_setup_cached(cfg, &ch_target, &cached) == 0) {
+      sg__ch_target = &ch_target;
+      sg_warn("server", "%s; spooling rows in the layout found at the last start (ClickHouse %s)",
+              why.data, ch_target.version_text);
+    } else {
+      sg_warn("server", "%s and %s; spans are recorded as gaps until ClickHouse answers", why.data,
+              cached.data);
+    }
+    sg_buf_free(&cached);
+    rc = 0;
+  } else {
+    sg_buf_puts(err, why.data ? why.data : sg_strerror(rc));
+  }
+  sg_buf_free(&why);
+  return rc;
+}
+
 int sg_server_run(const sg_config_t *cfg) {
   signal(SIGPIPE, SIG_IGN);
   server_t s;
@@ -335,13 +381,12 @@ int sg_server_run(const sg_config_t *cfg) {
   sg_buf_t err = SG_BUF_INIT;
   if (cfg->use_clickhouse) {
     sg_ch_global_init();
-    if (sg_chsink_server_version(cfg, &ch_version, &err) == 0) {
-      sg__ch_version = &ch_version;
-      char where[512];
-      sg_info("server", "ClickHouse %d.%d at %s; dual-write on", ch_version.major, ch_version.minor,
-              sg_config_clickhouse_where(cfg, where, sizeof where));
-    } else {
-      sg_warn("server", "%s; spans are recorded as gaps until ClickHouse answers", err.data);
+    rc = clickhouse_at_start(cfg, &err);
+    if (rc != 0) {
+      sg_error("server", "start-up failed: %s", err.data ? err.data : sg_strerror(rc));
+      sg_buf_free(&err);
+      free(s.workers);
+      return rc;
     }
     sg_buf_reset(&err);
   }

@@ -53,7 +53,7 @@ typedef struct sg_worker_s {
 } sg_worker_t;
 
 /* ClickHouse version given to every worker's chsink (server.c); NULL when unknown. */
-extern const sg_ch_version_t *sg__ch_version;
+extern const sg_ch_target_t *sg__ch_target;
 
 /* Route one complete request (router.c). */
 void sg__router_handle(sg_http_req_t *req, void *worker);

@@ -481,7 +481,8 @@ static void test_native_port(void **st) {
 
 static void apply_schema(env_t *e, const sg_ch_version_t *v) {
   sg_ch_stmts_t s;
-  assert_int_equal(sg_ch_schema_statements(v, SCHEMA_DB, &s), 0);
+  sg_ch_schema_opts_t so = {SCHEMA_DB, NULL, NULL, NULL};
+  assert_int_equal(sg_ch_schema_statements(v, &so, &s), 0);
   for (int pass = 0; pass < 2; pass++) /* idempotent */
     for (size_t i = 0; i < s.n; i++) run_ok(e, s.v[i], NULL, 0, 0);
   sg_ch_stmts_free(&s);
@@ -510,7 +511,9 @@ static void test_schema_apply(void **st) {
   res_free(&r);
   /* The INSERT column list names every column the table has, in order. */
   char want[32];
-  snprintf(want, sizeof want, "%zu\n", sg_ch_span_columns(&v));
+  sg_ch_layout_t lay;
+  sg_ch_layout_of_version(&v, &lay);
+  snprintf(want, sizeof want, "%zu\n", sg_ch_span_columns(&lay));
   run(&e, "SELECT count() FROM system.columns WHERE database = '" SCHEMA_DB "' AND table = 'spans'",
       NULL, 0, 0, &r);
   assert_string_equal(r.body, want);
@@ -665,6 +668,8 @@ static void test_rows_round_trip(void **st) {
   sg_ch_version_t v = server_version(&e);
   run_ok(&e, "DROP DATABASE IF EXISTS " SCHEMA_DB, NULL, 0, 0);
   apply_schema(&e, &v);
+  sg_ch_layout_t lay;
+  sg_ch_layout_of_version(&v, &lay);
 
   sg_span_t spans[NROWS];
   sg_buf_t rows = SG_BUF_INIT, want = SG_BUF_INIT, sql = SG_BUF_INIT;
@@ -672,10 +677,10 @@ static void test_rows_round_trip(void **st) {
     make_span(&spans[i], i);
     int64_t exp_us = i % 3 == 0 ? INT64_MAX : 1800000000000000LL + i; /* rounds up */
     int64_t exp_s = i % 3 == 0 ? SG_CH_EXPIRES_NEVER_S : 1800000001LL;
-    assert_int_equal(sg_ch_row_encode(&v, project, &spans[i], exp_us, &rows), 0);
+    assert_int_equal(sg_ch_row_encode(&lay, project, &spans[i], exp_us, &rows), 0);
     expect_line(&want, &spans[i], exp_s); /* span_id order = i order (see make_span) */
   }
-  assert_int_equal(sg_ch_insert_sql(&v, SCHEMA_DB, &sql), 0);
+  assert_int_equal(sg_ch_insert_sql(&lay, SCHEMA_DB, &sql), 0);
   /* Half plain, half gzipped: split at a row boundary. */
   size_t half = 0;
   for (int k = 0; k < NROWS / 2; k++) half = (size_t)(strchr(rows.data + half, '\n') - rows.data) + 1;
@@ -700,11 +705,11 @@ static void test_rows_round_trip(void **st) {
   free(spans[5].span_name);
   spans[5].span_name = strdup("renamed\tv2");
   spans[5].version += 1;
-  assert_int_equal(sg_ch_row_encode(&v, project, &spans[5], INT64_MAX, &rows), 0);
+  assert_int_equal(sg_ch_row_encode(&lay, project, &spans[5], INT64_MAX, &rows), 0);
   free(spans[5].span_name);
   spans[5].span_name = strdup("stale v0");
   spans[5].version = 0;
-  assert_int_equal(sg_ch_row_encode(&v, project, &spans[5], INT64_MAX, &rows), 0);
+  assert_int_equal(sg_ch_row_encode(&lay, project, &spans[5], INT64_MAX, &rows), 0);
   run_ok(&e, sql.data, rows.data, rows.len, SG_CH_GZIP);
   run(&e,
       "SELECT count(), uniqExact(span_id), anyIf(span_name, span_id = toUUID('31d6cfe0-4b90-1105-"
