@@ -49,6 +49,8 @@ struct sg_chsink_s {
   const sg_config_t *cfg;
   sg_ch_layout_t lay;          /* the spans table's, as it exists */
   sg_ch_version_t ver;         /* the server's (insert options depend on it) */
+  int sent_token;              /* the insert in flight carries a deduplication token */
+  int no_token;                /* the server refused the token's setting: never again */
   int have_ver;                /* 0: layout unknown (ClickHouse never reached): gaps only */
   int worker_id;
   struct setup_s *setup;       /* a ch_setup off the loop, when ClickHouse was away at start */
@@ -490,10 +492,25 @@ static int send_insert(sg_chsink_t *s, const void *body, size_t len, uint64_t fi
                    "insert_distributed_sync=1"};
   char token[SG_CH_TOKEN_MAX];
   const char *dir = s->spools[s->seg_spool].dir, *base = strrchr(dir, '/');
-  if ((s->ver.major > 22 || (s->ver.major == 22 && s->ver.minor >= 2)) &&
+  if (!s->no_token && (s->ver.major > 22 || (s->ver.major == 22 && s->ver.minor >= 2)) &&
       sg_ch_dedup_token(token, base ? base + 1 : dir, first, last, body, len) == 0)
     q.dedup_token = token;
+  s->sent_token = q.dedup_token != NULL;
   return sg_ch_send(s->ch, &q, cb, s);
+}
+
+/* 1 when ClickHouse refused the insert for its deduplication token's
+ * setting (code 115, unknown setting: an older server than the version
+ * spangate was told, e.g. clickhouse_version set ahead of an upgrade). The
+ * sink stops sending the token and the insert is retried as a transient
+ * failure: Replicated tables still deduplicate a retried segment by its
+ * block checksum. */
+static int token_refused(sg_chsink_t *s, const sg_ch_result_t *r) {
+  if (!s->sent_token || r->ch_code != 115) return 0;
+  s->no_token = 1;
+  sg_warn("clickhouse", "ClickHouse refused insert_deduplication_token (%s); sending inserts "
+                        "without it from now on", r->error);
+  return 1;
 }
 
 /* Sends the next record of the segment in flight that needs sending, moves
@@ -532,6 +549,10 @@ static void split_cb(void *arg, const sg_ch_result_t *r) {
   sg_chsink_t *s = arg;
   if (r->status == SG_ECANCELED) return; /* closing: the segment stays spooled */
   size_t i = s->split_next;
+  if (r->status != 0 && token_refused(s, r)) {
+    send_record(s); /* the same record again, without the token */
+    return;
+  }
   if (r->status == 0) {
     delivered(s, s->sent_rows);
     s->streak = 0;
@@ -569,6 +590,10 @@ static void split_cb(void *arg, const sg_ch_result_t *r) {
 static void insert_cb(void *arg, const sg_ch_result_t *r) {
   sg_chsink_t *s = arg;
   if (r->status == SG_ECANCELED) return;
+  if (r->status != 0 && token_refused(s, r)) {
+    backoff(s, r); /* retried soon, without the token */
+    return;
+  }
   if (r->status == 0) {
     delivered(s, s->sent_rows);
     finish_segment(s);
