@@ -50,22 +50,31 @@ void sg_route_find(const sg_route_t *rows, size_t n, enum http_method method, co
   }
 }
 
+/* Appends one method's name; 0 when it does not fit whole. */
+static int put_method(char *out, size_t cap, size_t *len, unsigned m) {
+  int w = snprintf(out + *len, cap - *len, "%s%s", *len ? ", " : "",
+                   http_method_str((enum http_method)m));
+  if (w < 0 || (size_t)w >= cap - *len) {
+    out[*len] = '\0';
+    return 0;
+  }
+  *len += (size_t)w;
+  return 1;
+}
+
 void sg_route_allow_text(unsigned long long methods, char *out, size_t cap) {
   static const enum http_method first[] = {HTTP_GET, HTTP_HEAD, HTTP_POST,
                                            HTTP_PUT, HTTP_PATCH, HTTP_DELETE};
   size_t len = 0;
   if (cap == 0) return;
   out[0] = '\0';
-  for (size_t i = 0; i < sizeof first / sizeof first[0] + 64; i++) {
-    unsigned m = i < sizeof first / sizeof first[0] ? (unsigned)first[i]
-                                                    : (unsigned)(i - sizeof first / sizeof first[0]);
-    if (!(methods & SG_M(m))) continue;
-    methods &= ~SG_M(m); /* each once, the preferred ones first */
-    int w = snprintf(out + len, cap - len, "%s%s", len ? ", " : "",
-                     http_method_str((enum http_method)m));
-    if (w < 0 || (size_t)w >= cap - len) return;
-    len += (size_t)w;
-  }
+  for (size_t i = 0; i < sizeof first / sizeof first[0]; i++)
+    if (methods & SG_M(first[i])) {
+      methods &= ~SG_M(first[i]);
+      if (!put_method(out, cap, &len, first[i])) return;
+    }
+  for (unsigned m = 0; m < 64; m++)
+    if ((methods & SG_M(m)) && !put_method(out, cap, &len, m)) return;
 }
 
 void sg_route_media_type(const char *h, char *out, size_t cap) {
