@@ -447,7 +447,7 @@ static rd_t *start(const sg_route_call_t *call) {
   r->req = call->req;
   r->who = *call->who;
   sg_rf_query_init(&r->q);
-  if (call->param_len < sizeof r->id_text) /* too long: left empty, rejected as a bad id */
+  if (call->param_len && call->param_len < sizeof r->id_text) /* too long: left empty, a bad id */
     memcpy(r->id_text, call->param, call->param_len);
   return r;
 }
