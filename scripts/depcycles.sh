@@ -21,26 +21,27 @@ ls "$obj"/*.o >/dev/null 2>&1 || { echo "depcycles: no objects in $obj (run make
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# "from to why" lines, one per reason.
-for f in "$src"/*.c "$src"/*.h; do
-  from=$(basename "${f%.*}")
-  sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"/]*\)\.h".*/\1/p' "$f" |
-    while read -r to; do
-      if [ -e "$src/$to.h" ] && [ "$to" != "$from" ]; then echo "$from $to $(basename "$f"):#include\"$to.h\""; fi
-    done
-done >"$tmp/edges"
+# "from to why" lines, one per reason: includes of headers in src/ ...
+ls "$src"/*.h | sed 's|.*/||; s|\.h$||' >"$tmp/headers"
+awk 'NR == FNR { hdr[$1] = 1; next }
+  FNR == 1 { f = FILENAME; sub(/.*\//, "", f); from = f; sub(/\.[ch]$/, "", from) }
+  /^[ \t]*#[ \t]*include[ \t]*"[^"\/]*\.h"/ {
+    to = $0; sub(/^[^"]*"/, "", to); sub(/\.h".*/, "", to)
+    if ((to in hdr) && to != from) print from, to, f ":#include\"" to ".h\""
+  }' "$tmp/headers" "$src"/*.c "$src"/*.h >"$tmp/edges"
 
-# Symbols: who defines what, then who uses it.
+# ... and symbols: who defines what (nm -A names the object), who uses it.
+objs=()
 for o in "$obj"/*.o; do
   m=$(basename "$o" .o)
-  [ -e "$src/$m.c" ] || continue
-  nm -P -g --defined-only "$o" | awk -v m="$m" '$2 != "U" && $2 != "w" && $2 != "v" {print $1, m}'
-done | sort -u -k1,1 >"$tmp/defs"
-for o in "$obj"/*.o; do
-  m=$(basename "$o" .o)
-  [ -e "$src/$m.c" ] || continue
-  nm -P -u "$o" | awk -v m="$m" '{print $1, m}'
-done | sort -k1,1 >"$tmp/uses"
+  [ -e "$src/$m.c" ] && objs+=("$o")
+done
+nm -A -P -g --defined-only "${objs[@]}" |
+  awk '$3 != "U" && $3 != "w" && $3 != "v" { m = $1; sub(/:$/, "", m); sub(/.*\//, "", m); sub(/\.o$/, "", m); print $2, m }' |
+  sort -u -k1,1 >"$tmp/defs"
+nm -A -P -u "${objs[@]}" |
+  awk '{ m = $1; sub(/:$/, "", m); sub(/.*\//, "", m); sub(/\.o$/, "", m); print $2, m }' |
+  sort -k1,1 >"$tmp/uses"
 join "$tmp/uses" "$tmp/defs" | awk '$2 != $3 {print $2, $3, "uses:" $1}' >>"$tmp/edges"
 
 # tsort reports every circle it has to break, one member per line.

@@ -78,20 +78,14 @@ void sg_router_observe(void *worker, const sg_http_req_t *req, int status, uint6
 
 /* ---- dispatch ------------------------------------------------------------------ */
 
-/* A request waiting for its key to be checked. */
-typedef struct {
-  sg_route_call_t call;
-} pending_t;
-
 static sg_route_error_fn error_fn(const sg_route_t *r) {
   return r->error ? r->error : sg_http_respond_error;
 }
 
 /* The one "authenticate, then run" of every endpoint that needs a key. */
 static void auth_cb(void *arg, int rc, const sg_principal_t *who, const char *msg) {
-  pending_t *p = arg;
-  sg_route_call_t call = p->call;
-  free(p);
+  sg_route_call_t *pending = arg, call = *pending;
+  free(pending);
   if (rc == SG_EUNAVAIL) {
     error_fn(call.route)(call.req, 503, "the API key store is unavailable; retry later",
                          "Retry-After: 2\r\n");
@@ -159,12 +153,13 @@ void sg_router_handle(sg_http_req_t *req, void *worker) {
     r->handler(&call);
     return;
   }
-  pending_t *p = malloc(sizeof *p);
-  if (p == NULL) {
+  /* The call waits for the key store (auth=agenta may ask PostgreSQL). */
+  sg_route_call_t *pending = malloc(sizeof *pending);
+  if (pending == NULL) {
     error_fn(r)(req, 503, "out of memory", "Retry-After: 1\r\n");
     return;
   }
-  p->call = call;
+  *pending = call;
   sg_worker_t *w = worker;
-  sg_auth_check(w->auth, sg_http_header(req, "authorization"), auth_cb, p);
+  sg_auth_check(w->auth, sg_http_header(req, "authorization"), auth_cb, pending);
 }
