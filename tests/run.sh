@@ -3,7 +3,7 @@
 # and ends with one line: "N passed, N failed".
 #
 #   unit         C unit tests (cmocka), release build and ASan+UBSan build,
-#                and scripts/depcycles.sh (no circles among src/'s modules)
+#                and scripts/depcycles.sh (no circles among src/'s files)
 #   lua          busted specs on LuaJIT
 #   integration  black-box tests of the gateway (Node.js: OpenTelemetry SDK,
 #                PostgreSQL, ClickHouse), against the release binary and
@@ -61,7 +61,7 @@ run_fuzz_corpus() { # replays every fuzz corpus through the ASan build
   done
 }
 
-run_depcycles() { # no two modules of src/ depend on each other in a circle
+run_depcycles() { # no two files of src/ depend on each other in a circle
   local out="$logs/depcycles.log"
   if scripts/depcycles.sh build/obj >"$out" 2>&1; then
     count "depcycles" 1 0
