@@ -830,8 +830,9 @@ static int open_spool(sg_chsink_t *s, const char *dir, int own, sg_buf_t *err) {
   return 0;
 }
 
-sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_target_t *target,
-                           int worker_id, sg_pg_pool_t *pg, sg_buf_t *err) {
+sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client_t *ch,
+                           const sg_ch_target_t *target, int worker_id, sg_pg_pool_t *pg,
+                           sg_buf_t *err) {
   sg_chsink_t *s = calloc(1, sizeof *s);
   if (!s) return NULL;
   s->loop = loop;
@@ -846,19 +847,11 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_
     set_layout(s, &target->spans);
   }
   s->st.reachable = target != NULL; /* the server was just asked */
-  sg_ch_opts_t o;
-  sg_config_clickhouse_opts(cfg, cfg->clickhouse_database, (long)cfg->clickhouse_timeout_ms, 4, &o);
-  s->ch = sg_ch_client_new(loop, &o);
-  if (!s->ch) {
-    sg_buf_puts(err, "ClickHouse client: out of memory");
-    free(s);
-    return NULL;
-  }
+  s->ch = ch;
   char dir[4096];
   snprintf(dir, sizeof dir, "%s/w%d", cfg->spool_dir, worker_id);
   mkdir(cfg->spool_dir, 0755);
   if (open_spool(s, dir, 1, err) != 0) {
-    sg_ch_client_close(s->ch);
     free(s);
     return NULL;
   }
@@ -883,8 +876,6 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_
   uv_timer_start(&s->timer, tick, 0, TICK_MS);
   return s;
 }
-
-const sg_ch_client_t *sg_chsink_client(const sg_chsink_t *s) { return s->ch; }
 
 void sg_chsink_stats(const sg_chsink_t *s, sg_chsink_stats_t *out) {
   *out = s->st;
@@ -913,9 +904,8 @@ void sg_chsink_close(sg_chsink_t *s) {
   s->closing = 1;
   uv_timer_stop(&s->timer);
   if (s->setup) s->setup->s = NULL; /* it finishes on its own and frees itself */
-  /* Cancels an insert in flight (its segment stays spooled: at least once);
-   * the client first: the request may point into the segment. */
-  sg_ch_client_close(s->ch);
+  /* The owner closed the client already, which canceled an insert in
+   * flight (its segment stays spooled): the segment can go. */
   if (s->seg) {
     sg_spool_release(s->spools[s->seg_spool].sp, s->seg);
     s->seg = NULL;
