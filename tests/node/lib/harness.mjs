@@ -60,6 +60,8 @@ export async function startGateway(opts = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'sg-gw-'));
   const db = opts.db || await createDatabase();
   const port = await freePort();
+  // Each gateway its own gRPC port (the default 4317 would be shared through SO_REUSEPORT).
+  const grpcPort = await freePort();
   const keys = join(dir, 'keys');
   writeFileSync(keys, `# test keys\n${PROJECT_A} sha256:${sha256hex(KEY_A)}\n${PROJECT_B} plain:${KEY_B}\n`);
   mkdirSync(join(dir, 'spool'));
@@ -72,6 +74,7 @@ export async function startGateway(opts = {}) {
   const conf = join(dir, 'gateway.conf');
   writeFileSync(conf, [
     `listen = "127.0.0.1:${port}"`,
+    `grpc_listen = "127.0.0.1:${grpcPort}"`,
     `workers = ${opts.workers ?? 2}`,
     `log_level = "${opts.logLevel || 'info'}"`,
     `postgres_uri = "${db.uri}"`,
@@ -90,7 +93,7 @@ export async function startGateway(opts = {}) {
   const schemaEnv = opts.chSchema === false ? { ...env, USE_CLICKHOUSE: 'false' } : env;
   if (!opts.skipSchema) execFileSync(BIN, ['schema', '--apply', '-c', conf], { env: schemaEnv, stdio: 'pipe' });
   const gw = {
-    dir, db, chdb, port, conf, env, url: `http://127.0.0.1:${port}`, log: '', proc: null, exit: null,
+    dir, db, chdb, port, grpcPort, conf, env, url: `http://127.0.0.1:${port}`, log: '', proc: null, exit: null,
   };
   gw.start = async () => {
     gw.exit = null;
