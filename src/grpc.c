@@ -762,16 +762,17 @@ static int queue_write(conn_t *c, sg_buf_t *out) {
   wr->out = *out;
   *out = (sg_buf_t)SG_BUF_INIT;
   uv_buf_t b = uv_buf_init(wr->out.data, (unsigned)wr->out.len);
-  if (c->tcp.write_queue_size == 0) {
-    c->wq_mark = 0;
-    c->wq_since = uv_now(c->srv->loop);
-  }
+  int was_empty = c->tcp.write_queue_size == 0;
   if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_write) != 0) {
     sg_buf_free(&wr->out);
     free(wr);
     return SG_EIO;
   }
   c->wpending++;
+  if (was_empty) { /* what the kernel did not take now starts the write timeout */
+    c->wq_mark = c->tcp.write_queue_size;
+    c->wq_since = uv_now(c->srv->loop);
+  }
   return 0;
 }
 
@@ -897,7 +898,7 @@ static void on_timer(uv_timer_t *t) {
   }
   size_t wq = c->tcp.write_queue_size;
   if (wq > 0) {
-    if (wq < c->wq_mark || c->wq_mark == 0) { /* the peer took some: a new period */
+    if (wq < c->wq_mark) { /* the peer took some: a new period (nginx's send_timeout) */
       c->wq_mark = wq;
       c->wq_since = now;
     } else if (now >= c->wq_since + lim->write_timeout_ms) {
@@ -918,7 +919,9 @@ static void on_timer(uv_timer_t *t) {
       }
     }
     c->in_h2 = 0;
-    if (c->nstreams == 0 && now >= c->idle_since + lim->idle_timeout_ms) {
+    conn_flush(c);
+    if (c->closed) return;
+    if (c->phase == C_H2 && c->nstreams == 0 && now >= c->idle_since + lim->idle_timeout_ms) {
       nghttp2_session_terminate_session(c->h2, NGHTTP2_NO_ERROR); /* GOAWAY; then done */
       conn_flush(c);
       if (c->closed) return;
@@ -1033,7 +1036,10 @@ static void on_connection(uv_stream_t *l, int status) {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
-  conn_flush(c); /* our SETTINGS */
+  /* Our SETTINGS wait for the client's first bytes: an HTTP/1 client gets
+   * a plain HTTP/1 answer rather than HTTP/2 frames. */
+  conn_update_reading(c);
+  conn_arm(c);
 }
 
 /* ---------------------------------------------------------------- server */

@@ -116,11 +116,9 @@ static void stats_cb(uv_timer_t *t) { publish_stats(t->data); }
 
 static void close_cb(uv_handle_t *h) { (void)h; }
 
-static void http_closed_cb(void *arg) {
-  sg_worker_t *w = arg;
-  w->http = NULL;
-  if (--w->servers_open > 0) return;
-  /* No request is in flight any more: the sink and pool can go. */
+/* Both listeners have stopped: no request is in flight any more, the sink
+ * and pools can go. */
+static void servers_closed(sg_worker_t *w) {
   sg_pg_pool_close(w->read_pg);
   w->read_pg = NULL;
   /* The ClickHouse client first: closing it cancels what its users have in
@@ -146,11 +144,16 @@ static void http_closed_cb(void *arg) {
   uv_close((uv_handle_t *)&w->wake, close_cb);
 }
 
+static void http_closed_cb(void *arg) {
+  sg_worker_t *w = arg;
+  w->http = NULL;
+  if (--w->servers_open == 0) servers_closed(w);
+}
+
 static void grpc_closed_cb(void *arg) {
   sg_worker_t *w = arg;
   w->grpc = NULL;
-  w->servers_open++; /* http_closed_cb counts this one off */
-  http_closed_cb(w);
+  if (--w->servers_open == 0) servers_closed(w);
 }
 
 static void wake_cb(uv_async_t *a) {
