@@ -1105,9 +1105,6 @@ sg_grpc_server_t *sg_grpc_server_new(uv_loop_t *loop, uv_os_sock_t listen_fd,
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(srv->cbs, on_data_chunk);
   nghttp2_session_callbacks_set_on_frame_send_callback(srv->cbs, on_frame_send);
   nghttp2_session_callbacks_set_on_stream_close_callback(srv->cbs, on_stream_close);
-  /* Streams the peer may open beyond our SETTINGS before it acknowledged
-   * them are refused too, not only once it has. */
-  nghttp2_option_set_peer_max_concurrent_streams(srv->opt, srv->lim.max_streams);
   if (uv_tcp_init(loop, &srv->listener) != 0) {
     close(listen_fd);
     nghttp2_session_callbacks_del(srv->cbs);
