@@ -1113,19 +1113,17 @@ sg_grpc_server_t *sg_grpc_server_new(uv_loop_t *loop, uv_os_sock_t listen_fd,
     return NULL;
   }
   srv->listener.data = srv;
-  uv_timer_init(loop, &srv->grace);
-  srv->grace.data = srv;
   if (uv_tcp_open(&srv->listener, listen_fd) != 0) {
     close(listen_fd);
-    uv_close((uv_handle_t *)&srv->grace, NULL);
     uv_close((uv_handle_t *)&srv->listener, free_server_cb);
     return NULL;
   }
   if (uv_listen((uv_stream_t *)&srv->listener, srv->lim.backlog, on_connection) != 0) {
-    uv_close((uv_handle_t *)&srv->grace, NULL);
     uv_close((uv_handle_t *)&srv->listener, free_server_cb);
     return NULL;
   }
+  uv_timer_init(loop, &srv->grace); /* cannot fail */
+  srv->grace.data = srv;
   srv->listener_open = 1;
   srv->grace_open = 1;
   return srv;
