@@ -1,7 +1,7 @@
 // bench/report.mjs OUTDIR - turns what bench/run.sh measured into
 // OUTDIR/results.json, OUTDIR/report.md and OUTDIR/bench.png (gnuplot), and
 // prints the one-line summary last on stdout:
-//   bench: ingest_ratio=R spans_per_s=S p99_ms=P rss_mb=M lua_ns_per_span=L migrate_ratio=G
+//   bench: ingest_ratio=R spans_per_s=S p99_ms=P rss_mb=M lua_ns_per_span=L migrate_ratio=G grpc_ratio=Q
 // Node built-ins only (no npm packages in the bench path).
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -85,6 +85,7 @@ const spansPerS = FN('gateway.spans_per_s');
 const p99 = loadHalf ? loadHalf.latency_ms.p99 : null;
 const luaNs = lua ? lua.transform_ns_per_span : null;
 const migrateRatio = FN('migrate_ratio');
+const grpcRatio = FN('grpc_ratio'); // bench/grpc.sh: gRPC spans/s over OTLP/HTTP's, same workload
 
 const targets = {
   ingest_ratio: { target: '>= 0.8', value: ingestRatio, met: ingestRatio !== null ? ingestRatio >= 0.8 : null },
@@ -92,13 +93,14 @@ const targets = {
   rss_mb_at_full_load: { target: '< 100', value: hwmMb, met: hwmMb !== null ? hwmMb < 100 : null },
   lua_ns_per_span: { target: '< 1000', value: luaNs, met: luaNs !== null ? luaNs < 1000 : null },
   migrate_ratio: { target: '>= 0.7', value: migrateRatio, met: migrateRatio !== null ? migrateRatio >= 0.7 : null },
+  grpc_ratio: { target: '>= 0.9', value: grpcRatio, met: grpcRatio !== null ? grpcRatio >= 0.9 : null },
 };
 
 const results = {
   generated_at: new Date().toISOString(),
   machine: { cores: FN('machine.cores'), memory_mb: FN('machine.memory_mb'), cpu: F('machine.cpu'), kernel: F('machine.kernel') },
   versions: { postgresql: F('version.postgresql'), clickhouse: F('version.clickhouse'), spangate: F('version.spangate'), git: F('version.git') },
-  summary: { ingest_ratio: ingestRatio, spans_per_s: spansPerS, p99_ms: p99, rss_mb: hwmMb, lua_ns_per_span: luaNs, migrate_ratio: migrateRatio },
+  summary: { ingest_ratio: ingestRatio, spans_per_s: spansPerS, p99_ms: p99, rss_mb: hwmMb, lua_ns_per_span: luaNs, migrate_ratio: migrateRatio, grpc_ratio: grpcRatio },
   targets,
   workload: { requests: FN('workload.requests'), spans: FN('workload.spans'), spans_per_request: 100, generator: F('workload.summary') },
   floor: {
@@ -224,6 +226,7 @@ lines.push(`| p99 request latency at half load | ${f(p99, 2)} ms | ${targets.p99
 lines.push(`| peak RSS (VmHWM) at full load | ${f(hwmMb)} MB | ${targets.rss_mb_at_full_load.target} MB | ${met(targets.rss_mb_at_full_load)} |`);
 lines.push(`| Lua default transform | ${f(luaNs)} ns/span | ${targets.lua_ns_per_span.target} ns | ${met(targets.lua_ns_per_span)} |`);
 lines.push(`| migrate_ratio (job / pipe) | ${migrateRatio === null ? 'NA (' + (F('migrate.status') || 'not run') + ')' : f(migrateRatio, 3)} | ${targets.migrate_ratio.target} | ${met(targets.migrate_ratio)} |`);
+lines.push(`| grpc_ratio (OTLP/gRPC / OTLP/HTTP, acked spans/s) | ${f(grpcRatio, 3)} | ${targets.grpc_ratio.target} | ${met(targets.grpc_ratio)} |`);
 lines.push('');
 lines.push('## Workload', '');
 lines.push(`${results.workload.requests} OTLP/HTTP protobuf requests of 100 spans (${results.workload.spans} spans): ${results.workload.generator}. ` +
@@ -302,4 +305,5 @@ writeFileSync(p('report.md'), lines.join('\n') + '\n');
 
 const fmtOrNA = (v, d) => (v === null || v === undefined ? 'NA' : Number(v).toFixed(d));
 console.log(`bench: ingest_ratio=${fmtOrNA(ingestRatio, 3)} spans_per_s=${fmtOrNA(spansPerS, 0)} p99_ms=${fmtOrNA(p99, 2)} ` +
-  `rss_mb=${fmtOrNA(hwmMb, 1)} lua_ns_per_span=${fmtOrNA(luaNs, 0)} migrate_ratio=${fmtOrNA(migrateRatio, 3)}`);
+  `rss_mb=${fmtOrNA(hwmMb, 1)} lua_ns_per_span=${fmtOrNA(luaNs, 0)} migrate_ratio=${fmtOrNA(migrateRatio, 3)} ` +
+  `grpc_ratio=${fmtOrNA(grpcRatio, 3)}`);

@@ -23,6 +23,7 @@
 #                 build/bench/lua_hooks: ns/span of each kind of transform
 #   8. migrate    `spangate migrate` vs psql COPY TO STDOUT | clickhouse-client
 #                 on BENCH_MIGRATE_ROWS seeded spans (NA while migrate is absent)
+#   6b. grpc      bench/grpc.sh: OTLP/gRPC vs OTLP/HTTP spans/s, same workload
 #   9. report     var/bench/report.md, results.json, bench.png
 #
 # Knobs (environment):
@@ -45,7 +46,7 @@
 #   BENCH_MIGRATE_ARGS=""      extra options for `spangate migrate` (--batch N ...)
 #   BENCH_OUT=var/bench        where the report goes
 # The last line on stdout is:
-#   bench: ingest_ratio=R spans_per_s=S p99_ms=P rss_mb=M lua_ns_per_span=L migrate_ratio=G
+#   bench: ingest_ratio=R spans_per_s=S p99_ms=P rss_mb=M lua_ns_per_span=L migrate_ratio=G grpc_ratio=Q
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -369,6 +370,9 @@ kill "$SAMPLER_PID" 2>/dev/null || true
 SAMPLER_PID=
 stop_gateway
 cat "$W"/gw_*.log | grep -E '\[(error|warn)' | head -20 >"$OUT/gateway_log_warnings.txt" || true
+
+# ---- 6b. gRPC: OTLP/gRPC beside OTLP/HTTP on the same workload (grpc_ratio) ----
+bench/grpc.sh >&2 || log "grpc: the comparison failed (see above)"
 
 # ---- 7. Lua ---------------------------------------------------------------------
 loadavg lua
