@@ -71,7 +71,10 @@ struct stream_s {
   uint32_t want;             /* length the current message's prefix announced */
   sg_buf_t msg;
   size_t held;               /* bytes counted in the in-flight budget */
-  uint64_t deadline;         /* uv_now() of the read timeout while HEADERS/RECEIVING */
+  uint64_t deadline;         /* uv_now() of the read timeout while HEADERS/RECEIVING; of
+                                the write timeout once ANSWERED (a client that opens no
+                                flow-control window for the answer does not keep it) */
+  unsigned reset_sent : 1;   /* the write timeout reset the stream */
   sg_buf_t out;              /* the OK answer's DATA: prefix + message */
   size_t out_off;
 };
@@ -333,6 +336,7 @@ static void submit_answer(stream_t *s, int http_status, int code, const char *ms
     return;
   }
   if (!s->remote_done) s->rst_wanted = 1;
+  s->deadline = uv_now(s->srv->loop) + s->srv->lim.write_timeout_ms;
 }
 
 /* The server's own answer to s (not with a handler): counted, queued, and
@@ -916,6 +920,9 @@ static void on_timer(uv_timer_t *t) {
         snprintf(m, sizeof m, "request not received within %llu ms (read_timeout_ms)",
                  (unsigned long long)lim->read_timeout_ms);
         answer(s, 200, SG_GRPC_DEADLINE_EXCEEDED, m, 0);
+      } else if (s->state == S_ANSWERED && !s->reset_sent && now >= s->deadline) {
+        s->reset_sent = 1;
+        nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
       }
     }
     c->in_h2 = 0;
@@ -941,7 +948,8 @@ static void conn_arm(conn_t *c) {
   } else {
     if (c->phase == C_H2) {
       for (stream_t *s = c->streams; s; s = s->next)
-        if ((s->state == S_HEADERS || s->state == S_RECEIVING) && s->deadline < next)
+        if ((s->state == S_HEADERS || s->state == S_RECEIVING ||
+             (s->state == S_ANSWERED && !s->reset_sent)) && s->deadline < next)
           next = s->deadline;
       if (c->nstreams == 0 && c->idle_since + lim->idle_timeout_ms < next)
         next = c->idle_since + lim->idle_timeout_ms;

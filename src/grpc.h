@@ -43,7 +43,8 @@
  *
  * Connections: without open streams for idle_timeout_ms a connection is
  * closed with GOAWAY(NO_ERROR); a peer that does not take the server's
- * output for write_timeout_ms is dropped; beyond max_connections new ones
+ * output for write_timeout_ms is dropped, and a stream whose answer the
+ * peer opens no flow-control window for is reset (CANCEL) after as long; beyond max_connections new ones
  * are accepted and closed at once. Bytes that are not the HTTP/2 preface
  * end the connection (an HTTP/1 request gets a one-line HTTP/1.1 400
  * saying so).

@@ -11,7 +11,9 @@ import { OTLPTraceExporter as GrpcExporter } from '@opentelemetry/exporter-trace
 import { SpanKind, SpanStatusCode, context, trace } from '@opentelemetry/api';
 import grpc from '@grpc/grpc-js';
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
-import { startGateway, until, KEY_A, KEY_B, PROJECT_A, PROJECT_B, traceUuid, spanUuid } from './lib/harness.mjs';
+import net from 'node:net';
+import { spawnSync } from 'node:child_process';
+import { startGateway, until, BIN, KEY_A, KEY_B, PROJECT_A, PROJECT_B, traceUuid, spanUuid } from './lib/harness.mjs';
 
 const gw = await startGateway({ clickhouse: true });
 // A clean exit after everything above (under ASan: no leak, no report).
@@ -145,4 +147,23 @@ test('partial success: ExportTraceServiceResponse.partial_success names the reje
     client2.Export(Buffer.from(ProtobufTraceSerializer.serializeRequest(recordSpans())), md, (e, v) => (e ? rej(e) : res(v))));
   client2.close();
   assert.equal(ok.length, 0);
+});
+
+test('grpc_listen: "" turns the listener off; the HTTP listener\'s port is refused', async () => {
+  const g = await startGateway({ db: gw.db, skipSchema: true, conf: ['grpc_listen = ""'] });
+  try {
+    const refused = await new Promise((res) => {
+      const s = net.connect(g.grpcPort, '127.0.0.1');
+      s.on('connect', () => { s.destroy(); res(false); });
+      s.on('error', (e) => res(e.code === 'ECONNREFUSED'));
+    });
+    assert.ok(refused, 'nothing listens on the gRPC port');
+    assert.doesNotMatch(g.log, /OTLP\/gRPC/);
+  } finally {
+    await g.stop();
+  }
+  const r = spawnSync(BIN, ['check', '-c', gw.conf], {
+    env: { ...gw.env, SPANGATE_GRPC_LISTEN: `127.0.0.1:${gw.port}` } });
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr.toString(), /grpc_listen \(127\.0\.0\.1:\d+\) must not use the port of listen/);
 });

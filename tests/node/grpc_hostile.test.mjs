@@ -294,14 +294,36 @@ test('a truncated DATA frame: the call gets DEADLINE_EXCEEDED, the connection an
   assert.equal(gw.exit, null, 'the gateway runs');
 });
 
+test('a client that opens no flow-control window for its answer: the stream is reset after the write timeout', async () => {
+  const s = await new Promise((res, rej) => {
+    const x = http2.connect(`http://127.0.0.1:${gw.grpcPort}`, { settings: { initialWindowSize: 0 } });
+    x.once('remoteSettings', () => res(x));
+    x.once('error', rej);
+  });
+  const r = await call(s, { body: framed(otlp(spansOf(1))) });
+  assert.equal(r.status, 200, 'the answer\'s HEADERS (not flow-controlled) arrived');
+  assert.equal(r.code, undefined, 'its DATA and trailers could not');
+  assert.equal(r.rstCode, http2.constants.NGHTTP2_CANCEL);
+  s.close();
+  await goodCall();
+});
+
 test('many calls multiplexed on one connection', async () => {
   const s = await connect();
   await Promise.all(Array.from({ length: 40 }, () => goodCall(s)));
   s.close();
 });
 
-test('SIGTERM: GOAWAY, the call in flight completes, the process exits 0', async () => {
-  const g = await startGateway({ db: gw.db, skipSchema: true });
+test('idle connections get GOAWAY(NO_ERROR) and are closed; SIGTERM: GOAWAY, the call in flight completes, the process exits 0', async () => {
+  const g = await startGateway({ db: gw.db, skipSchema: true, conf: ['idle_timeout_ms = 1000'] });
+  // Idle: no call for idle_timeout_ms.
+  const idle = http2.connect(`http://127.0.0.1:${g.grpcPort}`);
+  idle.on('error', () => {});
+  const idleGoaway = new Promise((r) => idle.once('goaway', (code) => r(code)));
+  const idleClosed = new Promise((r) => idle.once('close', r));
+  assert.equal(await idleGoaway, 0, 'GOAWAY(NO_ERROR)');
+  await idleClosed;
+
   const s = http2.connect(`http://127.0.0.1:${g.grpcPort}`);
   await new Promise((r) => s.once('connect', r));
   let goaway = null;
