@@ -19,9 +19,10 @@
  * neither to read nor to write (GOAWAY sent, no stream left) or after an
  * HTTP/1 answer: what is queued is written, then LINGER: FIN sent, input
  * discarded until EOF or linger time, so the peer reads our last bytes
- * rather than a reset. nghttp2 is never called from its own callbacks'
- * callers in a nested way: flushing waits while mem_recv or mem_send runs
- * (in_h2), and a connection is only freed outside nghttp2 calls.
+ * rather than a reset. mem_recv and mem_send never nest: an answer given
+ * inside a callback (or while the timer walks the streams) only queues
+ * frames, and whoever runs nghttp2 (in_h2) flushes when it returns; a
+ * connection is only torn down outside nghttp2's calls.
  */
 #include "grpc.h"
 
