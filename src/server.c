@@ -440,8 +440,12 @@ int sg_server_run(const sg_config_t *cfg) {
     s.workers[i].listen_fd = -1;
     s.workers[i].grpc_fd = -1;
     rc = sg_listen_tcp(cfg->listen, 1024, &s.workers[i].listen_fd, &err);
-    if (rc == 0 && cfg->grpc_listen[0])
-      rc = sg_listen_tcp(cfg->grpc_listen, 1024, &s.workers[i].grpc_fd, &err);
+    if (rc == 0 && cfg->grpc_listen[0]) {
+      sg_buf_t gerr = SG_BUF_INIT; /* "listen: ..." becomes "grpc_listen: ..." */
+      rc = sg_listen_tcp(cfg->grpc_listen, 1024, &s.workers[i].grpc_fd, &gerr);
+      if (rc != 0) sg_buf_printf(&err, "grpc_%s", gerr.data ? gerr.data : "listen failed");
+      sg_buf_free(&gerr);
+    }
     if (rc == 0) rc = worker_init(&s.workers[i], cfg, &err);
   }
   if (rc != 0) {
