@@ -15,8 +15,8 @@
 #   scripts/testenv.sh bench/grpc.sh           # alone
 #   called by bench/run.sh (make bench) with its workload and keys
 #
-# Knobs: BENCH_GRPC_REQUESTS=300 (x100 spans per round and side),
-# BENCH_GRPC_ROUNDS=2, BENCH_CONNS=32. Writes facts grpc.* and grpc_ratio
+# Knobs: BENCH_GRPC_REQUESTS=200 (x100 spans per round and side),
+# BENCH_GRPC_ROUNDS=4 (more short rounds weigh drift better), BENCH_CONNS=32. Writes facts grpc.* and grpc_ratio
 # (gRPC spans/s / HTTP spans/s) to $OUT/facts.tsv, with the gateway's CPU
 # time per span of each side (steadier than rates on a busy machine);
 # prints one line:
@@ -34,8 +34,8 @@ mkdir -p "$OUT" "$W"
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
 
-REQ=${BENCH_GRPC_REQUESTS:-300}
-ROUNDS=${BENCH_GRPC_ROUNDS:-2}
+REQ=${BENCH_GRPC_REQUESTS:-200}
+ROUNDS=${BENCH_GRPC_ROUNDS:-4}
 CONNS=${BENCH_CONNS:-32}
 BIN=$ROOT/build/spangate
 TOOLS=$ROOT/build/bench

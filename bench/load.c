@@ -365,16 +365,22 @@ static void g_flush(conn_t *c) {
       c->wpend_off += (size_t)w;
       if (c->wpend_off < c->wpend_len) return;
     }
+    /* Gather nghttp2's frames (a request is a HEADERS and ~16 KiB DATA
+     * frames) into one write, as the HTTP mode's one writev. */
     c->wpend_len = c->wpend_off = 0;
-    const uint8_t *d;
-    ssize_t n = nghttp2_session_mem_send(c->h2, &d);
-    if (n <= 0) return;
-    if ((size_t)n > c->wpend_cap) {
-      c->wpend_cap = (size_t)n * 2;
-      c->wpend = realloc(c->wpend, c->wpend_cap);
+    for (;;) {
+      const uint8_t *d;
+      ssize_t n = nghttp2_session_mem_send(c->h2, &d);
+      if (n <= 0) break;
+      if (c->wpend_len + (size_t)n > c->wpend_cap) {
+        c->wpend_cap = (c->wpend_len + (size_t)n) * 2;
+        c->wpend = realloc(c->wpend, c->wpend_cap);
+      }
+      memcpy(c->wpend + c->wpend_len, d, (size_t)n);
+      c->wpend_len += (size_t)n;
+      if (c->wpend_len >= 1 << 20) break;
     }
-    memcpy(c->wpend, d, (size_t)n);
-    c->wpend_len = (size_t)n;
+    if (c->wpend_len == 0) return;
   }
 }
 
