@@ -25,6 +25,23 @@
  * strictly increasing versions in the order they commit. updated_at is thus
  * "now" except when that would not move it forward, by at most a few µs.
  *
+ * The fast path: COPY. Most groups hold only new spans, and for new rows
+ * the upsert does more work in PostgreSQL than COPY does (measured with the
+ * bench workload, 30k spans, Agenta's indexes, CPU of the whole cluster per
+ * span: COPY from the gateway 242-302 µs, the upsert 287-373 µs, psql COPY
+ * 239-285 µs, in pairs run back to back on a shared 2-core VM). So a group
+ * is first sent as `COPY spans FROM STDIN; SELECT now()` in one implicit
+ * transaction: a new row's created_at is the transaction's start (the
+ * column's default), its version created_at, its created_by_id ours. When
+ * every row was new that is exactly what the upsert would have stored and
+ * returned; copy_check_sql makes sure of the table (the default, no
+ * triggers, rules or row-level security) once, before the first group. When
+ * a row exists already the COPY fails with 23505 and commits nothing: the
+ * range is re-run as the upsert, and the next groups skip COPY
+ * (COPY_PENALTY_*), since re-sent spans tend to come in runs. When the COPY
+ * fails on bad data, the upsert would fail alike: the range is bisected at
+ * once (by upserts), as below.
+ *
  * Duplicates: ON CONFLICT cannot touch the same row twice in one statement
  * ("command cannot affect row a second time"), so a group is deduplicated by
  * (project_id, trace_id, span_id) first: the later occurrence wins and every
