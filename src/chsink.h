@@ -67,6 +67,15 @@ int sg_chsink_append(sg_chsink_t *s, const uint8_t project_id[16], const sg_span
  * group of appends, before answering their requests. 0 or SG_EIO. */
 int sg_chsink_sync(sg_chsink_t *s);
 
+/* sg_chsink_sync without blocking the loop: the fdatasync runs on libuv's
+ * thread pool while the loop goes on (appends included). cb(arg, status)
+ * runs on the loop once every append made before this call is durable
+ * (status 0) or could not be made so (SG_EIO, logged); inside this call
+ * when there is nothing to wait for. Calls made while a sync runs are
+ * served together by the next one. 0, or SG_ENOMEM (cb never runs). */
+typedef void (*sg_chsink_sync_cb)(void *arg, int status);
+int sg_chsink_sync_async(sg_chsink_t *s, sg_chsink_sync_cb cb, void *arg);
+
 void sg_chsink_stats(const sg_chsink_t *s, sg_chsink_stats_t *out);
 
 /* Stops the flusher, waits for an insert in flight (bounded by the request

@@ -31,17 +31,14 @@ typedef struct sg__ingest_s {
 static void answer_ok(ingest_t *in);
 static void fail(ingest_t *in, int status, const char *msg, const char *extra);
 
-/* Runs once per loop turn while requests wait for their spool rows to be
- * durable: one fsync for all of them, then their answers. When the fsync
- * fails (chsink logs it) the rows may not survive a crash, and nothing else
+/* Answers the requests that waited for their spool rows to be durable
+ * (one fsync for all of them). When the fsync fails (chsink logs it) the
+ * rows may not survive a crash, and nothing else
  * records them for ClickHouse: those requests get 503, not 200. Their spans
  * are in PostgreSQL; the client's retry is an idempotent upsert that spools
  * them again (into a fresh segment). */
-static void sync_cb(uv_timer_t *t) {
-  sg_worker_t *w = t->data;
-  ingest_t *in = w->sync_head;
-  w->sync_head = w->sync_tail = NULL;
-  int rc = w->ch ? sg_chsink_sync(w->ch) : 0;
+static void synced_cb(void *arg, int rc) {
+  ingest_t *in = arg;
   while (in) {
     ingest_t *next = in->next;
     if (rc == 0)
@@ -51,6 +48,16 @@ static void sync_cb(uv_timer_t *t) {
                     "retry the request (it is idempotent)", "Retry-After: 1\r\n");
     in = next;
   }
+}
+
+/* The fsync runs off the loop (sg_chsink_sync_async), so the worker goes on
+ * decoding and committing meanwhile. */
+static void sync_cb(uv_timer_t *t) {
+  sg_worker_t *w = t->data;
+  ingest_t *in = w->sync_head;
+  w->sync_head = w->sync_tail = NULL;
+  if (w->ch && sg_chsink_sync_async(w->ch, synced_cb, in) == 0) return;
+  synced_cb(in, w->ch ? sg_chsink_sync(w->ch) : 0); /* out of memory: sync here */
 }
 
 static void answer_after_sync(ingest_t *in) {
