@@ -178,8 +178,9 @@ typedef struct {
   unsigned upsert : 1;     /* its COPY met an existing row: upsert it */
 } range_t;
 
-typedef struct {
+typedef struct job_s {
   sg_pgsink_t *sink;
+  struct job_s *parked;    /* next in the sink's list of jobs waiting for a slot */
   sub_t **subs;            /* NULL once answered */
   size_t nsubs;
   size_t alive;            /* submissions not answered yet */
@@ -217,6 +218,12 @@ struct sg_pgsink_s {
   unsigned copy_skip;             /* groups left to upsert (COPY_PENALTY_*) */
   unsigned copy_penalty;          /* the last penalty, 0 after a COPY succeeded */
   int jobs;                       /* in flight (the COPY check counts as one) */
+  /* Statements handed to the pool and not answered yet, at most
+   * max_sending: a job builds its next statement only when it may send it,
+   * the others wait in the parked list, unbuilt, so the statements' data in
+   * memory stay bounded (pool size x commit_max_spans rows). */
+  int sending, max_sending;
+  struct job_s *park_head, *park_tail;
   int open_handles;
   int closing;
   sg_pgsink_stats_t stats;
@@ -282,6 +289,19 @@ static void sub_defer(sg_pgsink_t *s, sub_t *sub, int status, const char *why) {
   else s->done_head = sub;
   s->done_tail = sub;
   if (!s->closing) uv_timer_start(&s->kick, kick_cb, 0, 0);
+}
+
+/* Releases what a statement was built in (a parked job keeps only its
+ * members). */
+static void job_unbuild(job_t *job) {
+  free(job->m);
+  free(job->rows);
+  free(job->slots);
+  job->m = NULL;
+  job->rows = NULL;
+  job->slots = NULL;
+  job->nm = job->nrows = job->nslots = 0;
+  sg_buf_free(&job->param);
 }
 
 static void job_free(job_t *job) {
@@ -736,13 +756,48 @@ static int copy_failed(job_t *job, range_t r, int err, const char *errmsg) {
   return work_push(job, r);
 }
 
+static void park(job_t *job) {
+  sg_pgsink_t *s = job->sink;
+  job_unbuild(job);
+  job->parked = NULL;
+  if (s->park_tail) s->park_tail->parked = job;
+  else s->park_head = job;
+  s->park_tail = job;
+}
+
+/* Sends parked jobs' statements while there are free slots. */
+static void unpark(sg_pgsink_t *s) {
+  while (!s->closing && s->park_head && s->sending < s->max_sending) {
+    job_t *job = s->park_head;
+    s->park_head = job->parked;
+    if (s->park_head == NULL) s->park_tail = NULL;
+    job->parked = NULL;
+    job_send(job);
+  }
+}
+
+static void job_settle(job_t *job, range_t r, PGresult *res, int err, const char *errmsg);
+
 static void job_result(void *arg, PGresult *res, int err, const char *errmsg) {
   job_t *job = arg;
   sg_pgsink_t *s = job->sink;
-  range_t r = job->cur;
+  s->sending--;
+  s->jobs++; /* hold: the job may free itself (and a closing sink with it) */
+  job_settle(job, job->cur, res, err, errmsg);
+  /* Its next statement queues behind the jobs already waiting. */
+  if (s->park_head && job->alive > 0 && !s->closing) park(job);
+  else job_send(job);
+  unpark(s);
+  s->jobs--;
+  maybe_free(s);
+}
+
+/* What a statement's result means for the job's spans and its remaining
+ * work. */
+static void job_settle(job_t *job, range_t r, PGresult *res, int err, const char *errmsg) {
+  sg_pgsink_t *s = job->sink;
   if (job->copying && (err == SG_EPOISON || err == SG_EIO)) {
     if (copy_failed(job, r, err, errmsg) != 0) job_fail_rest(job, SG_ENOMEM, "out of memory", 0);
-    job_send(job);
     return;
   }
   if (err == 0) {
@@ -776,7 +831,6 @@ static void job_result(void *arg, PGresult *res, int err, const char *errmsg) {
   } else {
     job_fail_rest(job, err, errmsg, 0);
   }
-  job_send(job);
 }
 
 /* Pops the next range to run into job->cur and builds its statement:
@@ -823,6 +877,10 @@ static void job_send(job_t *job) {
       job_fail_rest(job, SG_ECANCELED, "the PostgreSQL sink is closing", 0);
       continue;
     }
+    if (s->sending >= s->max_sending) {
+      park(job);
+      return;
+    }
     int rc = job_next(job);
     if (rc == 1) rc = SG_EIO; /* spans left without a range: cannot happen */
     if (rc == 0 && job->copying)
@@ -830,6 +888,7 @@ static void job_send(job_t *job) {
     else if (rc == 0)
       rc = sg_pg_query(s->pool, upsert_sql, 1, job->values, NULL, NULL, job_result, job);
     if (rc == 0) {
+      s->sending++;
       s->stats.statements++;
       if (job->copying) s->stats.copies++;
       return;
@@ -951,6 +1010,7 @@ sg_pgsink_t *sg_pgsink_new(uv_loop_t *loop, sg_pg_pool_t *pool, const sg_pgsink_
   if (s->opts.window_ms == 0) s->opts.window_ms = 2;
   if (s->opts.max_batch_spans == 0) s->opts.max_batch_spans = 2000;
   if (s->opts.max_statement_bytes == 0) s->opts.max_statement_bytes = (size_t)64 << 20;
+  s->max_sending = 2 * sg_pg_pool_stats(pool)->configured; /* one waiting per connection */
   uv_timer_init(loop, &s->window);
   uv_timer_init(loop, &s->kick);
   s->window.data = s->kick.data = s;
@@ -1009,6 +1069,13 @@ void sg_pgsink_close(sg_pgsink_t *s) {
     sub_answer(s, sub, SG_ECANCELED);
   }
   s->pend_subs = s->pend_spans = 0;
+  job_t *job;
+  while ((job = s->park_head) != NULL) { /* never sent: answered now */
+    s->park_head = job->parked;
+    job_fail_rest(job, SG_ECANCELED, "the PostgreSQL sink is closing", 0);
+    job_free(job);
+  }
+  s->park_tail = NULL;
   kick_cb(&s->kick); /* answer what was already decided */
   uv_close((uv_handle_t *)&s->window, handle_closed);
   uv_close((uv_handle_t *)&s->kick, handle_closed);

@@ -651,6 +651,68 @@ static void test_split_by_bytes(void **state) {
   env_close(&e);
 }
 
+/* Groups beyond what the pool's connections run are kept unbuilt: at most
+ * two statements per connection are handed to the pool at a time (the
+ * statements' data in memory stay bounded), every group is still written,
+ * and closing answers the waiting ones SG_ECANCELED at once. */
+static void test_statements_bounded(void **state) {
+  (void)state;
+  enum { N = 30 };
+  env_t e;
+  env_open(&e, uri, -1); /* every submission is a group of its own */
+  uint8_t p[16];
+  new_id(p);
+  sg_span_batch_t w;
+  sg_span_batch_init(&w);
+  add_spans(&w, 1);
+  submit_wait(&e, p, &w, 0); /* the COPY check is done */
+  sg_span_batch_free(&w);
+  sg_span_batch_t b[N];
+  ans_t a[N];
+  memset(a, 0, sizeof a);
+  for (int i = 0; i < N; i++) {
+    sg_span_batch_init(&b[i]);
+    add_spans(&b[i], 3);
+    assert_int_equal(sg_pgsink_submit(e.sink, p, &b[i], on_answer, &a[i]), 0);
+  }
+  const sg_pg_stats_t *ps = sg_pg_pool_stats(e.pool);
+  size_t most = ps->queued + (size_t)ps->busy;
+  uint64_t deadline = uv_now(&e.loop) + 30000;
+  int done = 0;
+  while (done < N && uv_now(&e.loop) < deadline) {
+    uv_run(&e.loop, UV_RUN_ONCE);
+    size_t now = ps->queued + (size_t)ps->busy;
+    if (now > most) most = now;
+    done = 0;
+    for (int i = 0; i < N; i++) done += a[i].done;
+  }
+  fprintf(stderr, "  at most %zu statements at the pool at once\n", most);
+  assert_int_equal(done, N);
+  assert_true(most <= 4); /* 2 connections x 2 */
+  for (int i = 0; i < N; i++) assert_int_equal(a[i].status, 0);
+  assert_int_equal(count_rows(p), 3 * N + 1);
+  assert_int_equal(sg_pgsink_stats(e.sink)->groups, N + 1);
+
+  /* Closing with groups waiting: those are answered inside the call. */
+  ans_t c[N];
+  memset(c, 0, sizeof c);
+  for (int i = 0; i < N; i++) {
+    sg_span_batch_free(&b[i]);
+    sg_span_batch_init(&b[i]);
+    add_spans(&b[i], 3);
+    assert_int_equal(sg_pgsink_submit(e.sink, p, &b[i], on_answer, &c[i]), 0);
+  }
+  sg_pgsink_close(e.sink);
+  int canceled = 0;
+  for (int i = 0; i < N; i++) canceled += c[i].done && c[i].status == SG_ECANCELED;
+  assert_true(canceled >= N - 4);
+  sg_pg_pool_close(e.pool);
+  assert_int_equal(uv_run(&e.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&e.loop), 0);
+  for (int i = 0; i < N; i++) assert_int_equal(c[i].done, 1);
+  for (int i = 0; i < N; i++) sg_span_batch_free(&b[i]);
+}
+
 /* ---- COPY and upsert ------------------------------------------------------------ */
 
 static void exec_sql(const char *conninfo, const char *sql);
@@ -980,6 +1042,7 @@ int main(void) {
       cmocka_unit_test(test_bisect_k_bad),
       cmocka_unit_test(test_split_by_max_spans),
       cmocka_unit_test(test_split_by_bytes),
+      cmocka_unit_test(test_statements_bounded),
       cmocka_unit_test(test_copy_same_as_upsert),
       cmocka_unit_test(test_copy_conflict_fallback),
       cmocka_unit_test(test_copy_refused_table),
