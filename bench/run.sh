@@ -425,6 +425,11 @@ GW_P99=$(jget "$OUT/load_half.json" latency_ms.p99)
 P99_RATIO=$(awk -v g="$GW_P99" -v f="$f99" 'BEGIN{ if (f > 0 && g != "") printf "%.6f", g / f; else print "" }')
 fact p99_ratio "$P99_RATIO"
 log "latency: p99 gateway $(fmt "$GW_P99" '%.1f') ms, floor $(fmt "$f99" '%.1f') ms: p99_ratio $(fmt "$P99_RATIO" '%.2f')"
+# The databases of the finished runs go (their autovacuum would land on the
+# soak and the profile); the gateway's current one stays.
+for db in $(psqlq postgres -c "SELECT datname FROM pg_database WHERE datname LIKE 'bench\_%' AND datname <> '$GW_DB'"); do
+  psqlq postgres -c "DROP DATABASE $db" >/dev/null || log "could not drop $db"
+done
 psqlq postgres -c 'ALTER SYSTEM RESET autovacuum' -c 'SELECT pg_reload_conf()' >/dev/null
 
 if [[ $SOAK_SECONDS -gt 0 ]]; then
