@@ -157,6 +157,7 @@ typedef enum {
   T_JSON_NULL, /* compact JSON text, Nullable(String) */
   T_VERSION,   /* UInt64, ReplacingMergeTree's version */
   T_EXPIRES,   /* DateTime('UTC'), the TTL column */
+  T_FLAG,      /* UInt8 DEFAULT 0 */
 } ltype_t;
 
 /* Which value of a span a column carries (the encoder's switch). F_NONE:
@@ -191,6 +192,7 @@ typedef enum {
   F_EVENTS,
   F_VERSION,
   F_EXPIRES,
+  F_IS_DELETED,
 } field_t;
 
 typedef struct {
@@ -268,6 +270,7 @@ static const col_t span_cols[] = {
     {"deleted_by_id", T_UUID_NULL, F_DELETED_BY, NULL, 0},
     {"version", T_VERSION, F_VERSION, NULL, 0},
     {"expires_at", T_EXPIRES, F_EXPIRES, NULL, 0},
+    {"is_deleted", T_FLAG, F_IS_DELETED, NULL, 0},
 };
 
 static const col_t node_cols[] = {
@@ -279,6 +282,7 @@ static const col_t node_cols[] = {
     {"attributes", T_JSON_NULL, F_NONE, NULL, 0},
     {"version", T_VERSION, F_NONE, NULL, 0},
     {"expires_at", T_EXPIRES, F_NONE, NULL, 0},
+    {"is_deleted", T_FLAG, F_NONE, NULL, 0},
 };
 
 static const table_t tables[] = {
@@ -345,6 +349,7 @@ static int put_col_def(sg_buf_t *b, const col_t *c, unsigned caps) {
   }
   case T_VERSION: rc = rc ? rc : sg_buf_puts(b, "UInt64"); break;
   case T_EXPIRES: rc = rc ? rc : sg_buf_puts(b, "DateTime('UTC')"); break;
+  case T_FLAG: rc = rc ? rc : sg_buf_puts(b, "UInt8 DEFAULT 0"); break;
   }
   return rc;
 }
@@ -718,6 +723,7 @@ static int encode_col(sg_buf_t *b, const col_t *c, const uint8_t project_id[16],
     switch (c->type) {
     case T_TIME:
     case T_TIME_NULL: return put_time_null(b, caps);
+    case T_FLAG: return sg_buf_putc(b, '0');
     default: return put_null(b);
     }
   case F_PROJECT_ID: return put_uuid(b, project_id);
@@ -764,6 +770,7 @@ static int encode_col(sg_buf_t *b, const col_t *c, const uint8_t project_id[16],
     if (s > SG_CH_EXPIRES_NEVER_S) s = SG_CH_EXPIRES_NEVER_S;             /* INT64_MAX: never */
     return put_datetime(b, s);
   }
+  case F_IS_DELETED: return sg_buf_putc(b, '0'); /* a live span; tombstones come from text rows */
   }
   return SG_EINVAL;
 }
@@ -1043,7 +1050,9 @@ static int encode_col_text(sg_buf_t *b, const col_t *c, const uint8_t project_id
                            const sg_ch_text_row_t *r, int64_t expires_at_us, unsigned caps) {
   static const sg_ch_text_t empty = {"", 0};
   switch (c->field) {
-  case F_NONE: return (c->type == T_TIME || c->type == T_TIME_NULL) ? put_time_null(b, caps) : put_null(b);
+  case F_NONE:
+    if (c->type == T_FLAG) return sg_buf_putc(b, '0');
+    return (c->type == T_TIME || c->type == T_TIME_NULL) ? put_time_null(b, caps) : put_null(b);
   case F_PROJECT_ID: return put_uuid(b, project_id);
   case F_TRACE_ID: return put_uuid_text(b, &r->trace_id, 0);
   case F_SPAN_ID: return put_uuid_text(b, &r->span_id, 0);
@@ -1077,6 +1086,7 @@ static int encode_col_text(sg_buf_t *b, const col_t *c, const uint8_t project_id
     if (s > SG_CH_EXPIRES_NEVER_S) s = SG_CH_EXPIRES_NEVER_S;
     return put_datetime(b, s);
   }
+  case F_IS_DELETED: return sg_buf_putc(b, r->is_deleted ? '1' : '0');
   }
   return SG_EINVAL;
 }

@@ -13,7 +13,13 @@
  *     that second (0..999999), Nullable exactly when the time is.
  *
  * Rows are TabSeparated (see ch_schema.c for the measurement behind the
- * choice). Stands alone: no server, no loop, no logging.
+ * choice).
+ *
+ * Deletes are tombstones, not mutations: both tables have `is_deleted UInt8
+ * DEFAULT 0` (the column modern ReplacingMergeTree(version, is_deleted)
+ * names; an ordinary column on older servers). A hard delete becomes a row
+ * with the deleted row's sorting key, a higher version and is_deleted = 1;
+ * readers filter `is_deleted = 0` after FINAL (WHERE, not PREWHERE). Stands alone: no server, no loop, no logging.
  */
 #ifndef SG_CH_SCHEMA_H
 #define SG_CH_SCHEMA_H
@@ -131,6 +137,7 @@ typedef struct {
   sg_ch_text_t attributes, references, links, hashes, events;
   sg_ch_text_t created_by_id, updated_by_id, deleted_by_id;
   int64_t start_us, end_us, created_at_us, updated_at_us, deleted_at_us, version;
+  int is_deleted; /* 1: a tombstone (the span was deleted in PostgreSQL); readers skip it */
 } sg_ch_text_row_t;
 
 /* Append one spans row like sg_ch_row_encode, from text values, without an

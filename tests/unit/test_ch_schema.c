@@ -54,7 +54,8 @@ static const char ddl_18_16[] =
     "    updated_by_id Nullable(UUID),\n"
     "    deleted_by_id Nullable(UUID),\n"
     "    version UInt64,\n"
-    "    expires_at DateTime('UTC')\n"
+    "    expires_at DateTime('UTC'),\n"
+    "    is_deleted UInt8 DEFAULT 0\n"
     ")\n"
     "ENGINE = ReplacingMergeTree(version)\n"
     "PARTITION BY toYYYYMM(created_at)\n"
@@ -72,7 +73,8 @@ static const char ddl_18_16[] =
     "    created_at_us UInt32,\n"
     "    attributes Nullable(String),\n"
     "    version UInt64,\n"
-    "    expires_at DateTime('UTC')\n"
+    "    expires_at DateTime('UTC'),\n"
+    "    is_deleted UInt8 DEFAULT 0\n"
     ")\n"
     "ENGINE = ReplacingMergeTree(version)\n"
     "PARTITION BY toYYYYMM(created_at)\n"
@@ -113,7 +115,7 @@ static const char insert_18_16[] =
     "end_time_us, status_code, status_message, attributes, references, links, hashes, events, "
     "session_id, user_id, agent_id, created_at, created_at_us, updated_at, updated_at_us, "
     "deleted_at, deleted_at_us, created_by_id, updated_by_id, deleted_by_id, version, "
-    "expires_at) FORMAT TabSeparated";
+    "expires_at, is_deleted) FORMAT TabSeparated";
 
 
 static const char ddl_24_8[] =
@@ -149,6 +151,7 @@ static const char ddl_24_8[] =
     "    deleted_by_id Nullable(UUID),\n"
     "    version UInt64,\n"
     "    expires_at DateTime('UTC'),\n"
+    "    is_deleted UInt8 DEFAULT 0,\n"
     "    INDEX idx_trace_id trace_id TYPE bloom_filter(0.01) GRANULARITY 1\n"
     ")\n"
     "ENGINE = ReplacingMergeTree(version)\n"
@@ -167,7 +170,8 @@ static const char ddl_24_8[] =
     "    created_at DateTime64(6, 'UTC'),\n"
     "    attributes Nullable(String),\n"
     "    version UInt64,\n"
-    "    expires_at DateTime('UTC')\n"
+    "    expires_at DateTime('UTC'),\n"
+    "    is_deleted UInt8 DEFAULT 0\n"
     ")\n"
     "ENGINE = ReplacingMergeTree(version)\n"
     "PARTITION BY toYYYYMM(created_at)\n"
@@ -208,7 +212,7 @@ static const char insert_24_8[] =
     "trace_type, span_type, span_kind, span_name, start_time, end_time, status_code, "
     "status_message, attributes, references, links, hashes, events, session_id, user_id, "
     "agent_id, created_at, updated_at, deleted_at, created_by_id, updated_by_id, "
-    "deleted_by_id, version, expires_at) FORMAT TabSeparated";
+    "deleted_by_id, version, expires_at, is_deleted) FORMAT TabSeparated";
 
 
 static sg_ch_version_t ver(const char *s) {
@@ -292,12 +296,12 @@ static void check_render(const char *version, const char *want_ddl, const char *
 
 static void test_render_18_16(void **st) {
   (void)st;
-  check_render("18.16.1", ddl_18_16, insert_18_16, 33);
+  check_render("18.16.1", ddl_18_16, insert_18_16, 34);
 }
 
 static void test_render_24_8(void **st) {
   (void)st;
-  check_render("24.8.4.13", ddl_24_8, insert_24_8, 28);
+  check_render("24.8.4.13", ddl_24_8, insert_24_8, 29);
 }
 
 static void test_render_database_quoting(void **st) {
@@ -384,7 +388,7 @@ static const char row_18_16[] =
     "\\N\t\\N\t"
     "\\N\t\\N\t\\N\t"
     "9223372036854775807\t"
-    "2105-12-31 23:59:59\n";
+    "2105-12-31 23:59:59\t0\n";
 
 static const char row_24_8[] =
     "01935e2a-7b4c-7d10-8000-123456789abc\t"
@@ -410,7 +414,7 @@ static const char row_24_8[] =
     "\\N\t"
     "\\N\t\\N\t\\N\t"
     "9223372036854775807\t"
-    "2105-12-31 23:59:59\n";
+    "2105-12-31 23:59:59\t0\n";
 
 static size_t count_char(const char *s, size_t n, char c) {
   size_t k = 0;
@@ -466,17 +470,17 @@ static void test_row_nulls_and_bounds(void **st) {
                       "1970-01-01 00:00:00\t1\t"
                       "1970-01-01 00:00:00\t999999\t"
                       "\\N\t\\N\t\\N\t\\N\t\\N\t0\t"
-                      "1970-01-01 00:00:01\n"); /* expires_at rounded up to the second */
+                      "1970-01-01 00:00:01\t0\n"); /* expires_at rounded up to the second */
   sg_buf_reset(&b);
   assert_int_equal(sg_ch_row_encode(&v24, project, &s, 86400000000LL, &b), 0);
   assert_non_null(strstr(b.data, "\t1970-01-01 00:00:00.000000\t2105-12-31 23:59:59.999999\t"));
   assert_non_null(strstr(b.data, "\t1970-01-01 00:00:00.000001\t1970-01-01 00:00:00.999999\t"));
-  assert_non_null(strstr(b.data, "\t0\t1970-01-02 00:00:00\n"));
+  assert_non_null(strstr(b.data, "\t0\t1970-01-02 00:00:00\t0\n"));
 
   /* Past 2105 expires_at means never. */
   sg_buf_reset(&b);
   assert_int_equal(sg_ch_row_encode(&v24, project, &s, 5000000000000000LL, &b), 0);
-  assert_non_null(strstr(b.data, "\t0\t2105-12-31 23:59:59\n"));
+  assert_non_null(strstr(b.data, "\t0\t2105-12-31 23:59:59\t0\n"));
 
   /* Rejected, not clamped; the buffer is left as it was. */
   sg_buf_reset(&b);
@@ -684,6 +688,15 @@ static void test_row_text_equals_span_row(void **st) {
   assert_int_equal(sg_ch_row_encode_text(&v18, project, &n, INT64_MAX, &b, &why), 0);
   assert_non_null(strstr(b.data, "\t\\N\t\\N\tLLM\tSPAN_KIND_CLIENT\t\t2023-11-14 22:13:20\t"));
   assert_non_null(strstr(b.data, "\t2023-11-14 22:13:23\t7\t\\N\t\\N\t\\N\t\\N\t01935e2a-7b4c-7d10-8000-123456789abc\t"));
+
+  /* A tombstone: the same row with is_deleted = 1 in the last column. */
+  sg_ch_text_row_t t = r;
+  t.is_deleted = 1;
+  sg_buf_reset(&b);
+  assert_int_equal(sg_ch_row_encode_text(&v24, project, &t, INT64_MAX, &b, &why), 0);
+  assert_int_equal(b.len, strlen(row_24_8));
+  assert_memory_equal(b.data, row_24_8, b.len - 2);
+  assert_string_equal(b.data + b.len - 3, "\t1\n");
   sg_buf_free(&b);
 }
 
