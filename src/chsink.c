@@ -83,6 +83,7 @@ struct sg_chsink_s {
   int closing;
   int logged_down;             /* a "ClickHouse unreachable" line is out */
   uint64_t last_encode_log;
+  int fixed_insert;            /* sg_chsink_open with its own INSERT statement and tag */
   sg_chsink_stats_t st;
 };
 
@@ -97,6 +98,7 @@ static int64_t now_us(void) {
  * unknown, so rows are recorded as gaps and the version is asked again. */
 static int set_version(sg_chsink_t *s, const sg_ch_version_t *ver) {
   s->ver = *ver;
+  if (s->fixed_insert) return 0; /* sg_chsink_open: the caller's INSERT and tag */
   snprintf(s->tag, sizeof s->tag, "spans/%s", (ver->caps & SG_CH_DATETIME64) ? "dt64" : "us");
   sg_buf_reset(&s->insert_sql);
   int rc = sg_ch_insert_sql(&s->ver, s->cfg->clickhouse_database, &s->insert_sql);
@@ -247,6 +249,12 @@ int sg_chsink_append(sg_chsink_t *s, const uint8_t project_id[16], const sg_span
            s->spools[0].dir, rc == SG_ETOOBIG ? "full (spool_max_bytes)" : sg_strerror(rc));
   record_gap(s, project_id, spans, n, rc == SG_ETOOBIG ? "spool full" : "spool write failed");
   return 0;
+}
+
+int sg_chsink_append_rows(sg_chsink_t *s, const char *rows, size_t len, int64_t now_us) {
+  if (!s->have_ver) return SG_EUNAVAIL;
+  if (len == 0) return 0;
+  return sg_spool_append(s->spools[0].sp, s->tag, rows, len, now_us);
 }
 
 int sg_chsink_sync(sg_chsink_t *s) {
@@ -742,14 +750,15 @@ static void schedule_now(sg_chsink_t *s) {
 
 /* ---- lifecycle ---------------------------------------------------------------- */
 
-static int open_spool(sg_chsink_t *s, const char *dir, int own, sg_buf_t *err) {
+static int open_spool(sg_chsink_t *s, const char *dir, int own, int fsync_never, sg_buf_t *err) {
   sg_spool_opts_t o;
   memset(&o, 0, sizeof o);
   o.segment_bytes = s->cfg->spool_segment_bytes;
   o.max_bytes = s->cfg->spool_max_bytes;
-  o.fsync = !strcmp(s->cfg->spool_fsync, "always") ? SG_SPOOL_FSYNC_ALWAYS
-            : !strcmp(s->cfg->spool_fsync, "never") ? SG_SPOOL_FSYNC_NEVER
-                                                    : SG_SPOOL_FSYNC_BATCH;
+  o.fsync = fsync_never                               ? SG_SPOOL_FSYNC_NEVER
+            : !strcmp(s->cfg->spool_fsync, "always") ? SG_SPOOL_FSYNC_ALWAYS
+            : !strcmp(s->cfg->spool_fsync, "never")  ? SG_SPOOL_FSYNC_NEVER
+                                                     : SG_SPOOL_FSYNC_BATCH;
   sg_spool_t *sp;
   int rc = sg_spool_open(dir, &o, &sp);
   if (rc != 0) {
@@ -769,8 +778,9 @@ static int open_spool(sg_chsink_t *s, const char *dir, int own, sg_buf_t *err) {
   return 0;
 }
 
-sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_version_t *ver,
-                           int worker_id, sg_pg_pool_t *pg, sg_buf_t *err) {
+/* The sink without its spools: the client, the version. */
+static sg_chsink_t *sink_alloc(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_version_t *ver,
+                               const sg_chsink_opts_t *co, sg_pg_pool_t *pg, sg_buf_t *err) {
   sg_chsink_t *s = calloc(1, sizeof *s);
   if (!s) return NULL;
   s->loop = loop;
@@ -779,6 +789,15 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_
    * put until the insert's callback: no copy unless gzipped. */
   s->ch_flags = sg_config_clickhouse_gzip(cfg) ? SG_CH_GZIP : SG_CH_BORROW;
   s->pg = pg;
+  if (co && co->insert_sql) {
+    s->fixed_insert = 1;
+    snprintf(s->tag, sizeof s->tag, "%s", co->tag);
+    if (sg_buf_puts(&s->insert_sql, co->insert_sql) != 0) {
+      free(s);
+      return NULL;
+    }
+    s->have_ver = 1;
+  }
   if (ver) set_version(s, ver);
   s->st.reachable = ver != NULL; /* the version was just asked of the server */
   sg_ch_opts_t o = {cfg->clickhouse_host, (int)cfg->clickhouse_port, cfg->clickhouse_user,
@@ -787,14 +806,44 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_
   s->ch = sg_ch_client_new(loop, &o);
   if (!s->ch) {
     sg_buf_puts(err, "ClickHouse client: out of memory");
+    sg_buf_free(&s->insert_sql);
     free(s);
     return NULL;
   }
+  return s;
+}
+
+sg_chsink_t *sg_chsink_open(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_version_t *ver,
+                            const sg_chsink_opts_t *co, sg_buf_t *err) {
+  if (ver == NULL || co == NULL || co->dir == NULL || (co->insert_sql && co->tag == NULL)) {
+    sg_buf_puts(err, "sg_chsink_open: bad arguments");
+    return NULL;
+  }
+  sg_chsink_t *s = sink_alloc(loop, cfg, ver, co, NULL, err);
+  if (!s) return NULL;
+  mkdir(cfg->spool_dir, 0755);
+  if (open_spool(s, co->dir, 1, co->fsync_never, err) != 0) {
+    sg_ch_client_close(s->ch);
+    sg_buf_free(&s->insert_sql);
+    free(s);
+    return NULL;
+  }
+  uv_timer_init(loop, &s->timer);
+  s->timer.data = s;
+  uv_timer_start(&s->timer, tick, 0, TICK_MS);
+  return s;
+}
+
+sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_version_t *ver,
+                           int worker_id, sg_pg_pool_t *pg, sg_buf_t *err) {
+  sg_chsink_t *s = sink_alloc(loop, cfg, ver, NULL, pg, err);
+  if (!s) return NULL;
   char dir[4096];
   snprintf(dir, sizeof dir, "%s/w%d", cfg->spool_dir, worker_id);
   mkdir(cfg->spool_dir, 0755);
-  if (open_spool(s, dir, 1, err) != 0) {
+  if (open_spool(s, dir, 1, 0, err) != 0) {
     sg_ch_client_close(s->ch);
+    sg_buf_free(&s->insert_sql);
     free(s);
     return NULL;
   }
@@ -810,7 +859,7 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_
     if ((n - 1) % nworkers + 1 != worker_id) continue;
     snprintf(dir, sizeof dir, "%s/%s", cfg->spool_dir, e->d_name);
     sg_buf_t why = SG_BUF_INIT;
-    if (open_spool(s, dir, 0, &why) != 0) sg_warn("clickhouse", "%s", why.data);
+    if (open_spool(s, dir, 0, 0, &why) != 0) sg_warn("clickhouse", "%s", why.data);
     sg_buf_free(&why);
   }
   if (d) closedir(d);

@@ -66,6 +66,29 @@ typedef struct {
 sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_version_t *ver,
                            int worker_id, sg_pg_pool_t *pg, sg_buf_t *err);
 
+/* A sink of its own beside the workers' (change capture's): one spool
+ * directory, no adoption of other directories, no gaps (the caller keeps the
+ * source of its rows). */
+typedef struct {
+  const char *dir;        /* spool directory (created) */
+  const char *insert_sql; /* the INSERT its rows are for; NULL: the spans INSERT of ver */
+  const char *tag;        /* with insert_sql: the rows' layout, e.g. "nodes/us" */
+  int fsync_never;        /* the spool is never synced: the caller can produce the rows again */
+} sg_chsink_opts_t;
+
+/* ver is required (the rows were encoded for it). NULL with a reason in err. */
+sg_chsink_t *sg_chsink_open(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_version_t *ver,
+                            const sg_chsink_opts_t *o, sg_buf_t *err);
+
+/* Appends rows already encoded for the sink's INSERT (TabSeparated, each
+ * '\n'-terminated) as one record stamped now_us (the spool's oldest_us
+ * then tells which records ClickHouse has: every one stamped earlier than
+ * sg_chsink_stats()'s spool_oldest_us, all when it is 0, provided the
+ * stamps increase). 0; SG_ETOOBIG: the spool is full (nothing written,
+ * try again once the flusher made room); SG_EUNAVAIL: no INSERT (version
+ * unknown); SG_EIO. Unlike sg_chsink_append nothing becomes a gap. */
+int sg_chsink_append_rows(sg_chsink_t *s, const char *rows, size_t len, int64_t now_us);
+
 /* Spools the committed spans of one request for project. expires_us[i] is
  * span i's expiry (µs; INT64_MAX = never), or NULL for never. Spans the row
  * encoder refuses are counted and logged, not spooled. Returns 0 when the

@@ -181,7 +181,7 @@ static void stored_cb(void *arg, int status, sg_span_batch_t *batch) {
   if (status == 0) {
     atomic_fetch_add(&sg_metrics.spans_stored, in->batch.n);
     atomic_fetch_add(&sg_metrics.spans_rejected, in->batch.rejected);
-    if (in->w->ch && in->batch.n && dual_write(in)) {
+    if (in->w->ch && in->batch.n && strcmp(in->w->cfg->clickhouse_writes, "capture") && dual_write(in)) {
       answer_after_sync(in);
       return;
     }

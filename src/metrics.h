@@ -82,6 +82,15 @@ typedef struct {
   _Atomic uint64_t auth_lookups_limited; /* unknown keys answered 503 by the look-up rate limit */
   _Atomic uint64_t lua_user_dropped;    /* script metric names refused export (see below) */
   _Atomic uint64_t ch_spool_errors;
+  /* Change capture (clickhouse_writes = "capture"), published by its thread. */
+  _Atomic int64_t capture_state;        /* 0 off, 1 connecting, 2 streaming, 3 standby, 4 failing */
+  _Atomic int64_t capture_lag_bytes;    /* WAL not yet confirmed: pg_current_wal_lsn() - confirmed */
+  _Atomic int64_t capture_lag_us;       /* age of the oldest change not yet in ClickHouse */
+  _Atomic int64_t capture_retained_bytes; /* WAL the slot holds back (from its restart_lsn) */
+  _Atomic uint64_t capture_changes[4];  /* insert, update, delete, truncate (spans and nodes) */
+  _Atomic uint64_t capture_transactions;
+  _Atomic uint64_t capture_skipped;     /* rows of projects routing.lua keeps out of ClickHouse */
+  _Atomic uint64_t capture_unwritable;  /* changes recorded as gaps (values not in the stream) */
   /* Retention. */
   _Atomic uint64_t ttl_rows_expired;    /* rows the ClickHouse sweep deleted */
   _Atomic int64_t ttl_last_sweep_s;     /* Unix time of the last completed sweep round */

@@ -7,6 +7,7 @@
 
 #include "buf.h"
 #include "metrics.h"
+#include "pgcapture.h"
 #include "worker.h"
 
 typedef struct {
@@ -133,6 +134,10 @@ static void readyz(sg_worker_t *w, sg_http_req_t *req) {
                   (unsigned long long)atomic_load(&sg_metrics.ch_gap_spans));
   } else {
     sg_buf_puts(&b, ",\"clickhouse\":{\"enabled\":false}");
+  }
+  if (w->ch && !strcmp(w->cfg->clickhouse_writes, "capture")) { /* change capture's state */
+    sg_buf_puts(&b, ",\"capture\":");
+    sg_pgcapture_status_json(&b);
   }
   sg_buf_puts(&b, "}\n");
   sg_http_respond(req, ready ? 200 : 503, "application/json", b.data, b.len,
