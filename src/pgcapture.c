@@ -894,10 +894,7 @@ static int put_span(sg_pgcapture_t *c, const uint8_t project[16], sg_ch_text_row
 /* The deleted row as a tombstone: same sorting key, is_deleted = 1,
  * deleted_at the delete's commit time, a version above the row's. */
 static int put_tombstone(sg_pgcapture_t *c, const uint8_t project[16], sg_ch_text_row_t *row) {
-  int64_t when = c->txn_commit_us;
-  row->is_deleted = 1;
-  row->deleted_at_us = when >= SG_CH_TIME_MIN_US && when <= SG_CH_TIME_MAX_US ? when : row->deleted_at_us;
-  row->version = when > row->version ? when : row->version + 1;
+  sg_cap_tombstone(row, c->txn_commit_us);
   return put_span(c, project, row);
 }
 

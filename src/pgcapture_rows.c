@@ -169,6 +169,12 @@ int sg_cap_span_row(const sg_cap_rel_t *rel, const sg_pgo_tuple_t *tup, const sg
   return 0;
 }
 
+void sg_cap_tombstone(sg_ch_text_row_t *row, int64_t commit_us) {
+  row->is_deleted = 1;
+  if (commit_us >= SG_CH_TIME_MIN_US && commit_us <= SG_CH_TIME_MAX_US) row->deleted_at_us = commit_us;
+  row->version = commit_us > row->version ? commit_us : row->version + 1;
+}
+
 int sg_cap_span_key_moved(const sg_cap_rel_t *rel, const sg_pgo_tuple_t *old, const sg_pgo_tuple_t *tup) {
   static const int keys[] = {SG_CAP_C_project_id, SG_CAP_C_trace_id, SG_CAP_C_span_id, SG_CAP_C_created_at};
   for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {

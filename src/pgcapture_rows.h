@@ -76,6 +76,12 @@ void sg_cap_rel_free(sg_cap_rel_t *r);
 int sg_cap_span_row(const sg_cap_rel_t *rel, const sg_pgo_tuple_t *tup, const sg_pgo_tuple_t *old,
                     uint8_t project_id[16], sg_ch_text_row_t *row, const char **why);
 
+/* Turns the deleted row into its tombstone: is_deleted = 1, deleted_at the
+ * delete's commit time (µs; kept as it was if out of ClickHouse's range),
+ * version the greater of that time and the row's version + 1, so that it
+ * replaces every version of the row under FINAL. */
+void sg_cap_tombstone(sg_ch_text_row_t *row, int64_t commit_us);
+
 /* The span ttl.lua is asked about, from a text row: ids parsed, strings
  * copied, JSON columns parsed. Free with sg_span_clear. SG_EINVAL /
  * SG_EPARSE (*why names the column) or SG_ENOMEM; s is cleared then. */

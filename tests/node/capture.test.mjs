@@ -96,6 +96,10 @@ const pgCount = async (gw) => (await gw.query('SELECT count(*)::int AS n FROM sp
 
 test('SQL inserts, upserts, updates and a hard delete of a trace reach ClickHouse; validate agrees', async () => {
   const db = await captureDb();
+  // Agenta's older observability table, reduced: captured too when it exists
+  await pgQuery(db.uri, `CREATE TABLE nodes (project_id uuid NOT NULL, created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz, node_id uuid NOT NULL, tree_id uuid, root_id uuid, node_name varchar, data jsonb,
+    PRIMARY KEY (project_id, node_id))`);
   const gw = await startGateway({ db, clickhouse: true, conf: captureConf(db) });
   try {
     await waitState(gw, 'streaming');
@@ -125,7 +129,7 @@ test('SQL inserts, upserts, updates and a hard delete of a trace reach ClickHous
       const s = await chSpans(gw);
       return Object.keys(s).length === 10 && s[spanId(0, 2)]?.msg === 'looked at' && s[spanId(2, 0)]?.attrs.includes('edited') ? s : null;
     }, 20000, 200);
-    assert.ok(got, `ClickHouse has ${JSON.stringify(await chSpans(gw))}`);
+    assert.ok(got, `ClickHouse has ${JSON.stringify(Object.entries(await chSpans(gw)).map(([k, v]) => [k, v.name, v.msg]))}`);
     assert.equal(got[spanId(1, 1)].name, 'renamed by upsert');
     assert.equal(JSON.parse(got[spanId(2, 0)].attrs).edited, true);
     assert.equal(JSON.parse(got[spanId(0, 2)].attrs).big, big, 'the unchanged TOASTed attributes survive the update');
@@ -146,11 +150,32 @@ test('SQL inserts, upserts, updates and a hard delete of a trace reach ClickHous
     assert.deepEqual(tomb, [3, 1, 0], 'three tombstones with deleted_at');
     assert.equal(await chLive(gw), 7);
 
+    // nodes: inserted, updated, one deleted
+    const [n1, n2, tree] = [spanId(9, 1), spanId(9, 2), traceId(9)];
+    await withClient(db.uri, async (c) => {
+      await c.query(`INSERT INTO nodes (project_id, node_id, tree_id, node_name, data)
+          VALUES ($1, $2, $4, 'n1', '{"x": 1}'), ($1, $3, $4, 'n2', '{"x": 2}')`, [PROJECT_A, n1, n2, tree]);
+      await c.query(`UPDATE nodes SET data = '{"x": 3}', updated_at = now() WHERE node_id = $1`, [n1]);
+      await c.query('DELETE FROM nodes WHERE node_id = $1', [n2]);
+    });
+    const nodes = await until(async () => {
+      const r = JSON.parse(await gw.ch(`SELECT toString(node_id), toString(tree_id), attributes FROM nodes FINAL
+          WHERE is_deleted = 0 FORMAT JSONCompact`)).data;
+      return r.length === 1 && JSON.parse(r[0][2]).data.x === 3 ? r : null;
+    }, 20000, 200);
+    assert.ok(nodes, `ClickHouse nodes: ${await gw.ch('SELECT * FROM nodes FORMAT TSV')}`);
+    assert.equal(nodes[0][0], n1);
+    assert.equal(nodes[0][1], tree);
+    const attrs = JSON.parse(nodes[0][2]);
+    assert.equal(attrs.node_name, 'n1');
+    assert.match(attrs.updated_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$/);
+    assert.equal(Number((await gw.ch(`SELECT count() FROM nodes FINAL WHERE is_deleted = 1`)).trim()), 1);
+
     const v = spawnSync(BIN, ['validate', '-c', gw.conf], { env: gw.env, encoding: 'utf8' });
     assert.equal(v.status, 0, `validate: ${v.stdout}\n${v.stderr}`);
     assert.match(v.stdout, /ClickHouse matches PostgreSQL/);
     const m = (await request(gw, 'GET', '/metrics')).text;
-    assert.match(m, /spangate_capture_changes_total\{op="delete"\} 3\n/);
+    assert.match(m, /spangate_capture_changes_total\{op="delete"\} 4\n/); // three spans, one node
     assert.match(m, /spangate_capture_changes_total\{op="update"\} [3-9]\n/);
     assert.match(m, /spangate_capture_state 2\n/);
     assert.deepEqual(gw.errorLines(), []);
