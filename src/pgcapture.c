@@ -71,7 +71,7 @@
 #define STATS_EVERY_MS 2000
 #define RETAINED_WARN_EVERY_MS 60000
 #define ROWS_FLUSH_BYTES (1u << 20)
-#define BURST_MESSAGES 5000     /* messages handled per loop turn before others get a go */
+#define BURST_MESSAGES 5000 /* messages handled per loop turn before others get a go */
 #define VERSION_RETRY_MS 5000
 
 enum { ST_OFF = 0, ST_CONNECTING, ST_STREAMING, ST_STANDBY, ST_FAILING };
@@ -131,13 +131,13 @@ struct sg_pgcapture_s {
   int in_txn;
   int64_t txn_commit_us;
   sg_buf_t rows, nrows;
-  int paused;           /* the spool is full: nothing is read until the rows are appended */
+  int paused; /* the spool is full: nothing is read until the rows are appended */
   int64_t last_stamp, pend_stamp;
   pending_t *fifo;
   size_t fhead, fn, fcap;
   sg_lsn_t confirmed, recv, sent_flush;
   uint64_t status_ms;
-  uint64_t log_ms;      /* row-level error lines: at most one a second */
+  uint64_t log_ms; /* row-level error lines: at most one a second */
   uint64_t log_quiet;
 
   /* figures */
@@ -213,10 +213,10 @@ static void publish(sg_pgcapture_t *c) {
   memset(&b, 0, sizeof b);
   if (c->sink) sg_chsink_stats(c->sink, &a);
   if (c->nodes_sink) sg_chsink_stats(c->nodes_sink, &b);
-#define PUB(field, metric, value)                                  \
-  do {                                                             \
-    atomic_fetch_add(&sg_metrics.metric, (value) - c->field);      \
-    c->field = (value);                                            \
+#define PUB(field, metric, value)                                                                            \
+  do {                                                                                                       \
+    atomic_fetch_add(&sg_metrics.metric, (value) - c->field);                                                \
+    c->field = (value);                                                                                      \
   } while (0)
   PUB(pub_inserts, ch_inserts, a.inserts + b.inserts);
   PUB(pub_rows, ch_rows, a.rows_sent + b.rows_sent);
@@ -241,8 +241,9 @@ int sg_pgcapture_status_json(sg_buf_t *out) {
   if (!shared.running) {
     rc = sg_buf_puts(out, "{\"state\":\"off\"}");
   } else {
-    rc = sg_buf_printf(out, "{\"state\":\"%s\",\"slot\":\"%s\",\"confirmed_lsn\":\"%s\",\"lag_bytes\":%" PRId64
-                            ",\"lag_seconds\":%.3f,\"retained_wal_bytes\":%" PRId64,
+    rc = sg_buf_printf(out,
+                       "{\"state\":\"%s\",\"slot\":\"%s\",\"confirmed_lsn\":\"%s\",\"lag_bytes\":%" PRId64
+                       ",\"lag_seconds\":%.3f,\"retained_wal_bytes\":%" PRId64,
                        state_names[shared.state], shared.slot, shared.confirmed, shared.lag_bytes,
                        (double)shared.lag_us / 1e6, shared.retained_bytes);
     if (rc == 0 && shared.error[0]) {
@@ -293,8 +294,10 @@ static void describe(char *out, size_t cap, const char *what, const char *msg, c
   char f[300] = "";
   if (fix) {
     const char *r = strstr(fix, "<role>");
-    if (r) snprintf(f, sizeof f, "%.*s%s%s", (int)(r - fix), fix, role && *role ? role : "<role>", r + 6);
-    else snprintf(f, sizeof f, "%s", fix);
+    if (r)
+      snprintf(f, sizeof f, "%.*s%s%s", (int)(r - fix), fix, role && *role ? role : "<role>", r + 6);
+    else
+      snprintf(f, sizeof f, "%s", fix);
   }
   snprintf(out, cap, "%s: %s%s%s", what, m, fix ? "; to fix: " : "", f);
 }
@@ -345,9 +348,10 @@ int sg_pgcapture_precheck(const sg_config_t *cfg, sg_buf_t *err) {
     sg_buf_printf(err, "SHOW wal_level failed: %s", PQresultErrorMessage(r));
     rc = SG_EUNAVAIL;
   } else if (strcmp(PQgetvalue(r, 0, 0), "logical") != 0) {
-    sg_buf_printf(err, "PostgreSQL runs with wal_level = %s; change capture needs logical: "
-                       "ALTER SYSTEM SET wal_level = logical, then restart PostgreSQL "
-                       "(or set clickhouse_writes = \"spool\")",
+    sg_buf_printf(err,
+                  "PostgreSQL runs with wal_level = %s; change capture needs logical: "
+                  "ALTER SYSTEM SET wal_level = logical, then restart PostgreSQL "
+                  "(or set clickhouse_writes = \"spool\")",
                   PQgetvalue(r, 0, 0));
     rc = SG_ECONFIG;
   }
@@ -383,8 +387,10 @@ static void watch(sg_pgcapture_t *c, int events, int fresh) {
   }
   if (events == c->poll_events) return;
   c->poll_events = events;
-  if (events) uv_poll_start(c->poll, events, on_poll);
-  else uv_poll_stop(c->poll);
+  if (events)
+    uv_poll_start(c->poll, events, on_poll);
+  else
+    uv_poll_stop(c->poll);
 }
 
 /* What to watch while connected: readable unless paused, writable while
@@ -423,16 +429,19 @@ static void fail(sg_pgcapture_t *c, int state, const char *what, const char *msg
   c->next_try_ms = now + retry_ms;
   if (state == ST_STANDBY) {
     if (c->state != ST_STANDBY)
-      sg_info("capture", "standing by: %s; another gateway follows slot '%s', this one takes over when "
-                         "its connection ends (trying every %d s)",
+      sg_info("capture",
+              "standing by: %s; another gateway follows slot '%s', this one takes over when "
+              "its connection ends (trying every %d s)",
               why, c->cfg->capture_slot, STANDBY_RETRY_MS / 1000);
     set_state(c, ST_STANDBY, NULL);
     return;
   }
   if (!repeat || now - c->log_ms >= 60000) {
     c->log_ms = now;
-    if (permanent_fix(msg)) sg_error("capture", "%s; capture is not running (retrying)", why);
-    else sg_warn("capture", "%s; retrying in %" PRIu64 " ms", why, retry_ms);
+    if (permanent_fix(msg))
+      sg_error("capture", "%s; capture is not running (retrying)", why);
+    else
+      sg_warn("capture", "%s; retrying in %" PRIu64 " ms", why, retry_ms);
   }
   set_state(c, state, why);
 }
@@ -443,7 +452,8 @@ static void start_connect(sg_pgcapture_t *c) {
   c->conn = PQconnectStartParams(kw, val, 1);
   free(opts);
   if (c->conn == NULL || PQstatus(c->conn) == CONNECTION_BAD) {
-    fail(c, ST_CONNECTING, "connecting to PostgreSQL failed", c->conn ? PQerrorMessage(c->conn) : "out of memory", 0);
+    fail(c, ST_CONNECTING, "connecting to PostgreSQL failed",
+         c->conn ? PQerrorMessage(c->conn) : "out of memory", 0);
     return;
   }
   PQsetnonblocking(c->conn, 1);
@@ -511,8 +521,10 @@ static void run_step(sg_pgcapture_t *c) {
     sql[0] = '\0';
     if (c->spans_ri != 'f') snprintf(sql, sizeof sql, "ALTER TABLE %s REPLICA IDENTITY FULL;", c->spans_q);
     if (c->nodes_q[0] && c->nodes_ri != 'f')
-      snprintf(sql + strlen(sql), sizeof sql - strlen(sql), "ALTER TABLE %s REPLICA IDENTITY FULL;", c->nodes_q);
-    sg_info("capture", "setting REPLICA IDENTITY FULL, so that deletes and updates carry the old row: %s", sql);
+      snprintf(sql + strlen(sql), sizeof sql - strlen(sql), "ALTER TABLE %s REPLICA IDENTITY FULL;",
+               c->nodes_q);
+    sg_info("capture", "setting REPLICA IDENTITY FULL, so that deletes and updates carry the old row: %s",
+            sql);
     send_query(c, sql);
     return;
   case Q_PUB:
@@ -541,8 +553,10 @@ static void run_step(sg_pgcapture_t *c) {
       run_step(c);
       return;
     }
-    if (c->pub_exists) snprintf(sql, sizeof sql, "ALTER PUBLICATION %s ADD TABLE %s", pub, want);
-    else snprintf(sql, sizeof sql, "CREATE PUBLICATION %s FOR TABLE %s", pub, want);
+    if (c->pub_exists)
+      snprintf(sql, sizeof sql, "ALTER PUBLICATION %s ADD TABLE %s", pub, want);
+    else
+      snprintf(sql, sizeof sql, "CREATE PUBLICATION %s FOR TABLE %s", pub, want);
     sg_info("capture", "%s", sql);
     send_query(c, sql);
     return;
@@ -563,8 +577,8 @@ static void run_step(sg_pgcapture_t *c) {
     char lsn[24];
     sg_pgo_lsn_format(c->confirmed, lsn);
     snprintf(sql, sizeof sql,
-             "START_REPLICATION SLOT %s LOGICAL %s (proto_version '1', publication_names '%s')", slot,
-             lsn, pub);
+             "START_REPLICATION SLOT %s LOGICAL %s (proto_version '1', publication_names '%s')", slot, lsn,
+             pub);
     send_query(c, sql);
     return;
   }
@@ -577,48 +591,67 @@ static void step_done(sg_pgcapture_t *c, PGresult *r) {
   int ok = st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
   switch (c->step) {
   case Q_WAL:
-    if (!ok) { fail(c, ST_FAILING, "SHOW wal_level failed", res_err(r, c), 0); return; }
+    if (!ok) {
+      fail(c, ST_FAILING, "SHOW wal_level failed", res_err(r, c), 0);
+      return;
+    }
     if (strcmp(PQgetvalue(r, 0, 0), "logical") != 0) {
       char m[128];
       snprintf(m, sizeof m, "PostgreSQL runs with wal_level = %s", PQgetvalue(r, 0, 0));
-      { fail(c, ST_FAILING, "change capture needs wal_level = logical", m, RETRY_MAX_MS); return; }
+      fail(c, ST_FAILING, "change capture needs wal_level = logical", m, RETRY_MAX_MS);
+      return;
     }
     c->step = Q_TABLES;
     break;
   case Q_TABLES:
-    if (!ok) { fail(c, ST_FAILING, "looking up the spans table failed", res_err(r, c), 0); return; }
+    if (!ok) {
+      fail(c, ST_FAILING, "looking up the spans table failed", res_err(r, c), 0);
+      return;
+    }
     c->spans_q[0] = c->nodes_q[0] = '\0';
     for (int i = 0; i < PQntuples(r); i++) {
       int spans = !strcmp(PQgetvalue(r, i, 0), "spans");
       snprintf(spans ? c->spans_q : c->nodes_q, sizeof c->spans_q, "%s", PQgetvalue(r, i, 1));
       *(spans ? &c->spans_ri : &c->nodes_ri) = PQgetvalue(r, i, 2)[0];
     }
-    if (!c->spans_q[0])
-      { fail(c, ST_FAILING, "no spans table",
-                  "the database has no spans table (run `spangate schema --apply`)", RETRY_MAX_MS); return; }
+    if (!c->spans_q[0]) {
+      fail(c, ST_FAILING, "no spans table", "the database has no spans table (run `spangate schema --apply`)",
+           RETRY_MAX_MS);
+      return;
+    }
     c->step = (c->spans_ri != 'f' || (c->nodes_q[0] && c->nodes_ri != 'f')) ? Q_IDENTITY : Q_PUB;
     break;
   case Q_IDENTITY:
-    if (!ok)
-      { fail(c, ST_FAILING,
-                  "setting REPLICA IDENTITY FULL failed (run it as the tables' owner: ALTER TABLE spans "
-                  "REPLICA IDENTITY FULL)",
-                  res_err(r, c), RETRY_MAX_MS); return; }
+    if (!ok) {
+      fail(c, ST_FAILING,
+           "setting REPLICA IDENTITY FULL failed (run it as the tables' owner: ALTER TABLE spans "
+           "REPLICA IDENTITY FULL)",
+           res_err(r, c), RETRY_MAX_MS);
+      return;
+    }
     c->step = Q_PUB;
     break;
   case Q_PUB:
-    if (!ok) { fail(c, ST_FAILING, "looking up the publication failed", res_err(r, c), 0); return; }
+    if (!ok) {
+      fail(c, ST_FAILING, "looking up the publication failed", res_err(r, c), 0);
+      return;
+    }
     c->pub_exists = atoi(PQgetvalue(r, 0, 0)) > 0;
     snprintf(c->pub_tables, sizeof c->pub_tables, "%s", PQgetvalue(r, 0, 1));
     c->step = Q_PUB_DDL;
     break;
   case Q_PUB_DDL:
-    if (!ok && strcmp(res_state(r), "42710") != 0) /* created meanwhile by another gateway: fine */
-      { fail(c, ST_FAILING, "creating the publication failed", res_err(r, c), RETRY_MAX_MS); return; }
+    if (!ok && strcmp(res_state(r), "42710") != 0) { /* 42710: created meanwhile by another gateway */
+      fail(c, ST_FAILING, "creating the publication failed", res_err(r, c), RETRY_MAX_MS);
+      return;
+    }
     c->step = Q_SLOT;
     break;
   case Q_SLOT:
-    if (!ok) { fail(c, ST_FAILING, "looking up the replication slot failed", res_err(r, c), 0); return; }
+    if (!ok) {
+      fail(c, ST_FAILING, "looking up the replication slot failed", res_err(r, c), 0);
+      return;
+    }
     if (PQntuples(r) == 0) {
       c->step = Q_CREATE_SLOT;
       break;
@@ -627,7 +660,8 @@ static void step_done(sg_pgcapture_t *c, PGresult *r) {
       char m[300];
       snprintf(m, sizeof m, "slot '%s' exists but is not a pgoutput slot of this database (plugin '%s')",
                c->cfg->capture_slot, PQgetvalue(r, 0, 0));
-      { fail(c, ST_FAILING, "the replication slot cannot be used", m, RETRY_MAX_MS); return; }
+      fail(c, ST_FAILING, "the replication slot cannot be used", m, RETRY_MAX_MS);
+      return;
     }
     {
       sg_lsn_t l;
@@ -641,14 +675,16 @@ static void step_done(sg_pgcapture_t *c, PGresult *r) {
         c->step = Q_SLOT;
         break;
       }
-      { fail(c, ST_FAILING, "creating the replication slot failed", res_err(r, c), RETRY_MAX_MS); return; }
+      fail(c, ST_FAILING, "creating the replication slot failed", res_err(r, c), RETRY_MAX_MS);
+      return;
     }
     {
       sg_lsn_t l;
       if (PQnfields(r) >= 2 && sg_pgo_lsn_parse(PQgetvalue(r, 0, 1), &l) == 0 && l > c->confirmed)
         c->confirmed = l;
-      sg_info("capture", "created replication slot '%s' (pgoutput) at %s: changes committed from now on "
-                         "are captured; run `spangate migrate` once for what was there before",
+      sg_info("capture",
+              "created replication slot '%s' (pgoutput) at %s: changes committed from now on "
+              "are captured; run `spangate migrate` once for what was there before",
               c->cfg->capture_slot, PQgetvalue(r, 0, 1));
     }
     c->step = Q_SLOT;
@@ -656,8 +692,10 @@ static void step_done(sg_pgcapture_t *c, PGresult *r) {
   case Q_START:
     if (st != PGRES_COPY_BOTH) {
       if (!strcmp(res_state(r), "55006")) /* the slot is active for another process */
-        { fail(c, ST_STANDBY, "the slot is in use", res_err(r, c), STANDBY_RETRY_MS); return; }
-      { fail(c, ST_FAILING, "START_REPLICATION failed", res_err(r, c), 0); return; }
+        fail(c, ST_STANDBY, "the slot is in use", res_err(r, c), STANDBY_RETRY_MS);
+      else
+        fail(c, ST_FAILING, "START_REPLICATION failed", res_err(r, c), 0);
+      return;
     }
     c->phase = P_STREAM;
     c->backoff_ms = 0;
@@ -757,9 +795,15 @@ static void send_status(sg_pgcapture_t *c, int reply) {
   sg_pgo_status_update(b, written, c->confirmed, c->confirmed, now_us() - SG_PGO_EPOCH_US, reply);
   int rc = PQputCopyData(c->conn, (const char *)b, sizeof b);
   if (rc == 0) return; /* libpq's buffer is full: the next tick tries again */
-  if (rc < 0) { fail(c, ST_CONNECTING, "sending a status update failed", PQerrorMessage(c->conn), 0); return; }
+  if (rc < 0) {
+    fail(c, ST_CONNECTING, "sending a status update failed", PQerrorMessage(c->conn), 0);
+    return;
+  }
   int f = PQflush(c->conn);
-  if (f < 0) { fail(c, ST_CONNECTING, "sending a status update failed", PQerrorMessage(c->conn), 0); return; }
+  if (f < 0) {
+    fail(c, ST_CONNECTING, "sending a status update failed", PQerrorMessage(c->conn), 0);
+    return;
+  }
   c->flushing = f == 1;
   c->status_ms = uv_now(&c->loop);
   c->sent_flush = c->confirmed;
@@ -772,7 +816,8 @@ static void maybe_status(sg_pgcapture_t *c) {
   if (c->confirmed > c->sent_flush && now - c->status_ms >= STATUS_MIN_GAP_MS) send_status(c, 0);
   /* now and then, and asking for the server's position: when nothing is
    * pending that is what gets confirmed, so an idle slot keeps up too */
-  else if (now - c->status_ms >= STATUS_EVERY_MS) send_status(c, 1);
+  else if (now - c->status_ms >= STATUS_EVERY_MS)
+    send_status(c, 1);
 }
 
 /* ---- changes -> rows ----------------------------------------------------------------- */
@@ -814,8 +859,9 @@ static void gap_cb(void *arg, PGresult *res, int err, const char *errmsg) {
   gap_t *g = arg;
   (void)res;
   if (err)
-    sg_error("capture", "could not record a ClickHouse gap (project %s, created_at µs %s..%s): %s; run "
-                        "`spangate migrate --project %s` to repair",
+    sg_error("capture",
+             "could not record a ClickHouse gap (project %s, created_at µs %s..%s): %s; run "
+             "`spangate migrate --project %s` to repair",
              g->project, g->first, g->last, errmsg ? errmsg : sg_strerror(err), g->project);
   free(g);
 }
@@ -829,12 +875,14 @@ static void record_gap(sg_pgcapture_t *c, const uint8_t project[16], int64_t fir
   gap_t *g = calloc(1, sizeof *g);
   char p[37];
   sg_uuid_format(project, p);
-  row_log(c, SG_LOG_WARN, "project %s: %s; recorded as a gap (created_at µs %" PRId64 "..%" PRId64
-                          ") for `spangate migrate`",
+  row_log(c, SG_LOG_WARN,
+          "project %s: %s; recorded as a gap (created_at µs %" PRId64 "..%" PRId64 ") for `spangate migrate`",
           p, reason, first_us, last_us);
   if (!g) {
-    sg_error("capture", "could not record a ClickHouse gap of project %s: out of memory; run `spangate "
-                        "migrate --project %s` to repair", p, p);
+    sg_error("capture",
+             "could not record a ClickHouse gap of project %s: out of memory; run `spangate "
+             "migrate --project %s` to repair",
+             p, p);
     return;
   }
   memcpy(g->project, p, sizeof p);
@@ -883,8 +931,9 @@ static int put_span(sg_pgcapture_t *c, const uint8_t project[16], sg_ch_text_row
     char p[37];
     sg_uuid_format(project, p);
     atomic_fetch_add(&sg_metrics.ch_encode_rejects, 1);
-    row_log(c, SG_LOG_ERROR, "span %s/%.*s/%.*s cannot be written to ClickHouse (bad %s: %s); it is in "
-                             "PostgreSQL only",
+    row_log(c, SG_LOG_ERROR,
+            "span %s/%.*s/%.*s cannot be written to ClickHouse (bad %s: %s); it is in "
+            "PostgreSQL only",
             p, (int)row->trace_id.n, row->trace_id.p ? row->trace_id.p : "", (int)row->span_id.n,
             row->span_id.p ? row->span_id.p : "", why, sg_strerror(rc));
   }
@@ -911,8 +960,10 @@ static int span_change(sg_pgcapture_t *c, const sg_cap_rel_t *rel, const sg_pgo_
       int64_t lo = row.created_at_us ? row.created_at_us : SG_CH_TIME_MIN_US;
       int64_t hi = row.created_at_us ? row.created_at_us : SG_CH_TIME_MAX_US;
       char reason[200];
-      snprintf(reason, sizeof reason, "a deleted span's %s is not in the stream (table %s has REPLICA "
-                                      "IDENTITY %c, not FULL)", why, rel->name, rel->replident);
+      snprintf(reason, sizeof reason,
+               "a deleted span's %s is not in the stream (table %s has REPLICA "
+               "IDENTITY %c, not FULL)",
+               why, rel->name, rel->replident);
       record_gap(c, project, lo, hi, reason);
       return 0;
     }
@@ -921,8 +972,10 @@ static int span_change(sg_pgcapture_t *c, const sg_cap_rel_t *rel, const sg_pgo_
   rc = sg_cap_span_row(rel, &m->u.change.new_tuple, old, project, &row, &why);
   if (rc == SG_ENOTFOUND) {
     char reason[200];
-    snprintf(reason, sizeof reason, "an updated span's unchanged column %s is not in the stream (table %s "
-                                    "has REPLICA IDENTITY %c, not FULL)", why, rel->name, rel->replident);
+    snprintf(reason, sizeof reason,
+             "an updated span's unchanged column %s is not in the stream (table %s "
+             "has REPLICA IDENTITY %c, not FULL)",
+             why, rel->name, rel->replident);
     int64_t at = row.created_at_us ? row.created_at_us : SG_CH_TIME_MIN_US;
     record_gap(c, project, at, row.created_at_us ? at : SG_CH_TIME_MAX_US, reason);
     return 0;
@@ -931,8 +984,10 @@ static int span_change(sg_pgcapture_t *c, const sg_cap_rel_t *rel, const sg_pgo_
     char p[37];
     sg_uuid_format(project, p);
     atomic_fetch_add(&sg_metrics.ch_encode_rejects, 1);
-    row_log(c, SG_LOG_ERROR, "a span of project %s cannot be written to ClickHouse (bad %s); it is in "
-                             "PostgreSQL only", p, why);
+    row_log(c, SG_LOG_ERROR,
+            "a span of project %s cannot be written to ClickHouse (bad %s); it is in "
+            "PostgreSQL only",
+            p, why);
     return 0;
   }
   if (rc != 0) return rc;
@@ -957,13 +1012,15 @@ static int node_change(sg_pgcapture_t *c, const sg_cap_rel_t *rel, const sg_pgo_
   int del = m->type == 'D';
   const sg_pgo_tuple_t *tup = del ? &m->u.change.old_tuple : &m->u.change.new_tuple;
   size_t before = c->nrows.len;
-  int rc = sg_cap_node_row(&c->ver, rel, tup, del ? NULL : old, del, c->txn_commit_us, &c->nrows, project, &why);
+  int rc =
+      sg_cap_node_row(&c->ver, rel, tup, del ? NULL : old, del, c->txn_commit_us, &c->nrows, project, &why);
   if (rc == SG_ENOMEM) return rc;
   if (rc != 0) {
     char reason[200];
-    snprintf(reason, sizeof reason, "a node's %s is not in the stream or not valid (table %s, REPLICA "
-                                    "IDENTITY %c); `spangate migrate` copies nodes again", why, rel->name,
-             rel->replident);
+    snprintf(reason, sizeof reason,
+             "a node's %s is not in the stream or not valid (table %s, REPLICA "
+             "IDENTITY %c); `spangate migrate` copies nodes again",
+             why, rel->name, rel->replident);
     row_log(c, SG_LOG_WARN, "%s", reason);
     atomic_fetch_add(&sg_metrics.capture_unwritable, 1);
     return 0;
@@ -1020,9 +1077,10 @@ static int handle_message(sg_pgcapture_t *c, const uint8_t *data, size_t len) {
     }
     if (rc != 0) return rc;
     if (r->kind != SG_CAP_OTHER && r->replident != 'f')
-      sg_warn("capture", "table %s has REPLICA IDENTITY %c, not FULL: its deletes and some updates "
-                         "cannot be captured whole (they are recorded as gaps); ALTER TABLE %s REPLICA "
-                         "IDENTITY FULL",
+      sg_warn("capture",
+              "table %s has REPLICA IDENTITY %c, not FULL: its deletes and some updates "
+              "cannot be captured whole (they are recorded as gaps); ALTER TABLE %s REPLICA "
+              "IDENTITY FULL",
               r->name, r->replident, r->name);
     return 0;
   }
@@ -1035,7 +1093,10 @@ static int handle_message(sg_pgcapture_t *c, const uint8_t *data, size_t len) {
       return SG_EPARSE;
     }
     if (r->kind == SG_CAP_OTHER) return 0;
-    atomic_fetch_add(&sg_metrics.capture_changes[m.type == 'I' ? OP_INSERT : m.type == 'U' ? OP_UPDATE : OP_DELETE], 1);
+    atomic_fetch_add(&sg_metrics.capture_changes[m.type == 'I'   ? OP_INSERT
+                                                 : m.type == 'U' ? OP_UPDATE
+                                                                 : OP_DELETE],
+                     1);
     rc = r->kind == SG_CAP_SPANS ? span_change(c, r, &m) : node_change(c, r, &m);
     if (rc == 0 && c->rows.len + c->nrows.len >= 4 * ROWS_FLUSH_BYTES) (void)flush_rows(c);
     return rc;
@@ -1045,9 +1106,10 @@ static int handle_message(sg_pgcapture_t *c, const uint8_t *data, size_t len) {
       const sg_cap_rel_t *r = rel_find(c, sg_pgo_truncate_oid(&m, i));
       if (!r || r->kind == SG_CAP_OTHER) continue;
       atomic_fetch_add(&sg_metrics.capture_changes[OP_TRUNCATE], 1);
-      sg_warn("capture", "TRUNCATE of %s is not mirrored: ClickHouse keeps its rows (a truncate would "
-                         "also empty projects that live only in ClickHouse); to empty it there too: "
-                         "TRUNCATE TABLE %s.%s in ClickHouse",
+      sg_warn("capture",
+              "TRUNCATE of %s is not mirrored: ClickHouse keeps its rows (a truncate would "
+              "also empty projects that live only in ClickHouse); to empty it there too: "
+              "TRUNCATE TABLE %s.%s in ClickHouse",
               r->name, c->cfg->clickhouse_database, r->name);
     }
     return 0;
@@ -1075,7 +1137,8 @@ static void process(sg_pgcapture_t *c) {
     if (len == -1) { /* the server ended the COPY: its reason is in the result */
       PGresult *r = PQgetResult(c->conn);
       char why[400];
-      one_line(why, sizeof why, r && PQresultErrorMessage(r)[0] ? PQresultErrorMessage(r) : "the server ended the stream");
+      one_line(why, sizeof why,
+               r && PQresultErrorMessage(r)[0] ? PQresultErrorMessage(r) : "the server ended the stream");
       PQclear(r);
       stream_lost(c, why);
       return;
@@ -1112,8 +1175,9 @@ static void process(sg_pgcapture_t *c) {
   }
   int rc = flush_rows(c);
   if (rc == SG_ETOOBIG) {
-    if (!c->paused) sg_warn("capture", "the capture spool is full (spool_max_bytes): reading paused until "
-                                       "ClickHouse takes rows (the slot keeps the changes)");
+    if (!c->paused)
+      sg_warn("capture", "the capture spool is full (spool_max_bytes): reading paused until "
+                         "ClickHouse takes rows (the slot keeps the changes)");
     c->paused = 1;
   } else if (rc != 0) {
     stream_lost(c, "the capture spool failed");
@@ -1137,14 +1201,19 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   if (status < 0) events = UV_READABLE; /* let libpq find out what happened */
   if (events & UV_WRITABLE) {
     int f = PQflush(c->conn);
-    if (f < 0) { fail(c, ST_CONNECTING, "writing to PostgreSQL failed", PQerrorMessage(c->conn), 0); return; }
+    if (f < 0) {
+      fail(c, ST_CONNECTING, "writing to PostgreSQL failed", PQerrorMessage(c->conn), 0);
+      return;
+    }
     c->flushing = f == 1;
     rewatch(c);
   }
   if (!(events & UV_READABLE)) return;
   if (PQconsumeInput(c->conn) != 1) {
-    if (c->phase == P_STREAM) stream_lost(c, PQerrorMessage(c->conn));
-    else fail(c, ST_CONNECTING, "the connection to PostgreSQL was lost", PQerrorMessage(c->conn), 0);
+    if (c->phase == P_STREAM)
+      stream_lost(c, PQerrorMessage(c->conn));
+    else
+      fail(c, ST_CONNECTING, "the connection to PostgreSQL was lost", PQerrorMessage(c->conn), 0);
     return;
   }
   if (c->phase == P_STREAM) {
@@ -1157,7 +1226,10 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     if (r == NULL) {
       PGresult *last = c->res;
       c->res = NULL;
-      if (last == NULL) { fail(c, ST_CONNECTING, "a setup statement returned nothing", PQerrorMessage(c->conn), 0); return; }
+      if (last == NULL) {
+        fail(c, ST_CONNECTING, "a setup statement returned nothing", PQerrorMessage(c->conn), 0);
+        return;
+      }
       step_done(c, last);
       PQclear(last);
       return;
@@ -1170,7 +1242,8 @@ static void on_poll(uv_poll_t *h, int status, int events) {
       return;
     }
     /* keep the first error of a multi-statement string, else the last result */
-    if (c->res && PQresultStatus(c->res) == PGRES_FATAL_ERROR) PQclear(r);
+    if (c->res && PQresultStatus(c->res) == PGRES_FATAL_ERROR)
+      PQclear(r);
     else {
       if (c->res) PQclear(c->res);
       c->res = r;
@@ -1188,13 +1261,15 @@ static void stats_cb(void *arg, PGresult *res, int err, const char *errmsg) {
   c->lag_bytes = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
   c->retained_bytes = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
   uint64_t now = uv_now(&c->loop);
-  if (c->cfg->capture_max_retained_wal > 0 && (uint64_t)c->retained_bytes > c->cfg->capture_max_retained_wal &&
+  if (c->cfg->capture_max_retained_wal > 0 &&
+      (uint64_t)c->retained_bytes > c->cfg->capture_max_retained_wal &&
       (c->retained_warn_ms == 0 || now - c->retained_warn_ms >= RETAINED_WARN_EVERY_MS)) {
     c->retained_warn_ms = now;
-    sg_warn("capture", "replication slot '%s' holds back %.1f MiB of WAL (capture_max_retained_wal %.1f "
-                       "MiB; capture is %s, lag %.1f MiB): PostgreSQL keeps that WAL until capture "
-                       "confirms it. If no gateway will follow this slot again, drop it, or it fills "
-                       "the disk: SELECT pg_drop_replication_slot('%s')",
+    sg_warn("capture",
+            "replication slot '%s' holds back %.1f MiB of WAL (capture_max_retained_wal %.1f "
+            "MiB; capture is %s, lag %.1f MiB): PostgreSQL keeps that WAL until capture "
+            "confirms it. If no gateway will follow this slot again, drop it, or it fills "
+            "the disk: SELECT pg_drop_replication_slot('%s')",
             c->cfg->capture_slot, (double)c->retained_bytes / 1048576.0,
             (double)c->cfg->capture_max_retained_wal / 1048576.0, state_names[c->state],
             (double)c->lag_bytes / 1048576.0, c->cfg->capture_slot);
@@ -1237,8 +1312,9 @@ static int discard_spool(const char *dir, sg_buf_t *err) {
       break;
     }
   if (st.records)
-    sg_info("capture", "discarded %" PRIu64 " records (%" PRIu64 " bytes) an earlier run spooled but had not "
-                       "confirmed: the slot sends those changes again",
+    sg_info("capture",
+            "discarded %" PRIu64 " records (%" PRIu64 " bytes) an earlier run spooled but had not "
+            "confirmed: the slot sends those changes again",
             st.records, st.bytes);
   sg_spool_close(sp);
   return 0;
@@ -1260,7 +1336,8 @@ static int open_nodes_sink(sg_pgcapture_t *c) {
     sg_chsink_opts_t o = {c->nodes_dir, sql.data, tag, 1};
     c->nodes_sink = sg_chsink_open(&c->loop, c->cfg, &c->ver, &o, &err);
   }
-  if (!c->nodes_sink) sg_error("capture", "the nodes spool cannot be opened: %s", err.data ? err.data : "out of memory");
+  if (!c->nodes_sink)
+    sg_error("capture", "the nodes spool cannot be opened: %s", err.data ? err.data : "out of memory");
   sg_buf_free(&err);
   sg_buf_free(&sql);
   return c->nodes_sink ? 0 : SG_EIO;

@@ -62,8 +62,8 @@ int sg_cap_rel_set(sg_cap_rel_t *r, const sg_pgo_msg_t *m, char *why, size_t why
   if (!strcmp(r->name, "spans")) {
     r->kind = SG_CAP_SPANS;
     for (int c = 0; c < SG_CAP_NCOLS; c++) r->idx[c] = find_col(m, span_col_names[c]);
-    static const int need[] = {SG_CAP_C_project_id, SG_CAP_C_trace_id,   SG_CAP_C_span_id,
-                               SG_CAP_C_span_kind,  SG_CAP_C_span_name,  SG_CAP_C_start_time,
+    static const int need[] = {SG_CAP_C_project_id, SG_CAP_C_trace_id,    SG_CAP_C_span_id,
+                               SG_CAP_C_span_kind,  SG_CAP_C_span_name,   SG_CAP_C_start_time,
                                SG_CAP_C_end_time,   SG_CAP_C_status_code, SG_CAP_C_created_at};
     for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
       if (r->idx[need[i]] < 0) {
@@ -137,26 +137,26 @@ int sg_cap_span_row(const sg_cap_rel_t *rel, const sg_pgo_tuple_t *tup, const sg
   const int16_t *ix = rel->idx;
   sg_ch_text_t p;
   int rc;
-#define FAIL(col, code)                   \
-  do {                                    \
-    *why = span_col_names[SG_CAP_C_##col]; \
-    return (code);                        \
+#define FAIL(col, code)                                                                                      \
+  do {                                                                                                       \
+    *why = span_col_names[SG_CAP_C_##col];                                                                   \
+    return (code);                                                                                           \
   } while (0)
   if ((rc = col_text(tup, old, ix[SG_CAP_C_project_id], &p)) != 0) FAIL(project_id, rc);
   if (p.p == NULL) FAIL(project_id, SG_ENOTFOUND);
   if (sg_id_parse(p.p, p.n, project_id) != 0) FAIL(project_id, SG_EINVAL);
   /* created_at first: a caller that cannot write the row may still name its range */
   if ((rc = col_time(tup, old, ix[SG_CAP_C_created_at], 0, &row->created_at_us)) != 0) FAIL(created_at, rc);
-#define TXT(col)                                                                  \
+#define TXT(col)                                                                                             \
   if ((rc = col_text(tup, old, ix[SG_CAP_C_##col], &row->col)) != 0) FAIL(col, rc);
-  TXT(trace_id) TXT(span_id) TXT(parent_id) TXT(trace_type) TXT(span_type) TXT(span_kind)
-  TXT(span_name) TXT(status_code) TXT(status_message) TXT(attributes) TXT(references) TXT(links)
-  TXT(hashes) TXT(events) TXT(session_id) TXT(user_id) TXT(agent_id) TXT(created_by_id)
-  TXT(updated_by_id) TXT(deleted_by_id)
+  TXT(trace_id)
+  TXT(span_id) TXT(parent_id) TXT(trace_type) TXT(span_type) TXT(span_kind) TXT(span_name) TXT(status_code)
+      TXT(status_message) TXT(attributes) TXT(references) TXT(links) TXT(hashes) TXT(events) TXT(session_id)
+          TXT(user_id) TXT(agent_id) TXT(created_by_id) TXT(updated_by_id) TXT(deleted_by_id)
 #undef TXT
-  /* NOT NULL in PostgreSQL: NULL here means a key-only old row (a delete
+      /* NOT NULL in PostgreSQL: NULL here means a key-only old row (a delete
    * without REPLICA IDENTITY FULL) */
-  if (row->trace_id.p == NULL) FAIL(trace_id, SG_ENOTFOUND);
+      if (row->trace_id.p == NULL) FAIL(trace_id, SG_ENOTFOUND);
   if (row->span_id.p == NULL) FAIL(span_id, SG_ENOTFOUND);
   if (row->span_kind.p == NULL) FAIL(span_kind, SG_ENOTFOUND);
   if (row->status_code.p == NULL) FAIL(status_code, SG_ENOTFOUND);
@@ -234,11 +234,11 @@ static int json_text(const sg_ch_text_t *v, json_t **out) {
 int sg_cap_hook_span(const sg_ch_text_row_t *t, sg_span_t *s, const char **why) {
   memset(s, 0, sizeof *s);
   int rc;
-#define CHECK(expr, what)  \
-  if ((rc = (expr)) != 0) { \
-    *why = what;           \
-    sg_span_clear(s);      \
-    return rc;             \
+#define CHECK(expr, what)                                                                                    \
+  if ((rc = (expr)) != 0) {                                                                                  \
+    *why = what;                                                                                             \
+    sg_span_clear(s);                                                                                        \
+    return rc;                                                                                               \
   }
   CHECK(id_text(&t->trace_id, s->trace_id, NULL), "trace_id");
   CHECK(id_text(&t->span_id, s->span_id, NULL), "span_id");
@@ -285,9 +285,11 @@ static int put_ident(sg_buf_t *b, const char *s) {
 int sg_cap_nodes_insert_sql(const sg_ch_version_t *ver, const char *db, sg_buf_t *out) {
   int rc = sg_buf_puts(out, "INSERT INTO ");
   rc = rc ? rc : put_ident(out, db);
-  rc = rc ? rc : sg_buf_printf(out, ".nodes (project_id, node_id, tree_id, root_id, created_at, %s"
-                                    "attributes, version, expires_at, is_deleted) FORMAT TabSeparated",
-                               (ver->caps & SG_CH_DATETIME64) ? "" : "created_at_us, ");
+  rc = rc ? rc
+          : sg_buf_printf(out,
+                          ".nodes (project_id, node_id, tree_id, root_id, created_at, %s"
+                          "attributes, version, expires_at, is_deleted) FORMAT TabSeparated",
+                          (ver->caps & SG_CH_DATETIME64) ? "" : "created_at_us, ");
   return rc;
 }
 
@@ -373,8 +375,10 @@ static void put_time(char *out, size_t cap, int64_t us, unsigned caps) {
   gmtime_r(&secs, &tm);
   char base[32];
   strftime(base, sizeof base, "%Y-%m-%d %H:%M:%S", &tm);
-  if (caps & SG_CH_DATETIME64) snprintf(out, cap, "%s.%06ld", base, frac);
-  else snprintf(out, cap, "%s\t%ld", base, frac);
+  if (caps & SG_CH_DATETIME64)
+    snprintf(out, cap, "%s.%06ld", base, frac);
+  else
+    snprintf(out, cap, "%s\t%ld", base, frac);
 }
 
 int sg_cap_node_row(const sg_ch_version_t *ver, const sg_cap_rel_t *rel, const sg_pgo_tuple_t *tup,
@@ -387,10 +391,10 @@ int sg_cap_node_row(const sg_ch_version_t *ver, const sg_cap_rel_t *rel, const s
   const char *dummy;
   if (why == NULL) why = &dummy;
   *why = "";
-#define STEP(expr, what)    \
-  if ((rc = (expr)) != 0) { \
-    *why = what;            \
-    goto fail;              \
+#define STEP(expr, what)                                                                                     \
+  if ((rc = (expr)) != 0) {                                                                                  \
+    *why = what;                                                                                             \
+    goto fail;                                                                                               \
   }
   STEP(node_uuid(out, tup, old, rel->n_project, 0, project_id), "project_id");
   STEP(sg_buf_putc(out, '\t'), "");
@@ -413,7 +417,8 @@ int sg_cap_node_row(const sg_ch_version_t *ver, const sg_cap_rel_t *rel, const s
   if (!order) STEP(SG_ENOMEM, "");
   int n = 0;
   for (int i = 0; i < rel->ncols; i++) {
-    if (i == rel->n_project || i == rel->n_node || i == rel->n_tree || i == rel->n_root || i == rel->n_created)
+    if (i == rel->n_project || i == rel->n_node || i == rel->n_tree || i == rel->n_root ||
+        i == rel->n_created)
       continue;
     int k = n++;
     while (k > 0 && jsonb_key_cmp(rel->names[order[k - 1]], rel->names[i]) > 0) {
