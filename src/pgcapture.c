@@ -138,6 +138,7 @@ struct sg_pgcapture_s {
   sg_lsn_t confirmed, recv, sent_flush;
   uint64_t status_ms;
   uint64_t log_ms; /* row-level error lines: at most one a second */
+  uint64_t fail_log_ms; /* the same connection failure: logged once a minute */
   uint64_t log_quiet;
 
   /* figures */
@@ -436,8 +437,8 @@ static void fail(sg_pgcapture_t *c, int state, const char *what, const char *msg
     set_state(c, ST_STANDBY, NULL);
     return;
   }
-  if (!repeat || now - c->log_ms >= 60000) {
-    c->log_ms = now;
+  if (!repeat || now - c->fail_log_ms >= 60000) {
+    c->fail_log_ms = now;
     if (permanent_fix(msg))
       sg_error("capture", "%s; capture is not running (retrying)", why);
     else
@@ -718,6 +719,16 @@ static void step_done(sg_pgcapture_t *c, PGresult *r) {
 /* ---- confirming ------------------------------------------------------------------ */
 
 static int fifo_push(sg_pgcapture_t *c, int64_t stamp, sg_lsn_t lsn, int64_t commit_us) {
+  /* Transactions that wait for the same rows are confirmed together: one
+   * entry, so that a run of transactions without rows (other projects,
+   * routed away) cannot grow the queue while ClickHouse is away. */
+  if (c->fn > 0) {
+    pending_t *t = &c->fifo[(c->fhead + c->fn - 1) % c->fcap];
+    if (t->stamp == stamp) {
+      if (lsn > t->lsn) t->lsn = lsn;
+      return 0;
+    }
+  }
   if (c->fn == c->fcap) {
     size_t cap = c->fcap ? c->fcap * 2 : 256;
     pending_t *f = malloc(cap * sizeof *f);
