@@ -519,11 +519,16 @@ static void run_step(sg_pgcapture_t *c) {
                   "WHERE c.oid IN (to_regclass('spans'), to_regclass('nodes'))");
     return;
   case Q_IDENTITY:
-    sql[0] = '\0';
-    if (c->spans_ri != 'f') snprintf(sql, sizeof sql, "ALTER TABLE %s REPLICA IDENTITY FULL;", c->spans_q);
+    /* ALTER TABLE waits for an exclusive lock, and every query on the table
+     * queues behind it: give up after 3 s (and try again later) rather
+     * than stall ingest behind a long transaction */
+    snprintf(sql, sizeof sql, "SET lock_timeout = '3s';");
+    if (c->spans_ri != 'f')
+      snprintf(sql + strlen(sql), sizeof sql - strlen(sql), "ALTER TABLE %s REPLICA IDENTITY FULL;", c->spans_q);
     if (c->nodes_q[0] && c->nodes_ri != 'f')
       snprintf(sql + strlen(sql), sizeof sql - strlen(sql), "ALTER TABLE %s REPLICA IDENTITY FULL;",
                c->nodes_q);
+    snprintf(sql + strlen(sql), sizeof sql - strlen(sql), "RESET lock_timeout");
     sg_info("capture", "setting REPLICA IDENTITY FULL, so that deletes and updates carry the old row: %s",
             sql);
     send_query(c, sql);
