@@ -70,7 +70,7 @@
 #define STATUS_MIN_GAP_MS 100   /* confirmations are batched this much */
 #define STATS_EVERY_MS 2000
 #define RETAINED_WARN_EVERY_MS 60000
-#define ROWS_FLUSH_BYTES (1u << 20)
+#define ROWS_FLUSH_BYTES (1u << 20) /* rows gathered before they are appended (less for a small spool) */
 #define BURST_MESSAGES 5000 /* messages handled per loop turn before others get a go */
 #define VERSION_RETRY_MS 5000
 
@@ -131,6 +131,7 @@ struct sg_pgcapture_s {
   int in_txn;
   int64_t txn_commit_us;
   sg_buf_t rows, nrows;
+  size_t flush_bytes; /* append the rows gathered once they reach this (bounded by spool_max_bytes) */
   int paused; /* the spool is full: nothing is read until the rows are appended */
   int64_t last_stamp, pend_stamp;
   pending_t *fifo;
@@ -796,7 +797,6 @@ static void confirm(sg_pgcapture_t *c) {
     pending_t *e = &c->fifo[c->fhead];
     if (e->stamp < 0 || (oldest != 0 && e->stamp >= oldest)) break;
     if (e->lsn > c->confirmed) c->confirmed = e->lsn;
-    atomic_fetch_add(&sg_metrics.capture_transactions, 1);
     c->fhead = (c->fhead + 1) % c->fcap;
     c->fn--;
   }
@@ -1068,7 +1068,8 @@ static int handle_message(sg_pgcapture_t *c, const uint8_t *data, size_t len) {
     return 0;
   case 'C':
     c->in_txn = 0;
-    if (c->rows.len + c->nrows.len >= ROWS_FLUSH_BYTES) (void)flush_rows(c); /* a full spool: later */
+    atomic_fetch_add(&sg_metrics.capture_transactions, 1);
+    if (c->rows.len + c->nrows.len >= c->flush_bytes) (void)flush_rows(c); /* a full spool: later */
     return fifo_push(c, (c->rows.len || c->nrows.len) ? -1 : c->last_stamp, m.u.commit.end_lsn,
                      m.u.commit.commit_time + SG_PGO_EPOCH_US);
   case 'R': {
@@ -1087,8 +1088,8 @@ static int handle_message(sg_pgcapture_t *c, const uint8_t *data, size_t len) {
     char why[200];
     rc = sg_cap_rel_set(r, &m, why, sizeof why);
     if (rc == SG_EINVAL) {
-      sg_error("capture", "%s: its changes cannot be captured", why);
-      r->kind = SG_CAP_OTHER;
+      sg_error("capture", "%s: its changes cannot be captured (each is counted and logged)", why);
+      r->kind = SG_CAP_BROKEN;
       return 0;
     }
     if (rc != 0) return rc;
@@ -1109,12 +1110,18 @@ static int handle_message(sg_pgcapture_t *c, const uint8_t *data, size_t len) {
       return SG_EPARSE;
     }
     if (r->kind == SG_CAP_OTHER) return 0;
+    if (r->kind == SG_CAP_BROKEN) {
+      atomic_fetch_add(&sg_metrics.capture_unwritable, 1);
+      row_log(c, SG_LOG_ERROR, "a change of table %s is not captured: the table lacks a column ClickHouse "
+                               "rows need", r->name);
+      return 0;
+    }
     atomic_fetch_add(&sg_metrics.capture_changes[m.type == 'I'   ? OP_INSERT
                                                  : m.type == 'U' ? OP_UPDATE
                                                                  : OP_DELETE],
                      1);
     rc = r->kind == SG_CAP_SPANS ? span_change(c, r, &m) : node_change(c, r, &m);
-    if (rc == 0 && c->rows.len + c->nrows.len >= 4 * ROWS_FLUSH_BYTES) (void)flush_rows(c);
+    if (rc == 0 && c->rows.len + c->nrows.len >= 4 * c->flush_bytes) (void)flush_rows(c);
     return rc;
   }
   case 'T':
@@ -1139,6 +1146,31 @@ static void stream_lost(sg_pgcapture_t *c, const char *why) {
   /* rows gathered so far go to the spool if they can; unconfirmed changes come again anyway */
   (void)flush_rows(c);
   fail(c, ST_CONNECTING, "the replication stream ended", why, 0);
+}
+
+/* The capture spool is full: stop reading until its rows are appended (the
+ * tick retries; the slot keeps the changes meanwhile). */
+static void pause_reading(sg_pgcapture_t *c) {
+  if (!c->paused)
+    sg_warn("capture", "the capture spool is full (spool_max_bytes): reading paused until ClickHouse "
+                       "takes rows (the slot keeps the changes)");
+  c->paused = 1;
+  /* An empty spool that still refuses them: one change's rows are larger
+   * than spool_max_bytes, and waiting will not help. Loud, and nothing is
+   * confirmed past it: the slot keeps it until spool_max_bytes is raised. */
+  sg_chsink_stats_t a, b;
+  memset(&a, 0, sizeof a);
+  memset(&b, 0, sizeof b);
+  if (c->sink) sg_chsink_stats(c->sink, &a);
+  if (c->nodes_sink) sg_chsink_stats(c->nodes_sink, &b);
+  if (a.spool_records + b.spool_records == 0 && c->state != ST_FAILING) {
+    char m[300];
+    snprintf(m, sizeof m, "%zu bytes of rows do not fit in spool_max_bytes (%zu) even with the spool empty: "
+                          "raise spool_max_bytes",
+             c->rows.len + c->nrows.len, c->cfg->spool_max_bytes);
+    sg_error("capture", "%s; capture waits (nothing is lost: the slot keeps the changes)", m);
+    set_state(c, ST_FAILING, m);
+  }
 }
 
 /* Handles what libpq has buffered, up to a burst; then flushes the rows,
@@ -1187,14 +1219,11 @@ static void process(sg_pgcapture_t *c) {
       stream_lost(c, sg_strerror(rc));
       return;
     }
-    if (c->rows.len + c->nrows.len >= 4 * ROWS_FLUSH_BYTES && flush_rows(c) == SG_ETOOBIG) c->paused = 1;
+    if (c->rows.len + c->nrows.len >= 4 * c->flush_bytes && flush_rows(c) == SG_ETOOBIG) pause_reading(c);
   }
   int rc = flush_rows(c);
   if (rc == SG_ETOOBIG) {
-    if (!c->paused)
-      sg_warn("capture", "the capture spool is full (spool_max_bytes): reading paused until "
-                         "ClickHouse takes rows (the slot keeps the changes)");
-    c->paused = 1;
+    pause_reading(c);
   } else if (rc != 0) {
     stream_lost(c, "the capture spool failed");
     return;
@@ -1400,13 +1429,22 @@ static void tick_cb(uv_timer_t *t) {
       fail(c, ST_CONNECTING, "setting up capture", "a setup statement got no answer within 120 s", 0);
     break;
   case P_STREAM:
-    if (c->paused && flush_rows(c) == 0) {
-      c->paused = 0;
-      sg_info("capture", "the capture spool has room again: reading resumes");
-      process(c);
-      break;
+    if (c->paused) {
+      int rc = flush_rows(c);
+      if (rc == 0) {
+        c->paused = 0;
+        if (c->state == ST_FAILING) set_state(c, ST_STREAMING, NULL);
+        sg_info("capture", "the capture spool has room again: reading resumes");
+        process(c); /* confirms and reports too */
+        break;
+      }
+      if (rc != SG_ETOOBIG) {
+        stream_lost(c, "the capture spool failed");
+        break;
+      }
+      pause_reading(c); /* still full; says so if it never will have room */
     }
-    confirm(c);
+    confirm(c); /* while paused too: what ClickHouse took is confirmed, the server hears from us */
     maybe_status(c);
     break;
   }
@@ -1473,6 +1511,8 @@ int sg_pgcapture_start(const sg_config_t *cfg, const sg_ch_version_t *ver, sg_pg
     return SG_ESCRIPT;
   }
   c->has_ttl = (sg_lua_rt_hooks(c->lua) & SG_LUA_HOOK_RETENTION) != 0;
+  c->flush_bytes = ROWS_FLUSH_BYTES;
+  if (cfg->spool_max_bytes > 0 && cfg->spool_max_bytes / 8 < c->flush_bytes) c->flush_bytes = cfg->spool_max_bytes / 8;
   uv_loop_init(&c->loop);
   sg_pg_pool_opts_t po;
   memset(&po, 0, sizeof po);

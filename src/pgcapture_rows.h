@@ -27,7 +27,9 @@
 #include "pgoutput.h"
 #include "span.h"
 
-enum { SG_CAP_OTHER = 0, SG_CAP_SPANS, SG_CAP_NODES };
+/* SG_CAP_BROKEN: spans or nodes without a column a row needs (its changes
+ * cannot be written; the caller counts and reports them). */
+enum { SG_CAP_OTHER = 0, SG_CAP_SPANS, SG_CAP_NODES, SG_CAP_BROKEN };
 
 /* The spans columns a row is built from, in sg_cap_rel_t.idx order. */
 #define SG_CAP_SPAN_COLS(XX)                                                                 \

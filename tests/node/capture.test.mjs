@@ -233,9 +233,10 @@ test('kill -9 of the gateway mid-stream, then a restart: nothing missing, nothin
   } finally { await gw.stop(); }
 });
 
-test('ClickHouse down: nothing is confirmed past what it holds; a kill -9 meanwhile loses nothing; back up, it catches up', async () => {
+test('ClickHouse down: nothing is confirmed past what it holds, a full spool pauses reading, a kill -9 meanwhile loses nothing; back up, it catches up', async () => {
   const db = await captureDb();
-  const gw = await startGateway({ db, clickhouse: true, conf: captureConf(db) });
+  // a spool that the outage fills: reading pauses, the slot keeps the rest
+  const gw = await startGateway({ db, clickhouse: true, conf: captureConf(db, ['spool_max_bytes = "48KiB"']) });
   let chDown = false;
   try {
     await waitState(gw, 'streaming');
@@ -257,6 +258,8 @@ test('ClickHouse down: nothing is confirmed past what it holds; a kill -9 meanwh
     chDown = false;
     assert.equal(await caughtUp(gw, 60000), 300);
     assert.match(gw.log, /discarded \d+ records/);
+    assert.match(gw.log, /the capture spool is full \(spool_max_bytes\): reading paused/);
+    assert.match(gw.log, /the capture spool has room again: reading resumes/);
     await until(async () => (await gw.query(`SELECT pg_wal_lsn_diff(confirmed_flush_lsn, $2::pg_lsn)::int8 AS d
         FROM pg_replication_slots WHERE slot_name = $1`, [db.name, written]))[0].d >= 0, 20000, 200);
   } finally {
