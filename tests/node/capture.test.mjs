@@ -220,6 +220,7 @@ test('kill -9 of the gateway mid-stream, then a restart: nothing missing, nothin
     await until(async () => (await chLive(gw)) >= 200, 20000, 50);
     await gw.kill();
     const chAtKill = await chLive(gw);
+    assert.ok(chAtKill < 1200, 'killed while the writer was still writing');
     const pgAtKill = await pgCount(gw);
     // the writer goes on while no gateway follows the slot
     assert.ok(await until(async () => (await pgCount(gw)) >= pgAtKill + 80, 20000, 20), 'writes while down');
