@@ -154,6 +154,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "rows: bad ClickHouse version %s\n", chver);
     return 2;
   }
+  sg_ch_layout_t lay; /* a fresh table's, for that version */
+  sg_ch_layout_of_version(&ver, &lay);
   sg_config_t cfg;
   sg_config_defaults(&cfg);
   free(cfg.scripts);
@@ -204,7 +206,7 @@ int main(int argc, char **argv) {
         sp->version = created;
         memcpy(sp->created_by_id, user, 16);
         sp->has_created_by = 1;
-        if (sg_ch_row_encode(&ver, pid, sp, INT64_MAX, &out_ch) != 0) {
+        if (sg_ch_row_encode(&lay, pid, sp, INT64_MAX, &out_ch) != 0) {
           fprintf(stderr, "rows: a span does not encode for ClickHouse\n");
           return 1;
         }

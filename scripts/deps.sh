@@ -26,6 +26,7 @@ pkgs=(
     protobuf-c-compiler libprotobuf-c-dev zlib1g-dev libssl-dev
     libcmocka-dev lua-busted
     postgresql clickhouse-server clickhouse-client
+    zookeeper # the cluster tests: scripts/zkctl.sh
     clang libclang-rt-14-dev wrk gnuplot-nox
     curl procps
     iproute2 # ss, used by scripts/freeport.sh

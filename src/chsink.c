@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "ch.h"
+#include "ch_setup.h"
 #include "err.h"
 #include "log.h"
 #include "spool.h"
@@ -46,8 +47,11 @@ typedef struct {
 struct sg_chsink_s {
   uv_loop_t *loop;
   const sg_config_t *cfg;
-  sg_ch_version_t ver;
+  sg_ch_layout_t lay;          /* the spans table's, as it exists */
+  sg_ch_version_t ver;         /* the server's (insert options depend on it) */
   int have_ver;                /* 0: layout unknown (ClickHouse never reached): gaps only */
+  int worker_id;
+  struct setup_s *setup;       /* a ch_setup off the loop, when ClickHouse was away at start */
   char tag[32];                /* row layout of this server, e.g. "spans/us" */
   sg_buf_t insert_sql;
   sg_ch_client_t *ch;
@@ -79,7 +83,6 @@ struct sg_chsink_s {
   uint64_t backoff_ms;
   uint64_t next_try_ms;
   uint64_t last_version_try;
-  int version_inflight;
   int closing;
   int logged_down;             /* a "ClickHouse unreachable" line is out */
   uint64_t last_encode_log;
@@ -94,60 +97,16 @@ static int64_t now_us(void) {
 }
 
 /* Without its INSERT statement the sink must not send anything (an empty
- * query would come back as a syntax error, i.e. "poison"): the version stays
- * unknown, so rows are recorded as gaps and the version is asked again. */
-static int set_version(sg_chsink_t *s, const sg_ch_version_t *ver) {
-  s->ver = *ver;
+ * query would come back as a syntax error, i.e. "poison"): the layout stays
+ * unknown, so rows are recorded as gaps and the layout is asked again. */
+static int set_layout(sg_chsink_t *s, const sg_ch_layout_t *lay) {
+  s->lay = *lay;
   if (s->fixed_insert) return 0; /* sg_chsink_open: the caller's INSERT and tag */
-  snprintf(s->tag, sizeof s->tag, "spans/%s", (ver->caps & SG_CH_DATETIME64) ? "dt64" : "us");
+  snprintf(s->tag, sizeof s->tag, "spans/%s", (lay->flags & SG_CH_LAYOUT_DT64) ? "dt64" : "us");
   sg_buf_reset(&s->insert_sql);
-  int rc = sg_ch_insert_sql(&s->ver, s->cfg->clickhouse_database, &s->insert_sql);
+  int rc = sg_ch_insert_sql(&s->lay, s->cfg->clickhouse_database, &s->insert_sql);
   s->have_ver = rc == 0;
   return rc;
-}
-
-/* ---- server version ------------------------------------------------------- */
-
-static void version_cache_path(const sg_config_t *cfg, char *out, size_t cap) {
-  snprintf(out, cap, "%s/clickhouse.version", cfg->spool_dir);
-}
-
-int sg_chsink_server_version(const sg_config_t *cfg, sg_ch_version_t *ver, sg_buf_t *err) {
-  sg_ch_opts_t o = {cfg->clickhouse_host, (int)cfg->clickhouse_port, cfg->clickhouse_user,
-                    cfg->clickhouse_password, NULL, 3000, 1};
-  sg_buf_t out = SG_BUF_INIT, why = SG_BUF_INIT;
-  char path[4096];
-  version_cache_path(cfg, path, sizeof path);
-  int rc = sg_ch_exec_sync(&o, "SELECT version()", NULL, 0, &out, &why);
-  if (rc == 0 && out.data && sg_ch_version_parse(out.data, ver) == 0) {
-    mkdir(cfg->spool_dir, 0755);
-    FILE *f = fopen(path, "w");
-    if (f) {
-      fputs(out.data, f);
-      fclose(f);
-    }
-    sg_buf_free(&out);
-    sg_buf_free(&why);
-    return 0;
-  }
-  char text[64] = {0};
-  FILE *f = fopen(path, "r");
-  if (f) {
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    text[n] = '\0';
-    fclose(f);
-    if (sg_ch_version_parse(text, ver) == 0) {
-      sg_buf_free(&out);
-      sg_buf_free(&why);
-      return 0;
-    }
-  }
-  sg_buf_printf(err, "ClickHouse at %s:%lld did not answer SELECT version() (%s) and no version "
-                     "is cached in %s",
-                cfg->clickhouse_host, cfg->clickhouse_port, why.data ? why.data : "no answer", path);
-  sg_buf_free(&out);
-  sg_buf_free(&why);
-  return SG_EUNAVAIL;
 }
 
 /* ---- gaps ------------------------------------------------------------------ */
@@ -219,7 +178,7 @@ int sg_chsink_append(sg_chsink_t *s, const uint8_t project_id[16], const sg_span
   size_t good = 0;
   for (size_t i = 0; i < n; i++) {
     size_t before = s->rows.len;
-    int rc = sg_ch_row_encode(&s->ver, project_id, &spans[i], expires_us ? expires_us[i] : INT64_MAX,
+    int rc = sg_ch_row_encode(&s->lay, project_id, &spans[i], expires_us ? expires_us[i] : INT64_MAX,
                               &s->rows);
     if (rc == 0) {
       good++;
@@ -523,6 +482,28 @@ static void end_pass(sg_chsink_t *s) {
 
 static void split_cb(void *arg, const sg_ch_result_t *r);
 
+/* One INSERT of spooled records first..last. Sending it again is harmless:
+ * a Replicated table drops a block it already has (by checksum, and from
+ * 22.2 by the token, whatever the server's block split), a plain one keeps
+ * one version per span after merges; so the client may fail it over to
+ * another endpoint. Into a Distributed table it is accepted only once the
+ * shards have it (insert_distributed_sync; no effect on other tables): an
+ * asynchronous one answers when the rows are queued on the receiving
+ * server, and 18.16 moves a queued block aside as "broken" when a replica
+ * dies while it is being sent, so the segment would be gone from the spool
+ * and from the table. */
+static int send_insert(sg_chsink_t *s, const void *body, size_t len, uint64_t first, uint64_t last,
+                       sg_ch_cb cb) {
+  sg_ch_req_t q = {s->insert_sql.data, body, len, s->ch_flags | SG_CH_IDEMPOTENT, NULL, 0, NULL,
+                   "insert_distributed_sync=1"};
+  char token[SG_CH_TOKEN_MAX];
+  const char *dir = s->spools[s->seg_spool].dir, *base = strrchr(dir, '/');
+  if ((s->ver.major > 22 || (s->ver.major == 22 && s->ver.minor >= 2)) &&
+      sg_ch_dedup_token(token, base ? base + 1 : dir, first, last, body, len) == 0)
+    q.dedup_token = token;
+  return sg_ch_send(s->ch, &q, cb, s);
+}
+
 /* Sends the next record of the segment in flight that needs sending, moves
  * the ones judged poison to dead/, and ends the pass after the last. */
 static void send_record(sg_chsink_t *s) {
@@ -548,7 +529,7 @@ static void send_record(sg_chsink_t *s) {
   }
   s->sent_at = uv_now(s->loop);
   s->sent_rows = count_rows(rec.data, rec.len);
-  int rc = sg_ch_request(s->ch, s->insert_sql.data, rec.data, rec.len, s->ch_flags, split_cb, s);
+  int rc = send_insert(s, rec.data, rec.len, rec.seq, rec.seq, split_cb);
   if (rc != 0) {
     sg_ch_result_t fake = {rc, 0, 0, "", 0, sg_strerror(rc)};
     backoff(s, &fake);
@@ -646,9 +627,12 @@ static void send_next(sg_chsink_t *s) {
     sg_buf_reset(&s->body);
     size_t count = sg_spool_seg_count(seg);
     int mixed = 0, rc = 0;
+    uint64_t first = 0, last = 0;
     for (size_t r = 0; r < count && rc == 0; r++) {
       sg_spool_rec_t rec;
       sg_spool_seg_record(seg, r, &rec);
+      if (r == 0) first = rec.seq;
+      last = rec.seq;
       if (rec.tag_len != strlen(s->tag) || memcmp(rec.tag, s->tag, rec.tag_len) != 0) mixed = 1;
       rc = sg_buf_append(&s->body, rec.data, rec.len);
     }
@@ -667,8 +651,7 @@ static void send_next(sg_chsink_t *s) {
       if (start_split(s) == 0) send_record(s);
       return;
     }
-    rc = sg_ch_request(s->ch, s->insert_sql.data, s->body.data, s->body.len, s->ch_flags,
-                       insert_cb, s);
+    rc = send_insert(s, s->body.data, s->body.len, first, last, insert_cb);
     if (rc != 0) {
       sg_ch_result_t fake = {rc, 0, 0, "", 0, sg_strerror(rc)};
       backoff(s, &fake);
@@ -677,14 +660,68 @@ static void send_next(sg_chsink_t *s) {
   }
 }
 
-static void version_cb(void *arg, const sg_ch_result_t *r) {
-  sg_chsink_t *s = arg;
-  s->version_inflight = 0;
-  sg_ch_version_t v;
-  if (r->status == 0 && sg_ch_version_parse(r->body, &v) == 0) {
-    if (set_version(s, &v) != 0) return; /* out of memory: asked again */
-    sg_info("clickhouse", "ClickHouse %d.%d reached; dual-write resumes", v.major, v.minor);
+/* ---- ClickHouse away at start --------------------------------------------------------
+ *
+ * The sink asks every 5 s, off the loop (ch_setup blocks), until ClickHouse
+ * answers; worker 1 also creates or completes the schema then (unless
+ * clickhouse_create_schema is off), the others only read the layout. */
+
+typedef struct setup_s {
+  uv_work_t req;
+  sg_chsink_t *s;      /* NULL once the sink closed */
+  const sg_config_t *cfg;
+  unsigned flags;
+  int rc;
+  sg_ch_target_t t;
+  sg_buf_t done, err;
+} setup_t;
+
+static void setup_work(uv_work_t *req) {
+  setup_t *u = req->data;
+  u->rc = sg_ch_setup(u->cfg, u->flags, &u->t, &u->done, &u->err);
+}
+
+static void setup_after(uv_work_t *req, int status) {
+  setup_t *u = req->data;
+  sg_chsink_t *s = u->s;
+  if (s && status == 0) {
+    s->setup = NULL;
+    /* what worker 1 created (the others only read: their "missing" lines are noise) */
+    for (char *l = (u->flags & SG_CH_SETUP_CREATE) ? u->done.data : NULL, *nl; l && *l && (nl = strchr(l, '\n'));
+         l = nl + 1) {
+      *nl = '\0';
+      sg_info("clickhouse", "schema: %s", l);
+    }
+    if (u->rc == 0) s->ver = u->t.ver;
+    if (u->rc == 0 && set_layout(s, &u->t.spans) != 0) {
+      sg_error("clickhouse", "out of memory building the INSERT statement; asking again");
+    } else if (u->rc == 0) {
+      if (s->worker_id == 1) sg_ch_setup_save(s->cfg, &u->t);
+      sg_info("clickhouse", "ClickHouse %s reached; dual-write resumes", u->t.version_text);
+    } else if (u->rc != SG_EUNAVAIL && u->rc != SG_ENOTFOUND) {
+      sg_error("clickhouse", "%s; spans are recorded as gaps for `spangate migrate`",
+               u->err.data ? u->err.data : sg_strerror(u->rc));
+    }
+  } else if (s) {
+    s->setup = NULL;
   }
+  sg_buf_free(&u->done);
+  sg_buf_free(&u->err);
+  free(u);
+}
+
+static void setup_start(sg_chsink_t *s) {
+  setup_t *u = calloc(1, sizeof *u);
+  if (!u) return;
+  u->s = s;
+  u->cfg = s->cfg;
+  u->flags = s->worker_id == 1 && s->cfg->clickhouse_create_schema ? SG_CH_SETUP_CREATE : 0;
+  u->req.data = u;
+  if (uv_queue_work(s->loop, &u->req, setup_work, setup_after) != 0) {
+    free(u);
+    return;
+  }
+  s->setup = u;
 }
 
 static void tick(uv_timer_t *t) {
@@ -692,10 +729,9 @@ static void tick(uv_timer_t *t) {
   if (s->closing) return;
   uint64_t now = uv_now(s->loop);
   if (!s->have_ver) {
-    if (!s->version_inflight && now - s->last_version_try >= 5000) {
+    if (!s->setup && now - s->last_version_try >= 5000) {
       s->last_version_try = now;
-      s->version_inflight =
-          sg_ch_request(s->ch, "SELECT version()", NULL, 0, 0, version_cb, s) == 0;
+      setup_start(s);
     }
     return;
   }
@@ -778,9 +814,9 @@ static int open_spool(sg_chsink_t *s, const char *dir, int own, int fsync_never,
   return 0;
 }
 
-/* The sink without its spools: the client, the version. */
-static sg_chsink_t *sink_alloc(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_version_t *ver,
-                               const sg_chsink_opts_t *co, sg_pg_pool_t *pg, sg_buf_t *err) {
+/* The sink without its spools: the client, the target. */
+static sg_chsink_t *sink_alloc(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_target_t *target,
+                               const sg_chsink_opts_t *co, int worker_id, sg_pg_pool_t *pg, sg_buf_t *err) {
   sg_chsink_t *s = calloc(1, sizeof *s);
   if (!s) return NULL;
   s->loop = loop;
@@ -789,6 +825,7 @@ static sg_chsink_t *sink_alloc(uv_loop_t *loop, const sg_config_t *cfg, const sg
    * put until the insert's callback: no copy unless gzipped. */
   s->ch_flags = sg_config_clickhouse_gzip(cfg) ? SG_CH_GZIP : SG_CH_BORROW;
   s->pg = pg;
+  s->worker_id = worker_id;
   if (co && co->insert_sql) {
     s->fixed_insert = 1;
     snprintf(s->tag, sizeof s->tag, "%s", co->tag);
@@ -798,11 +835,13 @@ static sg_chsink_t *sink_alloc(uv_loop_t *loop, const sg_config_t *cfg, const sg
     }
     s->have_ver = 1;
   }
-  if (ver) set_version(s, ver);
-  s->st.reachable = ver != NULL; /* the version was just asked of the server */
-  sg_ch_opts_t o = {cfg->clickhouse_host, (int)cfg->clickhouse_port, cfg->clickhouse_user,
-                    cfg->clickhouse_password, cfg->clickhouse_database,
-                    (long)cfg->clickhouse_timeout_ms, 4};
+  if (target) {
+    s->ver = target->ver;
+    set_layout(s, &target->spans);
+  }
+  s->st.reachable = target != NULL; /* the server was just asked */
+  sg_ch_opts_t o;
+  sg_config_clickhouse_opts(cfg, cfg->clickhouse_database, (long)cfg->clickhouse_timeout_ms, 4, &o);
   s->ch = sg_ch_client_new(loop, &o);
   if (!s->ch) {
     sg_buf_puts(err, "ClickHouse client: out of memory");
@@ -813,13 +852,13 @@ static sg_chsink_t *sink_alloc(uv_loop_t *loop, const sg_config_t *cfg, const sg
   return s;
 }
 
-sg_chsink_t *sg_chsink_open(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_version_t *ver,
+sg_chsink_t *sg_chsink_open(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_target_t *target,
                             const sg_chsink_opts_t *co, sg_buf_t *err) {
-  if (ver == NULL || co == NULL || co->dir == NULL || (co->insert_sql && co->tag == NULL)) {
+  if (target == NULL || co == NULL || co->dir == NULL || (co->insert_sql && co->tag == NULL)) {
     sg_buf_puts(err, "sg_chsink_open: bad arguments");
     return NULL;
   }
-  sg_chsink_t *s = sink_alloc(loop, cfg, ver, co, NULL, err);
+  sg_chsink_t *s = sink_alloc(loop, cfg, target, co, 0, NULL, err);
   if (!s) return NULL;
   mkdir(cfg->spool_dir, 0755);
   if (open_spool(s, co->dir, 1, co->fsync_never, err) != 0) {
@@ -834,9 +873,9 @@ sg_chsink_t *sg_chsink_open(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch
   return s;
 }
 
-sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_version_t *ver,
+sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_target_t *target,
                            int worker_id, sg_pg_pool_t *pg, sg_buf_t *err) {
-  sg_chsink_t *s = sink_alloc(loop, cfg, ver, NULL, pg, err);
+  sg_chsink_t *s = sink_alloc(loop, cfg, target, NULL, worker_id, pg, err);
   if (!s) return NULL;
   char dir[4096];
   snprintf(dir, sizeof dir, "%s/w%d", cfg->spool_dir, worker_id);
@@ -869,6 +908,8 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_
   return s;
 }
 
+const sg_ch_client_t *sg_chsink_client(const sg_chsink_t *s) { return s->ch; }
+
 void sg_chsink_stats(const sg_chsink_t *s, sg_chsink_stats_t *out) {
   *out = s->st;
   out->spool_bytes = out->spool_records = 0;
@@ -895,6 +936,7 @@ void sg_chsink_close(sg_chsink_t *s) {
   if (!s) return;
   s->closing = 1;
   uv_timer_stop(&s->timer);
+  if (s->setup) s->setup->s = NULL; /* it finishes on its own and frees itself */
   /* Cancels an insert in flight (its segment stays spooled: at least once);
    * the client first: the request may point into the segment. */
   sg_ch_client_close(s->ch);

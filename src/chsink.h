@@ -37,7 +37,9 @@
 #include <uv.h>
 
 #include "buf.h"
-#include "ch_schema.h"
+#include "ch.h"
+#include "ch_rows.h"
+#include "ch_setup.h"
 #include "config.h"
 #include "pg.h"
 #include "span.h"
@@ -60,10 +62,13 @@ typedef struct {
   int64_t spool_oldest_us;   /* append time of the oldest unsent row, 0 if none */
 } sg_chsink_stats_t;
 
-/* Opens <cfg->spool_dir>/w<worker_id> and starts the flusher. ver is the
- * ClickHouse server's version (the row layout depends on it). pg is used to
- * record gaps. NULL with a reason in err. */
-sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_version_t *ver,
+/* Opens <cfg->spool_dir>/w<worker_id> and starts the flusher. target is the
+ * server's version and the spans table's layout as it exists (ch_setup.h;
+ * copied), NULL when ClickHouse was not
+ * reached: spans are recorded as gaps until the sink reaches it (and
+ * worker 1 creates the schema then, unless clickhouse_create_schema is off).
+ * pg is used to record gaps. NULL with a reason in err. */
+sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_target_t *target,
                            int worker_id, sg_pg_pool_t *pg, sg_buf_t *err);
 
 /* A sink of its own beside the workers' (change capture's): one spool
@@ -71,13 +76,14 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_
  * source of its rows). */
 typedef struct {
   const char *dir;        /* spool directory (created) */
-  const char *insert_sql; /* the INSERT its rows are for; NULL: the spans INSERT of ver */
+  const char *insert_sql; /* the INSERT its rows are for; NULL: the spans INSERT of the target's layout */
   const char *tag;        /* with insert_sql: the rows' layout, e.g. "nodes/us" */
   int fsync_never;        /* the spool is never synced: the caller can produce the rows again */
 } sg_chsink_opts_t;
 
-/* ver is required (the rows were encoded for it). NULL with a reason in err. */
-sg_chsink_t *sg_chsink_open(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_version_t *ver,
+/* target is required (the rows were encoded for its layout). NULL with a
+ * reason in err. */
+sg_chsink_t *sg_chsink_open(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_target_t *target,
                             const sg_chsink_opts_t *o, sg_buf_t *err);
 
 /* Appends rows already encoded for the sink's INSERT (TabSeparated, each
@@ -101,15 +107,12 @@ int sg_chsink_append(sg_chsink_t *s, const uint8_t project_id[16], const sg_span
 int sg_chsink_sync(sg_chsink_t *s);
 
 void sg_chsink_stats(const sg_chsink_t *s, sg_chsink_stats_t *out);
+/* The sink's ClickHouse client, for its endpoints' figures (read only). */
+const sg_ch_client_t *sg_chsink_client(const sg_chsink_t *s);
 
 /* Stops the flusher, waits for an insert in flight (bounded by the request
  * timeout), closes the spool and the ClickHouse client; frees itself once its
  * handles are closed. Whatever is not sent stays in the spool for next time. */
 void sg_chsink_close(sg_chsink_t *s);
-
-/* ClickHouse's version, asked with a short timeout; falls back to the version
- * cached in <spool_dir>/clickhouse.version by the last successful ask. 0, or
- * SG_EUNAVAIL when neither is available (err says why). */
-int sg_chsink_server_version(const sg_config_t *cfg, sg_ch_version_t *ver, sg_buf_t *err);
 
 #endif

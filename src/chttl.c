@@ -11,6 +11,7 @@
 #include "buf.h"
 #include "ch.h"
 #include "ch_schema.h"
+#include "ch_setup.h"
 #include "err.h"
 #include "log.h"
 #include "metrics.h"
@@ -54,7 +55,8 @@ static void next_table(sg_chttl_t *t) {
   sg_buf_reset(&t->sql);
   sg_buf_puts(&t->sql, "SELECT count() FROM system.mutations WHERE database = ");
   sg_ch_quote_string(&t->sql, t->cfg->clickhouse_database, strlen(t->cfg->clickhouse_database));
-  sg_buf_printf(&t->sql, " AND table = '%s' AND is_done = 0", tables[t->table]);
+  sg_buf_printf(&t->sql, " AND table = '%s%s' AND is_done = 0", tables[t->table],
+                t->cfg->clickhouse_cluster[0] ? "_local" : "");
   round_send(t, 2);
 }
 
@@ -109,9 +111,10 @@ static void step_cb(void *arg, const sg_ch_result_t *r) {
     }
     sg_buf_reset(&t->sql);
     sg_buf_puts(&t->sql, "ALTER TABLE ");
-    sg_ch_quote_ident(&t->sql, t->cfg->clickhouse_database);
-    sg_buf_printf(&t->sql, ".%s DELETE WHERE expires_at < toDateTime(%" PRId64 ")", tables[t->table],
-                  t->cutoff_s);
+    sg_ch_schema_opts_t so;
+    sg_ch_setup_opts(t->cfg, &so);
+    sg_ch_mutation_target(&so, tables[t->table], &t->sql); /* a cluster's local tables */
+    sg_buf_printf(&t->sql, " DELETE WHERE expires_at < toDateTime(%" PRId64 ")", t->cutoff_s);
     round_send(t, 4);
     return;
   case 4: /* mutation accepted */
@@ -137,8 +140,8 @@ sg_chttl_t *sg_chttl_new(uv_loop_t *loop, const sg_config_t *cfg) {
   if (!t) return NULL;
   t->loop = loop;
   t->cfg = cfg;
-  sg_ch_opts_t o = {cfg->clickhouse_host, (int)cfg->clickhouse_port, cfg->clickhouse_user,
-                    cfg->clickhouse_password, NULL, (long)cfg->clickhouse_timeout_ms, 1};
+  sg_ch_opts_t o;
+  sg_config_clickhouse_opts(cfg, NULL, (long)cfg->clickhouse_timeout_ms, 1, &o);
   t->ch = sg_ch_client_new(loop, &o);
   if (!t->ch) {
     free(t);

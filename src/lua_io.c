@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "ch_setup.h"
 #include "gw_io_lua.h"
 #include "lua_io_internal.h"
 
@@ -54,14 +55,29 @@ void sg_lua_io_inject(lua_State *L, void *ud) {
   lua_setfield(L, -2, "isatty");
   if (io->have_ver) {
     lua_newtable(L);                            /* ..., raw, server */
-    lua_pushstring(L, io->ver_text);
+    lua_pushstring(L, io->target.version_text);
     lua_setfield(L, -2, "version");
-    lua_pushinteger(L, io->ver.major);
+    lua_pushinteger(L, io->target.ver.major);
     lua_setfield(L, -2, "major");
-    lua_pushinteger(L, io->ver.minor);
+    lua_pushinteger(L, io->target.ver.minor);
     lua_setfield(L, -2, "minor");
-    lua_pushboolean(L, (io->ver.caps & SG_CH_DATETIME64) != 0);
+    /* the tables' layouts, not the version's: tables made before an upgrade keep theirs */
+    lua_pushboolean(L, (io->target.spans.flags & SG_CH_LAYOUT_DT64) != 0);
     lua_setfield(L, -2, "datetime64");
+    lua_pushboolean(L, (io->target.nodes.flags & SG_CH_LAYOUT_DT64) != 0);
+    lua_setfield(L, -2, "nodes_datetime64");
+    if (io->cfg->clickhouse_cluster[0]) {
+      lua_pushstring(L, io->cfg->clickhouse_cluster);
+      lua_setfield(L, -2, "cluster");
+    }
+    sg_ch_schema_opts_t so;
+    sg_ch_setup_opts(io->cfg, &so);
+    sg_buf_t mt = SG_BUF_INIT;
+    if (sg_ch_mutation_target(&so, "spans", &mt) == 0) {
+      lua_pushlstring(L, mt.data, mt.len);
+      lua_setfield(L, -2, "spans_mutation"); /* ALTER TABLE <this> DELETE ... */
+    }
+    sg_buf_free(&mt);
     lua_pushstring(L, io->cfg->clickhouse_database);
     lua_setfield(L, -2, "database");
     lua_setfield(L, -2, "server");              /* ..., raw */
@@ -103,9 +119,8 @@ sg_lua_io_t *sg_lua_io_new(uv_loop_t *loop, const sg_config_t *cfg, sg_lua_rt_t 
   sg_buf_free(&why);
   int size = cfg->pg_pool_size > 8 ? (int)cfg->pg_pool_size : 8;
   io->pg = sg_pg_pool_new(loop, cfg->postgres_uri, size, NULL);
-  sg_ch_opts_t o = {cfg->clickhouse_host, (int)cfg->clickhouse_port, cfg->clickhouse_user,
-                    cfg->clickhouse_password, cfg->clickhouse_database,
-                    (long)cfg->clickhouse_timeout_ms, 8};
+  sg_ch_opts_t o;
+  sg_config_clickhouse_opts(cfg, cfg->clickhouse_database, (long)cfg->clickhouse_timeout_ms, 8, &o);
   io->ch = sg_ch_client_new(loop, &o);
   if (!io->pg || !io->ch) {
     sg_buf_puts(err, "cannot create the database clients (out of memory)");
@@ -116,21 +131,20 @@ sg_lua_io_t *sg_lua_io_new(uv_loop_t *loop, const sg_config_t *cfg, sg_lua_rt_t 
     return NULL;
   }
   io->ch_flags = sg_config_clickhouse_gzip(cfg) ? SG_CH_GZIP : 0;
-  /* The server's version decides the row layout; asked once, like `schema --apply`. */
-  sg_ch_opts_t vo = o;
-  vo.database = NULL;
-  vo.timeout_ms = 5000;
-  sg_buf_t out = SG_BUF_INIT;
-  int rc = sg_ch_exec_sync(&vo, "SELECT version()", NULL, 0, &out, &why);
-  if (rc == 0 && out.data && sg_ch_version_parse(out.data, &io->ver) == 0) {
-    io->have_ver = 1;
-    snprintf(io->ver_text, sizeof io->ver_text, "%.*s", (int)strcspn(out.data, "\r\n"), out.data);
-    sg_ch_insert_sql(&io->ver, cfg->clickhouse_database, &io->insert_sql);
-  } else {
-    sg_buf_printf(&io->ver_err, "ClickHouse at %s:%lld did not answer SELECT version(): %s",
-                  cfg->clickhouse_host, cfg->clickhouse_port, why.data ? why.data : sg_strerror(rc));
+  /* The server's version and the tables' row layouts, asked once. A job
+   * does not create tables; with none yet, rows are those of the version. */
+  int rc = sg_ch_setup(cfg, 0, &io->target, NULL, &why);
+  if (rc == SG_ENOTFOUND) {
+    sg_ch_layout_of_version(&io->target.ver, &io->target.spans);
+    io->target.nodes = io->target.spans;
+    rc = 0;
   }
-  sg_buf_free(&out);
+  if (rc == 0) {
+    io->have_ver = 1;
+    sg_ch_insert_sql(&io->target.spans, cfg->clickhouse_database, &io->insert_sql);
+  } else {
+    sg_buf_puts(&io->ver_err, why.data ? why.data : sg_strerror(rc));
+  }
   sg_buf_free(&why);
   sg__lua_sched_init(&io->sched, loop, shutdown_io, io);
   return io;

@@ -19,7 +19,9 @@
 
 #include "buf.h"
 #include "ch.h"
+#include "ch_rows.h"
 #include "ch_schema.h"
+#include "ch_setup.h"
 #include "config.h"
 #include "lua_io.h"
 #include "lua_rt.h"
@@ -111,9 +113,8 @@ struct sg_lua_io_s {
   sg_lua_rt_t *hooks;     /* ttl.lua / routing.lua for insert_spans and gw.hooks */
   sg_pg_pool_t *pg;
   sg_ch_client_t *ch;
-  sg_ch_version_t ver;
+  sg_ch_target_t target;  /* the server's version and the tables' row layouts */
   int have_ver;
-  char ver_text[64];
   sg_buf_t ver_err;
   sg_buf_t insert_sql;    /* INSERT INTO <db>.spans (...) FORMAT TabSeparated */
   unsigned ch_flags;

@@ -419,7 +419,7 @@ static int raw_row_encode(sg_lua_io_t *io, rows_t *src, int i, const uint8_t pro
     hook_span_clear(&s);
   }
   if (rc == 0) {
-    rc = sg_ch_row_encode_text(&io->ver, project, &t, exp, body, &why);
+    rc = sg_ch_row_encode_text(&io->target.spans, project, &t, exp, body, &why);
     /* a time, version or expires_at out of range: what the sg_span_t path says */
     if (rc == SG_EINVAL && (strstr(why, "_at") || strstr(why, "_time") || !strcmp(why, "version")))
       why = "value out of ClickHouse's range";
@@ -497,7 +497,7 @@ static int encode_spans(lua_State *L, sg_lua_io_t *io, const uint8_t project[16]
       double days = -1;
       if (has_ttl) sg_lua_retention_days(io->hooks, project, &s, &days);
       int64_t exp = sg_span_expires_us(s.created_at_us, days);
-      rc = sg_ch_row_encode(&io->ver, project, &s, exp, body);
+      rc = sg_ch_row_encode(&io->target.spans, project, &s, exp, body);
       if (rc) why = "value out of ClickHouse's range";
     }
     if (rc == SG_ENOMEM) {

@@ -1,5 +1,6 @@
 #include "metrics.h"
 
+#include <stdio.h>
 #include <pthread.h>
 #include <string.h>
 #include <time.h>
@@ -112,6 +113,28 @@ void sg_metrics_observe(sg_route_t route, int status, uint64_t duration_ns) {
   atomic_fetch_add_explicit(&sg_metrics.latency_sum_us[route], duration_ns / 1000,
                             memory_order_relaxed);
   atomic_fetch_add_explicit(&sg_metrics.latency_count[route], 1, memory_order_relaxed);
+}
+
+void sg_metrics_ch_endpoint_names(const char *const *names, size_t n) {
+  static _Atomic int claimed;
+  int no = 0;
+  if (n == 0 || !atomic_compare_exchange_strong(&claimed, &no, 1)) return;
+  if (n > SG_METRICS_CH_ENDPOINTS) n = SG_METRICS_CH_ENDPOINTS;
+  for (size_t i = 0; i < n; i++)
+    snprintf(sg_metrics.ch_ep_name[i], sizeof sg_metrics.ch_ep_name[i], "%s", names[i]);
+  atomic_store_explicit(&sg_metrics.ch_ep_count, (int)n, memory_order_release);
+}
+
+/* One labelled series per ClickHouse endpoint. */
+static void endpoint_series(sg_buf_t *o, const char *name, const char *type, const char *help,
+                            int n, _Atomic int64_t *g, _Atomic uint64_t *c) {
+  sg_buf_printf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+  for (int i = 0; i < n; i++) {
+    if (g) sg_buf_printf(o, "%s{endpoint=\"%s\"} %lld\n", name, sg_metrics.ch_ep_name[i],
+                         (long long)atomic_load_explicit(&g[i], memory_order_relaxed));
+    else sg_buf_printf(o, "%s{endpoint=\"%s\"} %llu\n", name, sg_metrics.ch_ep_name[i],
+                       (unsigned long long)atomic_load_explicit(&c[i], memory_order_relaxed));
+  }
 }
 
 #define LOAD(x) ((unsigned long long)atomic_load_explicit(&(x), memory_order_relaxed))
@@ -253,6 +276,25 @@ int sg_metrics_render(sg_buf_t *o) {
           "Committed spans not spooled (spool full or ClickHouse version unknown), recorded in "
           "spangate_ch_gaps for `spangate migrate`.",
           LOAD(sg_metrics.ch_gap_spans));
+  int neps = atomic_load_explicit(&sg_metrics.ch_ep_count, memory_order_acquire);
+  if (neps > 0) {
+    endpoint_series(o, "spangate_clickhouse_endpoint_up", "gauge",
+                    "Workers that see this ClickHouse endpoint up (all enabled ones when healthy).",
+                    neps, sg_metrics.ch_ep_up, NULL);
+    endpoint_series(o, "spangate_clickhouse_endpoint_pending", "gauge",
+                    "Dual-write requests in flight to this endpoint.", neps, sg_metrics.ch_ep_pending,
+                    NULL);
+    endpoint_series(o, "spangate_clickhouse_endpoint_requests_total", "counter",
+                    "Dual-write request attempts sent to this endpoint.", neps, NULL,
+                    sg_metrics.ch_ep_requests);
+    endpoint_series(o, "spangate_clickhouse_endpoint_failures_total", "counter",
+                    "Attempts that failed for the endpoint's own reason (connection, TLS, "
+                    "timeout, 5xx); each marks it down for a backoff.",
+                    neps, NULL, sg_metrics.ch_ep_failures);
+    counter(o, "spangate_clickhouse_failovers_total",
+            "Dual-write requests sent again to another endpoint after a failure.",
+            LOAD(sg_metrics.ch_failovers));
+  }
   counter(o, "spangate_clickhouse_dead_letter_failures_total",
           "Rejected records that could not be written to the dead-letter files (they stay in the "
           "spool and the write is retried).",

@@ -31,6 +31,7 @@ typedef enum {
 #define SG_METRIC_NSTATUS 13
 #define SG_METRIC_NBUCKETS 14
 #define SG_MAX_WORKERS 256
+#define SG_METRICS_CH_ENDPOINTS 16 /* SG_CH_MAX_ENDPOINTS */
 
 typedef struct {
   _Atomic uint64_t requests[SG_ROUTE_COUNT][SG_METRIC_NSTATUS];
@@ -74,6 +75,15 @@ typedef struct {
   _Atomic uint64_t ch_dead_rows;
   _Atomic uint64_t ch_encode_rejects;
   _Atomic uint64_t ch_gap_spans;
+  /* The dual-write's ClickHouse endpoints, summed over workers; names are
+   * written once (sg_metrics_ch_endpoint_names) before ch_ep_count is set. */
+  _Atomic int64_t ch_ep_up[SG_METRICS_CH_ENDPOINTS];      /* workers that see it up */
+  _Atomic int64_t ch_ep_pending[SG_METRICS_CH_ENDPOINTS];
+  _Atomic uint64_t ch_ep_requests[SG_METRICS_CH_ENDPOINTS];
+  _Atomic uint64_t ch_ep_failures[SG_METRICS_CH_ENDPOINTS];
+  _Atomic uint64_t ch_failovers;
+  _Atomic int ch_ep_count;
+  char ch_ep_name[SG_METRICS_CH_ENDPOINTS][128];
   _Atomic uint64_t ch_dead_letter_failures;
   _Atomic uint64_t keys_reloads;        /* keys file reloads (SIGHUP), per worker */
   _Atomic uint64_t keys_reload_failures;
@@ -115,6 +125,9 @@ int sg_metrics_lua_slot(const char *name, char kind);
 void sg_metrics_lua_add(int slot, double delta);
 
 void sg_metrics_observe(sg_route_t route, int status, uint64_t duration_ns);
+/* Names the ClickHouse endpoints (the first call wins; every worker has the
+ * same list). */
+void sg_metrics_ch_endpoint_names(const char *const *names, size_t n);
 /* Prometheus text exposition format 0.0.4. */
 int sg_metrics_render(sg_buf_t *out);
 

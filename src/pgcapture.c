@@ -50,6 +50,7 @@
 #include <sys/time.h>
 #include <uv.h>
 
+#include "ch_setup.h"
 #include "chsink.h"
 #include "err.h"
 #include "log.h"
@@ -99,8 +100,8 @@ struct sg_pgcapture_s {
   uv_timer_t tick, kick;
   int stopping;
 
-  sg_ch_version_t ver;
-  int have_ver;
+  sg_ch_target_t target; /* ClickHouse's version and the tables' row layouts */
+  int have_target;
   uint64_t version_try_ms;
   sg_lua_rt_t *lua;
   int has_ttl;
@@ -941,7 +942,7 @@ static int put_span(sg_pgcapture_t *c, const uint8_t project[16], sg_ch_text_row
       sg_span_clear(&s);
     }
   }
-  if (rc == 0) rc = sg_ch_row_encode_text(&c->ver, project, row, expires, &c->rows, &why);
+  if (rc == 0) rc = sg_ch_row_encode_text(&c->target.spans, project, row, expires, &c->rows, &why);
   if (rc == SG_ENOMEM) return rc;
   if (rc != 0) {
     char p[37];
@@ -1029,7 +1030,8 @@ static int node_change(sg_pgcapture_t *c, const sg_cap_rel_t *rel, const sg_pgo_
   const sg_pgo_tuple_t *tup = del ? &m->u.change.old_tuple : &m->u.change.new_tuple;
   size_t before = c->nrows.len;
   int rc =
-      sg_cap_node_row(&c->ver, rel, tup, del ? NULL : old, del, c->txn_commit_us, &c->nrows, project, &why);
+      sg_cap_node_row(&c->target.nodes, rel, tup, del ? NULL : old, del, c->txn_commit_us, &c->nrows, project,
+                      &why);
   if (rc == SG_ENOMEM) return rc;
   if (rc != 0) {
     char reason[200];
@@ -1368,18 +1370,18 @@ static int discard_spool(const char *dir, sg_buf_t *err) {
 static int open_sink(sg_pgcapture_t *c, sg_buf_t *err) {
   if (discard_spool(c->spool_dir, err) != 0) return SG_EIO;
   sg_chsink_opts_t o = {c->spool_dir, NULL, NULL, 1};
-  c->sink = sg_chsink_open(&c->loop, c->cfg, &c->ver, &o, err);
+  c->sink = sg_chsink_open(&c->loop, c->cfg, &c->target, &o, err);
   return c->sink ? 0 : SG_EIO;
 }
 
 static int open_nodes_sink(sg_pgcapture_t *c) {
   sg_buf_t err = SG_BUF_INIT, sql = SG_BUF_INIT;
   int rc = discard_spool(c->nodes_dir, &err);
-  if (rc == 0 && sg_cap_nodes_insert_sql(&c->ver, c->cfg->clickhouse_database, &sql) == 0) {
+  if (rc == 0 && sg_cap_nodes_insert_sql(&c->target.nodes, c->cfg->clickhouse_database, &sql) == 0) {
     char tag[32];
-    snprintf(tag, sizeof tag, "nodes/%s", (c->ver.caps & SG_CH_DATETIME64) ? "dt64" : "us");
+    snprintf(tag, sizeof tag, "nodes/%s", (c->target.nodes.flags & SG_CH_LAYOUT_DT64) ? "dt64" : "us");
     sg_chsink_opts_t o = {c->nodes_dir, sql.data, tag, 1};
-    c->nodes_sink = sg_chsink_open(&c->loop, c->cfg, &c->ver, &o, &err);
+    c->nodes_sink = sg_chsink_open(&c->loop, c->cfg, &c->target, &o, &err);
   }
   if (!c->nodes_sink)
     sg_error("capture", "the nodes spool cannot be opened: %s", err.data ? err.data : "out of memory");
@@ -1394,16 +1396,17 @@ static void tick_cb(uv_timer_t *t) {
   sg_pgcapture_t *c = t->data;
   if (c->stopping) return;
   uint64_t now = uv_now(&c->loop);
-  if (!c->have_ver) {
+  if (!c->have_target) {
     if (now - c->version_try_ms >= VERSION_RETRY_MS || c->version_try_ms == 0) {
       c->version_try_ms = now;
       sg_buf_t err = SG_BUF_INIT;
-      /* blocking (3 s at most), on this thread only: nothing is streaming yet */
-      if (sg_chsink_server_version(c->cfg, &c->ver, &err) == 0) {
+      /* Blocking, on this thread only: nothing is streaming yet. The schema
+       * is the workers' to create (chsink.c); this only reads it. */
+      if (sg_ch_setup(c->cfg, 0, &c->target, NULL, &err) == 0) {
         sg_buf_reset(&err);
         if (open_sink(c, &err) == 0) {
-          c->have_ver = 1;
-          sg_info("capture", "ClickHouse %d.%d: capture starts", c->ver.major, c->ver.minor);
+          c->have_target = 1;
+          sg_info("capture", "ClickHouse %s reached: capture starts", c->target.version_text);
         } else {
           set_state(c, ST_FAILING, err.data);
           sg_error("capture", "%s", err.data);
@@ -1498,7 +1501,7 @@ static void thread_main(void *arg) {
   uv_run(&c->loop, UV_RUN_DEFAULT);
 }
 
-int sg_pgcapture_start(const sg_config_t *cfg, const sg_ch_version_t *ver, sg_pgcapture_t **out,
+int sg_pgcapture_start(const sg_config_t *cfg, const sg_ch_target_t *target, sg_pgcapture_t **out,
                        sg_buf_t *err) {
   sg_pgcapture_t *c = calloc(1, sizeof *c);
   if (!c) return SG_ENOMEM;
@@ -1525,8 +1528,8 @@ int sg_pgcapture_start(const sg_config_t *cfg, const sg_ch_version_t *ver, sg_pg
     free(c);
     return SG_ENOMEM;
   }
-  if (ver) {
-    c->ver = *ver;
+  if (target) {
+    c->target = *target;
     if (open_sink(c, err) != 0) {
       sg_pg_pool_close(c->pg);
       uv_run(&c->loop, UV_RUN_DEFAULT);
@@ -1535,7 +1538,7 @@ int sg_pgcapture_start(const sg_config_t *cfg, const sg_ch_version_t *ver, sg_pg
       free(c);
       return SG_ECONFIG;
     }
-    c->have_ver = 1;
+    c->have_target = 1;
   }
   uv_timer_init(&c->loop, &c->tick);
   c->tick.data = c;

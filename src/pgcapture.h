@@ -28,7 +28,7 @@
 #define SG_PGCAPTURE_H
 
 #include "buf.h"
-#include "ch_schema.h"
+#include "ch_setup.h"
 #include "config.h"
 
 typedef struct sg_pgcapture_s sg_pgcapture_t;
@@ -41,10 +41,10 @@ typedef struct sg_pgcapture_s sg_pgcapture_t;
  * trying; err says why). */
 int sg_pgcapture_precheck(const sg_config_t *cfg, sg_buf_t *err);
 
-/* Starts the capture thread. ver: ClickHouse's version, or NULL (asked
- * again until known; nothing is read from the slot before). 0, or
- * SG_ENOMEM / SG_ECONFIG with err. */
-int sg_pgcapture_start(const sg_config_t *cfg, const sg_ch_version_t *ver, sg_pgcapture_t **out,
+/* Starts the capture thread. target: ClickHouse's version and the tables'
+ * row layouts (copied), or NULL (asked again until known; nothing is read
+ * from the slot before). 0, or SG_ENOMEM / SG_ECONFIG with err. */
+int sg_pgcapture_start(const sg_config_t *cfg, const sg_ch_target_t *target, sg_pgcapture_t **out,
                        sg_buf_t *err);
 
 /* SIGHUP: fresh routing and ttl scripts (a failing reload keeps the old). Any thread. */

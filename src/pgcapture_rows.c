@@ -282,14 +282,14 @@ static int put_ident(sg_buf_t *b, const char *s) {
   return rc ? rc : sg_buf_putc(b, '`');
 }
 
-int sg_cap_nodes_insert_sql(const sg_ch_version_t *ver, const char *db, sg_buf_t *out) {
+int sg_cap_nodes_insert_sql(const sg_ch_layout_t *lay, const char *db, sg_buf_t *out) {
   int rc = sg_buf_puts(out, "INSERT INTO ");
   rc = rc ? rc : put_ident(out, db);
   rc = rc ? rc
           : sg_buf_printf(out,
                           ".nodes (project_id, node_id, tree_id, root_id, created_at, %s"
                           "attributes, version, expires_at, is_deleted) FORMAT TabSeparated",
-                          (ver->caps & SG_CH_DATETIME64) ? "" : "created_at_us, ");
+                          (lay->flags & SG_CH_LAYOUT_DT64) ? "" : "created_at_us, ");
   return rc;
 }
 
@@ -368,20 +368,20 @@ static int json_value(sg_buf_t *j, uint32_t type, const sg_ch_text_t *v) {
   return rc ? rc : sg_buf_putc(j, '"');
 }
 
-static void put_time(char *out, size_t cap, int64_t us, unsigned caps) {
+static void put_time(char *out, size_t cap, int64_t us, int dt64) {
   time_t secs = (time_t)(us / 1000000);
   long frac = (long)(us % 1000000);
   struct tm tm;
   gmtime_r(&secs, &tm);
   char base[32];
   strftime(base, sizeof base, "%Y-%m-%d %H:%M:%S", &tm);
-  if (caps & SG_CH_DATETIME64)
+  if (dt64)
     snprintf(out, cap, "%s.%06ld", base, frac);
   else
     snprintf(out, cap, "%s\t%ld", base, frac);
 }
 
-int sg_cap_node_row(const sg_ch_version_t *ver, const sg_cap_rel_t *rel, const sg_pgo_tuple_t *tup,
+int sg_cap_node_row(const sg_ch_layout_t *lay, const sg_cap_rel_t *rel, const sg_pgo_tuple_t *tup,
                     const sg_pgo_tuple_t *old, int is_deleted, int64_t tomb_version, sg_buf_t *out,
                     uint8_t project_id[16], const char **why) {
   size_t start = out->len;
@@ -409,7 +409,7 @@ int sg_cap_node_row(const sg_ch_version_t *ver, const sg_cap_rel_t *rel, const s
   STEP(col_time(tup, old, rel->n_updated, 1, &updated), "updated_at");
   if (created < SG_CH_TIME_MIN_US || created > SG_CH_TIME_MAX_US) STEP(SG_EINVAL, "created_at");
   char t[64];
-  put_time(t, sizeof t, created, ver->caps);
+  put_time(t, sizeof t, created, (lay->flags & SG_CH_LAYOUT_DT64) != 0);
   STEP(sg_buf_puts(out, t), "");
   STEP(sg_buf_putc(out, '\t'), "");
   /* attributes: every other column, keys in jsonb's order */

@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 #include "buf.h"
-#include "ch_schema.h"
+#include "ch_rows.h"
 #include "pgoutput.h"
 #include "span.h"
 
@@ -95,8 +95,9 @@ int sg_cap_hook_span(const sg_ch_text_row_t *t, sg_span_t *s, const char **why);
  * old row is not known. */
 int sg_cap_span_key_moved(const sg_cap_rel_t *rel, const sg_pgo_tuple_t *old, const sg_pgo_tuple_t *tup);
 
-/* The nodes INSERT for ver into db, as sg_cap_node_row encodes rows. */
-int sg_cap_nodes_insert_sql(const sg_ch_version_t *ver, const char *db, sg_buf_t *out);
+/* The nodes INSERT into db for a table of layout lay, as sg_cap_node_row
+ * encodes rows. */
+int sg_cap_nodes_insert_sql(const sg_ch_layout_t *lay, const char *db, sg_buf_t *out);
 
 /* One nodes row (TabSeparated, '\n'-terminated) as `spangate migrate` copies
  * them: the key columns, attributes = every other column as to_jsonb() would
@@ -104,7 +105,7 @@ int sg_cap_nodes_insert_sql(const sg_ch_version_t *ver, const char *db, sg_buf_t
  * coalesce(updated_at, created_at), kept forever. is_deleted: a tombstone,
  * its version the greater of tomb_version and the row's version + 1. Appends to out; out unchanged on an
  * error (*why names the column). */
-int sg_cap_node_row(const sg_ch_version_t *ver, const sg_cap_rel_t *rel, const sg_pgo_tuple_t *tup,
+int sg_cap_node_row(const sg_ch_layout_t *lay, const sg_cap_rel_t *rel, const sg_pgo_tuple_t *tup,
                     const sg_pgo_tuple_t *old, int is_deleted, int64_t tomb_version, sg_buf_t *out,
                     uint8_t project_id[16], const char **why);
 

@@ -398,8 +398,8 @@ static sg_ch_client_t *read_ch(sg_worker_t *w) {
   if (!w->read && !(w->read = calloc(1, sizeof *w->read))) return NULL;
   if (!w->read->ch) {
     const sg_config_t *cfg = w->cfg;
-    sg_ch_opts_t o = {cfg->clickhouse_host, (int)cfg->clickhouse_port, cfg->clickhouse_user,
-                      cfg->clickhouse_password, cfg->clickhouse_database, cfg->clickhouse_timeout_ms, 2};
+    sg_ch_opts_t o;
+    sg_config_clickhouse_opts(cfg, cfg->clickhouse_database, (long)cfg->clickhouse_timeout_ms, 2, &o);
     w->read->ch = sg_ch_client_new(&w->loop, &o);
   }
   return w->read->ch;

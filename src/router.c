@@ -126,12 +126,26 @@ static void readyz(sg_worker_t *w, sg_http_req_t *req) {
     clock_gettime(CLOCK_REALTIME, &ts);
     long long now = (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
     sg_buf_printf(&b, ",\"clickhouse\":{\"enabled\":true,\"reachable\":%s,\"spool_bytes\":%lld,"
-                      "\"spool_records\":%lld,\"oldest_unsent_age_s\":%.3f,\"gap_spans\":%llu}",
+                      "\"spool_records\":%lld,\"oldest_unsent_age_s\":%.3f,\"gap_spans\":%llu",
                   enabled > 0 && reachable == enabled ? "true" : "false",
                   (long long)atomic_load(&sg_metrics.spool_bytes),
                   (long long)atomic_load(&sg_metrics.spool_records),
                   oldest && now > oldest ? (double)(now - oldest) / 1e6 : 0.0,
                   (unsigned long long)atomic_load(&sg_metrics.ch_gap_spans));
+    /* Endpoints: up when every dual-writing worker sees it up. */
+    int neps = atomic_load(&sg_metrics.ch_ep_count);
+    if (neps > 0) {
+      sg_buf_puts(&b, ",\"endpoints\":[");
+      for (int i = 0; i < neps; i++) {
+        long long up = atomic_load(&sg_metrics.ch_ep_up[i]);
+        sg_buf_printf(&b, "%s{\"endpoint\":\"%s\",\"up\":%s,\"workers_up\":%lld,\"failures\":%llu}",
+                      i ? "," : "", sg_metrics.ch_ep_name[i],
+                      enabled > 0 && up == enabled ? "true" : "false", up,
+                      (unsigned long long)atomic_load(&sg_metrics.ch_ep_failures[i]));
+      }
+      sg_buf_putc(&b, ']');
+    }
+    sg_buf_putc(&b, '}');
   } else {
     sg_buf_puts(&b, ",\"clickhouse\":{\"enabled\":false}");
   }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "ch.h"
+#include "ch_setup.h"
 #include "err.h"
 #include "listen.h"
 #include "log.h"
@@ -37,8 +38,8 @@ typedef struct {
 
 static server_t *the_server;
 static sg_pgcapture_t *capture; /* clickhouse_writes = "capture" */
-const sg_ch_version_t *sg__ch_version;
-static sg_ch_version_t ch_version;
+const sg_ch_target_t *sg__ch_target;
+static sg_ch_target_t ch_target;
 
 /* ---- worker thread ------------------------------------------------------ */
 
@@ -96,6 +97,22 @@ static void publish_stats(sg_worker_t *w) {
   PUB(pub_ch_dead_fail, ch_dead_letter_failures, cs.dead_letter_failures);
   PUB(pub_ch_spool_err, ch_spool_errors, cs.spool_errors);
   if (w->id <= SG_MAX_WORKERS) atomic_store(&sg_metrics.spool_oldest_us[w->id], cs.spool_oldest_us);
+  /* The dual-write's endpoints (all zero once the sink is gone). */
+  const sg_ch_client_t *cc = w->ch ? sg_chsink_client(w->ch) : NULL;
+  size_t neps = sg_ch_endpoint_count(cc);
+  const char *names[SG_METRICS_CH_ENDPOINTS];
+  for (size_t i = 0; i < SG_METRICS_CH_ENDPOINTS; i++) {
+    sg_ch_endpoint_stats_t es;
+    memset(&es, 0, sizeof es);
+    if (i < neps) sg_ch_endpoint_stats(cc, i, &es);
+    names[i] = es.name;
+    PUB(pub_ep_up[i], ch_ep_up[i], (int64_t)(i < neps && es.up));
+    PUB(pub_ep_pending[i], ch_ep_pending[i], (int64_t)es.pending);
+    PUB(pub_ep_requests[i], ch_ep_requests[i], es.requests);
+    PUB(pub_ep_failures[i], ch_ep_failures[i], es.failures);
+  }
+  if (neps) sg_metrics_ch_endpoint_names(names, neps);
+  PUB(pub_ch_failovers, ch_failovers, sg_ch_failovers(cc));
 #undef PUB
 }
 
@@ -239,7 +256,7 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
   if (!w->sink) return SG_ENOMEM;
 
   if (cfg->use_clickhouse) {
-    w->ch = sg_chsink_new(&w->loop, cfg, sg__ch_version, w->id, w->pg, err);
+    w->ch = sg_chsink_new(&w->loop, cfg, sg__ch_target, w->id, w->pg, err);
     if (!w->ch) return SG_ECONFIG;
     if (w->id == 1) w->ttl = sg_chttl_new(&w->loop, cfg);
   }
@@ -307,6 +324,51 @@ static void worker_done_cb(uv_async_t *a) {
   uv_close((uv_handle_t *)&s->worker_done, close_cb);
 }
 
+/* ClickHouse before the workers start: its version, the database and
+ * tables created (or completed) when missing unless clickhouse_create_schema
+ * is off, and the row layout of the spans table as it exists. A table
+ * spangate cannot write fails the start (err names it); ClickHouse away
+ * falls back to the layout cached in spool_dir by the last start, or to
+ * gaps until a worker reaches it (chsink.c). */
+static int clickhouse_at_start(const sg_config_t *cfg, sg_buf_t *err) {
+  sg_buf_t done = SG_BUF_INIT, why = SG_BUF_INIT;
+  unsigned flags = cfg->clickhouse_create_schema ? SG_CH_SETUP_CREATE : 0;
+  int rc = sg_ch_setup(cfg, flags, &ch_target, &done, &why);
+  for (char *l = done.data, *nl; l && *l; l = nl + 1) {
+    nl = strchr(l, '\n');
+    if (!nl) break;
+    *nl = '\0';
+    if (flags) sg_info("clickhouse", "schema: %s", l);
+    else sg_warn("clickhouse", "schema %s (clickhouse_create_schema is off; `spangate schema --apply` adds it)", l);
+  }
+  sg_buf_free(&done);
+  if (rc == 0) {
+    sg__ch_target = &ch_target;
+    sg_ch_setup_save(cfg, &ch_target);
+    char where[512];
+    sg_info("server", "ClickHouse %s at %s, database %s%s%s, spans rows %s; dual-write on",
+            ch_target.version_text, sg_config_clickhouse_where(cfg, where, sizeof where), cfg->clickhouse_database,
+            cfg->clickhouse_cluster[0] ? " on cluster " : "", cfg->clickhouse_cluster,
+            (ch_target.spans.flags & SG_CH_LAYOUT_DT64) ? "DateTime64" : "DateTime + _us");
+  } else if (rc == SG_EUNAVAIL) {
+    sg_buf_t cached = SG_BUF_INIT;
+    if (sg_ch_setup_cached(cfg, &ch_target, &cached) == 0) {
+      sg__ch_target = &ch_target;
+      sg_warn("server", "%s; spooling rows in the layout found at the last start (ClickHouse %s)",
+              why.data, ch_target.version_text);
+    } else {
+      sg_warn("server", "%s and %s; spans are recorded as gaps until ClickHouse answers", why.data,
+              cached.data);
+    }
+    sg_buf_free(&cached);
+    rc = 0;
+  } else {
+    sg_buf_puts(err, why.data ? why.data : sg_strerror(rc));
+  }
+  sg_buf_free(&why);
+  return rc;
+}
+
 int sg_server_run(const sg_config_t *cfg) {
   signal(SIGPIPE, SIG_IGN);
   server_t s;
@@ -322,12 +384,12 @@ int sg_server_run(const sg_config_t *cfg) {
   sg_buf_t err = SG_BUF_INIT;
   if (cfg->use_clickhouse) {
     sg_ch_global_init();
-    if (sg_chsink_server_version(cfg, &ch_version, &err) == 0) {
-      sg__ch_version = &ch_version;
-      sg_info("server", "ClickHouse %d.%d at %s:%lld; dual-write on", ch_version.major,
-              ch_version.minor, cfg->clickhouse_host, cfg->clickhouse_port);
-    } else {
-      sg_warn("server", "%s; spans are recorded as gaps until ClickHouse answers", err.data);
+    rc = clickhouse_at_start(cfg, &err);
+    if (rc != 0) {
+      sg_error("server", "start-up failed: %s", err.data ? err.data : sg_strerror(rc));
+      sg_buf_free(&err);
+      free(s.workers);
+      return rc;
     }
     sg_buf_reset(&err);
   }
@@ -370,7 +432,7 @@ int sg_server_run(const sg_config_t *cfg) {
   uv_signal_start(&s.sighup, signal_cb, SIGHUP);
 
   for (int i = 0; i < s.nworkers; i++) uv_thread_create(&s.workers[i].thread, worker_main, &s.workers[i]);
-  if (capture_on && (rc = sg_pgcapture_start(cfg, sg__ch_version, &capture, &err)) != 0) {
+  if (capture_on && (rc = sg_pgcapture_start(cfg, sg__ch_target, &capture, &err)) != 0) {
     sg_error("server", "start-up failed: %s", err.data ? err.data : sg_strerror(rc));
     fflush(stderr);
     _exit(1); /* the workers are running: do not wait for them */

@@ -12,6 +12,7 @@
 #include "config.h"
 #include "http.h"
 #include "lua_rt.h"
+#include "metrics.h"
 #include "pg.h"
 #include "pgsink.h"
 
@@ -46,10 +47,13 @@ typedef struct sg_worker_s {
   uint64_t pub_lua_calls, pub_lua_errors, pub_lua_kills, pub_lua_dropped, pub_lua_rejected;
   uint64_t pub_ch_inserts, pub_ch_rows, pub_ch_insert_us, pub_ch_retries, pub_ch_dead_records,
       pub_ch_dead_rows, pub_ch_encode_rejects, pub_ch_gap_spans, pub_ch_dead_fail, pub_ch_spool_err;
+  int64_t pub_ep_up[SG_METRICS_CH_ENDPOINTS], pub_ep_pending[SG_METRICS_CH_ENDPOINTS];
+  uint64_t pub_ep_requests[SG_METRICS_CH_ENDPOINTS], pub_ep_failures[SG_METRICS_CH_ENDPOINTS],
+      pub_ch_failovers;
 } sg_worker_t;
 
 /* ClickHouse version given to every worker's chsink (server.c); NULL when unknown. */
-extern const sg_ch_version_t *sg__ch_version;
+extern const sg_ch_target_t *sg__ch_target;
 
 /* Route one complete request (router.c). */
 void sg__router_handle(sg_http_req_t *req, void *worker);

@@ -7,13 +7,17 @@
 #   integration  black-box tests of the gateway (Node.js: OpenTelemetry SDK,
 #                PostgreSQL, ClickHouse), against the release binary and
 #                again against the ASan+UBSan binary
+#   modern       the DDL, rows and ClickHouse statements spangate sends to a
+#                20.1+ server, run on ClickHouse 26.x's engine (chDB, npm,
+#                installed once into tests/modern/node_modules) and compared
+#                with the 18.16 server's answers
 #
 # SG_SUITES="unit lua" limits the run; SG_TEST_FILTER=regex limits
 # integration test files.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${SG_TEST_PG_URI:?run through scripts/testenv.sh}"
-suites=${SG_SUITES:-"unit lua integration integration-asan"}
+suites=${SG_SUITES:-"unit lua integration integration-asan modern"}
 logs=${SG_TEST_TMP:-$(mktemp -d)}/logs
 mkdir -p "$logs"
 passed=0
@@ -69,16 +73,18 @@ run_busted() {
   count "lua (busted)" "$p" "$f"
 }
 
-node_deps() {
-  if [ ! -d tests/node/node_modules ] || [ tests/node/package-lock.json -nt tests/node/node_modules ]; then
-    (cd tests/node && npm ci --no-audit --no-fund --loglevel=error) >"$logs/npm.log" 2>&1 ||
-      { cat "$logs/npm.log"; echo "npm ci failed"; return 1; }
+npm_ci() { # dir: installs its locked packages when missing or older than the lock file
+  if [ ! -d "$1/node_modules" ] || [ "$1/package-lock.json" -nt "$1/node_modules" ]; then
+    (cd "$1" && npm ci --no-audit --no-fund --loglevel=error) >"$logs/npm-${1//\//_}.log" 2>&1 ||
+      { cat "$logs/npm-${1//\//_}.log"; echo "npm ci in $1 failed"; return 1; }
   fi
 }
+node_deps() { npm_ci tests/node; }
+modern_deps() { npm_ci tests/node && npm_ci tests/modern; }
 
-run_node() { # name binary
+run_node() { # name binary [dir]
   local name=$1 out="$logs/$1.log" files
-  files=$(ls tests/node/*.test.mjs | grep -E "${SG_TEST_FILTER:-.}")
+  files=$(ls "${3:-tests/node}"/*.test.mjs | grep -E "${SG_TEST_FILTER:-.}")
   [ -n "$files" ] || return
   # Files run one after another: each starts its own gateways, and the
   # machine has two cores.
@@ -103,6 +109,7 @@ for s in $suites; do
   lua) run_busted ;;
   integration) node_deps && run_node integration "$PWD/build/spangate" ;;
   integration-asan) node_deps && run_node integration-asan "$PWD/build/asan/spangate" ;;
+  modern) { modern_deps && run_node modern "$PWD/build/spangate" tests/modern; } || { failed=$((failed + 1)); failures+=("modern (npm)"); } ;;
   *) echo "unknown suite $s"; failed=$((failed + 1)) ;;
   esac
 done

@@ -179,12 +179,12 @@ end
 -- awaited (mutations are asynchronous).
 local function remove_orphans(r, pg_n)
   local _, _, lo, hi = bounds(r)
-  local where = format("project_id = toUUID('%s') AND created_at >= toDateTime(%.0f) AND created_at < toDateTime(%.0f)",
-    r.project, math.floor(lo / 1e6), math.ceil(hi / 1e6))
+  local where = format("project_id = toUUID('%s') AND created_at >= %s AND created_at < %s",
+    r.project, store.ch_second(math.floor(lo / 1e6)), store.ch_second(math.ceil(hi / 1e6)))
   local removed = 0
   if pg_n == 0 then
     removed = tonumber(gw.ch.query(format("SELECT count() FROM %s.spans FINAL WHERE %s", DB, where), "TSV")[1][1])
-    gw.ch.query(format("ALTER TABLE %s.spans DELETE WHERE %s", DB, where))
+    gw.ch.query(format("ALTER TABLE %s DELETE WHERE %s", store.ch_mutation_target(), where))
   else
     local pk = {}
     for i, row in ipairs(gw.pg.query(format(
@@ -201,8 +201,8 @@ local function remove_orphans(r, pg_n)
     for i = 1, #orphans, 500 do
       local list = {}
       for j = i, math.min(i + 499, #orphans) do list[#list + 1] = "'" .. orphans[j] .. "'" end
-      gw.ch.query(format("ALTER TABLE %s.spans DELETE WHERE %s AND concat(toString(trace_id), '/', toString(span_id)) IN (%s)",
-        DB, where, table.concat(list, ", ")))
+      gw.ch.query(format("ALTER TABLE %s DELETE WHERE %s AND concat(toString(trace_id), '/', toString(span_id)) IN (%s)",
+        store.ch_mutation_target(), where, table.concat(list, ", ")))
     end
     removed = #orphans
   end
@@ -289,7 +289,7 @@ local function migrate_nodes(projects)
     FROM nodes n]], opt("n.tree_id", "::text"), opt("n.root_id", "::text"),
     cols.updated_at and "coalesce(n.updated_at, n.created_at)" or "n.created_at")
   local target = format("%s.nodes (project_id, node_id, tree_id, root_id, created_at, %sattributes, version, expires_at)",
-    DB, srv.datetime64 and "" or "created_at_us, ")
+    DB, srv.nodes_datetime64 and "" or "created_at_us, ")
   local copied = 0
   for _, p in ipairs(projects) do
     local pn = tonumber(gw.pg.query("SELECT count(*) AS n FROM nodes WHERE project_id = $1", p)[1].n)
@@ -308,9 +308,9 @@ local function migrate_nodes(projects)
         if #rows == 0 then break end
         local out = {}
         for i, r in ipairs(rows) do
-          local created = srv.datetime64 and format("%s.%06d", r.cs, tonumber(r.cus)) or r.cs
+          local created = srv.nodes_datetime64 and format("%s.%06d", r.cs, tonumber(r.cus)) or r.cs
           local row = {r.p, r.id, r.tree, r.root, created}
-          if not srv.datetime64 then row[#row + 1] = r.cus end
+          if not srv.nodes_datetime64 then row[#row + 1] = r.cus end
           row[#row + 1] = r.a
           row[#row + 1] = r.v
           row[#row + 1] = "2105-12-31 23:59:59" -- nodes have no TTL hook: kept forever

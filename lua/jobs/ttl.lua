@@ -84,8 +84,8 @@ local function apply()
       for _, r in ipairs(gw.ch.query(format([[
           SELECT concat(toString(trace_id), '/', toString(span_id)), toUInt32(expires_at)
           FROM %s.spans FINAL
-          WHERE project_id = toUUID('%s') AND created_at >= toDateTime(%d) AND created_at < toDateTime(%d)]],
-          DB, p, lo_s, hi_s), "TSV")) do
+          WHERE project_id = toUUID('%s') AND created_at >= %s AND created_at < %s]],
+          DB, p, store.ch_second(lo_s), store.ch_second(hi_s)), "TSV")) do
         stored[r[1]] = tonumber(r[2])
       end
       local changed = {}
@@ -173,7 +173,7 @@ local function purge()
     local left = n
     for _ = 1, CH_ATTEMPTS do
       store.wait_mutations(600)
-      gw.ch.query(format("ALTER TABLE %s.spans DELETE WHERE %s", DB, where))
+      gw.ch.query(format("ALTER TABLE %s DELETE WHERE %s", store.ch_mutation_target(), where))
       store.wait_mutations(600)
       left = tonumber(gw.ch.query(count_sql, "TSV")[1][1])
       if left == 0 then break end

@@ -14,12 +14,11 @@
 #include "pgoutput.h"
 
 static void change(const sg_cap_rel_t *rel, const sg_pgo_msg_t *m) {
-  static const char *const vers[] = {"18.16.1", "24.8.4.13"};
+  static const sg_ch_layout_t lays[2] = {{0}, {SG_CH_LAYOUT_DT64}};
   const sg_pgo_tuple_t *old = m->u.change.old_kind == 'O' ? &m->u.change.old_tuple : NULL;
   const sg_pgo_tuple_t *tup = m->type == 'D' ? &m->u.change.old_tuple : &m->u.change.new_tuple;
   for (int k = 0; k < 2; k++) {
-    sg_ch_version_t v;
-    sg_ch_version_parse(vers[k], &v);
+    const sg_ch_layout_t *v = &lays[k];
     uint8_t pid[16];
     const char *why = NULL;
     sg_buf_t b = SG_BUF_INIT;
@@ -27,13 +26,13 @@ static void change(const sg_cap_rel_t *rel, const sg_pgo_msg_t *m) {
       sg_ch_text_row_t row;
       if (sg_cap_span_row(rel, tup, m->type == 'D' ? NULL : old, pid, &row, &why) == 0) {
         if (m->type == 'D') sg_cap_tombstone(&row, 1767323200000000LL);
-        if (sg_ch_row_encode_text(&v, pid, &row, INT64_MAX, &b, &why) == 0 && b.data[b.len - 1] != '\n') abort();
+        if (sg_ch_row_encode_text(v, pid, &row, INT64_MAX, &b, &why) == 0 && b.data[b.len - 1] != '\n') abort();
         sg_span_t s;
         if (sg_cap_hook_span(&row, &s, &why) == 0) sg_span_clear(&s);
       }
       if (old) (void)sg_cap_span_key_moved(rel, old, &m->u.change.new_tuple);
     } else if (rel->kind == SG_CAP_NODES) {
-      if (sg_cap_node_row(&v, rel, tup, m->type == 'D' ? NULL : old, m->type == 'D', 5, &b, pid, &why) == 0 &&
+      if (sg_cap_node_row(v, rel, tup, m->type == 'D' ? NULL : old, m->type == 'D', 5, &b, pid, &why) == 0 &&
           b.data[b.len - 1] != '\n')
         abort();
     }
