@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth_agenta.h"
 #include "err.h"
 #include "span.h"
 
@@ -24,13 +25,6 @@ struct sg_auth_s {
   sg_principal_t fixed; /* auth=none */
   struct sg__auth_agenta_s *agenta;
 };
-
-/* Implemented in auth_agenta.c (Agenta's api_keys table). */
-int sg__auth_agenta_new(uv_loop_t *loop, const sg_config_t *cfg, struct sg__auth_agenta_s **out,
-                        sg_buf_t *err);
-void sg__auth_agenta_free(struct sg__auth_agenta_s *ag);
-void sg__auth_agenta_check(struct sg__auth_agenta_s *ag, const char *key, size_t len, sg_auth_cb cb,
-                           void *arg);
 
 static void sha256(const void *p, size_t n, uint8_t out[32]) {
   unsigned int len = 32;

@@ -15,18 +15,9 @@
 
 #include "buf.h"
 #include "config.h"
+#include "principal.h"
 
 typedef struct sg_auth_s sg_auth_t;
-
-typedef struct {
-  uint8_t project_id[16];
-  uint8_t has_user;     /* created_by_id known (auth=agenta: the key's creator) */
-  uint8_t user_id[16];
-} sg_principal_t;
-
-/* rc: 0 (principal filled), SG_EAUTH (no or bad key; msg says which, for the
- * client), SG_EUNAVAIL (the key store could not be asked). */
-typedef void (*sg_auth_cb)(void *arg, int rc, const sg_principal_t *p, const char *msg);
 
 /* Builds the per-worker authenticator. loop may be NULL for modes that do no
  * I/O. SG_ECONFIG with a reason in err (unreadable keys file, bad line). */

@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "auth.h"
+#include "auth_agenta.h"
 #include "err.h"
 #include "metrics.h"
 #include "pg.h"

@@ -49,6 +49,8 @@ struct sg_chsink_s {
   const sg_config_t *cfg;
   sg_ch_layout_t lay;          /* the spans table's, as it exists */
   sg_ch_version_t ver;         /* the server's (insert options depend on it) */
+  int sent_token;              /* the insert in flight carries a deduplication token */
+  int no_token;                /* the server refused the token's setting: never again */
   int have_ver;                /* 0: layout unknown (ClickHouse never reached): gaps only */
   int worker_id;
   struct setup_s *setup;       /* a ch_setup off the loop, when ClickHouse was away at start */
@@ -498,10 +500,25 @@ static int send_insert(sg_chsink_t *s, const void *body, size_t len, uint64_t fi
                    "insert_distributed_sync=1"};
   char token[SG_CH_TOKEN_MAX];
   const char *dir = s->spools[s->seg_spool].dir, *base = strrchr(dir, '/');
-  if ((s->ver.major > 22 || (s->ver.major == 22 && s->ver.minor >= 2)) &&
+  if (!s->no_token && (s->ver.major > 22 || (s->ver.major == 22 && s->ver.minor >= 2)) &&
       sg_ch_dedup_token(token, base ? base + 1 : dir, first, last, body, len) == 0)
     q.dedup_token = token;
+  s->sent_token = q.dedup_token != NULL;
   return sg_ch_send(s->ch, &q, cb, s);
+}
+
+/* 1 when ClickHouse refused the insert for its deduplication token's
+ * setting (code 115, unknown setting: an older server than the version
+ * spangate was told, e.g. clickhouse_version set ahead of an upgrade). The
+ * sink stops sending the token and the insert is retried as a transient
+ * failure: Replicated tables still deduplicate a retried segment by its
+ * block checksum. */
+static int token_refused(sg_chsink_t *s, const sg_ch_result_t *r) {
+  if (!s->sent_token || r->ch_code != 115) return 0;
+  s->no_token = 1;
+  sg_warn("clickhouse", "ClickHouse refused insert_deduplication_token (%s); sending inserts "
+                        "without it from now on", r->error);
+  return 1;
 }
 
 /* Sends the next record of the segment in flight that needs sending, moves
@@ -540,6 +557,10 @@ static void split_cb(void *arg, const sg_ch_result_t *r) {
   sg_chsink_t *s = arg;
   if (r->status == SG_ECANCELED) return; /* closing: the segment stays spooled */
   size_t i = s->split_next;
+  if (r->status != 0 && token_refused(s, r)) {
+    send_record(s); /* the same record again, without the token */
+    return;
+  }
   if (r->status == 0) {
     delivered(s, s->sent_rows);
     s->streak = 0;
@@ -577,6 +598,10 @@ static void split_cb(void *arg, const sg_ch_result_t *r) {
 static void insert_cb(void *arg, const sg_ch_result_t *r) {
   sg_chsink_t *s = arg;
   if (r->status == SG_ECANCELED) return;
+  if (r->status != 0 && token_refused(s, r)) {
+    backoff(s, r); /* retried soon, without the token */
+    return;
+  }
   if (r->status == 0) {
     delivered(s, s->sent_rows);
     finish_segment(s);
@@ -814,9 +839,10 @@ static int open_spool(sg_chsink_t *s, const char *dir, int own, int fsync_never,
   return 0;
 }
 
-/* The sink without its spools: the client, the target. */
-static sg_chsink_t *sink_alloc(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_target_t *target,
-                               const sg_chsink_opts_t *co, int worker_id, sg_pg_pool_t *pg, sg_buf_t *err) {
+/* The sink without its spools. */
+static sg_chsink_t *sink_alloc(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client_t *ch,
+                               const sg_ch_target_t *target, const sg_chsink_opts_t *co, int worker_id,
+                               sg_pg_pool_t *pg) {
   sg_chsink_t *s = calloc(1, sizeof *s);
   if (!s) return NULL;
   s->loop = loop;
@@ -840,29 +866,23 @@ static sg_chsink_t *sink_alloc(uv_loop_t *loop, const sg_config_t *cfg, const sg
     set_layout(s, &target->spans);
   }
   s->st.reachable = target != NULL; /* the server was just asked */
-  sg_ch_opts_t o;
-  sg_config_clickhouse_opts(cfg, cfg->clickhouse_database, (long)cfg->clickhouse_timeout_ms, 4, &o);
-  s->ch = sg_ch_client_new(loop, &o);
-  if (!s->ch) {
-    sg_buf_puts(err, "ClickHouse client: out of memory");
-    sg_buf_free(&s->insert_sql);
-    free(s);
-    return NULL;
-  }
+  s->ch = ch;
   return s;
 }
 
-sg_chsink_t *sg_chsink_open(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_target_t *target,
-                            const sg_chsink_opts_t *co, sg_buf_t *err) {
-  if (target == NULL || co == NULL || co->dir == NULL || (co->insert_sql && co->tag == NULL)) {
+sg_chsink_t *sg_chsink_open(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client_t *ch,
+                            const sg_ch_target_t *target, const sg_chsink_opts_t *co, sg_buf_t *err) {
+  if (ch == NULL || target == NULL || co == NULL || co->dir == NULL || (co->insert_sql && co->tag == NULL)) {
     sg_buf_puts(err, "sg_chsink_open: bad arguments");
     return NULL;
   }
-  sg_chsink_t *s = sink_alloc(loop, cfg, target, co, 0, NULL, err);
-  if (!s) return NULL;
+  sg_chsink_t *s = sink_alloc(loop, cfg, ch, target, co, 0, NULL);
+  if (!s) {
+    sg_buf_puts(err, "out of memory");
+    return NULL;
+  }
   mkdir(cfg->spool_dir, 0755);
   if (open_spool(s, co->dir, 1, co->fsync_never, err) != 0) {
-    sg_ch_client_close(s->ch);
     sg_buf_free(&s->insert_sql);
     free(s);
     return NULL;
@@ -873,16 +893,15 @@ sg_chsink_t *sg_chsink_open(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch
   return s;
 }
 
-sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_target_t *target,
-                           int worker_id, sg_pg_pool_t *pg, sg_buf_t *err) {
-  sg_chsink_t *s = sink_alloc(loop, cfg, target, NULL, worker_id, pg, err);
+sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client_t *ch,
+                           const sg_ch_target_t *target, int worker_id, sg_pg_pool_t *pg,
+                           sg_buf_t *err) {
+  sg_chsink_t *s = sink_alloc(loop, cfg, ch, target, NULL, worker_id, pg);
   if (!s) return NULL;
   char dir[4096];
   snprintf(dir, sizeof dir, "%s/w%d", cfg->spool_dir, worker_id);
   mkdir(cfg->spool_dir, 0755);
   if (open_spool(s, dir, 1, 0, err) != 0) {
-    sg_ch_client_close(s->ch);
-    sg_buf_free(&s->insert_sql);
     free(s);
     return NULL;
   }
@@ -907,8 +926,6 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_
   uv_timer_start(&s->timer, tick, 0, TICK_MS);
   return s;
 }
-
-const sg_ch_client_t *sg_chsink_client(const sg_chsink_t *s) { return s->ch; }
 
 void sg_chsink_stats(const sg_chsink_t *s, sg_chsink_stats_t *out) {
   *out = s->st;
@@ -937,9 +954,8 @@ void sg_chsink_close(sg_chsink_t *s) {
   s->closing = 1;
   uv_timer_stop(&s->timer);
   if (s->setup) s->setup->s = NULL; /* it finishes on its own and frees itself */
-  /* Cancels an insert in flight (its segment stays spooled: at least once);
-   * the client first: the request may point into the segment. */
-  sg_ch_client_close(s->ch);
+  /* The owner closed the client already, which canceled an insert in
+   * flight (its segment stays spooled): the segment can go. */
   if (s->seg) {
     sg_spool_release(s->spools[s->seg_spool].sp, s->seg);
     s->seg = NULL;

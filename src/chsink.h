@@ -62,14 +62,17 @@ typedef struct {
   int64_t spool_oldest_us;   /* append time of the oldest unsent row, 0 if none */
 } sg_chsink_stats_t;
 
-/* Opens <cfg->spool_dir>/w<worker_id> and starts the flusher. target is the
+/* Opens <cfg->spool_dir>/w<worker_id> and starts the flusher, which sends
+ * through ch (the worker's ClickHouse client, on loop; the caller owns it
+ * and closes it before sg_chsink_close). target is the
  * server's version and the spans table's layout as it exists (ch_setup.h;
  * copied), NULL when ClickHouse was not
  * reached: spans are recorded as gaps until the sink reaches it (and
  * worker 1 creates the schema then, unless clickhouse_create_schema is off).
  * pg is used to record gaps. NULL with a reason in err. */
-sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_target_t *target,
-                           int worker_id, sg_pg_pool_t *pg, sg_buf_t *err);
+sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client_t *ch,
+                           const sg_ch_target_t *target, int worker_id, sg_pg_pool_t *pg,
+                           sg_buf_t *err);
 
 /* A sink of its own beside the workers' (change capture's): one spool
  * directory, no adoption of other directories, no gaps (the caller keeps the
@@ -81,10 +84,11 @@ typedef struct {
   int fsync_never;        /* the spool is never synced: the caller can produce the rows again */
 } sg_chsink_opts_t;
 
-/* target is required (the rows were encoded for its layout). NULL with a
- * reason in err. */
-sg_chsink_t *sg_chsink_open(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_target_t *target,
-                            const sg_chsink_opts_t *o, sg_buf_t *err);
+/* Sends through ch (the caller's, closed before sg_chsink_close, as for
+ * sg_chsink_new). target is required (the rows were encoded for its
+ * layout). NULL with a reason in err. */
+sg_chsink_t *sg_chsink_open(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client_t *ch,
+                            const sg_ch_target_t *target, const sg_chsink_opts_t *o, sg_buf_t *err);
 
 /* Appends rows already encoded for the sink's INSERT (TabSeparated, each
  * '\n'-terminated) as one record stamped now_us (the spool's oldest_us
@@ -107,12 +111,11 @@ int sg_chsink_append(sg_chsink_t *s, const uint8_t project_id[16], const sg_span
 int sg_chsink_sync(sg_chsink_t *s);
 
 void sg_chsink_stats(const sg_chsink_t *s, sg_chsink_stats_t *out);
-/* The sink's ClickHouse client, for its endpoints' figures (read only). */
-const sg_ch_client_t *sg_chsink_client(const sg_chsink_t *s);
 
-/* Stops the flusher, waits for an insert in flight (bounded by the request
- * timeout), closes the spool and the ClickHouse client; frees itself once its
- * handles are closed. Whatever is not sent stays in the spool for next time. */
+/* Stops the flusher and closes the spool; frees itself once its handles
+ * are closed. Close the ClickHouse client first (sg_ch_client_close): that
+ * cancels an insert in flight, which may be sending from the spool's memory.
+ * Whatever is not sent stays in the spool for next time (at least once). */
 void sg_chsink_close(sg_chsink_t *s);
 
 #endif

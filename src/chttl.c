@@ -135,18 +135,12 @@ static void tick(uv_timer_t *h) {
   round_send(t, 1);
 }
 
-sg_chttl_t *sg_chttl_new(uv_loop_t *loop, const sg_config_t *cfg) {
+sg_chttl_t *sg_chttl_new(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client_t *ch) {
   sg_chttl_t *t = calloc(1, sizeof *t);
   if (!t) return NULL;
   t->loop = loop;
   t->cfg = cfg;
-  sg_ch_opts_t o;
-  sg_config_clickhouse_opts(cfg, NULL, (long)cfg->clickhouse_timeout_ms, 1, &o);
-  t->ch = sg_ch_client_new(loop, &o);
-  if (!t->ch) {
-    free(t);
-    return NULL;
-  }
+  t->ch = ch;
   uv_timer_init(loop, &t->timer);
   t->timer.data = t;
   uint64_t every = (uint64_t)cfg->ttl_sweep_interval_s * 1000;
@@ -164,6 +158,5 @@ void sg_chttl_close(sg_chttl_t *t) {
   if (!t) return;
   t->closing = 1;
   uv_timer_stop(&t->timer);
-  sg_ch_client_close(t->ch);
   uv_close((uv_handle_t *)&t->timer, closed);
 }

@@ -166,8 +166,9 @@ int sg_http_req_reserve(sg_http_req_t *req, size_t n);
 void sg_http_respond(sg_http_req_t *req, int status, const char *content_type, const void *body,
                      size_t len, const char *extra_headers);
 
-/* sg_http_respond() with the body {"error":"<message>"} (JSON-escaped) and
- * Content-Type application/json. */
+/* sg_http_respond() with the body {"error":"<message>"} and a newline
+ * (message JSON-escaped), Content-Type application/json. When even that body
+ * cannot be built (out of memory): 500 without a body. */
 void sg_http_respond_error(sg_http_req_t *req, int status, const char *message,
                            const char *extra_headers);
 

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "ch_config.h"
 #include "ch_setup.h"
 #include "gw_io_lua.h"
 #include "lua_io_internal.h"
@@ -119,9 +120,7 @@ sg_lua_io_t *sg_lua_io_new(uv_loop_t *loop, const sg_config_t *cfg, sg_lua_rt_t 
   sg_buf_free(&why);
   int size = cfg->pg_pool_size > 8 ? (int)cfg->pg_pool_size : 8;
   io->pg = sg_pg_pool_new(loop, cfg->postgres_uri, size, NULL);
-  sg_ch_opts_t o;
-  sg_config_clickhouse_opts(cfg, cfg->clickhouse_database, (long)cfg->clickhouse_timeout_ms, 8, &o);
-  io->ch = sg_ch_client_new(loop, &o);
+  io->ch = sg_ch_client_from_config(loop, cfg); /* the one client of the job's loop */
   if (!io->pg || !io->ch) {
     sg_buf_puts(err, "cannot create the database clients (out of memory)");
     if (io->pg) sg_pg_pool_close(io->pg);

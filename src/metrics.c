@@ -92,14 +92,33 @@ static const int statuses[SG_METRIC_NSTATUS - 1] = {SG_METRIC_STATUSES};
 static const double bounds[SG_METRIC_NBUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                   0.05,   0.1,   0.25,   0.5,   1,    2.5,
                                                   5,      10};
-static const char *const route_names[SG_ROUTE_COUNT] = {
-#define XX(id, name) name,
-    SG_ROUTE_MAP(XX)
-#undef XX
-};
+/* Route labels: [0, route_count) are immutable once published (release
+ * store of route_count after the entry is written), as for script metrics. */
+static const char *route_names[SG_METRIC_MAX_ROUTES] = {"other"};
+static _Atomic int route_count = 1;
+static pthread_mutex_t route_mu = PTHREAD_MUTEX_INITIALIZER;
 
-void sg_metrics_observe(sg_route_t route, int status, uint64_t duration_ns) {
-  if ((unsigned)route >= SG_ROUTE_COUNT) route = SG_ROUTE_OTHER;
+int sg_metrics_route_slot(const char *label) {
+  pthread_mutex_lock(&route_mu);
+  int n = atomic_load_explicit(&route_count, memory_order_relaxed), slot = SG_METRIC_ROUTE_OTHER;
+  for (int i = 0; i < n; i++)
+    if (strcmp(route_names[i], label) == 0) {
+      slot = i;
+      goto out;
+    }
+  if (n < SG_METRIC_MAX_ROUTES) {
+    route_names[n] = label;
+    atomic_store_explicit(&route_count, n + 1, memory_order_release);
+    slot = n;
+  }
+out:
+  pthread_mutex_unlock(&route_mu);
+  return slot;
+}
+
+void sg_metrics_observe(int route, int status, uint64_t duration_ns) {
+  if (route < 0 || route >= atomic_load_explicit(&route_count, memory_order_acquire))
+    route = SG_METRIC_ROUTE_OTHER;
   int si = SG_METRIC_NSTATUS - 1;
   for (int i = 0; i < SG_METRIC_NSTATUS - 1; i++)
     if (statuses[i] == status) { si = i; break; }
@@ -151,8 +170,9 @@ static void counter(sg_buf_t *o, const char *name, const char *help, unsigned lo
 int sg_metrics_render(sg_buf_t *o) {
   sg_buf_puts(o, "# HELP spangate_http_requests_total HTTP requests by route and status.\n"
                  "# TYPE spangate_http_requests_total counter\n");
-  for (int r = 0; r < SG_ROUTE_COUNT; r++)
-    for (int i = 0; i < SG_METRIC_NSTATUS; i++) {
+  int nroutes = atomic_load_explicit(&route_count, memory_order_acquire);
+  for (int k = 1; k <= nroutes; k++) /* "other" (slot 0) last */
+    for (int i = 0, r = k % nroutes; i < SG_METRIC_NSTATUS; i++) {
       unsigned long long v = LOAD(sg_metrics.requests[r][i]);
       if (v == 0) continue;
       if (i < SG_METRIC_NSTATUS - 1)
@@ -165,7 +185,8 @@ int sg_metrics_render(sg_buf_t *o) {
   sg_buf_puts(o, "# HELP spangate_http_request_duration_seconds HTTP request latency, first "
                  "byte to response.\n"
                  "# TYPE spangate_http_request_duration_seconds histogram\n");
-  for (int r = 0; r < SG_ROUTE_COUNT; r++) {
+  for (int k = 1; k <= nroutes; k++) {
+    int r = k % nroutes;
     unsigned long long count = LOAD(sg_metrics.latency_count[r]);
     if (count == 0) continue;
     unsigned long long cum = 0;

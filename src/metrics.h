@@ -9,22 +9,12 @@
 
 #include "buf.h"
 
-#define SG_ROUTE_MAP(XX)                                                       \
-  XX(OTLP, "otlp")                                                             \
-  XX(NATIVE, "native")                                                         \
-  XX(QUERY, "query")                                                           \
-  XX(TRACE, "trace")                                                           \
-  XX(HEALTHZ, "healthz")                                                       \
-  XX(READYZ, "readyz")                                                         \
-  XX(METRICS, "metrics")                                                       \
-  XX(OTHER, "other")
-
-typedef enum {
-#define XX(id, name) SG_ROUTE_##id,
-  SG_ROUTE_MAP(XX)
-#undef XX
-  SG_ROUTE_COUNT
-} sg_route_t;
+/* Requests are counted per route label (spangate_http_requests_total{route}
+ * and the latency histogram). The labels are the endpoint table's
+ * (router.c), registered at start; slot 0 is "other": requests no endpoint
+ * matched, or answered before their path was known. */
+#define SG_METRIC_MAX_ROUTES 24
+#define SG_METRIC_ROUTE_OTHER 0
 
 /* Status codes counted individually; anything else lands in "other". */
 #define SG_METRIC_STATUSES 200, 400, 401, 404, 405, 408, 413, 415, 429, 431, 500, 503
@@ -34,10 +24,10 @@ typedef enum {
 #define SG_METRICS_CH_ENDPOINTS 16 /* SG_CH_MAX_ENDPOINTS */
 
 typedef struct {
-  _Atomic uint64_t requests[SG_ROUTE_COUNT][SG_METRIC_NSTATUS];
-  _Atomic uint64_t latency_bucket[SG_ROUTE_COUNT][SG_METRIC_NBUCKETS]; /* cumulative at render */
-  _Atomic uint64_t latency_sum_us[SG_ROUTE_COUNT];
-  _Atomic uint64_t latency_count[SG_ROUTE_COUNT];
+  _Atomic uint64_t requests[SG_METRIC_MAX_ROUTES][SG_METRIC_NSTATUS];
+  _Atomic uint64_t latency_bucket[SG_METRIC_MAX_ROUTES][SG_METRIC_NBUCKETS]; /* cumulative at render */
+  _Atomic uint64_t latency_sum_us[SG_METRIC_MAX_ROUTES];
+  _Atomic uint64_t latency_count[SG_METRIC_MAX_ROUTES];
   _Atomic int64_t connections_open;
   _Atomic int64_t inflight_bytes;
   _Atomic uint64_t spans_received;
@@ -124,7 +114,13 @@ int sg_metrics_lua_slot(const char *name, char kind);
 /* Adds delta to slot's value (a worker publishes its changes as deltas). */
 void sg_metrics_lua_add(int slot, double delta);
 
-void sg_metrics_observe(sg_route_t route, int status, uint64_t duration_ns);
+/* The slot of a route label, registered on first use (safe from any
+ * thread; register at start, the rendering lists labels in that order).
+ * The same label gives the same slot; SG_METRIC_ROUTE_OTHER for "other" and
+ * when the table is full. label must stay valid (a string literal). */
+int sg_metrics_route_slot(const char *label);
+/* Counts one answered request of route slot with its status and latency. */
+void sg_metrics_observe(int route_slot, int status, uint64_t duration_ns);
 /* Names the ClickHouse endpoints (the first call wins; every worker has the
  * same list). */
 void sg_metrics_ch_endpoint_names(const char *const *names, size_t n);

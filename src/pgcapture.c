@@ -50,6 +50,7 @@
 #include <sys/time.h>
 #include <uv.h>
 
+#include "ch_config.h"
 #include "ch_setup.h"
 #include "chsink.h"
 #include "err.h"
@@ -105,6 +106,7 @@ struct sg_pgcapture_s {
   uint64_t version_try_ms;
   sg_lua_rt_t *lua;
   int has_ttl;
+  sg_ch_client_t *ch; /* the sinks' ClickHouse client, on this loop */
   sg_chsink_t *sink, *nodes_sink;
   char spool_dir[4096], nodes_dir[4096];
   sg_pg_pool_t *pg; /* slot statistics and gaps */
@@ -1370,7 +1372,7 @@ static int discard_spool(const char *dir, sg_buf_t *err) {
 static int open_sink(sg_pgcapture_t *c, sg_buf_t *err) {
   if (discard_spool(c->spool_dir, err) != 0) return SG_EIO;
   sg_chsink_opts_t o = {c->spool_dir, NULL, NULL, 1};
-  c->sink = sg_chsink_open(&c->loop, c->cfg, &c->target, &o, err);
+  c->sink = sg_chsink_open(&c->loop, c->cfg, c->ch, &c->target, &o, err);
   return c->sink ? 0 : SG_EIO;
 }
 
@@ -1381,7 +1383,7 @@ static int open_nodes_sink(sg_pgcapture_t *c) {
     char tag[32];
     snprintf(tag, sizeof tag, "nodes/%s", (c->target.nodes.flags & SG_CH_LAYOUT_DT64) ? "dt64" : "us");
     sg_chsink_opts_t o = {c->nodes_dir, sql.data, tag, 1};
-    c->nodes_sink = sg_chsink_open(&c->loop, c->cfg, &c->target, &o, &err);
+    c->nodes_sink = sg_chsink_open(&c->loop, c->cfg, c->ch, &c->target, &o, &err);
   }
   if (!c->nodes_sink)
     sg_error("capture", "the nodes spool cannot be opened: %s", err.data ? err.data : "out of memory");
@@ -1483,6 +1485,9 @@ static void wake_cb(uv_async_t *a) {
     send_status(c, 0);
   }
   drop_conn(c);
+  /* the client first: that cancels an insert in flight from a spool's memory */
+  sg_ch_client_close(c->ch);
+  c->ch = NULL;
   sg_chsink_close(c->sink);
   c->sink = NULL;
   sg_chsink_close(c->nodes_sink);
@@ -1515,14 +1520,21 @@ int sg_pgcapture_start(const sg_config_t *cfg, const sg_ch_target_t *target, sg_
   }
   c->has_ttl = (sg_lua_rt_hooks(c->lua) & SG_LUA_HOOK_RETENTION) != 0;
   c->flush_bytes = ROWS_FLUSH_BYTES;
-  if (cfg->spool_max_bytes > 0 && cfg->spool_max_bytes / 8 < c->flush_bytes) c->flush_bytes = cfg->spool_max_bytes / 8;
+  if (cfg->spool_max_bytes > 0 && cfg->spool_max_bytes / 8 < c->flush_bytes)
+    c->flush_bytes = cfg->spool_max_bytes / 8;
   uv_loop_init(&c->loop);
   sg_pg_pool_opts_t po;
   memset(&po, 0, sizeof po);
   po.max_queue = 1000;
   c->pg = sg_pg_pool_new(&c->loop, cfg->postgres_uri, 1, &po);
-  if (!c->pg) {
-    sg_buf_puts(err, "capture: PostgreSQL pool: out of memory or a bad postgres_uri");
+  c->ch = c->pg ? sg_ch_client_from_config(&c->loop, cfg) : NULL;
+  if (!c->ch) {
+    if (c->pg) {
+      sg_pg_pool_close(c->pg);
+      uv_run(&c->loop, UV_RUN_DEFAULT);
+      c->pg = NULL;
+    }
+    sg_buf_puts(err, "capture: PostgreSQL pool or ClickHouse client: out of memory or a bad postgres_uri");
     sg_lua_rt_free(c->lua);
     uv_loop_close(&c->loop);
     free(c);
@@ -1531,6 +1543,7 @@ int sg_pgcapture_start(const sg_config_t *cfg, const sg_ch_target_t *target, sg_
   if (target) {
     c->target = *target;
     if (open_sink(c, err) != 0) {
+      sg_ch_client_close(c->ch);
       sg_pg_pool_close(c->pg);
       uv_run(&c->loop, UV_RUN_DEFAULT);
       uv_loop_close(&c->loop);

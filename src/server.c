@@ -13,15 +13,15 @@
 #include <unistd.h>
 
 #include "ch.h"
+#include "ch_config.h"
 #include "ch_setup.h"
 #include "err.h"
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
 #include "pgcapture.h"
+#include "router.h"
 #include "worker.h"
-
-sg_route_t sg__route_of(const char *path);
 
 typedef struct {
   const sg_config_t *cfg;
@@ -38,16 +38,12 @@ typedef struct {
 
 static server_t *the_server;
 static sg_pgcapture_t *capture; /* clickhouse_writes = "capture" */
-const sg_ch_target_t *sg__ch_target;
+/* ClickHouse's version and layout, found before the workers start; NULL
+ * when unknown (each chsink then asks itself). */
+static const sg_ch_target_t *ch_target_known;
 static sg_ch_target_t ch_target;
 
 /* ---- worker thread ------------------------------------------------------ */
-
-static void observe(void *arg, const sg_http_req_t *req, int status, uint64_t ns, size_t in) {
-  (void)arg;
-  (void)in;
-  sg_metrics_observe(req ? sg__route_of(req->path) : SG_ROUTE_OTHER, status, ns);
-}
 
 static void publish_stats(sg_worker_t *w) {
   const sg_pg_stats_t *st = sg_pg_pool_stats(w->pg);
@@ -81,9 +77,9 @@ static void publish_stats(sg_worker_t *w) {
   PUB(pub_lua_rejected, lua_spans_rejected, ls.spans_rejected);
   sg_chsink_stats_t cs;
   memset(&cs, 0, sizeof cs);
-  if (w->ch) sg_chsink_stats(w->ch, &cs);
-  PUB(pub_ch_enabled, ch_enabled, (int64_t)(w->ch != NULL));
-  PUB(pub_ch_reachable, ch_reachable, (int64_t)(w->ch && cs.reachable));
+  if (w->chsink) sg_chsink_stats(w->chsink, &cs);
+  PUB(pub_ch_enabled, ch_enabled, (int64_t)(w->chsink != NULL));
+  PUB(pub_ch_reachable, ch_reachable, (int64_t)(w->chsink && cs.reachable));
   PUB(pub_spool_bytes, spool_bytes, (int64_t)cs.spool_bytes);
   PUB(pub_spool_records, spool_records, (int64_t)cs.spool_records);
   PUB(pub_ch_inserts, ch_inserts, cs.inserts);
@@ -97,8 +93,8 @@ static void publish_stats(sg_worker_t *w) {
   PUB(pub_ch_dead_fail, ch_dead_letter_failures, cs.dead_letter_failures);
   PUB(pub_ch_spool_err, ch_spool_errors, cs.spool_errors);
   if (w->id <= SG_MAX_WORKERS) atomic_store(&sg_metrics.spool_oldest_us[w->id], cs.spool_oldest_us);
-  /* The dual-write's endpoints (all zero once the sink is gone). */
-  const sg_ch_client_t *cc = w->ch ? sg_chsink_client(w->ch) : NULL;
+  /* The worker's ClickHouse endpoints (all zero once the client is gone). */
+  const sg_ch_client_t *cc = w->ch;
   size_t neps = sg_ch_endpoint_count(cc);
   const char *names[SG_METRICS_CH_ENDPOINTS];
   for (size_t i = 0; i < SG_METRICS_CH_ENDPOINTS; i++) {
@@ -124,13 +120,16 @@ static void http_closed_cb(void *arg) {
   sg_worker_t *w = arg;
   /* No request is in flight any more: the sink and pool can go. */
   w->http = NULL;
-  sg__read_close(w);
   sg_pg_pool_close(w->read_pg);
   w->read_pg = NULL;
+  /* The ClickHouse client first: closing it cancels what its users have in
+   * flight (an insert may be sending from the spool's memory). */
+  sg_ch_client_close(w->ch);
+  w->ch = NULL;
   sg_chttl_close(w->ttl);
   w->ttl = NULL;
-  sg_chsink_close(w->ch);
-  w->ch = NULL;
+  sg_chsink_close(w->chsink);
+  w->chsink = NULL;
   sg_pgsink_close(w->sink);
   w->sink = NULL;
   publish_stats(w);
@@ -227,6 +226,9 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
 
   w->reload.data = w;
   uv_async_init(&w->loop, &w->reload, reload_cb);
+  /* One budget for every worker and transport. */
+  w->inflight.counter = &sg_metrics.inflight_bytes;
+  w->inflight.max = cfg->max_inflight_bytes;
   int rc = sg_auth_new(&w->loop, cfg, &w->auth, err);
   if (rc != 0) return rc;
   w->lua = sg_lua_rt_new(cfg, err);
@@ -256,9 +258,14 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
   if (!w->sink) return SG_ENOMEM;
 
   if (cfg->use_clickhouse) {
-    w->ch = sg_chsink_new(&w->loop, cfg, sg__ch_target, w->id, w->pg, err);
-    if (!w->ch) return SG_ECONFIG;
-    if (w->id == 1) w->ttl = sg_chttl_new(&w->loop, cfg);
+    w->ch = sg_ch_client_from_config(&w->loop, cfg);
+    if (!w->ch) {
+      sg_buf_puts(err, "ClickHouse client: out of memory");
+      return SG_ENOMEM;
+    }
+    w->chsink = sg_chsink_new(&w->loop, cfg, w->ch, ch_target_known, w->id, w->pg, err);
+    if (!w->chsink) return SG_ECONFIG;
+    if (w->id == 1) w->ttl = sg_chttl_new(&w->loop, cfg, w->ch);
   }
 
   sg_http_limits_t lim;
@@ -270,11 +277,11 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
   lim.write_timeout_ms = (uint64_t)cfg->read_timeout_ms;
   lim.max_connections = (size_t)cfg->max_connections;
   lim.backlog = 1024;
-  lim.inflight = &sg_metrics.inflight_bytes; /* one budget for every worker */
-  lim.max_inflight_bytes = cfg->max_inflight_bytes;
-  w->http = sg_http_server_new(&w->loop, w->listen_fd, &lim, sg__router_handle, w);
+  lim.inflight = w->inflight.counter;
+  lim.max_inflight_bytes = w->inflight.max;
+  w->http = sg_http_server_new(&w->loop, w->listen_fd, &lim, sg_router_handle, w);
   if (!w->http) return SG_ENOMEM;
-  sg_http_server_set_observer(w->http, observe, w);
+  sg_http_server_set_observer(w->http, sg_router_observe, w);
   uv_timer_start(&w->stats_timer, stats_cb, 0, 500);
   return 0;
 }
@@ -343,7 +350,7 @@ static int clickhouse_at_start(const sg_config_t *cfg, sg_buf_t *err) {
   }
   sg_buf_free(&done);
   if (rc == 0) {
-    sg__ch_target = &ch_target;
+    ch_target_known = &ch_target;
     sg_ch_setup_save(cfg, &ch_target);
     char where[512];
     sg_info("server", "ClickHouse %s at %s, database %s%s%s, spans rows %s; dual-write on",
@@ -353,7 +360,7 @@ static int clickhouse_at_start(const sg_config_t *cfg, sg_buf_t *err) {
   } else if (rc == SG_EUNAVAIL) {
     sg_buf_t cached = SG_BUF_INIT;
     if (sg_ch_setup_cached(cfg, &ch_target, &cached) == 0) {
-      sg__ch_target = &ch_target;
+      ch_target_known = &ch_target;
       sg_warn("server", "%s; spooling rows in the layout found at the last start (ClickHouse %s)",
               why.data, ch_target.version_text);
     } else {
@@ -406,6 +413,7 @@ int sg_server_run(const sg_config_t *cfg) {
     sg_buf_reset(&err);
     rc = 0;
   }
+  sg_router_init();
   for (int i = 0; i < s.nworkers && rc == 0; i++) {
     s.workers[i].id = i + 1;
     s.workers[i].listen_fd = -1;
@@ -432,7 +440,7 @@ int sg_server_run(const sg_config_t *cfg) {
   uv_signal_start(&s.sighup, signal_cb, SIGHUP);
 
   for (int i = 0; i < s.nworkers; i++) uv_thread_create(&s.workers[i].thread, worker_main, &s.workers[i]);
-  if (capture_on && (rc = sg_pgcapture_start(cfg, sg__ch_target, &capture, &err)) != 0) {
+  if (capture_on && (rc = sg_pgcapture_start(cfg, ch_target_known, &capture, &err)) != 0) {
     sg_error("server", "start-up failed: %s", err.data ? err.data : sg_strerror(rc));
     fflush(stderr);
     _exit(1); /* the workers are running: do not wait for them */

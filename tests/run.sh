@@ -2,7 +2,8 @@
 # Runs every test suite against the real servers scripts/testenv.sh started,
 # and ends with one line: "N passed, N failed".
 #
-#   unit         C unit tests (cmocka), release build and ASan+UBSan build
+#   unit         C unit tests (cmocka), release build and ASan+UBSan build,
+#                and scripts/depcycles.sh (no circles among src/'s files)
 #   lua          busted specs on LuaJIT
 #   integration  black-box tests of the gateway (Node.js: OpenTelemetry SDK,
 #                PostgreSQL, ClickHouse), against the release binary and
@@ -60,6 +61,16 @@ run_fuzz_corpus() { # replays every fuzz corpus through the ASan build
   done
 }
 
+run_depcycles() { # no two files of src/ depend on each other in a circle
+  local out="$logs/depcycles.log"
+  if scripts/depcycles.sh build/obj >"$out" 2>&1; then
+    count "depcycles" 1 0
+  else
+    failures+=("depcycles (see $out)"); cat "$out"
+    count "depcycles" 0 1
+  fi
+}
+
 run_busted() {
   local out="$logs/lua.log"
   if ! ls tests/lua/*_spec.lua >/dev/null 2>&1; then return; fi
@@ -105,7 +116,7 @@ run_node() { # name binary [dir]
 
 for s in $suites; do
   case $s in
-  unit) run_cmocka unit build; run_cmocka unit-asan build/asan; run_fuzz_corpus ;;
+  unit) run_cmocka unit build; run_cmocka unit-asan build/asan; run_fuzz_corpus; run_depcycles ;;
   lua) run_busted ;;
   integration) node_deps && run_node integration "$PWD/build/spangate" ;;
   integration-asan) node_deps && run_node integration-asan "$PWD/build/asan/spangate" ;;

@@ -65,16 +65,18 @@ async function engineServer(session) {
     const { sql, data } = statementOf(url, body);
     const entry = { sql, rows: data ? data.split('\n').filter(Boolean).length : 0, ok: false, answer: '', error: '' };
     if (!req.headers['x-sg-test']) log.push(entry);
-    for (const k of url.searchParams.keys()) {
-      if (SPOKEN.has(k)) continue;
-      entry.error = `the test's engine server does not speak the URL parameter '${k}'`;
-      res.writeHead(500, { 'X-ClickHouse-Exception-Code': '1' });
-      res.end(`Code: 1. DB::Exception: ${entry.error}\n`);
-      return;
-    }
+    // Every other parameter is a setting, as ClickHouse's HTTP interface
+    // takes them (insert_distributed_sync, insert_deduplication_token, ...):
+    // set for this statement on the session, then put back.
+    const settings = [...url.searchParams.entries()].filter(([k]) => !SPOKEN.has(k));
+    const lit = (v) => (/^-?\d+$/.test(v) ? v : `'${v.replace(/[\\']/g, '\\$&')}'`);
     try {
       const db = url.searchParams.get('database');
       session.query(`USE ${db ? '`' + db.replace(/[`\\]/g, '\\$&') + '`' : 'default'}`, 'TabSeparated');
+      for (const [k, v] of settings) {
+        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`Code: 115. DB::Exception: Unknown setting '${k}'`);
+        session.query(`SET ${k} = ${lit(v)}`, 'TabSeparated');
+      }
       const text = data ? `${sql}\n${data}` : sql;
       entry.answer = session.query(text, 'TabSeparated');
       entry.ok = true;
@@ -86,6 +88,10 @@ async function engineServer(session) {
       const code = (/^Code: (\d+)\./.exec(msg) || [])[1] || '1';
       res.writeHead(500, { 'X-ClickHouse-Exception-Code': code });
       res.end(msg.endsWith('\n') ? msg : `${msg}\n`);
+    } finally {
+      for (const [k] of settings) {
+        try { session.query(`SET ${k} = DEFAULT`, 'TabSeparated'); } catch { /* a name that was refused */ }
+      }
     }
   });
   return listen(server);
