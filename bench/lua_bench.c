@@ -74,7 +74,7 @@ static int run(sg_lua_rt_t *rt, const wl_t *wl, int bodies, int iters, uint8_t *
       if (it == 0) { /* store-time rendering, once per body is plenty */
         for (size_t i = 0; i < batch.n; i++) {
           sg_span_t *s = &batch.spans[i];
-          int f = sg_lua_span_nested(rt, i);
+          int f = s->nest_attributes;
           sg_buf_reset(&out);
           uint64_t a = now_ns();
           sg_json_dump_attributes(s->attributes, (f & SG_LUA_NEST_RESOURCE) ? s->resource : NULL,

@@ -158,6 +158,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "rows: bad ClickHouse version %s\n", chver);
     return 2;
   }
+  sg_ch_layout_t lay; /* a fresh table's, for that version */
+  sg_ch_layout_of_version(&ver, &lay);
   sg_config_t cfg;
   sg_config_defaults(&cfg);
   free(cfg.scripts);
@@ -202,7 +204,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "rows: transform failed\n");
         return 1;
       }
-      for (size_t i = 0; i < batch.n; i++) batch.spans[i].nest_attributes = (uint8_t)sg_lua_span_nested(rt, i);
     }
     sg_buf_reset(&out_pg);
     sg_buf_reset(&out_ch);
@@ -214,7 +215,7 @@ int main(int argc, char **argv) {
         sp->version = created;
         memcpy(sp->created_by_id, user, 16);
         sp->has_created_by = 1;
-        if (sg_ch_row_encode(&ver, pid, sp, INT64_MAX, &out_ch) != 0) {
+        if (sg_ch_row_encode(&lay, pid, sp, INT64_MAX, &out_ch) != 0) {
           fprintf(stderr, "rows: a span does not encode for ClickHouse\n");
           return 1;
         }

@@ -23,7 +23,8 @@
 #   5. memory     RSS every second through every gateway phase, VmHWM, and a
 #                 soak at full rate (first-half vs second-half peak)
 #   6. profile    perf record -a during a full-rate run (BENCH_PROFILE=0 skips)
-#   7. lua        build/bench/lua_bench: ns/span of lua/transform.lua vs none
+#   7. lua        build/bench/lua_bench: ns/span of lua/transform.lua vs none;
+#                 build/bench/lua_hooks: ns/span of each kind of transform
 #   8. migrate    `spangate migrate` vs psql COPY TO STDOUT | clickhouse-client
 #                 on BENCH_MIGRATE_ROWS seeded spans (NA while migrate is absent)
 #   9. report     var/bench/report.md, results.json, bench.png
@@ -490,6 +491,8 @@ mkdir -p "$W/empty-scripts"
 "$TOOLS/lua_bench" -w "$W/workload.bin" --scripts "$ROOT/lua" --empty "$W/empty-scripts" -b 50 -i 12 \
   >"$OUT/lua.json"
 cat "$OUT/lua.json" >&2
+(cd "$ROOT" && "$TOOLS/lua_hooks") >"$OUT/lua_hooks.txt"
+cat "$OUT/lua_hooks.txt" >&2
 
 # ---- 8. migration ---------------------------------------------------------------
 if [[ $MIGRATE_ROWS == auto ]]; then

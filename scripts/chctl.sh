@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# chctl.sh start DIR HTTP_PORT TCP_PORT | stop DIR | status DIR
+# chctl.sh start DIR HTTP_PORT TCP_PORT [FRAGMENT.xml...] | stop DIR | kill DIR | status DIR
 #
 # A private ClickHouse server (Debian's 18.16) for dev and tests. Everything lives
 # under DIR: etc/ (rendered config.xml + users.xml from etc/clickhouse/*.xml.in),
 # data/, tmp/, user_files/, format_schemas/, log/, clickhouse-server.pid.
 # Listens on 127.0.0.1 only; user "default" with an empty password.
 #
+# FRAGMENTs are ready XML files merged over the rendered configuration (the
+# server's own config.d/ and users.d/ mechanism): one named users-*.xml goes to
+# etc/users.d/, any other to etc/config.d/. A start replaces the fragments of
+# the previous one. scripts/chcluster.sh (replicas, ZooKeeper) and
+# scripts/chtls.sh (https) use them.
+#
 # start is idempotent (already running on DIR -> nothing to do) and returns once
 # http://127.0.0.1:HTTP_PORT/ping answers "Ok." (60 s timeout; prints the server
 # log tail on failure). stop: SIGTERM by pid file, wait, idempotent.
-# status exits 0 when the server answers ping, 3 otherwise.
+# kill: SIGKILL (a crash), for tests. status exits 0 when the server answers ping,
+# 3 otherwise.
 #
 # Quirks: Debian ships the server as /usr/sbin/clickhouse-server (not on a normal
 # user's PATH; no /usr/bin/clickhouse multi-call binary). 18.16 runs fine as root,
@@ -20,7 +27,7 @@
 # Env: CLICKHOUSE_SERVER overrides the server binary.
 set -euo pipefail
 
-usage() { echo "usage: $0 start DIR HTTP_PORT TCP_PORT | stop DIR | status DIR" >&2; exit 2; }
+usage() { echo "usage: $0 start DIR HTTP_PORT TCP_PORT [FRAGMENT.xml...] | stop DIR | kill DIR | status DIR" >&2; exit 2; }
 die() { echo "chctl.sh: $*" >&2; exit 1; }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -53,6 +60,13 @@ live_pid() {
     echo "$pid"
 }
 
+# Killed servers whose parent does not reap them linger as zombies: dead all the same.
+alive() {
+    local st
+    st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ -n "$st" && "${st%% *}" != Z ]]
+}
+
 configured_http_port() {
     sed -n 's:.*<http_port>\([0-9]*\)</http_port>.*:\1:p' "$DIR/etc/config.xml" 2>/dev/null | head -n1
 }
@@ -71,9 +85,11 @@ DIR=$2
 
 case "$cmd" in
 start)
-    [[ $# -eq 4 && "$3" =~ ^[0-9]+$ && "$4" =~ ^[0-9]+$ ]] || usage
+    [[ $# -ge 4 && "$3" =~ ^[0-9]+$ && "$4" =~ ^[0-9]+$ ]] || usage
     HTTP_PORT=$3
     TCP_PORT=$4
+    fragments=("${@:5}")
+    for f in "${fragments[@]}"; do [[ -f "$f" ]] || die "no such fragment: $f"; done
     find_server
     mkdir -p "$DIR"
     DIR=$(cd "$DIR" && pwd -P)
@@ -92,6 +108,15 @@ start)
             sed -e "s|@DIR@|$DIR|g" -e "s|@HTTP_PORT@|$HTTP_PORT|g" -e "s|@TCP_PORT@|$TCP_PORT|g" \
                 "$tmpl/$f.in" >"$DIR/etc/$f.tmp"
             mv -f "$DIR/etc/$f.tmp" "$DIR/etc/$f"
+        done
+        rm -rf "$DIR/etc/config.d" "$DIR/etc/users.d"
+        for f in "${fragments[@]}"; do
+            case "$(basename "$f")" in
+            users-*) d="$DIR/etc/users.d" ;;
+            *) d="$DIR/etc/config.d" ;;
+            esac
+            mkdir -p "$d"
+            cp "$f" "$d/"
         done
         # Something else on our port would make us "see" a foreign server as ours.
         ping_ok "$HTTP_PORT" && die "port $HTTP_PORT already answers /ping: another server is there"
@@ -124,14 +149,24 @@ stop)
         kill -TERM "$pid" 2>/dev/null || true
         # 18.16 shuts down in ~1 s; give it 30 s to finish merges, then KILL.
         for _ in $(seq 1 300); do
-            kill -0 "$pid" 2>/dev/null || break
+            alive "$pid" || break
             sleep 0.1
         done
-        if kill -0 "$pid" 2>/dev/null; then
+        if alive "$pid"; then
             echo "chctl.sh: clickhouse-server $pid ignored SIGTERM for 30 s; sending SIGKILL" >&2
             kill -KILL "$pid" 2>/dev/null || true
-            while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+            while alive "$pid"; do sleep 0.1; done
         fi
+    fi
+    rm -f "$DIR/clickhouse-server.pid"
+    ;;
+kill)
+    [[ $# -eq 2 ]] || usage
+    [[ -d "$DIR" ]] || exit 0
+    DIR=$(cd "$DIR" && pwd -P)
+    if pid=$(live_pid); then
+        kill -KILL "$pid" 2>/dev/null || true
+        while alive "$pid"; do sleep 0.05; done
     fi
     rm -f "$DIR/clickhouse-server.pid"
     ;;

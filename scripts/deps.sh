@@ -22,10 +22,11 @@ esac
 pkgs=(
     build-essential pkg-config
     libluajit-5.1-dev luajit libuv1-dev libpq-dev libcurl4-openssl-dev
-    libjansson-dev libcjson-dev libhttp-parser-dev
+    libjansson-dev libcjson-dev libhttp-parser-dev libsodium-dev
     protobuf-c-compiler libprotobuf-c-dev zlib1g-dev libssl-dev
     libcmocka-dev lua-busted
     postgresql clickhouse-server clickhouse-client
+    zookeeper # the cluster tests: scripts/zkctl.sh
     clang libclang-rt-14-dev wrk gnuplot-nox
     curl procps
     iproute2 # ss, used by scripts/freeport.sh

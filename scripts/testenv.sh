@@ -33,8 +33,18 @@ cleanup() {
     local p1=$!
     "$here/chctl.sh" stop "$tmp/ch" >/dev/null 2>&1 &
     local p2=$!
+    # Servers tests started for themselves (harness.mjs startCluster,
+    # startTlsClickHouse) and did not stop, e.g. when killed.
+    local d extra=()
+    for d in "$tmp"/cluster-*/; do
+        [[ -d "$d" ]] && { "$here/chcluster.sh" stop "$d" >/dev/null 2>&1 & extra+=($!); }
+    done
+    for d in "$tmp"/chtls-*/; do
+        [[ -d "$d" ]] && { "$here/chtls.sh" stop "$d" >/dev/null 2>&1 & extra+=($!); }
+    done
     wait "$p1" || echo "testenv: stopping PostgreSQL failed" >&2
     wait "$p2" || echo "testenv: stopping ClickHouse failed" >&2
+    for j in "${extra[@]}"; do wait "$j" || echo "testenv: stopping a test's servers failed" >&2; done
     if [[ "${SG_TEST_KEEP:-0}" == 1 ]]; then
         echo "testenv: kept $tmp" >&2
     else

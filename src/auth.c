@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth_agenta.h"
 #include "err.h"
 #include "span.h"
 
@@ -24,13 +25,6 @@ struct sg_auth_s {
   sg_principal_t fixed; /* auth=none */
   struct sg__auth_agenta_s *agenta;
 };
-
-/* Implemented in auth_agenta.c (Agenta's api_keys table). */
-int sg__auth_agenta_new(uv_loop_t *loop, const sg_config_t *cfg, struct sg__auth_agenta_s **out,
-                        sg_buf_t *err);
-void sg__auth_agenta_free(struct sg__auth_agenta_s *ag);
-void sg__auth_agenta_check(struct sg__auth_agenta_s *ag, const char *key, size_t len, sg_auth_cb cb,
-                           void *arg);
 
 static void sha256(const void *p, size_t n, uint8_t out[32]) {
   unsigned int len = 32;
@@ -98,14 +92,19 @@ static int cmp_entry(const void *a, const void *b) {
   return memcmp(((const key_entry_t *)a)->digest, ((const key_entry_t *)b)->digest, 32);
 }
 
+/* Reads the keys file into a->keys (sorted). Every line is parsed: the
+ * valid ones are kept, and on the first bad one err says file:line and why
+ * (with a count of the others) and SG_ECONFIG is returned after the whole
+ * file was read, so a caller may still use the valid lines. SG_EIO when the
+ * file cannot be read at all (err says why; a->keys is then empty). */
 static int load_keys(sg_auth_t *a, const char *path, sg_buf_t *err) {
   FILE *f = fopen(path, "r");
   if (!f) {
     sg_buf_printf(err, "keys file %s: %s", path, strerror(errno));
-    return SG_ECONFIG;
+    return SG_EIO;
   }
   char *line = NULL;
-  size_t cap = 0, lineno = 0, cap_keys = 0;
+  size_t cap = 0, lineno = 0, cap_keys = 0, bad = 0;
   ssize_t got;
   int rc = 0;
   while ((got = getline(&line, &cap, f)) >= 0) {
@@ -116,10 +115,9 @@ static int load_keys(sg_auth_t *a, const char *path, sg_buf_t *err) {
     int r = sg_auth_parse_line(line, e.project, e.digest, &why);
     if (r == SG_ENOTFOUND) { sg_buf_free(&why); continue; }
     if (r != 0) {
-      sg_buf_printf(err, "keys file %s:%zu: %s", path, lineno, why.data);
+      if (bad++ == 0) sg_buf_printf(err, "keys file %s:%zu: %s", path, lineno, why.data);
       sg_buf_free(&why);
-      rc = SG_ECONFIG;
-      break;
+      continue;
     }
     sg_buf_free(&why);
     if (a->nkeys == cap_keys) {
@@ -130,10 +128,22 @@ static int load_keys(sg_auth_t *a, const char *path, sg_buf_t *err) {
     }
     a->keys[a->nkeys++] = e;
   }
+  if (rc == 0 && ferror(f)) {
+    sg_buf_reset(err);
+    sg_buf_printf(err, "keys file %s: read error after line %zu", path, lineno);
+    rc = SG_EIO;
+  }
   free(line);
   fclose(f);
-  if (rc == 0) qsort(a->keys, a->nkeys, sizeof *a->keys, cmp_entry);
-  return rc;
+  if (rc != 0) {
+    free(a->keys);
+    a->keys = NULL;
+    a->nkeys = 0;
+    return rc;
+  }
+  if (bad > 1) sg_buf_printf(err, " (and %zu more bad lines)", bad - 1);
+  qsort(a->keys, a->nkeys, sizeof *a->keys, cmp_entry);
+  return bad ? SG_ECONFIG : 0;
 }
 
 int sg_auth_new(uv_loop_t *loop, const sg_config_t *cfg, sg_auth_t **out, sg_buf_t *err) {
@@ -143,6 +153,7 @@ int sg_auth_new(uv_loop_t *loop, const sg_config_t *cfg, sg_auth_t **out, sg_buf
   if (!strcmp(cfg->auth, "keys")) {
     a->mode = 0;
     rc = load_keys(a, cfg->keys_file, err);
+    if (rc == SG_EIO) rc = SG_ECONFIG;
   } else if (!strcmp(cfg->auth, "agenta")) {
     a->mode = 1;
     rc = sg__auth_agenta_new(loop, cfg, &a->agenta, err);
@@ -159,6 +170,46 @@ int sg_auth_new(uv_loop_t *loop, const sg_config_t *cfg, sg_auth_t **out, sg_buf
   }
   *out = a;
   return 0;
+}
+
+int sg_auth_reload(const sg_auth_t *old, const sg_config_t *cfg, sg_auth_t **out, sg_buf_t *err,
+                   size_t *revoked) {
+  *out = NULL;
+  *revoked = 0;
+  if (old == NULL || old->mode != 0) return 0;
+  sg_auth_t *a = calloc(1, sizeof *a);
+  if (!a) return SG_ENOMEM;
+  int rc = load_keys(a, cfg->keys_file, err);
+  if (rc == SG_EIO || rc == SG_ENOMEM) { /* nothing to go by: keep every key */
+    sg_auth_free(a);
+    return rc;
+  }
+  if (rc == SG_ECONFIG) {
+    /* Refused: nothing is added, but a key the file no longer lists on a
+     * valid line (with the same project) is gone; a revocation must not
+     * wait for the file to be fixed. */
+    key_entry_t *keep = malloc((old->nkeys ? old->nkeys : 1) * sizeof *keep);
+    if (!keep) {
+      sg_auth_free(a);
+      return SG_ENOMEM;
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < old->nkeys; i++) {
+      const key_entry_t *hit = bsearch(&old->keys[i], a->keys, a->nkeys, sizeof *a->keys, cmp_entry);
+      if (hit && memcmp(hit->project, old->keys[i].project, 16) == 0) keep[kept++] = old->keys[i];
+    }
+    *revoked = old->nkeys - kept;
+    free(a->keys);
+    a->keys = keep; /* old's order: sorted */
+    a->nkeys = kept;
+  } else {
+    for (size_t i = 0; i < old->nkeys; i++) {
+      const key_entry_t *hit = bsearch(&old->keys[i], a->keys, a->nkeys, sizeof *a->keys, cmp_entry);
+      if (!hit || memcmp(hit->project, old->keys[i].project, 16) != 0) (*revoked)++;
+    }
+  }
+  *out = a;
+  return rc;
 }
 
 void sg_auth_free(sg_auth_t *a) {

@@ -15,22 +15,25 @@
 
 #include "buf.h"
 #include "config.h"
+#include "principal.h"
 
 typedef struct sg_auth_s sg_auth_t;
-
-typedef struct {
-  uint8_t project_id[16];
-  uint8_t has_user;     /* created_by_id known (auth=agenta: the key's creator) */
-  uint8_t user_id[16];
-} sg_principal_t;
-
-/* rc: 0 (principal filled), SG_EAUTH (no or bad key; msg says which, for the
- * client), SG_EUNAVAIL (the key store could not be asked). */
-typedef void (*sg_auth_cb)(void *arg, int rc, const sg_principal_t *p, const char *msg);
 
 /* Builds the per-worker authenticator. loop may be NULL for modes that do no
  * I/O. SG_ECONFIG with a reason in err (unreadable keys file, bad line). */
 int sg_auth_new(uv_loop_t *loop, const sg_config_t *cfg, sg_auth_t **out, sg_buf_t *err);
+/* Re-reads the keys file for auth=keys (a no-op returning 0 with *out NULL
+ * for the other modes). *revoked counts old keys the result no longer has.
+ *  - 0: the file is fine; *out has exactly its keys.
+ *  - SG_ECONFIG: a line is bad (err names file:line). The file is refused:
+ *    *out has the old keys that the file still lists on a valid line (with
+ *    the same project) and nothing new, so a removal takes effect even when
+ *    the edit broke another line (a revocation fails closed).
+ *  - SG_EIO (the file cannot be read) or SG_ENOMEM: *out is NULL; keep old.
+ * The caller swaps *out in (when not NULL) and frees old. */
+int sg_auth_reload(const sg_auth_t *old, const sg_config_t *cfg, sg_auth_t **out, sg_buf_t *err,
+                   size_t *revoked);
+
 /* Releases everything; with auth=agenta it closes its PostgreSQL pool
  * (handles close on the loop's next turns). */
 void sg_auth_free(sg_auth_t *a);

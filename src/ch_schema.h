@@ -1,158 +1,116 @@
-/* ch_schema.h - ClickHouse DDL for the server's version, and the row encoder.
+/* ch_schema.h - spangate's ClickHouse tables: the DDL for a server's
+ * version (one server or a cluster), and what to do with tables that exist.
  *
- * One static description of the `spans` and `nodes` tables (column name,
- * logical type, per-capability rendering rules) drives three things that must
- * agree: the CREATE statements, the INSERT column list and the row encoder.
- * Rendering is version-aware: spangate reads `SELECT version()` and renders
- * for what that server has (see the capability table in ch_schema.c).
+ * One static description of the `spans` and `nodes` tables (ch_desc.h)
+ * drives the CREATE statements here and the INSERT column list and row
+ * encoders in ch_rows.h, so they always agree.
  *
- * Times are exact to the microsecond on every version:
- *   - DateTime64(6, 'UTC') where the server has it (20.1+);
- *   - older servers: the seed's DateTime('UTC') column (whole seconds) plus a
- *     `<column>_us UInt32` column beside it holding the microseconds within
- *     that second (0..999999), Nullable exactly when the time is.
+ * Fresh tables are rendered for the server's capabilities (ch_version.h).
+ * Tables that already exist are read back from system.tables and
+ * system.columns: their layout (DateTime64 or DateTime + `_us`) decides the
+ * rows spangate writes, whatever the server's version now is; what they lack
+ * (columns, the bloom_filter index, TTL, the analytics view) is added, and
+ * nothing is ever dropped or changed in type.
  *
- * Rows are TabSeparated (see ch_schema.c for the measurement behind the
- * choice). Stands alone: no server, no loop, no logging.
+ * Clusters (opts.cluster set): every statement runs ON CLUSTER; the data
+ * lives in `<table>_local` tables with Replicated*MergeTree engines, and a
+ * Distributed table with the plain name (`spans`, `nodes`,
+ * `spans_analytics`) sits in front, sharded by the trace (spans) or node id
+ * (nodes), so every insert and query keeps using the plain name.
+ *
+ * Stands alone: no server, no loop, no logging.
  */
 #ifndef SG_CH_SCHEMA_H
 #define SG_CH_SCHEMA_H
 
 #include <stddef.h>
-#include <stdint.h>
 
 #include "buf.h"
-#include "span.h"
+#include "ch_rows.h"
+#include "ch_version.h"
 
-/* Capabilities, each from a documented version threshold (ch_schema.c). */
-#define SG_CH_DATETIME64 (1u << 0)          /* DateTime64(p, tz)                     20.1 */
-#define SG_CH_TTL (1u << 1)                 /* table TTL expressions                 19.6 */
-#define SG_CH_TTL_DELETE_KW (1u << 2)       /* `TTL expr DELETE` (explicit action)   20.1 */
-#define SG_CH_SKIP_INDEX (1u << 3)          /* data skipping indexes, GA             20.1 */
-#define SG_CH_BLOOM_UUID (1u << 4)          /* bloom_filter index on UUID columns   20.12 */
-#define SG_CH_LOWCARD (1u << 5)             /* LowCardinality without a setting      19.3 */
-#define SG_CH_JSON_FUNCS (1u << 6)          /* JSONExtract* / JSONHas ...            19.8 */
-#define SG_CH_TTL_ONLY_DROP_PARTS (1u << 7) /* MergeTree setting ttl_only_drop_parts 20.1 */
-#define SG_CH_EXCEPTION_HEADER (1u << 8)    /* X-ClickHouse-Exception-Code header    20.3 */
+#define SG_CH_ZK_PATH_DEFAULT "/clickhouse/tables/{shard}/{database}/{table}"
+#define SG_CH_REPLICA_DEFAULT "{replica}"
 
 typedef struct {
-  int major, minor;
-  unsigned caps; /* SG_CH_* bits */
-} sg_ch_version_t;
+  const char *database; /* NULL or "": "agenta_oss_tracing" */
+  const char *cluster;  /* NULL or "": one server */
+  /* The Replicated engines' ZooKeeper path: spangate replaces {database}
+   * and {table} itself (18.16 has no such macros); {shard} and any other
+   * {macro} are left to the server's <macros>. NULL or "":
+   * SG_CH_ZK_PATH_DEFAULT. It must contain {table}. */
+  const char *zk_path;
+  const char *replica;  /* replica name; NULL or "": SG_CH_REPLICA_DEFAULT */
+} sg_ch_schema_opts_t;
 
-/* Parse `SELECT version()` output: "18.16.1", "24.8.4.13" (trailing
- * whitespace and newline allowed; more components ignored) and fill in caps.
- * 0 or SG_EINVAL. */
-int sg_ch_version_parse(const char *s, sg_ch_version_t *v);
-/* The caps of major.minor (what sg_ch_version_parse fills in). */
-unsigned sg_ch_version_caps(int major, int minor);
-
-/* ---- DDL --------------------------------------------------------------- */
+/* ---- fresh tables ---------------------------------------------------------- */
 
 typedef struct {
   char **v; /* each a NUL-terminated statement without a trailing ';' */
+  char **what; /* per statement: what it does, one line ("create table `db`.spans") */
   size_t n;
 } sg_ch_stmts_t;
 
-/* The statements that create what is missing, in order: CREATE DATABASE IF
- * NOT EXISTS, CREATE TABLE IF NOT EXISTS spans, ... nodes. ClickHouse's HTTP
- * interface takes one statement per request, so send them one by one. Never
- * drops or alters anything. database NULL means "agenta_oss_tracing".
- * 0, SG_EINVAL (empty database name) or SG_ENOMEM; free with
- * sg_ch_stmts_free (also after an error). */
-int sg_ch_schema_statements(const sg_ch_version_t *ver, const char *database, sg_ch_stmts_t *out);
+/* The statements that create everything, in order (CREATE ... IF NOT
+ * EXISTS: the database, the tables, the analytics table and its view),
+ * rendered for ver. ClickHouse's HTTP interface takes one statement per
+ * request, so send them one by one. Never drops or alters anything.
+ * 0, SG_EINVAL (empty database name, a zk_path without {table}) or
+ * SG_ENOMEM; free with sg_ch_stmts_free (also after an error). */
+int sg_ch_schema_statements(const sg_ch_version_t *ver, const sg_ch_schema_opts_t *o,
+                            sg_ch_stmts_t *out);
 void sg_ch_stmts_free(sg_ch_stmts_t *st);
 
 /* The same statements as one script for `spangate schema --print`: each ends
  * with ";\n", separated by a blank line. Appends to out. */
-int sg_ch_schema_render(const sg_ch_version_t *ver, const char *database, sg_buf_t *out);
+int sg_ch_schema_render(const sg_ch_version_t *ver, const sg_ch_schema_opts_t *o, sg_buf_t *out);
 
-/* ---- rows --------------------------------------------------------------- */
+/* ---- tables that exist ------------------------------------------------------- */
 
-/* "INSERT INTO `db`.spans (col, ...) FORMAT TabSeparated" for rows made by
- * sg_ch_row_encode with the same version. Appends to out (no trailing
- * newline; the rows go in the request body). */
-int sg_ch_insert_sql(const sg_ch_version_t *ver, const char *database, sg_buf_t *out);
-
-/* Columns per spans row for this version (the INSERT column count). */
-size_t sg_ch_span_columns(const sg_ch_version_t *ver);
-
-/* Time range every version stores exactly: 1970-01-01T00:00:00Z up to
- * 2105-12-31T23:59:59.999999Z (18.16's DateTime silently wraps values past
- * 2105 when parsing text; DateTime64 covers more, but one range on all
- * versions keeps a row portable across a server upgrade). */
-#define SG_CH_TIME_MIN_US 0LL
-#define SG_CH_TIME_MAX_US 4291747199999999LL /* 2105-12-31T23:59:59.999999Z */
-
-/* expires_at for "never": 2105-12-31 23:59:59 UTC, the last second every
- * version's DateTime column represents and prints correctly. */
-#define SG_CH_EXPIRES_NEVER_S 4291747199LL
-
-/* Append one spans row (TabSeparated, '\n'-terminated) for span in project.
- *
- * Every value round-trips exactly: ids as dashed UUIDs, enums as their
- * span.h labels, NULL as \N, strings escaped as TabSeparated asks (\\ \t \n
- * \r; everything else, UTF-8 included, verbatim), times as UTC text with the
- * microseconds in the DateTime64 fraction or the `_us` column, version as
- * UInt64, the JSON columns as compact JSON text (jansson, JSON_COMPACT).
- *
- * expires_at_us: INT64_MAX (or anything past 2105) means never and is stored
- * as SG_CH_EXPIRES_NEVER_S; otherwise rounded up to the second.
- *
- * Out-of-range values are rejected, never clamped: a start/end/created/
- * updated time outside [SG_CH_TIME_MIN_US, SG_CH_TIME_MAX_US], a negative
- * expires_at or version, or an enum value without a label returns SG_EINVAL
- * and leaves out as it was, so the caller can dead-letter that span and keep
- * the rest of the batch. SG_ENOMEM likewise leaves out unchanged. */
-int sg_ch_row_encode(const sg_ch_version_t *ver, const uint8_t project_id[16], const sg_span_t *span,
-                     int64_t expires_at_us, sg_buf_t *out);
-
-/* TabSeparated escaping of s[0..n) (no NULL handling). Appends to out. */
-int sg_ch_tsv_escape(sg_buf_t *out, const char *s, size_t n);
-
-
-/* ---- rows from PostgreSQL's text output (the migration) -------------------- */
-
-/* A text value: p[0..n), p NULL for SQL NULL. */
+/* What the database holds: tables (name, engine, CREATE text) and columns. */
 typedef struct {
-  const char *p;
-  size_t n;
-} sg_ch_text_t;
+  int database_exists;
+  struct sg_ch_tinfo { char *name, *engine, *create; } *tables;
+  size_t ntables;
+  struct sg_ch_cinfo { char *table, *name, *type; } *cols;
+  size_t ncols;
+} sg_ch_existing_t;
 
-/* One spans row as PostgreSQL prints it (what `gw.pg.query_raw` holds):
- * ids as UUID text (any form sg_id_parse takes), enums as span.h labels
- * (case-insensitive), strings verbatim, the JSON columns as JSON text
- * (json / jsonb output, or any valid JSON), times as µs integers with 0 =
- * NULL for updated_at / deleted_at (span.h's rule). */
-typedef struct {
-  sg_ch_text_t trace_id, span_id, parent_id;
-  sg_ch_text_t trace_type, span_type, span_kind, status_code;
-  sg_ch_text_t span_name, status_message, session_id, user_id, agent_id;
-  sg_ch_text_t attributes, references, links, hashes, events;
-  sg_ch_text_t created_by_id, updated_by_id, deleted_by_id;
-  int64_t start_us, end_us, created_at_us, updated_at_us, deleted_at_us, version;
-} sg_ch_text_row_t;
+/* The two queries that read it (TabSeparated answers for the parsers
+ * below). Append to out. */
+int sg_ch_existing_tables_sql(const sg_ch_schema_opts_t *o, sg_buf_t *out);
+int sg_ch_existing_columns_sql(const sg_ch_schema_opts_t *o, sg_buf_t *out);
+/* Parse those answers into ex (start from a zeroed ex). 0, SG_EPARSE or
+ * SG_ENOMEM. */
+int sg_ch_existing_add_tables(sg_ch_existing_t *ex, const char *tsv, size_t len);
+int sg_ch_existing_add_columns(sg_ch_existing_t *ex, const char *tsv, size_t len);
+void sg_ch_existing_free(sg_ch_existing_t *ex);
 
-/* Append one spans row like sg_ch_row_encode, from text values, without an
- * sg_span_t and without parsing the JSON into a tree: ids in canonical form
- * are copied (others parsed and printed dashed lower case), enums printed
- * as their canonical labels, and the JSON columns validated and made
- * compact in one pass (sg_ch_json_tsv). The result equals sg_ch_row_encode's
- * for the same span as JSON values; the JSON text keeps the source's key
- * order and number spelling (jsonb: keys sorted by length, `1.50` stays
- * `1.50`, integers beyond int64 stay exact) instead of jansson's.
- * Same range checks and errors as sg_ch_row_encode (SG_EINVAL, SG_EPARSE for
- * JSON that does not parse, SG_ENOMEM; out unchanged then); *why names the
- * offending column. */
-int sg_ch_row_encode_text(const sg_ch_version_t *ver, const uint8_t project_id[16],
-                          const sg_ch_text_row_t *row, int64_t expires_at_us, sg_buf_t *out,
-                          const char **why);
+/* The layout of table ("spans" or "nodes", the name inserts use) as it
+ * exists: 0 with *out filled; SG_ENOTFOUND when it does not exist; SG_EINVAL
+ * when spangate cannot write it exactly, with why naming the table and
+ * column and what is wrong (a missing column, a type it cannot take, an
+ * enum without one of spangate's labels). */
+int sg_ch_table_layout(const sg_ch_existing_t *ex, const sg_ch_schema_opts_t *o, const char *table,
+                       sg_ch_layout_t *out, sg_buf_t *why);
 
-/* JSON text s[0..n) as a TabSeparated field: validated (RFC 8259 plus
- * jansson's rules with JSON_DECODE_ANY | JSON_ALLOW_NUL: valid UTF-8,
- * paired surrogate escapes, depth <= 2048; numbers of any size), whitespace
- * outside strings dropped, every backslash doubled. Strings, escapes and
- * numbers are copied as written. 0, SG_EPARSE (out unchanged) or SG_ENOMEM. */
-int sg_ch_json_tsv(sg_buf_t *out, const char *s, size_t n);
+/* What to run so that the database has everything spangate uses: CREATE
+ * statements for what does not exist (tables in ver's layout, the analytics
+ * view in the spans table's layout), ALTER TABLE ... ADD COLUMN for columns
+ * an existing table lacks (in that table's layout; expires_at with a
+ * DEFAULT of "never", so old rows do not expire at once), ADD INDEX for the
+ * trace_id bloom_filter index and MODIFY TTL where ver has them and the
+ * table does not. Nothing is dropped, no type is changed. ex may be NULL
+ * (an empty server). out->what says what each statement does. An empty
+ * list means nothing is missing. 0, SG_EINVAL (as sg_ch_schema_statements,
+ * or an existing table with no created_at to read its layout from) or
+ * SG_ENOMEM. */
+int sg_ch_upgrade_statements(const sg_ch_version_t *ver, const sg_ch_schema_opts_t *o,
+                             const sg_ch_existing_t *ex, sg_ch_stmts_t *out);
+
+/* "`db`.table" for statements that must reach the data itself: ALTER ...
+ * DELETE and system.mutations. On a cluster "`db`.table_local ON CLUSTER
+ * `c`" (mutations do not go through a Distributed table). Appends to out. */
+int sg_ch_mutation_target(const sg_ch_schema_opts_t *o, const char *table, sg_buf_t *out);
 
 #endif

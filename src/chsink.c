@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "ch.h"
+#include "ch_setup.h"
 #include "err.h"
 #include "log.h"
 #include "spool.h"
@@ -34,11 +36,31 @@ typedef struct waiter_s {
   void *arg;
 } waiter_t;
 
+typedef struct {
+  int state;                   /* REC_* (see flushing) */
+  char *why;                   /* REC_DEAD: the dead-letter reason */
+} rec_state_t;
+
+/* A segment that failed with suspect errors (see flushing). */
+typedef struct {
+  const sg_spool_t *sp;        /* NULL: none */
+  uint64_t seg_id;
+  unsigned tries;              /* whole sends and split passes that failed that way */
+  uint64_t mark;               /* st.inserts at the first of them */
+  int code;                    /* the last one's ClickHouse code and message */
+  char msg[256];
+} suspect_t;
+
 struct sg_chsink_s {
   uv_loop_t *loop;
   const sg_config_t *cfg;
-  sg_ch_version_t ver;
+  sg_ch_layout_t lay;          /* the spans table's, as it exists */
+  sg_ch_version_t ver;         /* the server's (insert options depend on it) */
+  int sent_token;              /* the insert in flight carries a deduplication token */
+  int no_token;                /* the server refused the token's setting: never again */
   int have_ver;                /* 0: layout unknown (ClickHouse never reached): gaps only */
+  int worker_id;
+  struct setup_s *setup;       /* a ch_setup off the loop, when ClickHouse was away at start */
   char tag[32];                /* row layout of this server, e.g. "spans/us" */
   sg_buf_t insert_sql;
   sg_ch_client_t *ch;
@@ -52,6 +74,17 @@ struct sg_chsink_s {
   int seg_spool;
   int splitting;               /* sending seg's records one by one */
   size_t split_next;
+  rec_state_t *rs;             /* while splitting: one per record of seg */
+  size_t nrs;
+  unsigned streak;             /* suspect failures in a row in this split pass */
+  int dl_wait;                 /* a dead-letter write failed: seg is kept, retried at next_try_ms */
+  int dl_quiet;                /* that failure is logged for this pass */
+  uint64_t dl_backoff_ms;
+  suspect_t sus;               /* the segment in flight's suspect failures, if any */
+  sg_spool_seg_t *park;        /* a suspect segment held back, or NULL */
+  const sg_spool_t *park_sp;
+  suspect_t park_sus;
+  uint64_t park_until, park_backoff_ms;
   uint64_t sent_at;            /* uv_now of the request, for latency */
   size_t sent_rows;
   sg_buf_t body;
@@ -59,10 +92,10 @@ struct sg_chsink_s {
   uint64_t backoff_ms;
   uint64_t next_try_ms;
   uint64_t last_version_try;
-  int version_inflight;
   int closing;
   int logged_down;             /* a "ClickHouse unreachable" line is out */
   uint64_t last_encode_log;
+  int fixed_insert;            /* sg_chsink_open with its own INSERT statement and tag */
   sg_chsink_stats_t st;
   /* sg_chsink_sync_async: the fdatasync on the thread pool, who waits for
    * it, and who waits for the next one */
@@ -80,56 +113,17 @@ static int64_t now_us(void) {
   return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
 }
 
-static void set_version(sg_chsink_t *s, const sg_ch_version_t *ver) {
-  s->ver = *ver;
-  s->have_ver = 1;
-  snprintf(s->tag, sizeof s->tag, "spans/%s", (ver->caps & SG_CH_DATETIME64) ? "dt64" : "us");
+/* Without its INSERT statement the sink must not send anything (an empty
+ * query would come back as a syntax error, i.e. "poison"): the layout stays
+ * unknown, so rows are recorded as gaps and the layout is asked again. */
+static int set_layout(sg_chsink_t *s, const sg_ch_layout_t *lay) {
+  s->lay = *lay;
+  if (s->fixed_insert) return 0; /* sg_chsink_open: the caller's INSERT and tag */
+  snprintf(s->tag, sizeof s->tag, "spans/%s", (lay->flags & SG_CH_LAYOUT_DT64) ? "dt64" : "us");
   sg_buf_reset(&s->insert_sql);
-  sg_ch_insert_sql(&s->ver, s->cfg->clickhouse_database, &s->insert_sql);
-}
-
-/* ---- server version ------------------------------------------------------- */
-
-static void version_cache_path(const sg_config_t *cfg, char *out, size_t cap) {
-  snprintf(out, cap, "%s/clickhouse.version", cfg->spool_dir);
-}
-
-int sg_chsink_server_version(const sg_config_t *cfg, sg_ch_version_t *ver, sg_buf_t *err) {
-  sg_ch_opts_t o = {cfg->clickhouse_host, (int)cfg->clickhouse_port, cfg->clickhouse_user,
-                    cfg->clickhouse_password, NULL, 3000, 1};
-  sg_buf_t out = SG_BUF_INIT, why = SG_BUF_INIT;
-  char path[4096];
-  version_cache_path(cfg, path, sizeof path);
-  int rc = sg_ch_exec_sync(&o, "SELECT version()", NULL, 0, &out, &why);
-  if (rc == 0 && out.data && sg_ch_version_parse(out.data, ver) == 0) {
-    mkdir(cfg->spool_dir, 0755);
-    FILE *f = fopen(path, "w");
-    if (f) {
-      fputs(out.data, f);
-      fclose(f);
-    }
-    sg_buf_free(&out);
-    sg_buf_free(&why);
-    return 0;
-  }
-  char text[64] = {0};
-  FILE *f = fopen(path, "r");
-  if (f) {
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    text[n] = '\0';
-    fclose(f);
-    if (sg_ch_version_parse(text, ver) == 0) {
-      sg_buf_free(&out);
-      sg_buf_free(&why);
-      return 0;
-    }
-  }
-  sg_buf_printf(err, "ClickHouse at %s:%lld did not answer SELECT version() (%s) and no version "
-                     "is cached in %s",
-                cfg->clickhouse_host, cfg->clickhouse_port, why.data ? why.data : "no answer", path);
-  sg_buf_free(&out);
-  sg_buf_free(&why);
-  return SG_EUNAVAIL;
+  int rc = sg_ch_insert_sql(&s->lay, s->cfg->clickhouse_database, &s->insert_sql);
+  s->have_ver = rc == 0;
+  return rc;
 }
 
 /* ---- gaps ------------------------------------------------------------------ */
@@ -162,7 +156,15 @@ static void record_gap(sg_chsink_t *s, const uint8_t project[16], const sg_span_
   }
   s->st.gaps += n;
   gap_t *g = calloc(1, sizeof *g);
-  if (!g) return;
+  if (!g) {
+    char p[37];
+    sg_uuid_format(project, p);
+    sg_error("clickhouse", "could not record a ClickHouse gap (project %s, created_at µs %" PRId64
+                           "..%" PRId64 ", %zu spans): out of memory; run `spangate migrate "
+                           "--project %s` to repair",
+             p, lo, hi, n, p);
+    return;
+  }
   sg_uuid_format(project, g->project);
   snprintf(g->first, sizeof g->first, "%" PRId64, lo);
   snprintf(g->last, sizeof g->last, "%" PRId64, hi);
@@ -193,13 +195,19 @@ int sg_chsink_append(sg_chsink_t *s, const uint8_t project_id[16], const sg_span
   size_t good = 0;
   for (size_t i = 0; i < n; i++) {
     size_t before = s->rows.len;
-    int rc = sg_ch_row_encode(&s->ver, project_id, &spans[i], expires_us ? expires_us[i] : INT64_MAX,
+    int rc = sg_ch_row_encode(&s->lay, project_id, &spans[i], expires_us ? expires_us[i] : INT64_MAX,
                               &s->rows);
     if (rc == 0) {
       good++;
       continue;
     }
     s->rows.len = before;
+    if (rc == SG_ENOMEM) { /* not the span's fault: keep the whole request as a gap */
+      sg_error("clickhouse", "out of memory encoding ClickHouse rows; the spans are recorded as a "
+                             "gap for `spangate migrate`");
+      record_gap(s, project_id, spans, n, "out of memory encoding rows");
+      return 0;
+    }
     s->st.encode_rejects++;
     if (uv_now(s->loop) - s->last_encode_log >= 1000 || s->last_encode_log == 0) {
       s->last_encode_log = uv_now(s->loop);
@@ -217,6 +225,12 @@ int sg_chsink_append(sg_chsink_t *s, const uint8_t project_id[16], const sg_span
            s->spools[0].dir, rc == SG_ETOOBIG ? "full (spool_max_bytes)" : sg_strerror(rc));
   record_gap(s, project_id, spans, n, rc == SG_ETOOBIG ? "spool full" : "spool write failed");
   return 0;
+}
+
+int sg_chsink_append_rows(sg_chsink_t *s, const char *rows, size_t len, int64_t now_us) {
+  if (!s->have_ver) return SG_EUNAVAIL;
+  if (len == 0) return 0;
+  return sg_spool_append(s->spools[0].sp, s->tag, rows, len, now_us);
 }
 
 int sg_chsink_sync(sg_chsink_t *s) {
@@ -298,25 +312,105 @@ int sg_chsink_sync_async(sg_chsink_t *s, sg_chsink_sync_cb cb, void *arg) {
   return 0;
 }
 
-/* ---- flushing --------------------------------------------------------------- */
+/* ---- flushing ---------------------------------------------------------------
+ *
+ * One segment is in flight at a time (s->seg). It is sent whole; a rejection
+ * as bad data splits it into its records, sent one by one (s->splitting,
+ * s->split_next, the per-record states in s->rs). A segment is deleted only
+ * when every record is in ClickHouse or in a dead-letter file; when a record
+ * cannot be written to dead/, the segment is kept in memory and the move is
+ * retried with backoff (s->dl_wait), so nothing rejected ever vanishes.
+ *
+ * Suspect errors. ClickHouse answers some failures with HTTP 500 and an
+ * exception code that says nothing about whether the data is at fault (a code
+ * not in ch.c's table, or 49 LOGICAL_ERROR, which 18.16 gives for an unknown
+ * Enum label and later versions give for server bugs). Retrying forever would
+ * block the spool behind one such row; dead-lettering at once would throw
+ * away good rows whenever the server has a bad minute. So: a segment that
+ * fails that way SUSPECT_TRIES times is split; a record that still fails that
+ * way is dead-lettered only once ClickHouse has accepted other rows since the
+ * segment's first failure (the server is fine, this row is not). Without that
+ * evidence the segment is parked (its handle kept, s->park) and the segments
+ * behind it are sent; the first one accepted is the evidence, and the parked
+ * segment is retried then (or after its own backoff, in case the server
+ * recovered for everything). */
+
+#define SUSPECT_TRIES 3
+#define SUSPECT_STREAK 8 /* a split pass stops after this many suspect failures in a row */
+#define PARK_BACKOFF_MIN_MS 1000
+
+enum { REC_PENDING = 0, REC_DELIVERED, REC_SKIPPED, REC_DEAD };
+
+static char oom_reason[] = "rejected by ClickHouse (reason not kept: out of memory)";
 
 static void schedule_now(sg_chsink_t *s);
+static void send_record(sg_chsink_t *s);
+
+static sg_spool_t *cur_sp(const sg_chsink_t *s) { return s->spools[s->seg_spool].sp; }
+
+static void rs_free(rec_state_t *rs, size_t n) {
+  for (size_t i = 0; rs && i < n; i++)
+    if (rs[i].why != oom_reason) free(rs[i].why);
+  free(rs);
+}
+
+/* Forgets the split state of the segment in flight (not the segment). */
+static void split_reset(sg_chsink_t *s) {
+  rs_free(s->rs, s->nrs);
+  s->rs = NULL;
+  s->nrs = 0;
+  s->splitting = 0;
+  s->split_next = 0;
+  s->dl_wait = 0;
+}
+
+static int sus_is(const sg_chsink_t *s, const sg_spool_t *sp, const sg_spool_seg_t *seg) {
+  return s->sus.sp == sp && s->sus.seg_id == sg_spool_seg_id(seg);
+}
+
+/* ClickHouse itself failed the request (HTTP 5xx, an exception code) with a
+ * code not known to be transient: maybe the data, maybe the server. */
+static int is_suspect(const sg_ch_result_t *r) {
+  return r->status == SG_EUNAVAIL && r->http_status >= 500 && r->ch_code != 0 &&
+         sg_ch_code_class(r->ch_code) == 0;
+}
+
+/* Notes a suspect failure of the segment in flight (whole or a split pass). */
+static void sus_note(sg_chsink_t *s, const sg_ch_result_t *r) {
+  if (!sus_is(s, cur_sp(s), s->seg)) {
+    s->sus.sp = cur_sp(s);
+    s->sus.seg_id = sg_spool_seg_id(s->seg);
+    s->sus.tries = 0;
+    s->sus.mark = s->st.inserts;
+  }
+  s->sus.code = r->ch_code;
+  snprintf(s->sus.msg, sizeof s->sus.msg, "%s", r->error && r->error[0] ? r->error : "no message");
+}
+
+/* Gives the segment in flight back to the spool and waits delay_ms. */
+static void hold(sg_chsink_t *s, uint64_t delay_ms) {
+  s->next_try_ms = uv_now(s->loop) + delay_ms;
+  split_reset(s);
+  sg_spool_release(cur_sp(s), s->seg);
+  s->seg = NULL;
+}
+
+static uint64_t next_backoff(uint64_t *ms, uint64_t min) {
+  *ms = *ms ? *ms * 2 : min;
+  if (*ms > BACKOFF_MAX_MS) *ms = BACKOFF_MAX_MS;
+  return *ms / 2 + (uint64_t)rand() % (*ms / 2 + 1);
+}
 
 static void backoff(sg_chsink_t *s, const sg_ch_result_t *r) {
   s->st.retries++;
   s->st.reachable = r->http_status != 0;
-  s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : BACKOFF_MIN_MS;
-  if (s->backoff_ms > BACKOFF_MAX_MS) s->backoff_ms = BACKOFF_MAX_MS;
-  uint64_t jitter = (uint64_t)rand() % (s->backoff_ms / 2 + 1);
-  s->next_try_ms = uv_now(s->loop) + s->backoff_ms / 2 + jitter;
+  uint64_t delay = next_backoff(&s->backoff_ms, BACKOFF_MIN_MS);
   if (!s->logged_down) {
     s->logged_down = 1;
     sg_warn("clickhouse", "insert failed, will retry with backoff (spooled rows are kept): %s",
             r->error && r->error[0] ? r->error : sg_strerror(r->status));
   }
-  sg_spool_release(s->spools[s->seg_spool].sp, s->seg);
-  s->seg = NULL;
-  s->splitting = 0;
+  hold(s, delay);
 }
 
 static void delivered(sg_chsink_t *s, size_t rows) {
@@ -337,52 +431,250 @@ static size_t count_rows(const void *p, size_t n) {
   return rows;
 }
 
+/* Every record of the segment in flight is in ClickHouse or dead/: delete it.
+ * When the spool cannot delete it, it is kept and sent again later (at least
+ * once: ClickHouse collapses the repeated rows by version). */
+static void finish_segment(sg_chsink_t *s) {
+  if (sus_is(s, cur_sp(s), s->seg)) { /* resolved */
+    s->sus.sp = NULL;
+    s->park_backoff_ms = 0;
+  }
+  int rc = sg_spool_ack(cur_sp(s), s->seg);
+  if (rc != 0) {
+    s->st.spool_errors++;
+    sg_error("clickhouse", "spool %s: could not delete delivered segment %" PRIu64 " (%s); it is "
+                           "kept and sent again later",
+             s->spools[s->seg_spool].dir, sg_spool_seg_id(s->seg), sg_strerror(rc));
+    hold(s, next_backoff(&s->backoff_ms, BACKOFF_MIN_MS));
+    return;
+  }
+  s->seg = NULL;
+  split_reset(s);
+  schedule_now(s);
+}
+
+static int start_split(sg_chsink_t *s) {
+  split_reset(s);
+  size_t n = sg_spool_seg_count(s->seg);
+  s->rs = calloc(n ? n : 1, sizeof *s->rs);
+  if (!s->rs) {
+    s->st.spool_errors++;
+    sg_error("clickhouse", "out of memory splitting a rejected segment; retrying later");
+    hold(s, next_backoff(&s->backoff_ms, BACKOFF_MIN_MS));
+    return SG_ENOMEM;
+  }
+  s->nrs = n;
+  s->splitting = 1;
+  s->split_next = 0;
+  s->streak = 0;
+  return 0;
+}
+
+/* Moves record i of the segment in flight to dead/ with the reason in
+ * s->rs[i].why. 0 once it is there; otherwise the failure is logged and
+ * counted and the record stays pending: end_pass() keeps the segment and
+ * retries the move after a backoff. */
+static int dead_letter(sg_chsink_t *s, size_t i) {
+  sg_spool_rec_t rec;
+  sg_spool_seg_record(s->seg, i, &rec);
+  size_t rows = count_rows(rec.data, rec.len);
+  int rc = sg_spool_deadletter(cur_sp(s), s->seg, i, s->rs[i].why);
+  if (rc == 0) {
+    s->st.dead_records++;
+    s->st.dead_rows += rows;
+    s->dl_backoff_ms = 0;
+    sg_error("clickhouse", "ClickHouse rejected %zu rows (record %" PRIu64 "): %s; moved to %s/dead/",
+             rows, rec.seq, s->rs[i].why, s->spools[s->seg_spool].dir);
+    return 0;
+  }
+  s->st.dead_letter_failures++;
+  if (s->dl_quiet) return rc; /* one line per attempt at the segment, not per record */
+  s->dl_quiet = 1;
+  sg_error("clickhouse", "ClickHouse rejected %zu rows (record %" PRIu64 "): %s; they could NOT be "
+                         "written to %s/dead/ (%s): they stay in the spool and the move is retried "
+                         "with backoff",
+           rows, rec.seq, s->rs[i].why, s->spools[s->seg_spool].dir, sg_strerror(rc));
+  return rc;
+}
+
+static char *reason_dup(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *reason_dup(const char *fmt, ...) {
+  char buf[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  char *p = strdup(buf);
+  return p ? p : oom_reason;
+}
+
+/* Keeps the segment in flight back (parked) while the records behind it are
+ * sent; or, when one is parked already, gives it back to the spool. */
+static void park_or_hold(sg_chsink_t *s) {
+  if (s->park) {
+    hold(s, next_backoff(&s->backoff_ms, BACKOFF_MIN_MS));
+    return;
+  }
+  uint64_t delay = next_backoff(&s->park_backoff_ms, PARK_BACKOFF_MIN_MS);
+  sg_warn("clickhouse", "ClickHouse keeps failing records of segment %" PRIu64 " with code %d (%s) "
+                        "and has accepted no other rows since; they are held back and retried in "
+                        "%" PRIu64 " ms while the rows behind them are sent",
+          s->sus.seg_id, s->sus.code, s->sus.msg, delay);
+  s->park = s->seg;
+  s->park_sp = cur_sp(s);
+  s->park_sus = s->sus;
+  s->park_until = uv_now(s->loop) + delay;
+  s->sus.sp = NULL;
+  s->seg = NULL;
+  split_reset(s);
+  schedule_now(s);
+}
+
+/* A split pass is over: every record was tried once (or the pass stopped). */
+static void end_pass(sg_chsink_t *s) {
+  size_t skipped = 0, unmoved = 0;
+  for (size_t i = 0; i < s->nrs; i++) {
+    skipped += s->rs[i].state == REC_SKIPPED;
+    unmoved += s->rs[i].state == REC_DEAD && !sg_spool_seg_done(s->seg, i);
+  }
+  s->dl_quiet = 0;
+  if (unmoved) { /* a rejected row is never acknowledged before it is kept */
+    s->dl_wait = 1;
+    s->next_try_ms = uv_now(s->loop) + next_backoff(&s->dl_backoff_ms, BACKOFF_MIN_MS);
+    return;
+  }
+  if (skipped == 0) {
+    finish_segment(s);
+    return;
+  }
+  s->sus.tries++;
+  int evidence = s->st.inserts > s->sus.mark;
+  if (s->sus.tries >= SUSPECT_TRIES && evidence) {
+    /* The server takes other rows, these it fails every time: poison. */
+    for (size_t i = 0; i < s->nrs; i++) {
+      if (s->rs[i].state != REC_SKIPPED) continue;
+      s->rs[i].state = REC_DEAD;
+      s->rs[i].why = reason_dup("ClickHouse failed these rows %u times with code %d while it "
+                                "accepted others: %s",
+                                s->sus.tries, s->sus.code, s->sus.msg);
+    }
+    s->split_next = 0;
+    send_record(s);
+    return;
+  }
+  if (s->sus.tries >= SUSPECT_TRIES) {
+    park_or_hold(s);
+    return;
+  }
+  sg_ch_result_t r = {SG_EUNAVAIL, 500, s->sus.code, "", 0, s->sus.msg};
+  backoff(s, &r);
+}
+
 static void split_cb(void *arg, const sg_ch_result_t *r);
 
+/* One INSERT of spooled records first..last. Sending it again is harmless:
+ * a Replicated table drops a block it already has (by checksum, and from
+ * 22.2 by the token, whatever the server's block split), a plain one keeps
+ * one version per span after merges; so the client may fail it over to
+ * another endpoint. Into a Distributed table it is accepted only once the
+ * shards have it (insert_distributed_sync; no effect on other tables): an
+ * asynchronous one answers when the rows are queued on the receiving
+ * server, and 18.16 moves a queued block aside as "broken" when a replica
+ * dies while it is being sent, so the segment would be gone from the spool
+ * and from the table. */
+static int send_insert(sg_chsink_t *s, const void *body, size_t len, uint64_t first, uint64_t last,
+                       sg_ch_cb cb) {
+  sg_ch_req_t q = {s->insert_sql.data, body, len, s->ch_flags | SG_CH_IDEMPOTENT, NULL, 0, NULL,
+                   "insert_distributed_sync=1"};
+  char token[SG_CH_TOKEN_MAX];
+  const char *dir = s->spools[s->seg_spool].dir, *base = strrchr(dir, '/');
+  if (!s->no_token && (s->ver.major > 22 || (s->ver.major == 22 && s->ver.minor >= 2)) &&
+      sg_ch_dedup_token(token, base ? base + 1 : dir, first, last, body, len) == 0)
+    q.dedup_token = token;
+  s->sent_token = q.dedup_token != NULL;
+  return sg_ch_send(s->ch, &q, cb, s);
+}
+
+/* 1 when ClickHouse refused the insert for its deduplication token's
+ * setting (code 115, unknown setting: an older server than the version
+ * spangate was told, e.g. clickhouse_version set ahead of an upgrade). The
+ * sink stops sending the token and the insert is retried as a transient
+ * failure: Replicated tables still deduplicate a retried segment by its
+ * block checksum. */
+static int token_refused(sg_chsink_t *s, const sg_ch_result_t *r) {
+  if (!s->sent_token || r->ch_code != 115) return 0;
+  s->no_token = 1;
+  sg_warn("clickhouse", "ClickHouse refused insert_deduplication_token (%s); sending inserts "
+                        "without it from now on", r->error);
+  return 1;
+}
+
+/* Sends the next record of the segment in flight that needs sending, moves
+ * the ones judged poison to dead/, and ends the pass after the last. */
 static void send_record(sg_chsink_t *s) {
-  sg_spool_t *sp = s->spools[s->seg_spool].sp;
   size_t count = sg_spool_seg_count(s->seg);
-  while (s->split_next < count && sg_spool_seg_done(s->seg, s->split_next)) s->split_next++;
-  if (s->split_next >= count) {
-    sg_spool_ack(sp, s->seg);
-    s->seg = NULL;
-    s->splitting = 0;
-    schedule_now(s);
-    return;
-  }
   sg_spool_rec_t rec;
-  sg_spool_seg_record(s->seg, s->split_next, &rec);
+  for (;; s->split_next++) {
+    size_t i = s->split_next;
+    if (i >= count) {
+      end_pass(s);
+      return;
+    }
+    if (sg_spool_seg_done(s->seg, i)) continue;
+    int st = s->rs[i].state;
+    if (st == REC_DELIVERED || st == REC_SKIPPED) continue;
+    if (st == REC_PENDING) {
+      sg_spool_seg_record(s->seg, i, &rec);
+      if (rec.tag_len == strlen(s->tag) && memcmp(rec.tag, s->tag, rec.tag_len) == 0) break;
+      s->rs[i].state = REC_DEAD;
+      s->rs[i].why = reason_dup("row layout %.*s does not match this ClickHouse version (%s)",
+                                (int)rec.tag_len, rec.tag, s->tag);
+    }
+    dead_letter(s, i); /* on failure it stays pending for end_pass() */
+  }
   s->sent_at = uv_now(s->loop);
   s->sent_rows = count_rows(rec.data, rec.len);
-  int rc;
-  if (rec.tag_len != strlen(s->tag) || memcmp(rec.tag, s->tag, rec.tag_len) != 0) {
-    sg_ch_result_t fake = {SG_EPOISON, 0, 0, "", 0, "row layout does not match this ClickHouse version"};
-    split_cb(s, &fake);
-    return;
-  }
-  rc = sg_ch_request(s->ch, s->insert_sql.data, rec.data, rec.len, s->ch_flags, split_cb, s);
+  int rc = send_insert(s, rec.data, rec.len, rec.seq, rec.seq, split_cb);
   if (rc != 0) {
     sg_ch_result_t fake = {rc, 0, 0, "", 0, sg_strerror(rc)};
-    split_cb(s, &fake);
+    backoff(s, &fake);
   }
 }
 
 static void split_cb(void *arg, const sg_ch_result_t *r) {
   sg_chsink_t *s = arg;
-  sg_spool_t *sp = s->spools[s->seg_spool].sp;
   if (r->status == SG_ECANCELED) return; /* closing: the segment stays spooled */
+  size_t i = s->split_next;
+  if (r->status != 0 && token_refused(s, r)) {
+    send_record(s); /* the same record again, without the token */
+    return;
+  }
   if (r->status == 0) {
     delivered(s, s->sent_rows);
-    sg_spool_ack_records(sp, s->seg, s->split_next, 1);
+    s->streak = 0;
+    int rc = sg_spool_ack_records(cur_sp(s), s->seg, i, 1);
+    if (rc != 0) {
+      /* Delivered all the same; the segment is deleted at the end, or (a
+       * crash first) this record is sent once more. */
+      s->st.spool_errors++;
+      s->rs[i].state = REC_DELIVERED;
+      sg_warn("clickhouse", "spool %s: could not record a delivered record (%s)",
+              s->spools[s->seg_spool].dir, sg_strerror(rc));
+    }
   } else if (r->status == SG_EPOISON) {
-    sg_spool_rec_t rec;
-    sg_spool_seg_record(s->seg, s->split_next, &rec);
-    s->st.dead_records++;
-    s->st.dead_rows += s->sent_rows;
-    sg_error("clickhouse", "ClickHouse rejected %zu rows (record %" PRIu64 ", code %d): %s; moved to "
-                           "%s/dead/",
-             s->sent_rows, rec.seq, r->ch_code, r->error, s->spools[s->seg_spool].dir);
-    sg_spool_deadletter(sp, s->seg, s->split_next, r->error);
+    s->rs[i].state = REC_DEAD;
+    s->rs[i].why = reason_dup("%s", r->error);
+    send_record(s); /* moves it to dead/ first */
+    return;
+  } else if (is_suspect(r)) {
+    sus_note(s, r);
+    s->rs[i].state = REC_SKIPPED;
+    /* Nothing accepted since the first failure and one failure after
+     * another: the server is failing everything, not these rows. */
+    if (++s->streak >= SUSPECT_STREAK && s->st.inserts == s->sus.mark) {
+      end_pass(s);
+      return;
+    }
   } else {
     backoff(s, r);
     return;
@@ -394,28 +686,52 @@ static void split_cb(void *arg, const sg_ch_result_t *r) {
 static void insert_cb(void *arg, const sg_ch_result_t *r) {
   sg_chsink_t *s = arg;
   if (r->status == SG_ECANCELED) return;
+  if (r->status != 0 && token_refused(s, r)) {
+    backoff(s, r); /* retried soon, without the token */
+    return;
+  }
   if (r->status == 0) {
     delivered(s, s->sent_rows);
-    sg_spool_ack(s->spools[s->seg_spool].sp, s->seg);
-    s->seg = NULL;
-    schedule_now(s);
+    finish_segment(s);
     return;
   }
   if (r->status == SG_EPOISON) {
     sg_warn("clickhouse", "ClickHouse rejected a batch of %zu rows (code %d: %s); sending its records "
                           "one by one to isolate the bad ones",
             s->sent_rows, r->ch_code, r->error);
-    s->splitting = 1;
-    s->split_next = 0;
-    send_record(s);
+    if (start_split(s) == 0) send_record(s);
     return;
+  }
+  if (is_suspect(r)) {
+    sus_note(s, r);
+    if (++s->sus.tries >= SUSPECT_TRIES) {
+      s->st.retries++;
+      sg_warn("clickhouse", "ClickHouse failed a batch of %zu rows %u times with code %d, which does "
+                            "not say whether the data is at fault (%s); sending its records one by "
+                            "one to find the rows it fails on",
+              s->sent_rows, s->sus.tries, r->ch_code, r->error);
+      if (start_split(s) == 0) send_record(s);
+      return;
+    }
   }
   backoff(s, r);
 }
 
-/* Picks the oldest sealed segment of any spool and sends it as one INSERT. */
+/* Picks the segment to send: the parked one when there is news for it, else
+ * the oldest sealed segment of any spool; sends it as one INSERT. */
 static void send_next(sg_chsink_t *s) {
   if (s->seg || s->closing || !s->have_ver) return;
+  if (s->park && (s->st.inserts > s->park_sus.mark || uv_now(s->loop) >= s->park_until)) {
+    int idx = -1;
+    for (int i = 0; i < s->nspools; i++)
+      if (s->spools[i].sp == s->park_sp) idx = i;
+    s->seg = s->park;
+    s->seg_spool = idx < 0 ? 0 : idx;
+    s->sus = s->park_sus;
+    s->park = NULL;
+    if (start_split(s) == 0) send_record(s);
+    return;
+  }
   for (int i = 0; i < s->nspools; i++) {
     sg_spool_seg_t *seg;
     if (sg_spool_next_segment(s->spools[i].sp, &seg) != 0) continue;
@@ -423,23 +739,32 @@ static void send_next(sg_chsink_t *s) {
     s->seg_spool = i;
     sg_buf_reset(&s->body);
     size_t count = sg_spool_seg_count(seg);
-    int mixed = 0;
-    for (size_t r = 0; r < count; r++) {
+    int mixed = 0, rc = 0;
+    uint64_t first = 0, last = 0;
+    for (size_t r = 0; r < count && rc == 0; r++) {
       sg_spool_rec_t rec;
-      if (sg_spool_seg_record(seg, r, &rec) != 0) continue;
+      sg_spool_seg_record(seg, r, &rec);
+      if (r == 0) first = rec.seq;
+      last = rec.seq;
       if (rec.tag_len != strlen(s->tag) || memcmp(rec.tag, s->tag, rec.tag_len) != 0) mixed = 1;
-      sg_buf_append(&s->body, rec.data, rec.len);
+      rc = sg_buf_append(&s->body, rec.data, rec.len);
+    }
+    if (rc != 0) { /* never send part of a segment as if it were all of it */
+      s->st.spool_errors++;
+      sg_error("clickhouse", "out of memory building an INSERT of segment %" PRIu64 "; retrying later",
+               sg_spool_seg_id(seg));
+      hold(s, next_backoff(&s->backoff_ms, BACKOFF_MIN_MS));
+      return;
     }
     s->sent_at = uv_now(s->loop);
     s->sent_rows = count_rows(s->body.data, s->body.len);
-    if (mixed) { /* rows of another layout: sort them out record by record */
-      s->splitting = 1;
-      s->split_next = 0;
-      send_record(s);
+    /* Rows of another layout are sorted out record by record; so is a
+     * segment that kept failing with a suspect error. */
+    if (mixed || (sus_is(s, s->spools[i].sp, seg) && s->sus.tries >= SUSPECT_TRIES)) {
+      if (start_split(s) == 0) send_record(s);
       return;
     }
-    int rc = sg_ch_request(s->ch, s->insert_sql.data, s->body.data, s->body.len, s->ch_flags,
-                           insert_cb, s);
+    rc = send_insert(s, s->body.data, s->body.len, first, last, insert_cb);
     if (rc != 0) {
       sg_ch_result_t fake = {rc, 0, 0, "", 0, sg_strerror(rc)};
       backoff(s, &fake);
@@ -448,14 +773,68 @@ static void send_next(sg_chsink_t *s) {
   }
 }
 
-static void version_cb(void *arg, const sg_ch_result_t *r) {
-  sg_chsink_t *s = arg;
-  s->version_inflight = 0;
-  sg_ch_version_t v;
-  if (r->status == 0 && sg_ch_version_parse(r->body, &v) == 0) {
-    set_version(s, &v);
-    sg_info("clickhouse", "ClickHouse %d.%d reached; dual-write resumes", v.major, v.minor);
+/* ---- ClickHouse away at start --------------------------------------------------------
+ *
+ * The sink asks every 5 s, off the loop (ch_setup blocks), until ClickHouse
+ * answers; worker 1 also creates or completes the schema then (unless
+ * clickhouse_create_schema is off), the others only read the layout. */
+
+typedef struct setup_s {
+  uv_work_t req;
+  sg_chsink_t *s;      /* NULL once the sink closed */
+  const sg_config_t *cfg;
+  unsigned flags;
+  int rc;
+  sg_ch_target_t t;
+  sg_buf_t done, err;
+} setup_t;
+
+static void setup_work(uv_work_t *req) {
+  setup_t *u = req->data;
+  u->rc = sg_ch_setup(u->cfg, u->flags, &u->t, &u->done, &u->err);
+}
+
+static void setup_after(uv_work_t *req, int status) {
+  setup_t *u = req->data;
+  sg_chsink_t *s = u->s;
+  if (s && status == 0) {
+    s->setup = NULL;
+    /* what worker 1 created (the others only read: their "missing" lines are noise) */
+    for (char *l = (u->flags & SG_CH_SETUP_CREATE) ? u->done.data : NULL, *nl; l && *l && (nl = strchr(l, '\n'));
+         l = nl + 1) {
+      *nl = '\0';
+      sg_info("clickhouse", "schema: %s", l);
+    }
+    if (u->rc == 0) s->ver = u->t.ver;
+    if (u->rc == 0 && set_layout(s, &u->t.spans) != 0) {
+      sg_error("clickhouse", "out of memory building the INSERT statement; asking again");
+    } else if (u->rc == 0) {
+      if (s->worker_id == 1) sg_ch_setup_save(s->cfg, &u->t);
+      sg_info("clickhouse", "ClickHouse %s reached; dual-write resumes", u->t.version_text);
+    } else if (u->rc != SG_EUNAVAIL && u->rc != SG_ENOTFOUND) {
+      sg_error("clickhouse", "%s; spans are recorded as gaps for `spangate migrate`",
+               u->err.data ? u->err.data : sg_strerror(u->rc));
+    }
+  } else if (s) {
+    s->setup = NULL;
   }
+  sg_buf_free(&u->done);
+  sg_buf_free(&u->err);
+  free(u);
+}
+
+static void setup_start(sg_chsink_t *s) {
+  setup_t *u = calloc(1, sizeof *u);
+  if (!u) return;
+  u->s = s;
+  u->cfg = s->cfg;
+  u->flags = s->worker_id == 1 && s->cfg->clickhouse_create_schema ? SG_CH_SETUP_CREATE : 0;
+  u->req.data = u;
+  if (uv_queue_work(s->loop, &u->req, setup_work, setup_after) != 0) {
+    free(u);
+    return;
+  }
+  s->setup = u;
 }
 
 static void tick(uv_timer_t *t) {
@@ -463,10 +842,9 @@ static void tick(uv_timer_t *t) {
   if (s->closing) return;
   uint64_t now = uv_now(s->loop);
   if (!s->have_ver) {
-    if (!s->version_inflight && now - s->last_version_try >= 5000) {
+    if (!s->setup && now - s->last_version_try >= 5000) {
       s->last_version_try = now;
-      s->version_inflight =
-          sg_ch_request(s->ch, "SELECT version()", NULL, 0, 0, version_cb, s) == 0;
+      setup_start(s);
     }
     return;
   }
@@ -474,14 +852,23 @@ static void tick(uv_timer_t *t) {
   sg_spool_stats(s->spools[0].sp, &st);
   if (st.open_records &&
       now_us() - st.open_oldest_us >= (int64_t)s->cfg->flush_interval_ms * 1000)
-    sg_spool_seal(s->spools[0].sp);
-  if (s->seg || now < s->next_try_ms) return;
+    (void)sg_spool_seal(s->spools[0].sp); /* a failed sync waits for sg_chsink_sync's caller */
+  if (s->seg) {
+    if (s->dl_wait && now >= s->next_try_ms) {
+      s->dl_wait = 0;
+      s->split_next = 0;
+      send_record(s);
+    }
+    return;
+  }
+  if (now < s->next_try_ms) return;
   send_next(s);
   /* Drained orphan spools (from a run with more workers) are removed. */
   for (int i = s->nspools - 1; i > 0; i--) {
     if (s->seg) break;
     sg_spool_stats(s->spools[i].sp, &st);
-    if (st.records == 0) {
+    if (st.records == 0 && s->spools[i].sp != s->park_sp) {
+      if (s->sus.sp == s->spools[i].sp) s->sus.sp = NULL;
       sg_spool_close(s->spools[i].sp);
       sg_info("clickhouse", "spool %s drained", s->spools[i].dir);
       char dead[4200];
@@ -512,14 +899,15 @@ static void schedule_now(sg_chsink_t *s) {
 
 /* ---- lifecycle ---------------------------------------------------------------- */
 
-static int open_spool(sg_chsink_t *s, const char *dir, int own, sg_buf_t *err) {
+static int open_spool(sg_chsink_t *s, const char *dir, int own, int fsync_never, sg_buf_t *err) {
   sg_spool_opts_t o;
   memset(&o, 0, sizeof o);
   o.segment_bytes = s->cfg->spool_segment_bytes;
   o.max_bytes = s->cfg->spool_max_bytes;
-  o.fsync = !strcmp(s->cfg->spool_fsync, "always") ? SG_SPOOL_FSYNC_ALWAYS
-            : !strcmp(s->cfg->spool_fsync, "never") ? SG_SPOOL_FSYNC_NEVER
-                                                    : SG_SPOOL_FSYNC_BATCH;
+  o.fsync = fsync_never                               ? SG_SPOOL_FSYNC_NEVER
+            : !strcmp(s->cfg->spool_fsync, "always") ? SG_SPOOL_FSYNC_ALWAYS
+            : !strcmp(s->cfg->spool_fsync, "never")  ? SG_SPOOL_FSYNC_NEVER
+                                                     : SG_SPOOL_FSYNC_BATCH;
   sg_spool_t *sp;
   int rc = sg_spool_open(dir, &o, &sp);
   if (rc != 0) {
@@ -539,8 +927,10 @@ static int open_spool(sg_chsink_t *s, const char *dir, int own, sg_buf_t *err) {
   return 0;
 }
 
-sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_version_t *ver,
-                           int worker_id, sg_pg_pool_t *pg, sg_buf_t *err) {
+/* The sink without its spools. */
+static sg_chsink_t *sink_alloc(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client_t *ch,
+                               const sg_ch_target_t *target, const sg_chsink_opts_t *co, int worker_id,
+                               sg_pg_pool_t *pg) {
   sg_chsink_t *s = calloc(1, sizeof *s);
   if (!s) return NULL;
   s->loop = loop;
@@ -549,22 +939,57 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_
    * put until the insert's callback: no copy unless gzipped. */
   s->ch_flags = sg_config_clickhouse_gzip(cfg) ? SG_CH_GZIP : SG_CH_BORROW;
   s->pg = pg;
-  if (ver) set_version(s, ver);
-  s->st.reachable = ver != NULL; /* the version was just asked of the server */
-  sg_ch_opts_t o = {cfg->clickhouse_host, (int)cfg->clickhouse_port, cfg->clickhouse_user,
-                    cfg->clickhouse_password, cfg->clickhouse_database,
-                    (long)cfg->clickhouse_timeout_ms, 4};
-  s->ch = sg_ch_client_new(loop, &o);
-  if (!s->ch) {
-    sg_buf_puts(err, "ClickHouse client: out of memory");
+  s->worker_id = worker_id;
+  if (co && co->insert_sql) {
+    s->fixed_insert = 1;
+    snprintf(s->tag, sizeof s->tag, "%s", co->tag);
+    if (sg_buf_puts(&s->insert_sql, co->insert_sql) != 0) {
+      free(s);
+      return NULL;
+    }
+    s->have_ver = 1;
+  }
+  if (target) {
+    s->ver = target->ver;
+    set_layout(s, &target->spans);
+  }
+  s->st.reachable = target != NULL; /* the server was just asked */
+  s->ch = ch;
+  return s;
+}
+
+sg_chsink_t *sg_chsink_open(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client_t *ch,
+                            const sg_ch_target_t *target, const sg_chsink_opts_t *co, sg_buf_t *err) {
+  if (ch == NULL || target == NULL || co == NULL || co->dir == NULL || (co->insert_sql && co->tag == NULL)) {
+    sg_buf_puts(err, "sg_chsink_open: bad arguments");
+    return NULL;
+  }
+  sg_chsink_t *s = sink_alloc(loop, cfg, ch, target, co, 0, NULL);
+  if (!s) {
+    sg_buf_puts(err, "out of memory");
+    return NULL;
+  }
+  mkdir(cfg->spool_dir, 0755);
+  if (open_spool(s, co->dir, 1, co->fsync_never, err) != 0) {
+    sg_buf_free(&s->insert_sql);
     free(s);
     return NULL;
   }
+  uv_timer_init(loop, &s->timer);
+  s->timer.data = s;
+  uv_timer_start(&s->timer, tick, 0, TICK_MS);
+  return s;
+}
+
+sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client_t *ch,
+                           const sg_ch_target_t *target, int worker_id, sg_pg_pool_t *pg,
+                           sg_buf_t *err) {
+  sg_chsink_t *s = sink_alloc(loop, cfg, ch, target, NULL, worker_id, pg);
+  if (!s) return NULL;
   char dir[4096];
   snprintf(dir, sizeof dir, "%s/w%d", cfg->spool_dir, worker_id);
   mkdir(cfg->spool_dir, 0755);
-  if (open_spool(s, dir, 1, err) != 0) {
-    sg_ch_client_close(s->ch);
+  if (open_spool(s, dir, 1, 0, err) != 0) {
     free(s);
     return NULL;
   }
@@ -580,7 +1005,7 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_
     if ((n - 1) % nworkers + 1 != worker_id) continue;
     snprintf(dir, sizeof dir, "%s/%s", cfg->spool_dir, e->d_name);
     sg_buf_t why = SG_BUF_INIT;
-    if (open_spool(s, dir, 0, &why) != 0) sg_warn("clickhouse", "%s", why.data);
+    if (open_spool(s, dir, 0, 0, &why) != 0) sg_warn("clickhouse", "%s", why.data);
     sg_buf_free(&why);
   }
   if (d) closedir(d);
@@ -617,22 +1042,32 @@ void sg_chsink_close(sg_chsink_t *s) {
   if (!s) return;
   s->closing = 1;
   uv_timer_stop(&s->timer);
-  /* Cancels an insert in flight (its segment stays spooled: at least once);
-   * the client first: the request may point into the segment. */
-  sg_ch_client_close(s->ch);
+  if (s->setup) s->setup->s = NULL; /* it finishes on its own and frees itself */
+  /* The owner closed the client already, which canceled an insert in
+   * flight (its segment stays spooled): the segment can go. */
   if (s->seg) {
     sg_spool_release(s->spools[s->seg_spool].sp, s->seg);
     s->seg = NULL;
   }
-  int rc = 0;
+  split_reset(s);
+  if (s->park) {
+    for (int i = 0; i < s->nspools; i++)
+      if (s->spools[i].sp == s->park_sp) sg_spool_release(s->spools[i].sp, s->park);
+    s->park = NULL;
+  }
+  int rc0 = 0;
   for (int i = 0; i < s->nspools; i++) {
-    int r = sg_spool_close(s->spools[i].sp);
-    if (i == 0) rc = r;
+    int rc = sg_spool_close(s->spools[i].sp);
+    if (i == 0) rc0 = rc;
+    /* Requests were answered only after their own sync; this one only
+     * covers appends nobody was told about yet, but say so all the same. */
+    if (rc != 0)
+      sg_error("clickhouse", "spool %s: final sync failed: %s", s->spools[i].dir, sg_strerror(rc));
     free(s->spools[i].dir);
   }
   /* Waiting for a sync that will not start: the spool's close synced. */
   waiter_t *next = s->sync_next;
   s->sync_next = s->sync_next_tail = NULL;
-  sync_answer(s, next, rc);
+  sync_answer(s, next, rc0);
   uv_close((uv_handle_t *)&s->timer, timer_closed);
 }

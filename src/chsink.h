@@ -14,6 +14,14 @@
  *                                               record ClickHouse still rejects
  *                                               goes to the dead-letter files,
  *                                               the others are delivered
+ *   HTTP 5xx with a code not known to be        retried; after 3 failures split;
+ *   transient (or 49)                           a record still failing so is
+ *                                               dead-lettered once ClickHouse has
+ *                                               taken other rows meanwhile, else
+ *                                               held back while later segments go
+ *   a dead-letter write fails                   the record is not acknowledged:
+ *                                               the segment stays, the write is
+ *                                               retried with backoff
  *   spool full (spool_max_bytes)                the spans are not spooled; the
  *                                               gap (project, created_at range,
  *                                               count) is recorded in
@@ -29,7 +37,9 @@
 #include <uv.h>
 
 #include "buf.h"
-#include "ch_schema.h"
+#include "ch.h"
+#include "ch_rows.h"
+#include "ch_setup.h"
 #include "config.h"
 #include "pg.h"
 #include "span.h"
@@ -45,16 +55,49 @@ typedef struct {
   uint64_t dead_rows;
   uint64_t encode_rejects;   /* spans the row encoder refused (out of range) */
   uint64_t gaps;             /* spans recorded as gaps (spool full / unavailable) */
+  uint64_t dead_letter_failures; /* dead-letter writes that failed (the rows were kept) */
+  uint64_t spool_errors;     /* other spool operations that failed (nothing was lost) */
   int reachable;             /* last attempt reached ClickHouse (1), or not (0) */
   uint64_t spool_bytes, spool_records;
   int64_t spool_oldest_us;   /* append time of the oldest unsent row, 0 if none */
 } sg_chsink_stats_t;
 
-/* Opens <cfg->spool_dir>/w<worker_id> and starts the flusher. ver is the
- * ClickHouse server's version (the row layout depends on it). pg is used to
- * record gaps. NULL with a reason in err. */
-sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_version_t *ver,
-                           int worker_id, sg_pg_pool_t *pg, sg_buf_t *err);
+/* Opens <cfg->spool_dir>/w<worker_id> and starts the flusher, which sends
+ * through ch (the worker's ClickHouse client, on loop; the caller owns it
+ * and closes it before sg_chsink_close). target is the
+ * server's version and the spans table's layout as it exists (ch_setup.h;
+ * copied), NULL when ClickHouse was not
+ * reached: spans are recorded as gaps until the sink reaches it (and
+ * worker 1 creates the schema then, unless clickhouse_create_schema is off).
+ * pg is used to record gaps. NULL with a reason in err. */
+sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client_t *ch,
+                           const sg_ch_target_t *target, int worker_id, sg_pg_pool_t *pg,
+                           sg_buf_t *err);
+
+/* A sink of its own beside the workers' (change capture's): one spool
+ * directory, no adoption of other directories, no gaps (the caller keeps the
+ * source of its rows). */
+typedef struct {
+  const char *dir;        /* spool directory (created) */
+  const char *insert_sql; /* the INSERT its rows are for; NULL: the spans INSERT of the target's layout */
+  const char *tag;        /* with insert_sql: the rows' layout, e.g. "nodes/us" */
+  int fsync_never;        /* the spool is never synced: the caller can produce the rows again */
+} sg_chsink_opts_t;
+
+/* Sends through ch (the caller's, closed before sg_chsink_close, as for
+ * sg_chsink_new). target is required (the rows were encoded for its
+ * layout). NULL with a reason in err. */
+sg_chsink_t *sg_chsink_open(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client_t *ch,
+                            const sg_ch_target_t *target, const sg_chsink_opts_t *o, sg_buf_t *err);
+
+/* Appends rows already encoded for the sink's INSERT (TabSeparated, each
+ * '\n'-terminated) as one record stamped now_us (the spool's oldest_us
+ * then tells which records ClickHouse has: every one stamped earlier than
+ * sg_chsink_stats()'s spool_oldest_us, all when it is 0, provided the
+ * stamps increase). 0; SG_ETOOBIG: the spool is full (nothing written,
+ * try again once the flusher made room); SG_EUNAVAIL: no INSERT (version
+ * unknown); SG_EIO. Unlike sg_chsink_append nothing becomes a gap. */
+int sg_chsink_append_rows(sg_chsink_t *s, const char *rows, size_t len, int64_t now_us);
 
 /* Spools the committed spans of one request for project. expires_us[i] is
  * span i's expiry (µs; INT64_MAX = never), or NULL for never. Spans the row
@@ -78,14 +121,10 @@ int sg_chsink_sync_async(sg_chsink_t *s, sg_chsink_sync_cb cb, void *arg);
 
 void sg_chsink_stats(const sg_chsink_t *s, sg_chsink_stats_t *out);
 
-/* Stops the flusher, waits for an insert in flight (bounded by the request
- * timeout), closes the spool and the ClickHouse client; frees itself once its
- * handles are closed. Whatever is not sent stays in the spool for next time. */
+/* Stops the flusher and closes the spool; frees itself once its handles
+ * are closed. Close the ClickHouse client first (sg_ch_client_close): that
+ * cancels an insert in flight, which may be sending from the spool's memory.
+ * Whatever is not sent stays in the spool for next time (at least once). */
 void sg_chsink_close(sg_chsink_t *s);
-
-/* ClickHouse's version, asked with a short timeout; falls back to the version
- * cached in <spool_dir>/clickhouse.version by the last successful ask. 0, or
- * SG_EUNAVAIL when neither is available (err says why). */
-int sg_chsink_server_version(const sg_config_t *cfg, sg_ch_version_t *ver, sg_buf_t *err);
 
 #endif

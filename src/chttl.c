@@ -11,6 +11,7 @@
 #include "buf.h"
 #include "ch.h"
 #include "ch_schema.h"
+#include "ch_setup.h"
 #include "err.h"
 #include "log.h"
 #include "metrics.h"
@@ -26,6 +27,7 @@ struct sg_chttl_s {
   int step;          /* state machine of one round */
   size_t table;      /* index into tables */
   uint64_t expired;  /* rows counted in this table */
+  int64_t cutoff_s;  /* this table's count and delete both use expires_at < cutoff */
   sg_buf_t sql;
   int closing;
 };
@@ -53,7 +55,8 @@ static void next_table(sg_chttl_t *t) {
   sg_buf_reset(&t->sql);
   sg_buf_puts(&t->sql, "SELECT count() FROM system.mutations WHERE database = ");
   sg_ch_quote_string(&t->sql, t->cfg->clickhouse_database, strlen(t->cfg->clickhouse_database));
-  sg_buf_printf(&t->sql, " AND table = '%s' AND is_done = 0", tables[t->table]);
+  sg_buf_printf(&t->sql, " AND table = '%s%s' AND is_done = 0", tables[t->table],
+                t->cfg->clickhouse_cluster[0] ? "_local" : "");
   round_send(t, 2);
 }
 
@@ -89,10 +92,15 @@ static void step_cb(void *arg, const sg_ch_result_t *r) {
       next_table(t);
       return;
     }
+    /* One cutoff for the count and the delete, so the rows counted are the
+     * rows the mutation removes (with now() in both, rows expiring between
+     * the two statements were deleted but never counted). */
+    t->cutoff_s = (int64_t)time(NULL);
     sg_buf_reset(&t->sql);
     sg_buf_puts(&t->sql, "SELECT count() FROM ");
     sg_ch_quote_ident(&t->sql, t->cfg->clickhouse_database);
-    sg_buf_printf(&t->sql, ".%s WHERE expires_at < now()", tables[t->table]);
+    sg_buf_printf(&t->sql, ".%s WHERE expires_at < toDateTime(%" PRId64 ")", tables[t->table],
+                  t->cutoff_s);
     round_send(t, 3);
     return;
   case 3: /* expired rows */
@@ -103,8 +111,10 @@ static void step_cb(void *arg, const sg_ch_result_t *r) {
     }
     sg_buf_reset(&t->sql);
     sg_buf_puts(&t->sql, "ALTER TABLE ");
-    sg_ch_quote_ident(&t->sql, t->cfg->clickhouse_database);
-    sg_buf_printf(&t->sql, ".%s DELETE WHERE expires_at < now()", tables[t->table]);
+    sg_ch_schema_opts_t so;
+    sg_ch_setup_opts(t->cfg, &so);
+    sg_ch_mutation_target(&so, tables[t->table], &t->sql); /* a cluster's local tables */
+    sg_buf_printf(&t->sql, " DELETE WHERE expires_at < toDateTime(%" PRId64 ")", t->cutoff_s);
     round_send(t, 4);
     return;
   case 4: /* mutation accepted */
@@ -125,18 +135,12 @@ static void tick(uv_timer_t *h) {
   round_send(t, 1);
 }
 
-sg_chttl_t *sg_chttl_new(uv_loop_t *loop, const sg_config_t *cfg) {
+sg_chttl_t *sg_chttl_new(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client_t *ch) {
   sg_chttl_t *t = calloc(1, sizeof *t);
   if (!t) return NULL;
   t->loop = loop;
   t->cfg = cfg;
-  sg_ch_opts_t o = {cfg->clickhouse_host, (int)cfg->clickhouse_port, cfg->clickhouse_user,
-                    cfg->clickhouse_password, NULL, (long)cfg->clickhouse_timeout_ms, 1};
-  t->ch = sg_ch_client_new(loop, &o);
-  if (!t->ch) {
-    free(t);
-    return NULL;
-  }
+  t->ch = ch;
   uv_timer_init(loop, &t->timer);
   t->timer.data = t;
   uint64_t every = (uint64_t)cfg->ttl_sweep_interval_s * 1000;
@@ -154,6 +158,5 @@ void sg_chttl_close(sg_chttl_t *t) {
   if (!t) return;
   t->closing = 1;
   uv_timer_stop(&t->timer);
-  sg_ch_client_close(t->ch);
   uv_close((uv_handle_t *)&t->timer, closed);
 }

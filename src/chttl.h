@@ -12,11 +12,14 @@
 
 #include <uv.h>
 
+#include "ch.h"
 #include "config.h"
 
 typedef struct sg_chttl_s sg_chttl_t;
 
-sg_chttl_t *sg_chttl_new(uv_loop_t *loop, const sg_config_t *cfg);
+/* Starts the sweep on loop; it sends through ch (the worker's ClickHouse
+ * client; the caller owns it and closes it before sg_chttl_close). */
+sg_chttl_t *sg_chttl_new(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client_t *ch);
 /* Closes its handles; frees itself once they are closed. */
 void sg_chttl_close(sg_chttl_t *t);
 

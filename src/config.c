@@ -8,9 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
+#include "ch.h"
+#include "ch_version.h"
 #include "err.h"
 #include "log.h"
 
@@ -404,6 +407,80 @@ done:
   return rc;
 }
 
+/* A replication slot name (and, by the same rule, our publication name):
+ * lower-case letters, digits and underscores, as PostgreSQL requires of
+ * slots; safe to put in statements unquoted. */
+static int pg_name_ok(const char *s) {
+  size_t n = strlen(s);
+  if (n < 1 || n > 63) return 0;
+  for (; *s; s++)
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_')) return 0;
+  return 1;
+}
+
+/* Endpoints and TLS: every mistake named at start, none found by the
+ * flusher at 3 a.m. */
+static int check_clickhouse(const sg_config_t *cfg, sg_buf_t *err) {
+  const char *h = cfg->clickhouse_host;
+  if (strstr(h, "://") || strchr(h, '@') || strchr(h, '/')) {
+    sg_buf_printf(err, "clickhouse_host '%s' is a host name, not a URL: credentials go in "
+                       "clickhouse_user/clickhouse_password, https is clickhouse_secure = true",
+                  strchr(h, '@') ? "(hidden: it holds '@')" : h);
+    return SG_ECONFIG;
+  }
+  for (const char *p = h; *p; p++)
+    if ((unsigned char)*p <= ' ' || *p == '"' || *p == '\'' || *p == '\\') {
+      sg_buf_printf(err, "clickhouse_host '%s': unexpected character", h);
+      return SG_ECONFIG;
+    }
+  if (cfg->clickhouse_hosts.n > SG_CH_MAX_ENDPOINTS) {
+    sg_buf_printf(err, "clickhouse_hosts lists %zu endpoints; at most %d", cfg->clickhouse_hosts.n,
+                  SG_CH_MAX_ENDPOINTS);
+    return SG_ECONFIG;
+  }
+  int any_tls = cfg->clickhouse_hosts.n == 0 && cfg->clickhouse_secure;
+  for (size_t i = 0; i < cfg->clickhouse_hosts.n; i++) {
+    char host[256];
+    int port, tls;
+    sg_buf_t why = SG_BUF_INIT;
+    const char *text = cfg->clickhouse_hosts.v[i];
+    if (sg_ch_endpoint_parse(text, cfg->clickhouse_secure, host, sizeof host, &port, &tls, &why) != 0) {
+      sg_buf_printf(err, "clickhouse_hosts[%zu]: %s%s", i + 1, why.data ? why.data : "invalid",
+                    strchr(text, '@') ? " (clickhouse_user, clickhouse_password)" : "");
+      sg_buf_free(&why);
+      return SG_ECONFIG;
+    }
+    if (port == 9000 || port == 9440) {
+      sg_buf_printf(err, "clickhouse_hosts[%zu] '%s': port %d is ClickHouse's native TCP port; "
+                         "spangate speaks the HTTP interface (8123, https 8443)", i + 1, text, port);
+      return SG_ECONFIG;
+    }
+    any_tls |= tls;
+  }
+  const struct { const char *key, *path; } files[] = {
+      {"clickhouse_ca_file", cfg->clickhouse_ca_file},
+      {"clickhouse_cert_file", cfg->clickhouse_cert_file},
+      {"clickhouse_key_file", cfg->clickhouse_key_file},
+  };
+  for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+    if (files[i].path[0] == '\0') continue;
+    if (access(files[i].path, R_OK) != 0) {
+      sg_buf_printf(err, "%s '%s': %s", files[i].key, files[i].path, strerror(errno));
+      return SG_ECONFIG;
+    }
+    if (!any_tls) {
+      sg_buf_printf(err, "%s is set but no ClickHouse endpoint uses https (clickhouse_secure = "
+                         "true, or \"https://host:port\" in clickhouse_hosts)", files[i].key);
+      return SG_ECONFIG;
+    }
+  }
+  if (cfg->clickhouse_key_file[0] && !cfg->clickhouse_cert_file[0]) {
+    sg_buf_puts(err, "clickhouse_key_file is set without clickhouse_cert_file");
+    return SG_ECONFIG;
+  }
+  return 0;
+}
+
 static int check(const sg_config_t *cfg, sg_buf_t *err) {
   if (cfg->clickhouse_port == 9000) {
     sg_buf_puts(err, "CLICKHOUSE_PORT/clickhouse_port is 9000, ClickHouse's native TCP port; "
@@ -414,6 +491,7 @@ static int check(const sg_config_t *cfg, sg_buf_t *err) {
     sg_buf_printf(err, "clickhouse_port must be 1..65535, not %lld", cfg->clickhouse_port);
     return SG_ECONFIG;
   }
+  if (check_clickhouse(cfg, err) != 0) return SG_ECONFIG;
   if (sg_log_level_parse(cfg->log_level) < 0) {
     sg_buf_printf(err, "log_level must be debug, info, warn or error, not '%s'", cfg->log_level);
     return SG_ECONFIG;
@@ -469,12 +547,39 @@ static int check(const sg_config_t *cfg, sg_buf_t *err) {
     sg_buf_puts(err, "flush_interval_ms must be >= 10 and clickhouse_timeout_ms >= 100");
     return SG_ECONFIG;
   }
+  if (strcmp(cfg->clickhouse_writes, "spool") && strcmp(cfg->clickhouse_writes, "capture")) {
+    sg_buf_printf(err, "clickhouse_writes must be spool or capture, not '%s'", cfg->clickhouse_writes);
+    return SG_ECONFIG;
+  }
+  if (!strcmp(cfg->clickhouse_writes, "capture") && !cfg->use_clickhouse) {
+    sg_buf_puts(err, "clickhouse_writes = \"capture\" writes to ClickHouse: it needs use_clickhouse = true");
+    return SG_ECONFIG;
+  }
+  if (!pg_name_ok(cfg->capture_slot) || !pg_name_ok(cfg->capture_publication)) {
+    sg_buf_printf(err, "capture_slot and capture_publication must be 1..63 characters of a-z, 0-9 and _ "
+                       "(PostgreSQL's rule for slot names), not '%s' / '%s'",
+                  cfg->capture_slot, cfg->capture_publication);
+    return SG_ECONFIG;
+  }
   if (strcmp(cfg->on_script_error, "pass") && strcmp(cfg->on_script_error, "reject")) {
     sg_buf_printf(err, "on_script_error must be pass or reject, not '%s'", cfg->on_script_error);
     return SG_ECONFIG;
   }
   if (strcmp(cfg->read_backend, "postgres") && strcmp(cfg->read_backend, "clickhouse")) {
     sg_buf_printf(err, "read_backend must be postgres or clickhouse, not '%s'", cfg->read_backend);
+    return SG_ECONFIG;
+  }
+  if (cfg->clickhouse_version[0]) {
+    sg_ch_version_t v;
+    if (sg_ch_version_parse(cfg->clickhouse_version, &v) != 0) {
+      sg_buf_printf(err, "clickhouse_version must be a ClickHouse version like 24.8, not '%s'",
+                    cfg->clickhouse_version);
+      return SG_ECONFIG;
+    }
+  }
+  if (cfg->clickhouse_cluster[0] && !strstr(cfg->clickhouse_zk_path, "{table}")) {
+    sg_buf_printf(err, "clickhouse_zk_path must contain {table} (each replicated table needs its own "
+                       "path), not '%s'", cfg->clickhouse_zk_path);
     return SG_ECONFIG;
   }
   if (cfg->clickhouse_rollout_percent < 0 || cfg->clickhouse_rollout_percent > 100) {
@@ -546,9 +651,57 @@ int sg_config_markdown(sg_buf_t *out) {
  * still reads every byte twice, and ClickHouse pays to inflate it); it pays
  * off only when bandwidth to the server is scarce, so auto leaves loopback
  * uncompressed. */
+static int is_loopback(const char *h) {
+  return !strcmp(h, "127.0.0.1") || !strcmp(h, "localhost") || !strcmp(h, "::1");
+}
+
 int sg_config_clickhouse_gzip(const sg_config_t *cfg) {
   const char *h = cfg->clickhouse_host, *m = cfg->clickhouse_gzip;
   if (!strcmp(m, "always")) return 1;
   if (!strcmp(m, "never")) return 0;
-  return !(h == NULL || !strcmp(h, "127.0.0.1") || !strcmp(h, "localhost") || !strcmp(h, "::1"));
+  if (cfg->clickhouse_hosts.n == 0) return !(h == NULL || is_loopback(h));
+  for (size_t i = 0; i < cfg->clickhouse_hosts.n; i++) {
+    char host[256];
+    int port, tls;
+    if (sg_ch_endpoint_parse(cfg->clickhouse_hosts.v[i], 0, host, sizeof host, &port, &tls, NULL) != 0 ||
+        !is_loopback(host))
+      return 1;
+  }
+  return 0;
+}
+
+void sg_config_clickhouse_opts(const sg_config_t *cfg, const char *database, long timeout_ms,
+                               long max_connections, struct sg_ch_opts_s *o) {
+  memset(o, 0, sizeof *o);
+  o->host = cfg->clickhouse_host;
+  o->port = (int)cfg->clickhouse_port;
+  o->user = cfg->clickhouse_user;
+  o->password = cfg->clickhouse_password;
+  o->database = database;
+  o->timeout_ms = timeout_ms;
+  o->max_connections = max_connections;
+  o->hosts = (const char *const *)cfg->clickhouse_hosts.v;
+  o->nhosts = cfg->clickhouse_hosts.n;
+  o->secure = cfg->clickhouse_secure;
+  o->no_verify = !cfg->clickhouse_verify;
+  o->ca_file = cfg->clickhouse_ca_file;
+  o->cert_file = cfg->clickhouse_cert_file;
+  o->key_file = cfg->clickhouse_key_file;
+}
+
+const char *sg_config_clickhouse_where(const sg_config_t *cfg, char *buf, size_t cap) {
+  if (cap == 0) return "";
+  if (cfg->clickhouse_hosts.n == 0) {
+    snprintf(buf, cap, "%s%s:%lld", cfg->clickhouse_secure ? "https://" : "", cfg->clickhouse_host,
+             cfg->clickhouse_port);
+    return buf;
+  }
+  size_t used = 0;
+  buf[0] = '\0';
+  for (size_t i = 0; i < cfg->clickhouse_hosts.n && used < cap; i++) {
+    int n = snprintf(buf + used, cap - used, "%s%s", i ? ", " : "", cfg->clickhouse_hosts.v[i]);
+    if (n < 0) break;
+    used += (size_t)n;
+  }
+  return buf;
 }

@@ -3,7 +3,7 @@
  * SG_CONFIG_MAP is the single table of keys: type, name, default, the
  * environment variable that overrides it, and a one-line description. The
  * struct below, the gateway.conf parser, the environment overrides, `--help`
- * and the README's configuration section are all generated from it.
+ * and docs/configuration.md's table are all generated from it.
  *
  * gateway.conf is a sandboxed Lua chunk of assignments (`listen =
  * "0.0.0.0:4318"`); it has no os, io or require, and an unknown key is an
@@ -45,6 +45,11 @@ typedef struct {
   XX(STR, agenta_postgres_uri, "", NULL,                                                       \
      "database holding Agenta's api_keys table for auth=agenta (empty: postgres_uri)")         \
   XX(INT, auth_cache_ttl_s, "60", NULL, "seconds an auth=agenta key look-up is cached")        \
+  XX(INT, auth_negative_ttl_s, "5", NULL,                                                      \
+     "seconds an auth=agenta answer 'unknown or expired key' is cached")                       \
+  XX(INT, auth_lookup_rate, "50", NULL,                                                        \
+     "auth=agenta look-ups per second per worker of keys not known to be good (503 beyond); "  \
+     "0 = unlimited")                                                                          \
   XX(STR, project_id, "", NULL, "the one project of auth=none (development only)")           \
   XX(SIZE, max_body_bytes, "10MiB", NULL, "largest request body as sent (413 beyond)")        \
   XX(SIZE, max_decompressed_bytes, "64MiB", NULL,                                              \
@@ -62,6 +67,18 @@ typedef struct {
   XX(STR, clickhouse_host, "localhost", "CLICKHOUSE_HOST", "ClickHouse host")                 \
   XX(INT, clickhouse_port, "8123", "CLICKHOUSE_PORT",                                          \
      "ClickHouse HTTP interface port (not the native port 9000)")                              \
+  XX(LIST, clickhouse_hosts, "", NULL,                                                         \
+     "several ClickHouse endpoints \"host:port\" (replicas of one cluster), used instead of "    \
+     "clickhouse_host and clickhouse_port; \"https://host:port\" for TLS on one of them")        \
+  XX(BOOL, clickhouse_secure, "false", NULL,                                                   \
+     "https to ClickHouse (clickhouse_port is then its https port, usually 8443)")             \
+  XX(BOOL, clickhouse_verify, "true", NULL,                                                    \
+     "https: verify ClickHouse's certificate and host name (false: self-signed test servers)") \
+  XX(STR, clickhouse_ca_file, "", NULL,                                                        \
+     "https: PEM file of the CA certificates ClickHouse's is checked against (empty: the system's)") \
+  XX(STR, clickhouse_cert_file, "", NULL, "https: PEM client certificate (optional)")          \
+  XX(STR, clickhouse_key_file, "", NULL,                                                       \
+     "https: PEM private key of clickhouse_cert_file (empty: in that file)")                   \
   XX(STR, clickhouse_user, "default", "CLICKHOUSE_USER", "ClickHouse user")                   \
   XX(STR, clickhouse_gzip, "auto", NULL,                                                       \
      "gzip the bodies sent to ClickHouse: auto (unless the host is loopback), always or never")  \
@@ -69,6 +86,20 @@ typedef struct {
   XX(STR, clickhouse_database, "agenta_oss_tracing", "CLICKHOUSE_DATABASE",                    \
      "ClickHouse database holding the spans and nodes tables")                                 \
   XX(INT, clickhouse_timeout_ms, "30000", NULL, "one ClickHouse request, connect included")   \
+  XX(BOOL, clickhouse_create_schema, "true", NULL,                                             \
+     "serve creates the ClickHouse database and tables at start when they are missing, and adds " \
+     "missing columns, index, TTL and view (as `schema --apply`)")                               \
+  XX(STR, clickhouse_version, "", NULL,                                                        \
+     "render DDL and SQL for this ClickHouse version (X.Y) instead of asking SELECT version(); " \
+     "rows always follow the tables that exist")                                               \
+  XX(STR, clickhouse_cluster, "", NULL,                                                        \
+     "cluster name from the servers' remote_servers: tables are created ON CLUSTER, replicated " \
+     "spans_local/nodes_local with Distributed spans/nodes in front")                          \
+  XX(STR, clickhouse_zk_path, "/clickhouse/tables/{shard}/{database}/{table}", NULL,           \
+     "ZooKeeper path of the replicated tables; spangate fills in {database} and {table}, "     \
+     "the servers' macros the rest")                                                            \
+  XX(STR, clickhouse_replica, "{replica}", NULL,                                                \
+     "replica name of the replicated tables (usually the servers' {replica} macro)")           \
   XX(STR, spool_dir, "var/spool", NULL, "directory of the durable ClickHouse spool")          \
   XX(SIZE, spool_max_bytes, "1GiB", NULL,                                                      \
      "spool size bound per worker; beyond it spans are recorded as gaps for `spangate migrate`") \
@@ -78,6 +109,15 @@ typedef struct {
      "always (each request), batch (once per group commit) or never (leave it to the kernel)") \
   XX(INT, flush_interval_ms, "1000", NULL,                                                     \
      "spooled rows are sent to ClickHouse at least this often")          \
+  XX(STR, clickhouse_writes, "spool", NULL,                                                    \
+     "how rows reach ClickHouse: spool (what the gateway ingests) or capture (PostgreSQL's "   \
+     "logical replication: every writer's inserts, updates and deletes)")                      \
+  XX(STR, capture_slot, "spangate", NULL,                                                      \
+     "clickhouse_writes = capture: the logical replication slot spangate creates and follows") \
+  XX(STR, capture_publication, "spangate", NULL,                                               \
+     "clickhouse_writes = capture: the publication (spans, and nodes when it exists)")        \
+  XX(SIZE, capture_max_retained_wal, "1GiB", NULL,                                             \
+     "clickhouse_writes = capture: warn when the slot holds back more WAL than this")          \
   XX(STR, scripts, "lua", NULL, "directory of the Lua scripts (transform, routing, ttl, jobs)") \
   XX(STR, on_script_error, "pass", NULL,                                                       \
      "a span whose transform fails: pass (stored untransformed) or reject")                    \
@@ -136,10 +176,20 @@ void sg_config_free(sg_config_t *cfg);
 /* 1 when bodies sent to ClickHouse are gzipped (clickhouse_gzip). */
 int sg_config_clickhouse_gzip(const sg_config_t *cfg);
 
+/* The ClickHouse client options of cfg (endpoints, credentials, TLS) into o,
+ * with database (NULL: the server's default), the per-request timeout and
+ * the connections kept per endpoint. o's strings point into cfg. */
+struct sg_ch_opts_s;
+void sg_config_clickhouse_opts(const sg_config_t *cfg, const char *database, long timeout_ms,
+                               long max_connections, struct sg_ch_opts_s *o);
+/* Where ClickHouse is, for log lines: "localhost:8123", or the endpoints
+ * joined by ", " ("https://" marks TLS). Never credentials. */
+const char *sg_config_clickhouse_where(const sg_config_t *cfg, char *buf, size_t cap);
+
 /* The key nearest to name by edit distance, or NULL when nothing is close. */
 const char *sg_config_nearest(const char *name);
 
-/* Help text (for --help) and the README's Markdown table. */
+/* Help text (for --help) and docs/configuration.md's Markdown table. */
 int sg_config_help(sg_buf_t *out);
 int sg_config_markdown(sg_buf_t *out);
 

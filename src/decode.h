@@ -48,10 +48,13 @@
  * Memory: protobuf is read in place (no intermediate message tree, no
  * recursion beyond SG_ATTR_MAX_DEPTH) and what it builds is charged against
  * a budget of 64x the body size + 1 MiB; a body of empty elements that
- * would exceed it fails with SG_EPARSE ("protobuf: message expands too much
+ * would exceed it fails with SG_ETOOBIG ("protobuf: message expands too much
  * when decoded"). JSON is parsed by jansson (depth limit 2048) into a tree
- * whose size is a constant factor of the body (up to ~80x for "{}" spam,
- * jansson's own cost), and the spans are built from it. Nothing here logs.
+ * (~5-12x the body for real spans, ~80x for "{}" spam), and the spans are
+ * built from it. Its size is estimated before parsing (json_load.h): a
+ * body whose tree would take more than 64x its size + 1 MiB, or more than
+ * 256 MiB, fails with SG_ETOOBIG unparsed; after a large one the freed
+ * memory is handed back to the system. Nothing here logs.
  */
 #ifndef SG_DECODE_H
 #define SG_DECODE_H
@@ -70,8 +73,9 @@
 #define SG_NATIVE_MAX_DEPTH 64
 
 /* Decode a body into out (initialised by the caller with
- * sg_span_batch_init; spans are appended). Returns 0 or SG_EPARSE with a
- * message in err (appended), or SG_ENOMEM. On failure out may hold spans
+ * sg_span_batch_init; spans are appended). Returns 0, SG_EPARSE with a
+ * message in err (appended), SG_ETOOBIG (the body would expand past its
+ * budget; message in err), or SG_ENOMEM. On failure out may hold spans
  * decoded before the error: the caller frees the batch either way. */
 int sg_otlp_decode_proto(const uint8_t *p, size_t n, sg_span_batch_t *out, sg_buf_t *err);
 int sg_otlp_decode_json(const char *p, size_t n, sg_span_batch_t *out, sg_buf_t *err);
@@ -89,35 +93,5 @@ int sg_otlp_response_proto(size_t rejected, const char *msg, sg_buf_t *out);
 int sg_otlp_response_json(size_t rejected, const char *msg, sg_buf_t *out);
 /* google.rpc.Status {code, message}, the body of protobuf error responses. */
 int sg_rpc_status_proto(int code, const char *msg, sg_buf_t *out);
-
-/* ---- shared by the decoders (internal) ------------------------------------ */
-
-/* Standard base64 with padding of p[0..n) as a JSON string; NULL on ENOMEM. */
-json_t *sg__base64_json(const uint8_t *p, size_t n);
-/* Decode standard or URL-safe base64, padding optional (proto3 JSON bytes).
- * Appends to out; SG_EINVAL when malformed, SG_ENOMEM. */
-int sg__base64_decode(const char *s, size_t n, sg_buf_t *out);
-/* A JSON string of s[0..n) made valid (sg_utf8_sanitize); NULL on ENOMEM. */
-json_t *sg__json_string_sanitized(const char *s, size_t n);
-/* Double as JSON: a real, or "NaN" / "Infinity" / "-Infinity". */
-json_t *sg__json_double(double d);
-/* One link in Agenta's stored form (see above) into *out; attrs (may be
- * NULL) is only read. 0, SG_ENOMEM, or SG_ETOOBIG when flattening the
- * attributes would produce keys out of proportion to their size. */
-int sg__link_json(const uint8_t trace_id[16], const uint8_t span_id[16], json_t *attrs,
-                  json_t **out);
-/* Copy text taken from the input into a message: at most max bytes, never
- * splitting a UTF-8 sequence, with control characters and invalid UTF-8
- * shown as '?', so messages stay one valid line. out has outsz bytes. */
-void sg__printable(const char *s, size_t n, size_t max, char *out, size_t outsz);
-/* "1970-01-01T00:00:00Z..2105-12-31T23:59:59Z": the SG_TIME range, for
- * messages; returns out. */
-const char *sg__time_range_text(char out[48]);
-/* Parse a JSON body (jansson; \u0000 allowed, sanitised later). 0,
- * SG_ENOMEM, or SG_EPARSE with "body is not valid JSON: <why> at line L
- * column C" appended to err. */
-int sg__json_load(const char *p, size_t n, json_t **doc, sg_buf_t *err);
-/* {"name", "timestamp", "attributes"} (takes attrs; NULL means {}). */
-json_t *sg__event_json(const char *name, int64_t ts_us, json_t *attrs);
 
 #endif

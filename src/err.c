@@ -6,20 +6,8 @@ static const char *const messages[] = {
 #undef XX
 };
 
-static const char *const names[] = {
-#define XX(code, msg) "SG_E" #code,
-  SG_ERRNO_MAP(XX)
-#undef XX
-};
-
 const char *sg_strerror(int err) {
   if (err == 0) return "success";
   if (err < 0 && -err - 1 < SG__EIDX_MAX) return messages[-err - 1];
   return "unknown error";
-}
-
-const char *sg_err_name(int err) {
-  if (err == 0) return "SG_OK";
-  if (err < 0 && -err - 1 < SG__EIDX_MAX) return names[-err - 1];
-  return "SG_EUNKNOWN";
 }

@@ -1,7 +1,7 @@
 /* err.h - every error code spangate returns, defined once.
  *
  * Functions return 0 on success or one of the negative SG_E* codes below.
- * The X-macro generates the enum, sg_strerror() and sg_err_name() from the
+ * The X-macro generates the enum and sg_strerror() from the
  * same table, so a new code cannot be added without a message.
  */
 #ifndef SG_ERR_H
@@ -40,7 +40,5 @@ typedef enum {
 
 /* Human-readable message for an SG_E* code (or 0). Never NULL. */
 const char *sg_strerror(int err);
-/* Symbolic name, e.g. "SG_EPARSE". Never NULL. */
-const char *sg_err_name(int err);
 
 #endif

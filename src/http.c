@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "budget.h"
 #include "err.h"
 
 #define RBUF_SIZE (64 * 1024)
@@ -84,6 +85,7 @@ struct sg_http_server_s {
   uv_loop_t *loop;
   uv_tcp_t listener;
   sg_http_limits_t lim;
+  sg_budget_t budget;    /* lim.inflight and lim.max_inflight_bytes */
   sg_http_handler_cb handler;
   void *ctx;
   sg_http_log_cb observer;
@@ -169,33 +171,11 @@ static void count_response(sg_http_server_t *srv, int status) {
 
 /* ---------------------------------------------------------------- budget */
 
-/* Count n more bytes held by r in the shared in-flight counter. A
- * compare-and-swap loop, so that the counter never passes the limit even
- * for a moment (another worker would see a spurious 429). 0, SG_EBUSY (no
- * room now), SG_ETOOBIG (r alone would exceed the limit). */
-static int budget_take(req_t *r, size_t n) {
-  const sg_http_limits_t *lim = &r->srv->lim;
-  if (lim->inflight == NULL || n == 0) return 0;
-  if (n > INT64_MAX / 2) return SG_ETOOBIG;
-  size_t max = lim->max_inflight_bytes;
-  if (max == 0 || max > INT64_MAX / 2) {
-    atomic_fetch_add(lim->inflight, (int64_t)n);
-  } else {
-    if (n > max || r->held > max - n) return SG_ETOOBIG;
-    int64_t cur = atomic_load(lim->inflight);
-    do {
-      if (cur > (int64_t)(max - n)) return SG_EBUSY;
-    } while (!atomic_compare_exchange_weak(lim->inflight, &cur, cur + (int64_t)n));
-  }
-  r->held += n;
-  return 0;
-}
+/* Count n more bytes held by r in the shared in-flight budget. 0,
+ * SG_EBUSY (no room now), SG_ETOOBIG (r alone would exceed the limit). */
+static int budget_take(req_t *r, size_t n) { return sg_budget_take(&r->srv->budget, &r->held, n); }
 
-static void budget_release(req_t *r) {
-  if (r->held == 0) return;
-  atomic_fetch_sub(r->srv->lim.inflight, (int64_t)r->held);
-  r->held = 0;
-}
+static void budget_release(req_t *r) { sg_budget_release(&r->srv->budget, &r->held); }
 
 int sg_http_req_reserve(sg_http_req_t *pub, size_t n) { return budget_take((req_t *)pub, n); }
 
@@ -251,20 +231,6 @@ const char *sg_http_header(const sg_http_req_t *pub, const char *lname) {
     p = value + strlen(value) + 1;
   }
   return NULL;
-}
-
-void sg_http_header_each(const sg_http_req_t *pub,
-                         void (*fn)(void *arg, const char *lname, const char *value), void *arg) {
-  const req_t *r = (const req_t *)pub;
-  if (!r->headers_done || r->hdrs.len == 0) return;
-  const char *p = r->hdrs.data, *end = r->hdrs.data + r->hdrs.len;
-  while (p < end) {
-    const char *name = p;
-    const char *value = name + strlen(name) + 1;
-    if (value >= end) break;
-    fn(arg, name, value);
-    p = value + strlen(value) + 1;
-  }
 }
 
 int sg_http_req_gone(const sg_http_req_t *pub) { return ((const req_t *)pub)->conn == NULL; }
@@ -952,7 +918,7 @@ void sg_http_respond_error(sg_http_req_t *req, int status, const char *message,
                            const char *extra_headers) {
   sg_buf_t b = SG_BUF_INIT;
   if (sg_buf_puts(&b, "{\"error\":\"") != 0 ||
-      sg_buf_json_escape(&b, message, strlen(message)) != 0 || sg_buf_puts(&b, "\"}") != 0) {
+      sg_buf_json_escape(&b, message, strlen(message)) != 0 || sg_buf_puts(&b, "\"}\n") != 0) {
     sg_buf_free(&b);
     sg_http_respond(req, 500, NULL, NULL, 0, extra_headers);
     return;
@@ -990,6 +956,8 @@ sg_http_server_t *sg_http_server_new(uv_loop_t *loop, uv_os_sock_t listen_fd,
     srv->lim.inflight = lim->inflight;
     srv->lim.max_inflight_bytes = lim->max_inflight_bytes;
   }
+  srv->budget.counter = srv->lim.inflight;
+  srv->budget.max = srv->lim.max_inflight_bytes;
   srv->loop = loop;
   srv->handler = handler;
   srv->ctx = ctx;

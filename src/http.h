@@ -144,10 +144,6 @@ void sg_http_server_stats(const sg_http_server_t *srv, sg_http_stats_t *out);
  * one if repeated), with surrounding white space removed; NULL if absent. */
 const char *sg_http_header(const sg_http_req_t *req, const char *lname);
 
-/* Call fn for every header in arrival order (names lower-cased). */
-void sg_http_header_each(const sg_http_req_t *req,
-                         void (*fn)(void *arg, const char *lname, const char *value), void *arg);
-
 /* 1 if the client has disconnected (reset or read error) while the
  * handler held req: the response will be dropped, so the handler may skip
  * work. A half-close (EOF) is not a disconnect. */
@@ -170,8 +166,9 @@ int sg_http_req_reserve(sg_http_req_t *req, size_t n);
 void sg_http_respond(sg_http_req_t *req, int status, const char *content_type, const void *body,
                      size_t len, const char *extra_headers);
 
-/* sg_http_respond() with the body {"error":"<message>"} (JSON-escaped) and
- * Content-Type application/json. */
+/* sg_http_respond() with the body {"error":"<message>"} and a newline
+ * (message JSON-escaped), Content-Type application/json. When even that body
+ * cannot be built (out of memory): 500 without a body. */
 void sg_http_respond_error(sg_http_req_t *req, int status, const char *message,
                            const char *extra_headers);
 

@@ -145,10 +145,6 @@ int sg_encoding_resolve(const uint8_t *p, size_t n, int encoding) {
   return SG_ENC_IDENTITY;
 }
 
-int sg_inflate(const uint8_t *p, size_t n, int encoding, size_t max_out, sg_buf_t *out) {
-  return sg_inflate_ex(p, n, encoding, max_out, out, NULL, NULL);
-}
-
 int sg_inflate_ex(const uint8_t *p, size_t n, int encoding, size_t max_out, sg_buf_t *out,
                   sg_inflate_grow_cb grow_cb, void *arg) {
   const budget_t bg = {grow_cb, arg};

@@ -32,12 +32,6 @@ int sg_encoding_parse(const char *s, size_t n);
  * first bytes say (gzip, deflate or identity). */
 int sg_encoding_resolve(const uint8_t *p, size_t n, int encoding);
 
-/* Decompress p[0..n) as encoding and append the result to out.
- * Returns 0; SG_ETOOBIG when the output would exceed max_out bytes (out is
- * then left with what it had before); SG_EPARSE when the data is corrupt,
- * truncated, or followed by garbage; SG_ENOMEM. */
-int sg_inflate(const uint8_t *p, size_t n, int encoding, size_t max_out, sg_buf_t *out);
-
 /* Asked before out's memory grows by n bytes (its capacity, as allocated):
  * 0 lets it grow; a negative SG_E* code stops the inflater, which returns
  * that code (out then holds what it had before, in memory already
@@ -45,8 +39,11 @@ int sg_inflate(const uint8_t *p, size_t n, int encoding, size_t max_out, sg_buf_
  * is produced instead of after the fact. */
 typedef int (*sg_inflate_grow_cb)(void *arg, size_t n);
 
-/* sg_inflate() with grow(arg, n) asked before every growth of out (NULL:
- * nobody asked). */
+/* Decompress p[0..n) as encoding and append the result to out, asking
+ * grow(arg, n) before every growth of out (grow NULL: nobody asked).
+ * Returns 0; SG_ETOOBIG when the output would exceed max_out bytes (out is
+ * then left with what it had before); SG_EPARSE when the data is corrupt,
+ * truncated, or followed by garbage; SG_ENOMEM; or grow's code. */
 int sg_inflate_ex(const uint8_t *p, size_t n, int encoding, size_t max_out, sg_buf_t *out,
                   sg_inflate_grow_cb grow, void *arg);
 

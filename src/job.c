@@ -99,19 +99,17 @@ int sg_job_main(int argc, char **argv) {
   uv_loop_init(&loop);
   sg_lua_rt_t *hooks = NULL, *rt = NULL;
   sg_lua_io_t *io = NULL;
-  /* The hooks runtime sees gw.pg etc. as functions that explain why they
+  /* The hooks runtime has gw.pg etc. as functions that explain why they
    * cannot run there; routing is asked even when use_clickhouse is off
    * (the job writes to ClickHouse whatever the gateway's setting). */
-  sg_lua_set_io_injector(sg_lua_io_inject, NULL);
   sg_config_t hcfg = cfg;
   hcfg.use_clickhouse = 1;
   hooks = sg_lua_rt_new(&hcfg, &err);
   if (hooks) io = sg_lua_io_new(&loop, &cfg, hooks, &err);
   if (io) {
-    sg_lua_set_io_injector(sg_lua_io_inject, io);
-    rt = sg_lua_rt_new(&cfg, &err);
+    sg_lua_rt_opts_t opts = {sg_lua_io_inject, io};
+    rt = sg_lua_rt_new_opts(&cfg, &opts, &err);
   }
-  sg_lua_set_io_injector(sg_lua_io_inject, NULL);
   if (rt == NULL) {
     fprintf(stderr, "spangate %s: %s\n", cmd, err.data ? err.data : "cannot start");
     goto done;

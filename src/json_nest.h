@@ -16,7 +16,10 @@
  * {"model":"m"}}}. Only the top-level keys are split (values that are
  * objects keep their own keys as they are), as Agenta does. Rules where
  * Agenta is order-dependent or lossy, ours are deterministic and lossless:
- *   - A key with an empty segment (".a", "a.", "a..b") is not split.
+ *   - A key with an empty segment (".a", "a.", "a..b") is not split, nor
+ *     is a key of more than SG_JSON_NEST_MAX_SEGMENTS segments (the
+ *     decoders' nesting limit for values, SG_ATTR_MAX_DEPTH): such keys
+ *     are written as sent, in their place.
  *   - A container built from dotted keys is an array when every child
  *     segment is a canonical index ("0", "1", ... no leading zeros, at most
  *     9 digits) and the largest index is below 16 + 4 * (number of
@@ -39,6 +42,10 @@
 #include <stddef.h>
 
 #include "buf.h"
+
+/* Most segments a key may have to be nested (decode.h's SG_ATTR_MAX_DEPTH);
+ * the rendering's recursion is bounded by it. */
+#define SG_JSON_NEST_MAX_SEGMENTS 32
 
 #define SG_JSON_NEST 1       /* nest the dotted keys of the top-level object */
 #define SG_JSON_SHORT_REAL 2 /* reals as the shortest text that reads back the
@@ -69,7 +76,16 @@ json_t *sg_json_nested(const json_t *obj);
  * left, a member named by the prefix that is an object (or an array and the
  * next segment an index) is searched for the rest. Borrowed reference or
  * NULL. Example: path "gen_ai.request.model" finds {"gen_ai.request.model":x},
- * {"gen_ai":{"request":{"model":x}}} and {"gen_ai":{"request.model":x}}. */
+ * {"gen_ai":{"request":{"model":x}}} and {"gen_ai":{"request.model":x}}.
+ * The search gives up (NULL) after SG_JSON_PATH_MAX_LOOKUPS member
+ * look-ups, which only a path of dozens of segments over keys made to match
+ * many of its prefixes comes near; it recurses at most once per look-up. */
+#define SG_JSON_PATH_MAX_LOOKUPS 4096
 json_t *sg_json_path_get(const json_t *obj, const char *path, size_t len);
+
+/* Internal, for the tests: the slots the nesting of obj's keys looks at in
+ * its hash table (one per key segment when nothing collides); 0 when obj
+ * is not an object or on ENOMEM. */
+size_t sg__json_nest_probes(const json_t *obj);
 
 #endif

@@ -1,19 +1,20 @@
 /* lua_gw.c - the `gw` module, non-I/O part: gw.log, gw.metrics, gw.json,
  * gw.now, gw.config, gw.null / gw.array / gw.object / gw.int64 / gw.type /
- * gw.pairs / gw.totable, gw.attributes.*, gw.span.copy.
+ * gw.totable, gw.attributes.*, gw.span.copy (gw.pairs is the global pairs,
+ * lua_baselib.c).
  *
  * The table is built in one place (sg__lua_inject_gw_api) and published as
  * package.loaded.gw and the global `gw`, so scripts write
  * `local gw = require("gw")` and busted specs substitute a plain table.
- * gw.pg / gw.ch / gw.sleep are added by the I/O binding through the
- * injector registered with sg_lua_set_io_injector().
+ * The job-only functions (gw.pg, gw.ch, gw.sleep, the tasks) are here as
+ * stand-ins that raise "only available to jobs"; a job's runtime replaces
+ * them with the real ones (sg_lua_rt_opts_t.inject, lua_io.h).
  *
  * Every function checks its arguments and raises a Lua error naming the
  * function and the argument ("gw.metrics.incr: bad argument #1 (metric name
  * expected, got nil)").
  */
-#define SG_LUA_INTERNAL
-#include "lua_rt.h"
+#include "lua_internal.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -24,20 +25,12 @@
 #include <time.h>
 
 #include "err.h"
+#include "json_load.h"
 #include "json_nest.h"
 #include "log.h"
+#include "metrics.h"
 
-static char rt_key; /* registry[&rt_key] = lightuserdata rt */
-
-sg_lua_rt_t *sg__lua_rt_of(lua_State *L) {
-  lua_pushlightuserdata(L, &rt_key);    /* key */
-  lua_rawget(L, LUA_REGISTRYINDEX);     /* rt */
-  sg_lua_rt_t *rt = lua_touserdata(L, -1);
-  lua_pop(L, 1);
-  return rt;
-}
-
-int sg__lua_check_null(lua_State *L, int idx) {
+static int is_null(lua_State *L, int idx) {
   return lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL;
 }
 
@@ -110,13 +103,36 @@ static sg_lua_metric_t *metric(lua_State *L, sg_lua_rt_t *rt, const char *fn, ch
   m->name = copy;
   m->kind = kind;
   m->v = 0;
+  m->slot = SG_LUA_SLOT_NEW;
+  m->pub = 0;
   return m;
+}
+
+void sg_lua_rt_publish_metrics(sg_lua_rt_t *rt, int retire) {
+  for (size_t i = 0; rt && i < rt->nmetrics; i++) {
+    sg_lua_metric_t *m = &rt->metrics[i];
+    if (m->slot == SG_LUA_SLOT_NEW) {
+      int slot = sg_metrics_lua_slot(m->name, m->kind);
+      if (slot == -2)
+        sg_warn("lua", "gw.metrics '%s' is not exported to /metrics: scripts may export at most %d "
+                       "distinct names, and a name (after sanitising) is either a counter or a "
+                       "gauge; counted in spangate_lua_metrics_dropped_total (logged once)",
+                m->name, SG_LUA_USER_MAX);
+      m->slot = slot < 0 ? -1 : slot;
+    }
+    if (m->slot < 0) continue;
+    double now = retire && m->kind == 'g' ? 0 : m->v;
+    if (now != m->pub) {
+      sg_metrics_lua_add(m->slot, now - m->pub);
+      m->pub = now;
+    }
+  }
 }
 
 static int gw_metrics_incr(lua_State *L) {
   double by = 1;
   if (!lua_isnoneornil(L, 2)) {
-    if (lua_type(L, 2) != LUA_TNUMBER || !(lua_tonumber(L, 2) >= 0))
+    if (lua_type(L, 2) != LUA_TNUMBER || !(lua_tonumber(L, 2) >= 0) || !isfinite(lua_tonumber(L, 2)))
       return luaL_error(L, "gw.metrics.incr: bad argument #2 (non-negative number expected)");
     by = lua_tonumber(L, 2);
   }
@@ -160,7 +176,19 @@ static int gw_json_decode(lua_State *L) {
     return luaL_error(L, "gw.json.decode: bad argument #1 (string expected, got %s)",
                       luaL_typename(L, 1));
   json_error_t e;
-  json_t *v = json_loadb(s, n, JSON_DECODE_ANY, &e);
+  json_t *v;
+  size_t cost;
+  /* The text may be a request's (an attribute): bounded as request bodies
+   * are (json_load.h), or 1 MB of "{}" would take 80 MB outside the
+   * script's own memory. */
+  if (sg_json_load_bounded(s, n, JSON_DECODE_ANY, sg_json_tree_budget(n), &v, &e, &cost) ==
+      SG_ETOOBIG) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "too large to parse: about %d MiB once parsed, over %d MiB (%dx its size + "
+                    "1 MiB, at most %d MiB)", (int)(cost >> 20), (int)(sg_json_tree_budget(n) >> 20),
+                    SG_JSON_TREE_RATIO, (int)(SG_JSON_TREE_MAX >> 20));
+    return 2;
+  }
   if (v == NULL) {
     lua_pushnil(L);
     lua_pushfstring(L, "%s at line %d column %d", e.text, e.line, e.column);
@@ -220,7 +248,7 @@ static int gw_type(lua_State *L) {
   sg_lua_proxy_t *p = sg__lua_test_proxy(L, 1);
   if (p) lua_pushstring(L, p->tag == SG_PX_SPAN ? "span"
                            : json_is_object(p->u.json) ? "object" : "array");
-  else if (sg__lua_check_null(L, 1)) lua_pushliteral(L, "null");
+  else if (is_null(L, 1)) lua_pushliteral(L, "null");
   else if (lua_type(L, 1) == 10) {
     int64_t v;
     lua_pushstring(L, sg__lua_to_int64(L, RT(), 1, &v) ? "int64" : "cdata");
@@ -238,46 +266,6 @@ static int gw_type(lua_State *L) {
     lua_pushstring(L, t);
   } else lua_pushstring(L, luaL_typename(L, 1));
   return 1;
-}
-
-/* Iterator over a JSON proxy: (obj, key) -> next key, value. */
-static int pairs_next(lua_State *L) {
-  sg_lua_proxy_t *p = sg__lua_test_proxy(L, 1);
-  json_t *c = sg__lua_check_json_proxy(L, 1, 0);
-  int fl = p->flags & (SG_PXF_READONLY | SG_PXF_OWNED);
-  if (json_is_array(c)) {
-    size_t i = lua_isnil(L, 2) ? 0 : (size_t)lua_tonumber(L, 2);
-    if (i >= json_array_size(c)) return 0;
-    lua_pushnumber(L, (lua_Number)(i + 1));
-    sg__lua_push_json(L, p->rt, json_array_get(c, i), fl);
-    return 2;
-  }
-  void *it;
-  if (lua_isnil(L, 2)) it = json_object_iter(c);
-  else {
-    it = json_object_iter_at(c, luaL_checkstring(L, 2));
-    if (it) it = json_object_iter_next(c, it);
-  }
-  if (!it) return 0;
-  lua_pushlstring(L, json_object_iter_key(it), json_object_iter_key_len(it));
-  sg__lua_push_json(L, p->rt, json_object_iter_value(it), fl);
-  return 2;
-}
-
-static int gw_pairs(lua_State *L) {
-  sg_lua_proxy_t *p = sg__lua_test_proxy(L, 1);
-  if (p && p->tag == SG_PX_JSON) {
-    sg__lua_check_json_proxy(L, 1, 0);
-    lua_pushcfunction(L, pairs_next);
-  } else if (lua_istable(L, 1)) {
-    lua_getglobal(L, "next");
-  } else {
-    return luaL_error(L, "gw.pairs: bad argument #1 (table or JSON value expected, got %s)",
-                      luaL_typename(L, 1));
-  }
-  lua_pushvalue(L, 1);
-  lua_pushnil(L);
-  return 3;
 }
 
 static void totable(lua_State *L, sg_lua_rt_t *rt, json_t *v, int depth) {
@@ -499,12 +487,28 @@ static void push_config(lua_State *L, sg_lua_rt_t *rt, const sg_config_t *cfg) {
 
 /* ---- the gw table ------------------------------------------------------------- */
 
-static sg_lua_io_injector_t io_injector;
-static void *io_injector_ud;
+/* A job-only function in a state that cannot do I/O (a hook's). The
+ * upvalue is the function's name. */
+static int job_only(lua_State *L) {
+  return luaL_error(L, "%s: I/O is only available to jobs (spangate run|migrate|validate|ttl); "
+                       "hooks cannot yield", lua_tostring(L, lua_upvalueindex(1)));
+}
 
-void sg_lua_set_io_injector(sg_lua_io_injector_t fn, void *ud) {
-  io_injector = fn;
-  io_injector_ud = ud;
+/* gw.<name> = a stand-in, or gw.<name>.<fn> = one for each fn listed. */
+static void job_only_api(lua_State *L, const char *name, const char *const *fns) {
+  if (fns == NULL) {
+    lua_pushfstring(L, "gw.%s", name);           /* gw, "gw.name" */
+    lua_pushcclosure(L, job_only, 1);            /* gw, f */
+    lua_setfield(L, -2, name);                   /* gw */
+    return;
+  }
+  lua_newtable(L);                               /* gw, t */
+  for (; *fns; fns++) {
+    lua_pushfstring(L, "gw.%s.%s", name, *fns);  /* gw, t, "gw.name.fn" */
+    lua_pushcclosure(L, job_only, 1);            /* gw, t, f */
+    lua_setfield(L, -2, *fns);                   /* gw, t */
+  }
+  lua_setfield(L, -2, name);                     /* gw */
 }
 
 static void set_funcs(lua_State *L, sg_lua_rt_t *rt, const luaL_Reg *r) {
@@ -536,12 +540,8 @@ void sg__lua_inject_gw_api(lua_State *L, sg_lua_rt_t *rt, const sg_config_t *cfg
   static const luaL_Reg span_fns[] = {{"copy", gw_span_copy}, {NULL, NULL}};
   static const luaL_Reg agenta_fns[] = {{"normalize", gw_agenta_normalize}, {NULL, NULL}};
   static const luaL_Reg top_fns[] = {{"now", gw_now}, {"array", gw_array}, {"object", gw_object},
-                                     {"int64", gw_int64}, {"type", gw_type}, {"pairs", gw_pairs},
+                                     {"int64", gw_int64}, {"type", gw_type},
                                      {"totable", gw_totable}, {NULL, NULL}};
-
-  lua_pushlightuserdata(L, &rt_key); /* key */
-  lua_pushlightuserdata(L, rt);      /* key, rt */
-  lua_rawset(L, LUA_REGISTRYINDEX);  /* - */
 
   lua_newtable(L); /* gw */
   set_funcs(L, rt, top_fns);
@@ -553,9 +553,20 @@ void sg__lua_inject_gw_api(lua_State *L, sg_lua_rt_t *rt, const sg_config_t *cfg
   sub_table(L, rt, "agenta", agenta_fns);
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");
+  lua_getglobal(L, "pairs");        /* gw, pairs (lua_baselib.c's: proxies too) */
+  lua_setfield(L, -2, "pairs");     /* gw */
   push_config(L, rt, cfg);
   lua_setfield(L, -2, "config");
-  if (io_injector) io_injector(L, io_injector_ud); /* gw.pg, gw.ch, gw.sleep */
+  static const char *const pg_fns[] = {"query", "query_raw", NULL};
+  static const char *const ch_fns[] = {"query", "insert", "insert_spans", "span_batch", NULL};
+  static const char *const hook_fns[] = {"clickhouse", NULL};
+  job_only_api(L, "pg", pg_fns);
+  job_only_api(L, "ch", ch_fns);
+  job_only_api(L, "hooks", hook_fns);
+  job_only_api(L, "sleep", NULL);
+  job_only_api(L, "spawn", NULL);
+  job_only_api(L, "wait", NULL);
+  job_only_api(L, "exit", NULL);
 
   lua_getglobal(L, "package");      /* gw, package */
   lua_getfield(L, -1, "loaded");    /* gw, package, loaded */

@@ -1,5 +1,7 @@
 /* lua_io.h - gw I/O for jobs: gw.pg / gw.ch / gw.sleep and the task
  * scheduler (gw.spawn / gw.wait / gw.exit), OpenResty's cosocket model.
+ * Implemented by lua_io.c (the context), lua_sched.c, lua_pg.c, lua_ch.c
+ * and lua_rows.c, which share lua_io_internal.h.
  *
  * A job is a Lua state with the gw module, run as coroutines ("tasks") on a
  * libuv loop of its own. An I/O function starts the request on the loop and
@@ -8,7 +10,7 @@
  * the functions given to gw.spawn. Anywhere else (a hook on a gateway
  * worker, a coroutine of the script's own, a state without a job context)
  * the functions raise a Lua error saying why. The Lua-facing contract is in
- * docs/jobs.md.
+ * docs/jobs.md ("Writing jobs: the I/O API").
  *
  * Not thread-safe: one context, one loop, one thread.
  */
@@ -32,10 +34,9 @@ typedef struct sg_lua_io_s sg_lua_io_t;
 sg_lua_io_t *sg_lua_io_new(uv_loop_t *loop, const sg_config_t *cfg, sg_lua_rt_t *hooks,
                            sg_buf_t *err);
 
-/* The injector for sg_lua_set_io_injector(): adds gw.pg, gw.ch, gw.sleep,
- * gw.spawn, gw.wait, gw.exit, gw.hooks and gw.stdout_isatty to the gw table
- * at the top of L's stack. ud is an sg_lua_io_t, or NULL for a state that
- * must not do I/O (a gateway worker): its functions then raise. */
+/* For sg_lua_rt_opts_t.inject (ud: the context): sets gw.pg, gw.ch,
+ * gw.sleep, gw.spawn, gw.wait, gw.exit, gw.hooks and gw.stdout_isatty in
+ * the gw table at the top of L's stack. One job state per context. */
 void sg_lua_io_inject(struct lua_State *L, void *ud);
 
 /* Runs a function as the main task: push the function, then its nargs

@@ -2,8 +2,7 @@
  * scripts, run the hooks under an instruction budget, isolate failures.
  * Contracts in lua_rt.h; the span proxy in lua_span.c; gw in lua_gw.c.
  */
-#define SG_LUA_INTERNAL
-#include "lua_rt.h"
+#include "lua_internal.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -179,7 +178,19 @@ static int ctx_newindex(lua_State *L) {
   return luaL_error(L, "ctx is read-only (tried to set '%s')", luaL_optstring(L, 2, "?"));
 }
 
+/* Runs opts->inject over the gw table (argument 1), protected. */
+static int inject_call(lua_State *L) {
+  const sg_lua_rt_opts_t *opts = lua_touserdata(L, lua_upvalueindex(1));
+  lua_settop(L, 1);                   /* gw */
+  opts->inject(L, opts->inject_ud);   /* gw */
+  return 0;
+}
+
 sg_lua_rt_t *sg_lua_rt_new(const sg_config_t *cfg, sg_buf_t *err) {
+  return sg_lua_rt_new_opts(cfg, NULL, err);
+}
+
+sg_lua_rt_t *sg_lua_rt_new_opts(const sg_config_t *cfg, const sg_lua_rt_opts_t *opts, sg_buf_t *err) {
   sg_lua_rt_t *rt = calloc(1, sizeof *rt);
   if (rt == NULL) {
     sg_buf_puts(err, "out of memory");
@@ -212,12 +223,22 @@ sg_lua_rt_t *sg_lua_rt_new(const sg_config_t *cfg, sg_buf_t *err) {
   lua_pushnil(L);
   lua_setglobal(L, "jit");
 
-  if (sg__lua_span_init(L, rt)) {
-    sg_buf_puts(err, "cannot initialise the Lua FFI helpers");
+  if (sg__lua_span_init(L, rt) || sg__lua_baselib_init(L, rt)) {
+    sg_buf_puts(err, "cannot initialise the Lua runtime (FFI helpers, base library)");
     sg_lua_rt_free(rt);
     return NULL;
   }
   sg__lua_inject_gw_api(L, rt, cfg);
+  if (opts && opts->inject) {
+    lua_pushlightuserdata(L, (void *)opts);   /* opts */
+    lua_pushcclosure(L, inject_call, 1);      /* inject */
+    lua_getglobal(L, "gw");                   /* inject, gw */
+    if (lua_pcall(L, 1, 0, 0)) {              /* - | msg */
+      sg_buf_printf(err, "cannot add the job functions to gw: %s", lua_tostring(L, -1));
+      sg_lua_rt_free(rt);
+      return NULL;
+    }
+  }
   lua_pushcfunction(L, traceback);
   rt->ref_traceback = luaL_ref(L, LUA_REGISTRYINDEX);
 
@@ -284,7 +305,6 @@ void sg_lua_rt_free(sg_lua_rt_t *rt) {
   free(rt->pins);
   json_decref(rt->nest_src);
   json_decref(rt->nest_val);
-  free(rt->nest);
   free(rt->tx_out);
   free(rt->tx_nest);
   free(rt->out);
@@ -420,18 +440,11 @@ static void copies_done(sg_lua_rt_t *rt, int ok) {
   rt->copies = NULL;
 }
 
-/* Room for output spans [0, need) (and their nest flags). In place while
+/* Room for output spans [0, need). In place while
  * need <= limit (the spans up to the input being read are consumed);
  * otherwise the output moves to a separate array. 0 or SG_ENOMEM. */
 static int out_reserve(sg_lua_rt_t *rt, sg_span_batch_t *b, size_t w, size_t need, size_t limit,
                        size_t nin) {
-  if (need > rt->nest_cap) {
-    size_t cap = rt->nest_cap * 2 > need ? rt->nest_cap * 2 : need;
-    uint8_t *n = realloc(rt->nest, cap);
-    if (n == NULL) return SG_ENOMEM;
-    rt->nest = n;
-    rt->nest_cap = cap;
-  }
   if (!rt->tx_sep) {
     if (need <= limit) return 0;
     size_t cap = need + (nin - limit) + 16;
@@ -461,7 +474,6 @@ static void out_put(sg_lua_rt_t *rt, sg_span_batch_t *b, size_t w, const sg_span
   sg_span_t *d = rt->tx_sep ? &rt->out[w] : &b->spans[w];
   if (d != s) *d = *s;
   d->nest_attributes = nest;
-  rt->nest[w] = nest;
 }
 
 int sg_lua_transform(sg_lua_rt_t *rt, const uint8_t project_id[16], sg_span_batch_t *b,
@@ -469,14 +481,6 @@ int sg_lua_transform(sg_lua_rt_t *rt, const uint8_t project_id[16], sg_span_batc
   size_t nerr = 0;
   if (errors) *errors = 0;
   size_t nin = b->n;
-  if (nin > rt->nest_cap) {
-    uint8_t *nest = realloc(rt->nest, nin);
-    if (nest == NULL) return SG_ENOMEM;
-    rt->nest = nest;
-    rt->nest_cap = nin;
-  }
-  if (rt->nest) memset(rt->nest, 0, nin);
-  rt->nest_n = nin;
   if (!(rt->hooks & SG_LUA_HOOK_TRANSFORM) || nin == 0) return 0;
 
   lua_State *L = rt->L;
@@ -604,14 +608,9 @@ int sg_lua_transform(sg_lua_rt_t *rt, const uint8_t project_id[16], sg_span_batc
     rt->tx_sep = 0;
   }
   b->n = w;
-  rt->nest_n = w;
   rt->tx_n = 0;
   if (errors) *errors = nerr;
   return 0;
-}
-
-int sg_lua_span_nested(const sg_lua_rt_t *rt, size_t i) {
-  return i < rt->nest_n && rt->nest ? rt->nest[i] : 0;
 }
 
 /* ---- routing -------------------------------------------------------------------- */

@@ -10,11 +10,11 @@
 #include "buf.h"
 #include "ch.h"
 #include "ch_schema.h"
+#include "ch_setup.h"
 #include "config.h"
 #include "err.h"
 #include "log.h"
 #include "job.h"
-#include "lua_io.h"
 #include "lua_rt.h"
 #include "pg_schema.h"
 #include "server.h"
@@ -26,8 +26,9 @@ static const char usage_text[] =
     "  serve [-c FILE]                 run the gateway\n"
     "  schema --apply [-c FILE]        create what is missing in PostgreSQL (and ClickHouse\n"
     "                                  when use_clickhouse); never drops anything\n"
-    "  schema --print [--clickhouse-version X.Y]\n"
+    "  schema --print [--clickhouse-version X.Y] [-c FILE]\n"
     "                                  print the PostgreSQL DDL, or ClickHouse's for version X.Y\n"
+    "                                  (database and cluster keys from the configuration)\n"
     "  check [-c FILE]                 check the configuration and scripts, then exit\n"
     "  run SCRIPT.lua [ARGS...]        run a Lua job with the gw module (gw.pg, gw.ch, ...)\n"
     "  migrate [OPTIONS]               copy PostgreSQL history into ClickHouse (lua/jobs/migrate.lua)\n"
@@ -96,37 +97,24 @@ static int check_options(int argc, char **argv, const char *const *allowed) {
   return 0;
 }
 
-/* Creates what is missing of the ClickHouse schema, rendered for the
- * server's own version. */
+/* Creates what is missing of the ClickHouse schema (rendered for the
+ * server's own version; tables that exist keep their layout and get what
+ * they lack), printing each thing it did. */
 static int apply_clickhouse(const sg_config_t *cfg) {
   sg_ch_global_init();
-  sg_ch_opts_t o = {cfg->clickhouse_host, (int)cfg->clickhouse_port, cfg->clickhouse_user,
-                    cfg->clickhouse_password, NULL, (long)cfg->clickhouse_timeout_ms, 1};
-  sg_buf_t out = SG_BUF_INIT, err = SG_BUF_INIT;
-  sg_ch_version_t ver;
-  int rc = sg_ch_exec_sync(&o, "SELECT version()", NULL, 0, &out, &err);
-  if (rc == 0 && sg_ch_version_parse(out.data ? out.data : "", &ver) != 0) rc = SG_EPARSE;
+  sg_buf_t done = SG_BUF_INIT, err = SG_BUF_INIT;
+  sg_ch_target_t t;
+  int rc = sg_ch_setup(cfg, SG_CH_SETUP_CREATE, &t, &done, &err);
+  if (done.len) fwrite(done.data, 1, done.len, stdout);
   if (rc != 0) {
-    sg_error("schema", "ClickHouse at %s:%lld: %s", cfg->clickhouse_host, cfg->clickhouse_port,
-             err.data ? err.data : sg_strerror(rc));
-    sg_buf_free(&out);
-    sg_buf_free(&err);
-    return rc;
+    sg_error("schema", "%s", err.data ? err.data : sg_strerror(rc));
+  } else {
+    sg_info("schema", "ClickHouse %s schema is in place in database %s%s%s (spans rows: %s)",
+            t.version_text, cfg->clickhouse_database, cfg->clickhouse_cluster[0] ? " on cluster " : "",
+            cfg->clickhouse_cluster, (t.spans.flags & SG_CH_LAYOUT_DT64) ? "DateTime64" : "DateTime + _us");
+    if (done.len == 0) printf("ClickHouse: nothing was missing\n");
   }
-  sg_ch_stmts_t st;
-  rc = sg_ch_schema_statements(&ver, cfg->clickhouse_database, &st);
-  for (size_t i = 0; rc == 0 && i < st.n; i++) {
-    sg_buf_reset(&out);
-    sg_buf_reset(&err);
-    rc = sg_ch_exec_sync(&o, st.v[i], NULL, 0, &out, &err);
-    if (rc != 0)
-      sg_error("schema", "ClickHouse: %s\n  in: %.200s", err.data ? err.data : sg_strerror(rc), st.v[i]);
-  }
-  sg_ch_stmts_free(&st);
-  if (rc == 0)
-    sg_info("schema", "ClickHouse %d.%d schema is in place in database %s", ver.major, ver.minor,
-            cfg->clickhouse_database);
-  sg_buf_free(&out);
+  sg_buf_free(&done);
   sg_buf_free(&err);
   return rc;
 }
@@ -156,11 +144,19 @@ static int cmd_schema(int argc, char **argv) {
       fprintf(stderr, "spangate schema: '%s' is not a ClickHouse version (e.g. 24.8)\n", chver);
       return 2;
     }
+    /* the configuration's database and cluster keys (and their env overrides) */
     sg_config_t cfg;
-    sg_config_defaults(&cfg);
-    const char *db = getenv("CLICKHOUSE_DATABASE");
+    if (load_config(argc, argv, &cfg) != 0) return 1;
+    sg_ch_schema_opts_t so;
+    sg_ch_setup_opts(&cfg, &so);
     sg_buf_t b = SG_BUF_INIT;
-    sg_ch_schema_render(&ver, db && *db ? db : cfg.clickhouse_database, &b);
+    int rc = sg_ch_schema_render(&ver, &so, &b);
+    if (rc != 0) {
+      fprintf(stderr, "spangate schema: %s\n", sg_strerror(rc));
+      sg_buf_free(&b);
+      sg_config_free(&cfg);
+      return 1;
+    }
     fwrite(b.data, 1, b.len, stdout);
     sg_buf_free(&b);
     sg_config_free(&cfg);
@@ -237,9 +233,6 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *cmd = argv[1];
-  /* Hooks get gw.pg / gw.ch / gw.sleep that explain they cannot yield;
-   * jobs (job.c) install the real ones. */
-  sg_lua_set_io_injector(sg_lua_io_inject, NULL);
   if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) return help();
   if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
     printf("spangate %s\n", SG_VERSION);
@@ -251,7 +244,7 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "run") || !strcmp(cmd, "migrate") || !strcmp(cmd, "validate") ||
       !strcmp(cmd, "ttl"))
     return sg_job_main(argc, argv);
-  if (!strcmp(cmd, "config-markdown")) { /* used by `make docs` for the README */
+  if (!strcmp(cmd, "config-markdown")) { /* used by `make docs` for docs/configuration.md */
     sg_buf_t b = SG_BUF_INIT;
     sg_config_markdown(&b);
     fwrite(b.data, 1, b.len, stdout);

@@ -40,17 +40,9 @@
 #include <strings.h>
 #include <time.h>
 
+#include "decode_internal.h"
 #include "err.h"
-
-/* snprintf for paths in messages; truncating a long path is fine. */
-static void pathf(char *dst, size_t n, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void pathf(char *dst, size_t n, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(dst, n, fmt, ap);
-  va_end(ap);
-}
+#include "json_load.h"
 
 typedef struct {
   sg_span_batch_t *out;
@@ -233,7 +225,7 @@ static int events_field(nctx_t *c, json_t *o, const char *path, sg_span_t *s) {
   json_array_foreach(arr, i, ev) {
     int64_t ts = 0;
     json_t *attrs = NULL, *name;
-    pathf(sub, sizeof(sub), "%s.events[%zu]", path, i);
+    sg__pathf(sub, sizeof(sub), "%s.events[%zu]", path, i);
     if (!json_is_object(ev)) return bad(c, sub, NULL, "expected an object");
     name = get(ev, "name");
     if (name == NULL || !json_is_string(name)) return bad(c, sub, "name", "expected a string");
@@ -266,7 +258,7 @@ static int links_field(nctx_t *c, json_t *o, const char *path, sg_span_t *s) {
   json_array_foreach(arr, i, lk) {
     uint8_t t[16], sp[16];
     json_t *attrs, *l;
-    pathf(sub, sizeof(sub), "%s.links[%zu]", path, i);
+    sg__pathf(sub, sizeof(sub), "%s.links[%zu]", path, i);
     if (!json_is_object(lk)) return bad(c, sub, NULL, "expected an object");
     if (id_field(c, lk, sub, "trace_id", 1, t, NULL)) return SG_EINVAL;
     if (id_field(c, lk, sub, "span_id", 1, sp, NULL)) return SG_EINVAL;
@@ -339,14 +331,14 @@ static int span_fields(nctx_t *c, json_t *o, const char *path, sg_span_t *s) {
 int sg_native_decode_json(const char *p, size_t n, sg_span_batch_t *out, sg_buf_t *err) {
   json_t *doc, *spans, *o;
   nctx_t c;
-  size_t i;
+  size_t i, cost;
   char path[48];
   int rc;
   c.out = out;
-  if ((rc = sg__json_load(p, n, &doc, err))) return rc;
+  if ((rc = sg__json_load(p, n, &doc, &cost, err))) return rc;
   spans = json_is_object(doc) ? json_object_get(doc, "spans") : NULL;
   if (!json_is_array(spans)) {
-    json_decref(doc);
+    sg_json_release(doc, cost);
     sg_buf_puts(err, "body: expected a JSON object {\"spans\": [...]}");
     return SG_EPARSE;
   }
@@ -356,7 +348,7 @@ int sg_native_decode_json(const char *p, size_t n, sg_span_batch_t *out, sg_buf_
     s.trace_type = SG_NULL_ENUM;
     s.span_type = SG_NULL_ENUM;
     c.reason[0] = '\0';
-    pathf(path, sizeof(path), "spans[%zu]", i);
+    sg__pathf(path, sizeof(path), "spans[%zu]", i);
     rc = span_fields(&c, o, path, &s);
     if (rc == SG_EINVAL) {
       sg_span_batch_reject(out, "%s", c.reason);
@@ -372,6 +364,6 @@ int sg_native_decode_json(const char *p, size_t n, sg_span_batch_t *out, sg_buf_
     }
     *d = s;
   }
-  json_decref(doc);
+  sg_json_release(doc, cost); /* the spans keep what they reference */
   return rc;
 }

@@ -20,17 +20,13 @@
 #include <string.h>
 #include <strings.h>
 
+#include "decode_internal.h"
 #include "err.h"
+#include "json_load.h"
+#include "json_nest.h"
 
-/* snprintf for paths in messages; truncating a long path is fine. */
-static void pathf(char *dst, size_t n, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void pathf(char *dst, size_t n, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(dst, n, fmt, ap);
-  va_end(ap);
-}
+/* Attribute keys nest as deep as attribute values may (json_nest.h). */
+_Static_assert(SG_JSON_NEST_MAX_SEGMENTS == SG_ATTR_MAX_DEPTH, "nesting limits differ");
 
 typedef struct {
   sg_span_batch_t *out;
@@ -190,7 +186,7 @@ static int any_value(jctx_t *c, json_t *av, const char *path, int depth, json_t 
     nv = json_boolean(json_is_true(v));
   } else if ((v = field(av, "intValue", "int_value"))) {
     int64_t x = 0;
-    pathf(sub, sizeof(sub), "%s.intValue", path);
+    sg__pathf(sub, sizeof(sub), "%s.intValue", path);
     if (i64_value(c, v, sub, &x)) return SG_EINVAL;
     nv = json_integer(x);
   } else if ((v = field(av, "doubleValue", "double_value"))) {
@@ -211,7 +207,7 @@ static int any_value(jctx_t *c, json_t *av, const char *path, int depth, json_t 
       return bad(c, path, "doubleValue: expected a number");
     }
   } else if ((v = field(av, "arrayValue", "array_value"))) {
-    pathf(sub, sizeof(sub), "%s.arrayValue", path);
+    sg__pathf(sub, sizeof(sub), "%s.arrayValue", path);
     if (!json_is_object(v)) return bad(c, sub, "expected an object");
     if (depth >= SG_ATTR_MAX_DEPTH)
       return bad(c, sub, "values nested deeper than %d levels", SG_ATTR_MAX_DEPTH);
@@ -223,7 +219,7 @@ static int any_value(jctx_t *c, json_t *av, const char *path, int depth, json_t 
     json_array_foreach(vals, i, e) {
       json_t *x;
       int rc;
-      pathf(sub, sizeof(sub), "%s.arrayValue.values[%zu]", path, i);
+      sg__pathf(sub, sizeof(sub), "%s.arrayValue.values[%zu]", path, i);
       if ((rc = any_value(c, e, sub, depth + 1, &x)) != 0 ||
           (rc = json_array_append_new(nv, x) ? SG_ENOMEM : 0) != 0) {
         json_decref(nv);
@@ -231,11 +227,11 @@ static int any_value(jctx_t *c, json_t *av, const char *path, int depth, json_t 
       }
     }
   } else if ((v = field(av, "kvlistValue", "kvlist_value"))) {
-    pathf(sub, sizeof(sub), "%s.kvlistValue", path);
+    sg__pathf(sub, sizeof(sub), "%s.kvlistValue", path);
     if (!json_is_object(v)) return bad(c, sub, "expected an object");
     if (depth >= SG_ATTR_MAX_DEPTH)
       return bad(c, sub, "values nested deeper than %d levels", SG_ATTR_MAX_DEPTH);
-    pathf(sub, sizeof(sub), "%s.kvlistValue.values", path);
+    sg__pathf(sub, sizeof(sub), "%s.kvlistValue.values", path);
     int rc = kv_list(c, field(v, "values", NULL), sub, depth + 1, &nv);
     if (rc) {
       json_decref(nv);
@@ -269,11 +265,11 @@ static int kv_list(jctx_t *c, json_t *arr, const char *path, int depth, json_t *
   if (!json_is_array(arr)) return bad(c, path, "expected an array of {key, value}");
   if (*obj == NULL && (*obj = json_object()) == NULL) return SG_ENOMEM;
   json_array_foreach(arr, i, kv) {
-    pathf(sub, sizeof(sub), "%s[%zu]", path, i);
+    sg__pathf(sub, sizeof(sub), "%s[%zu]", path, i);
     if (!json_is_object(kv)) return bad(c, sub, "expected a {key, value} object");
     json_t *k = field(kv, "key", NULL), *val;
     if (k && !json_is_string(k)) return bad(c, sub, "key: expected a string");
-    pathf(sub, sizeof(sub), "%s[%zu].value", path, i);
+    sg__pathf(sub, sizeof(sub), "%s[%zu].value", path, i);
     int rc = any_value(c, field(kv, "value", NULL), sub, depth, &val);
     if (rc) return rc;
     char *key = k ? sanitized_cstr(k) : strdup("");
@@ -300,16 +296,16 @@ static int span_events(jctx_t *c, json_t *arr, const char *path, sg_span_t *s) {
     uint64_t t = 0;
     json_t *v, *attrs = NULL;
     int rc;
-    pathf(sub, sizeof(sub), "%s[%zu]", path, i);
+    sg__pathf(sub, sizeof(sub), "%s[%zu]", path, i);
     if (!json_is_object(ev)) return bad(c, sub, "expected an object");
     if ((v = field(ev, "timeUnixNano", "time_unix_nano"))) {
-      pathf(sub, sizeof(sub), "%s[%zu].timeUnixNano", path, i);
+      sg__pathf(sub, sizeof(sub), "%s[%zu].timeUnixNano", path, i);
       if (u64_value(c, v, sub, &t)) return SG_EINVAL;
     }
     json_t *name = field(ev, "name", NULL);
-    pathf(sub, sizeof(sub), "%s[%zu].name", path, i);
+    sg__pathf(sub, sizeof(sub), "%s[%zu].name", path, i);
     if (name && !json_is_string(name)) return bad(c, sub, "expected a string");
-    pathf(sub, sizeof(sub), "%s[%zu].attributes", path, i);
+    sg__pathf(sub, sizeof(sub), "%s[%zu].attributes", path, i);
     if ((rc = kv_list(c, field(ev, "attributes", NULL), sub, 0, &attrs))) {
       json_decref(attrs);
       return rc;
@@ -337,13 +333,13 @@ static int span_links(jctx_t *c, json_t *arr, const char *path, sg_span_t *s) {
   json_array_foreach(arr, i, lk) {
     uint8_t t[16], sp[16];
     json_t *attrs = NULL, *l;
-    pathf(sub, sizeof(sub), "%s[%zu]", path, i);
+    sg__pathf(sub, sizeof(sub), "%s[%zu]", path, i);
     if (!json_is_object(lk)) return bad(c, sub, "expected an object");
-    pathf(sub, sizeof(sub), "%s[%zu].traceId", path, i);
+    sg__pathf(sub, sizeof(sub), "%s[%zu].traceId", path, i);
     if (hex_id(c, field(lk, "traceId", "trace_id"), sub, 1, t)) return SG_EINVAL;
-    pathf(sub, sizeof(sub), "%s[%zu].spanId", path, i);
+    sg__pathf(sub, sizeof(sub), "%s[%zu].spanId", path, i);
     if (hex_id(c, field(lk, "spanId", "span_id"), sub, 0, sp)) return SG_EINVAL;
-    pathf(sub, sizeof(sub), "%s[%zu].attributes", path, i);
+    sg__pathf(sub, sizeof(sub), "%s[%zu].attributes", path, i);
     int rc = kv_list(c, field(lk, "attributes", NULL), sub, 0, &attrs);
     if (rc == 0) rc = sg__link_json(t, sp, attrs, &l);
     json_decref(attrs);
@@ -360,7 +356,7 @@ static int span_fields(jctx_t *c, json_t *o, const char *path, sg_span_t *s) {
   json_t *v;
   int rc, x = 0;
   if (!json_is_object(o)) return bad(c, path, "expected an object");
-#define SUB(name) (pathf(sub, sizeof(sub), "%s.%s", path, name), sub)
+#define SUB(name) (sg__pathf(sub, sizeof(sub), "%s.%s", path, name), sub)
   if (hex_id(c, field(o, "traceId", "trace_id"), SUB("traceId"), 1, s->trace_id))
     return SG_EINVAL;
   if (hex_id(c, field(o, "spanId", "span_id"), SUB("spanId"), 0, s->span_id))
@@ -464,11 +460,11 @@ static int scope_spans(jctx_t *c, json_t *ss, const char *path, json_t *resource
   strcpy(c->reason, res_reason);
   if ((v = field(ss, "scope", NULL))) {
     json_t *name = field(v, "name", NULL), *ver = field(v, "version", NULL), *attrs = NULL;
-    pathf(sub, sizeof(sub), "%s.scope", path);
+    sg__pathf(sub, sizeof(sub), "%s.scope", path);
     if (!json_is_object(v)) return shape_error(c, sub, "expected an object");
     if ((name && !json_is_string(name)) || (ver && !json_is_string(ver)))
       return shape_error(c, sub, "name and version must be strings");
-    pathf(sub, sizeof(sub), "%s.scope.attributes", path);
+    sg__pathf(sub, sizeof(sub), "%s.scope.attributes", path);
     rc = kv_list(c, field(v, "attributes", NULL), sub, 0, &attrs);
     if (rc == SG_ENOMEM || (attrs == NULL && (attrs = json_object()) == NULL)) {
       json_decref(attrs);
@@ -496,7 +492,7 @@ static int scope_spans(jctx_t *c, json_t *ss, const char *path, json_t *resource
   }
   strcpy(reason, c->reason);
   spans = field(ss, "spans", NULL);
-  pathf(sub, sizeof(sub), "%s.spans", path);
+  sg__pathf(sub, sizeof(sub), "%s.spans", path);
   if (spans && !json_is_array(spans)) {
     json_decref(scope);
     return shape_error(c, sub, "expected an array");
@@ -504,7 +500,7 @@ static int scope_spans(jctx_t *c, json_t *ss, const char *path, json_t *resource
   size_t i;
   json_t *sp;
   json_array_foreach(spans, i, sp) {
-    pathf(sub, sizeof(sub), "%s.spans[%zu]", path, i);
+    sg__pathf(sub, sizeof(sub), "%s.spans[%zu]", path, i);
     if ((rc = decode_span(c, sp, sub, resource, scope, reason))) break;
   }
   json_decref(scope);
@@ -518,9 +514,9 @@ static int resource_spans(jctx_t *c, json_t *rs, const char *path) {
   if (!json_is_object(rs)) return shape_error(c, path, "expected an object");
   c->reason[0] = '\0';
   if ((v = field(rs, "resource", NULL))) {
-    pathf(sub, sizeof(sub), "%s.resource", path);
+    sg__pathf(sub, sizeof(sub), "%s.resource", path);
     if (!json_is_object(v)) return shape_error(c, sub, "expected an object");
-    pathf(sub, sizeof(sub), "%s.resource.attributes", path);
+    sg__pathf(sub, sizeof(sub), "%s.resource.attributes", path);
     rc = kv_list(c, field(v, "attributes", NULL), sub, 0, &res);
     if (rc == SG_ENOMEM) {
       json_decref(res);
@@ -529,7 +525,7 @@ static int resource_spans(jctx_t *c, json_t *rs, const char *path) {
   }
   strcpy(reason, c->reason);
   sss = field(rs, "scopeSpans", "scope_spans");
-  pathf(sub, sizeof(sub), "%s.scopeSpans", path);
+  sg__pathf(sub, sizeof(sub), "%s.scopeSpans", path);
   rc = 0;
   if (sss && !json_is_array(sss)) {
     rc = shape_error(c, sub, "expected an array");
@@ -537,7 +533,7 @@ static int resource_spans(jctx_t *c, json_t *rs, const char *path) {
     size_t i;
     json_t *ss;
     json_array_foreach(sss, i, ss) {
-      pathf(sub, sizeof(sub), "%s.scopeSpans[%zu]", path, i);
+      sg__pathf(sub, sizeof(sub), "%s.scopeSpans[%zu]", path, i);
       if ((rc = scope_spans(c, ss, sub, res, reason))) break;
     }
   }
@@ -545,31 +541,17 @@ static int resource_spans(jctx_t *c, json_t *rs, const char *path) {
   return rc;
 }
 
-/* Parse a body with jansson; SG_EPARSE with "body is not valid JSON: ...". */
-int sg__json_load(const char *p, size_t n, json_t **doc, sg_buf_t *err) {
-  json_error_t je;
-  *doc = json_loadb(p, n, JSON_ALLOW_NUL, &je);
-  if (*doc == NULL) {
-    if (json_error_code(&je) == json_error_out_of_memory) return SG_ENOMEM;
-    char why[sizeof(je.text)];
-    sg__printable(je.text, strlen(je.text), sizeof(why) - 1, why, sizeof(why));
-    sg_buf_printf(err, "body is not valid JSON: %s at line %d column %d", why, je.line,
-                  je.column);
-    return SG_EPARSE;
-  }
-  return 0;
-}
-
 int sg_otlp_decode_json(const char *p, size_t n, sg_span_batch_t *out, sg_buf_t *err) {
   jctx_t c;
   json_t *doc, *rss;
+  size_t cost;
   int rc;
   c.out = out;
   c.err = err;
   c.reason[0] = '\0';
-  if ((rc = sg__json_load(p, n, &doc, err))) return rc;
+  if ((rc = sg__json_load(p, n, &doc, &cost, err))) return rc;
   if (!json_is_object(doc)) {
-    json_decref(doc);
+    sg_json_release(doc, cost);
     sg_buf_puts(err, "body: expected a JSON object {\"resourceSpans\": [...]}");
     return SG_EPARSE;
   }
@@ -581,11 +563,11 @@ int sg_otlp_decode_json(const char *p, size_t n, sg_span_batch_t *out, sg_buf_t 
     json_t *rs;
     char path[64];
     json_array_foreach(rss, i, rs) {
-      pathf(path, sizeof(path), "resourceSpans[%zu]", i);
+      sg__pathf(path, sizeof(path), "resourceSpans[%zu]", i);
       if ((rc = resource_spans(&c, rs, path))) break;
     }
   }
-  json_decref(doc);
+  sg_json_release(doc, cost);
   return rc;
 }
 

@@ -1,5 +1,5 @@
 /* otlp_proto.c - OTLP/HTTP protobuf bodies to span records; the protobuf
- * response bodies; helpers shared by the three decoders.
+ * response bodies.
  *
  * The request is read in place with a small wire-format reader instead of
  * protobuf_c_message_unpack(): unpack builds the whole message tree first
@@ -15,236 +15,15 @@
  */
 #include "decode.h"
 
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "decode_internal.h"
 #include "err.h"
-
-/* snprintf for paths in messages; truncating a long path is fine. */
-static void pathf(char *dst, size_t n, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void pathf(char *dst, size_t n, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(dst, n, fmt, ap);
-  va_end(ap);
-}
 #include "google/rpc/status.pb-c.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
-
-/* ---- shared helpers --------------------------------------------------------- */
-
-json_t *sg__base64_json(const uint8_t *p, size_t n) {
-  static const char tab[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  size_t olen = (n + 2) / 3 * 4;
-  char *o = malloc(olen + 1), *w = o;
-  if (o == NULL) return NULL;
-  size_t i = 0;
-  for (; i + 3 <= n; i += 3) {
-    uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-    *w++ = tab[v >> 18];
-    *w++ = tab[v >> 12 & 63];
-    *w++ = tab[v >> 6 & 63];
-    *w++ = tab[v & 63];
-  }
-  if (n - i == 1) {
-    uint32_t v = (uint32_t)p[i] << 16;
-    *w++ = tab[v >> 18];
-    *w++ = tab[v >> 12 & 63];
-    *w++ = '=';
-    *w++ = '=';
-  } else if (n - i == 2) {
-    uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
-    *w++ = tab[v >> 18];
-    *w++ = tab[v >> 12 & 63];
-    *w++ = tab[v >> 6 & 63];
-    *w++ = '=';
-  }
-  *w = '\0';
-  json_t *j = json_stringn_nocheck(o, olen);
-  free(o);
-  return j;
-}
-
-static int b64val(unsigned char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+' || c == '-') return 62;
-  if (c == '/' || c == '_') return 63;
-  return -1;
-}
-
-int sg__base64_decode(const char *s, size_t n, sg_buf_t *out) {
-  while (n > 0 && s[n - 1] == '=') n--; /* padding is optional */
-  if (n % 4 == 1) return SG_EINVAL;
-  if (sg_buf_reserve(out, n / 4 * 3 + 2) != 0) return SG_ENOMEM;
-  uint32_t acc = 0;
-  int bits = 0;
-  for (size_t i = 0; i < n; i++) {
-    int v = b64val((unsigned char)s[i]);
-    if (v < 0) return SG_EINVAL;
-    acc = acc << 6 | (uint32_t)v;
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out->data[out->len++] = (char)(acc >> bits & 0xff);
-    }
-  }
-  out->data[out->len] = '\0';
-  return 0;
-}
-
-json_t *sg__json_string_sanitized(const char *s, size_t n) {
-  /* jansson validates UTF-8 as strictly as PostgreSQL (no overlongs, no
-   * surrogates); only NUL needs a separate look. Clean strings: one copy. */
-  if (memchr(s, 0, n) == NULL) {
-    json_t *j = json_stringn(s, n);
-    if (j) return j;
-  }
-  int changed;
-  char *c = sg_utf8_sanitize(s, n, &changed);
-  if (c == NULL) return NULL;
-  json_t *j = json_string_nocheck(c);
-  free(c);
-  return j;
-}
-
-void sg__printable(const char *s, size_t n, size_t max, char *out, size_t outsz) {
-  size_t o = 0, i = 0;
-  if (outsz == 0) return;
-  if (max > outsz - 1) max = outsz - 1;
-  while (i < n && o < max) {
-    unsigned char c = (unsigned char)s[i];
-    size_t l = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3
-             : (c & 0xF8) == 0xF0 ? 4 : 0;
-    if (l > 1 && i + l <= n) {
-      int changed = 1;
-      char *t = sg_utf8_sanitize(s + i, l, &changed);
-      free(t);
-      if (t == NULL || changed) l = 0;
-    } else if (l > 1) {
-      l = 0;
-    }
-    if (l == 0 || (l == 1 && (c < 0x20 || c == 0x7f))) {
-      out[o++] = '?';
-      i += l ? l : 1;
-      continue;
-    }
-    if (o + l > max) break;
-    memcpy(out + o, s + i, l);
-    o += l;
-    i += l;
-  }
-  out[o] = '\0';
-}
-
-json_t *sg__json_double(double d) {
-  if (isnan(d)) return json_string("NaN");
-  if (isinf(d)) return json_string(d > 0 ? "Infinity" : "-Infinity");
-  return json_real(d);
-}
-
-/* Rough size of a JSON tree, to bound what flattening may produce. */
-static size_t json_weight(json_t *v, int depth) {
-  size_t w = 8;
-  if (depth > SG_ATTR_MAX_DEPTH + 8) return w;
-  if (json_is_object(v)) {
-    const char *k;
-    json_t *x;
-    json_object_foreach(v, k, x) w += strlen(k) + json_weight(x, depth + 1);
-  } else if (json_is_array(v)) {
-    size_t i;
-    json_t *x;
-    json_array_foreach(v, i, x) w += json_weight(x, depth + 1);
-  }
-  return w;
-}
-
-/* Agenta's marshall(): nested dicts and lists become dotted keys
- * ("attributes.a.0.b"); empty containers vanish. budget bounds the key
- * bytes produced (a deep chain of long keys with many leaves would
- * otherwise grow quadratically). 0, SG_ENOMEM or SG_ETOOBIG. */
-static int marshall(json_t *dst, sg_buf_t *key, json_t *v, size_t *budget, int depth) {
-  size_t base = key->len;
-  int rc = 0;
-  if (depth > SG_ATTR_MAX_DEPTH + 8) return SG_ETOOBIG;
-  if (json_is_object(v) || json_is_array(v)) {
-    const char *k;
-    json_t *x;
-    size_t i;
-    if (json_is_object(v)) {
-      json_object_foreach(v, k, x) {
-        key->len = base;
-        if (sg_buf_putc(key, '.') || sg_buf_puts(key, k)) return SG_ENOMEM;
-        if ((rc = marshall(dst, key, x, budget, depth + 1)) != 0) return rc;
-      }
-    } else {
-      json_array_foreach(v, i, x) {
-        key->len = base;
-        if (sg_buf_printf(key, ".%zu", i)) return SG_ENOMEM;
-        if ((rc = marshall(dst, key, x, budget, depth + 1)) != 0) return rc;
-      }
-    }
-    key->len = base;
-    key->data[base] = '\0';
-    return 0;
-  }
-  if (key->len > *budget) return SG_ETOOBIG;
-  *budget -= key->len;
-  if (json_object_set_nocheck(dst, key->data, v) != 0) return SG_ENOMEM;
-  return 0;
-}
-
-int sg__link_json(const uint8_t trace_id[16], const uint8_t span_id[16], json_t *attrs,
-                  json_t **out) {
-  char t[37], s[37];
-  sg_uuid_format(trace_id, t);
-  sg_uuid_format(span_id, s);
-  *out = NULL;
-  json_t *o = json_object();
-  if (o == NULL) return SG_ENOMEM;
-  if (json_object_set_new_nocheck(o, "trace_id", json_string_nocheck(t)) ||
-      json_object_set_new_nocheck(o, "span_id", json_string_nocheck(s))) {
-    json_decref(o);
-    return SG_ENOMEM;
-  }
-  if (attrs && (json_object_size(attrs) > 0 || json_array_size(attrs) > 0)) {
-    sg_buf_t key = SG_BUF_INIT;
-    size_t budget = 8 * json_weight(attrs, 0) + 4096;
-    int rc = sg_buf_puts(&key, "attributes");
-    if (rc == 0) rc = marshall(o, &key, attrs, &budget, 0);
-    sg_buf_free(&key);
-    if (rc != 0) {
-      json_decref(o);
-      return rc;
-    }
-  }
-  *out = o;
-  return 0;
-}
-
-json_t *sg__event_json(const char *name, int64_t ts_us, json_t *attrs) {
-  char ts[32];
-  sg_time_format(ts_us, ts);
-  json_t *o = json_object();
-  if (o == NULL || json_object_set_new_nocheck(o, "name", json_string_nocheck(name)) ||
-      json_object_set_new_nocheck(o, "timestamp", json_string_nocheck(ts))) {
-    json_decref(o);
-    json_decref(attrs);
-    return NULL;
-  }
-  /* set_new steals attrs, also when it fails */
-  if (json_object_set_new_nocheck(o, "attributes", attrs ? attrs : json_object())) {
-    json_decref(o);
-    return NULL;
-  }
-  return o;
-}
 
 /* ---- wire reader ------------------------------------------------------------ */
 
@@ -360,8 +139,14 @@ static int rd_next(pctx_t *c, rd_t *r, fld_t *f) {
   }
 }
 
+/* Charges cost to the budget: 0, or SG_ETOOBIG (message in err) when the
+ * request would take more than its budget: too large, as JSON over its own
+ * budget is (ingest answers 413), not malformed. */
 static int charge(pctx_t *c, size_t cost) {
-  if (cost > c->budget) return perr(c, "message expands too much when decoded");
+  if (cost > c->budget) {
+    perr(c, "message expands too much when decoded");
+    return SG_ETOOBIG;
+  }
   c->budget -= cost;
   return 0;
 }
@@ -518,18 +303,6 @@ static char *cstr_sanitized(const uint8_t *p, size_t n) {
 
 static int64_t ns_to_us(uint64_t ns) {
   return (int64_t)(ns / 1000); /* < 1.9e16 µs: no overflow */
-}
-
-const char *sg__time_range_text(char out[48]) {
-  char lo[32], hi[32];
-  sg_time_format(SG_TIME_MIN_US, lo);
-  sg_time_format(SG_TIME_MAX_US, hi);
-  /* whole seconds are enough here: "YYYY-MM-DDThh:mm:ss" is 19 chars */
-  memcpy(out, lo, 19);
-  memcpy(out + 19, "Z..", 3);
-  memcpy(out + 22, hi, 19);
-  memcpy(out + 41, "Z", 2);
-  return out;
 }
 
 static int time_in_range(int64_t us) {
@@ -744,7 +517,7 @@ static int decode_scope_spans(pctx_t *c, const uint8_t *p, size_t n, size_t ri, 
   const uint8_t *name = NULL, *version = NULL;
   size_t namelen = 0, verlen = 0, spi = 0;
   int rc, have_scope = 0;
-  pathf(c->where, sizeof(c->where), "resource_spans[%zu].scope_spans[%zu].scope", ri, si);
+  sg__pathf(c->where, sizeof(c->where), "resource_spans[%zu].scope_spans[%zu].scope", ri, si);
   strcpy(c->reason, res_reason);
   while ((rc = rd_next(c, &r, &f)) == 1) {
     if (f.num != 1) continue;
@@ -783,7 +556,7 @@ static int decode_scope_spans(pctx_t *c, const uint8_t *p, size_t n, size_t ri, 
   r.p = p;
   while ((rc = rd_next(c, &r, &f)) == 1) {
     if (f.num != 2) continue;
-    pathf(c->where, sizeof(c->where), "resource_spans[%zu].scope_spans[%zu].spans[%zu]",
+    sg__pathf(c->where, sizeof(c->where), "resource_spans[%zu].scope_spans[%zu].spans[%zu]",
              ri, si, spi++);
     if ((rc = want(c, &f, WT_LEN, "ScopeSpans.spans"))) goto out;
     strcpy(c->reason, scope_reason);
@@ -805,7 +578,7 @@ static int decode_resource_spans(pctx_t *c, const uint8_t *p, size_t n, size_t r
   json_t *res = NULL;
   size_t si = 0;
   int rc;
-  pathf(c->where, sizeof(c->where), "resource_spans[%zu].resource", ri);
+  sg__pathf(c->where, sizeof(c->where), "resource_spans[%zu].resource", ri);
   c->reason[0] = '\0';
   while ((rc = rd_next(c, &r, &f)) == 1) {
     if (f.num != 1) continue;

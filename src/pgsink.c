@@ -73,6 +73,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "hash.h"
 #include "json_nest.h"
 
 #define REASON_MAX 240
@@ -320,12 +321,13 @@ static void job_free(job_t *job) {
 
 /* ---- building the statement -------------------------------------------------- */
 
+/* Keyed (hash.h): trace and span ids are the client's to choose. */
 static uint64_t key_hash(const uint8_t *p, const uint8_t *t, const uint8_t *sp) {
-  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-  for (int i = 0; i < 16; i++) h = (h ^ p[i]) * 1099511628211ULL;
-  for (int i = 0; i < 16; i++) h = (h ^ t[i]) * 1099511628211ULL;
-  for (int i = 0; i < 16; i++) h = (h ^ sp[i]) * 1099511628211ULL;
-  return h;
+  uint8_t k[48];
+  memcpy(k, p, 16);
+  memcpy(k + 16, t, 16);
+  memcpy(k + 32, sp, 16);
+  return sg_hash(k, sizeof k);
 }
 
 /* Slot for the key: either holding its row or the empty slot to use. */

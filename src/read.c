@@ -3,8 +3,8 @@
  *   POST /v1/spans/query         Agenta's filtering + windowing  PostgreSQL
  *   GET  /v1/analytics/spans     counts, errors, percentiles     PostgreSQL or ClickHouse
  *
- * Every request authenticates first (as ingest does) and reads only the
- * key's project. The SQL comes from read_filter.c, which binds every value
+ * The router authenticates every request first (the table's key column)
+ * and a handler reads only the key's project. The SQL comes from read_filter.c, which binds every value
  * the client sent as a parameter. Analytics go to ClickHouse only when the
  * dual-write is on, routing.lua's clickhouse() writes the project there and
  * its read_backend() says "clickhouse"; they read the spans_analytics table
@@ -18,22 +18,18 @@
 
 #include "ch.h"
 #include "err.h"
+#include "json_load.h"
 #include "log.h"
+#include "read.h"
+#include "read_analytics.h"
 #include "read_filter.h"
+#include "read_span.h"
 #include "span.h"
 #include "worker.h"
-
-/* Per-worker state: the ClickHouse client analytics use, made on first use. */
-struct sg__read_s {
-  sg_ch_client_t *ch;
-};
-
-enum { R_TRACE, R_QUERY, R_ANALYTICS };
 
 typedef struct {
   sg_worker_t *w;
   sg_http_req_t *req;
-  int kind;
   char id_text[80];      /* the {trace_id} path segment */
   uint8_t trace_id[16];
   sg_principal_t who;
@@ -49,7 +45,7 @@ static void rd_free(rd_t *r) {
 }
 
 static void rd_fail(rd_t *r, int status, const char *msg, const char *extra) {
-  sg__respond_error(r->req, status, msg, extra);
+  sg_http_respond_error(r->req, status, msg, extra);
   rd_free(r);
 }
 
@@ -199,7 +195,13 @@ static void query_start(rd_t *r) {
   while (i < req->body.len && strchr(" \t\r\n", req->body.data[i])) i++;
   if (i < req->body.len) {
     json_error_t je;
-    r->body = json_loadb(req->body.data, req->body.len, JSON_REJECT_DUPLICATES, &je);
+    int lrc = sg_json_load_bounded(req->body.data, req->body.len, JSON_REJECT_DUPLICATES,
+                                   sg_json_tree_budget(req->body.len), &r->body, &je, NULL);
+    if (lrc == SG_ETOOBIG) {
+      rd_fail(r, 413, "query body too large: parsing it would take more than 64x its size "
+              "(or 256 MiB) of memory", NULL);
+      return;
+    }
     if (!r->body || !json_is_object(r->body)) {
       char msg[256];
       if (r->body) snprintf(msg, sizeof msg, "body must be a JSON object");
@@ -385,17 +387,6 @@ static void analytics_ch_cb(void *arg, const sg_ch_result_t *res) {
   sg_buf_free(&b);
 }
 
-static sg_ch_client_t *read_ch(sg_worker_t *w) {
-  if (!w->read && !(w->read = calloc(1, sizeof *w->read))) return NULL;
-  if (!w->read->ch) {
-    const sg_config_t *cfg = w->cfg;
-    sg_ch_opts_t o = {cfg->clickhouse_host, (int)cfg->clickhouse_port, cfg->clickhouse_user,
-                      cfg->clickhouse_password, cfg->clickhouse_database, cfg->clickhouse_timeout_ms, 2};
-    w->read->ch = sg_ch_client_new(&w->loop, &o);
-  }
-  return w->read->ch;
-}
-
 /* routing.lua's say, for this project and request. */
 static int analytics_backend(rd_t *r) {
   sg_worker_t *w = r->w;
@@ -424,7 +415,7 @@ static void analytics_start(rd_t *r) {
   }
   sg_buf_free(&err);
   if (analytics_backend(r) == SG_READ_CLICKHOUSE) {
-    sg_ch_client_t *ch = read_ch(r->w);
+    sg_ch_client_t *ch = r->w->ch; /* the worker's client */
     sg_buf_t sql = SG_BUF_INIT;
     rc = ch ? sg_rf_analytics_ch_sql(&r->an, r->who.project_id, r->w->cfg->clickhouse_database, &sql)
             : SG_ENOMEM;
@@ -444,50 +435,34 @@ static void analytics_start(rd_t *r) {
 
 /* ---- entry points --------------------------------------------------------------------- */
 
-static void auth_cb(void *arg, int rc, const sg_principal_t *who, const char *msg) {
-  rd_t *r = arg;
-  if (rc == SG_EUNAVAIL) {
-    rd_fail(r, 503, "the API key store is unavailable; retry later", "Retry-After: 2\r\n");
-    return;
-  }
-  if (rc != 0) {
-    rd_fail(r, 401, msg ? msg : "invalid API key", "WWW-Authenticate: ApiKey\r\n");
-    return;
-  }
-  r->who = *who;
-  switch (r->kind) {
-  case R_TRACE: trace_start(r); return;
-  case R_QUERY: query_start(r); return;
-  default: analytics_start(r); return;
-  }
-}
-
-static void start(sg_worker_t *w, sg_http_req_t *req, int kind, const char *id) {
+/* The request's state, with the key's principal; NULL (answered 503) when
+ * out of memory. */
+static rd_t *start(const sg_route_call_t *call) {
   rd_t *r = calloc(1, sizeof *r);
   if (!r) {
-    sg__respond_error(req, 503, "out of memory", "Retry-After: 1\r\n");
-    return;
+    sg_http_respond_error(call->req, 503, "out of memory", "Retry-After: 1\r\n");
+    return NULL;
   }
-  r->w = w;
-  r->req = req;
-  r->kind = kind;
+  r->w = call->w;
+  r->req = call->req;
+  r->who = *call->who;
   sg_rf_query_init(&r->q);
-  if (id) snprintf(r->id_text, sizeof r->id_text, "%s", id);
-  if (id && strlen(id) >= sizeof r->id_text) r->id_text[0] = '\0'; /* too long: rejected later */
-  sg_auth_check(w->auth, sg_http_header(req, "authorization"), auth_cb, r);
+  if (call->param_len && call->param_len < sizeof r->id_text) /* too long: left empty, a bad id */
+    memcpy(r->id_text, call->param, call->param_len);
+  return r;
 }
 
-void sg__read_trace(sg_worker_t *w, sg_http_req_t *req, const char *trace_id) {
-  start(w, req, R_TRACE, trace_id);
+void sg__read_trace(const sg_route_call_t *call) {
+  rd_t *r = start(call);
+  if (r) trace_start(r);
 }
 
-void sg__read_query(sg_worker_t *w, sg_http_req_t *req) { start(w, req, R_QUERY, NULL); }
+void sg__read_query(const sg_route_call_t *call) {
+  rd_t *r = start(call);
+  if (r) query_start(r);
+}
 
-void sg__read_analytics(sg_worker_t *w, sg_http_req_t *req) { start(w, req, R_ANALYTICS, NULL); }
-
-void sg__read_close(sg_worker_t *w) {
-  if (!w->read) return;
-  if (w->read->ch) sg_ch_client_close(w->read->ch);
-  free(w->read);
-  w->read = NULL;
+void sg__read_analytics(const sg_route_call_t *call) {
+  rd_t *r = start(call);
+  if (r) analytics_start(r);
 }

@@ -1,6 +1,6 @@
 /* read_filter.c - Agenta's filtering/windowing shape compiled to parameterized
- * PostgreSQL, the span row renderer, the keyset cursor, and the analytics
- * statements. See read_filter.h for the rules; docs/read.md for the API.
+ * PostgreSQL (POST /v1/spans/query) and the trace statement. See
+ * read_filter.h for the rules; docs/read.md for the API.
  *
  * How a condition becomes SQL (L = the JSON leaf when a key is given:
  * `col #> $path::text[]`, or COALESCE(that, col -> $key) when the key has
@@ -28,13 +28,14 @@
 #include "read_filter.h"
 
 #include <ctype.h>
-#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "err.h"
+#include "read_internal.h"
+#include "read_span.h"
 #include "span.h"
 
 #define MAX_DEPTH 10
@@ -159,9 +160,8 @@ static int find_op(const char *s) {
 
 /* ---- messages ---------------------------------------------------------------- */
 
-static int fail(sg_buf_t *err, const char *where, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(sg_buf_t *err, const char *where, const char *fmt, ...) {
+/* sg__rf_fail and sg__rf_shown serve read_analytics.c too (read_internal.h). */
+int sg__rf_fail(sg_buf_t *err, const char *where, const char *fmt, ...) {
   if (err) {
     va_list ap;
     sg_buf_printf(err, "%s: ", where);
@@ -180,8 +180,7 @@ static void known_ops(sg_buf_t *b) {
   for (int i = 0; i < OP_COUNT; i++) sg_buf_printf(b, "%s%s", i ? ", " : "", op_names[i]);
 }
 
-/* A client string quoted for a message: at most 64 bytes, JSON-ish escaped. */
-static const char *shown(const char *s, char out[80]) {
+const char *sg__rf_shown(const char *s, char out[80]) {
   size_t n = 0;
   for (; *s && n < 70; s++) {
     unsigned char c = (unsigned char)*s;
@@ -237,15 +236,15 @@ static int column_value(const field_t *f, const json_t *v, const char *where, sg
     uint8_t id[16];
     char u[37];
     if (!json_is_string(v) || sg_id_parse(json_string_value(v), json_string_length(v), id) != 0)
-      return fail(err, where, "%s takes an id (32 hex digits, 16 hex digits, 0x-hex or a dashed UUID)",
-                  f->name);
+      return sg__rf_fail(err, where, "%s takes an id (32 hex digits, 16 hex digits, 0x-hex or a dashed UUID)",
+                         f->name);
     sg_uuid_format(id, u);
     return sg_buf_puts(out, u);
   }
   case K_ENUM: {
     char up[64];
     size_t n = 0;
-    if (!json_is_string(v)) return fail(err, where, "%s takes a string", f->name);
+    if (!json_is_string(v)) return sg__rf_fail(err, where, "%s takes a string", f->name);
     const char *s = json_string_value(v);
     for (; s[n] && n + 1 < sizeof up; n++) up[n] = (char)toupper((unsigned char)s[n]);
     up[n] = '\0';
@@ -256,7 +255,7 @@ static int column_value(const field_t *f, const json_t *v, const char *where, sg
       e = f->parse(full);
       if (e >= 0) return sg_buf_puts(out, full);
     }
-    if (e < 0) return fail(err, where, "unknown %s '%s'", f->name, shown(s, tmp));
+    if (e < 0) return sg__rf_fail(err, where, "unknown %s '%s'", f->name, sg__rf_shown(s, tmp));
     return sg_buf_puts(out, up);
   }
   case K_STRING:
@@ -269,13 +268,13 @@ static int column_value(const field_t *f, const json_t *v, const char *where, sg
       free(t);
       return rc;
     }
-    return fail(err, where, "%s takes a string", f->name);
+    return sg__rf_fail(err, where, "%s takes a string", f->name);
   case K_TIME: {
     int64_t us;
     char iso[32];
     if (time_value(v, &us) != 0)
-      return fail(err, where, "%s takes an ISO-8601 time or an integer epoch (s, ms, µs or ns)",
-                  f->name);
+      return sg__rf_fail(err, where, "%s takes an ISO-8601 time or an integer epoch (s, ms, µs or ns)",
+                         f->name);
     sg_time_format(us, iso);
     return sg_buf_puts(out, iso);
   }
@@ -325,7 +324,7 @@ static int like_pattern(ctx_t *c, op_t op, const char *s) {
 
 /* Writes `<expr> <ILIKE|LIKE|~*|~> $n` for a string operator over expr. */
 static int string_op(ctx_t *c, op_t op, const char *expr, const json_t *v, int cs, const char *where) {
-  if (!json_is_string(v)) return fail(c->err, where, "%s takes a string value", op_names[op]);
+  if (!json_is_string(v)) return sg__rf_fail(c->err, where, "%s takes a string value", op_names[op]);
   int rc = like_pattern(c, op, json_string_value(v)), n;
   if (rc || (rc = add_param(c, &n))) return rc;
   const char *sqlop = op == OP_MATCHES ? (cs ? "~" : "~*") : (cs ? "LIKE" : "ILIKE");
@@ -368,14 +367,14 @@ static int column_condition(ctx_t *c, const field_t *f, op_t op, const json_t *v
   case OP_LTE:
   case OP_BTWN:
     if (f->kind != K_TIME && f->kind != K_STRING)
-      return fail(c->err, where, "operator '%s' does not apply to field '%s'", op_names[op], f->name);
+      return sg__rf_fail(c->err, where, "operator '%s' does not apply to field '%s'", op_names[op], f->name);
     if (op != OP_BTWN) {
       if ((rc = column_param(c, f, v, where, &n))) return rc;
       SQL("%s %s $%d::%s", col, cmp_sql(op), n, T);
       return 0;
     }
     if (!json_is_array(v) || json_array_size(v) != 2)
-      return fail(c->err, where, "btwn takes a list of two values [low, high]");
+      return sg__rf_fail(c->err, where, "btwn takes a list of two values [low, high]");
     if ((rc = column_param(c, f, json_array_get(v, 0), where, &n)) ||
         (rc = column_param(c, f, json_array_get(v, 1), where, &m)))
       return rc;
@@ -387,12 +386,12 @@ static int column_condition(ctx_t *c, const field_t *f, op_t op, const json_t *v
   case OP_LIKE:
   case OP_MATCHES:
     if (f->kind != K_STRING)
-      return fail(c->err, where, "operator '%s' does not apply to field '%s'", op_names[op], f->name);
+      return sg__rf_fail(c->err, where, "operator '%s' does not apply to field '%s'", op_names[op], f->name);
     return string_op(c, op, col, v, opt_case_sensitive(cond), where);
   case OP_IN:
   case OP_NOT_IN: {
     if (!json_is_array(v) || json_array_size(v) > MAX_LIST)
-      return fail(c->err, where, "%s takes a list of at most %d values", op_names[op], MAX_LIST);
+      return sg__rf_fail(c->err, where, "%s takes a list of at most %d values", op_names[op], MAX_LIST);
     sg_buf_t arr = SG_BUF_INIT;
     rc = sg_buf_putc(&arr, '{');
     size_t i;
@@ -413,7 +412,7 @@ static int column_condition(ctx_t *c, const field_t *f, op_t op, const json_t *v
   }
   default: break;
   }
-  return fail(c->err, where, "operator '%s' does not apply to field '%s'", op_names[op], f->name);
+  return sg__rf_fail(c->err, where, "operator '%s' does not apply to field '%s'", op_names[op], f->name);
 }
 
 /* Splits key on '.' into path (text[] literal) and, when every segment is
@@ -422,7 +421,7 @@ static int key_path(ctx_t *c, const char *key, const char *where, int dry, int *
                     int *numeric_seg) {
   size_t len = strlen(key);
   char tmp[80];
-  if (len == 0 || len > MAX_KEY) return fail(c->err, where, "key must be 1 to %d bytes", MAX_KEY);
+  if (len == 0 || len > MAX_KEY) return sg__rf_fail(c->err, where, "key must be 1 to %d bytes", MAX_KEY);
   sg_buf_t arr = SG_BUF_INIT;
   int rc = sg_buf_putc(&arr, '{'), segs = 0;
   *numeric_seg = 0;
@@ -432,7 +431,7 @@ static int key_path(ctx_t *c, const char *key, const char *where, int dry, int *
     size_t n = dot ? (size_t)(dot - p) : strlen(p);
     if (n == 0) {
       sg_buf_free(&arr);
-      return fail(c->err, where, "key '%s' has an empty path element", shown(key, tmp));
+      return sg__rf_fail(c->err, where, "key '%s' has an empty path element", sg__rf_shown(key, tmp));
     }
     int digits = 1;
     for (size_t i = 0; i < n; i++)
@@ -449,7 +448,7 @@ static int key_path(ctx_t *c, const char *key, const char *where, int dry, int *
   }
   if (segs > MAX_SEGMENTS) {
     sg_buf_free(&arr);
-    return fail(c->err, where, "key has more than %d path elements", MAX_SEGMENTS);
+    return sg__rf_fail(c->err, where, "key has more than %d path elements", MAX_SEGMENTS);
   }
   if (rc == 0) rc = sg_buf_putc(&arr, '}');
   int n = rc ? rc : dry ? 0 : param_buf(c->q, &arr);
@@ -528,7 +527,7 @@ static int json_condition(ctx_t *c, const field_t *f, const char *key, op_t op, 
       return 0;
     }
     default:
-      return fail(c->err, where, "operator '%s' on field '%s' needs a key", op_names[op], f->name);
+      return sg__rf_fail(c->err, where, "operator '%s' on field '%s' needs a key", op_names[op], f->name);
     }
   }
   int path = 0, nsegs = 0, numeric = 0;
@@ -581,7 +580,7 @@ static int json_condition(ctx_t *c, const field_t *f, const char *key, op_t op, 
   }
   case OP_EQ:
   case OP_NEQ:
-    if (v == NULL) return fail(c->err, where, "%s needs a value", op_names[op]);
+    if (v == NULL) return sg__rf_fail(c->err, where, "%s needs a value", op_names[op]);
     if ((rc = json_param(c, v, &n))) return rc;
     SQL(op == OP_EQ ? "%s = $%d::jsonb" : "(%s = $%d::jsonb) IS NOT TRUE", leaf, n);
     return 0;
@@ -593,13 +592,13 @@ static int json_condition(ctx_t *c, const field_t *f, const char *key, op_t op, 
     const json_t *lo = v, *hi = NULL;
     if (op == OP_BTWN) {
       if (!json_is_array(v) || json_array_size(v) != 2)
-        return fail(c->err, where, "btwn takes a list of two values [low, high]");
+        return sg__rf_fail(c->err, where, "btwn takes a list of two values [low, high]");
       lo = json_array_get(v, 0);
       hi = json_array_get(v, 1);
     }
     int num = json_is_number(lo) && (!hi || json_is_number(hi));
     int str = json_is_string(lo) && (!hi || json_is_string(hi));
-    if (!num && !str) return fail(c->err, where, "%s takes numbers or strings", op_names[op]);
+    if (!num && !str) return sg__rf_fail(c->err, where, "%s takes numbers or strings", op_names[op]);
     char expr[480];
     if (num)
       snprintf(expr, sizeof expr, "(CASE WHEN jsonb_typeof(%s) = 'number' THEN (%s #>> '{}')::numeric END)",
@@ -625,7 +624,7 @@ static int json_condition(ctx_t *c, const field_t *f, const char *key, op_t op, 
   case OP_IN:
   case OP_NOT_IN:
     if (!json_is_array(v) || json_array_size(v) > MAX_LIST)
-      return fail(c->err, where, "%s takes a list of at most %d values", op_names[op], MAX_LIST);
+      return sg__rf_fail(c->err, where, "%s takes a list of at most %d values", op_names[op], MAX_LIST);
     if ((rc = json_param(c, v, &n))) return rc;
     SQL(op == OP_IN ? "EXISTS (SELECT 1 FROM jsonb_array_elements($%d::jsonb) AS e(v) WHERE e.v = %s)"
                     : "NOT EXISTS (SELECT 1 FROM jsonb_array_elements($%d::jsonb) AS e(v) WHERE e.v = %s)",
@@ -633,13 +632,13 @@ static int json_condition(ctx_t *c, const field_t *f, const char *key, op_t op, 
     return 0;
   default: break;
   }
-  return fail(c->err, where, "operator '%s' does not apply to field '%s'", op_names[op], f->name);
+  return sg__rf_fail(c->err, where, "operator '%s' does not apply to field '%s'", op_names[op], f->name);
 }
 
 static int content_condition(ctx_t *c, const field_t *f, op_t op, const json_t *v, const char *where) {
   int n, rc;
   if (op != OP_IS && op != OP_CONTAINS)
-    return fail(c->err, where, "field 'content' takes the operators is and contains");
+    return sg__rf_fail(c->err, where, "field 'content' takes the operators is and contains");
   if ((rc = column_param(c, f, v, where, &n))) return rc;
   /* The expressions of Agenta's ix_spans_fts_*_gin indexes, so they serve it. */
   SQL("(to_tsvector('simple', attributes) @@ websearch_to_tsquery('simple', $%d) OR "
@@ -654,11 +653,11 @@ static int compile_condition(ctx_t *c, const json_t *cond, const char *where) {
   sg_buf_t w = SG_BUF_INIT;
   int rc;
   if (++c->nconds > MAX_CONDITIONS)
-    return fail(c->err, where, "more than %d conditions", MAX_CONDITIONS);
+    return sg__rf_fail(c->err, where, "more than %d conditions", MAX_CONDITIONS);
   const json_t *jf = json_object_get(cond, "field"), *jk = json_object_get(cond, "key");
   const json_t *jo = json_object_get(cond, "operator"), *v = json_object_get(cond, "value");
   const char *key = NULL;
-  if (!json_is_string(jf)) return fail(c->err, where, "field must be a string");
+  if (!json_is_string(jf)) return sg__rf_fail(c->err, where, "field must be a string");
   const char *fname = json_string_value(jf);
   const field_t *f = find_field(fname, json_string_length(jf));
   if (!f) { /* "attributes.ag.type.span": a JSON field and its key in one */
@@ -673,16 +672,16 @@ static int compile_condition(ctx_t *c, const json_t *cond, const char *where) {
     sg_buf_printf(&w, "%s.field", where);
     sg_buf_t known = SG_BUF_INIT;
     known_fields(&known);
-    rc = fail(c->err, w.data, "unknown field '%s' (known: %s)", shown(fname, tmp), known.data);
+    rc = sg__rf_fail(c->err, w.data, "unknown field '%s' (known: %s)", sg__rf_shown(fname, tmp), known.data);
     sg_buf_free(&known);
     sg_buf_free(&w);
     return rc;
   }
   if (jk && !json_is_null(jk)) {
-    if (!json_is_string(jk)) return fail(c->err, where, "key must be a string");
+    if (!json_is_string(jk)) return sg__rf_fail(c->err, where, "key must be a string");
     if (f->kind != K_JSON)
-      return fail(c->err, where, "field '%s' takes no key (keys apply to attributes, references, "
-                  "links, events and hashes)", f->name);
+      return sg__rf_fail(c->err, where, "field '%s' takes no key (keys apply to attributes, references, "
+                         "links, events and hashes)", f->name);
     key = json_string_value(jk);
   }
   op_t op = OP_IS;
@@ -692,8 +691,9 @@ static int compile_condition(ctx_t *c, const json_t *cond, const char *where) {
       sg_buf_printf(&w, "%s.operator", where);
       sg_buf_t known = SG_BUF_INIT;
       known_ops(&known);
-      rc = fail(c->err, w.data, "unknown operator '%s' (known: %s)",
-                json_is_string(jo) ? shown(json_string_value(jo), tmp) : "(not a string)", known.data);
+      rc = sg__rf_fail(c->err, w.data, "unknown operator '%s' (known: %s)",
+                       json_is_string(jo) ? sg__rf_shown(json_string_value(jo), tmp) : "(not a string)",
+                       known.data);
       sg_buf_free(&known);
       sg_buf_free(&w);
       return rc;
@@ -701,7 +701,7 @@ static int compile_condition(ctx_t *c, const json_t *cond, const char *where) {
     op = (op_t)o;
   }
   if (v == NULL && op != OP_EXISTS && op != OP_NOT_EXISTS && op != OP_IS && op != OP_IS_NOT)
-    return fail(c->err, where, "operator '%s' needs a value", op_names[op]);
+    return sg__rf_fail(c->err, where, "operator '%s' needs a value", op_names[op]);
   SQL("(");
   if (f->kind == K_JSON) rc = json_condition(c, f, key, op, v, cond, where);
   else if (f->kind == K_CONTENT) rc = content_condition(c, f, op, v, where);
@@ -712,12 +712,12 @@ static int compile_condition(ctx_t *c, const json_t *cond, const char *where) {
 }
 
 static int compile_filtering(ctx_t *c, const json_t *flt, const char *where, int depth) {
-  if (depth > MAX_DEPTH) return fail(c->err, where, "filters nest deeper than %d levels", MAX_DEPTH);
-  if (!json_is_object(flt)) return fail(c->err, where, "must be an object");
+  if (depth > MAX_DEPTH) return sg__rf_fail(c->err, where, "filters nest deeper than %d levels", MAX_DEPTH);
+  if (!json_is_object(flt)) return sg__rf_fail(c->err, where, "must be an object");
   const json_t *jo = json_object_get(flt, "operator"), *conds = json_object_get(flt, "conditions");
   const char *op = "and";
   if (jo && !json_is_null(jo)) {
-    if (!json_is_string(jo)) return fail(c->err, where, "operator must be a string");
+    if (!json_is_string(jo)) return sg__rf_fail(c->err, where, "operator must be a string");
     op = json_string_value(jo);
   }
   int is_and = !strcmp(op, "and"), is_or = !strcmp(op, "or"), is_not = !strcmp(op, "not"),
@@ -726,15 +726,15 @@ static int compile_filtering(ctx_t *c, const json_t *flt, const char *where, int
     char tmp[80];
     sg_buf_t w = SG_BUF_INIT;
     sg_buf_printf(&w, "%s.operator", where);
-    int rc = fail(c->err, w.data, "unknown logical operator '%s' (known: and, or, not, nand, nor)",
-                  shown(op, tmp));
+    int rc = sg__rf_fail(c->err, w.data, "unknown logical operator '%s' (known: and, or, not, nand, nor)",
+                         sg__rf_shown(op, tmp));
     sg_buf_free(&w);
     return rc;
   }
   if (conds && !json_is_null(conds) && !json_is_array(conds))
-    return fail(c->err, where, "conditions must be a list");
+    return sg__rf_fail(c->err, where, "conditions must be a list");
   size_t n = json_is_array(conds) ? json_array_size(conds) : 0;
-  if (is_not && n != 1) return fail(c->err, where, "operator 'not' takes exactly one condition");
+  if (is_not && n != 1) return sg__rf_fail(c->err, where, "operator 'not' takes exactly one condition");
   if (n == 0) { /* no conditions: no restriction (Agenta applies none either) */
     SQL("TRUE");
     return 0;
@@ -752,7 +752,7 @@ static int compile_filtering(ctx_t *c, const json_t *flt, const char *where, int
     else if (json_is_object(e))
       rc = compile_condition(c, e, w.data);
     else
-      rc = fail(c->err, w.data, "must be a condition or a filtering object");
+      rc = sg__rf_fail(c->err, w.data, "must be a condition or a filtering object");
     sg_buf_free(&w);
     if (rc) return rc;
   }
@@ -760,16 +760,19 @@ static int compile_filtering(ctx_t *c, const json_t *flt, const char *where, int
   return 0;
 }
 
-int sg_rf_compile_filtering(const json_t *filtering, const char *where, sg_rf_query_t *q,
-                            sg_buf_t *err) {
+/* Appends the boolean SQL expression of the request's filtering object to
+ * q->sql (parameters added to q). 0, SG_EINVAL (err) or SG_ENOMEM. */
+static int filtering_sql(const json_t *filtering, sg_rf_query_t *q, sg_buf_t *err) {
   ctx_t c = {q, err, 0, SG_BUF_INIT};
-  int rc = compile_filtering(&c, filtering, where ? where : "filtering", 0);
+  int rc = compile_filtering(&c, filtering, "filtering", 0);
   sg_buf_free(&c.tmp);
   return rc;
 }
 
 /* ---- statements -------------------------------------------------------------- */
 
+/* The columns of read_span.h (SG_RF_TRACE_ID ... SG_RF_DELETED_BY), in that
+ * order: the renderer reads them by those indexes. */
 #define SPAN_COLUMNS                                                                           \
   "trace_id::text, span_id::text, parent_id::text, trace_type::text, span_type::text, "        \
   "span_kind::text, span_name, (extract(epoch from start_time) * 1000000)::int8, "             \
@@ -792,7 +795,7 @@ static int windowing_time(const json_t *w, const char *name, int64_t *us, int *h
   char where[32];
   snprintf(where, sizeof where, "windowing.%s", name);
   if (time_value(v, us) != 0)
-    return fail(err, where, "must be an ISO-8601 time or an integer epoch (s, ms, µs or ns)");
+    return sg__rf_fail(err, where, "must be an ISO-8601 time or an integer epoch (s, ms, µs or ns)");
   *has = 1;
   return 0;
 }
@@ -801,10 +804,10 @@ int sg_rf_compile_query(const json_t *body, const uint8_t project_id[16], sg_rf_
                         sg_buf_t *err) {
   char pid[37], iso[32], num[32];
   int rc, n;
-  if (body && !json_is_object(body)) return fail(err, "body", "must be a JSON object");
+  if (body && !json_is_object(body)) return sg__rf_fail(err, "body", "must be a JSON object");
   const json_t *w = body ? json_object_get(body, "windowing") : NULL;
   const json_t *flt = body ? json_object_get(body, "filtering") : NULL;
-  if (w && !json_is_null(w) && !json_is_object(w)) return fail(err, "windowing", "must be an object");
+  if (w && !json_is_null(w) && !json_is_object(w)) return sg__rf_fail(err, "windowing", "must be an object");
   if (json_is_null(w)) w = NULL;
   int64_t oldest = 0, newest = 0, cur_us = 0;
   int has_oldest = 0, has_newest = 0, has_cursor = 0, cur_desc = 1;
@@ -816,7 +819,7 @@ int sg_rf_compile_query(const json_t *body, const uint8_t project_id[16], sg_rf_
                  *ord = json_object_get(w, "order");
     if (lim && !json_is_null(lim)) {
       if (!json_is_integer(lim) || json_integer_value(lim) < 1)
-        return fail(err, "windowing.limit", "must be a positive integer (at most %d)", SG_RF_LIMIT_MAX);
+        return sg__rf_fail(err, "windowing.limit", "must be a positive integer (at most %d)", SG_RF_LIMIT_MAX);
       json_int_t l = json_integer_value(lim);
       q->limit = l > SG_RF_LIMIT_MAX ? SG_RF_LIMIT_MAX : (int)l;
     }
@@ -824,7 +827,7 @@ int sg_rf_compile_query(const json_t *body, const uint8_t project_id[16], sg_rf_
       const char *o = json_is_string(ord) ? json_string_value(ord) : "";
       if (!strcmp(o, "ascending")) q->descending = 0;
       else if (strcmp(o, "descending"))
-        return fail(err, "windowing.order", "must be \"ascending\" or \"descending\"");
+        return sg__rf_fail(err, "windowing.order", "must be \"ascending\" or \"descending\"");
     }
     if ((rc = windowing_time(w, "oldest", &oldest, &has_oldest, err)) ||
         (rc = windowing_time(w, "newest", &newest, &has_newest, err)))
@@ -832,9 +835,9 @@ int sg_rf_compile_query(const json_t *body, const uint8_t project_id[16], sg_rf_
     if (nx && !json_is_null(nx)) {
       if (!json_is_string(nx) ||
           sg_rf_cursor_parse(json_string_value(nx), &cur_desc, &cur_us, cur_trace, cur_span) != 0)
-        return fail(err, "windowing.next", "is not a cursor this API returned");
+        return sg__rf_fail(err, "windowing.next", "is not a cursor this API returned");
       if (cur_desc != q->descending)
-        return fail(err, "windowing.next", "was made for the other order");
+        return sg__rf_fail(err, "windowing.next", "was made for the other order");
       has_cursor = 1;
     }
   }
@@ -872,7 +875,7 @@ int sg_rf_compile_query(const json_t *body, const uint8_t project_id[16], sg_rf_
   }
   if (flt && !json_is_null(flt)) {
     if (sg_buf_puts(&q->sql, " AND ")) return SG_ENOMEM;
-    if ((rc = sg_rf_compile_filtering(flt, "filtering", q, err))) return rc;
+    if ((rc = filtering_sql(flt, q, err))) return rc;
   }
   snprintf(num, sizeof num, "%d", q->limit + 1);
   if ((n = sg_rf_param(q, num, strlen(num))) < 0) return n;
@@ -881,309 +884,4 @@ int sg_rf_compile_query(const json_t *body, const uint8_t project_id[16], sg_rf_
                     dir, n))
     return SG_ENOMEM;
   return 0;
-}
-
-/* ---- cursor ------------------------------------------------------------------- */
-
-static const char hexd[] = "0123456789abcdef";
-
-static void put_hex(char *out, const uint8_t *p, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    out[2 * i] = hexd[p[i] >> 4];
-    out[2 * i + 1] = hexd[p[i] & 15];
-  }
-}
-
-static int unhex(const char *s, uint8_t *out, size_t n) {
-  for (size_t i = 0; i < 2 * n; i++) {
-    int c = (unsigned char)s[i], v;
-    if (c >= '0' && c <= '9') v = c - '0';
-    else if (c >= 'a' && c <= 'f') v = c - 'a' + 10;
-    else return -1;
-    if (i % 2 == 0) out[i / 2] = (uint8_t)(v << 4);
-    else out[i / 2] |= (uint8_t)v;
-  }
-  return 0;
-}
-
-void sg_rf_cursor_format(int descending, int64_t start_us, const uint8_t trace_id[16],
-                         const uint8_t span_id[16], char out[SG_RF_CURSOR_LEN + 1]) {
-  uint8_t t[8];
-  uint64_t u = (uint64_t)start_us;
-  for (int i = 7; i >= 0; i--, u >>= 8) t[i] = (uint8_t)u;
-  out[0] = 'c';
-  out[1] = '1';
-  out[2] = descending ? 'd' : 'a';
-  put_hex(out + 3, t, 8);
-  put_hex(out + 19, trace_id, 16);
-  put_hex(out + 51, span_id, 16);
-  out[SG_RF_CURSOR_LEN] = '\0';
-}
-
-int sg_rf_cursor_parse(const char *s, int *descending, int64_t *start_us, uint8_t trace_id[16],
-                       uint8_t span_id[16]) {
-  uint8_t t[8];
-  if (strlen(s) != SG_RF_CURSOR_LEN || s[0] != 'c' || s[1] != '1' || (s[2] != 'd' && s[2] != 'a'))
-    return SG_EINVAL;
-  if (unhex(s + 3, t, 8) || unhex(s + 19, trace_id, 16) || unhex(s + 51, span_id, 16)) return SG_EINVAL;
-  uint64_t u = 0;
-  for (int i = 0; i < 8; i++) u = u << 8 | t[i];
-  if ((int64_t)u < SG_TIME_MIN_US || (int64_t)u > SG_TIME_MAX_US) return SG_EINVAL;
-  *descending = s[2] == 'd';
-  *start_us = (int64_t)u;
-  return 0;
-}
-
-/* ---- rows ----------------------------------------------------------------------- */
-
-static int put_str(sg_buf_t *b, const char *name, const char *v) {
-  int rc = sg_buf_printf(b, ",\"%s\":\"", name);
-  rc = rc ? rc : sg_buf_json_escape(b, v, strlen(v));
-  return rc ? rc : sg_buf_putc(b, '"');
-}
-
-static int put_time_us(sg_buf_t *b, const char *name, const char *v) {
-  char *end;
-  long long us = strtoll(v, &end, 10);
-  char iso[32];
-  if (*end || us < SG_TIME_MIN_US || us > SG_TIME_MAX_US) return SG_EINVAL;
-  sg_time_format(us, iso);
-  return sg_buf_printf(b, ",\"%s\":\"%s\"", name, iso);
-}
-
-static int put_id_sep(sg_buf_t *b, const char *sep, const char *name, const char *v, int span) {
-  uint8_t id[16];
-  char h[33];
-  if (sg_id_parse(v, strlen(v), id) != 0) return SG_EINVAL;
-  put_hex(h, id, 16);
-  h[32] = '\0';
-  return sg_buf_printf(b, "%s\"%s\":\"%s\"", sep, name, span ? h + 16 : h);
-}
-
-/* 32 hex (trace) or the last 16 hex (span, Agenta's UUID.hex[16:]). */
-static int put_id(sg_buf_t *b, const char *name, const char *v, int span) {
-  return put_id_sep(b, ",", name, v, span);
-}
-
-static int put_lower(sg_buf_t *b, const char *name, const char *v) {
-  int rc = sg_buf_printf(b, ",\"%s\":\"", name);
-  for (; rc == 0 && *v; v++) rc = sg_buf_putc(b, (char)tolower((unsigned char)*v));
-  return rc ? rc : sg_buf_putc(b, '"');
-}
-
-int sg_rf_span_json(const char *const *v, sg_buf_t *out) {
-  size_t start = out->len;
-  int rc = 0;
-  if (!v[SG_RF_TRACE_ID] || !v[SG_RF_SPAN_ID] || !v[SG_RF_START_US] || !v[SG_RF_END_US]) return SG_EINVAL;
-  rc = sg_buf_putc(out, '{');
-  rc = rc ? rc : put_id_sep(out, "", "trace_id", v[SG_RF_TRACE_ID], 0);
-  rc = rc ? rc : put_id(out, "span_id", v[SG_RF_SPAN_ID], 1);
-  if (rc == 0 && v[SG_RF_PARENT_ID]) rc = put_id(out, "parent_id", v[SG_RF_PARENT_ID], 1);
-  if (rc == 0 && v[SG_RF_TRACE_TYPE]) rc = put_lower(out, "trace_type", v[SG_RF_TRACE_TYPE]);
-  if (rc == 0 && v[SG_RF_SPAN_TYPE]) rc = put_lower(out, "span_type", v[SG_RF_SPAN_TYPE]);
-  if (rc == 0 && v[SG_RF_SPAN_KIND]) rc = put_str(out, "span_kind", v[SG_RF_SPAN_KIND]);
-  if (rc == 0 && v[SG_RF_SPAN_NAME]) rc = put_str(out, "span_name", v[SG_RF_SPAN_NAME]);
-  rc = rc ? rc : put_time_us(out, "start_time", v[SG_RF_START_US]);
-  rc = rc ? rc : put_time_us(out, "end_time", v[SG_RF_END_US]);
-  if (rc == 0 && v[SG_RF_STATUS_CODE]) rc = put_str(out, "status_code", v[SG_RF_STATUS_CODE]);
-  if (rc == 0 && v[SG_RF_STATUS_MESSAGE]) rc = put_str(out, "status_message", v[SG_RF_STATUS_MESSAGE]);
-  static const struct { int col; const char *name; } js[] = {
-      {SG_RF_ATTRIBUTES, "attributes"}, {SG_RF_REFERENCES, "references"}, {SG_RF_LINKS, "links"},
-      {SG_RF_HASHES, "hashes"}, {SG_RF_EVENTS, "events"}};
-  for (size_t i = 0; rc == 0 && i < sizeof js / sizeof js[0]; i++)
-    if (v[js[i].col]) rc = sg_buf_printf(out, ",\"%s\":%s", js[i].name, v[js[i].col]);
-  if (rc == 0 && v[SG_RF_SESSION_ID]) rc = put_str(out, "session_id", v[SG_RF_SESSION_ID]);
-  if (rc == 0 && v[SG_RF_USER_ID]) rc = put_str(out, "user_id", v[SG_RF_USER_ID]);
-  if (rc == 0 && v[SG_RF_AGENT_ID]) rc = put_str(out, "agent_id", v[SG_RF_AGENT_ID]);
-  if (rc == 0 && v[SG_RF_CREATED_US]) rc = put_time_us(out, "created_at", v[SG_RF_CREATED_US]);
-  if (rc == 0 && v[SG_RF_UPDATED_US]) rc = put_time_us(out, "updated_at", v[SG_RF_UPDATED_US]);
-  if (rc == 0 && v[SG_RF_DELETED_US]) rc = put_time_us(out, "deleted_at", v[SG_RF_DELETED_US]);
-  if (rc == 0 && v[SG_RF_CREATED_BY]) rc = put_str(out, "created_by_id", v[SG_RF_CREATED_BY]);
-  if (rc == 0 && v[SG_RF_UPDATED_BY]) rc = put_str(out, "updated_by_id", v[SG_RF_UPDATED_BY]);
-  if (rc == 0 && v[SG_RF_DELETED_BY]) rc = put_str(out, "deleted_by_id", v[SG_RF_DELETED_BY]);
-  rc = rc ? rc : sg_buf_putc(out, '}');
-  if (rc != 0 && out->data) {
-    out->len = start;
-    out->data[start] = '\0';
-  }
-  return rc;
-}
-
-/* ---- analytics -------------------------------------------------------------------- */
-
-const char *const sg_rf_dims[SG_RF_NDIMS] = {"trace_type", "span_type", "span_kind", "span_name"};
-
-static int hexval(int c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  c = tolower(c);
-  return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* Percent-decodes s[0..n) ('+' is a space) into out (reset first). */
-static int url_decode(const char *s, size_t n, sg_buf_t *out) {
-  sg_buf_reset(out);
-  int rc = sg_buf_reserve(out, n);
-  for (size_t i = 0; rc == 0 && i < n; i++) {
-    if (s[i] == '%' && i + 2 < n && hexval((unsigned char)s[i + 1]) >= 0 &&
-        hexval((unsigned char)s[i + 2]) >= 0) {
-      rc = sg_buf_putc(out, (char)(hexval((unsigned char)s[i + 1]) << 4 | hexval((unsigned char)s[i + 2])));
-      i += 2;
-    } else {
-      rc = sg_buf_putc(out, s[i] == '+' ? ' ' : s[i]);
-    }
-  }
-  if (rc == 0 && out->data == NULL) rc = sg_buf_puts(out, "");
-  return rc;
-}
-
-static int parse_bucket(const char *s, int64_t *out) {
-  char *end;
-  long long v = strtoll(s, &end, 10);
-  if (end == s || v <= 0) return SG_EINVAL;
-  int64_t mul = 1;
-  if (!strcmp(end, "") || !strcmp(end, "s")) mul = 1;
-  else if (!strcmp(end, "m")) mul = 60;
-  else if (!strcmp(end, "h")) mul = 3600;
-  else if (!strcmp(end, "d")) mul = 86400;
-  else return SG_EINVAL;
-  if (v > 366LL * 86400) return SG_EINVAL;
-  *out = v * mul;
-  return 0;
-}
-
-int sg_rf_analytics_parse(const char *query, int64_t now_s, sg_rf_analytics_t *a, sg_buf_t *err) {
-  sg_buf_t val = SG_BUF_INIT;
-  char tmp[80];
-  int rc = 0, has_from = 0, has_to = 0;
-  int64_t from_us = 0, to_us = 0;
-  a->bucket_s = 3600;
-  a->dims = 0;
-  const char *p = query ? query : "";
-  while (*p && rc == 0) {
-    const char *amp = strchr(p, '&');
-    size_t n = amp ? (size_t)(amp - p) : strlen(p);
-    const char *eq = memchr(p, '=', n);
-    size_t kn = eq ? (size_t)(eq - p) : n;
-    if ((rc = url_decode(eq ? eq + 1 : p + n, eq ? n - kn - 1 : 0, &val))) break;
-    const char *v = val.data;
-#define KEY(k) (kn == sizeof k - 1 && !memcmp(p, k, kn))
-    if (KEY("from") || KEY("to")) {
-      int64_t us;
-      size_t vl = strlen(v), digits = 1;
-      for (size_t i = 0; i < vl; i++)
-        if (!isdigit((unsigned char)v[i])) digits = 0;
-      int r = vl == 0 ? SG_EINVAL
-              : digits ? sg_time_from_epoch_digits(v, vl, &us)
-                       : sg_time_parse_iso(v, vl, &us);
-      if (r != 0) {
-        rc = fail(err, KEY("from") ? "from" : "to",
-                  "'%s' is not an ISO-8601 time or an integer epoch", shown(v, tmp));
-        break;
-      }
-      if (KEY("from")) from_us = us, has_from = 1;
-      else to_us = us, has_to = 1;
-    } else if (KEY("bucket")) {
-      if (parse_bucket(v, &a->bucket_s) != 0 || a->bucket_s % 60 != 0) {
-        rc = fail(err, "bucket", "'%s' is not a whole number of minutes (e.g. 60, 300s, 5m, 1h, 1d; "
-                  "at most 366 days)", shown(v, tmp));
-        break;
-      }
-    } else if (KEY("group_by")) {
-      const char *g = v;
-      while (*g) {
-        const char *comma = strchr(g, ',');
-        size_t gl = comma ? (size_t)(comma - g) : strlen(g);
-        int found = -1;
-        for (int i = 0; i < SG_RF_NDIMS; i++)
-          if (strlen(sg_rf_dims[i]) == gl && !memcmp(sg_rf_dims[i], g, gl)) found = i;
-        if (found < 0 && gl) {
-          char *name = strndup(g, gl);
-          rc = fail(err, "group_by", "unknown dimension '%s' (known: trace_type, span_type, span_kind, "
-                    "span_name)", name ? shown(name, tmp) : "?");
-          free(name);
-          break;
-        }
-        if (found >= 0) a->dims |= 1u << found;
-        g = comma ? comma + 1 : g + gl;
-      }
-    } else if (kn) {
-      char *name = strndup(p, kn);
-      rc = fail(err, "query", "unknown parameter '%s' (known: from, to, bucket, group_by)",
-                name ? shown(name, tmp) : "?");
-      free(name);
-    }
-#undef KEY
-    p = amp ? amp + 1 : p + n;
-  }
-  sg_buf_free(&val);
-  if (rc) return rc;
-  /* Whole minutes: the ClickHouse aggregate keeps minutes, and both stores
-   * must answer over the same spans. */
-  int64_t to_s = has_to ? to_us / 1000000 : (now_s / 60 + 1) * 60;
-  int64_t from_s = has_from ? from_us / 1000000 : to_s - 86400;
-  a->to_s = to_s - to_s % 60;
-  a->from_s = from_s - from_s % 60;
-  if (a->from_s >= a->to_s) return fail(err, "from", "must be at least a minute before 'to'");
-  if ((a->to_s - a->from_s) / a->bucket_s > 10000)
-    return fail(err, "bucket", "more than 10000 buckets between from and to; use a larger bucket");
-  return 0;
-}
-
-int sg_rf_analytics_pg_sql(const sg_rf_analytics_t *a, sg_buf_t *out) {
-  int rc = sg_buf_puts(out, "SELECT (floor(extract(epoch from start_time) / $2::int8) * $2::int8)::int8");
-  for (int i = 0; rc == 0 && i < SG_RF_NDIMS; i++)
-    if (a->dims & (1u << i)) rc = sg_buf_printf(out, ", coalesce(%s::text, '') COLLATE \"C\"", sg_rf_dims[i]);
-  rc = rc ? rc : sg_buf_puts(out,
-      ", count(*), count(*) FILTER (WHERE status_code = 'STATUS_CODE_ERROR'),"
-      " percentile_cont(ARRAY[0.5, 0.95, 0.99]::float8[]) WITHIN GROUP (ORDER BY"
-      " ((extract(epoch from end_time) - extract(epoch from start_time)) * 1000)::float8)"
-      " FROM spans WHERE project_id = $1::uuid AND start_time >= $3::timestamptz"
-      " AND start_time < $4::timestamptz GROUP BY 1");
-  int k = 2;
-  for (int i = 0; rc == 0 && i < SG_RF_NDIMS; i++)
-    if (a->dims & (1u << i)) rc = sg_buf_printf(out, ", %d", k++);
-  rc = rc ? rc : sg_buf_puts(out, " ORDER BY 1");
-  k = 2;
-  for (int i = 0; rc == 0 && i < SG_RF_NDIMS; i++)
-    if (a->dims & (1u << i)) rc = sg_buf_printf(out, ", %d", k++);
-  return rc;
-}
-
-int sg_rf_analytics_pg_params(const sg_rf_analytics_t *a, const uint8_t project_id[16],
-                              sg_rf_query_t *q) {
-  char pid[37], num[32], iso[32];
-  sg_uuid_format(project_id, pid);
-  if (sg_rf_param(q, pid, 36) < 0) return SG_ENOMEM;
-  snprintf(num, sizeof num, "%" PRId64, a->bucket_s);
-  if (sg_rf_param(q, num, strlen(num)) < 0) return SG_ENOMEM;
-  sg_time_format(a->from_s * 1000000, iso);
-  if (sg_rf_param(q, iso, strlen(iso)) < 0) return SG_ENOMEM;
-  sg_time_format(a->to_s * 1000000, iso);
-  if (sg_rf_param(q, iso, strlen(iso)) < 0) return SG_ENOMEM;
-  return 0;
-}
-
-int sg_rf_analytics_ch_sql(const sg_rf_analytics_t *a, const uint8_t project_id[16],
-                           const char *database, sg_buf_t *out) {
-  char pid[37];
-  sg_uuid_format(project_id, pid);
-  int rc = sg_buf_printf(out, "SELECT toUInt32(intDiv(toUInt32(minute), %" PRId64 ") * %" PRId64 ") AS b",
-                         a->bucket_s, a->bucket_s);
-  for (int i = 0; rc == 0 && i < SG_RF_NDIMS; i++)
-    if (a->dims & (1u << i)) rc = sg_buf_printf(out, ", %s", sg_rf_dims[i]);
-  rc = rc ? rc : sg_buf_puts(out, ", uniqExactMerge(spans), uniqExactIfMerge(errors),"
-                                  " quantilesMerge(0.5, 0.95, 0.99)(durations_ms) FROM `");
-  for (const char *d = database; rc == 0 && *d; d++) { /* identifier quoting, as ch.c does */
-    if (*d == '`' || *d == '\\') rc = sg_buf_putc(out, '\\');
-    rc = rc ? rc : sg_buf_putc(out, *d);
-  }
-  rc = rc ? rc : sg_buf_printf(out, "`.spans_analytics WHERE project_id = toUUID('%s')"
-                               " AND minute >= toDateTime(%" PRId64 ") AND minute < toDateTime(%" PRId64 ")"
-                               " GROUP BY b", pid, a->from_s, a->to_s);
-  for (int i = 0; rc == 0 && i < SG_RF_NDIMS; i++)
-    if (a->dims & (1u << i)) rc = sg_buf_printf(out, ", %s", sg_rf_dims[i]);
-  rc = rc ? rc : sg_buf_puts(out, " ORDER BY b");
-  for (int i = 0; rc == 0 && i < SG_RF_NDIMS; i++)
-    if (a->dims & (1u << i)) rc = sg_buf_printf(out, ", %s", sg_rf_dims[i]);
-  return rc ? rc : sg_buf_puts(out, " FORMAT JSONCompact");
 }

@@ -13,13 +13,15 @@
 #include <unistd.h>
 
 #include "ch.h"
+#include "ch_config.h"
+#include "ch_setup.h"
 #include "err.h"
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
+#include "pgcapture.h"
+#include "router.h"
 #include "worker.h"
-
-sg_route_t sg__route_of(const char *path);
 
 typedef struct {
   const sg_config_t *cfg;
@@ -35,16 +37,13 @@ typedef struct {
 } server_t;
 
 static server_t *the_server;
-const sg_ch_version_t *sg__ch_version;
-static sg_ch_version_t ch_version;
+static sg_pgcapture_t *capture; /* clickhouse_writes = "capture" */
+/* ClickHouse's version and layout, found before the workers start; NULL
+ * when unknown (each chsink then asks itself). */
+static const sg_ch_target_t *ch_target_known;
+static sg_ch_target_t ch_target;
 
 /* ---- worker thread ------------------------------------------------------ */
-
-static void observe(void *arg, const sg_http_req_t *req, int status, uint64_t ns, size_t in) {
-  (void)arg;
-  (void)in;
-  sg_metrics_observe(req ? sg__route_of(req->path) : SG_ROUTE_OTHER, status, ns);
-}
 
 static void publish_stats(sg_worker_t *w) {
   const sg_pg_stats_t *st = sg_pg_pool_stats(w->pg);
@@ -70,6 +69,7 @@ static void publish_stats(sg_worker_t *w) {
     ls.spans_dropped += cur.spans_dropped;
     ls.spans_rejected += cur.spans_rejected;
   }
+  if (w->lua) sg_lua_rt_publish_metrics(w->lua, 0);
   PUB(pub_lua_calls, lua_calls, ls.calls);
   PUB(pub_lua_errors, lua_errors, ls.errors);
   PUB(pub_lua_kills, lua_budget_kills, ls.budget_kills);
@@ -77,9 +77,9 @@ static void publish_stats(sg_worker_t *w) {
   PUB(pub_lua_rejected, lua_spans_rejected, ls.spans_rejected);
   sg_chsink_stats_t cs;
   memset(&cs, 0, sizeof cs);
-  if (w->ch) sg_chsink_stats(w->ch, &cs);
-  PUB(pub_ch_enabled, ch_enabled, (int64_t)(w->ch != NULL));
-  PUB(pub_ch_reachable, ch_reachable, (int64_t)(w->ch && cs.reachable));
+  if (w->chsink) sg_chsink_stats(w->chsink, &cs);
+  PUB(pub_ch_enabled, ch_enabled, (int64_t)(w->chsink != NULL));
+  PUB(pub_ch_reachable, ch_reachable, (int64_t)(w->chsink && cs.reachable));
   PUB(pub_spool_bytes, spool_bytes, (int64_t)cs.spool_bytes);
   PUB(pub_spool_records, spool_records, (int64_t)cs.spool_records);
   PUB(pub_ch_inserts, ch_inserts, cs.inserts);
@@ -90,7 +90,25 @@ static void publish_stats(sg_worker_t *w) {
   PUB(pub_ch_dead_rows, ch_dead_rows, cs.dead_rows);
   PUB(pub_ch_encode_rejects, ch_encode_rejects, cs.encode_rejects);
   PUB(pub_ch_gap_spans, ch_gap_spans, cs.gaps);
+  PUB(pub_ch_dead_fail, ch_dead_letter_failures, cs.dead_letter_failures);
+  PUB(pub_ch_spool_err, ch_spool_errors, cs.spool_errors);
   if (w->id <= SG_MAX_WORKERS) atomic_store(&sg_metrics.spool_oldest_us[w->id], cs.spool_oldest_us);
+  /* The worker's ClickHouse endpoints (all zero once the client is gone). */
+  const sg_ch_client_t *cc = w->ch;
+  size_t neps = sg_ch_endpoint_count(cc);
+  const char *names[SG_METRICS_CH_ENDPOINTS];
+  for (size_t i = 0; i < SG_METRICS_CH_ENDPOINTS; i++) {
+    sg_ch_endpoint_stats_t es;
+    memset(&es, 0, sizeof es);
+    if (i < neps) sg_ch_endpoint_stats(cc, i, &es);
+    names[i] = es.name;
+    PUB(pub_ep_up[i], ch_ep_up[i], (int64_t)(i < neps && es.up));
+    PUB(pub_ep_pending[i], ch_ep_pending[i], (int64_t)es.pending);
+    PUB(pub_ep_requests[i], ch_ep_requests[i], es.requests);
+    PUB(pub_ep_failures[i], ch_ep_failures[i], es.failures);
+  }
+  if (neps) sg_metrics_ch_endpoint_names(names, neps);
+  PUB(pub_ch_failovers, ch_failovers, sg_ch_failovers(cc));
 #undef PUB
 }
 
@@ -102,13 +120,16 @@ static void http_closed_cb(void *arg) {
   sg_worker_t *w = arg;
   /* No request is in flight any more: the sink and pool can go. */
   w->http = NULL;
-  sg__read_close(w);
   sg_pg_pool_close(w->read_pg);
   w->read_pg = NULL;
+  /* The ClickHouse client first: closing it cancels what its users have in
+   * flight (an insert may be sending from the spool's memory). */
+  sg_ch_client_close(w->ch);
+  w->ch = NULL;
   sg_chttl_close(w->ttl);
   w->ttl = NULL;
-  sg_chsink_close(w->ch);
-  w->ch = NULL;
+  sg_chsink_close(w->chsink);
+  w->chsink = NULL;
   sg_pgsink_close(w->sink);
   w->sink = NULL;
   publish_stats(w);
@@ -153,6 +174,7 @@ static void reload_cb(uv_async_t *a) {
     w->lua_retired.budget_kills += old.budget_kills;
     w->lua_retired.spans_dropped += old.spans_dropped;
     w->lua_retired.spans_rejected += old.spans_rejected;
+    sg_lua_rt_publish_metrics(w->lua, 1);
     sg_lua_rt_free(w->lua);
     w->lua = fresh;
     atomic_fetch_add(&sg_metrics.lua_reloads, 1);
@@ -162,12 +184,21 @@ static void reload_cb(uv_async_t *a) {
   sg_buf_reset(&err);
   if (!strcmp(w->cfg->auth, "keys")) {
     sg_auth_t *auth;
-    if (sg_auth_new(&w->loop, w->cfg, &auth, &err) == 0) {
+    size_t revoked;
+    int rc = sg_auth_reload(w->auth, w->cfg, &auth, &err, &revoked);
+    if (auth) {
       sg_auth_free(w->auth);
       w->auth = auth;
-    } else {
-      sg_error("auth", "keys file reload failed, the previous keys stay: %s", err.data);
     }
+    if (rc == SG_ECONFIG)
+      sg_error("auth", "keys file refused: %s; no key was added, and %zu key%s it no longer lists "
+                       "on a valid line %s revoked",
+               err.data, revoked, revoked == 1 ? "" : "s", revoked == 1 ? "is" : "are");
+    else if (rc != 0)
+      sg_error("auth", "keys file reload failed, the previous keys stay: %s",
+               err.data ? err.data : sg_strerror(rc));
+    atomic_store(&sg_metrics.keys_reload_failed, rc != 0); /* before the count that reveals it */
+    atomic_fetch_add(rc ? &sg_metrics.keys_reload_failures : &sg_metrics.keys_reloads, 1);
   }
   sg_buf_free(&err);
 }
@@ -195,6 +226,9 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
 
   w->reload.data = w;
   uv_async_init(&w->loop, &w->reload, reload_cb);
+  /* One budget for every worker and transport. */
+  w->inflight.counter = &sg_metrics.inflight_bytes;
+  w->inflight.max = cfg->max_inflight_bytes;
   int rc = sg_auth_new(&w->loop, cfg, &w->auth, err);
   if (rc != 0) return rc;
   w->lua = sg_lua_rt_new(cfg, err);
@@ -224,9 +258,14 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
   if (!w->sink) return SG_ENOMEM;
 
   if (cfg->use_clickhouse) {
-    w->ch = sg_chsink_new(&w->loop, cfg, sg__ch_version, w->id, w->pg, err);
-    if (!w->ch) return SG_ECONFIG;
-    if (w->id == 1) w->ttl = sg_chttl_new(&w->loop, cfg);
+    w->ch = sg_ch_client_from_config(&w->loop, cfg);
+    if (!w->ch) {
+      sg_buf_puts(err, "ClickHouse client: out of memory");
+      return SG_ENOMEM;
+    }
+    w->chsink = sg_chsink_new(&w->loop, cfg, w->ch, ch_target_known, w->id, w->pg, err);
+    if (!w->chsink) return SG_ECONFIG;
+    if (w->id == 1) w->ttl = sg_chttl_new(&w->loop, cfg, w->ch);
   }
 
   sg_http_limits_t lim;
@@ -238,11 +277,11 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
   lim.write_timeout_ms = (uint64_t)cfg->read_timeout_ms;
   lim.max_connections = (size_t)cfg->max_connections;
   lim.backlog = 1024;
-  lim.inflight = &sg_metrics.inflight_bytes; /* one budget for every worker */
-  lim.max_inflight_bytes = cfg->max_inflight_bytes;
-  w->http = sg_http_server_new(&w->loop, w->listen_fd, &lim, sg__router_handle, w);
+  lim.inflight = w->inflight.counter;
+  lim.max_inflight_bytes = w->inflight.max;
+  w->http = sg_http_server_new(&w->loop, w->listen_fd, &lim, sg_router_handle, w);
   if (!w->http) return SG_ENOMEM;
-  sg_http_server_set_observer(w->http, observe, w);
+  sg_http_server_set_observer(w->http, sg_router_observe, w);
   uv_timer_start(&w->stats_timer, stats_cb, 0, 500);
   return 0;
 }
@@ -269,6 +308,7 @@ static void signal_cb(uv_signal_t *h, int signum) {
   if (signum == SIGHUP) {
     sg_info("server", "SIGHUP: reloading the scripts in %s", s->cfg->scripts);
     for (int i = 0; i < s->nworkers; i++) uv_async_send(&s->workers[i].reload);
+    sg_pgcapture_reload(capture);
     return;
   }
   if (s->stopping) {
@@ -291,6 +331,51 @@ static void worker_done_cb(uv_async_t *a) {
   uv_close((uv_handle_t *)&s->worker_done, close_cb);
 }
 
+/* ClickHouse before the workers start: its version, the database and
+ * tables created (or completed) when missing unless clickhouse_create_schema
+ * is off, and the row layout of the spans table as it exists. A table
+ * spangate cannot write fails the start (err names it); ClickHouse away
+ * falls back to the layout cached in spool_dir by the last start, or to
+ * gaps until a worker reaches it (chsink.c). */
+static int clickhouse_at_start(const sg_config_t *cfg, sg_buf_t *err) {
+  sg_buf_t done = SG_BUF_INIT, why = SG_BUF_INIT;
+  unsigned flags = cfg->clickhouse_create_schema ? SG_CH_SETUP_CREATE : 0;
+  int rc = sg_ch_setup(cfg, flags, &ch_target, &done, &why);
+  for (char *l = done.data, *nl; l && *l; l = nl + 1) {
+    nl = strchr(l, '\n');
+    if (!nl) break;
+    *nl = '\0';
+    if (flags) sg_info("clickhouse", "schema: %s", l);
+    else sg_warn("clickhouse", "schema %s (clickhouse_create_schema is off; `spangate schema --apply` adds it)", l);
+  }
+  sg_buf_free(&done);
+  if (rc == 0) {
+    ch_target_known = &ch_target;
+    sg_ch_setup_save(cfg, &ch_target);
+    char where[512];
+    sg_info("server", "ClickHouse %s at %s, database %s%s%s, spans rows %s; dual-write on",
+            ch_target.version_text, sg_config_clickhouse_where(cfg, where, sizeof where), cfg->clickhouse_database,
+            cfg->clickhouse_cluster[0] ? " on cluster " : "", cfg->clickhouse_cluster,
+            (ch_target.spans.flags & SG_CH_LAYOUT_DT64) ? "DateTime64" : "DateTime + _us");
+  } else if (rc == SG_EUNAVAIL) {
+    sg_buf_t cached = SG_BUF_INIT;
+    if (sg_ch_setup_cached(cfg, &ch_target, &cached) == 0) {
+      ch_target_known = &ch_target;
+      sg_warn("server", "%s; spooling rows in the layout found at the last start (ClickHouse %s)",
+              why.data, ch_target.version_text);
+    } else {
+      sg_warn("server", "%s and %s; spans are recorded as gaps until ClickHouse answers", why.data,
+              cached.data);
+    }
+    sg_buf_free(&cached);
+    rc = 0;
+  } else {
+    sg_buf_puts(err, why.data ? why.data : sg_strerror(rc));
+  }
+  sg_buf_free(&why);
+  return rc;
+}
+
 int sg_server_run(const sg_config_t *cfg) {
   signal(SIGPIPE, SIG_IGN);
   server_t s;
@@ -306,15 +391,29 @@ int sg_server_run(const sg_config_t *cfg) {
   sg_buf_t err = SG_BUF_INIT;
   if (cfg->use_clickhouse) {
     sg_ch_global_init();
-    if (sg_chsink_server_version(cfg, &ch_version, &err) == 0) {
-      sg__ch_version = &ch_version;
-      sg_info("server", "ClickHouse %d.%d at %s:%lld; dual-write on", ch_version.major,
-              ch_version.minor, cfg->clickhouse_host, cfg->clickhouse_port);
-    } else {
-      sg_warn("server", "%s; spans are recorded as gaps until ClickHouse answers", err.data);
+    rc = clickhouse_at_start(cfg, &err);
+    if (rc != 0) {
+      sg_error("server", "start-up failed: %s", err.data ? err.data : sg_strerror(rc));
+      sg_buf_free(&err);
+      free(s.workers);
+      return rc;
     }
     sg_buf_reset(&err);
   }
+  int capture_on = cfg->use_clickhouse && !strcmp(cfg->clickhouse_writes, "capture");
+  if (capture_on) {
+    /* wal_level or the role's rights wrong: say how to fix it and stop here */
+    rc = sg_pgcapture_precheck(cfg, &err);
+    if (rc == SG_ECONFIG) {
+      sg_error("server", "clickhouse_writes = \"capture\": %s", err.data);
+      sg_buf_free(&err);
+      return rc;
+    }
+    if (rc != 0) sg_warn("server", "change capture: %s; it keeps trying", err.data);
+    sg_buf_reset(&err);
+    rc = 0;
+  }
+  sg_router_init();
   for (int i = 0; i < s.nworkers && rc == 0; i++) {
     s.workers[i].id = i + 1;
     s.workers[i].listen_fd = -1;
@@ -341,6 +440,11 @@ int sg_server_run(const sg_config_t *cfg) {
   uv_signal_start(&s.sighup, signal_cb, SIGHUP);
 
   for (int i = 0; i < s.nworkers; i++) uv_thread_create(&s.workers[i].thread, worker_main, &s.workers[i]);
+  if (capture_on && (rc = sg_pgcapture_start(cfg, ch_target_known, &capture, &err)) != 0) {
+    sg_error("server", "start-up failed: %s", err.data ? err.data : sg_strerror(rc));
+    fflush(stderr);
+    _exit(1); /* the workers are running: do not wait for them */
+  }
   sg_info("server", "spangate %s listening on http://%s with %d worker%s", SG_VERSION, cfg->listen,
           s.nworkers, s.nworkers == 1 ? "" : "s");
 
@@ -350,6 +454,8 @@ int sg_server_run(const sg_config_t *cfg) {
     _exit(1); /* workers may still hold requests; do not wait for them */
   }
   for (int i = 0; i < s.nworkers; i++) uv_thread_join(&s.workers[i].thread);
+  sg_pgcapture_stop(capture);
+  capture = NULL;
   uv_loop_close(s.loop);
   free(s.workers);
   sg_info("server", "stopped");

@@ -102,11 +102,6 @@ sg_span_t *sg_span_batch_push(sg_span_batch_t *b) {
   return s;
 }
 
-void sg_span_batch_pop(sg_span_batch_t *b) {
-  if (b->n == 0) return;
-  sg_span_clear(&b->spans[--b->n]);
-}
-
 void sg_span_batch_reject(sg_span_batch_t *b, const char *fmt, ...) {
   b->rejected++;
   if (b->rejected > SG_REJECT_REASONS_KEPT) return;

@@ -135,8 +135,6 @@ void sg_span_batch_init(sg_span_batch_t *b);
 /* A new zeroed span at the end of the batch (kind UNSPECIFIED, status UNSET,
  * trace_type/span_type NULL), or NULL when out of memory. */
 sg_span_t *sg_span_batch_push(sg_span_batch_t *b);
-/* Drop the last pushed span (used when decoding it fails half-way). */
-void sg_span_batch_pop(sg_span_batch_t *b);
 /* Count one rejected span and keep its reason (the first 10 reasons are kept). */
 void sg_span_batch_reject(sg_span_batch_t *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -825,9 +825,9 @@ void sg_spool_sync_end(sg_spool_t *sp, int rc) {
 int sg_spool_seal(sg_spool_t *sp) {
   if (sp == NULL) return SG_EINVAL;
   seal_open(sp, 1);
-  int rc = sp->sticky_err;
-  sp->sticky_err = 0;
-  return rc;
+  /* Reported, and kept for sg_spool_sync(): the appends it covers belong to
+   * whoever syncs next, who must not be told they are durable. */
+  return sp->sticky_err;
 }
 
 /* ---- reading and acknowledging ----------------------------------------- */
@@ -962,8 +962,8 @@ int sg_spool_ack_records(sg_spool_t *sp, sg_spool_seg_t *seg, size_t first, size
   return mark_done(sp, seg, first, n, 0);
 }
 
-/* Open dead/<name> for appending; *created if it did not exist. */
-static int dead_open(sg_spool_t *sp, const char *name, int *fd, int *created) {
+/* Open dead/<name> for appending; *size is what it holds already (0: new). */
+static int dead_open(sg_spool_t *sp, const char *name, int *fd, off_t *size) {
   if (sp->deadfd < 0) {
     int made = mkdirat(sp->dirfd, DEAD_DIR, 0700) == 0;
     if (!made && errno != EEXIST) return sys_err();
@@ -979,7 +979,7 @@ static int dead_open(sg_spool_t *sp, const char *name, int *fd, int *created) {
     close(*fd);
     return rc;
   }
-  *created = stb.st_size == 0;
+  *size = stb.st_size;
   return 0;
 }
 
@@ -996,26 +996,10 @@ int sg_spool_deadletter(sg_spool_t *sp, sg_spool_seg_t *seg, size_t i, const cha
   sg_spool_rec_t rec;
   rec_decode(seg->buf, seg->off[i], &rec);
   char name[NAME_LEN];
-  int fd, created, rc;
+  int fd = -1, tfd = -1, rc;
+  off_t size = 0, tsize = 0;
 
-  /* 1. the record, verbatim, in a file of the segment format */
-  seg_name(name, seg->id, "seg");
-  if ((rc = dead_open(sp, name, &fd, &created)) != 0) return rc;
-  int dir_dirty = created;
-  if (created) {
-    unsigned char hdr[SG_SPOOL_FILE_HEADER];
-    memcpy(hdr, FILE_MAGIC, 8);
-    put64(hdr + 8, seg->id);
-    rc = write_full(fd, hdr, sizeof hdr);
-  }
-  if (rc == 0)
-    rc = write_full(fd, seg->buf + seg->off[i],
-                    (size_t)sg_spool_record_size(rec.tag_len, rec.len));
-  if (rc == 0) rc = do_sync(sp, fd, 1);
-  close(fd);
-  if (rc != 0) return rc;
-
-  /* 2. why, for the operator: "<record seq>\t<append us>\t<tag>\t<reason>\n" */
+  /* The line for the operator: "<record seq>\t<append us>\t<tag>\t<reason>\n" */
   size_t rl = reason ? strnlen(reason, MAX_REASON) : 0;
   char *line = malloc(64 + rec.tag_len + rl);
   if (line == NULL) return SG_ENOMEM;
@@ -1024,21 +1008,41 @@ int sg_spool_deadletter(sg_spool_t *sp, sg_spool_seg_t *seg, size_t i, const cha
   line[n++] = '\t';
   put_clean(line, &n, reason ? reason : "", rl);
   line[n++] = '\n';
-  seg_name(name, seg->id, "txt");
-  if ((rc = dead_open(sp, name, &fd, &created)) != 0) {
-    free(line);
-    return rc;
-  }
-  dir_dirty |= created;
-  rc = write_full(fd, line, n);
-  free(line);
-  if (rc == 0) rc = do_sync(sp, fd, 1);
-  close(fd);
-  if (rc == 0 && dir_dirty) rc = do_sync(sp, sp->deadfd, 0);
-  if (rc != 0) return rc;
 
+  /* 1. the record, verbatim, in a file of the segment format */
+  seg_name(name, seg->id, "seg");
+  if ((rc = dead_open(sp, name, &fd, &size)) != 0) goto out;
+  if (size == 0) {
+    unsigned char hdr[SG_SPOOL_FILE_HEADER];
+    memcpy(hdr, FILE_MAGIC, 8);
+    put64(hdr + 8, seg->id);
+    rc = write_full(fd, hdr, sizeof hdr);
+  }
+  if (rc == 0)
+    rc = write_full(fd, seg->buf + seg->off[i], (size_t)sg_spool_record_size(rec.tag_len, rec.len));
+  if (rc == 0) rc = do_sync(sp, fd, 1);
+
+  /* 2. why */
+  if (rc == 0) {
+    seg_name(name, seg->id, "txt");
+    rc = dead_open(sp, name, &tfd, &tsize);
+  }
+  if (rc == 0) rc = write_full(tfd, line, n);
+  if (rc == 0) rc = do_sync(sp, tfd, 1);
+  if (rc == 0 && (size == 0 || tsize == 0)) rc = do_sync(sp, sp->deadfd, 0);
   /* 3. only now is it done: a crash before this copies it again, no loss */
-  return mark_done(sp, seg, i, 1, 1);
+  if (rc == 0) rc = mark_done(sp, seg, i, 1, 1);
+  if (rc != 0) {
+    /* Take back what this attempt wrote, so a retry neither copies the
+     * record twice nor appends it behind a torn header. */
+    if (fd >= 0 && ftruncate(fd, size) != 0) { /* the reader skips a torn tail */ }
+    if (tfd >= 0 && ftruncate(tfd, tsize) != 0) { /* a torn line, then a whole one */ }
+  }
+  if (tfd >= 0) close(tfd);
+  if (fd >= 0) close(fd);
+out:
+  free(line);
+  return rc;
 }
 
 void sg_spool_release(sg_spool_t *sp, sg_spool_seg_t *seg) {

@@ -91,7 +91,8 @@
  *    record numbers appended to <seg>.ack; a later load skips them.
  *  - sg_spool_deadletter(): one record is poison: it is copied verbatim to
  *    dead/<seg>.seg with a reason line in dead/<seg>.txt, then marked done.
- *    The records behind it stay deliverable.
+ *    The records behind it stay deliverable. If the copy fails the record
+ *    stays pending: a caller must not sg_spool_ack() the segment then.
  *  - sg_spool_release(): give the handle back untouched (e.g. ClickHouse is
  *    down); the next sg_spool_next_segment() returns it again.
  * How a poison batch is split: send the segment (grouped by tag); when the
@@ -222,7 +223,9 @@ int sg_spool_sync_fd(int fd);
 void sg_spool_sync_end(sg_spool_t *sp, int rc);
 
 /* Seal the open segment (synced first unless FSYNC_NEVER), so the reader can
- * take it; the next append opens a new one. A no-op if nothing is open. */
+ * take it; the next append opens a new one. A no-op if nothing is open. A
+ * failed sync is returned and also left for the next sg_spool_sync(), which
+ * is what tells the appenders whether their records are durable. */
 int sg_spool_seal(sg_spool_t *sp);
 
 /* The oldest sealed segment not already handed out, loaded and validated.
@@ -249,7 +252,10 @@ int sg_spool_ack(sg_spool_t *sp, sg_spool_seg_t *seg);
 int sg_spool_ack_records(sg_spool_t *sp, sg_spool_seg_t *seg, size_t first, size_t n);
 
 /* Record i is poison: copy it to dead/ with reason (one line; NUL-terminated,
- * may be NULL; control characters are replaced), then mark it done. */
+ * may be NULL; control characters are replaced), then mark it done. On any
+ * error (dead/ not a writable directory, disk full, ...) the record is not
+ * done and stays the caller's to retry; what the attempt wrote to dead/ is
+ * cut off again, so a retry leaves exactly one copy. */
 int sg_spool_deadletter(sg_spool_t *sp, sg_spool_seg_t *seg, size_t i, const char *reason);
 
 /* Give the handle back undelivered; the segment will be handed out again. */

@@ -2,18 +2,23 @@
 # Runs every test suite against the real servers scripts/testenv.sh started,
 # and ends with one line: "N passed, N failed".
 #
-#   unit         C unit tests (cmocka), release build and ASan+UBSan build
+#   unit         C unit tests (cmocka), release build and ASan+UBSan build,
+#                and scripts/depcycles.sh (no circles among src/'s files)
 #   lua          busted specs on LuaJIT
 #   integration  black-box tests of the gateway (Node.js: OpenTelemetry SDK,
 #                PostgreSQL, ClickHouse), against the release binary and
 #                again against the ASan+UBSan binary
+#   modern       the DDL, rows and ClickHouse statements spangate sends to a
+#                20.1+ server, run on ClickHouse 26.x's engine (chDB, npm,
+#                installed once into tests/modern/node_modules) and compared
+#                with the 18.16 server's answers
 #
 # SG_SUITES="unit lua" limits the run; SG_TEST_FILTER=regex limits
 # integration test files.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 : "${SG_TEST_PG_URI:?run through scripts/testenv.sh}"
-suites=${SG_SUITES:-"unit lua integration integration-asan"}
+suites=${SG_SUITES:-"unit lua integration integration-asan modern"}
 logs=${SG_TEST_TMP:-$(mktemp -d)}/logs
 mkdir -p "$logs"
 passed=0
@@ -56,6 +61,16 @@ run_fuzz_corpus() { # replays every fuzz corpus through the ASan build
   done
 }
 
+run_depcycles() { # no two files of src/ depend on each other in a circle
+  local out="$logs/depcycles.log"
+  if scripts/depcycles.sh build/obj >"$out" 2>&1; then
+    count "depcycles" 1 0
+  else
+    failures+=("depcycles (see $out)"); cat "$out"
+    count "depcycles" 0 1
+  fi
+}
+
 run_busted() {
   local out="$logs/lua.log"
   if ! ls tests/lua/*_spec.lua >/dev/null 2>&1; then return; fi
@@ -69,16 +84,18 @@ run_busted() {
   count "lua (busted)" "$p" "$f"
 }
 
-node_deps() {
-  if [ ! -d tests/node/node_modules ] || [ tests/node/package-lock.json -nt tests/node/node_modules ]; then
-    (cd tests/node && npm ci --no-audit --no-fund --loglevel=error) >"$logs/npm.log" 2>&1 ||
-      { cat "$logs/npm.log"; echo "npm ci failed"; return 1; }
+npm_ci() { # dir: installs its locked packages when missing or older than the lock file
+  if [ ! -d "$1/node_modules" ] || [ "$1/package-lock.json" -nt "$1/node_modules" ]; then
+    (cd "$1" && npm ci --no-audit --no-fund --loglevel=error) >"$logs/npm-${1//\//_}.log" 2>&1 ||
+      { cat "$logs/npm-${1//\//_}.log"; echo "npm ci in $1 failed"; return 1; }
   fi
 }
+node_deps() { npm_ci tests/node; }
+modern_deps() { npm_ci tests/node && npm_ci tests/modern; }
 
-run_node() { # name binary
+run_node() { # name binary [dir]
   local name=$1 out="$logs/$1.log" files
-  files=$(ls tests/node/*.test.mjs | grep -E "${SG_TEST_FILTER:-.}")
+  files=$(ls "${3:-tests/node}"/*.test.mjs | grep -E "${SG_TEST_FILTER:-.}")
   [ -n "$files" ] || return
   # Files run one after another: each starts its own gateways, and the
   # machine has two cores.
@@ -99,10 +116,11 @@ run_node() { # name binary
 
 for s in $suites; do
   case $s in
-  unit) run_cmocka unit build; run_cmocka unit-asan build/asan; run_fuzz_corpus ;;
+  unit) run_cmocka unit build; run_cmocka unit-asan build/asan; run_fuzz_corpus; run_depcycles ;;
   lua) run_busted ;;
   integration) node_deps && run_node integration "$PWD/build/spangate" ;;
   integration-asan) node_deps && run_node integration-asan "$PWD/build/asan/spangate" ;;
+  modern) { modern_deps && run_node modern "$PWD/build/spangate" tests/modern; } || { failed=$((failed + 1)); failures+=("modern (npm)"); } ;;
   *) echo "unknown suite $s"; failed=$((failed + 1)) ;;
   esac
 done

@@ -23,6 +23,7 @@ local gw = require("gw")
 local plan = require("jobs.lib.plan")
 local store = require("jobs.lib.store")
 local batcher = require("jobs.lib.batcher")
+local pool = require("jobs.lib.pool")
 
 local format = string.format
 local JOB = "migrate"
@@ -162,47 +163,28 @@ end
 -- Every range of list copied, --parallel at a time; returns once all their
 -- rows are in ClickHouse. resume: start from the checkpoints (first attempt).
 local function copy_all(list, cps, resume)
-  local tasks, next_i = {}, 1
-  for w = 1, math.min(math.floor(opts.parallel), #list) do
-    tasks[w] = gw.spawn(function()
-      while next_i <= #list do
-        local r = list[next_i]
-        next_i = next_i + 1
-        local from = resume and r.resume or nil
-        local cp = from and cps[r.key] or nil
-        if cp then committed[r.key] = {rows = cp.rows, last = from} end
-        copy(r, from, cp and {rows = cp.rows} or nil)
-      end
-    end)
-  end
-  if #tasks > 0 then gw.wait(unpack(tasks)) end
+  pool.run(opts.parallel, list, function(r)
+    local from = resume and r.resume or nil
+    local cp = from and cps[r.key] or nil
+    if cp then committed[r.key] = {rows = cp.rows, last = from} end
+    copy(r, from, cp and {rows = cp.rows} or nil)
+  end)
   ins:drain()
 end
 
 -- ---- checking ----------------------------------------------------------------------------
-
-local function wait_mutations()
-  local srv = gw.ch.server
-  local sql = format("SELECT count() FROM system.mutations WHERE database = '%s' AND table = 'spans' AND is_done = 0",
-    srv.database:gsub("[\\']", "\\%0"))
-  for _ = 1, 1200 do
-    if tonumber(gw.ch.query(sql, "TSV")[1][1]) == 0 then return true end
-    gw.sleep(100)
-  end
-  return false
-end
 
 -- Rows ClickHouse has in range r that PostgreSQL does not (hard deletes, a
 -- span re-created with another created_at): removed with a mutation, then
 -- awaited (mutations are asynchronous).
 local function remove_orphans(r, pg_n)
   local _, _, lo, hi = bounds(r)
-  local where = format("project_id = toUUID('%s') AND created_at >= toDateTime(%.0f) AND created_at < toDateTime(%.0f)",
-    r.project, math.floor(lo / 1e6), math.ceil(hi / 1e6))
+  local where = format("project_id = toUUID('%s') AND created_at >= %s AND created_at < %s",
+    r.project, store.ch_second(math.floor(lo / 1e6)), store.ch_second(math.ceil(hi / 1e6)))
   local removed = 0
   if pg_n == 0 then
     removed = tonumber(gw.ch.query(format("SELECT count() FROM %s.spans FINAL WHERE %s", DB, where), "TSV")[1][1])
-    gw.ch.query(format("ALTER TABLE %s.spans DELETE WHERE %s", DB, where))
+    gw.ch.query(format("ALTER TABLE %s DELETE WHERE %s", store.ch_mutation_target(), where))
   else
     local pk = {}
     for i, row in ipairs(gw.pg.query(format(
@@ -219,15 +201,15 @@ local function remove_orphans(r, pg_n)
     for i = 1, #orphans, 500 do
       local list = {}
       for j = i, math.min(i + 499, #orphans) do list[#list + 1] = "'" .. orphans[j] .. "'" end
-      gw.ch.query(format("ALTER TABLE %s.spans DELETE WHERE %s AND concat(toString(trace_id), '/', toString(span_id)) IN (%s)",
-        DB, where, table.concat(list, ", ")))
+      gw.ch.query(format("ALTER TABLE %s DELETE WHERE %s AND concat(toString(trace_id), '/', toString(span_id)) IN (%s)",
+        store.ch_mutation_target(), where, table.concat(list, ", ")))
     end
     removed = #orphans
   end
   if removed > 0 then
     gw.log.warn("project %s %s: removing %d spans ClickHouse has and PostgreSQL does not",
       r.project, plan.day_text(r.day), removed)
-    if not wait_mutations() then gw.log.warn("ClickHouse mutations still running after 120 s") end
+    if not store.wait_mutations(120) then gw.log.warn("ClickHouse mutations still running after 120 s") end
   end
   return removed
 end
@@ -240,23 +222,16 @@ end
 -- time. Returns key -> {p, c}.
 local function stats_of(list)
   local runs = plan.day_runs(list, JOIN_DAYS)
-  local out, tasks, next_i = {}, {}, 1
-  for w = 1, math.min(math.floor(opts.parallel), #runs) do
-    tasks[w] = gw.spawn(function()
-      while next_i <= #runs do
-        local run = runs[next_i]
-        next_i = next_i + 1
-        local _, _, lo = bounds(run[1])
-        local _, _, _, hi = bounds(run[#run])
-        local pgs = store.pg_day_stats(run[1].project, lo, hi)
-        local chs = store.ch_day_stats({run[1].project}, lo, hi)
-        for _, r in ipairs(run) do
-          out[r.key] = {p = pgs[r.key] or {n = 0, vsum = 0}, c = chs[r.key] or {n = 0, vsum = 0}}
-        end
-      end
-    end)
-  end
-  if #tasks > 0 then gw.wait(unpack(tasks)) end
+  local out = {}
+  pool.run(opts.parallel, runs, function(run)
+    local _, _, lo = bounds(run[1])
+    local _, _, _, hi = bounds(run[#run])
+    local pgs = store.pg_day_stats(run[1].project, lo, hi)
+    local chs = store.ch_day_stats({run[1].project}, lo, hi)
+    for _, r in ipairs(run) do
+      out[r.key] = {p = pgs[r.key] or {n = 0, vsum = 0}, c = chs[r.key] or {n = 0, vsum = 0}}
+    end
+  end)
   return out
 end
 
@@ -314,7 +289,7 @@ local function migrate_nodes(projects)
     FROM nodes n]], opt("n.tree_id", "::text"), opt("n.root_id", "::text"),
     cols.updated_at and "coalesce(n.updated_at, n.created_at)" or "n.created_at")
   local target = format("%s.nodes (project_id, node_id, tree_id, root_id, created_at, %sattributes, version, expires_at)",
-    DB, srv.datetime64 and "" or "created_at_us, ")
+    DB, srv.nodes_datetime64 and "" or "created_at_us, ")
   local copied = 0
   for _, p in ipairs(projects) do
     local pn = tonumber(gw.pg.query("SELECT count(*) AS n FROM nodes WHERE project_id = $1", p)[1].n)
@@ -333,9 +308,9 @@ local function migrate_nodes(projects)
         if #rows == 0 then break end
         local out = {}
         for i, r in ipairs(rows) do
-          local created = srv.datetime64 and format("%s.%06d", r.cs, tonumber(r.cus)) or r.cs
+          local created = srv.nodes_datetime64 and format("%s.%06d", r.cs, tonumber(r.cus)) or r.cs
           local row = {r.p, r.id, r.tree, r.root, created}
-          if not srv.datetime64 then row[#row + 1] = r.cus end
+          if not srv.nodes_datetime64 then row[#row + 1] = r.cus end
           row[#row + 1] = r.a
           row[#row + 1] = r.v
           row[#row + 1] = "2105-12-31 23:59:59" -- nodes have no TTL hook: kept forever
@@ -363,19 +338,9 @@ end
 
 -- statistics of both stores, PostgreSQL's per project in parallel
 local pg = {}
-do
-  local tasks, next_i = {}, 1
-  for w = 1, math.min(math.floor(opts.parallel), math.max(#projects, 1)) do
-    tasks[w] = gw.spawn(function()
-      while next_i <= #projects do
-        local p = projects[next_i]
-        next_i = next_i + 1
-        for k, v in pairs(store.pg_day_stats(p, since_us, until_us, false, true)) do pg[k] = v end
-      end
-    end)
-  end
-  if #tasks > 0 then gw.wait(unpack(tasks)) end
-end
+pool.run(opts.parallel, projects, function(p)
+  for k, v in pairs(store.pg_day_stats(p, since_us, until_us, false, true)) do pg[k] = v end
+end)
 local ch = #projects > 0 and store.ch_day_stats(projects, since_us, until_us, false) or {}
 -- (--restart copies everything: the checksums would not change the plan)
 if not opts.restart then store.add_checksums(pg, ch, since_us, until_us) end

@@ -40,17 +40,6 @@ local hook = require("jobs.lib.ttl_hook")
 
 local CH_ATTEMPTS = 3
 
-local function ch_wait_mutations(timeout_s)
-  local srv = gw.ch.server
-  local sql = format("SELECT count() FROM system.mutations WHERE database = '%s' AND table = 'spans' AND is_done = 0",
-    (srv.database:gsub("[\\']", "\\%0")))
-  for _ = 1, timeout_s * 10 do
-    if tonumber(gw.ch.query(sql, "TSV")[1][1]) == 0 then return true end
-    gw.sleep(100)
-  end
-  return false
-end
-
 -- ================================ apply ================================================
 
 local function apply()
@@ -95,8 +84,8 @@ local function apply()
       for _, r in ipairs(gw.ch.query(format([[
           SELECT concat(toString(trace_id), '/', toString(span_id)), toUInt32(expires_at)
           FROM %s.spans FINAL
-          WHERE project_id = toUUID('%s') AND created_at >= toDateTime(%d) AND created_at < toDateTime(%d)]],
-          DB, p, lo_s, hi_s), "TSV")) do
+          WHERE project_id = toUUID('%s') AND created_at >= %s AND created_at < %s]],
+          DB, p, store.ch_second(lo_s), store.ch_second(hi_s)), "TSV")) do
         stored[r[1]] = tonumber(r[2])
       end
       local changed = {}
@@ -183,9 +172,9 @@ local function purge()
     if n == 0 or opts.dry_run then return n, 0 end
     local left = n
     for _ = 1, CH_ATTEMPTS do
-      ch_wait_mutations(600)
-      gw.ch.query(format("ALTER TABLE %s.spans DELETE WHERE %s", DB, where))
-      ch_wait_mutations(600)
+      store.wait_mutations(600)
+      gw.ch.query(format("ALTER TABLE %s DELETE WHERE %s", store.ch_mutation_target(), where))
+      store.wait_mutations(600)
       left = tonumber(gw.ch.query(count_sql, "TSV")[1][1])
       if left == 0 then break end
       gw.log.warn("project %s: %d of %d ClickHouse rows survived their DELETE mutation; again", p, left, n)

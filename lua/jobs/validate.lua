@@ -14,6 +14,7 @@
 local gw = require("gw")
 local plan = require("jobs.lib.plan")
 local store = require("jobs.lib.store")
+local pool = require("jobs.lib.pool")
 
 local format = string.format
 
@@ -43,18 +44,11 @@ local projects = store.select_projects(opts.project)
 
 -- counts and checksums, PostgreSQL per project in parallel with ClickHouse
 local pg = {}
-local tasks, next_i = {}, 1
-for w = 1, math.min(4, #projects) do
-  tasks[w] = gw.spawn(function()
-    while next_i <= #projects do
-      local p = projects[next_i]
-      next_i = next_i + 1
-      for k, v in pairs(store.pg_day_stats(p, since_us, until_us, true)) do pg[k] = v end
-    end
-  end)
-end
+local pg_done = pool.start(4, projects, function(p)
+  for k, v in pairs(store.pg_day_stats(p, since_us, until_us, true)) do pg[k] = v end
+end)
 local ch = #projects > 0 and store.ch_day_stats(projects, since_us, until_us, true) or {}
-if #tasks > 0 then gw.wait(unpack(tasks)) end
+pg_done()
 
 local ranges = plan.plan(pg, ch, {}, {}, {})
 local bad_ranges = {}
@@ -99,7 +93,8 @@ local CH_QUERY_BYTES = 128 * 1024
 local CH_SAMPLE_SQL = [[
   SELECT %s FROM %s.spans FINAL
   WHERE project_id IN (%s)
-    AND concat(toString(project_id), '/', toString(trace_id), '/', toString(span_id)) IN (%s)]]
+    AND concat(toString(project_id), '/', toString(trace_id), '/', toString(span_id)) IN (%s)
+    AND is_deleted = 0]]
 local PG_SAMPLE_SQL = format([[
   SELECT project_id::text AS project_id, %s FROM spans
   JOIN unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS k(p, t, s)

@@ -1,9 +1,12 @@
 /* decode_check.h - what every decoder fuzz target checks, beyond the
- * sanitizers: the return code is 0, SG_EPARSE or SG_ENOMEM; SG_EPARSE comes
- * with a one-line message; messages are one line of valid UTF-8; every kept
- * span has a name, in-range times and enums, valid strings, and JSON values
- * that jansson can serialise and read back (so no invalid UTF-8 slipped in
- * through the nocheck setters). Included by the fuzz_*.c targets only. */
+ * sanitizers: the return code is 0, SG_EPARSE, SG_ETOOBIG or SG_ENOMEM;
+ * SG_EPARSE and SG_ETOOBIG come with a one-line message; messages are one
+ * line of valid UTF-8; every kept span has a name, in-range times and
+ * enums, valid strings, JSON values that jansson can serialise and read
+ * back (so no invalid UTF-8 slipped in through the nocheck setters), and
+ * an attributes column, rendered with nesting as the default transform
+ * asks, that reads back as a JSON object. Included by the fuzz_*.c targets
+ * only. */
 #ifndef SG_FUZZ_DECODE_CHECK_H
 #define SG_FUZZ_DECODE_CHECK_H
 
@@ -38,8 +41,9 @@ static void check_str(const char *s) {
 static void check_decoded(int rc, sg_span_batch_t *bt_, sg_buf_t *err_) {
   sg_span_batch_t bt = *bt_;
   sg_buf_t err = *err_;
-  if (rc != 0 && rc != SG_EPARSE && rc != SG_ENOMEM) abort();
-  if (rc == SG_EPARSE && (err.len == 0 || memchr(err.data, '\n', err.len))) abort();
+  if (rc != 0 && rc != SG_EPARSE && rc != SG_ETOOBIG && rc != SG_ENOMEM) abort();
+  if ((rc == SG_EPARSE || rc == SG_ETOOBIG) && (err.len == 0 || memchr(err.data, '\n', err.len)))
+    abort();
   if (rc == 0 && bt.rejected == 0 && bt.reject_msg.len != 0) abort();
   if (bt.rejected > 0 && bt.reject_msg.len == 0) abort();
   /* Messages go back to clients: one line of valid UTF-8. */
@@ -66,6 +70,19 @@ static void check_decoded(int rc, sg_span_batch_t *bt_, sg_buf_t *err_) {
     check_json(s->hashes);
     check_json(s->resource);
     check_json(s->scope);
+    /* What the stores get (json_nest.c: deep keys, conflicts, arrays). */
+    const char *text;
+    size_t len;
+    s->nest_attributes = SG_SPAN_NEST_ATTRS | SG_SPAN_NEST_RESOURCE;
+    int arc = sg_span_attributes_text(s, &text, &len);
+    if (arc == 0) {
+      json_error_t e;
+      json_t *back = json_loadb(text, len, JSON_ALLOW_NUL, &e);
+      if (!json_is_object(back) && !(s->attributes == NULL && s->resource == NULL)) abort();
+      json_decref(back);
+    } else if (arc != SG_ENOMEM) {
+      abort();
+    }
   }
 }
 

@@ -16,8 +16,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   sg_buf_free(&err);
   /* The same bytes through the decompressor (a bomb must stay bounded). */
   sg_buf_t raw = SG_BUF_INIT;
-  int zr = sg_inflate(data, size, size > 0 && data[0] == 0x03 ? SG_ENC_DEFLATE : SG_ENC_AUTO,
-                      1u << 20, &raw);
+  int zr = sg_inflate_ex(data, size, size > 0 && data[0] == 0x03 ? SG_ENC_DEFLATE : SG_ENC_AUTO,
+                         1u << 20, &raw, NULL, NULL);
   if (zr != 0 && zr != SG_EPARSE && zr != SG_ETOOBIG && zr != SG_ENOMEM) abort();
   if (raw.cap > (1u << 20) + 1 && raw.cap > 2 * size + 128) abort();
   sg_buf_free(&raw);

@@ -3,13 +3,14 @@
 // dead-lettered without holding up the rows behind them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BasicTracerProvider, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { SpanKind, SpanStatusCode, context, trace } from '@opentelemetry/api';
-import { startGateway, postJson, request, KEY_A, chQuery, until, chctl, CH_DIR, sleep, spanUuid, BIN } from './lib/harness.mjs';
+import { startGateway, postJson, request, KEY_A, chQuery, freePort, until, chctl, CH_DIR, sleep, spanUuid, BIN } from './lib/harness.mjs';
 import { execFileSync } from 'node:child_process';
+import net from 'node:net';
 
 const CH_PORT = process.env.SG_TEST_CH_PORT;
 const CH_TCP = process.env.SG_TEST_CH_TCP_PORT;
@@ -88,8 +89,8 @@ test('ClickHouse killed while clients send: 200s continue; afterwards every span
     chctl('stop', CH_DIR);
     chDown = true;
     for (let i = 0; i < 40; i++) await send(); // PostgreSQL still answers
-    await sleep(700); // pool and spool figures are published twice a second
-    const m = (await request(gw, 'GET', '/metrics')).text;
+    let m; // spool figures are published twice a second: wait for them
+    await until(async () => /spangate_spool_records [1-9]/.test(m = (await request(gw, 'GET', '/metrics')).text), 5000);
     assert.match(m, /spangate_spool_records [1-9]/);
     chctl('start', CH_DIR, CH_PORT, CH_TCP);
     chDown = false;
@@ -101,8 +102,8 @@ test('ClickHouse killed while clients send: 200s continue; afterwards every span
     assert.equal(uniq, want);
     const pg = (await gw.query('SELECT count(*)::int AS n FROM spans'))[0].n;
     assert.equal(pg, want);
-    await sleep(300);
-    assert.match((await request(gw, 'GET', '/metrics')).text, /spangate_clickhouse_retries_total [1-9]/);
+    await until(async () => /spangate_clickhouse_retries_total [1-9]/.test(m = (await request(gw, 'GET', '/metrics')).text), 5000);
+    assert.match(m, /spangate_clickhouse_retries_total [1-9]/);
   } finally {
     if (chDown) chctl('start', CH_DIR, CH_PORT, CH_TCP);
     await gw.stop();
@@ -139,14 +140,15 @@ test('gateway SIGKILLed while ClickHouse is down, then restarted: every acknowle
 });
 
 test('a poison batch goes to the dead-letter file and the rows behind it still arrive', async () => {
-  // A ClickHouse table whose span_type enum lacks RERANK: such rows are
-  // rejected by ClickHouse (bad data), the others are fine.
+  // The table is changed under the running gateway: its span_type enum loses
+  // RERANK (at start spangate refuses a table it cannot write; see the
+  // schema tests below). Such rows are rejected by ClickHouse (bad data),
+  // the others are fine.
   const db = `sgpoison_${process.pid}`;
-  const ddl = execFileSync(BIN, ['schema', '--print', '--clickhouse-version', '18.16'], { env: { ...process.env, CLICKHOUSE_DATABASE: db } }).toString();
-  for (const stmt of ddl.split(/;\s*\n/).map((x) => x.trim()).filter(Boolean))
-    await chQuery(stmt.replace(/,\s*'RERANK'\s*=\s*\d+/, ''));
   const gw = await startGateway({ clickhouse: true, chdb: db, flushMs: 400, workers: 1 });
   try {
+    const type = (await gw.ch(`SELECT type FROM system.columns WHERE database = '${db}' AND table = 'spans' AND name = 'span_type'`)).trim();
+    await gw.ch(`ALTER TABLE spans MODIFY COLUMN span_type ${type.replace(/\\'/g, "'").replace(/,\s*'RERANK'\s*=\s*\d+/, '')}`);
     const reqs = [
       postJson(gw, '/v1/spans', { spans: [span('8000000000000001')] }),
       postJson(gw, '/v1/spans', { spans: [span('8000000000000002', { span_type: 'RERANK' }), span('8000000000000003', { span_type: 'RERANK' })] }),
@@ -175,9 +177,151 @@ test('USE_CLICKHOUSE=false writes nothing to ClickHouse', async () => {
     await chQuery(`CREATE DATABASE IF NOT EXISTS ${gw.chdb}`);
     const r = await postJson(gw, '/v1/spans', { spans: [span('9000000000000001')] });
     assert.equal(r.status, 200);
+    // The absence under test: nothing may appear within a few flush
+    // intervals (100 ms); there is no event to wait for.
     await sleep(500);
     const tables = (await chQuery(`SELECT count() FROM system.tables WHERE database = '${gw.chdb}'`)).trim();
     assert.equal(tables, '0', 'no tables created, nothing written');
     assert.match((await request(gw, 'GET', '/metrics')).text, /spangate_clickhouse_enabled 0/);
   } finally { await gw.stop(); }
+});
+
+// ---- schema at start and upgrades ---------------------------------------------------
+
+const us = (col) => `toString(toUInt64(${col}) * 1000000 + ${col}_us)`;
+
+async function chTables(db) {
+  return (await chQuery(`SELECT name FROM system.tables WHERE database = '${db}' ORDER BY name`)).trim().split('\n').filter(Boolean);
+}
+
+test('serve creates the missing ClickHouse database and tables at start (logged), as Agenta\'s init_tables()', async () => {
+  // PostgreSQL's schema only; ClickHouse has nothing yet
+  const gw = await startGateway({ clickhouse: true, conf: ['use_clickhouse = false'] });
+  try {
+    await gw.stop();
+    assert.deepEqual(await chTables(gw.chdb), []);
+    appendFileSync(gw.conf, 'use_clickhouse = true\n');
+    await gw.start();
+    assert.match(gw.log, /\[info\] clickhouse: schema: create database `[^`]+`/);
+    assert.match(gw.log, /schema: create table `[^`]+`\.spans \(DateTime \+ _us times\)/);
+    assert.deepEqual(await chTables(gw.chdb), ['nodes', 'spans', 'spans_analytics', 'spans_analytics_mv']);
+    const r = await postJson(gw, '/v1/spans', { spans: [span('a100000000000001')] });
+    assert.equal(r.status, 200);
+    assert.ok(await until(async () => (await chCount(gw)) === 1), 'the span arrived');
+    assert.deepEqual(gw.errorLines(), []);
+  } finally { await gw.stop(); }
+});
+
+test('clickhouse_create_schema = false with the tables missing: a clear error at start, not endless retries', async () => {
+  const gw = await startGateway({ clickhouse: true, conf: ['use_clickhouse = false'] });
+  await gw.stop();
+  appendFileSync(gw.conf, 'use_clickhouse = true\nclickhouse_create_schema = false\n');
+  await assert.rejects(gw.start(), (e) => {
+    assert.match(e.message, /gateway exited at start-up/);
+    assert.match(e.message, /ClickHouse table `[^`]+`\.spans does not exist; create it with `spangate schema --apply`/);
+    return true;
+  });
+  assert.deepEqual(await chTables(gw.chdb), [], 'nothing created');
+});
+
+test('a table spangate cannot write fails the start, naming the table and column (no dead letters)', async () => {
+  const db = `sgbadlayout_${process.pid}`;
+  const ddl = execFileSync(BIN, ['schema', '--print', '--clickhouse-version', '18.16'], { env: { ...process.env, CLICKHOUSE_DATABASE: db } }).toString();
+  for (const stmt of ddl.split(/;\s*\n/).map((x) => x.trim()).filter(Boolean))
+    await chQuery(stmt.replace('    version UInt64,', '    version UInt32,'));
+  await assert.rejects(startGateway({ clickhouse: true, chdb: db }), (e) => {
+    assert.match(e.message, /ClickHouse table `sgbadlayout_\d+`\.spans: column version UInt32 is not UInt64/);
+    return true;
+  });
+});
+
+test('tables made with 18.16\'s layout keep getting exact rows when the server reports a newer version', async () => {
+  // The tables exist with DateTime + _us columns (made by schema --apply on
+  // 18.16); then ClickHouse is "upgraded": the gateway is told 24.8, which
+  // would render DateTime64 for new tables. The rows must follow the table.
+  const gw = await startGateway({ clickhouse: true, workers: 1 });
+  try {
+    await gw.stop();
+    appendFileSync(gw.conf, 'clickhouse_version = "24.8"\nclickhouse_create_schema = false\n');
+    await gw.start();
+    assert.match(gw.log, /ClickHouse 24\.8 at .* spans rows DateTime \+ _us; dual-write on/);
+    // what 24.8 would add is reported, not done (create_schema off)
+    assert.match(gw.log, /\[warn\] clickhouse: schema missing: set TTL expires_at on/);
+    const spans = [
+      span('a200000000000001', { start_time: 1714979289000001, end_time: 1714979289999999, attributes: { n: 'BIG', s: 'ünï 😀 \t\n\\' } }),
+      span('a200000000000002', { start_time: 4102444799999999, end_time: 4102444800000000, status_message: null }),
+    ];
+    // 2^53 + 1 as a JSON number: exact only if nothing on the way is a double
+    const r = await postJson(gw, '/v1/spans', JSON.stringify({ spans }).replace('"BIG"', '9007199254740993'));
+    assert.equal(r.status, 200);
+    assert.ok(await until(async () => (await chCount(gw)) === 2), 'both spans arrived');
+    const rows = (await gw.ch(`SELECT toString(span_id), ${us('start_time')}, ${us('end_time')}, ${us('created_at')}, attributes
+        FROM spans FINAL ORDER BY span_id FORMAT JSONCompact`));
+    const pg = await gw.query(`SELECT span_id::text, (extract(epoch from start_time)*1000000)::bigint::text AS s,
+        (extract(epoch from end_time)*1000000)::bigint::text AS e, (extract(epoch from created_at)*1000000)::bigint::text AS c,
+        attributes FROM spans ORDER BY span_id`);
+    const got = JSON.parse(rows).data;
+    assert.deepEqual(got.map((x) => x.slice(0, 4)), pg.map((p) => [p.span_id, p.s, p.e, p.c]));
+    assert.deepEqual(got.map((x) => JSON.parse(x[4])), pg.map((p) => p.attributes));
+    assert.match(got[0][4], /"n":9007199254740993[,}]/);
+    assert.equal(got[0][1], '1714979289000001');
+    assert.equal(got[1][2], '4102444800000000');
+    assert.ok(!existsSync(join(gw.dir, 'spool', 'w1', 'dead')) || readdirSync(join(gw.dir, 'spool', 'w1', 'dead')).length === 0, 'no dead letters');
+    // the jobs read the same layout: validate compares every field
+    const v = execFileSync(BIN, ['validate', '-c', gw.conf, '--sample', '10'], { env: gw.env }).toString();
+    assert.match(v, /sample: 2 spans compared field by field, 0 differ/);
+    assert.match(v, /validate: ClickHouse matches PostgreSQL/);
+  } finally { await gw.stop(); }
+});
+
+test('schema --apply on an existing database adds what is missing, prints it, and drops nothing', async () => {
+  const gw = await startGateway({ clickhouse: true });
+  try {
+    await gw.stop();
+    await gw.ch('ALTER TABLE spans DROP COLUMN agent_id');
+    await gw.ch('ALTER TABLE spans DROP COLUMN deleted_at_us');
+    await gw.ch('DROP TABLE spans_analytics_mv');
+    const out = execFileSync(BIN, ['schema', '--apply', '-c', gw.conf], { env: gw.env }).toString();
+    assert.match(out, /add column `[^`]+`\.spans\.agent_id Nullable\(String\)\n/);
+    assert.match(out, /add column `[^`]+`\.spans\.deleted_at_us Nullable\(UInt32\)\n/);
+    assert.match(out, /create materialized view `[^`]+`\.spans_analytics_mv \(reads DateTime \+ _us times\)\n/);
+    assert.doesNotMatch(out, /create table/);
+    const cols = (await gw.ch("SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'spans' AND name IN ('agent_id', 'deleted_at_us')")).trim().split('\n').sort();
+    assert.deepEqual(cols, ['agent_id', 'deleted_at_us']);
+    const again = execFileSync(BIN, ['schema', '--apply', '-c', gw.conf], { env: gw.env }).toString();
+    assert.match(again, /ClickHouse: nothing was missing/);
+  } finally { await gw.stop(); }
+});
+
+test('ClickHouse away at start with nothing created: gaps meanwhile, then the schema is created and rows flow', async () => {
+  // The gateway's ClickHouse port forwards to the real server only once a
+  // forwarder listens there; until then connections are refused.
+  const port = await freePort();
+  const gw = await startGateway({ clickhouse: true, conf: ['use_clickhouse = false'] });
+  let fwd;
+  try {
+    await gw.stop();
+    appendFileSync(gw.conf, `use_clickhouse = true\nclickhouse_port = ${port}\n`);
+    await gw.start();
+    assert.match(gw.log, /spans are recorded as gaps until ClickHouse answers/);
+    assert.equal((await postJson(gw, '/v1/spans', { spans: [span('c100000000000001')] })).status, 200);
+    assert.ok(await until(async () => (await gw.query('SELECT coalesce(sum(spans), 0)::int AS n FROM spangate_ch_gaps'))[0].n === 1),
+      'the span is recorded as a gap');
+    fwd = net.createServer((c) => {
+      const up = net.connect(Number(CH_PORT), '127.0.0.1');
+      c.pipe(up).pipe(c);
+      c.on('error', () => up.destroy());
+      up.on('error', () => c.destroy());
+    });
+    await new Promise((r) => fwd.listen(port, '127.0.0.1', r));
+    // each of the two workers (worker 1 creates the schema, the other waits for it)
+    const resumed = () => (gw.log.match(/ClickHouse 18\.16\.\S+ reached; dual-write resumes/g) || []).length;
+    assert.ok(await until(() => resumed() === 2, 30000), gw.log);
+    assert.match(gw.log, /\[info\] worker 1 clickhouse: schema: create table `[^`]+`\.spans \(DateTime \+ _us times\)/);
+    assert.equal((await postJson(gw, '/v1/spans', { spans: [span('c100000000000002')] })).status, 200);
+    assert.ok(await until(async () => (await chCount(gw)) === 1), 'the span after the reconnect arrived');
+  } finally {
+    await gw.stop();
+    if (fwd) await new Promise((r) => fwd.close(r));
+  }
 });

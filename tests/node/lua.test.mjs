@@ -1,12 +1,12 @@
 // Operator scripts in the live path: a custom transform (redact a secret,
-// drop by name), SIGHUP reload, a broken reload keeping the old scripts,
+// drop by name; a type()/pairs() redaction over the proxies), SIGHUP reload, a broken reload keeping the old scripts,
 // and routing.lua choosing the projects that reach ClickHouse.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startGateway, postJson, request, KEY_A, KEY_B, PROJECT_A, PROJECT_B, ROOT, until, sleep, spanUuid } from './lib/harness.mjs';
+import { startGateway, postJson, request, KEY_A, KEY_B, PROJECT_A, PROJECT_B, ROOT, until, spanUuid } from './lib/harness.mjs';
 
 function scriptsDir(files) {
   const d = mkdtempSync(join(tmpdir(), 'sg-lua-'));
@@ -87,8 +87,9 @@ return M
     const rows = await gw.query('SELECT span_name FROM spans ORDER BY span_id');
     assert.deepEqual(rows.map((x) => x.span_name), ['boom', 'loop', 'ok:fine']);
     assert.match(gw.log, /kaboom/);
-    await sleep(600);
-    const m = (await request(gw, 'GET', '/metrics')).text;
+    let m; // Lua figures are published twice a second: wait for them
+    await until(async () => /spangate_lua_errors_total [2-9]/.test(m = (await request(gw, 'GET', '/metrics')).text) &&
+      /spangate_lua_budget_kills_total [1-9]/.test(m), 5000);
     assert.match(m, /spangate_lua_errors_total [2-9]/);
     assert.match(m, /spangate_lua_budget_kills_total [1-9]/);
   } finally { await gw.stop(); }
@@ -103,6 +104,31 @@ test('on_script_error = reject rejects the failing span alone', async () => {
     assert.equal(r.json().count, 1);
     assert.equal(r.json().rejected, 1);
     assert.deepEqual((await gw.query('SELECT span_name FROM spans')).map((x) => x.span_name), ['good']);
+  } finally { await gw.stop(); }
+});
+
+test('an operator\'s type() guard and pairs() loop redact through the attribute proxies', async () => {
+  const dir = scriptsDir({ 'transform.lua': `
+local M = {}
+function M.span(span, ctx)
+  if type(span.attributes) ~= "table" then return span end
+  for k, v in pairs(span.attributes) do
+    if k:find("email", 1, true) then span.attributes[k] = nil end
+  end
+  local n = 0
+  for _, tag in ipairs(span.attributes.tags or {}) do n = n + 1 end
+  span.attributes.ntags = n
+  return span
+end
+return M
+` });
+  const gw = await startGateway({ scripts: dir });
+  try {
+    const r = await postJson(gw, '/v1/spans', { spans: [span('6200000000000001', 'call', { 'user.email': 'a@b', 'contact.email': 'c@d', keep: 'x', tags: ['a', 'b'] })] });
+    assert.equal(r.status, 200, r.text);
+    const rows = await gw.query('SELECT attributes FROM spans');
+    assert.deepEqual(rows.map((x) => x.attributes), [{ keep: 'x', tags: ['a', 'b'], ntags: 2 }]);
+    assert.deepEqual(gw.errorLines(), []);
   } finally { await gw.stop(); }
 });
 
@@ -121,14 +147,74 @@ local M = {}
 function M.clickhouse(project_id) return project_id == "${PROJECT_A}" end
 return M
 ` });
-  const gw = await startGateway({ scripts: dir, clickhouse: true });
+  // One worker sends its spool in order: once A's span (sent last) is in
+  // ClickHouse, B's would be too, had routing let it through.
+  const gw = await startGateway({ scripts: dir, clickhouse: true, workers: 1 });
   try {
-    assert.equal((await postJson(gw, '/v1/spans', { spans: [span('7000000000000001', 'a')] }, KEY_A)).status, 200);
     assert.equal((await postJson(gw, '/v1/spans', { spans: [span('7000000000000002', 'b')] }, KEY_B)).status, 200);
+    assert.equal((await postJson(gw, '/v1/spans', { spans: [span('7000000000000001', 'a')] }, KEY_A)).status, 200);
     await until(async () => Number((await gw.ch('SELECT count() FROM spans FINAL')).trim()) >= 1, 10000);
-    await sleep(500);
     const rows = (await gw.ch('SELECT toString(project_id) FROM spans FINAL')).trim().split('\n');
     assert.deepEqual(rows, [PROJECT_A]);
     assert.equal((await gw.query('SELECT count(*)::int AS n FROM spans'))[0].n, 2, 'PostgreSQL has both');
+  } finally { await gw.stop(); }
+});
+
+test('gw.metrics values reach /metrics as spangate_lua_user_*, summed over the workers, bounded in number', async () => {
+  // docs/lua.md's redaction example, plus a gauge each worker sets to 1 (its
+  // sum says how many workers ran the transform) and, for one span, more
+  // distinct names than /metrics takes.
+  const dir = scriptsDir({ 'transform.lua': `
+local gw = require("gw")
+local M = {}
+function M.span(span, ctx)
+  gw.metrics.gauge("workers_seen", 1)
+  local a = span.attributes
+  if a and a["api_key"] ~= nil then
+    a["api_key"] = "[redacted]"
+    gw.metrics.incr("spans_redacted")
+    gw.metrics.incr("redact:bytes", 10)
+  end
+  if span.span_name == "many" then
+    for i = 1, 300 do gw.metrics.incr("name_" .. i) end
+  end
+  return span
+end
+return M
+` });
+  const gw = await startGateway({ scripts: dir, workers: 2 });
+  const metrics = async () => (await request(gw, 'GET', '/metrics')).text;
+  const value = (text, name) => { const m = text.match(new RegExp(`^${name} (\\S+)$`, 'm')); return m ? Number(m[1]) : NaN; };
+  try {
+    // One connection per request: SO_REUSEPORT spreads them over both workers.
+    const N = 40;
+    const res = await Promise.all(Array.from({ length: N }, (_, i) =>
+      postJson(gw, '/v1/spans', { spans: [span((0x8000000000000000n + BigInt(i)).toString(16), 'call', { api_key: 'sk', model: 'm' })] })));
+    for (const r of res) assert.equal(r.status, 200, r.text);
+    const ok = await until(async () => {
+      const m = await metrics();
+      return value(m, 'spangate_lua_user_spans_redacted') === N && value(m, 'spangate_lua_user_workers_seen') === 2;
+    }, 5000);
+    let m = await metrics();
+    assert.ok(ok, `summed over both workers:\n${m.split('\n').filter((l) => l.includes('lua_user')).join('\n')}`);
+    assert.match(m, /# TYPE spangate_lua_user_spans_redacted counter\n/);
+    assert.match(m, /# TYPE spangate_lua_user_workers_seen gauge\n/);
+    assert.equal(value(m, 'spangate_lua_user_redact_bytes'), 10 * N, 'a colon is sanitised to _');
+
+    // 300 more names from one request: 256 distinct names at most.
+    assert.equal((await postJson(gw, '/v1/spans', { spans: [span('8100000000000001', 'many')] })).status, 200);
+    assert.ok(await until(async () => value(await metrics(), 'spangate_lua_metrics_dropped_total') > 0, 5000));
+    m = await metrics();
+    const exported = m.split('\n').filter((l) => l.startsWith('# TYPE spangate_lua_user_')).length;
+    assert.equal(exported, 256);
+    assert.equal(value(m, 'spangate_lua_metrics_dropped_total'), 3 + 300 - 256);
+    assert.equal(gw.log.split('\n').filter((l) => /is not exported to \/metrics/.test(l)).length, 1, 'logged once');
+
+    // A reload: counters keep counting, the old states' gauges leave the sum.
+    gw.proc.kill('SIGHUP');
+    assert.ok(await until(async () => value(await metrics(), 'spangate_lua_reloads_total') === 2, 5000));
+    assert.ok(await until(async () => value(await metrics(), 'spangate_lua_user_workers_seen') === 0, 5000), 'gauges of the old states are gone');
+    assert.equal((await postJson(gw, '/v1/spans', { spans: [span('8200000000000001', 'call', { api_key: 'sk' })] })).status, 200);
+    assert.ok(await until(async () => value(await metrics(), 'spangate_lua_user_spans_redacted') === N + 1, 5000), 'counters continue across a reload');
   } finally { await gw.stop(); }
 });

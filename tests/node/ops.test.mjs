@@ -1,7 +1,7 @@
 // Operations endpoints, routing, graceful shutdown.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startGateway, request, postJson, rawExchange, sleep } from './lib/harness.mjs';
+import { startGateway, request, postJson, rawExchange, until } from './lib/harness.mjs';
 
 const gw = await startGateway();
 after(async () => { await gw.stop(); });
@@ -14,15 +14,15 @@ test('/healthz answers 200', async () => {
 
 test('/readyz answers 200 when PostgreSQL is reachable', async () => {
   let r;
-  for (let i = 0; i < 40; i++) { r = await request(gw, 'GET', '/readyz'); if (r.status === 200) break; await sleep(50); }
+  await until(async () => (r = await request(gw, 'GET', '/readyz')).status === 200, 2000, 50);
   assert.equal(r.status, 200);
   assert.equal(r.json().postgres.up, true);
 });
 
 test('/metrics is Prometheus text with requests, latency, connections and pool state', async () => {
   await request(gw, 'GET', '/healthz');
-  await sleep(600); // pool figures are published twice a second
-  const r = await request(gw, 'GET', '/metrics');
+  let r; // pool figures are published twice a second: wait for them
+  await until(async () => /^spangate_pg_connections_up [1-9]\d*$/m.test((r = await request(gw, 'GET', '/metrics')).text), 5000, 50);
   assert.equal(r.status, 200);
   assert.match(r.headers['content-type'], /^text\/plain; version=0\.0\.4/);
   assert.match(r.text, /^spangate_http_requests_total\{route="healthz",status="200"\} [1-9]\d*$/m);
@@ -58,7 +58,9 @@ test('SIGTERM finishes in-flight requests and exits 0', async () => {
   const g = await startGateway({ conf: ['commit_window_ms = 300'] });
   const body = { spans: [{ trace_id: 'a'.repeat(32), span_id: 'b'.repeat(16), span_name: 'inflight', start_time: 1700000000000000, end_time: 1700000000000001 }] };
   const pending = postJson(g, '/v1/spans', body);
-  await sleep(100); // the request waits in the 300 ms commit window
+  // SIGTERM once the request waits in the 300 ms commit window (its body
+  // is held in flight until it is answered)
+  await until(async () => /^spangate_inflight_bytes [1-9]/m.test((await request(g, 'GET', '/metrics')).text), 2000, 10);
   g.proc.kill('SIGTERM');
   const r = await pending;
   assert.equal(r.status, 200);

@@ -26,21 +26,27 @@ test('PostgreSQL restarted while clients send: every acknowledged span is stored
   try {
     const acked = [];
     let n = 0;
-    let stop = false;
+    let stop = false, refused = 0;
     const sender = (async () => {
       while (!stop) {
         const sid = (0x5000000000000000n + BigInt(n++)).toString(16);
         const r = await postJson(gw, '/v1/spans', { spans: [{ trace_id: 'c'.repeat(32), span_id: sid, parent_id: 'd'.repeat(16), span_name: 'r', start_time: 1, end_time: 1 }] }).catch(() => ({ status: 0 }));
         if (r.status === 200) acked.push(sid);
-        else assert.ok(r.status === 503 || r.status === 0, `unexpected ${r.status}`);
-        await sleep(5);
+        else {
+          assert.ok(r.status === 503 || r.status === 0, `unexpected ${r.status}`);
+          refused++;
+        }
+        await sleep(5); // pacing: a steady client
       }
     })();
-    await sleep(300);
+    // Some spans stored before the restart, some refused while PostgreSQL
+    // is down, and some stored again after it.
+    await until(() => acked.length >= 20, 10000, 20);
     execFileSync(`${ROOT}/scripts/pgctl.sh`, ['stop', pgdir], { stdio: 'ignore' });
-    await sleep(500);
+    await until(() => refused > 0, 10000, 20);
     execFileSync(`${ROOT}/scripts/pgctl.sh`, ['start', pgdir, port], { stdio: 'ignore' });
-    await sleep(1500);
+    const back = acked.length;
+    await until(() => acked.length >= back + 20, 15000, 20);
     stop = true;
     await sender;
     assert.ok(acked.length > 10, `acknowledged ${acked.length}`);

@@ -1,8 +1,12 @@
 // Poison isolation: a span PostgreSQL cannot store as sent never fails the
-// requests that share its group commit.
+// requests that share its group commit; a row ClickHouse cannot take never
+// blocks the rows behind it and never vanishes.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startGateway, postJson, spanUuid } from './lib/harness.mjs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, writeFileSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { startGateway, postJson, spanUuid, request, chQuery, until, BIN } from './lib/harness.mjs';
 
 // A long commit window makes every request below share one transaction.
 const gw = await startGateway({ conf: ['commit_window_ms = 200', 'workers = 1'] });
@@ -51,4 +55,103 @@ test('a second root span in a trace is rejected alone, the rest of its batch is 
   const msg = (ra.json().error || '') + (rb.json().error || '');
   assert.match(msg, /root/);
   void rejected;
+});
+
+// ---- ClickHouse ---------------------------------------------------------------
+
+// A ClickHouse database with the 18.16 schema, edited by edit(ddl).
+let chSeq = 0;
+async function chSchema(edit) {
+  const db = `sgpoison_${process.pid}_${chSeq++}`;
+  const ddl = execFileSync(BIN, ['schema', '--print', '--clickhouse-version', '18.16'], { env: { ...process.env, CLICKHOUSE_DATABASE: db } }).toString();
+  const stmts = ddl.split(/;\s*\n/).map((x) => x.trim()).filter(Boolean);
+  for (const stmt of stmts) await chQuery(stmt.includes('.spans\n') ? edit(stmt) : stmt);
+  return db;
+}
+const withColumn = (col) => (ddl) => ddl.replace(/\n\)\nENGINE/, `,\n    ${col}\n)\nENGINE`); // after the last column
+const CT = 'abababababababababababababababab';
+const chSpan = (sid, name) => ({ trace_id: CT, span_id: sid, parent_id: 'cdcdcdcdcdcdcdcd', span_name: name, start_time: 1714979289123456, end_time: 1714979289654321 });
+const chIds = async (gw) => (await gw.ch('SELECT toString(span_id) FROM spans FINAL ORDER BY span_id')).trim().split('\n').filter(Boolean);
+async function metric(gw, name) {
+  const text = (await request(gw, 'GET', '/metrics')).text;
+  const m = text.match(new RegExp(`^${name.replace(/[{}"]/g, (c) => `\\${c}`)} (\\S+)$`, 'm'));
+  return m ? Number(m[1]) : NaN;
+}
+const DEAD_ROWS = 'spangate_clickhouse_dead_letter_rows_total{cause="rejected"}';
+const deadText = (dir, ext) => (existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith(ext)).map((f) => readFileSync(join(dir, f), 'latin1')).join('') : '');
+
+test('a row ClickHouse fails with an unlisted code and HTTP 500 is dead-lettered after a few tries; the rows behind it arrive', async () => {
+  // throwIf raises code 395, which ch.c does not list: HTTP 500, "transient".
+  const db = await chSchema(withColumn("chk UInt8 MATERIALIZED throwIf(span_name = 'boom')"));
+  const gw = await startGateway({ clickhouse: true, chdb: db, flushMs: 300, workers: 1 });
+  try {
+    const res = await Promise.all([
+      postJson(gw, '/v1/spans', { spans: [chSpan('b000000000000001', 'ok')] }),
+      postJson(gw, '/v1/spans', { spans: [chSpan('b000000000000002', 'boom')] }),
+      postJson(gw, '/v1/spans', { spans: [chSpan('b000000000000003', 'ok')] }),
+    ]);
+    for (const r of res) assert.equal(r.status, 200, r.text);
+    assert.ok(await until(async () => (await chIds(gw)).length === 2, 20000), `the good rows arrived: ${gw.log}`);
+    // Rows sent afterwards are not held up behind it.
+    assert.equal((await postJson(gw, '/v1/spans', { spans: [chSpan('b000000000000004', 'later')] })).status, 200);
+    assert.ok(await until(async () => (await chIds(gw)).length === 3, 20000), 'the later row arrived');
+    assert.deepEqual(await chIds(gw), ['b000000000000001', 'b000000000000003', 'b000000000000004'].map(spanUuid));
+    const dead = join(gw.dir, 'spool', 'w1', 'dead');
+    assert.ok(await until(async () => (await metric(gw, DEAD_ROWS)) === 1 && (await metric(gw, 'spangate_spool_records')) === 0, 10000), 'dead-lettered and drained');
+    assert.match(deadText(dead, '.txt'), /Code: 395/);
+    assert.match(deadText(dead, '.seg'), /boom/);
+    assert.ok(gw.errorLines().some((l) => /ClickHouse rejected 1 rows .*code 395.*moved to/.test(l)), 'logged');
+  } finally { await gw.stop(); }
+});
+
+test('a ClickHouse that fails every insert with an unlisted code gets nothing dead-lettered; once fixed, every row arrives', async () => {
+  const db = await chSchema(withColumn('chk UInt8 MATERIALIZED throwIf(length(span_name) > 0)'));
+  const gw = await startGateway({ clickhouse: true, chdb: db, flushMs: 300, workers: 1 });
+  try {
+    const res = await Promise.all(['c000000000000001', 'c000000000000002', 'c000000000000003'].map((sid) =>
+      postJson(gw, '/v1/spans', { spans: [chSpan(sid, 'n')] })));
+    for (const r of res) assert.equal(r.status, 200, r.text);
+    // Split, found no row the server takes, held back (not dead-lettered).
+    assert.ok(await until(() => /held back/.test(gw.log), 20000), `held back: ${gw.log}`);
+    assert.equal(await metric(gw, DEAD_ROWS), 0);
+    assert.ok(!existsSync(join(gw.dir, 'spool', 'w1', 'dead')), 'no dead letters');
+    await chQuery('ALTER TABLE spans DROP COLUMN chk', db);
+    assert.ok(await until(async () => (await chIds(gw)).length === 3, 20000), `every row arrived: ${gw.log}`);
+    assert.ok(await until(async () => (await metric(gw, 'spangate_spool_records')) === 0, 5000));
+    assert.equal(await metric(gw, DEAD_ROWS), 0);
+    assert.ok(!existsSync(join(gw.dir, 'spool', 'w1', 'dead')), 'still no dead letters');
+  } finally { await gw.stop(); }
+});
+
+test('a rejected row whose dead-letter write fails stays in the spool, and lands in dead/ once that is writable', async () => {
+  // "boom" fails (throwIf: code 395, sorted out record by record while the
+  // rows around it are accepted, then dead-lettered); "7" and "8" are fine.
+  const db = await chSchema(withColumn("chk UInt8 MATERIALIZED throwIf(span_name = 'boom')"));
+  const gw = await startGateway({ clickhouse: true, chdb: db, flushMs: 300, workers: 1 });
+  try {
+    // A regular file where dead/ should be: a write fails for root too.
+    const deadPath = join(gw.dir, 'spool', 'w1', 'dead');
+    writeFileSync(deadPath, 'not a directory\n');
+    const res = await Promise.all([
+      postJson(gw, '/v1/spans', { spans: [chSpan('d000000000000001', '7')] }),
+      postJson(gw, '/v1/spans', { spans: [chSpan('d000000000000002', 'boom')] }),
+      postJson(gw, '/v1/spans', { spans: [chSpan('d000000000000003', '8')] }),
+    ]);
+    for (const r of res) assert.equal(r.status, 200, r.text);
+    assert.ok(await until(async () => (await chIds(gw)).length === 2, 20000), `the good rows arrived: ${gw.log}`);
+    assert.ok(await until(() => gw.errorLines().some((l) => /could NOT be written to .*dead/.test(l)), 10000), `logged loudly: ${gw.log}`);
+    assert.ok(await until(async () => (await metric(gw, 'spangate_clickhouse_dead_letter_failures_total')) >= 1, 5000), 'counted');
+    // The row is still in the spool, not acknowledged as moved (the figures
+    // are published every 0.5 s).
+    assert.ok(await until(async () => (await metric(gw, 'spangate_spool_records')) === 1, 5000), 'the rejected record is kept');
+    assert.equal(await metric(gw, DEAD_ROWS), 0);
+    assert.ok(!gw.errorLines().some((l) => /moved to/.test(l)), 'never claimed as moved');
+    // dead/ is fixed: the next retry moves it.
+    unlinkSync(deadPath);
+    assert.ok(await until(async () => (await metric(gw, DEAD_ROWS)) === 1 && (await metric(gw, 'spangate_spool_records')) === 0, 20000), `moved: ${gw.log}`);
+    assert.match(deadText(deadPath, '.seg'), /boom/);
+    assert.equal(deadText(deadPath, '.txt').trim().split('\n').length, 1, 'one reason line');
+    assert.ok(gw.errorLines().some((l) => /ClickHouse rejected 1 rows .*moved to/.test(l)), 'logged once moved');
+    assert.deepEqual(await chIds(gw), ['d000000000000001', 'd000000000000003'].map(spanUuid));
+  } finally { await gw.stop(); }
 });

@@ -54,7 +54,8 @@ static const char ddl_18_16[] =
     "    updated_by_id Nullable(UUID),\n"
     "    deleted_by_id Nullable(UUID),\n"
     "    version UInt64,\n"
-    "    expires_at DateTime('UTC')\n"
+    "    expires_at DateTime('UTC'),\n"
+    "    is_deleted UInt8\n"
     ")\n"
     "ENGINE = ReplacingMergeTree(version)\n"
     "PARTITION BY toYYYYMM(created_at)\n"
@@ -72,7 +73,8 @@ static const char ddl_18_16[] =
     "    created_at_us UInt32,\n"
     "    attributes Nullable(String),\n"
     "    version UInt64,\n"
-    "    expires_at DateTime('UTC')\n"
+    "    expires_at DateTime('UTC'),\n"
+    "    is_deleted UInt8\n"
     ")\n"
     "ENGINE = ReplacingMergeTree(version)\n"
     "PARTITION BY toYYYYMM(created_at)\n"
@@ -113,7 +115,7 @@ static const char insert_18_16[] =
     "end_time_us, status_code, status_message, attributes, references, links, hashes, events, "
     "session_id, user_id, agent_id, created_at, created_at_us, updated_at, updated_at_us, "
     "deleted_at, deleted_at_us, created_by_id, updated_by_id, deleted_by_id, version, "
-    "expires_at) FORMAT TabSeparated";
+    "expires_at, is_deleted) FORMAT TabSeparated";
 
 
 static const char ddl_24_8[] =
@@ -149,6 +151,7 @@ static const char ddl_24_8[] =
     "    deleted_by_id Nullable(UUID),\n"
     "    version UInt64,\n"
     "    expires_at DateTime('UTC'),\n"
+    "    is_deleted UInt8,\n"
     "    INDEX idx_trace_id trace_id TYPE bloom_filter(0.01) GRANULARITY 1\n"
     ")\n"
     "ENGINE = ReplacingMergeTree(version)\n"
@@ -167,7 +170,8 @@ static const char ddl_24_8[] =
     "    created_at DateTime64(6, 'UTC'),\n"
     "    attributes Nullable(String),\n"
     "    version UInt64,\n"
-    "    expires_at DateTime('UTC')\n"
+    "    expires_at DateTime('UTC'),\n"
+    "    is_deleted UInt8\n"
     ")\n"
     "ENGINE = ReplacingMergeTree(version)\n"
     "PARTITION BY toYYYYMM(created_at)\n"
@@ -208,8 +212,14 @@ static const char insert_24_8[] =
     "trace_type, span_type, span_kind, span_name, start_time, end_time, status_code, "
     "status_message, attributes, references, links, hashes, events, session_id, user_id, "
     "agent_id, created_at, updated_at, deleted_at, created_by_id, updated_by_id, "
-    "deleted_by_id, version, expires_at) FORMAT TabSeparated";
+    "deleted_by_id, version, expires_at, is_deleted) FORMAT TabSeparated";
 
+
+static sg_ch_layout_t lay_of(const sg_ch_version_t *v) {
+  sg_ch_layout_t l;
+  sg_ch_layout_of_version(v, &l);
+  return l;
+}
 
 static sg_ch_version_t ver(const char *s) {
   sg_ch_version_t v;
@@ -267,9 +277,10 @@ static void check_render(const char *version, const char *want_ddl, const char *
   assert_int_equal(sg_ch_schema_render(&v, NULL, &b), 0);
   assert_string_equal(b.data, want_ddl);
   sg_buf_reset(&b);
-  assert_int_equal(sg_ch_insert_sql(&v, "agenta_oss_tracing", &b), 0);
+  sg_ch_layout_t l = lay_of(&v);
+  assert_int_equal(sg_ch_insert_sql(&l, "agenta_oss_tracing", &b), 0);
   assert_string_equal(b.data, want_insert);
-  assert_int_equal(sg_ch_span_columns(&v), ncols);
+  assert_int_equal(sg_ch_span_columns(&l), ncols);
 
   /* The statement list is the script, one statement per element. */
   sg_ch_stmts_t s;
@@ -292,23 +303,25 @@ static void check_render(const char *version, const char *want_ddl, const char *
 
 static void test_render_18_16(void **st) {
   (void)st;
-  check_render("18.16.1", ddl_18_16, insert_18_16, 33);
+  check_render("18.16.1", ddl_18_16, insert_18_16, 34);
 }
 
 static void test_render_24_8(void **st) {
   (void)st;
-  check_render("24.8.4.13", ddl_24_8, insert_24_8, 28);
+  check_render("24.8.4.13", ddl_24_8, insert_24_8, 29);
 }
 
 static void test_render_database_quoting(void **st) {
   (void)st;
   sg_ch_version_t v = ver("18.16.1");
   sg_ch_stmts_t s;
-  assert_int_equal(sg_ch_schema_statements(&v, "my`db\\x", &s), 0);
+  sg_ch_schema_opts_t so = {"my`db\\x", NULL, NULL, NULL};
+  assert_int_equal(sg_ch_schema_statements(&v, &so, &s), 0);
   assert_string_equal(s.v[0], "CREATE DATABASE IF NOT EXISTS `my\\`db\\\\x`");
   assert_non_null(strstr(s.v[1], "CREATE TABLE IF NOT EXISTS `my\\`db\\\\x`.spans\n"));
   sg_ch_stmts_free(&s);
-  assert_int_equal(sg_ch_schema_statements(&v, "", &s), SG_EINVAL);
+  so.database = "";
+  assert_int_equal(sg_ch_schema_statements(&v, &so, &s), SG_EINVAL);
   sg_ch_stmts_free(&s);
   /* Intermediate versions: TTL without the DELETE keyword, no index yet. */
   v = ver("19.17.4.11");
@@ -384,7 +397,7 @@ static const char row_18_16[] =
     "\\N\t\\N\t"
     "\\N\t\\N\t\\N\t"
     "9223372036854775807\t"
-    "2105-12-31 23:59:59\n";
+    "2105-12-31 23:59:59\t0\n";
 
 static const char row_24_8[] =
     "01935e2a-7b4c-7d10-8000-123456789abc\t"
@@ -410,7 +423,7 @@ static const char row_24_8[] =
     "\\N\t"
     "\\N\t\\N\t\\N\t"
     "9223372036854775807\t"
-    "2105-12-31 23:59:59\n";
+    "2105-12-31 23:59:59\t0\n";
 
 static size_t count_char(const char *s, size_t n, char c) {
   size_t k = 0;
@@ -423,7 +436,8 @@ static void test_row_tricky(void **st) {
   sg_span_t s;
   fill_span(&s);
   sg_buf_t b = SG_BUF_INIT;
-  sg_ch_version_t v18 = ver("18.16.1"), v24 = ver("24.8.4.13");
+  sg_ch_version_t v18v = ver("18.16.1"), v24v = ver("24.8.4.13");
+  sg_ch_layout_t v18 = lay_of(&v18v), v24 = lay_of(&v24v);
   assert_int_equal(sg_ch_row_encode(&v18, project, &s, INT64_MAX, &b), 0);
   assert_string_equal(b.data, row_18_16);
   assert_int_equal(count_char(b.data, b.len, '\t') + 1, sg_ch_span_columns(&v18));
@@ -453,7 +467,8 @@ static void test_row_nulls_and_bounds(void **st) {
   s.updated_at_us = 999999;
   s.version = 0;
   sg_buf_t b = SG_BUF_INIT;
-  sg_ch_version_t v18 = ver("18.16.1"), v24 = ver("24.8.4.13");
+  sg_ch_version_t v18v = ver("18.16.1"), v24v = ver("24.8.4.13");
+  sg_ch_layout_t v18 = lay_of(&v18v), v24 = lay_of(&v24v);
   assert_int_equal(sg_ch_row_encode(&v18, project, &s, 1, &b), 0);
   assert_string_equal(b.data,
                       "01935e2a-7b4c-7d10-8000-123456789abc\t"
@@ -466,17 +481,17 @@ static void test_row_nulls_and_bounds(void **st) {
                       "1970-01-01 00:00:00\t1\t"
                       "1970-01-01 00:00:00\t999999\t"
                       "\\N\t\\N\t\\N\t\\N\t\\N\t0\t"
-                      "1970-01-01 00:00:01\n"); /* expires_at rounded up to the second */
+                      "1970-01-01 00:00:01\t0\n"); /* expires_at rounded up to the second */
   sg_buf_reset(&b);
   assert_int_equal(sg_ch_row_encode(&v24, project, &s, 86400000000LL, &b), 0);
   assert_non_null(strstr(b.data, "\t1970-01-01 00:00:00.000000\t2105-12-31 23:59:59.999999\t"));
   assert_non_null(strstr(b.data, "\t1970-01-01 00:00:00.000001\t1970-01-01 00:00:00.999999\t"));
-  assert_non_null(strstr(b.data, "\t0\t1970-01-02 00:00:00\n"));
+  assert_non_null(strstr(b.data, "\t0\t1970-01-02 00:00:00\t0\n"));
 
   /* Past 2105 expires_at means never. */
   sg_buf_reset(&b);
   assert_int_equal(sg_ch_row_encode(&v24, project, &s, 5000000000000000LL, &b), 0);
-  assert_non_null(strstr(b.data, "\t0\t2105-12-31 23:59:59\n"));
+  assert_non_null(strstr(b.data, "\t0\t2105-12-31 23:59:59\t0\n"));
 
   /* Rejected, not clamped; the buffer is left as it was. */
   sg_buf_reset(&b);
@@ -519,7 +534,8 @@ static void test_row_nulls_and_bounds(void **st) {
  * redone into a grown buffer and escaped in place. */
 static void test_row_big_json(void **st) {
   (void)st;
-  sg_ch_version_t v = ver("24.8.4.13");
+  sg_ch_version_t vv = ver("24.8.4.13");
+  sg_ch_layout_t v = lay_of(&vv);
   sg_span_t s;
   memset(&s, 0, sizeof(s));
   s.trace_type = SG_NULL_ENUM;
@@ -588,7 +604,9 @@ static void test_code_class(void **st) {
   for (size_t i = 0; i < sizeof(operator_) / sizeof(operator_[0]); i++)
     assert_int_equal(sg_ch_code_class(operator_[i]), SG_EIO);
   assert_int_equal(sg_ch_code_class(0), 0);
-  assert_int_equal(sg_ch_code_class(49), SG_EPOISON); /* 18.16: unknown Enum label */
+  /* 49 LOGICAL_ERROR: an unknown Enum label on 18.16, a server bug later:
+   * not listed (chsink isolates rows that keep failing with it). */
+  assert_int_equal(sg_ch_code_class(49), 0);
   assert_int_equal(sg_ch_code_class(12345), 0);
 }
 
@@ -627,7 +645,8 @@ static void test_row_text_equals_span_row(void **st) {
   sg_ch_text_row_t r;
   fill_text_row(&r);
   sg_buf_t b = SG_BUF_INIT;
-  sg_ch_version_t v18 = ver("18.16.1"), v24 = ver("24.8.4.13");
+  sg_ch_version_t v18v = ver("18.16.1"), v24v = ver("24.8.4.13");
+  sg_ch_layout_t v18 = lay_of(&v18v), v24 = lay_of(&v24v);
   const char *why = NULL;
   assert_int_equal(sg_ch_row_encode_text(&v18, project, &r, INT64_MAX, &b, &why), 0);
   assert_string_equal(b.data, row_18_16);
@@ -682,6 +701,15 @@ static void test_row_text_equals_span_row(void **st) {
   assert_int_equal(sg_ch_row_encode_text(&v18, project, &n, INT64_MAX, &b, &why), 0);
   assert_non_null(strstr(b.data, "\t\\N\t\\N\tLLM\tSPAN_KIND_CLIENT\t\t2023-11-14 22:13:20\t"));
   assert_non_null(strstr(b.data, "\t2023-11-14 22:13:23\t7\t\\N\t\\N\t\\N\t\\N\t01935e2a-7b4c-7d10-8000-123456789abc\t"));
+
+  /* A tombstone: the same row with is_deleted = 1 in the last column. */
+  sg_ch_text_row_t t = r;
+  t.is_deleted = 1;
+  sg_buf_reset(&b);
+  assert_int_equal(sg_ch_row_encode_text(&v24, project, &t, INT64_MAX, &b, &why), 0);
+  assert_int_equal(b.len, strlen(row_24_8));
+  assert_memory_equal(b.data, row_24_8, b.len - 2);
+  assert_string_equal(b.data + b.len - 3, "\t1\n");
   sg_buf_free(&b);
 }
 
@@ -757,6 +785,244 @@ static void test_json_tsv(void **st) {
   }
 }
 
+
+/* ---- clusters ---------------------------------------------------------------- */
+
+static void test_render_cluster(void **st) {
+  (void)st;
+  const char *versions[] = {"18.16.1", "24.8.4.13"};
+  for (int k = 0; k < 2; k++) {
+    sg_ch_version_t v = ver(versions[k]);
+    sg_ch_schema_opts_t so = {"db", "sg", NULL, NULL};
+    sg_ch_stmts_t s;
+    assert_int_equal(sg_ch_schema_statements(&v, &so, &s), 0);
+    assert_int_equal(s.n, 8);
+    for (size_t i = 0; i < s.n; i++) assert_non_null(strstr(s.v[i], " ON CLUSTER `sg`"));
+    assert_string_equal(s.v[0], "CREATE DATABASE IF NOT EXISTS `db` ON CLUSTER `sg`");
+    assert_non_null(strstr(s.v[1], "CREATE TABLE IF NOT EXISTS `db`.spans_local ON CLUSTER `sg`\n(\n"));
+    assert_non_null(strstr(s.v[1], "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/spans_local', "
+                                   "'{replica}', version)\nPARTITION BY toYYYYMM(created_at)\n"));
+    assert_non_null(strstr(s.v[1], "ORDER BY (project_id, created_at, trace_id, span_id)\n"));
+    /* the Distributed table: same columns, no index, sharded by trace */
+    assert_non_null(strstr(s.v[2], "CREATE TABLE IF NOT EXISTS `db`.spans ON CLUSTER `sg`\n(\n    project_id UUID,\n"));
+    assert_non_null(strstr(s.v[2], "ENGINE = Distributed('sg', 'db', 'spans_local', cityHash64(toString(trace_id)))"));
+    assert_null(strstr(s.v[2], "INDEX"));
+    assert_null(strstr(s.v[2], "TTL"));
+    assert_non_null(strstr(s.v[3], "`db`.nodes_local ON CLUSTER `sg`"));
+    assert_non_null(strstr(s.v[3], "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/nodes_local', '{replica}', version)"));
+    assert_non_null(strstr(s.v[4], "Distributed('sg', 'db', 'nodes_local', cityHash64(toString(node_id)))"));
+    assert_non_null(strstr(s.v[5], "`db`.spans_analytics_local ON CLUSTER `sg`"));
+    assert_non_null(strstr(s.v[5], "ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/db/spans_analytics_local', '{replica}')\n"));
+    assert_non_null(strstr(s.v[6], "ENGINE = Distributed('sg', 'db', 'spans_analytics_local')"));
+    assert_non_null(strstr(s.v[7], "CREATE MATERIALIZED VIEW IF NOT EXISTS `db`.spans_analytics_mv ON CLUSTER `sg` TO `db`.spans_analytics_local AS\n"));
+    assert_non_null(strstr(s.v[7], "FROM `db`.spans_local\nWHERE deleted_at IS NULL"));
+    /* TTL and the index where the version has them, on the local table only */
+    if (k == 0) {
+      assert_null(strstr(s.v[1], "TTL"));
+      assert_non_null(strstr(s.v[1], "start_time_us UInt32"));
+      assert_non_null(strstr(s.v[2], "start_time_us UInt32"));
+    } else {
+      assert_non_null(strstr(s.v[1], "\nTTL expires_at DELETE\n"));
+      assert_non_null(strstr(s.v[1], "INDEX idx_trace_id trace_id TYPE bloom_filter(0.01) GRANULARITY 1"));
+      assert_non_null(strstr(s.v[2], "start_time DateTime64(6, 'UTC')"));
+    }
+    assert_string_equal(s.what[2], "create table `db`.spans (Distributed)");
+    sg_ch_stmts_free(&s);
+    /* the mutation target: the local table, on every host */
+    sg_buf_t b = SG_BUF_INIT;
+    assert_int_equal(sg_ch_mutation_target(&so, "spans", &b), 0);
+    assert_string_equal(b.data, "`db`.spans_local ON CLUSTER `sg`");
+    sg_buf_free(&b);
+  }
+  /* configured ZooKeeper path and replica name; quoting */
+  sg_ch_version_t v = ver("24.8.4.13");
+  sg_ch_schema_opts_t so = {"d'b", "c`1", "/zk/{shard}/x/{table}", "r-{replica}"};
+  sg_ch_stmts_t s;
+  assert_int_equal(sg_ch_schema_statements(&v, &so, &s), 0);
+  assert_non_null(strstr(s.v[1], "ON CLUSTER `c\\`1`"));
+  assert_non_null(strstr(s.v[1], "ReplicatedReplacingMergeTree('/zk/{shard}/x/spans_local', 'r-{replica}', version)"));
+  assert_non_null(strstr(s.v[2], "Distributed('c`1', 'd\\'b', 'spans_local', "));
+  sg_ch_stmts_free(&s);
+  so.zk_path = "/zk/{shard}/same"; /* every table on one path: refused */
+  assert_int_equal(sg_ch_schema_statements(&v, &so, &s), SG_EINVAL);
+  sg_ch_stmts_free(&s);
+  /* one server: the mutation target is the table itself */
+  sg_buf_t b = SG_BUF_INIT;
+  sg_ch_schema_opts_t one = {"db", NULL, NULL, NULL};
+  assert_int_equal(sg_ch_mutation_target(&one, "spans", &b), 0);
+  assert_string_equal(b.data, "`db`.spans");
+  sg_buf_free(&b);
+}
+
+/* ---- tables that exist ----------------------------------------------------------- */
+
+/* system.tables / system.columns answers for the tables a version's DDL
+ * creates, read off the rendering itself (one "    name Type" per line). */
+static void existing_from_ddl(const char *version, sg_ch_existing_t *ex, const char *drop_col) {
+  sg_ch_version_t v = ver(version);
+  sg_ch_stmts_t s;
+  assert_int_equal(sg_ch_schema_statements(&v, NULL, &s), 0);
+  sg_buf_t tables = SG_BUF_INIT, cols = SG_BUF_INIT;
+  sg_buf_puts(&tables, "\tDatabase\t\n");
+  for (size_t i = 1; i < s.n; i++) {
+    const char *dot = strchr(s.v[i], '.'), *end = dot + strcspn(dot, " \n");
+    char name[64];
+    snprintf(name, sizeof name, "%.*s", (int)(end - dot - 1), dot + 1);
+    /* the CREATE text as system.tables keeps it: one line, TSV-escaped quotes */
+    sg_buf_printf(&tables, "%s\t%s\t", name, strstr(s.v[i], "MATERIALIZED") ? "MaterializedView" : "MergeTree");
+    for (const char *p = s.v[i]; *p; p++) sg_buf_puts(&tables, *p == '\n' ? " " : *p == '\'' ? "\\'" : (char[]){*p, 0});
+    sg_buf_putc(&tables, '\n');
+    if (strstr(s.v[i], "MATERIALIZED")) continue;
+    for (const char *l = strstr(s.v[i], "(\n") + 2; *l == ' '; l = strchr(l, '\n') + 1) {
+      const char *n = l + 4, *sp = strchr(n, ' '), *le = strchr(n, '\n');
+      if (!strncmp(n, "INDEX", 5)) continue;
+      size_t tl = (size_t)(le - sp - 1) - (le[-1] == ',');
+      if (drop_col && (size_t)(sp - n) == strlen(drop_col) && !strncmp(n, drop_col, (size_t)(sp - n))) continue;
+      sg_buf_printf(&cols, "%s\t%.*s\t", name, (int)(sp - n), n);
+      for (size_t k = 0; k < tl; k++) sg_buf_puts(&cols, sp[1 + k] == '\'' ? "\\'" : (char[]){sp[1 + k], 0});
+      sg_buf_putc(&cols, '\n');
+    }
+  }
+  memset(ex, 0, sizeof *ex);
+  assert_int_equal(sg_ch_existing_add_tables(ex, tables.data, tables.len), 0);
+  assert_int_equal(sg_ch_existing_add_columns(ex, cols.data, cols.len), 0);
+  sg_buf_free(&tables);
+  sg_buf_free(&cols);
+  sg_ch_stmts_free(&s);
+}
+
+static void test_layout_of_existing(void **st) {
+  (void)st;
+  sg_ch_existing_t ex;
+  sg_ch_layout_t l = {99};
+  sg_buf_t why = SG_BUF_INIT;
+  /* 18.16's tables: DateTime + _us, whatever the server says it is now */
+  existing_from_ddl("18.16.1", &ex, NULL);
+  assert_true(ex.database_exists);
+  assert_int_equal(sg_ch_table_layout(&ex, NULL, "spans", &l, &why), 0);
+  assert_int_equal(l.flags, 0);
+  assert_int_equal(sg_ch_table_layout(&ex, NULL, "nodes", &l, &why), 0);
+  assert_int_equal(l.flags, 0);
+  sg_ch_existing_free(&ex);
+  existing_from_ddl("24.8.4.13", &ex, NULL);
+  assert_int_equal(sg_ch_table_layout(&ex, NULL, "spans", &l, &why), 0);
+  assert_int_equal(l.flags, SG_CH_LAYOUT_DT64);
+  sg_ch_existing_free(&ex);
+  /* a column the encoder writes is missing: named */
+  existing_from_ddl("18.16.1", &ex, "end_time_us");
+  assert_int_equal(sg_ch_table_layout(&ex, NULL, "spans", &l, &why), SG_EINVAL);
+  assert_non_null(strstr(why.data, "`agenta_oss_tracing`.spans: column end_time_us is missing"));
+  sg_ch_existing_free(&ex);
+  sg_buf_reset(&why);
+  /* no table at all */
+  memset(&ex, 0, sizeof ex);
+  assert_int_equal(sg_ch_table_layout(&ex, NULL, "spans", &l, &why), SG_ENOTFOUND);
+  assert_non_null(strstr(why.data, "does not exist"));
+  sg_buf_reset(&why);
+  /* types spangate cannot write exactly */
+  static const struct { const char *col, *type, *msg; } bad[] = {
+      {"start_time", "DateTime64(3, 'UTC')", "column start_time DateTime64(3, 'UTC') is not DateTime64(6, 'UTC')"},
+      {"parent_id", "UUID", "column parent_id UUID is not Nullable"},
+      {"status_code", "Enum8('STATUS_CODE_UNSET' = 0, 'STATUS_CODE_OK' = 1)", "column status_code Enum8('STATUS_CODE_UNSET' = 0, 'STATUS_CODE_OK' = 1) lacks the enum label 'STATUS_CODE_ERROR'"},
+      {"version", "UInt32", "column version UInt32 is not UInt64"},
+      {"attributes", "Nullable(JSON)", "is not a String"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    existing_from_ddl("24.8.4.13", &ex, bad[i].col);
+    char line[256];
+    snprintf(line, sizeof line, "spans\t%s\t%s\n", bad[i].col, bad[i].type);
+    assert_int_equal(sg_ch_existing_add_columns(&ex, line, strlen(line)), 0);
+    assert_int_equal(sg_ch_table_layout(&ex, NULL, "spans", &l, &why), SG_EINVAL);
+    if (!strstr(why.data, bad[i].msg)) fail_msg("%s: %s", bad[i].col, why.data);
+    sg_buf_reset(&why);
+    sg_ch_existing_free(&ex);
+  }
+  /* wider types that take the same text are fine */
+  existing_from_ddl("24.8.4.13", &ex, "span_kind");
+  const char *ok = "spans\tspan_kind\tString\n";
+  assert_int_equal(sg_ch_existing_add_columns(&ex, ok, strlen(ok)), 0);
+  assert_int_equal(sg_ch_table_layout(&ex, NULL, "spans", &l, &why), 0);
+  sg_ch_existing_free(&ex);
+  /* malformed answers */
+  memset(&ex, 0, sizeof ex);
+  assert_int_equal(sg_ch_existing_add_columns(&ex, "spans\tx\n", 8), SG_EPARSE);
+  assert_int_equal(sg_ch_existing_add_columns(&ex, "a\tb\tc\td\n", 8), SG_EPARSE);
+  sg_ch_existing_free(&ex);
+  sg_buf_free(&why);
+}
+
+static size_t find_what(const sg_ch_stmts_t *s, const char *what) {
+  for (size_t i = 0; i < s->n; i++)
+    if (strstr(s->what[i], what)) return i;
+  return (size_t)-1;
+}
+
+static void test_upgrade(void **st) {
+  (void)st;
+  sg_ch_version_t v18 = ver("18.16.1"), v24 = ver("24.8.4.13"), v19 = ver("19.17.4.11");
+  sg_ch_existing_t ex;
+  sg_ch_stmts_t s;
+  /* nothing there: everything, as for a fresh server */
+  memset(&ex, 0, sizeof ex);
+  assert_int_equal(sg_ch_upgrade_statements(&v24, NULL, &ex, &s), 0);
+  assert_int_equal(s.n, 5);
+  assert_string_equal(s.what[0], "create database `agenta_oss_tracing`");
+  sg_ch_stmts_free(&s);
+  /* complete tables: nothing to do, on the same version */
+  existing_from_ddl("24.8.4.13", &ex, NULL);
+  assert_int_equal(sg_ch_upgrade_statements(&v24, NULL, &ex, &s), 0);
+  assert_int_equal(s.n, 0);
+  sg_ch_stmts_free(&s);
+  sg_ch_existing_free(&ex);
+  existing_from_ddl("18.16.1", &ex, NULL);
+  assert_int_equal(sg_ch_upgrade_statements(&v18, NULL, &ex, &s), 0);
+  assert_int_equal(s.n, 0);
+  sg_ch_stmts_free(&s);
+  /* 18.16's tables after an upgrade to 24.8: keep their layout, gain the
+   * index and TTL, no CREATE, no type change */
+  assert_int_equal(sg_ch_upgrade_statements(&v24, NULL, &ex, &s), 0);
+  assert_int_equal(s.n, 3);
+  assert_string_equal(s.v[0], "ALTER TABLE `agenta_oss_tracing`.spans ADD INDEX idx_trace_id trace_id TYPE "
+                              "bloom_filter(0.01) GRANULARITY 1");
+  assert_string_equal(s.v[1], "ALTER TABLE `agenta_oss_tracing`.spans MODIFY TTL expires_at DELETE");
+  assert_string_equal(s.v[2], "ALTER TABLE `agenta_oss_tracing`.nodes MODIFY TTL expires_at DELETE");
+  sg_ch_stmts_free(&s);
+  /* 19.17: TTL without the keyword, no index */
+  assert_int_equal(sg_ch_upgrade_statements(&v19, NULL, &ex, &s), 0);
+  assert_int_equal(s.n, 2);
+  assert_string_equal(s.v[0], "ALTER TABLE `agenta_oss_tracing`.spans MODIFY TTL expires_at");
+  sg_ch_stmts_free(&s);
+  sg_ch_existing_free(&ex);
+  /* missing columns come back in the table's own layout; expires_at never
+   * expires old rows */
+  existing_from_ddl("18.16.1", &ex, "updated_at_us");
+  assert_int_equal(sg_ch_upgrade_statements(&v24, NULL, &ex, &s), 0);
+  size_t i = find_what(&s, "add column `agenta_oss_tracing`.spans.updated_at_us Nullable(UInt32)");
+  assert_true(i != (size_t)-1);
+  assert_string_equal(s.v[i], "ALTER TABLE `agenta_oss_tracing`.spans ADD COLUMN updated_at_us Nullable(UInt32)");
+  sg_ch_stmts_free(&s);
+  sg_ch_existing_free(&ex);
+  existing_from_ddl("18.16.1", &ex, "expires_at");
+  assert_int_equal(sg_ch_upgrade_statements(&v18, NULL, &ex, &s), 0);
+  assert_int_equal(s.n, 2); /* spans and nodes */
+  assert_string_equal(s.v[0], "ALTER TABLE `agenta_oss_tracing`.spans ADD COLUMN expires_at DateTime('UTC') "
+                              "DEFAULT toDateTime(4291747199, 'UTC')");
+  sg_ch_stmts_free(&s);
+  sg_ch_existing_free(&ex);
+  /* the analytics view over 18.16's spans on a 24.8 server reads the _us
+   * columns: the view follows the table, not the version */
+  existing_from_ddl("18.16.1", &ex, NULL);
+  for (size_t k = 0; k < ex.ntables; k++)
+    if (!strcmp(ex.tables[k].name, "spans_analytics_mv")) ex.tables[k].name[0] = 'x';
+  assert_int_equal(sg_ch_upgrade_statements(&v24, NULL, &ex, &s), 0);
+  i = find_what(&s, "create materialized view");
+  assert_true(i != (size_t)-1);
+  assert_non_null(strstr(s.v[i], "toInt64(end_time_us)"));
+  assert_null(strstr(s.v[i], "toUnixTimestamp64Micro"));
+  sg_ch_stmts_free(&s);
+  sg_ch_existing_free(&ex);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_version_parse),
@@ -772,6 +1038,9 @@ int main(void) {
       cmocka_unit_test(test_code_class),
       cmocka_unit_test(test_row_text_equals_span_row),
       cmocka_unit_test(test_json_tsv),
+      cmocka_unit_test(test_render_cluster),
+      cmocka_unit_test(test_layout_of_existing),
+      cmocka_unit_test(test_upgrade),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -558,7 +558,8 @@ static void test_proto_handwritten(void **st) {
   }
 
   /* Expansion budget: 100000 empty events (2 bytes each, 4 JSON values
-   * each) fail the request; 2000 named events are fine. */
+   * each) fail the request as too large (413, like JSON over its budget),
+   * not as malformed; 2000 named events are fine. */
   for (int t = 0; t < 2; t++) {
     wb_t w = {0};
     wb_len(&w, 1, TID, 16);
@@ -581,7 +582,7 @@ static void test_proto_handwritten(void **st) {
       assert_int_equal(rc, 0);
       assert_int_equal(json_array_size(bt.spans[0].events), 2000);
     } else {
-      assert_int_equal(rc, SG_EPARSE);
+      assert_int_equal(rc, SG_ETOOBIG);
       assert_non_null(strstr(err.data, "protobuf: message expands too much when decoded"));
     }
     sg_span_batch_free(&bt);
@@ -823,6 +824,53 @@ static void test_json_body_errors(void **st) {
   sg_buf_free(&err);
 }
 
+/* A JSON body whose parsed tree would be out of proportion is refused
+ * before jansson builds it (#14: 32 MiB of "x":[0,0,...] in an ignored
+ * field took the gateway to 700 MB): past the 256 MiB cap (16 MiB of
+ * zeros, ~24x), and past 64x + 1 MiB for a smaller body of empty objects.
+ * Both decoders; the message says what to do. */
+static void test_json_expansion_budget(void **st) {
+  (void)st;
+  static const char *const shapes[][3] = {
+      /* prefix, element, suffix */
+      {"{\"x\":[", "0,", "0],\"resourceSpans\":[],\"spans\":[]}"},
+      {"{\"x\":[", "{},", "{}],\"resourceSpans\":[],\"spans\":[]}"},
+  };
+  static const size_t counts[] = {8u << 20, 1u << 20};
+  sg_buf_t body = SG_BUF_INIT, err = SG_BUF_INIT;
+  sg_span_batch_t bt;
+  for (size_t k = 0; k < 2; k++) {
+    sg_buf_reset(&body);
+    assert_int_equal(sg_buf_puts(&body, shapes[k][0]), 0);
+    size_t el = strlen(shapes[k][1]);
+    assert_int_equal(sg_buf_reserve(&body, counts[k] * el), 0);
+    for (size_t i = 0; i < counts[k]; i++) memcpy(body.data + body.len + i * el, shapes[k][1], el);
+    body.len += counts[k] * el;
+    assert_int_equal(sg_buf_puts(&body, shapes[k][2]), 0);
+    for (int native = 0; native < 2; native++) {
+      sg_span_batch_init(&bt);
+      sg_buf_reset(&err);
+      int rc = native ? sg_native_decode_json(body.data, body.len, &bt, &err)
+                      : sg_otlp_decode_json(body.data, body.len, &bt, &err);
+      assert_int_equal(rc, SG_ETOOBIG);
+      assert_non_null(strstr(err.data, "JSON body too large to decode: its "));
+      assert_non_null(strstr(err.data, "send fewer spans per request, or protobuf"));
+      assert_int_equal(bt.n, 0);
+      sg_span_batch_free(&bt);
+    }
+  }
+  /* The same zeros, fewer: decoded (the field is ignored). */
+  sg_buf_reset(&body);
+  sg_buf_puts(&body, "{\"x\":[");
+  for (int i = 0; i < 100000; i++) sg_buf_puts(&body, "0,");
+  sg_buf_puts(&body, "0],\"resourceSpans\":[]}");
+  sg_span_batch_init(&bt);
+  assert_int_equal(sg_otlp_decode_json(body.data, body.len, &bt, &err), 0);
+  sg_span_batch_free(&bt);
+  sg_buf_free(&body);
+  sg_buf_free(&err);
+}
+
 /* ---- native JSON ------------------------------------------------------------- */
 
 static int decode_native(const char *body, sg_span_batch_t *bt, sg_buf_t *err) {
@@ -1054,6 +1102,7 @@ int main(void) {
       cmocka_unit_test(test_json_full),
       cmocka_unit_test(test_json_rejections),
       cmocka_unit_test(test_json_body_errors),
+      cmocka_unit_test(test_json_expansion_budget),
       cmocka_unit_test(test_native_full),
       cmocka_unit_test(test_native_ids_times_labels),
       cmocka_unit_test(test_responses),

@@ -38,7 +38,7 @@ static void roundtrip(int wbits, int enc) {
   size_t cn;
   uint8_t *c = compress_wb(text, sizeof(text) - 1, wbits, &cn);
   sg_buf_t out = SG_BUF_INIT;
-  assert_int_equal(sg_inflate(c, cn, enc, 1 << 20, &out), 0);
+  assert_int_equal(sg_inflate_ex(c, cn, enc, 1 << 20, &out, NULL, NULL), 0);
   assert_int_equal(out.len, sizeof(text) - 1);
   assert_memory_equal(out.data, text, out.len);
   assert_int_equal(out.data[out.len], '\0');
@@ -58,14 +58,14 @@ static void test_formats(void **st) {
 static void test_identity(void **st) {
   (void)st;
   sg_buf_t out = SG_BUF_INIT;
-  assert_int_equal(sg_inflate((const uint8_t *)text, 10, SG_ENC_IDENTITY, 100, &out), 0);
+  assert_int_equal(sg_inflate_ex((const uint8_t *)text, 10, SG_ENC_IDENTITY, 100, &out, NULL, NULL), 0);
   assert_int_equal(out.len, 10);
   /* AUTO on plain JSON / protobuf is identity */
   sg_buf_reset(&out);
-  assert_int_equal(sg_inflate((const uint8_t *)text, sizeof(text) - 1, SG_ENC_AUTO, 1000, &out), 0);
+  assert_int_equal(sg_inflate_ex((const uint8_t *)text, sizeof(text) - 1, SG_ENC_AUTO, 1000, &out, NULL, NULL), 0);
   assert_memory_equal(out.data, text, sizeof(text) - 1);
   sg_buf_reset(&out);
-  assert_int_equal(sg_inflate((const uint8_t *)text, 10, SG_ENC_IDENTITY, 9, &out), SG_ETOOBIG);
+  assert_int_equal(sg_inflate_ex((const uint8_t *)text, 10, SG_ENC_IDENTITY, 9, &out, NULL, NULL), SG_ETOOBIG);
   sg_buf_free(&out);
 }
 
@@ -78,22 +78,22 @@ static void test_concatenated_gzip(void **st) {
   memcpy(both, a, n1);
   memcpy(both + n1, b, n2);
   sg_buf_t out = SG_BUF_INIT;
-  assert_int_equal(sg_inflate(both, n1 + n2, SG_ENC_GZIP, 100, &out), 0);
+  assert_int_equal(sg_inflate_ex(both, n1 + n2, SG_ENC_GZIP, 100, &out, NULL, NULL), 0);
   assert_string_equal(out.data, "hello, world");
   /* trailing zero padding is tolerated, other trailing bytes are not */
   memset(both + n1 + n2, 0, 4);
   sg_buf_reset(&out);
-  assert_int_equal(sg_inflate(both, n1 + n2 + 4, SG_ENC_AUTO, 100, &out), 0);
+  assert_int_equal(sg_inflate_ex(both, n1 + n2 + 4, SG_ENC_AUTO, 100, &out, NULL, NULL), 0);
   assert_string_equal(out.data, "hello, world");
   both[n1 + n2 + 2] = 'x';
   sg_buf_reset(&out);
-  assert_int_equal(sg_inflate(both, n1 + n2 + 4, SG_ENC_GZIP, 100, &out), SG_EPARSE);
+  assert_int_equal(sg_inflate_ex(both, n1 + n2 + 4, SG_ENC_GZIP, 100, &out, NULL, NULL), SG_EPARSE);
   assert_int_equal(out.len, 0);
   /* the limit counts both members */
   sg_buf_reset(&out);
-  assert_int_equal(sg_inflate(both, n1 + n2, SG_ENC_GZIP, 11, &out), SG_ETOOBIG);
+  assert_int_equal(sg_inflate_ex(both, n1 + n2, SG_ENC_GZIP, 11, &out, NULL, NULL), SG_ETOOBIG);
   sg_buf_reset(&out);
-  assert_int_equal(sg_inflate(both, n1 + n2, SG_ENC_GZIP, 12, &out), 0);
+  assert_int_equal(sg_inflate_ex(both, n1 + n2, SG_ENC_GZIP, 12, &out, NULL, NULL), 0);
   sg_buf_free(&out);
   free(a);
   free(b);
@@ -106,24 +106,24 @@ static void test_bad(void **st) {
   uint8_t *c = compress_wb(text, sizeof(text) - 1, 31, &cn);
   sg_buf_t out = SG_BUF_INIT;
   /* truncated */
-  assert_int_equal(sg_inflate(c, cn - 5, SG_ENC_GZIP, 1 << 20, &out), SG_EPARSE);
-  assert_int_equal(sg_inflate(c, 10, SG_ENC_GZIP, 1 << 20, &out), SG_EPARSE);
+  assert_int_equal(sg_inflate_ex(c, cn - 5, SG_ENC_GZIP, 1 << 20, &out, NULL, NULL), SG_EPARSE);
+  assert_int_equal(sg_inflate_ex(c, 10, SG_ENC_GZIP, 1 << 20, &out, NULL, NULL), SG_EPARSE);
   /* corrupt CRC */
   c[cn - 6] ^= 0xff;
-  assert_int_equal(sg_inflate(c, cn, SG_ENC_GZIP, 1 << 20, &out), SG_EPARSE);
+  assert_int_equal(sg_inflate_ex(c, cn, SG_ENC_GZIP, 1 << 20, &out, NULL, NULL), SG_EPARSE);
   c[cn - 6] ^= 0xff;
   /* corrupt data */
   c[12] ^= 0x55;
   c[13] ^= 0xaa;
-  assert_int_equal(sg_inflate(c, cn, SG_ENC_GZIP, 1 << 20, &out), SG_EPARSE);
+  assert_int_equal(sg_inflate_ex(c, cn, SG_ENC_GZIP, 1 << 20, &out, NULL, NULL), SG_EPARSE);
   /* not gzip at all */
-  assert_int_equal(sg_inflate((const uint8_t *)"hello", 5, SG_ENC_GZIP, 100, &out), SG_EPARSE);
-  assert_int_equal(sg_inflate((const uint8_t *)"\x1f\x8b", 2, SG_ENC_AUTO, 100, &out), SG_EPARSE);
-  assert_int_equal(sg_inflate((const uint8_t *)"\x78\x9c\xff\xff", 4, SG_ENC_AUTO, 100, &out), SG_EPARSE);
-  assert_int_equal(sg_inflate((const uint8_t *)"\xff\xff\xff", 3, SG_ENC_DEFLATE, 100, &out), SG_EPARSE);
-  assert_int_equal(sg_inflate((const uint8_t *)"", 0, SG_ENC_GZIP, 100, &out), SG_EPARSE);
+  assert_int_equal(sg_inflate_ex((const uint8_t *)"hello", 5, SG_ENC_GZIP, 100, &out, NULL, NULL), SG_EPARSE);
+  assert_int_equal(sg_inflate_ex((const uint8_t *)"\x1f\x8b", 2, SG_ENC_AUTO, 100, &out, NULL, NULL), SG_EPARSE);
+  assert_int_equal(sg_inflate_ex((const uint8_t *)"\x78\x9c\xff\xff", 4, SG_ENC_AUTO, 100, &out, NULL, NULL), SG_EPARSE);
+  assert_int_equal(sg_inflate_ex((const uint8_t *)"\xff\xff\xff", 3, SG_ENC_DEFLATE, 100, &out, NULL, NULL), SG_EPARSE);
+  assert_int_equal(sg_inflate_ex((const uint8_t *)"", 0, SG_ENC_GZIP, 100, &out, NULL, NULL), SG_EPARSE);
   assert_int_equal(out.len, 0);
-  assert_int_equal(sg_inflate((const uint8_t *)"", 0, 99, 100, &out), SG_EINVAL);
+  assert_int_equal(sg_inflate_ex((const uint8_t *)"", 0, 99, 100, &out, NULL, NULL), SG_EINVAL);
   sg_buf_free(&out);
   free(c);
 }
@@ -154,7 +154,7 @@ static void test_bomb(void **st) {
 
   sg_buf_t out = SG_BUF_INIT;
   clock_t t0 = clock();
-  assert_int_equal(sg_inflate(c, cn, SG_ENC_AUTO, 1u << 20, &out), SG_ETOOBIG);
+  assert_int_equal(sg_inflate_ex(c, cn, SG_ENC_AUTO, 1u << 20, &out, NULL, NULL), SG_ETOOBIG);
   double secs = (double)(clock() - t0) / CLOCKS_PER_SEC;
   assert_true(secs < 1.0);
   assert_true(out.cap <= (1u << 20) + 1); /* never more than max_out (+ NUL) */
@@ -166,7 +166,7 @@ static void test_bomb(void **st) {
   for (int wb = 15; wb >= -15; wb -= 30) {
     size_t zn;
     uint8_t *z = compress_wb(big, 4u << 20, wb, &zn);
-    assert_int_equal(sg_inflate(z, zn, SG_ENC_DEFLATE, 1u << 20, &out), SG_ETOOBIG);
+    assert_int_equal(sg_inflate_ex(z, zn, SG_ENC_DEFLATE, 1u << 20, &out, NULL, NULL), SG_ETOOBIG);
     assert_true(out.cap <= (1u << 20) + 1);
     sg_buf_free(&out);
     free(z);
@@ -181,14 +181,14 @@ static void test_exact_limit(void **st) {
   size_t cn;
   uint8_t *c = compress_wb(text, sizeof(text) - 1, 31, &cn);
   sg_buf_t out = SG_BUF_INIT;
-  assert_int_equal(sg_inflate(c, cn, SG_ENC_GZIP, sizeof(text) - 1, &out), 0);
+  assert_int_equal(sg_inflate_ex(c, cn, SG_ENC_GZIP, sizeof(text) - 1, &out, NULL, NULL), 0);
   assert_int_equal(out.len, sizeof(text) - 1);
   sg_buf_reset(&out);
-  assert_int_equal(sg_inflate(c, cn, SG_ENC_GZIP, sizeof(text) - 2, &out), SG_ETOOBIG);
-  assert_int_equal(sg_inflate(c, cn, SG_ENC_GZIP, 0, &out), SG_ETOOBIG);
+  assert_int_equal(sg_inflate_ex(c, cn, SG_ENC_GZIP, sizeof(text) - 2, &out, NULL, NULL), SG_ETOOBIG);
+  assert_int_equal(sg_inflate_ex(c, cn, SG_ENC_GZIP, 0, &out, NULL, NULL), SG_ETOOBIG);
   /* appending keeps what was there */
   sg_buf_puts(&out, "prefix:");
-  assert_int_equal(sg_inflate(c, cn, SG_ENC_GZIP, 1000, &out), 0);
+  assert_int_equal(sg_inflate_ex(c, cn, SG_ENC_GZIP, 1000, &out, NULL, NULL), 0);
   assert_int_equal(out.len, 7 + sizeof(text) - 1);
   assert_memory_equal(out.data, "prefix:", 7);
   sg_buf_free(&out);

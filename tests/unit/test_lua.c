@@ -1,6 +1,6 @@
 /* test_lua.c - the Lua binding: loading, exact round trip, changes, drop and
  * fan-out, failure isolation, the instruction budget, gw, the shipped
- * scripts, and the JSON dumper. SG_LUA_BENCH=1 also measures ns/span.
+ * scripts, and the JSON dumper. What it costs: bench/lua_hooks.c.
  * Runs from the repository root (the shipped scripts are read from lua/). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -148,7 +148,7 @@ static void test_missing_scripts_are_defaults(void **state) {
   assert_int_equal(sg_lua_transform(rt, PROJECT, &b, &errs), 0);
   assert_int_equal(errs, 0);
   assert_int_equal(b.n, 1);
-  assert_int_equal(sg_lua_span_nested(rt, 0), 0);
+  assert_int_equal(b.spans[0].nest_attributes, 0);
   int on = 7, be = 7;
   double days = 0;
   assert_int_equal(sg_lua_route_clickhouse(rt, PROJECT, &on), 0);
@@ -548,6 +548,9 @@ static void test_gw(void **state) {
               "assert(type(gw.config.retention_by_project) == 'table')\n"
               "ok, m = pcall(gw.attributes.nest, {}) assert(not ok and m:find('span expected'), m)\n"
               "ok, m = pcall(gw.json.decode, 5) assert(not ok and m:find('string expected'), m)\n"
+              /* #14: parsed trees are bounded like request bodies */
+              "v, m = gw.json.decode('[' .. string.rep('{},', 400000) .. '{}]')\n"
+              "assert(v == nil and m:find('^too large to parse: about %d+ MiB once parsed, over 74 MiB'), m)\n"
               "gw.log.info('hello %s %d', 'x', 3)\n"
               "ok, m = pcall(gw.log.info) assert(not ok)\n"
               "assert(gw.type(gw.null) == 'null' and gw.type(gw.array()) == 'array')\n"
@@ -666,6 +669,83 @@ static const char RESOURCE[] =
     "\"python\",\"telemetry.sdk.name\":\"opentelemetry\",\"telemetry.sdk.version\":\"1.27.0\","
     "\"host.name\":\"ip-10-0-3-17\"}";
 
+/* ---- proxies answer as tables --------------------------------------------------- */
+
+static void test_proxy_as_table(void **state) {
+  (void)state;
+  /* The operator's guard must not skip the redaction (proxies are
+   * userdata), and the base library iterates proxies like the tables they
+   * stand for. */
+  sg_config_t cfg;
+  sg_lua_rt_t *rt = rt_with(
+      "local gw = require('gw')\n"
+      "local function keys(it, t)\n"
+      "  local out = {}\n"
+      "  for k, v in it(t) do out[#out + 1] = tostring(k) .. '=' .. gw.type(v) end\n"
+      "  return table.concat(out, ',')\n"
+      "end\n"
+      "return { span = function(span, ctx)\n"
+      "  if type(span.attributes) ~= 'table' then return span end\n"
+      "  local a = span.attributes\n"
+      "  for k in pairs(a) do if k:find('email', 1, true) then a[k] = nil end end\n"
+      "  assert(type(span) == 'table' and type(a.list) == 'table' and type(a.obj) == 'table')\n"
+      "  assert(type(a.list[3]) == 'userdata' and type(a.n) == 'number' and type(nil) == 'nil')\n"
+      "  assert(type(gw.int64(5)) == 'cdata' and type('x') == 'string' and type({}) == 'table')\n"
+      "  assert(gw.type(span) == 'span' and gw.type(a) == 'object' and gw.type(a.list) == 'array')\n"
+      "  local ok, m = pcall(type) assert(not ok and m:find('value expected'), m)\n"
+      "  assert(keys(pairs, a) == 'n=number,list=array,obj=object,empty=object', keys(pairs, a))\n"
+      "  assert(keys(ipairs, a.list) == '1=number,2=string,3=null,4=object', keys(ipairs, a.list))\n"
+      "  assert(keys(pairs, a.list) == keys(ipairs, a.list))\n"
+      "  assert(keys(ipairs, a) == '' and keys(ipairs, span) == '')\n"
+      "  assert(next(a.empty) == nil and next(a) == 'n' and next(a, 'n') == 'list')\n"
+      "  assert(select(2, next(a.list, 3)).k == 1 and next(a.list, 4) == nil)\n"
+      "  assert(keys(pairs, {x = 1}) == 'x=number' and keys(ipairs, {7}) == '1=number')\n"
+      "  assert(gw.pairs == pairs)\n"
+      "  local f = {}\n"
+      "  for k, v in pairs(span) do f[#f + 1] = k; assert(v == span[k] or type(v) == 'table', k) end\n"
+      "  f = table.concat(f, ',')\n"
+      "  assert(f:find('^trace_id,span_id,span_name,span_kind,') and f:find(',attributes') and\n"
+      "         not f:find('parent_id'), f)\n"
+      "  for k, v in pairs(a.obj) do v.seen = true end\n" /* values are live proxies */
+      "  ok, m = pcall(function() local x = pairs(nil) return x end) assert(not ok and m:find(\"bad argument #1 to 'pairs' %(table expected, got nil%)\"), m)\n"
+      "  ok, m = pcall(next, a, 'nope') assert(not ok and m:find('invalid key'), m)\n"
+      "  ok, m = pcall(ipairs, 5) assert(not ok and m:find('table expected, got number'), m)\n"
+      "  a.redacted = true\n"
+      "  return span\n"
+      "end }\n",
+      &cfg);
+  sg_span_batch_t b;
+  sg_span_batch_init(&b);
+  push_span(&b, "s", "{\"n\":1,\"user.email\":\"a@b\",\"contact.email\":\"c@d\",\"list\":[1,\"x\",null,{\"k\":1}],"
+                     "\"obj\":{\"inner\":{}},\"empty\":{}}");
+  size_t errs = 0;
+  assert_int_equal(sg_lua_transform(rt, PROJECT, &b, &errs), 0);
+  assert_int_equal(errs, 0);
+  assert_dump(b.spans[0].attributes, 0,
+              "{\"n\":1,\"list\":[1,\"x\",null,{\"k\":1}],\"obj\":{\"inner\":{\"seen\":true}},"
+              "\"empty\":{},\"redacted\":true}");
+  sg_span_batch_free(&b);
+  sg_lua_rt_free(rt);
+  sg_config_free(&cfg);
+}
+
+/* A hook's state has the job-only functions, and they say why they fail. */
+static void test_job_only_functions(void **state) {
+  (void)state;
+  sg_config_t cfg;
+  sg_lua_rt_t *rt = rt_with(NULL, &cfg);
+  const char *e = run_lua(rt,
+      "for _, f in ipairs({gw.pg.query, gw.pg.query_raw, gw.ch.query, gw.ch.insert,\n"
+      "    gw.ch.insert_spans, gw.ch.span_batch, gw.sleep, gw.spawn, gw.wait, gw.exit,\n"
+      "    gw.hooks.clickhouse}) do\n"
+      "  local ok, m = pcall(f, 'SELECT 1')\n"
+      "  assert(not ok and m:find('^gw%.[%w_.]+: I/O is only available to jobs'), m)\n"
+      "end\n");
+  if (e) fail_msg("%s", e);
+  sg_lua_rt_free(rt);
+  sg_config_free(&cfg);
+}
+
 static void test_shipped_transform(void **state) {
   (void)state;
   sg_config_t cfg;
@@ -691,9 +771,9 @@ static void test_shipped_transform(void **state) {
   assert_string_equal(s->session_id, "session-7f3a9c2e");
   assert_string_equal(s->user_id, "user-4411");
   assert_null(s->agent_id);
-  assert_int_equal(sg_lua_span_nested(rt, 0), SG_LUA_NEST_ATTRS | SG_LUA_NEST_RESOURCE);
-  assert_int_equal(sg_lua_span_nested(rt, 1), SG_LUA_NEST_ATTRS); /* has its own "resource" */
-  assert_int_equal(sg_lua_span_nested(rt, 2), SG_LUA_NEST_ATTRS);
+  assert_int_equal(b.spans[0].nest_attributes, SG_LUA_NEST_ATTRS | SG_LUA_NEST_RESOURCE);
+  assert_int_equal(b.spans[1].nest_attributes, SG_LUA_NEST_ATTRS); /* has its own "resource" */
+  assert_int_equal(b.spans[2].nest_attributes, SG_LUA_NEST_ATTRS);
   sg_buf_t nb = SG_BUF_INIT;
   assert_int_equal(sg_json_dump_attributes(s->attributes, s->resource, SG_JSON_NEST, &nb), 0);
   char *nested = sg_buf_detach(&nb, NULL);
@@ -799,7 +879,6 @@ static void test_normalize_builtin_matches_lua(void **state) {
                  sy[k] ? sy[k] : "NULL");
     }
     assert_int_equal(x->nest_attributes, y->nest_attributes);
-    assert_int_equal(x->nest_attributes, sg_lua_span_nested(c, i));
   }
   /* a few rows spelled out */
   assert_dump(bc.spans[3].attributes, 0,
@@ -1078,138 +1157,6 @@ static void test_nest_rules(void **state) {
   json_decref(v);
 }
 
-/* ---- bench ---------------------------------------------------------------------- */
-
-static double now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-/* CPU time of this thread: on a shared machine, time other processes take
- * from us is not counted (cache contention still is). */
-static double cpu_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-/* ns/span of sg_lua_transform over batches of 1000 copies of the realistic
- * span (fresh deep copies, sharing one resource as the decoders do): the
- * median over rounds of the batch's thread CPU time (the mean is in *mean,
- * wall clock, when not NULL). */
-static double bench_one(sg_lua_rt_t *rt, int rounds, double *mean) {
-  sg_span_batch_t t;
-  sg_span_batch_init(&t);
-  sg_span_t *s = push_span(&t, "chat gpt-4o-mini", REALISTIC);
-  s->resource = json_loads(RESOURCE, 0, NULL);
-  enum { N = 1000 };
-  double total = 0, *per = calloc((size_t)rounds, sizeof *per);
-  assert_non_null(per);
-  for (int r = 0; r < rounds; r++) {
-    sg_span_batch_t b;
-    sg_span_batch_init(&b);
-    for (int i = 0; i < N; i++) {
-      sg_span_t *d = sg_span_batch_push(&b);
-      assert_int_equal(sg_span_copy(d, &t.spans[0]), 0);
-      json_decref(d->resource);
-      d->resource = json_incref(t.spans[0].resource); /* shared, as decoders do */
-    }
-    double t0 = now_ns(), c0 = cpu_ns();
-    size_t errs;
-    assert_int_equal(sg_lua_transform(rt, PROJECT, &b, &errs), 0);
-    per[r] = (cpu_ns() - c0) / N;
-    total += now_ns() - t0;
-    assert_int_equal(errs, 0);
-    assert_int_equal(b.n, N);
-    sg_span_batch_free(&b);
-  }
-  sg_span_batch_free(&t);
-  qsort(per, (size_t)rounds, sizeof *per, cmp_double);
-  double med = per[rounds / 2];
-  free(per);
-  if (mean) *mean = total / ((double)rounds * N);
-  return med;
-}
-
-static sg_lua_rt_t *rt_with_script(const char *text, sg_config_t *cfg) {
-  return rt_with(text, cfg);
-}
-
-static void test_bench(void **state) {
-  (void)state;
-  const char *env = getenv("SG_LUA_BENCH");
-  int rounds = env ? 200 : 5;
-  /* name, transform.lua text (NULL: none; "" the shipped lua/) */
-  static const struct {
-    const char *name, *script;
-  } cases[] = {
-      {"no script", NULL},
-      {"identity", "return { span = function(s, ctx) return s end }"},
-      {"default", ""},
-      {"default from Lua", /* a custom M.span that calls the built-in */
-       "local gw = require('gw')\n"
-       "local normalize = gw.agenta.normalize\n"
-       "return { span = function(s, ctx) return normalize(s, ctx) end }"},
-      {"default in Lua", /* the shipped M.normalize, by hand */
-       "local gw = require('gw')\n"
-       "local saved = gw.agenta\n"
-       "gw.agenta = nil\n"
-       "local M = dofile('lua/transform.lua')\n"
-       "gw.agenta = saved\n"
-       "return M\n"},
-  };
-  char line[512];
-  int off = 0;
-  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-    sg_config_t cfg;
-    sg_lua_rt_t *rt = cases[c].script && !cases[c].script[0] ? shipped(&cfg)
-                                                              : rt_with_script(cases[c].script, &cfg);
-    double mean, med = bench_one(rt, rounds, &mean);
-    off += snprintf(line + off, sizeof line - (size_t)off, "%s%s %.0f (mean %.0f)", c ? ", " : "",
-                    cases[c].name, med, mean);
-    sg_lua_rt_free(rt);
-    sg_config_free(&cfg);
-  }
-  if (getenv("SG_LUA_BENCH_DIR")) {
-    sg_config_t c2 = cfg_for(getenv("SG_LUA_BENCH_DIR"));
-    sg_buf_t e2 = SG_BUF_INIT;
-    sg_lua_rt_t *x = sg_lua_rt_new(&c2, &e2);
-    printf("bench: %s %.0f ns/span\n", getenv("SG_LUA_BENCH_DIR"), bench_one(x, rounds, NULL));
-    sg_lua_rt_free(x);
-    sg_buf_free(&e2);
-    sg_config_free(&c2);
-  }
-  /* the cost of the nested dump the writers pay */
-  sg_span_batch_t t;
-  sg_span_batch_init(&t);
-  push_span(&t, "x", REALISTIC);
-  sg_buf_t b = SG_BUF_INIT;
-  double t0 = cpu_ns();
-  for (int i = 0; i < rounds * 100; i++) {
-    sg_buf_reset(&b);
-    sg_json_dump(t.spans[0].attributes, SG_JSON_NEST, &b);
-  }
-  double t_nest = (cpu_ns() - t0) / (rounds * 100.0);
-  t0 = cpu_ns();
-  for (int i = 0; i < rounds * 100; i++) {
-    sg_buf_reset(&b);
-    sg_json_dump(t.spans[0].attributes, 0, &b);
-  }
-  double t_flat = (cpu_ns() - t0) / (rounds * 100.0);
-  if (env)
-    printf("bench: attributes %zu bytes, ns/span (median thread CPU time; mean wall clock): %s; "
-           "dump flat %.0f, nested %.0f\n",
-           strlen(REALISTIC), line, t_flat, t_nest);
-  sg_buf_free(&b);
-  sg_span_batch_free(&t);
-}
-
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_missing_scripts_are_defaults),
@@ -1221,6 +1168,8 @@ int main(void) {
       cmocka_unit_test(test_budget),
       cmocka_unit_test(test_gw),
       cmocka_unit_test(test_proxy_rules),
+      cmocka_unit_test(test_proxy_as_table),
+      cmocka_unit_test(test_job_only_functions),
       cmocka_unit_test(test_shipped_transform),
       cmocka_unit_test(test_normalize_builtin_matches_lua),
       cmocka_unit_test(test_normalize_builtin_errors),
@@ -1228,7 +1177,6 @@ int main(void) {
       cmocka_unit_test(test_shipped_routing_ttl),
       cmocka_unit_test(test_dump_matches_jansson),
       cmocka_unit_test(test_nest_rules),
-      cmocka_unit_test(test_bench),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -11,7 +11,9 @@
 #include <cmocka.h>
 
 #include "err.h"
+#include "read_analytics.h"
 #include "read_filter.h"
+#include "read_span.h"
 
 static const uint8_t project[16] = {0x01, 0x90, 0xa3, 0xb4, 0, 0, 0x70, 0, 0x80, 0, 0, 0, 0, 0, 0, 0x0a};
 

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "seed.h"
 #include "spool.h"
 
 #define T0 INT64_C(1700000000000000) /* a plausible "now" in µs */
@@ -564,6 +565,59 @@ static void test_deadletter(void **state) {
   assert_int_equal(sg_spool_close(sp), 0);
 }
 
+/* A dead-letter write that fails (dead/ is not a directory; the reason file
+ * cannot be opened) leaves the record pending and nothing half-written in
+ * dead/: once dead/ is fixed one retry gives exactly one copy. Regular files
+ * and directories in the way stop root too, unlike permission bits. */
+static void test_deadletter_fails(void **state) {
+  fx_t *fx = *state;
+  sg_spool_t *sp = open_ok(fx, 0, 0, SG_SPOOL_FSYNC_BATCH);
+  append_fixed(sp, 0, 3);
+  assert_int_equal(sg_spool_seal(sp), 0);
+  char dd[1024], p[1200];
+  path_of(fx, dd, sizeof dd, "dead");
+  FILE *f = fopen(dd, "w"); /* a file where the directory should be */
+  assert_non_null(f);
+  fclose(f);
+  sg_spool_seg_t *seg;
+  assert_int_equal(sg_spool_next_segment(sp, &seg), 0);
+  assert_int_equal(sg_spool_deadletter(sp, seg, 1, "bad"), SG_EIO);
+  assert_false(sg_spool_seg_done(seg, 1));
+  sg_spool_stats_t st;
+  sg_spool_stats(sp, &st);
+  assert_int_equal(st.dead_records, 0);
+  assert_int_equal(st.records, 3);
+
+  /* dead/ exists now, but the reason file cannot be written: the record's
+   * copy made in this attempt must be taken back */
+  assert_int_equal(unlink(dd), 0);
+  assert_int_equal(mkdir(dd, 0700), 0);
+  snprintf(p, sizeof p, "%s/%016d.txt", dd, 1);
+  assert_int_equal(mkdir(p, 0700), 0);
+  assert_int_not_equal(sg_spool_deadletter(sp, seg, 1, "bad"), 0);
+  assert_false(sg_spool_seg_done(seg, 1));
+  assert_int_equal(sg_spool_deadletter(sp, seg, 1, "bad"), SG_EIO);
+
+  assert_int_equal(rmdir(p), 0);
+  assert_int_equal(sg_spool_deadletter(sp, seg, 1, "bad"), 0);
+  assert_true(sg_spool_seg_done(seg, 1));
+  snprintf(p, sizeof p, "%s/%016d.seg", dd, 1);
+  assert_int_equal(file_size(p), SG_SPOOL_FILE_HEADER + FIXED_REC); /* one copy */
+  snprintf(p, sizeof p, "%s/%016d.txt", dd, 1);
+  f = fopen(p, "r");
+  assert_non_null(f);
+  char line[256];
+  assert_non_null(fgets(line, sizeof line, f));
+  assert_non_null(strstr(line, "\tbad\n"));
+  assert_null(fgets(line, sizeof line, f));
+  fclose(f);
+  sg_spool_stats(sp, &st);
+  assert_int_equal(st.dead_records, 1);
+  assert_int_equal(st.records, 2);
+  sg_spool_release(sp, seg);
+  assert_int_equal(sg_spool_close(sp), 0);
+}
+
 static void test_partial_ack(void **state) {
   fx_t *fx = *state;
   sg_spool_t *sp = open_ok(fx, 0, 0, SG_SPOOL_FSYNC_ALWAYS);
@@ -903,7 +957,7 @@ static void crash_round(const fx_t *fx, const char *dir, sg_spool_fsync_t fs, in
 
 static void test_crash_kill9(void **state) {
   fx_t *fx = *state;
-  srand((unsigned)time(NULL) ^ (unsigned)getpid());
+  srand(test_seed("test_crash_kill9"));
   for (int round = 0; round < 6; round++) {
     char dir[1024];
     snprintf(dir, sizeof dir, "%s/crash%d", fx->dir, round);
@@ -926,6 +980,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_max_bytes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_big_record, setup, teardown),
       cmocka_unit_test_setup_teardown(test_deadletter, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_deadletter_fails, setup, teardown),
       cmocka_unit_test_setup_teardown(test_partial_ack, setup, teardown),
       cmocka_unit_test_setup_teardown(test_fsync_modes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_stats, setup, teardown),

@@ -43,9 +43,46 @@ local function ch_us(col, nullable)
 end
 M.ch_us = ch_us
 
+-- A whole second (epoch s) as a constant of created_at's own type.
+-- ClickHouse 26.x (26.7, found by tests/modern) answers `k < toDateTime(N)`
+-- without the rows when k is a DateTime64 column of the sorting key (the
+-- same comparison in a SELECT list is right); against toDateTime64 it
+-- reads the right rows, on every version that has DateTime64.
+function M.ch_second(s)
+  local srv = gw.ch.server
+  if srv and srv.datetime64 then return format("toDateTime64(%.0f, 6, 'UTC')", s) end
+  return format("toDateTime(%.0f)", s)
+end
+
+-- Where ALTER TABLE ... DELETE goes: the spans table, or on a cluster its
+-- local tables on every host (a Distributed table takes no mutation); and
+-- the table name system.mutations knows them by (this host's).
+function M.ch_mutation_target()
+  local srv = assert(gw.ch.server, gw.ch.server_error)
+  return srv.spans_mutation or (M.ch_db() .. ".spans")
+end
+function M.ch_mutation_table()
+  local srv = assert(gw.ch.server, gw.ch.server_error)
+  return srv.cluster and "spans_local" or "spans"
+end
+
 function M.ch_db()
   local srv = assert(gw.ch.server, gw.ch.server_error)
   return "`" .. srv.database:gsub("[`\\]", "\\%0") .. "`"
+end
+
+-- Waits until ClickHouse has no unfinished mutation (ALTER ... DELETE) on
+-- the spans table: mutations run asynchronously. Polls every 100 ms for at
+-- most timeout_s seconds; true when none is left, false on timeout.
+function M.wait_mutations(timeout_s)
+  local srv = assert(gw.ch.server, gw.ch.server_error)
+  local sql = format("SELECT count() FROM system.mutations WHERE database = '%s' AND table = '" .. M.ch_mutation_table() .. "' AND is_done = 0",
+    (srv.database:gsub("[\\']", "\\%0")))
+  for _ = 1, timeout_s * 10 do
+    if tonumber(gw.ch.query(sql, "TSV")[1][1]) == 0 then return true end
+    gw.sleep(100)
+  end
+  return false
 end
 
 local function uuid_list(ids)
@@ -62,8 +99,8 @@ M.uuid_list = uuid_list
 function M.ch_where(projects, since_us, until_us)
   local w = {}
   if projects and #projects > 0 then w[#w + 1] = "project_id IN (" .. uuid_list(projects) .. ")" end
-  if since_us then w[#w + 1] = format("created_at >= toDateTime(%.0f)", math.floor(since_us / 1e6)) end
-  if until_us then w[#w + 1] = format("created_at < toDateTime(%.0f)", math.ceil(until_us / 1e6)) end
+  if since_us then w[#w + 1] = "created_at >= " .. M.ch_second(math.floor(since_us / 1e6)) end
+  if until_us then w[#w + 1] = "created_at < " .. M.ch_second(math.ceil(until_us / 1e6)) end
   return #w > 0 and ("WHERE " .. concat(w, " AND ")) or ""
 end
 
@@ -145,16 +182,18 @@ function M.pg_day_stats(project, since_us, until_us, with_checksum, count_only)
 end
 
 -- The same statistics from ClickHouse (FINAL: one row per span), all
--- selected projects in one query.
+-- selected projects in one query. Spans deleted in PostgreSQL are tombstones
+-- (is_deleted = 1) after FINAL: left out (WHERE applies after FINAL's merge).
 function M.ch_day_stats(projects, since_us, until_us, with_checksum)
   local cs = with_checksum and (", toString(sum(reinterpretAsUInt64(reverse(substring(MD5(" ..
     M.ch_canon() .. "), 1, 8)))))") or ""
+  local where = M.ch_where(projects, since_us, until_us)
+  where = (where == "" and "WHERE " or where .. " AND ") .. "is_deleted = 0"
   local sql = format([[
     SELECT toString(project_id), toUInt32(toStartOfDay(created_at)), count(),
            sum(version %% %d)%s
     FROM %s.spans FINAL %s
-    GROUP BY project_id, toStartOfDay(created_at)]], plan.VSUM_MOD, cs, M.ch_db(),
-    M.ch_where(projects, since_us, until_us))
+    GROUP BY project_id, toStartOfDay(created_at)]], plan.VSUM_MOD, cs, M.ch_db(), where)
   local out = {}
   for _, r in ipairs(gw.ch.query(sql, "TSV")) do
     local day = tonumber(r[2]) * 1000000

@@ -2,7 +2,7 @@
 // PostgreSQL database of its own on the test server that scripts/testenv.sh
 // started, and helpers to talk to both. Never a mock of a database.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -86,7 +86,9 @@ export async function startGateway(opts = {}) {
   for (const k of Object.keys(env))
     if (k.startsWith('SPANGATE_') || k.startsWith('CLICKHOUSE_') || k === 'POSTGRES_URI' || k === 'USE_CLICKHOUSE') delete env[k];
   Object.assign(env, opts.env || {});
-  if (!opts.skipSchema) execFileSync(BIN, ['schema', '--apply', '-c', conf], { env, stdio: 'pipe' });
+  // chSchema: false applies PostgreSQL's schema only (the test makes ClickHouse's).
+  const schemaEnv = opts.chSchema === false ? { ...env, USE_CLICKHOUSE: 'false' } : env;
+  if (!opts.skipSchema) execFileSync(BIN, ['schema', '--apply', '-c', conf], { env: schemaEnv, stdio: 'pipe' });
   const gw = {
     dir, db, chdb, port, conf, env, url: `http://127.0.0.1:${port}`, log: '', proc: null, exit: null,
   };
@@ -209,3 +211,94 @@ export function chctl(...args) {
   return execFileSync(`${ROOT}/scripts/chctl.sh`, args, { stdio: 'pipe' }).toString();
 }
 export const CH_DIR = process.env.SG_TEST_TMP ? `${process.env.SG_TEST_TMP}/ch` : null;
+
+// ---- extra ClickHouse servers -------------------------------------------------
+// Started only by the tests that need them, under SG_TEST_TMP (scripts/testenv.sh
+// stops whatever is left there), and stopped by the test, or at exit at the latest.
+
+// A query to another ClickHouse server (a cluster node, the https server's
+// plain port): settings are URL parameters. One connection per query, closed
+// after it: a server being stopped waits for idle keep-alive connections,
+// and a test's stop blocks the loop that would close them.
+export function chQueryAt(port, sql, database, settings = {}) {
+  const u = new URL(`http://127.0.0.1:${port}/`);
+  if (database) u.searchParams.set('database', database);
+  for (const [k, v] of Object.entries(settings)) u.searchParams.set(k, String(v));
+  return new Promise((res, rej) => {
+    const req = http.request(u, { method: 'POST', agent: false }, (r) => {
+      const chunks = [];
+      r.on('data', (c) => chunks.push(c));
+      r.on('end', () => {
+        const text = Buffer.concat(chunks).toString();
+        if (r.statusCode !== 200) rej(new Error(`ClickHouse ${r.statusCode}: ${text}`));
+        else res(text);
+      });
+    });
+    req.on('error', rej);
+    req.end(sql);
+  });
+}
+
+function script(name, args) {
+  return execFileSync(`${ROOT}/scripts/${name}`, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+}
+
+function extraDir(prefix) {
+  const base = process.env.SG_TEST_TMP || tmpdir();
+  return mkdtempSync(join(base, prefix));
+}
+
+const atExit = new Set();
+process.on('exit', () => { for (const f of atExit) { try { f(); } catch { /* best effort */ } } });
+
+// A ClickHouse 18.16 cluster on loopback: ZooKeeper and shards x replicas servers
+// (scripts/chcluster.sh). Resolves to {name, zookeeper, nodes: [{name, http, tcp,
+// shard, replica, dir}], endpoints: ["127.0.0.1:<http>", ...], query(i, sql, db,
+// settings), kill(i) (SIGKILL), stopNode(i), startNode(i), stop(), ms (start-up
+// time)}; node indexes are 0-based.
+export async function startCluster({ shards = 2, replicas = 2 } = {}) {
+  const dir = extraDir('cluster-');
+  const t0 = Date.now();
+  const info = JSON.parse(script('chcluster.sh', ['start', dir, String(shards), String(replicas)]));
+  const stopSync = () => script('chcluster.sh', ['stop', dir]);
+  atExit.add(stopSync);
+  const node = (i) => String(i + 1);
+  return {
+    name: info.cluster,
+    zookeeper: info.zookeeper,
+    nodes: info.nodes,
+    dir,
+    ms: Date.now() - t0,
+    endpoints: info.nodes.map((n) => `127.0.0.1:${n.http}`),
+    query: (i, sql, database, settings) => chQueryAt(info.nodes[i].http, sql, database, settings),
+    kill: (i) => script('chcluster.sh', ['kill', dir, node(i)]),
+    stopNode: (i) => script('chcluster.sh', ['stop-node', dir, node(i)]),
+    startNode: (i) => script('chcluster.sh', ['start-node', dir, node(i)]),
+    stop: () => { atExit.delete(stopSync); stopSync(); },
+    // The servers' error logs (tails), for a failing test's message.
+    errorLogs: () => info.nodes.map((n) => {
+      try {
+        const t = readFileSync(join(n.dir, 'log', 'clickhouse-server.err.log'), 'utf8').split('\n')
+          .filter((l) => /<Error>|Exception/.test(l)).slice(-5).join('\n');
+        return `--- ${n.name}\n${t}`;
+      } catch { return `--- ${n.name}: no log`; }
+    }).join('\n'),
+  };
+}
+
+// A ClickHouse 18.16 with https (scripts/chtls.sh): a CA made for the test, the
+// server's certificate for 127.0.0.1 and localhost, client certificates required
+// on https, a user with a password. Resolves to {http, https, tcp, ca, wrongCa,
+// clientCert, clientKey, user, password, dir, query(sql), stop()}.
+export async function startTlsClickHouse() {
+  const dir = extraDir('chtls-');
+  const info = JSON.parse(script('chtls.sh', ['start', dir]));
+  const stopSync = () => script('chtls.sh', ['stop', dir]);
+  atExit.add(stopSync);
+  return {
+    ...info,
+    dir,
+    query: (sql, database) => chQueryAt(info.http, sql, database),
+    stop: () => { atExit.delete(stopSync); stopSync(); },
+  };
+}

@@ -1,0 +1,168 @@
+/* ch_setup.c - ClickHouse's version, schema and row layout before the first
+ * row (see ch_setup.h). */
+#include "ch_setup.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ch.h"
+#include "err.h"
+
+void sg_ch_setup_opts(const sg_config_t *cfg, sg_ch_schema_opts_t *o) {
+  o->database = cfg->clickhouse_database;
+  o->cluster = cfg->clickhouse_cluster;
+  o->zk_path = cfg->clickhouse_zk_path;
+  o->replica = cfg->clickhouse_replica;
+}
+
+/* Reads get a short timeout (a start must not hang on an unreachable
+ * server); DDL, which ON CLUSTER waits for every host, the configured one. */
+static void ch_opts(const sg_config_t *cfg, int ddl, sg_ch_opts_t *o) {
+  long t = cfg->clickhouse_timeout_ms;
+  if (!ddl && t > 5000) t = 5000;
+  sg_config_clickhouse_opts(cfg, NULL, t, 1, o);
+}
+
+/* One statement; on failure err gets ClickHouse's answer (and the statement
+ * when show, which marks DDL). Unreachable (transient) is SG_EUNAVAIL, the rest SG_EIO. */
+static int exec(const sg_config_t *cfg, const char *sql, sg_buf_t *out, sg_buf_t *err, int show) {
+  sg_ch_opts_t o;
+  ch_opts(cfg, show, &o);
+  sg_buf_t why = SG_BUF_INIT;
+  int rc = sg_ch_exec_sync(&o, sql, NULL, 0, out, &why);
+  if (rc != 0 && err) {
+    char where[512];
+    sg_buf_printf(err, "ClickHouse at %s: %s", sg_config_clickhouse_where(cfg, where, sizeof where),
+                  why.data ? why.data : sg_strerror(rc));
+    if (show) sg_buf_printf(err, "\n  in: %.300s", sql);
+  }
+  sg_buf_free(&why);
+  if (rc == 0) return 0;
+  return rc == SG_EUNAVAIL ? SG_EUNAVAIL : SG_EIO;
+}
+
+static int read_existing(const sg_config_t *cfg, const sg_ch_schema_opts_t *so, sg_ch_existing_t *ex,
+                         sg_buf_t *err) {
+  sg_buf_t sql = SG_BUF_INIT, out = SG_BUF_INIT;
+  sg_ch_existing_free(ex);
+  int rc = sg_ch_existing_tables_sql(so, &sql);
+  rc = rc ? rc : exec(cfg, sql.data, &out, err, 0);
+  rc = rc ? rc : sg_ch_existing_add_tables(ex, out.data, out.len);
+  sg_buf_reset(&sql);
+  sg_buf_reset(&out);
+  rc = rc ? rc : sg_ch_existing_columns_sql(so, &sql);
+  rc = rc ? rc : exec(cfg, sql.data, &out, err, 0);
+  rc = rc ? rc : sg_ch_existing_add_columns(ex, out.data, out.len);
+  sg_buf_free(&sql);
+  sg_buf_free(&out);
+  return rc;
+}
+
+int sg_ch_setup(const sg_config_t *cfg, unsigned flags, sg_ch_target_t *out, sg_buf_t *done,
+                sg_buf_t *err) {
+  memset(out, 0, sizeof *out);
+  sg_ch_schema_opts_t so;
+  sg_ch_setup_opts(cfg, &so);
+  int rc = 0;
+  if (cfg->clickhouse_version[0]) {
+    snprintf(out->version_text, sizeof out->version_text, "%s", cfg->clickhouse_version);
+  } else {
+    sg_buf_t v = SG_BUF_INIT;
+    rc = exec(cfg, "SELECT version()", &v, err, 0);
+    if (rc == 0)
+      snprintf(out->version_text, sizeof out->version_text, "%.*s",
+               (int)strcspn(v.data ? v.data : "", "\r\n"), v.data ? v.data : "");
+    sg_buf_free(&v);
+    if (rc) return rc;
+  }
+  if (sg_ch_version_parse(out->version_text, &out->ver) != 0) {
+    if (err) sg_buf_printf(err, "ClickHouse's version '%s' does not parse", out->version_text);
+    return SG_EIO;
+  }
+  sg_ch_existing_t ex;
+  memset(&ex, 0, sizeof ex);
+  rc = read_existing(cfg, &so, &ex, err);
+  sg_ch_stmts_t st = {0};
+  if (rc == 0) rc = sg_ch_upgrade_statements(&out->ver, &so, &ex, &st);
+  if (rc == SG_EINVAL) { /* an existing table without a usable created_at: say which */
+    sg_ch_layout_t l;
+    if (sg_ch_table_layout(&ex, &so, "spans", &l, err) == 0) sg_ch_table_layout(&ex, &so, "nodes", &l, err);
+  }
+  for (size_t i = 0; rc == 0 && i < st.n; i++) {
+    if (!(flags & SG_CH_SETUP_CREATE)) {
+      if (done) sg_buf_printf(done, "missing: %s\n", st.what[i]);
+      continue;
+    }
+    rc = exec(cfg, st.v[i], NULL, err, 1);
+    if (rc == 0 && done) sg_buf_printf(done, "%s\n", st.what[i]);
+  }
+  if (rc == 0 && st.n && (flags & SG_CH_SETUP_CREATE)) rc = read_existing(cfg, &so, &ex, err);
+  if (rc == 0) {
+    rc = sg_ch_table_layout(&ex, &so, "spans", &out->spans, err);
+    if (rc == SG_ENOTFOUND && err)
+      sg_buf_puts(err, "; create it with `spangate schema --apply` (or leave clickhouse_create_schema on)");
+  }
+  if (rc == 0) {
+    int nrc = sg_ch_table_layout(&ex, &so, "nodes", &out->nodes, NULL);
+    if (nrc == SG_ENOTFOUND) sg_ch_layout_of_version(&out->ver, &out->nodes);
+    else if (nrc != 0) rc = sg_ch_table_layout(&ex, &so, "nodes", &out->nodes, err);
+  }
+  sg_ch_stmts_free(&st);
+  sg_ch_existing_free(&ex);
+  return rc;
+}
+
+/* ---- the cache in spool_dir --------------------------------------------------------- */
+
+static void cache_path(const sg_config_t *cfg, const char *name, char *out, size_t cap) {
+  snprintf(out, cap, "%s/%s", cfg->spool_dir, name);
+}
+
+int sg_ch_setup_save(const sg_config_t *cfg, const sg_ch_target_t *t) {
+  char path[4096];
+  mkdir(cfg->spool_dir, 0755);
+  cache_path(cfg, "clickhouse.version", path, sizeof path);
+  FILE *f = fopen(path, "w");
+  if (!f) return SG_EIO;
+  fprintf(f, "%s\n", t->version_text);
+  int rc = fclose(f) == 0 ? 0 : SG_EIO;
+  cache_path(cfg, "clickhouse.layout", path, sizeof path);
+  if (rc == 0 && (f = fopen(path, "w")) != NULL) {
+    fprintf(f, "spans %s\nnodes %s\n", (t->spans.flags & SG_CH_LAYOUT_DT64) ? "dt64" : "us",
+            (t->nodes.flags & SG_CH_LAYOUT_DT64) ? "dt64" : "us");
+    rc = fclose(f) == 0 ? 0 : SG_EIO;
+  }
+  return rc;
+}
+
+int sg_ch_setup_cached(const sg_config_t *cfg, sg_ch_target_t *out, sg_buf_t *err) {
+  memset(out, 0, sizeof *out);
+  char path[4096], text[64] = {0};
+  cache_path(cfg, "clickhouse.version", path, sizeof path);
+  FILE *f = fopen(path, "r");
+  if (f) {
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+  }
+  if (cfg->clickhouse_version[0]) snprintf(text, sizeof text, "%s", cfg->clickhouse_version);
+  if (sg_ch_version_parse(text, &out->ver) != 0) {
+    if (err) sg_buf_printf(err, "no ClickHouse version is cached in %s", path);
+    return SG_ENOTFOUND;
+  }
+  snprintf(out->version_text, sizeof out->version_text, "%.*s", (int)strcspn(text, "\r\n"), text);
+  sg_ch_layout_of_version(&out->ver, &out->spans);
+  out->nodes = out->spans;
+  cache_path(cfg, "clickhouse.layout", path, sizeof path);
+  if ((f = fopen(path, "r")) != NULL) {
+    char name[16], lay[16];
+    while (fscanf(f, "%15s %15s", name, lay) == 2) {
+      sg_ch_layout_t l = {strcmp(lay, "dt64") ? 0u : SG_CH_LAYOUT_DT64};
+      if (!strcmp(name, "spans")) out->spans = l;
+      if (!strcmp(name, "nodes")) out->nodes = l;
+    }
+    fclose(f);
+  }
+  return 0;
+}

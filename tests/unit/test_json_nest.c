@@ -1,0 +1,209 @@
+/* test_json_nest.c - nesting of dotted attribute keys under hostile input:
+ * keys of very many segments and keys chosen to collide in the trie's hash
+ * table. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "buf.h"
+#include "err.h"
+#include "json_nest.h"
+#include "seed.h"
+
+/* "a.a.a..." of nseg segments (NUL-terminated, caller frees). */
+static char *dotted(size_t nseg) {
+  char *k = malloc(2 * nseg);
+  assert_non_null(k);
+  for (size_t i = 0; i < nseg; i++) {
+    k[2 * i] = 'a';
+    k[2 * i + 1] = i + 1 < nseg ? '.' : '\0';
+  }
+  return k;
+}
+
+static char *dump(const json_t *v, int flags) {
+  sg_buf_t b = SG_BUF_INIT;
+  assert_int_equal(sg_json_dump(v, flags, &b), 0);
+  return b.data;
+}
+
+/* A key of 60,000 segments (a 120 KB body) used to recurse once per
+ * segment and overflow the stack. Keys of more segments than
+ * SG_JSON_NEST_MAX_SEGMENTS are now kept flat; up to it they nest. */
+static void test_deep_key(void **st) {
+  (void)st;
+  char *deep = dotted(60000);
+  json_t *o = json_pack("{s:i,s:s}", deep, 1, "b.c", "x");
+  char *nested = dump(o, SG_JSON_NEST), *flat;
+  assert_int_equal(strncmp(nested, "{\"a.a.", 6), 0);            /* kept as sent */
+  assert_int_equal(strncmp(nested + 2 + strlen(deep), "\":1,", 4), 0);
+  assert_string_equal(nested + 2 + strlen(deep) + 4, "\"b\":{\"c\":\"x\"}}"); /* b.c nests */
+  free(nested);
+
+  /* The same key in the resource, and through sg_json_nested. */
+  json_t *res = json_pack("{s:s}", deep, "svc");
+  sg_buf_t b = SG_BUF_INIT;
+  assert_int_equal(sg_json_dump_attributes(o, res, SG_JSON_NEST, &b), 0);
+  assert_non_null(strstr(b.data, "\"resource\":{\"a.a.a."));
+  sg_buf_free(&b);
+  json_t *n = sg_json_nested(o);
+  assert_non_null(n);
+  assert_int_equal(json_integer_value(json_object_get(n, deep)), 1);
+  assert_string_equal(json_string_value(json_object_get(json_object_get(n, "b"), "c")), "x");
+  json_decref(n);
+  json_decref(res);
+  json_decref(o);
+  free(deep);
+
+  /* The edge: SG_JSON_NEST_MAX_SEGMENTS segments nest, one more does not. */
+  char *at = dotted(SG_JSON_NEST_MAX_SEGMENTS), *over = dotted(SG_JSON_NEST_MAX_SEGMENTS + 1);
+  o = json_pack("{s:i}", at);
+  nested = dump(o, SG_JSON_NEST);
+  size_t depth = 0;
+  for (const char *p = nested; *p; p++) depth += *p == '{';
+  assert_int_equal(depth, SG_JSON_NEST_MAX_SEGMENTS);
+  free(nested);
+  json_decref(o);
+  o = json_pack("{s:i}", over);
+  nested = dump(o, SG_JSON_NEST);
+  flat = dump(o, 0);
+  assert_string_equal(nested, flat);
+  free(nested);
+  free(flat);
+  json_decref(o);
+  free(at);
+  free(over);
+}
+
+/* ---- hash flooding ------------------------------------------------------- */
+
+/* The hash json_nest used before: 32-bit FNV-1a, the parent's index xored
+ * into the offset basis (0 for the top-level keys). */
+static uint32_t old_fnv_step(uint32_t h, const char *s, size_t n) {
+  for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
+  return h;
+}
+
+static const char alphabet[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-";
+
+/* n keys of 3*nblocks characters whose old hashes agree in the low `bits`
+ * bits: FNV-1a modulo 2^bits only depends on the state modulo 2^bits, so
+ * for each 3-character block we pick `per` blocks that take the state from
+ * the previous common value to one common value; any choice of one block
+ * per position then collides (a multicollision, 8^6 keys from 6 blocks). */
+static char **colliding_keys(size_t n, int bits, int nblocks, int per) {
+  const uint32_t mask = (1u << bits) - 1, na = sizeof alphabet - 1, ncand = na * na * na;
+  uint32_t *count = calloc(mask + 1, sizeof *count), state = 2166136261u & mask;
+  char(*blocks)[16][3] = calloc((size_t)nblocks, sizeof *blocks);
+  assert_non_null(count);
+  assert_non_null(blocks);
+  for (int b = 0; b < nblocks; b++) {
+    memset(count, 0, (mask + 1) * sizeof *count);
+    uint32_t best = 0;
+    for (uint32_t c = 0; c < ncand; c++) {
+      char s[3] = {alphabet[c % na], alphabet[c / na % na], alphabet[c / na / na]};
+      uint32_t e = old_fnv_step(state, s, 3) & mask;
+      if (++count[e] > count[best]) best = e;
+    }
+    assert_true(count[best] >= (uint32_t)per);
+    int k = 0;
+    for (uint32_t c = 0; c < ncand && k < per; c++) {
+      char s[3] = {alphabet[c % na], alphabet[c / na % na], alphabet[c / na / na]};
+      if ((old_fnv_step(state, s, 3) & mask) == best) memcpy(blocks[b][k++], s, 3);
+    }
+    state = best;
+  }
+  char **keys = calloc(n, sizeof *keys);
+  assert_non_null(keys);
+  for (size_t i = 0; i < n; i++) {
+    keys[i] = malloc(3 * (size_t)nblocks + 1);
+    size_t x = i;
+    for (int b = 0; b < nblocks; b++, x /= (size_t)per) memcpy(keys[i] + 3 * b, blocks[b][x % (size_t)per], 3);
+    keys[i][3 * nblocks] = '\0';
+    assert_int_equal(old_fnv_step(2166136261u, keys[i], 3 * (size_t)nblocks) & mask, state);
+  }
+  free(count);
+  free(blocks);
+  return keys;
+}
+
+static char **random_keys(size_t n, size_t len) {
+  char **keys = calloc(n, sizeof *keys);
+  assert_non_null(keys);
+  for (size_t i = 0; i < n; i++) {
+    keys[i] = malloc(len + 1);
+    for (size_t j = 0; j < len; j++) keys[i][j] = alphabet[rand() % (int)(sizeof alphabet - 1)];
+    keys[i][len] = '\0';
+  }
+  return keys;
+}
+
+static json_t *object_of(char **keys, size_t n) {
+  json_t *o = json_object();
+  for (size_t i = 0; i < n; i++) assert_int_equal(json_object_set_new(o, keys[i], json_integer(1)), 0);
+  for (size_t i = 0; i < n; i++) free(keys[i]);
+  free(keys);
+  return o;
+}
+
+/* 50,000 top-level keys that all hashed to one slot of the old 2^17-slot
+ * table (the issue's 750 KB request that held a worker for 7 s) must cost
+ * about as many probes as random keys. The table is keyed now, so the
+ * same set is as good as random. */
+static void test_colliding_keys(void **st) {
+  (void)st;
+  srand(test_seed("test_colliding_keys"));
+  const size_t n = 50000; /* 50,001 nodes: a table of 2^17 slots */
+  json_t *bad = object_of(colliding_keys(n, 17, 6, 8), n);
+  json_t *good = object_of(random_keys(n, 18), n);
+  assert_int_equal(json_object_size(bad), n);
+  assert_int_equal(json_object_size(good), n);
+  size_t pb = sg__json_nest_probes(bad), pg = sg__json_nest_probes(good);
+  printf("# probes: colliding %zu, random %zu\n", pb, pg);
+  assert_true(pg >= n && pg < 4 * n);
+  assert_true(pb < 3 * pg);
+  /* And the rendering is whole: one member per key. */
+  char *t = dump(bad, SG_JSON_NEST);
+  size_t members = 0;
+  for (const char *p = t; *p; p++) members += *p == ':';
+  assert_int_equal(members, n);
+  free(t);
+  json_decref(bad);
+  json_decref(good);
+}
+
+/* Keys that match many prefixes of a path ("a" and "a.a" at every level)
+ * made the look-up explore every way of splitting the path: 2^34 for 50
+ * segments (it never finished). It now gives up after
+ * SG_JSON_PATH_MAX_LOOKUPS look-ups; ordinary paths are still found. */
+static void test_path_search_bounded(void **st) {
+  (void)st;
+  json_t *lv[51];
+  lv[0] = json_pack("{s:i}", "z", 1);
+  lv[1] = json_pack("{s:O}", "a", lv[0]);
+  for (int i = 2; i <= 50; i++) lv[i] = json_pack("{s:O,s:O}", "a", lv[i - 1], "a.a", lv[i - 2]);
+  char path[128];
+  size_t n = 0;
+  for (int i = 0; i < 50; i++) n += (size_t)sprintf(path + n, "a.");
+  n += (size_t)sprintf(path + n, "y"); /* absent: every split is tried */
+  assert_null(sg_json_path_get(lv[50], path, n));
+  path[n - 1] = 'z'; /* present, found on the first descent */
+  assert_ptr_equal(sg_json_path_get(lv[50], path, n), json_object_get(lv[0], "z"));
+  assert_ptr_equal(sg_json_path_get(lv[50], "a.a.a.a", 7), lv[46]);
+  for (int i = 0; i <= 50; i++) json_decref(lv[i]);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_deep_key),
+      cmocka_unit_test(test_colliding_keys),
+      cmocka_unit_test(test_path_search_bounded),
+  };
+  return cmocka_run_group_tests_name("json_nest", tests, NULL, NULL);
+}
