@@ -100,6 +100,9 @@ test('DELETE: 202 with Agenta\'s links, gone from PostgreSQL and at once from Cl
     assert.match((await del(gw, `/v1/traces/${spanHex(2, 0)}`)).json().error, /Invalid trace_id/, 'a span id is not a trace id');
     assert.equal((await del(gw, `/v1/traces/${traceHex(2)}`, null)).status, 401);
     assert.equal(await pgCount(gw, 2), 2, 'refused deletes deleted nothing');
+    const metrics = (await request(gw, 'GET', '/metrics')).text;
+    assert.match(metrics, /spangate_http_requests_total\{route="trace_delete",status="202"\} [1-9]/);
+    assert.match(metrics, /spangate_http_requests_total\{route="trace_delete",status="400"\} [1-9]/);
     assert.deepEqual(gw.errorLines(), []);
   } finally { await gw.stop(); }
 });
