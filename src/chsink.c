@@ -233,6 +233,10 @@ int sg_chsink_append_rows(sg_chsink_t *s, const char *rows, size_t len, int64_t 
   return sg_spool_append(s->spools[0].sp, s->tag, rows, len, now_us);
 }
 
+const sg_ch_layout_t *sg_chsink_layout(const sg_chsink_t *s) {
+  return s && s->have_ver && !s->fixed_insert ? &s->lay : NULL;
+}
+
 int sg_chsink_sync(sg_chsink_t *s) {
   int rc = sg_spool_sync(s->spools[0].sp);
   if (rc != 0) sg_error("clickhouse", "spool %s: fsync failed: %s", s->spools[0].dir, sg_strerror(rc));

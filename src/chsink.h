@@ -99,6 +99,11 @@ sg_chsink_t *sg_chsink_open(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_clien
  * unknown); SG_EIO. Unlike sg_chsink_append nothing becomes a gap. */
 int sg_chsink_append_rows(sg_chsink_t *s, const char *rows, size_t len, int64_t now_us);
 
+/* The spans table's layout the sink writes for, NULL while it is unknown
+ * (ClickHouse not reached since start): rows for sg_chsink_append_rows are
+ * encoded for it (sg_ch_row_encode_text). */
+const sg_ch_layout_t *sg_chsink_layout(const sg_chsink_t *s);
+
 /* Spools the committed spans of one request for project. expires_us[i] is
  * span i's expiry (µs; INT64_MAX = never), or NULL for never. Spans the row
  * encoder refuses are counted and logged, not spooled. Returns 0 when the
