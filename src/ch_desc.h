@@ -22,6 +22,7 @@ typedef enum {
   T_JSON_NULL, /* compact JSON text, Nullable(String) */
   T_VERSION,   /* UInt64, ReplacingMergeTree's version */
   T_EXPIRES,   /* DateTime('UTC'), the TTL column */
+  T_FLAG,      /* UInt8, 0 unless set (is_deleted) */
 } ltype_t;
 
 /* Which value of a span a column carries (the encoder's switch). F_NONE:
@@ -56,6 +57,7 @@ typedef enum {
   F_EVENTS,
   F_VERSION,
   F_EXPIRES,
+  F_IS_DELETED,
 } field_t;
 
 typedef struct {

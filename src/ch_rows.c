@@ -253,6 +253,7 @@ static int encode_col(sg_buf_t *b, const col_t *c, const uint8_t project_id[16],
     switch (c->type) {
     case T_TIME:
     case T_TIME_NULL: return put_time_null(b, lf);
+    case T_FLAG: return sg_buf_putc(b, '0');
     default: return put_null(b);
     }
   case F_PROJECT_ID: return put_uuid(b, project_id);
@@ -299,6 +300,7 @@ static int encode_col(sg_buf_t *b, const col_t *c, const uint8_t project_id[16],
     if (s > SG_CH_EXPIRES_NEVER_S) s = SG_CH_EXPIRES_NEVER_S;             /* INT64_MAX: never */
     return put_datetime(b, s);
   }
+  case F_IS_DELETED: return sg_buf_putc(b, '0'); /* a live span; tombstones come from text rows */
   }
   return SG_EINVAL;
 }
@@ -578,7 +580,9 @@ static int encode_col_text(sg_buf_t *b, const col_t *c, const uint8_t project_id
                            const sg_ch_text_row_t *r, int64_t expires_at_us, unsigned lf) {
   static const sg_ch_text_t empty = {"", 0};
   switch (c->field) {
-  case F_NONE: return (c->type == T_TIME || c->type == T_TIME_NULL) ? put_time_null(b, lf) : put_null(b);
+  case F_NONE:
+    if (c->type == T_FLAG) return sg_buf_putc(b, '0');
+    return (c->type == T_TIME || c->type == T_TIME_NULL) ? put_time_null(b, lf) : put_null(b);
   case F_PROJECT_ID: return put_uuid(b, project_id);
   case F_TRACE_ID: return put_uuid_text(b, &r->trace_id, 0);
   case F_SPAN_ID: return put_uuid_text(b, &r->span_id, 0);
@@ -612,6 +616,7 @@ static int encode_col_text(sg_buf_t *b, const col_t *c, const uint8_t project_id
     if (s > SG_CH_EXPIRES_NEVER_S) s = SG_CH_EXPIRES_NEVER_S;
     return put_datetime(b, s);
   }
+  case F_IS_DELETED: return sg_buf_putc(b, r->is_deleted ? '1' : '0');
   }
   return SG_EINVAL;
 }

@@ -12,6 +12,12 @@
  *
  * Rows are TabSeparated (see ch_rows.c for the measurement behind the
  * choice). Stands alone: no server, no loop, no logging.
+ *
+ * Deletes are tombstones, not mutations: both tables have `is_deleted UInt8`
+ * (0 unless set; the column modern ReplacingMergeTree(version, is_deleted)
+ * names, an ordinary column on older servers). A hard delete becomes a row
+ * with the deleted row's sorting key, a higher version and is_deleted = 1;
+ * readers filter `is_deleted = 0` after FINAL (WHERE, not PREWHERE).
  */
 #ifndef SG_CH_ROWS_H
 #define SG_CH_ROWS_H
@@ -94,6 +100,7 @@ typedef struct {
   sg_ch_text_t attributes, references, links, hashes, events;
   sg_ch_text_t created_by_id, updated_by_id, deleted_by_id;
   int64_t start_us, end_us, created_at_us, updated_at_us, deleted_at_us, version;
+  int is_deleted; /* 1: a tombstone (the span was deleted in PostgreSQL); readers skip it */
 } sg_ch_text_row_t;
 
 /* Append one spans row like sg_ch_row_encode, from text values, without an

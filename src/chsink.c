@@ -29,6 +29,13 @@ typedef struct {
   int own;                     /* this worker appends here; others are drained and removed */
 } spool_ref_t;
 
+/* A caller of sg_chsink_sync_async waiting for its fdatasync. */
+typedef struct waiter_s {
+  struct waiter_s *next;
+  sg_chsink_sync_cb cb;
+  void *arg;
+} waiter_t;
+
 typedef struct {
   int state;                   /* REC_* (see flushing) */
   char *why;                   /* REC_DEAD: the dead-letter reason */
@@ -88,7 +95,16 @@ struct sg_chsink_s {
   int closing;
   int logged_down;             /* a "ClickHouse unreachable" line is out */
   uint64_t last_encode_log;
+  int fixed_insert;            /* sg_chsink_open with its own INSERT statement and tag */
   sg_chsink_stats_t st;
+  /* sg_chsink_sync_async: the fdatasync on the thread pool, who waits for
+   * it, and who waits for the next one */
+  uv_work_t sync_work;
+  int sync_running;
+  int timer_closed;            /* closed: the last one out frees */
+  int sync_fd, sync_rc, sync_begin_rc;
+  waiter_t *sync_now;
+  waiter_t *sync_next, *sync_next_tail;
 };
 
 static int64_t now_us(void) {
@@ -102,6 +118,7 @@ static int64_t now_us(void) {
  * unknown, so rows are recorded as gaps and the layout is asked again. */
 static int set_layout(sg_chsink_t *s, const sg_ch_layout_t *lay) {
   s->lay = *lay;
+  if (s->fixed_insert) return 0; /* sg_chsink_open: the caller's INSERT and tag */
   snprintf(s->tag, sizeof s->tag, "spans/%s", (lay->flags & SG_CH_LAYOUT_DT64) ? "dt64" : "us");
   sg_buf_reset(&s->insert_sql);
   int rc = sg_ch_insert_sql(&s->lay, s->cfg->clickhouse_database, &s->insert_sql);
@@ -210,10 +227,93 @@ int sg_chsink_append(sg_chsink_t *s, const uint8_t project_id[16], const sg_span
   return 0;
 }
 
+int sg_chsink_append_rows(sg_chsink_t *s, const char *rows, size_t len, int64_t now_us) {
+  if (!s->have_ver) return SG_EUNAVAIL;
+  if (len == 0) return 0;
+  return sg_spool_append(s->spools[0].sp, s->tag, rows, len, now_us);
+}
+
+const sg_ch_layout_t *sg_chsink_layout(const sg_chsink_t *s) {
+  return s && s->have_ver && !s->fixed_insert ? &s->lay : NULL;
+}
+
 int sg_chsink_sync(sg_chsink_t *s) {
   int rc = sg_spool_sync(s->spools[0].sp);
   if (rc != 0) sg_error("clickhouse", "spool %s: fsync failed: %s", s->spools[0].dir, sg_strerror(rc));
   return rc;
+}
+
+static void sync_start(sg_chsink_t *s, waiter_t *list);
+
+static void sync_work_cb(uv_work_t *w) {
+  sg_chsink_t *s = w->data;
+  s->sync_rc = sg_spool_sync_fd(s->sync_fd);
+}
+
+static void sync_answer(sg_chsink_t *s, waiter_t *list, int rc) {
+  if (rc != 0 && !s->closing)
+    sg_error("clickhouse", "spool %s: fsync failed: %s", s->spools[0].dir, sg_strerror(rc));
+  while (list) {
+    waiter_t *next = list->next;
+    list->cb(list->arg, rc);
+    free(list);
+    list = next;
+  }
+}
+
+static void sync_after_cb(uv_work_t *w, int status) {
+  sg_chsink_t *s = w->data;
+  int rc = status == 0 ? s->sync_rc : SG_EIO;
+  s->sync_running = 0;
+  if (!s->closing) sg_spool_sync_end(s->spools[0].sp, rc);
+  waiter_t *list = s->sync_now;
+  s->sync_now = NULL;
+  sync_answer(s, list, s->sync_begin_rc ? s->sync_begin_rc : rc);
+  if (s->closing) {
+    if (s->timer_closed) free(s);
+    return;
+  }
+  list = s->sync_next;
+  s->sync_next = s->sync_next_tail = NULL;
+  if (list) sync_start(s, list);
+}
+
+/* One fdatasync for everything appended so far, on the thread pool; list
+ * is answered when it is done (at once when there is nothing to sync). */
+static void sync_start(sg_chsink_t *s, waiter_t *list) {
+  int fd, rc = sg_spool_sync_begin(s->spools[0].sp, &fd);
+  if (fd < 0) {
+    sync_answer(s, list, rc);
+    return;
+  }
+  s->sync_fd = fd;
+  s->sync_begin_rc = rc;
+  s->sync_now = list;
+  s->sync_work.data = s;
+  if (uv_queue_work(s->loop, &s->sync_work, sync_work_cb, sync_after_cb) != 0) {
+    s->sync_now = NULL; /* no thread pool: sync here */
+    rc = sg_spool_sync_fd(fd);
+    sg_spool_sync_end(s->spools[0].sp, rc);
+    sync_answer(s, list, s->sync_begin_rc ? s->sync_begin_rc : rc);
+    return;
+  }
+  s->sync_running = 1;
+}
+
+int sg_chsink_sync_async(sg_chsink_t *s, sg_chsink_sync_cb cb, void *arg) {
+  waiter_t *w = malloc(sizeof *w);
+  if (w == NULL) return SG_ENOMEM;
+  w->next = NULL;
+  w->cb = cb;
+  w->arg = arg;
+  if (!s->sync_running) {
+    sync_start(s, w);
+    return 0;
+  }
+  if (s->sync_next_tail) s->sync_next_tail->next = w;
+  else s->sync_next = w;
+  s->sync_next_tail = w;
+  return 0;
 }
 
 /* ---- flushing ---------------------------------------------------------------
@@ -803,14 +903,15 @@ static void schedule_now(sg_chsink_t *s) {
 
 /* ---- lifecycle ---------------------------------------------------------------- */
 
-static int open_spool(sg_chsink_t *s, const char *dir, int own, sg_buf_t *err) {
+static int open_spool(sg_chsink_t *s, const char *dir, int own, int fsync_never, sg_buf_t *err) {
   sg_spool_opts_t o;
   memset(&o, 0, sizeof o);
   o.segment_bytes = s->cfg->spool_segment_bytes;
   o.max_bytes = s->cfg->spool_max_bytes;
-  o.fsync = !strcmp(s->cfg->spool_fsync, "always") ? SG_SPOOL_FSYNC_ALWAYS
-            : !strcmp(s->cfg->spool_fsync, "never") ? SG_SPOOL_FSYNC_NEVER
-                                                    : SG_SPOOL_FSYNC_BATCH;
+  o.fsync = fsync_never                               ? SG_SPOOL_FSYNC_NEVER
+            : !strcmp(s->cfg->spool_fsync, "always") ? SG_SPOOL_FSYNC_ALWAYS
+            : !strcmp(s->cfg->spool_fsync, "never")  ? SG_SPOOL_FSYNC_NEVER
+                                                     : SG_SPOOL_FSYNC_BATCH;
   sg_spool_t *sp;
   int rc = sg_spool_open(dir, &o, &sp);
   if (rc != 0) {
@@ -830,9 +931,10 @@ static int open_spool(sg_chsink_t *s, const char *dir, int own, sg_buf_t *err) {
   return 0;
 }
 
-sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client_t *ch,
-                           const sg_ch_target_t *target, int worker_id, sg_pg_pool_t *pg,
-                           sg_buf_t *err) {
+/* The sink without its spools. */
+static sg_chsink_t *sink_alloc(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client_t *ch,
+                               const sg_ch_target_t *target, const sg_chsink_opts_t *co, int worker_id,
+                               sg_pg_pool_t *pg) {
   sg_chsink_t *s = calloc(1, sizeof *s);
   if (!s) return NULL;
   s->loop = loop;
@@ -842,16 +944,56 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client
   s->ch_flags = sg_config_clickhouse_gzip(cfg) ? SG_CH_GZIP : SG_CH_BORROW;
   s->pg = pg;
   s->worker_id = worker_id;
+  if (co && co->insert_sql) {
+    s->fixed_insert = 1;
+    snprintf(s->tag, sizeof s->tag, "%s", co->tag);
+    if (sg_buf_puts(&s->insert_sql, co->insert_sql) != 0) {
+      free(s);
+      return NULL;
+    }
+    s->have_ver = 1;
+  }
   if (target) {
     s->ver = target->ver;
     set_layout(s, &target->spans);
   }
   s->st.reachable = target != NULL; /* the server was just asked */
   s->ch = ch;
+  return s;
+}
+
+sg_chsink_t *sg_chsink_open(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client_t *ch,
+                            const sg_ch_target_t *target, const sg_chsink_opts_t *co, sg_buf_t *err) {
+  if (ch == NULL || target == NULL || co == NULL || co->dir == NULL || (co->insert_sql && co->tag == NULL)) {
+    sg_buf_puts(err, "sg_chsink_open: bad arguments");
+    return NULL;
+  }
+  sg_chsink_t *s = sink_alloc(loop, cfg, ch, target, co, 0, NULL);
+  if (!s) {
+    sg_buf_puts(err, "out of memory");
+    return NULL;
+  }
+  mkdir(cfg->spool_dir, 0755);
+  if (open_spool(s, co->dir, 1, co->fsync_never, err) != 0) {
+    sg_buf_free(&s->insert_sql);
+    free(s);
+    return NULL;
+  }
+  uv_timer_init(loop, &s->timer);
+  s->timer.data = s;
+  uv_timer_start(&s->timer, tick, 0, TICK_MS);
+  return s;
+}
+
+sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client_t *ch,
+                           const sg_ch_target_t *target, int worker_id, sg_pg_pool_t *pg,
+                           sg_buf_t *err) {
+  sg_chsink_t *s = sink_alloc(loop, cfg, ch, target, NULL, worker_id, pg);
+  if (!s) return NULL;
   char dir[4096];
   snprintf(dir, sizeof dir, "%s/w%d", cfg->spool_dir, worker_id);
   mkdir(cfg->spool_dir, 0755);
-  if (open_spool(s, dir, 1, err) != 0) {
+  if (open_spool(s, dir, 1, 0, err) != 0) {
     free(s);
     return NULL;
   }
@@ -867,7 +1009,7 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client
     if ((n - 1) % nworkers + 1 != worker_id) continue;
     snprintf(dir, sizeof dir, "%s/%s", cfg->spool_dir, e->d_name);
     sg_buf_t why = SG_BUF_INIT;
-    if (open_spool(s, dir, 0, &why) != 0) sg_warn("clickhouse", "%s", why.data);
+    if (open_spool(s, dir, 0, 0, &why) != 0) sg_warn("clickhouse", "%s", why.data);
     sg_buf_free(&why);
   }
   if (d) closedir(d);
@@ -896,7 +1038,8 @@ static void timer_closed(uv_handle_t *h) {
   sg_buf_free(&s->insert_sql);
   sg_buf_free(&s->body);
   sg_buf_free(&s->rows);
-  free(s);
+  s->timer_closed = 1;
+  if (!s->sync_running) free(s); /* else sync_after_cb frees it */
 }
 
 void sg_chsink_close(sg_chsink_t *s) {
@@ -916,13 +1059,19 @@ void sg_chsink_close(sg_chsink_t *s) {
       if (s->spools[i].sp == s->park_sp) sg_spool_release(s->spools[i].sp, s->park);
     s->park = NULL;
   }
+  int rc0 = 0;
   for (int i = 0; i < s->nspools; i++) {
     int rc = sg_spool_close(s->spools[i].sp);
+    if (i == 0) rc0 = rc;
     /* Requests were answered only after their own sync; this one only
      * covers appends nobody was told about yet, but say so all the same. */
     if (rc != 0)
       sg_error("clickhouse", "spool %s: final sync failed: %s", s->spools[i].dir, sg_strerror(rc));
     free(s->spools[i].dir);
   }
+  /* Waiting for a sync that will not start: the spool's close synced. */
+  waiter_t *next = s->sync_next;
+  s->sync_next = s->sync_next_tail = NULL;
+  sync_answer(s, next, rc0);
   uv_close((uv_handle_t *)&s->timer, timer_closed);
 }

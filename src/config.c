@@ -407,6 +407,17 @@ done:
   return rc;
 }
 
+/* A replication slot name (and, by the same rule, our publication name):
+ * lower-case letters, digits and underscores, as PostgreSQL requires of
+ * slots; safe to put in statements unquoted. */
+static int pg_name_ok(const char *s) {
+  size_t n = strlen(s);
+  if (n < 1 || n > 63) return 0;
+  for (; *s; s++)
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_')) return 0;
+  return 1;
+}
+
 /* Endpoints and TLS: every mistake named at start, none found by the
  * flusher at 3 a.m. */
 static int check_clickhouse(const sg_config_t *cfg, sg_buf_t *err) {
@@ -547,6 +558,20 @@ static int check(const sg_config_t *cfg, sg_buf_t *err) {
   }
   if (cfg->flush_interval_ms < 10 || cfg->clickhouse_timeout_ms < 100) {
     sg_buf_puts(err, "flush_interval_ms must be >= 10 and clickhouse_timeout_ms >= 100");
+    return SG_ECONFIG;
+  }
+  if (strcmp(cfg->clickhouse_writes, "spool") && strcmp(cfg->clickhouse_writes, "capture")) {
+    sg_buf_printf(err, "clickhouse_writes must be spool or capture, not '%s'", cfg->clickhouse_writes);
+    return SG_ECONFIG;
+  }
+  if (!strcmp(cfg->clickhouse_writes, "capture") && !cfg->use_clickhouse) {
+    sg_buf_puts(err, "clickhouse_writes = \"capture\" writes to ClickHouse: it needs use_clickhouse = true");
+    return SG_ECONFIG;
+  }
+  if (!pg_name_ok(cfg->capture_slot) || !pg_name_ok(cfg->capture_publication)) {
+    sg_buf_printf(err, "capture_slot and capture_publication must be 1..63 characters of a-z, 0-9 and _ "
+                       "(PostgreSQL's rule for slot names), not '%s' / '%s'",
+                  cfg->capture_slot, cfg->capture_publication);
     return SG_ECONFIG;
   }
   if (strcmp(cfg->on_script_error, "pass") && strcmp(cfg->on_script_error, "reject")) {

@@ -119,6 +119,15 @@ typedef struct {
      "always (each request), batch (once per group commit) or never (leave it to the kernel)") \
   XX(INT, flush_interval_ms, "1000", NULL,                                                     \
      "spooled rows are sent to ClickHouse at least this often")          \
+  XX(STR, clickhouse_writes, "spool", NULL,                                                    \
+     "how rows reach ClickHouse: spool (what the gateway ingests) or capture (PostgreSQL's "   \
+     "logical replication: every writer's inserts, updates and deletes)")                      \
+  XX(STR, capture_slot, "spangate", NULL,                                                      \
+     "clickhouse_writes = capture: the logical replication slot spangate creates and follows") \
+  XX(STR, capture_publication, "spangate", NULL,                                               \
+     "clickhouse_writes = capture: the publication (spans, and nodes when it exists)")        \
+  XX(SIZE, capture_max_retained_wal, "1GiB", NULL,                                             \
+     "clickhouse_writes = capture: warn when the slot holds back more WAL than this")          \
   XX(STR, scripts, "lua", NULL, "directory of the Lua scripts (transform, routing, ttl, jobs)") \
   XX(STR, on_script_error, "pass", NULL,                                                       \
      "a span whose transform fails: pass (stored untransformed) or reject")                    \

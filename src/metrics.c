@@ -371,6 +371,34 @@ int sg_metrics_render(sg_buf_t *o) {
           "already used by a metric of the other kind.",
           LOAD(sg_metrics.lua_user_dropped));
   render_lua_user(o);
+  gauge(o, "spangate_capture_state",
+        "Change capture: 0 off, 1 connecting, 2 streaming, 3 standing by (another gateway follows "
+        "the slot), 4 failing.",
+        LOADS(sg_metrics.capture_state));
+  gauge(o, "spangate_capture_lag_bytes", "WAL written since the position capture confirmed.",
+        LOADS(sg_metrics.capture_lag_bytes));
+  sg_buf_printf(o, "# HELP spangate_capture_lag_seconds Age of the oldest captured change not yet "
+                   "in ClickHouse.\n# TYPE spangate_capture_lag_seconds gauge\n"
+                   "spangate_capture_lag_seconds %.3f\n",
+                (double)LOADS(sg_metrics.capture_lag_us) / 1e6);
+  gauge(o, "spangate_capture_retained_wal_bytes", "WAL the replication slot holds back.",
+        LOADS(sg_metrics.capture_retained_bytes));
+  {
+    static const char *const ops[4] = {"insert", "update", "delete", "truncate"};
+    sg_buf_puts(o, "# HELP spangate_capture_changes_total Changes captured, by operation.\n"
+                   "# TYPE spangate_capture_changes_total counter\n");
+    for (int i = 0; i < 4; i++)
+      sg_buf_printf(o, "spangate_capture_changes_total{op=\"%s\"} %llu\n", ops[i],
+                    LOAD(sg_metrics.capture_changes[i]));
+  }
+  counter(o, "spangate_capture_transactions_total", "Transactions captured.",
+          LOAD(sg_metrics.capture_transactions));
+  counter(o, "spangate_capture_skipped_total",
+          "Captured rows of projects routing.lua keeps out of ClickHouse.",
+          LOAD(sg_metrics.capture_skipped));
+  counter(o, "spangate_capture_gap_changes_total",
+          "Captured changes whose values were not in the stream, recorded in spangate_ch_gaps.",
+          LOAD(sg_metrics.capture_unwritable));
   counter(o, "spangate_ttl_rows_expired_total",
           "Rows the ClickHouse TTL sweep deleted (servers without native TTL).",
           LOAD(sg_metrics.ttl_rows_expired));

@@ -17,8 +17,8 @@
 #define SG_METRIC_ROUTE_OTHER 0
 
 /* Status codes counted individually; anything else lands in "other". */
-#define SG_METRIC_STATUSES 200, 400, 401, 404, 405, 408, 413, 415, 429, 431, 500, 503
-#define SG_METRIC_NSTATUS 13
+#define SG_METRIC_STATUSES 200, 202, 400, 401, 404, 405, 408, 413, 415, 429, 431, 500, 503
+#define SG_METRIC_NSTATUS 14
 #define SG_METRIC_NBUCKETS 14
 #define SG_MAX_WORKERS 256
 #define SG_METRICS_CH_ENDPOINTS 16 /* SG_CH_MAX_ENDPOINTS */
@@ -83,6 +83,15 @@ typedef struct {
   _Atomic uint64_t auth_lookups_limited; /* unknown keys answered 503 by the look-up rate limit */
   _Atomic uint64_t lua_user_dropped;    /* script metric names refused export (see below) */
   _Atomic uint64_t ch_spool_errors;
+  /* Change capture (clickhouse_writes = "capture"), published by its thread. */
+  _Atomic int64_t capture_state;        /* 0 off, 1 connecting, 2 streaming, 3 standby, 4 failing */
+  _Atomic int64_t capture_lag_bytes;    /* WAL not yet confirmed: pg_current_wal_lsn() - confirmed */
+  _Atomic int64_t capture_lag_us;       /* age of the oldest change not yet in ClickHouse */
+  _Atomic int64_t capture_retained_bytes; /* WAL the slot holds back (from its restart_lsn) */
+  _Atomic uint64_t capture_changes[4];  /* insert, update, delete, truncate (spans and nodes) */
+  _Atomic uint64_t capture_transactions;
+  _Atomic uint64_t capture_skipped;     /* rows of projects routing.lua keeps out of ClickHouse */
+  _Atomic uint64_t capture_unwritable;  /* changes recorded as gaps (values not in the stream) */
   /* Retention. */
   _Atomic uint64_t ttl_rows_expired;    /* rows the ClickHouse sweep deleted */
   _Atomic int64_t ttl_last_sweep_s;     /* Unix time of the last completed sweep round */

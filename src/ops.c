@@ -8,6 +8,7 @@
 
 #include "buf.h"
 #include "metrics.h"
+#include "pgcapture.h"
 #include "readiness.h"
 #include "worker.h"
 
@@ -73,6 +74,10 @@ void sg__ops_readyz(const sg_route_call_t *call) {
     sg_buf_putc(&b, '}');
   } else {
     sg_buf_puts(&b, ",\"clickhouse\":{\"enabled\":false}");
+  }
+  if (w->chsink && !strcmp(w->cfg->clickhouse_writes, "capture")) { /* change capture's state */
+    sg_buf_puts(&b, ",\"capture\":");
+    sg_pgcapture_status_json(&b);
   }
   sg_buf_puts(&b, "}\n");
   sg_http_respond(call->req, ready ? 200 : 503, "application/json", b.data, b.len,

@@ -20,6 +20,7 @@
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
+#include "pgcapture.h"
 #include "router.h"
 #include "worker.h"
 
@@ -37,6 +38,7 @@ typedef struct {
 } server_t;
 
 static server_t *the_server;
+static sg_pgcapture_t *capture; /* clickhouse_writes = "capture" */
 /* ClickHouse's version and layout, found before the workers start; NULL
  * when unknown (each chsink then asks itself). */
 static const sg_ch_target_t *ch_target_known;
@@ -343,6 +345,7 @@ static void signal_cb(uv_signal_t *h, int signum) {
   if (signum == SIGHUP) {
     sg_info("server", "SIGHUP: reloading the scripts in %s", s->cfg->scripts);
     for (int i = 0; i < s->nworkers; i++) uv_async_send(&s->workers[i].reload);
+    sg_pgcapture_reload(capture);
     return;
   }
   if (s->stopping) {
@@ -434,6 +437,19 @@ int sg_server_run(const sg_config_t *cfg) {
     }
     sg_buf_reset(&err);
   }
+  int capture_on = cfg->use_clickhouse && !strcmp(cfg->clickhouse_writes, "capture");
+  if (capture_on) {
+    /* wal_level or the role's rights wrong: say how to fix it and stop here */
+    rc = sg_pgcapture_precheck(cfg, &err);
+    if (rc == SG_ECONFIG) {
+      sg_error("server", "clickhouse_writes = \"capture\": %s", err.data);
+      sg_buf_free(&err);
+      return rc;
+    }
+    if (rc != 0) sg_warn("server", "change capture: %s; it keeps trying", err.data);
+    sg_buf_reset(&err);
+    rc = 0;
+  }
   sg_router_init();
   for (int i = 0; i < s.nworkers && rc == 0; i++) {
     s.workers[i].id = i + 1;
@@ -468,6 +484,11 @@ int sg_server_run(const sg_config_t *cfg) {
   uv_signal_start(&s.sighup, signal_cb, SIGHUP);
 
   for (int i = 0; i < s.nworkers; i++) uv_thread_create(&s.workers[i].thread, worker_main, &s.workers[i]);
+  if (capture_on && (rc = sg_pgcapture_start(cfg, ch_target_known, &capture, &err)) != 0) {
+    sg_error("server", "start-up failed: %s", err.data ? err.data : sg_strerror(rc));
+    fflush(stderr);
+    _exit(1); /* the workers are running: do not wait for them */
+  }
   sg_info("server", "spangate %s listening on http://%s with %d worker%s", SG_VERSION, cfg->listen,
           s.nworkers, s.nworkers == 1 ? "" : "s");
   if (cfg->grpc_listen[0]) sg_info("server", "OTLP/gRPC (h2c) listening on %s", cfg->grpc_listen);
@@ -478,6 +499,8 @@ int sg_server_run(const sg_config_t *cfg) {
     _exit(1); /* workers may still hold requests; do not wait for them */
   }
   for (int i = 0; i < s.nworkers; i++) uv_thread_join(&s.workers[i].thread);
+  sg_pgcapture_stop(capture);
+  capture = NULL;
   uv_loop_close(s.loop);
   free(s.workers);
   sg_info("server", "stopped");

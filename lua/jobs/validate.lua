@@ -93,7 +93,8 @@ local CH_QUERY_BYTES = 128 * 1024
 local CH_SAMPLE_SQL = [[
   SELECT %s FROM %s.spans FINAL
   WHERE project_id IN (%s)
-    AND concat(toString(project_id), '/', toString(trace_id), '/', toString(span_id)) IN (%s)]]
+    AND concat(toString(project_id), '/', toString(trace_id), '/', toString(span_id)) IN (%s)
+    AND is_deleted = 0]]
 local PG_SAMPLE_SQL = format([[
   SELECT project_id::text AS project_id, %s FROM spans
   JOIN unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS k(p, t, s)

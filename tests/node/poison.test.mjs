@@ -68,7 +68,7 @@ async function chSchema(edit) {
   for (const stmt of stmts) await chQuery(stmt.includes('.spans\n') ? edit(stmt) : stmt);
   return db;
 }
-const withColumn = (col) => (ddl) => ddl.replace(/expires_at DateTime\('UTC'\)\n\)/, `expires_at DateTime('UTC'),\n    ${col}\n)`);
+const withColumn = (col) => (ddl) => ddl.replace(/\n\)\nENGINE/, `,\n    ${col}\n)\nENGINE`); // after the last column
 const CT = 'abababababababababababababababab';
 const chSpan = (sid, name) => ({ trace_id: CT, span_id: sid, parent_id: 'cdcdcdcdcdcdcdcd', span_name: name, start_time: 1714979289123456, end_time: 1714979289654321 });
 const chIds = async (gw) => (await gw.ch('SELECT toString(span_id) FROM spans FINAL ORDER BY span_id')).trim().split('\n').filter(Boolean);

@@ -54,7 +54,8 @@ static const char ddl_18_16[] =
     "    updated_by_id Nullable(UUID),\n"
     "    deleted_by_id Nullable(UUID),\n"
     "    version UInt64,\n"
-    "    expires_at DateTime('UTC')\n"
+    "    expires_at DateTime('UTC'),\n"
+    "    is_deleted UInt8\n"
     ")\n"
     "ENGINE = ReplacingMergeTree(version)\n"
     "PARTITION BY toYYYYMM(created_at)\n"
@@ -72,7 +73,8 @@ static const char ddl_18_16[] =
     "    created_at_us UInt32,\n"
     "    attributes Nullable(String),\n"
     "    version UInt64,\n"
-    "    expires_at DateTime('UTC')\n"
+    "    expires_at DateTime('UTC'),\n"
+    "    is_deleted UInt8\n"
     ")\n"
     "ENGINE = ReplacingMergeTree(version)\n"
     "PARTITION BY toYYYYMM(created_at)\n"
@@ -106,6 +108,32 @@ static const char ddl_18_16[] =
     "    quantilesState(0.5, 0.95, 0.99)(((toInt64(end_time) - toInt64(start_time)) * 1000000 + toInt64(end_time_us) - toInt64(start_time_us)) / 1000) AS durations_ms\n"
     "FROM `agenta_oss_tracing`.spans\n"
     "WHERE deleted_at IS NULL\n"
+    "GROUP BY project_id, minute, trace_type, span_type, span_kind, span_name;\n"
+    "\n"
+    "CREATE TABLE IF NOT EXISTS `agenta_oss_tracing`.spans_analytics_deleted\n"
+    "(\n"
+    "    project_id UUID,\n"
+    "    minute DateTime('UTC'),\n"
+    "    trace_type String,\n"
+    "    span_type String,\n"
+    "    span_kind String,\n"
+    "    span_name String,\n"
+    "    spans AggregateFunction(uniqExact, UUID, UUID),\n"
+    "    errors AggregateFunction(uniqExactIf, UUID, UUID, UInt8)\n"
+    ")\n"
+    "ENGINE = AggregatingMergeTree()\n"
+    "PARTITION BY toYYYYMM(minute)\n"
+    "ORDER BY (project_id, minute, trace_type, span_type, span_kind, span_name)\n"
+    "SETTINGS index_granularity = 8192;\n"
+    "\n"
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS `agenta_oss_tracing`.spans_analytics_deleted_mv TO `agenta_oss_tracing`.spans_analytics_deleted AS\n"
+    "SELECT project_id, toStartOfMinute(start_time) AS minute,\n"
+    "    ifNull(toString(trace_type), '') AS trace_type, ifNull(toString(span_type), '') AS span_type,\n"
+    "    toString(span_kind) AS span_kind, toString(span_name) AS span_name,\n"
+    "    uniqExactState(trace_id, span_id) AS spans,\n"
+    "    uniqExactIfState(trace_id, span_id, status_code = 'STATUS_CODE_ERROR') AS errors\n"
+    "FROM `agenta_oss_tracing`.spans\n"
+    "WHERE is_deleted = 1\n"
     "GROUP BY project_id, minute, trace_type, span_type, span_kind, span_name;\n";
 static const char insert_18_16[] =
     "INSERT INTO `agenta_oss_tracing`.spans (project_id, trace_id, span_id, parent_id, "
@@ -113,7 +141,7 @@ static const char insert_18_16[] =
     "end_time_us, status_code, status_message, attributes, references, links, hashes, events, "
     "session_id, user_id, agent_id, created_at, created_at_us, updated_at, updated_at_us, "
     "deleted_at, deleted_at_us, created_by_id, updated_by_id, deleted_by_id, version, "
-    "expires_at) FORMAT TabSeparated";
+    "expires_at, is_deleted) FORMAT TabSeparated";
 
 
 static const char ddl_24_8[] =
@@ -149,9 +177,10 @@ static const char ddl_24_8[] =
     "    deleted_by_id Nullable(UUID),\n"
     "    version UInt64,\n"
     "    expires_at DateTime('UTC'),\n"
+    "    is_deleted UInt8,\n"
     "    INDEX idx_trace_id trace_id TYPE bloom_filter(0.01) GRANULARITY 1\n"
     ")\n"
-    "ENGINE = ReplacingMergeTree(version)\n"
+    "ENGINE = ReplacingMergeTree(version, is_deleted)\n"
     "PARTITION BY toYYYYMM(created_at)\n"
     "PRIMARY KEY (project_id, created_at)\n"
     "ORDER BY (project_id, created_at, trace_id, span_id)\n"
@@ -167,9 +196,10 @@ static const char ddl_24_8[] =
     "    created_at DateTime64(6, 'UTC'),\n"
     "    attributes Nullable(String),\n"
     "    version UInt64,\n"
-    "    expires_at DateTime('UTC')\n"
+    "    expires_at DateTime('UTC'),\n"
+    "    is_deleted UInt8\n"
     ")\n"
-    "ENGINE = ReplacingMergeTree(version)\n"
+    "ENGINE = ReplacingMergeTree(version, is_deleted)\n"
     "PARTITION BY toYYYYMM(created_at)\n"
     "PRIMARY KEY (project_id, created_at)\n"
     "ORDER BY (project_id, created_at, node_id)\n"
@@ -202,13 +232,39 @@ static const char ddl_24_8[] =
     "    quantilesState(0.5, 0.95, 0.99)((toUnixTimestamp64Micro(end_time) - toUnixTimestamp64Micro(start_time)) / 1000) AS durations_ms\n"
     "FROM `agenta_oss_tracing`.spans\n"
     "WHERE deleted_at IS NULL\n"
+    "GROUP BY project_id, minute, trace_type, span_type, span_kind, span_name;\n"
+    "\n"
+    "CREATE TABLE IF NOT EXISTS `agenta_oss_tracing`.spans_analytics_deleted\n"
+    "(\n"
+    "    project_id UUID,\n"
+    "    minute DateTime('UTC'),\n"
+    "    trace_type String,\n"
+    "    span_type String,\n"
+    "    span_kind String,\n"
+    "    span_name String,\n"
+    "    spans AggregateFunction(uniqExact, UUID, UUID),\n"
+    "    errors AggregateFunction(uniqExactIf, UUID, UUID, UInt8)\n"
+    ")\n"
+    "ENGINE = AggregatingMergeTree()\n"
+    "PARTITION BY toYYYYMM(minute)\n"
+    "ORDER BY (project_id, minute, trace_type, span_type, span_kind, span_name)\n"
+    "SETTINGS index_granularity = 8192;\n"
+    "\n"
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS `agenta_oss_tracing`.spans_analytics_deleted_mv TO `agenta_oss_tracing`.spans_analytics_deleted AS\n"
+    "SELECT project_id, toStartOfMinute(toDateTime(start_time)) AS minute,\n"
+    "    ifNull(toString(trace_type), '') AS trace_type, ifNull(toString(span_type), '') AS span_type,\n"
+    "    toString(span_kind) AS span_kind, toString(span_name) AS span_name,\n"
+    "    uniqExactState(trace_id, span_id) AS spans,\n"
+    "    uniqExactIfState(trace_id, span_id, status_code = 'STATUS_CODE_ERROR') AS errors\n"
+    "FROM `agenta_oss_tracing`.spans\n"
+    "WHERE is_deleted = 1\n"
     "GROUP BY project_id, minute, trace_type, span_type, span_kind, span_name;\n";
 static const char insert_24_8[] =
     "INSERT INTO `agenta_oss_tracing`.spans (project_id, trace_id, span_id, parent_id, "
     "trace_type, span_type, span_kind, span_name, start_time, end_time, status_code, "
     "status_message, attributes, references, links, hashes, events, session_id, user_id, "
     "agent_id, created_at, updated_at, deleted_at, created_by_id, updated_by_id, "
-    "deleted_by_id, version, expires_at) FORMAT TabSeparated";
+    "deleted_by_id, version, expires_at, is_deleted) FORMAT TabSeparated";
 
 
 static sg_ch_layout_t lay_of(const sg_ch_version_t *v) {
@@ -235,7 +291,7 @@ static void test_version_parse(void **st) {
   assert_int_equal(v.minor, 8);
   unsigned all = SG_CH_DATETIME64 | SG_CH_TTL | SG_CH_TTL_DELETE_KW | SG_CH_SKIP_INDEX |
                  SG_CH_BLOOM_UUID | SG_CH_LOWCARD | SG_CH_JSON_FUNCS | SG_CH_TTL_ONLY_DROP_PARTS |
-                 SG_CH_EXCEPTION_HEADER;
+                 SG_CH_EXCEPTION_HEADER | SG_CH_REPLACING_DELETED;
   assert_int_equal(v.caps, all);
   assert_int_equal(sg_ch_version_parse("19.17", &v), 0);
   assert_int_equal(v.caps, SG_CH_LOWCARD | SG_CH_TTL | SG_CH_JSON_FUNCS);
@@ -256,7 +312,7 @@ static void test_caps_thresholds(void **st) {
       {19, 3, SG_CH_LOWCARD},        {19, 6, SG_CH_TTL},        {19, 8, SG_CH_JSON_FUNCS},
       {20, 1, SG_CH_DATETIME64},     {20, 1, SG_CH_SKIP_INDEX}, {20, 1, SG_CH_TTL_DELETE_KW},
       {20, 1, SG_CH_TTL_ONLY_DROP_PARTS}, {20, 3, SG_CH_EXCEPTION_HEADER},
-      {20, 12, SG_CH_BLOOM_UUID},
+      {20, 12, SG_CH_BLOOM_UUID},    {23, 2, SG_CH_REPLACING_DELETED},
   };
   for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
     assert_true(sg_ch_version_caps(t[i].major, t[i].minor) & t[i].cap);
@@ -281,7 +337,7 @@ static void check_render(const char *version, const char *want_ddl, const char *
   /* The statement list is the script, one statement per element. */
   sg_ch_stmts_t s;
   assert_int_equal(sg_ch_schema_statements(&v, NULL, &s), 0);
-  assert_int_equal(s.n, 5);
+  assert_int_equal(s.n, 7);
   sg_buf_reset(&b);
   for (size_t i = 0; i < s.n; i++) {
     assert_null(strchr(s.v[i], ';'));
@@ -293,18 +349,21 @@ static void check_render(const char *version, const char *want_ddl, const char *
   assert_non_null(strstr(s.v[2], ".nodes\n"));
   assert_non_null(strstr(s.v[3], ".spans_analytics\n"));
   assert_non_null(strstr(s.v[4], "MATERIALIZED VIEW IF NOT EXISTS"));
+  assert_non_null(strstr(s.v[5], ".spans_analytics_deleted\n"));
+  assert_non_null(strstr(s.v[6], "spans_analytics_deleted_mv TO "));
+  assert_non_null(strstr(s.v[6], "\nWHERE is_deleted = 1\n"));
   sg_ch_stmts_free(&s);
   sg_buf_free(&b);
 }
 
 static void test_render_18_16(void **st) {
   (void)st;
-  check_render("18.16.1", ddl_18_16, insert_18_16, 33);
+  check_render("18.16.1", ddl_18_16, insert_18_16, 34);
 }
 
 static void test_render_24_8(void **st) {
   (void)st;
-  check_render("24.8.4.13", ddl_24_8, insert_24_8, 28);
+  check_render("24.8.4.13", ddl_24_8, insert_24_8, 29);
 }
 
 static void test_render_database_quoting(void **st) {
@@ -393,7 +452,7 @@ static const char row_18_16[] =
     "\\N\t\\N\t"
     "\\N\t\\N\t\\N\t"
     "9223372036854775807\t"
-    "2105-12-31 23:59:59\n";
+    "2105-12-31 23:59:59\t0\n";
 
 static const char row_24_8[] =
     "01935e2a-7b4c-7d10-8000-123456789abc\t"
@@ -419,7 +478,7 @@ static const char row_24_8[] =
     "\\N\t"
     "\\N\t\\N\t\\N\t"
     "9223372036854775807\t"
-    "2105-12-31 23:59:59\n";
+    "2105-12-31 23:59:59\t0\n";
 
 static size_t count_char(const char *s, size_t n, char c) {
   size_t k = 0;
@@ -477,17 +536,17 @@ static void test_row_nulls_and_bounds(void **st) {
                       "1970-01-01 00:00:00\t1\t"
                       "1970-01-01 00:00:00\t999999\t"
                       "\\N\t\\N\t\\N\t\\N\t\\N\t0\t"
-                      "1970-01-01 00:00:01\n"); /* expires_at rounded up to the second */
+                      "1970-01-01 00:00:01\t0\n"); /* expires_at rounded up to the second */
   sg_buf_reset(&b);
   assert_int_equal(sg_ch_row_encode(&v24, project, &s, 86400000000LL, &b), 0);
   assert_non_null(strstr(b.data, "\t1970-01-01 00:00:00.000000\t2105-12-31 23:59:59.999999\t"));
   assert_non_null(strstr(b.data, "\t1970-01-01 00:00:00.000001\t1970-01-01 00:00:00.999999\t"));
-  assert_non_null(strstr(b.data, "\t0\t1970-01-02 00:00:00\n"));
+  assert_non_null(strstr(b.data, "\t0\t1970-01-02 00:00:00\t0\n"));
 
   /* Past 2105 expires_at means never. */
   sg_buf_reset(&b);
   assert_int_equal(sg_ch_row_encode(&v24, project, &s, 5000000000000000LL, &b), 0);
-  assert_non_null(strstr(b.data, "\t0\t2105-12-31 23:59:59\n"));
+  assert_non_null(strstr(b.data, "\t0\t2105-12-31 23:59:59\t0\n"));
 
   /* Rejected, not clamped; the buffer is left as it was. */
   sg_buf_reset(&b);
@@ -697,6 +756,15 @@ static void test_row_text_equals_span_row(void **st) {
   assert_int_equal(sg_ch_row_encode_text(&v18, project, &n, INT64_MAX, &b, &why), 0);
   assert_non_null(strstr(b.data, "\t\\N\t\\N\tLLM\tSPAN_KIND_CLIENT\t\t2023-11-14 22:13:20\t"));
   assert_non_null(strstr(b.data, "\t2023-11-14 22:13:23\t7\t\\N\t\\N\t\\N\t\\N\t01935e2a-7b4c-7d10-8000-123456789abc\t"));
+
+  /* A tombstone: the same row with is_deleted = 1 in the last column. */
+  sg_ch_text_row_t t = r;
+  t.is_deleted = 1;
+  sg_buf_reset(&b);
+  assert_int_equal(sg_ch_row_encode_text(&v24, project, &t, INT64_MAX, &b, &why), 0);
+  assert_int_equal(b.len, strlen(row_24_8));
+  assert_memory_equal(b.data, row_24_8, b.len - 2);
+  assert_string_equal(b.data + b.len - 3, "\t1\n");
   sg_buf_free(&b);
 }
 
@@ -783,12 +851,15 @@ static void test_render_cluster(void **st) {
     sg_ch_schema_opts_t so = {"db", "sg", NULL, NULL};
     sg_ch_stmts_t s;
     assert_int_equal(sg_ch_schema_statements(&v, &so, &s), 0);
-    assert_int_equal(s.n, 8);
+    assert_int_equal(s.n, 11);
+    const char *engine_args = k ? "version, is_deleted)" : "version)";
     for (size_t i = 0; i < s.n; i++) assert_non_null(strstr(s.v[i], " ON CLUSTER `sg`"));
     assert_string_equal(s.v[0], "CREATE DATABASE IF NOT EXISTS `db` ON CLUSTER `sg`");
     assert_non_null(strstr(s.v[1], "CREATE TABLE IF NOT EXISTS `db`.spans_local ON CLUSTER `sg`\n(\n"));
     assert_non_null(strstr(s.v[1], "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/spans_local', "
-                                   "'{replica}', version)\nPARTITION BY toYYYYMM(created_at)\n"));
+                                   "'{replica}', "));
+    assert_non_null(strstr(s.v[1], engine_args));
+    assert_non_null(strstr(s.v[1], ")\nPARTITION BY toYYYYMM(created_at)\n"));
     assert_non_null(strstr(s.v[1], "ORDER BY (project_id, created_at, trace_id, span_id)\n"));
     /* the Distributed table: same columns, no index, sharded by trace */
     assert_non_null(strstr(s.v[2], "CREATE TABLE IF NOT EXISTS `db`.spans ON CLUSTER `sg`\n(\n    project_id UUID,\n"));
@@ -796,13 +867,18 @@ static void test_render_cluster(void **st) {
     assert_null(strstr(s.v[2], "INDEX"));
     assert_null(strstr(s.v[2], "TTL"));
     assert_non_null(strstr(s.v[3], "`db`.nodes_local ON CLUSTER `sg`"));
-    assert_non_null(strstr(s.v[3], "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/nodes_local', '{replica}', version)"));
+    assert_non_null(strstr(s.v[3], "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/nodes_local', '{replica}', "));
+    assert_non_null(strstr(s.v[3], engine_args));
     assert_non_null(strstr(s.v[4], "Distributed('sg', 'db', 'nodes_local', cityHash64(toString(node_id)))"));
     assert_non_null(strstr(s.v[5], "`db`.spans_analytics_local ON CLUSTER `sg`"));
     assert_non_null(strstr(s.v[5], "ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/db/spans_analytics_local', '{replica}')\n"));
     assert_non_null(strstr(s.v[6], "ENGINE = Distributed('sg', 'db', 'spans_analytics_local')"));
     assert_non_null(strstr(s.v[7], "CREATE MATERIALIZED VIEW IF NOT EXISTS `db`.spans_analytics_mv ON CLUSTER `sg` TO `db`.spans_analytics_local AS\n"));
     assert_non_null(strstr(s.v[7], "FROM `db`.spans_local\nWHERE deleted_at IS NULL"));
+    assert_non_null(strstr(s.v[8], "`db`.spans_analytics_deleted_local ON CLUSTER `sg`"));
+    assert_non_null(strstr(s.v[9], "ENGINE = Distributed('sg', 'db', 'spans_analytics_deleted_local')"));
+    assert_non_null(strstr(s.v[10], "`db`.spans_analytics_deleted_mv ON CLUSTER `sg` TO `db`.spans_analytics_deleted_local AS\n"));
+    assert_non_null(strstr(s.v[10], "FROM `db`.spans_local\nWHERE is_deleted = 1"));
     /* TTL and the index where the version has them, on the local table only */
     if (k == 0) {
       assert_null(strstr(s.v[1], "TTL"));
@@ -827,7 +903,7 @@ static void test_render_cluster(void **st) {
   sg_ch_stmts_t s;
   assert_int_equal(sg_ch_schema_statements(&v, &so, &s), 0);
   assert_non_null(strstr(s.v[1], "ON CLUSTER `c\\`1`"));
-  assert_non_null(strstr(s.v[1], "ReplicatedReplacingMergeTree('/zk/{shard}/x/spans_local', 'r-{replica}', version)"));
+  assert_non_null(strstr(s.v[1], "ReplicatedReplacingMergeTree('/zk/{shard}/x/spans_local', 'r-{replica}', version, is_deleted)"));
   assert_non_null(strstr(s.v[2], "Distributed('c`1', 'd\\'b', 'spans_local', "));
   sg_ch_stmts_free(&s);
   so.zk_path = "/zk/{shard}/same"; /* every table on one path: refused */
@@ -952,7 +1028,7 @@ static void test_upgrade(void **st) {
   /* nothing there: everything, as for a fresh server */
   memset(&ex, 0, sizeof ex);
   assert_int_equal(sg_ch_upgrade_statements(&v24, NULL, &ex, &s), 0);
-  assert_int_equal(s.n, 5);
+  assert_int_equal(s.n, 7);
   assert_string_equal(s.what[0], "create database `agenta_oss_tracing`");
   sg_ch_stmts_free(&s);
   /* complete tables: nothing to do, on the same version */
@@ -1006,6 +1082,19 @@ static void test_upgrade(void **st) {
   assert_true(i != (size_t)-1);
   assert_non_null(strstr(s.v[i], "toInt64(end_time_us)"));
   assert_null(strstr(s.v[i], "toUnixTimestamp64Micro"));
+  sg_ch_stmts_free(&s);
+  sg_ch_existing_free(&ex);
+  /* tables from before the deleted spans' aggregate: it and its view are
+   * added (reading the table's layout); the engines are not changed */
+  existing_from_ddl("18.16.1", &ex, NULL);
+  for (size_t k = 0; k < ex.ntables; k++)
+    if (!strncmp(ex.tables[k].name, "spans_analytics_deleted", 23)) ex.tables[k].name[0] = 'x';
+  assert_int_equal(sg_ch_upgrade_statements(&v24, NULL, &ex, &s), 0);
+  assert_int_equal(s.n, 5); /* index, 2 TTLs, the aggregate, its view */
+  assert_non_null(strstr(s.v[3], "CREATE TABLE IF NOT EXISTS `agenta_oss_tracing`.spans_analytics_deleted\n"));
+  assert_non_null(strstr(s.v[4], "spans_analytics_deleted_mv TO "));
+  assert_non_null(strstr(s.v[4], "toStartOfMinute(start_time)"));
+  for (size_t k = 0; k < s.n; k++) assert_null(strstr(s.v[k], "ENGINE = ReplacingMergeTree"));
   sg_ch_stmts_free(&s);
   sg_ch_existing_free(&ex);
 }

@@ -182,16 +182,18 @@ function M.pg_day_stats(project, since_us, until_us, with_checksum, count_only)
 end
 
 -- The same statistics from ClickHouse (FINAL: one row per span), all
--- selected projects in one query.
+-- selected projects in one query. Spans deleted in PostgreSQL are tombstones
+-- (is_deleted = 1) after FINAL: left out (WHERE applies after FINAL's merge).
 function M.ch_day_stats(projects, since_us, until_us, with_checksum)
   local cs = with_checksum and (", toString(sum(reinterpretAsUInt64(reverse(substring(MD5(" ..
     M.ch_canon() .. "), 1, 8)))))") or ""
+  local where = M.ch_where(projects, since_us, until_us)
+  where = (where == "" and "WHERE " or where .. " AND ") .. "is_deleted = 0"
   local sql = format([[
     SELECT toString(project_id), toUInt32(toStartOfDay(created_at)), count(),
            sum(version %% %d)%s
     FROM %s.spans FINAL %s
-    GROUP BY project_id, toStartOfDay(created_at)]], plan.VSUM_MOD, cs, M.ch_db(),
-    M.ch_where(projects, since_us, until_us))
+    GROUP BY project_id, toStartOfDay(created_at)]], plan.VSUM_MOD, cs, M.ch_db(), where)
   local out = {}
   for _, r in ipairs(gw.ch.query(sql, "TSV")) do
     local day = tonumber(r[2]) * 1000000
