@@ -25,6 +25,7 @@ pkgs=(
     libjansson-dev libcjson-dev libhttp-parser-dev libsodium-dev
     protobuf-c-compiler libprotobuf-c-dev zlib1g-dev libssl-dev
     libcmocka-dev lua-busted
+    libpcre2-dev # the read API's `matches` on ClickHouse rows (src/read_eval.c)
     postgresql clickhouse-server clickhouse-client
     clang libclang-rt-14-dev wrk gnuplot-nox
     curl procps
