@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "ch.h"
+#include "chpending.h"
 #include "err.h"
 #include "log.h"
 #include "spool.h"
@@ -84,6 +85,10 @@ struct sg_chsink_s {
   int logged_down;             /* a "ClickHouse unreachable" line is out */
   uint64_t last_encode_log;
   sg_chsink_stats_t st;
+  /* freshness (chpending.h): this worker's records, stamped strictly
+   * increasing; records older than started_us are from before this run */
+  int worker_id;
+  int64_t last_stamp, started_us;
 };
 
 static int64_t now_us(void) {
@@ -108,6 +113,10 @@ static int set_version(sg_chsink_t *s, const sg_ch_version_t *ver) {
 
 static void version_cache_path(const sg_config_t *cfg, char *out, size_t cap) {
   snprintf(out, cap, "%s/clickhouse.version", cfg->spool_dir);
+}
+
+int sg_chsink_pending_before(const uint8_t project_id[16], int64_t t_us) {
+  return sg_chpending_before(project_id, t_us);
 }
 
 int sg_chsink_server_version(const sg_config_t *cfg, sg_ch_version_t *ver, sg_buf_t *err) {
@@ -151,6 +160,7 @@ int sg_chsink_server_version(const sg_config_t *cfg, sg_ch_version_t *ver, sg_bu
 /* ---- gaps ------------------------------------------------------------------ */
 
 typedef struct {
+  uint8_t id[16];
   char project[37], first[24], last[24], count[24];
   char reason[160];
   const char *params[5];
@@ -159,6 +169,7 @@ typedef struct {
 static void gap_cb(void *arg, PGresult *res, int err, const char *errmsg) {
   gap_t *g = arg;
   (void)res;
+  sg_chpending_gap_end(g->id, err == 0, now_us());
   if (err)
     sg_error("clickhouse", "could not record a ClickHouse gap (project %s, created_at µs %s..%s, "
                            "%s spans): %s; run `spangate migrate --project %s` to repair",
@@ -180,6 +191,8 @@ static void record_gap(sg_chsink_t *s, const uint8_t project[16], const sg_span_
   gap_t *g = calloc(1, sizeof *g);
   if (!g) {
     char p[37];
+    sg_chpending_gap_begin(project);
+    sg_chpending_gap_end(project, 0, 0); /* known to this process only */
     sg_uuid_format(project, p);
     sg_error("clickhouse", "could not record a ClickHouse gap (project %s, created_at µs %" PRId64
                            "..%" PRId64 ", %zu spans): out of memory; run `spangate migrate "
@@ -187,6 +200,8 @@ static void record_gap(sg_chsink_t *s, const uint8_t project[16], const sg_span_
              p, lo, hi, n, p);
     return;
   }
+  memcpy(g->id, project, 16);
+  sg_chpending_gap_begin(project); /* reads of the project avoid ClickHouse from now on */
   sg_uuid_format(project, g->project);
   snprintf(g->first, sizeof g->first, "%" PRId64, lo);
   snprintf(g->last, sizeof g->last, "%" PRId64, hi);
@@ -241,8 +256,14 @@ int sg_chsink_append(sg_chsink_t *s, const uint8_t project_id[16], const sg_span
     }
   }
   if (good == 0) return 0;
-  int rc = sg_spool_append(s->spools[0].sp, s->tag, s->rows.data, s->rows.len, now_us());
-  if (rc == 0) return 0;
+  int64_t t = now_us();
+  if (t <= s->last_stamp) t = s->last_stamp + 1; /* unique and increasing: the record's name in chpending */
+  int rc = sg_spool_append(s->spools[0].sp, s->tag, s->rows.data, s->rows.len, t);
+  if (rc == 0) {
+    s->last_stamp = t;
+    sg_chpending_add(s->worker_id, project_id, t);
+    return 0;
+  }
   sg_error("clickhouse", "spool %s: %s; the spans are recorded as a gap for `spangate migrate`",
            s->spools[0].dir, rc == SG_ETOOBIG ? "full (spool_max_bytes)" : sg_strerror(rc));
   record_gap(s, project_id, spans, n, rc == SG_ETOOBIG ? "spool full" : "spool write failed");
@@ -374,6 +395,14 @@ static size_t count_rows(const void *p, size_t n) {
   return rows;
 }
 
+/* Record i of the segment in flight is in ClickHouse or dead/: chpending
+ * forgets it (records from before this run were never in it). */
+static void record_done(sg_chsink_t *s, size_t i) {
+  sg_spool_rec_t rec;
+  if (sg_spool_seg_record(s->seg, i, &rec) != 0 || rec.time_us < s->started_us) return;
+  sg_chpending_done(s->worker_id, rec.time_us);
+}
+
 /* Every record of the segment in flight is in ClickHouse or dead/: delete it.
  * When the spool cannot delete it, it is kept and sent again later (at least
  * once: ClickHouse collapses the repeated rows by version). */
@@ -382,6 +411,7 @@ static void finish_segment(sg_chsink_t *s) {
     s->sus.sp = NULL;
     s->park_backoff_ms = 0;
   }
+  for (size_t i = 0, n = sg_spool_seg_count(s->seg); i < n; i++) record_done(s, i);
   int rc = sg_spool_ack(cur_sp(s), s->seg);
   if (rc != 0) {
     s->st.spool_errors++;
@@ -423,6 +453,7 @@ static int dead_letter(sg_chsink_t *s, size_t i) {
   size_t rows = count_rows(rec.data, rec.len);
   int rc = sg_spool_deadletter(cur_sp(s), s->seg, i, s->rs[i].why);
   if (rc == 0) {
+    record_done(s, i);
     s->st.dead_records++;
     s->st.dead_rows += rows;
     s->dl_backoff_ms = 0;
@@ -554,6 +585,7 @@ static void split_cb(void *arg, const sg_ch_result_t *r) {
   if (r->status == 0) {
     delivered(s, s->sent_rows);
     s->streak = 0;
+    record_done(s, i);
     int rc = sg_spool_ack_records(cur_sp(s), s->seg, i, 1);
     if (rc != 0) {
       /* Delivered all the same; the segment is deleted at the end, or (a
@@ -692,6 +724,15 @@ static void tick(uv_timer_t *t) {
     return;
   }
   sg_spool_stats_t st;
+  int64_t unknown = sg_chpending_unknown_until(s->worker_id);
+  if (unknown) { /* rows of unknown projects: cleared once every row held is newer */
+    int64_t oldest = 0;
+    for (int i = 0; i < s->nspools; i++) {
+      sg_spool_stats(s->spools[i].sp, &st);
+      if (st.records && (!oldest || st.oldest_us < oldest)) oldest = st.oldest_us;
+    }
+    if (!oldest || oldest > unknown) sg_chpending_unknown(s->worker_id, 0);
+  }
   sg_spool_stats(s->spools[0].sp, &st);
   if (st.open_records &&
       now_us() - st.open_oldest_us >= (int64_t)s->cfg->flush_interval_ms * 1000)
@@ -779,6 +820,8 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_
    * put until the insert's callback: no copy unless gzipped. */
   s->ch_flags = sg_config_clickhouse_gzip(cfg) ? SG_CH_GZIP : SG_CH_BORROW;
   s->pg = pg;
+  s->worker_id = worker_id;
+  s->started_us = s->last_stamp = now_us();
   if (ver) set_version(s, ver);
   s->st.reachable = ver != NULL; /* the version was just asked of the server */
   sg_ch_opts_t o = {cfg->clickhouse_host, (int)cfg->clickhouse_port, cfg->clickhouse_user,
@@ -814,6 +857,13 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, const sg_ch_
     sg_buf_free(&why);
   }
   if (d) closedir(d);
+  /* Rows from before this run belong to projects the table does not know:
+   * every project counts as pending until they are delivered. */
+  for (int i = 0; i < s->nspools; i++) {
+    sg_spool_stats_t st;
+    sg_spool_stats(s->spools[i].sp, &st);
+    if (st.records) sg_chpending_unknown(worker_id, s->started_us);
+  }
   uv_timer_init(loop, &s->timer);
   s->timer.data = s;
   uv_timer_start(&s->timer, tick, 0, TICK_MS);

@@ -79,6 +79,15 @@ int sg_chsink_sync(sg_chsink_t *s);
 
 void sg_chsink_stats(const sg_chsink_t *s, sg_chsink_stats_t *out);
 
+/* Does any worker's spool still hold a row of project_id appended (that is,
+ * acknowledged) before t_us (µs since the epoch, this host's clock), not yet
+ * in ClickHouse? 1 or 0; any thread. A read that must contain every span
+ * acknowledged before it began is served from ClickHouse only when this is
+ * 0 for its start time (read_ch.c); a ClickHouse-only project can wait for
+ * it instead. The table behind it (chpending.h) also knows the gaps this
+ * process recorded. */
+int sg_chsink_pending_before(const uint8_t project_id[16], int64_t t_us);
+
 /* Stops the flusher, waits for an insert in flight (bounded by the request
  * timeout), closes the spool and the ClickHouse client; frees itself once its
  * handles are closed. Whatever is not sent stays in the spool for next time. */
