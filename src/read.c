@@ -51,7 +51,7 @@ typedef struct {
   sg_rf_query_t q;
   sg_rf_analytics_t an;
   json_t *body;
-  int authed;            /* the answer names its backend from here on */
+  int routed;            /* a store was chosen: the answer names it */
   int backend;           /* SG_READ_POSTGRES / SG_READ_CLICKHOUSE */
   char fallback[160];    /* why PostgreSQL answers a read routed to ClickHouse */
   int64_t start_us;      /* when the read began (the freshness rule) */
@@ -66,7 +66,7 @@ static void rd_free(rd_t *r) {
 
 /* X-Spangate-Read-Backend (and -Fallback) before extra. */
 static const char *rd_headers(rd_t *r, const char *extra, char *buf, size_t n) {
-  if (!r->authed) return extra;
+  if (!r->routed) return extra;
   int k = snprintf(buf, n, "X-Spangate-Read-Backend: %s\r\n",
                    r->backend == SG_READ_CLICKHOUSE ? "clickhouse" : "postgres");
   if (r->fallback[0] && k > 0 && (size_t)k < n) k += snprintf(buf + k, n - (size_t)k, "X-Spangate-Read-Fallback: %s\r\n", r->fallback);
@@ -569,6 +569,7 @@ static void gap_cb(void *arg, PGresult *res, int err, const char *errmsg) {
 
 static void route(rd_t *r) {
   r->start_us = wall_us();
+  r->routed = 1;
   if (lua_backend(r) != SG_READ_CLICKHOUSE) {
     run_postgres(r);
     return;
@@ -620,7 +621,6 @@ static void auth_cb(void *arg, int rc, const sg_principal_t *who, const char *ms
     return;
   }
   r->who = *who;
-  r->authed = 1;
   switch (r->kind) {
   case R_TRACE: trace_start(r); return;
   case R_QUERY: query_start(r); return;

@@ -111,14 +111,14 @@ int sg_rch_fetch_sql(const sg_rch_ctx_t *c, const sg_rch_key_t *keys, size_t n, 
   OK(table(out, c));
   OK(sg_buf_puts(out, " WHERE "));
   OK(project_eq(out, c));
-  /* created_at is in the primary key: it narrows the granules read */
+  /* created_at is in the primary key: it narrows the granules read (each
+   * distinct value once) */
   OK(sg_buf_puts(out, " AND created_at IN ("));
+  int64_t unit = (c->ver->caps & SG_CH_DATETIME64) ? 1 : 1000000;
   for (size_t i = 0; i < n; i++) {
-    int dup = 0; /* sorted input is not required: skip repeats nearby only */
-    if (i && keys[i - 1].created_us / (c->ver->caps & SG_CH_DATETIME64 ? 1 : 1000000) ==
-                 keys[i].created_us / (c->ver->caps & SG_CH_DATETIME64 ? 1 : 1000000))
-      dup = 1;
-    if (dup) continue;
+    int seen = 0;
+    for (size_t j = 0; j < i && !seen; j++) seen = keys[j].created_us / unit == keys[i].created_us / unit;
+    if (seen) continue;
     if (i) OK(sg_buf_puts(out, ", "));
     OK(created_lit(out, c, keys[i].created_us));
   }

@@ -470,6 +470,13 @@ typedef struct {
   sg_buf_t tmp;
 } cctx_t;
 
+/* A value PostgreSQL would refuse while running the query: the message its
+ * path gives (read.c's pg_fail). */
+static int refused(cctx_t *c) {
+  if (c->err) sg_buf_puts(c->err, "a filter value is not valid for its field or operator");
+  return SG_EINVAL;
+}
+
 /* A value of the request as jsonb. jsonb refuses what PostgreSQL's
  * `$n::jsonb` would (a string holding \u0000): the same 400 as there. */
 static int json_value(cctx_t *c, const json_t *v, sg_jb_doc_t **doc, const sg_jb_t **root) {
@@ -477,7 +484,7 @@ static int json_value(cctx_t *c, const json_t *v, sg_jb_doc_t **doc, const sg_jb
   if (!t) return SG_ENOMEM;
   int rc = sg_jb_parse(t, strlen(t), doc, root);
   free(t);
-  if (rc == SG_EINVAL) return sg__rf_fail(c->err, "filtering", "a filter value is not valid for its field or operator");
+  if (rc == SG_EINVAL) return refused(c);
   return rc;
 }
 
@@ -630,7 +637,7 @@ static int string_op(cctx_t *c, node_t *n, int op, const json_t *v, const json_t
     PCRE2_SIZE eo;
     uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_DOTALL | PCRE2_DOLLAR_ENDONLY | (n->ci ? PCRE2_CASELESS : 0);
     n->re = pcre2_compile((PCRE2_SPTR)s, len, opts, &ec, &eo, NULL);
-    if (!n->re) return sg__rf_fail(c->err, "filtering", "a filter value is not valid for its field or operator");
+    if (!n->re) return refused(c);
     n->md = pcre2_match_data_create_from_pattern(n->re, NULL);
     return n->md ? 0 : SG_ENOMEM;
   }
@@ -647,7 +654,7 @@ static int string_op(cctx_t *c, node_t *n, int op, const json_t *v, const json_t
   if (op == SG_RFO_STARTSWITH || op == SG_RFO_CONTAINS) rc = rc ? rc : sg_buf_putc(&p, '%');
   if (rc == 0) rc = like_compile(p.data ? p.data : "", p.len, n->ci, &n->pat, &n->npat);
   sg_buf_free(&p);
-  if (rc == SG_EINVAL) return sg__rf_fail(c->err, "filtering", "a filter value is not valid for its field or operator");
+  if (rc == SG_EINVAL) return refused(c);
   if (rc) return rc;
   char *lit = like_literal(s, len, op);
   if (lit) {
