@@ -323,67 +323,6 @@ static void analytics_pg_cb(void *arg, PGresult *res, int err, const char *errms
   sg_buf_free(&b);
 }
 
-static int64_t json_i64(const json_t *v) {
-  if (json_is_integer(v)) return json_integer_value(v);
-  if (json_is_string(v)) return strtoll(json_string_value(v), NULL, 10);
-  return -1;
-}
-
-static void pg_instead(rd_t *r, const char *why);
-
-/* ClickHouse's JSONCompact answer: {"data": [[b, g..., count, errors, [p50, p95, p99]], ...]}. */
-static void analytics_ch_cb(void *arg, const sg_ch_result_t *res) {
-  rd_t *r = arg;
-  if (res->status != 0) {
-    char why[300];
-    snprintf(why, sizeof why, "ClickHouse: %s", res->error && res->error[0] ? res->error : sg_strerror(res->status));
-    pg_instead(r, why);
-    return;
-  }
-  json_error_t je;
-  json_t *doc = json_loadb(res->body, res->len, 0, &je);
-  json_t *data = doc ? json_object_get(doc, "data") : NULL;
-  if (!json_is_array(data)) {
-    sg_error("read", "ClickHouse analytics: unexpected answer (%s)", doc ? "no data" : je.text);
-    json_decref(doc);
-    rd_fail(r, 502, "ClickHouse gave an answer the gateway could not read", NULL);
-    return;
-  }
-  sg_buf_t b = SG_BUF_INIT;
-  int rc = sg_rf_analytics_head(&r->an, "clickhouse", &b);
-  size_t i;
-  json_t *row;
-  json_array_foreach(data, i, row) {
-    if (rc) break;
-    sg_rf_arow_t a;
-    memset(&a, 0, sizeof a);
-    size_t c = 0;
-    a.bucket = json_i64(json_array_get(row, c++));
-    for (int d = 0; d < SG_RF_NDIMS; d++)
-      if (r->an.dims & (1u << d)) {
-        json_t *g = json_array_get(row, c++);
-        a.g[d] = json_is_string(g) ? json_string_value(g) : "";
-        a.glen[d] = json_is_string(g) ? json_string_length(g) : 0;
-      }
-    a.count = json_i64(json_array_get(row, c++));
-    a.errors = json_i64(json_array_get(row, c++));
-    json_t *q = json_array_get(row, c);
-    for (int k = 0; k < 3; k++) a.p[k] = json_number_value(json_array_get(q, (size_t)k));
-    if (!json_is_array(q) || json_array_size(q) != 3 || a.count < 0) rc = SG_EINVAL;
-    rc = rc ? rc : sg_rf_analytics_row(&r->an, &a, i == 0, &b);
-  }
-  rc = rc ? rc : sg_rf_analytics_tail(json_array_size(data), &b);
-  json_decref(doc);
-  if (rc) {
-    sg_buf_free(&b);
-    sg_error("read", "rendering ClickHouse analytics: %s", sg_strerror(rc));
-    rd_fail(r, 500, "the read failed", NULL);
-    return;
-  }
-  rd_respond(r, &b);
-  sg_buf_free(&b);
-}
-
 static sg_ch_client_t *read_ch(sg_worker_t *w) {
   if (!w->read && !(w->read = calloc(1, sizeof *w->read))) return NULL;
   if (!w->read->ch) {
@@ -532,13 +471,11 @@ static void run_clickhouse(rd_t *r) {
       return;
     }
     sg_buf_free(&err);
-  } else if (r->an.nattr || r->an.nmetric) { /* not in the materialized aggregate: from the spans */
-    rc = sg_rch_analytics(&o, &r->an, ch_done, r);
   } else {
-    sg_buf_t sql = SG_BUF_INIT;
-    rc = sg_rf_analytics_ch_sql(&r->an, r->who.project_id, w->cfg->clickhouse_database, &sql);
-    rc = rc ? rc : sg_ch_request(ch, sql.data, NULL, 0, 0, analytics_ch_cb, r);
-    sg_buf_free(&sql);
+    /* from the spans, not the materialized spans_analytics: it counts a
+     * re-sent span's duration twice and keeps a changed span under its old
+     * values, and answers must equal PostgreSQL's */
+    rc = sg_rch_analytics(&o, &r->an, ch_done, r);
   }
   if (rc) pg_instead(r, "out of memory");
 }

@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ch.h"
 #include "err.h"
 #include "read_internal.h"
 #include "span.h"
@@ -323,28 +322,6 @@ int sg_rf_analytics_pg_params(const sg_rf_analytics_t *a, const uint8_t project_
   for (int i = 0; i < a->nmetric; i++)
     if (path_params(&a->metric[i].path, q)) return SG_ENOMEM;
   return 0;
-}
-
-int sg_rf_analytics_ch_sql(const sg_rf_analytics_t *a, const uint8_t project_id[16],
-                           const char *database, sg_buf_t *out) {
-  char pid[37];
-  sg_uuid_format(project_id, pid);
-  int rc = sg_buf_printf(out, "SELECT toUInt32(intDiv(toUInt32(minute), %" PRId64 ") * %" PRId64 ") AS b",
-                         a->bucket_s, a->bucket_s);
-  for (int i = 0; rc == 0 && i < SG_RF_NDIMS; i++)
-    if (a->dims & (1u << i)) rc = sg_buf_printf(out, ", %s", sg_rf_dims[i]);
-  rc = rc ? rc : sg_buf_puts(out, ", uniqExactMerge(spans), uniqExactIfMerge(errors),"
-                                  " quantilesMerge(0.5, 0.95, 0.99)(durations_ms) FROM ");
-  rc = rc ? rc : sg_ch_quote_ident(out, database);
-  rc = rc ? rc : sg_buf_printf(out, ".spans_analytics WHERE project_id = toUUID('%s')"
-                               " AND minute >= toDateTime(%" PRId64 ") AND minute < toDateTime(%" PRId64 ")"
-                               " GROUP BY b", pid, a->from_s, a->to_s);
-  for (int i = 0; rc == 0 && i < SG_RF_NDIMS; i++)
-    if (a->dims & (1u << i)) rc = sg_buf_printf(out, ", %s", sg_rf_dims[i]);
-  rc = rc ? rc : sg_buf_puts(out, " ORDER BY b");
-  for (int i = 0; rc == 0 && i < SG_RF_NDIMS; i++)
-    if (a->dims & (1u << i)) rc = sg_buf_printf(out, ", %s", sg_rf_dims[i]);
-  return rc ? rc : sg_buf_puts(out, " FORMAT JSONCompact");
 }
 
 /* ---- the answer ------------------------------------------------------------------ */

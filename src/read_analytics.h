@@ -2,15 +2,14 @@
  * percentiles per time bucket, grouped by up to 4 columns or attribute
  * paths, with sums and averages of numeric attributes (tokens, costs).
  *
- * Three ways to the same answer:
+ * Two ways to the same answer:
  *   - PostgreSQL: one statement over `spans` (sg_rf_analytics_pg_sql);
- *   - ClickHouse, materialized: one statement over `spans_analytics`, the
- *     aggregate the materialized view fills (sg_rf_analytics_ch_sql); it
- *     holds column groups and counts only, so it serves requests without
- *     metrics or attribute groups;
- *   - ClickHouse, exact: the spans themselves, aggregated here in C
+ *   - ClickHouse: the latest versions of the spans, aggregated here in C
  *     (sg_rf_agg_*: read_ch.c feeds it), with PostgreSQL's arithmetic:
  *     percentile_cont's interpolation in float8, sums as exact decimals.
+ *     (The materialized `spans_analytics` cannot give PostgreSQL's answer:
+ *     it keeps every copy of a re-sent span's duration and a changed
+ *     span under its old values.)
  * The rows are rendered by one function (sg_rf_analytics_row) whichever way
  * they came.
  *
@@ -28,7 +27,7 @@
  * dotted name as one key (Agenta's flat form).
  *
  * Stands alone like read_filter.h: no server, no database connection, no
- * logging (ch.h only for its identifier quoting).
+ * logging.
  */
 #ifndef SG_READ_ANALYTICS_H
 #define SG_READ_ANALYTICS_H
@@ -87,13 +86,6 @@ void sg_rf_analytics_free(sg_rf_analytics_t *a);
 int sg_rf_analytics_pg_sql(const sg_rf_analytics_t *a, sg_buf_t *out);
 int sg_rf_analytics_pg_params(const sg_rf_analytics_t *a, const uint8_t project_id[16],
                               sg_rf_query_t *q);
-/* ClickHouse statement over `database`.spans_analytics (only without
- * attribute groups and metrics), FORMAT JSONCompact: bucket, the column
- * groups, count, errors, [p50, p95, p99]. Only numbers, a formatted UUID and
- * the quoted database name go into this SQL. */
-int sg_rf_analytics_ch_sql(const sg_rf_analytics_t *a, const uint8_t project_id[16],
-                           const char *database, sg_buf_t *out);
-
 /* ---- the answer ------------------------------------------------------------- */
 
 typedef struct {

@@ -529,17 +529,23 @@ static char *json_needle(const char *s, size_t n) {
 
 /* For a case-insensitive search in ClickHouse (positionCaseInsensitiveUTF8):
  * the longest run of s that folds the same way there as in PostgreSQL:
- * ASCII, without 'i' (U+0130 folds to it in glibc, not in ClickHouse) and,
- * inside JSON text, without the characters stored escaped or that separate
- * JSON tokens. NULL when shorter than 2 bytes. */
+ * ASCII, without i or k (U+0130 and U+212A lower-case to them in glibc, not
+ * in ClickHouse's multi-character search) and,
+ * inside JSON text, within one JSON token in every stored form and not a
+ * number (numbers are stored as written, 1e-07, and read as numeric prints
+ * them, 0.0000001: the run must hold a letter other than e). NULL when
+ * shorter than 2 bytes. */
 static char *ci_needle(const char *s, size_t n, int in_json) {
   size_t best = 0, best_at = 0, at = 0;
   for (size_t i = 0; i <= n; i++) {
     unsigned char ch = i < n ? (unsigned char)s[i] : 0;
-    int ok = i < n && ch >= 0x20 && ch < 0x7f && ch != 'i' && ch != 'I' &&
+    int ok = i < n && ch >= 0x20 && ch < 0x7f && !strchr("iIkK", ch) &&
              (!in_json || !strchr("\"\\{}[],: ", ch));
     if (ok) continue;
-    if (i - at > best) best = i - at, best_at = at;
+    int letter = !in_json;
+    for (size_t k = at; k < i && !letter; k++)
+      letter = isalpha((unsigned char)s[k]) && s[k] != 'e' && s[k] != 'E';
+    if (i - at > best && letter) best = i - at, best_at = at;
     at = i + 1;
   }
   return best >= 2 ? strndup(s + best_at, best) : NULL;

@@ -21,26 +21,11 @@ export function readScripts(answer = '"clickhouse"') {
 
 export const backendOf = (r) => r.headers['x-spangate-read-backend'];
 
-// Analytics answers name their store, and the materialized ClickHouse
-// aggregate's percentiles agree with PostgreSQL's to 0.001 ms (README):
-// compared as values; everything else must be the same bytes.
+// Analytics answers name their store; otherwise the same bytes.
 function sameAnalytics(p, c, what) {
-  const pb = p.json();
-  const cb = c.json();
-  assert.equal(pb.backend, 'postgres', what);
-  assert.equal(cb.backend, 'clickhouse', what);
-  const exact = pb.metrics || (pb.group_by || []).some((g) => g.startsWith('attributes.'));
-  if (exact) { // computed from the spans: the same bytes but for the store's name
-    assert.equal(c.text.replace('"backend":"clickhouse"', '"backend":"postgres"'), p.text, what);
-    return;
-  }
-  assert.equal(cb.buckets.length, pb.buckets.length, what);
-  pb.buckets.forEach((x, i) => {
-    const y = cb.buckets[i];
-    for (const k of ['p50', 'p95', 'p99'])
-      assert.ok(Math.abs(y.duration_ms[k] - x.duration_ms[k]) <= 0.0011, `${what} ${x.timestamp} ${k}: ${x.duration_ms[k]} vs ${y.duration_ms[k]}`);
-    assert.deepEqual({ ...y, duration_ms: 0 }, { ...x, duration_ms: 0 }, what);
-  });
+  assert.equal(p.json().backend, 'postgres', what);
+  assert.equal(c.json().backend, 'clickhouse', what);
+  assert.equal(c.text.replace('"backend":"clickhouse"', '"backend":"postgres"'), p.text, what);
 }
 
 // Sends the read to both gateways at once; asserts each says where its
