@@ -640,7 +640,7 @@ static int grp_cmp(const void *pa, const void *pb, void *ctx) {
 }
 
 int sg_rf_agg_render(sg_rf_agg_t *g, const char *backend, sg_buf_t *out) {
-  qsort_r(g->g, g->n, sizeof *g->g, grp_cmp, (void *)g->a);
+  if (g->n) qsort_r(g->g, g->n, sizeof *g->g, grp_cmp, (void *)g->a);
   int rc = sg_rf_analytics_head(g->a, backend, out);
   for (size_t i = 0; rc == 0 && i < g->n; i++) {
     grp_t *x = g->g[i];

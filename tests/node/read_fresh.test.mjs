@@ -15,9 +15,10 @@ import { getWith, queryWith, readScripts, backendOf } from './lib/read_both.mjs'
 // checks their logs for error lines.
 let gateways = [];
 afterEach(async () => {
-  for (const g of gateways) await g.stop();
-  for (const g of gateways) assert.deepEqual(g.errorLines(), [], 'no error lines in the log');
+  const gs = gateways;
   gateways = [];
+  for (const g of gs) await g.stop();
+  for (const g of gs) assert.deepEqual(g.errorLines(), [], 'no error lines in the log');
 });
 
 const hex = (n, w) => n.toString(16).padStart(w, '0');
@@ -124,6 +125,8 @@ test('a gap the gateway records itself (spool full) is seen at once', async () =
   assert.equal(r.status, 200, r.text);
   assert.equal(backendOf(r), 'postgres');
   assert.match(fallback(r), /spangate_ch_gaps/);
+  // the gap reaches spangate_ch_gaps too (for `spangate migrate`)
+  assert.ok(await until(async () => (await g.query('SELECT count(*)::int AS n FROM spangate_ch_gaps'))[0].n === 1, 10000, 50));
   // the spool-full gap is logged at error level by design; nothing else is
   await g.stop();
   assert.match(g.log, /\[error\].*full \(spool_max_bytes\)/);
