@@ -332,6 +332,10 @@ int sg_rf_analytics_pg_params(const sg_rf_analytics_t *a, const uint8_t project_
 static int put_number(sg_buf_t *b, double v) {
   if (!isfinite(v)) return sg_buf_puts(b, "null");
   char t[40];
+  if (v == floor(v) && fabs(v) < 1e15) { /* whole numbers as integers, never 1e+02 */
+    snprintf(t, sizeof t, "%.0f", v);
+    return sg_buf_puts(b, t);
+  }
   for (int prec = 1; prec <= 17; prec++) {
     snprintf(t, sizeof t, "%.*g", prec, v);
     if (strtod(t, NULL) == v) break;
