@@ -28,6 +28,8 @@
 #                 build/bench/lua_hooks: ns/span of each kind of transform
 #   8. migrate    `spangate migrate` vs psql COPY TO STDOUT | clickhouse-client
 #                 on BENCH_MIGRATE_ROWS seeded spans (NA while migrate is absent)
+#   8b. read      trace fetch and span queries on those spans, PostgreSQL vs
+#                 ClickHouse through the gateway (bench/read.sh)
 #   9. report     var/bench/report.md, results.json, bench.png
 # Beside wall clock, every floor and gateway run records the CPU seconds of
 # PostgreSQL, ClickHouse and the gateway (process trees, /proc) and what
@@ -58,6 +60,7 @@
 #   BENCH_OUT=var/bench        where the report goes
 # The last line on stdout is:
 #   bench: ingest_ratio=R spans_per_s=S p99_ms=P p99_ratio=Q rss_mb=M lua_ns_per_span=L migrate_ratio=G grpc_ratio=X
+#          read_trace_ratio=T read_query_ratio=Q
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -500,13 +503,17 @@ cat "$OUT/lua_hooks.txt" >&2
 
 # ---- 8. migration ---------------------------------------------------------------
 if [[ $MIGRATE_ROWS == auto ]]; then
-  left=$(awk -v a="$T_BEGIN" -v b="$(now)" -v B="$BUDGET_S" 'BEGIN{printf "%d", B - (b - a) - 10}')
+  # BENCH_READ_RESERVE_S (90) of the budget stays for the read phase after it
+  left=$(awk -v a="$T_BEGIN" -v b="$(now)" -v B="$BUDGET_S" -v R="${BENCH_READ_RESERVE_S:-90}" 'BEGIN{printf "%d", B - (b - a) - 10 - R}')
   MIGRATE_ROWS=$(awk -v s="$left" -v c="${BENCH_MIGRATE_US_PER_ROW:-250}" \
     'BEGIN{r = int(s * 1e6 / c / 100000) * 100000; if (r > 1000000) r = 1000000; if (r < 100000) r = 100000; print r}')
   [[ $MIGRATE_ROWS -lt 1000000 ]] && log "migrate: $MIGRATE_ROWS rows (1M would not fit the ${BUDGET_S} s budget; BENCH_MIGRATE_ROWS=1000000 forces it)"
   fact migrate.rows_auto 1
 fi
 bench/migrate.sh "$MIGRATE_ROWS" >&2 || log "migrate: the comparison failed (see above)"
+
+# ---- 8b. reads ----------------------------------------------------------------------
+PROJECT=$PROJECT bench/read.sh >&2 || { log "read: the comparison failed (see above)"; fact read.status failed; }
 
 # ---- 9. report --------------------------------------------------------------------
 T_END=$(now)

@@ -26,6 +26,7 @@ pkgs=(
     protobuf-c-compiler libprotobuf-c-dev zlib1g-dev libssl-dev
     libnghttp2-dev # the OTLP/gRPC listener (src/grpc.c)
     libcmocka-dev lua-busted
+    libpcre2-dev # the read API's `matches` on ClickHouse rows (src/read_eval.c)
     postgresql clickhouse-server clickhouse-client
     zookeeper # the cluster tests: scripts/zkctl.sh
     clang libclang-rt-14-dev wrk gnuplot-nox

@@ -126,6 +126,21 @@ int sg_chsink_sync_async(sg_chsink_t *s, sg_chsink_sync_cb cb, void *arg);
 
 void sg_chsink_stats(const sg_chsink_t *s, sg_chsink_stats_t *out);
 
+/* The version ClickHouse SQL for the spans table is written in: the
+ * server's, with SG_CH_DATETIME64 as the table has it (tables made before an
+ * upgrade keep DateTime + _us columns). 1, or 0 while the sink has not
+ * reached ClickHouse yet. */
+int sg_chsink_read_version(const sg_chsink_t *s, sg_ch_version_t *out);
+
+/* Does any worker's spool still hold a row of project_id appended (that is,
+ * acknowledged) before t_us (µs since the epoch, this host's clock), not yet
+ * in ClickHouse? 1 or 0; any thread. A read that must contain every span
+ * acknowledged before it began is served from ClickHouse only when this is
+ * 0 for its start time (read_ch.c); a ClickHouse-only project can wait for
+ * it instead. The table behind it (chpending.h) also knows the gaps this
+ * process recorded. */
+int sg_chsink_pending_before(const uint8_t project_id[16], int64_t t_us);
+
 /* Stops the flusher and closes the spool; frees itself once its handles
  * are closed. Close the ClickHouse client first (sg_ch_client_close): that
  * cancels an insert in flight, which may be sending from the spool's memory.

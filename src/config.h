@@ -139,7 +139,7 @@ typedef struct {
      "routing.lua: projects never written to ClickHouse")                                      \
   XX(INT, clickhouse_rollout_percent, "100", NULL,                                             \
      "routing.lua: share of projects (stable hash of the id) written to ClickHouse")           \
-  XX(STR, read_backend, "postgres", NULL, "routing.lua: store that serves analytics reads")    \
+  XX(STR, read_backend, "postgres", NULL, "routing.lua: store that serves reads (clickhouse: when it has every span)") \
   XX(INT, retention_days, "0", NULL, "ttl.lua: days spans are kept; 0 keeps them forever")     \
   XX(BOOL, pg_retention, "false", NULL,                                                        \
      "opt-in: `spangate ttl purge-postgres` deletes expired traces from PostgreSQL")           \
