@@ -36,11 +36,10 @@
 #define SG_RCH_NCOLS (SG_RF_NCOLS + 2)
 
 /* The one place that says which stored rows are live: a SQL expression
- * over `spans` (1 or 0). Every row is today; once hard deletes write a
- * tombstone version (`is_deleted UInt8`), this becomes `is_deleted = 0`.
- * Reads look at it on the highest version of a span only: a tombstone
- * hides every older version. */
-#define SG_RCH_LIVE_SQL "1"
+ * over `spans` (1 or 0). A hard delete writes a tombstone version
+ * (`is_deleted = 1`, docs/clickhouse.md). Reads look at it on the highest
+ * version of a span only: a tombstone hides every older version. */
+#define SG_RCH_LIVE_SQL "is_deleted = 0"
 
 typedef struct {
   const sg_ch_version_t *ver;

@@ -56,7 +56,7 @@ static void test_statements(void **st) {
   has(b.data, "(start_time < toDateTime(1714979289) OR (start_time = toDateTime(1714979289) AND start_time_us < 123456))"
               " OR ((start_time = toDateTime(1714979289) AND start_time_us = 123456) AND "
               "(toString(trace_id) < '4bf92f35-77b3-4da6-a3ce-929d0e0e4736'");
-  has(b.data, "WHERE (position(attributes, '\"llm\"') > 0) AND (1)");
+  has(b.data, "WHERE (position(attributes, '\"llm\"') > 0) AND (is_deleted = 0)");
   has(b.data, "ORDER BY start_time DESC, start_time_us DESC, t DESC, s DESC, version DESC LIMIT 128");
   sg_buf_reset(&b);
   c.ver = &cur;
