@@ -15,6 +15,7 @@ import {
   startGateway, createDatabase, postJson, request, until, chctl, CH_DIR, BIN, PG_URI, pgQuery, KEY_A, KEY_B,
   traceUuid, spanUuid,
 } from './lib/harness.mjs';
+import { readScripts, backendOf, getWith, queryWith } from './lib/read_both.mjs';
 
 const CH_PORT = process.env.SG_TEST_CH_PORT;
 const CH_TCP = process.env.SG_TEST_CH_TCP_PORT;
@@ -104,6 +105,30 @@ test('DELETE: 202 with Agenta\'s links, gone from PostgreSQL and at once from Cl
     assert.match(metrics, /spangate_http_requests_total\{route="trace_delete",status="202"\} [1-9]/);
     assert.match(metrics, /spangate_http_requests_total\{route="trace_delete",status="400"\} [1-9]/);
     assert.deepEqual(gw.errorLines(), []);
+  } finally { await gw.stop(); }
+});
+
+test('a deleted trace is gone from the read API served by ClickHouse: trace fetch, span query, analytics', async () => {
+  const gw = await startGateway({ clickhouse: true, scripts: readScripts() });
+  try {
+    await ingest(gw, [...traceSpans(7, 3), ...traceSpans(8, 2)]);
+    assert.ok(await until(async () => (await chLive(gw)) === 5), 'ingested spans in ClickHouse');
+    const win = { windowing: { oldest: '2026-01-01T00:00:00Z', newest: '2026-01-02T00:00:00Z' } };
+    const before = await queryWith(gw, win);
+    assert.equal(backendOf(before), 'clickhouse');
+    assert.equal(before.json().count, 5);
+    assert.equal((await del(gw, `/v1/traces/${traceHex(7)}`)).status, 202);
+    // The tombstones are in the spool: reads go to PostgreSQL until ClickHouse has them, then to ClickHouse.
+    assert.ok(await until(async () => (await chTombs(gw, ofTrace(7))) === 3), 'tombstones arrive');
+    let r;
+    assert.ok(await until(async () => backendOf(r = await getWith(gw, `/v1/traces/${traceHex(7)}`)) === 'clickhouse'), 'read from ClickHouse');
+    assert.equal(r.status, 404, r.text);
+    const q = await queryWith(gw, win);
+    assert.equal(backendOf(q), 'clickhouse');
+    assert.deepEqual(q.json().spans.map((x) => x.span_name).sort(), ['span 8.0', 'span 8.1']);
+    const a = await getWith(gw, '/v1/analytics/spans?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z&bucket=1d');
+    assert.equal(backendOf(a), 'clickhouse');
+    assert.equal(a.json().buckets.reduce((n, b) => n + b.count, 0), 2, a.text);
   } finally { await gw.stop(); }
 });
 
