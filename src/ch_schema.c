@@ -65,6 +65,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ch.h"
 #include "ch_desc.h"
 #include "err.h"
 #include "span.h"
@@ -158,17 +159,6 @@ static const char *cluster_of(const sg_ch_schema_opts_t *o) {
   return o && o->cluster && *o->cluster ? o->cluster : NULL;
 }
 
-/* `name` with backslash and backquote escaped (the same rules as ch.c's
- * sg_ch_quote_ident; repeated here so the schema renderer stands alone). */
-static int put_ident(sg_buf_t *b, const char *s) {
-  int rc = sg_buf_putc(b, '`');
-  for (; rc == 0 && *s; s++) {
-    if (*s == '`' || *s == '\\') rc = sg_buf_putc(b, '\\');
-    if (rc == 0) rc = sg_buf_putc(b, *s);
-  }
-  return rc ? rc : sg_buf_putc(b, '`');
-}
-
 /* 'text' with backslash and quote escaped. */
 static int put_literal(sg_buf_t *b, const char *s) {
   int rc = sg_buf_putc(b, '\'');
@@ -181,7 +171,7 @@ static int put_literal(sg_buf_t *b, const char *s) {
 
 /* `db`.name, with "_local" when local and on a cluster. */
 static int put_table(sg_buf_t *b, const sg_ch_schema_opts_t *o, const char *name, int local) {
-  int rc = put_ident(b, db_of(o));
+  int rc = sg_ch_quote_ident(b, db_of(o));
   rc = rc ? rc : sg_buf_printf(b, ".%s%s", name, local && cluster_of(o) ? "_local" : "");
   return rc;
 }
@@ -189,7 +179,7 @@ static int put_table(sg_buf_t *b, const sg_ch_schema_opts_t *o, const char *name
 static int put_on_cluster(sg_buf_t *b, const sg_ch_schema_opts_t *o) {
   if (!cluster_of(o)) return 0;
   int rc = sg_buf_puts(b, " ON CLUSTER ");
-  return rc ? rc : put_ident(b, cluster_of(o));
+  return rc ? rc : sg_ch_quote_ident(b, cluster_of(o));
 }
 
 /* The ZooKeeper path of a local table: zk_path with {database} and {table}
@@ -338,7 +328,7 @@ static void what_of(char *out, size_t cap, const char *verb, const sg_ch_schema_
 
 static int push_database(sg_ch_stmts_t *out, sg_buf_t *b, const sg_ch_schema_opts_t *o) {
   int rc = sg_buf_puts(b, "CREATE DATABASE IF NOT EXISTS ");
-  rc = rc ? rc : put_ident(b, db_of(o));
+  rc = rc ? rc : sg_ch_quote_ident(b, db_of(o));
   rc = rc ? rc : put_on_cluster(b, o);
   char what[300];
   snprintf(what, sizeof what, "create database `%s`", db_of(o));
