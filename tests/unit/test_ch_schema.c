@@ -595,7 +595,8 @@ static void test_quote(void **st) {
 static void test_code_class(void **st) {
   (void)st;
   static const int poison[] = {6, 26, 27, 38, 41, 53, 62, 69, 70, 72, 117, 131, 190, 376, 691};
-  static const int transient[] = {159, 202, 209, 210, 241, 252};
+  /* 32: a Distributed insert whose replica died mid-insert (TSV's short rows are 27) */
+  static const int transient[] = {32, 159, 202, 209, 210, 241, 252};
   static const int operator_[] = {60, 81, 192, 193, 516};
   for (size_t i = 0; i < sizeof(poison) / sizeof(poison[0]); i++)
     assert_int_equal(sg_ch_code_class(poison[i]), SG_EPOISON);
