@@ -814,9 +814,13 @@ static void test_render_cluster(void **st) {
     assert_non_null(strstr(s.v[4], "Distributed('sg', 'db', 'nodes_local', cityHash64(toString(node_id)))"));
     assert_non_null(strstr(s.v[5], "`db`.spans_analytics_local ON CLUSTER `sg`"));
     assert_non_null(strstr(s.v[5], "ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/db/spans_analytics_local', '{replica}')\n"));
-    assert_non_null(strstr(s.v[6], "ENGINE = Distributed('sg', 'db', 'spans_analytics_local')"));
-    assert_non_null(strstr(s.v[7], "CREATE MATERIALIZED VIEW IF NOT EXISTS `db`.spans_analytics_mv ON CLUSTER `sg` TO `db`.spans_analytics_local AS\n"));
-    assert_non_null(strstr(s.v[7], "FROM `db`.spans_local\nWHERE deleted_at IS NULL"));
+    assert_non_null(strstr(s.v[6], "ENGINE = Distributed('sg', 'db', 'spans_analytics_local', "
+                                   "cityHash64(toString(project_id)))"));
+    /* the view reads and writes the Distributed tables: it fires where the
+     * insert enters the cluster, and a retry's aggregate lands where the
+     * first one did */
+    assert_non_null(strstr(s.v[7], "CREATE MATERIALIZED VIEW IF NOT EXISTS `db`.spans_analytics_mv ON CLUSTER `sg` TO `db`.spans_analytics AS\n"));
+    assert_non_null(strstr(s.v[7], "FROM `db`.spans\nWHERE deleted_at IS NULL"));
     /* TTL and the index where the version has them, on the local table only */
     if (k == 0) {
       assert_null(strstr(s.v[1], "TTL"));
