@@ -61,3 +61,70 @@ mkdb() { # NAME
 # The 1-minute load average when a phase starts: other work on the machine
 # (a test run, a build) shows up here and in the profile's CPU by process.
 loadavg() { fact "loadavg.$1" "$(cut -d' ' -f1 /proc/loadavg)"; }
+
+# ---- CPU and PostgreSQL's own statistics ----------------------------------------
+# CPU seconds (user + system) of each process tree given, reaped children
+# included (a backend that exited is counted in its postmaster's cutime), one
+# figure per PID on one line. Wall clock on a shared machine is noise; CPU
+# per span is what the work costs.
+cpu_trees() { # PID...
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v roots="$*" -v hz="$(getconf CLK_TCK)" '
+    {
+      i = match($0, /\) [A-Za-z] /)           # the last field of comm ends at ") S "
+      if (!i) next
+      pid = $1; n = split(substr($0, i + 2), f, " ")
+      pp[pid] = f[2]; t[pid] = f[12] + f[13] + f[14] + f[15]
+    }
+    function tree(p,   s, c) { s = t[p]; for (c in pp) if (pp[c] == p && c != p) s += tree(c); return s }
+    END { n = split(roots, r, " "); out = ""
+          for (k = 1; k <= n; k++) out = out (k > 1 ? " " : "") sprintf("%.2f", (r[k] in t ? tree(r[k]) : 0) / hz)
+          print out }'
+}
+pg_pid() { head -1 "$SG_TEST_TMP/pg/data/postmaster.pid"; }
+ch_pid() { cat "$SG_TEST_TMP/ch/clickhouse-server.pid" 2>/dev/null || echo 0; }
+
+# pg_stat_statements in the bench's own cluster (never a user's): loaded at
+# start by bench/run.sh (pgss_enable); PGSS=1 once it answers.
+PGSS=0
+pgss_enable() {
+  psqlq postgres -c "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'" >/dev/null &&
+    "$ROOT/scripts/pgctl.sh" stop "$SG_TEST_TMP/pg" >/dev/null &&
+    "$ROOT/scripts/pgctl.sh" start "$SG_TEST_TMP/pg" "$SG_TEST_PG_PORT" >/dev/null &&
+    psqlq postgres -c 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements' >/dev/null &&
+    PGSS=1
+}
+pgss_reset() { [[ $PGSS == 1 ]] && psqlq postgres -c 'SELECT pg_stat_statements_reset()' >/dev/null || true; }
+# The statements that wrote spans in database DB since the last reset, by
+# kind: facts PREFIX.{copy,upsert}_{calls,ms,rows}.
+pgss_facts() { # DB PREFIX
+  [[ $PGSS == 1 ]] || return 0
+  psqlq postgres -F ' ' -c "
+    SELECT k, sum(calls), round(sum(total_exec_time)::numeric, 1), sum(rows) FROM (
+      SELECT CASE WHEN query LIKE 'COPY spans%' THEN 'copy' WHEN query LIKE 'INSERT INTO spans%' THEN 'upsert' END AS k, *
+      FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '$1')) s
+    WHERE k IS NOT NULL GROUP BY k" | while read -r k c ms r; do
+    fact "$2.${k}_calls" "$c"
+    fact "$2.${k}_ms" "$ms"
+    fact "$2.${k}_rows" "$r"
+  done
+}
+# PostgreSQL's log of statement durations: log_min_duration_statement = 0
+# between pglog_start and pglog_stop; pglog_stop prints the durations (ms,
+# one per line) of the statements logged meanwhile that wrote spans.
+PGLOG_OFF=0
+pglog_start() {
+  psqlq postgres -c 'ALTER SYSTEM SET log_min_duration_statement = 0' -c 'SELECT pg_reload_conf()' >/dev/null
+  PGLOG_OFF=$(stat -Lc %s "$SG_TEST_TMP/pg/postgres.log")
+}
+pglog_stop() {
+  psqlq postgres -c 'ALTER SYSTEM RESET log_min_duration_statement' -c 'SELECT pg_reload_conf()' >/dev/null
+  tail -c +"$((PGLOG_OFF + 1))" "$SG_TEST_TMP/pg/postgres.log" |
+    sed -n 's/.*duration: \([0-9.]*\) ms  \(statement\|execute [^:]*\): \(COPY spans\|INSERT INTO spans\).*/\1/p'
+}
+# Percentiles of numbers on stdin: "p50 p90 p99 max n" (nearest rank).
+pcts() {
+  sort -n | awk '{v[NR] = $1} END { if (!NR) { print "NA NA NA NA 0"; exit }
+    split("50 90 99", q, " "); s = ""
+    for (k = 1; k <= 3; k++) { x = q[k] / 100 * NR; i = int(x); if (i < x) i++; if (i < 1) i = 1; s = s v[i] " " }
+    print s v[NR], NR }'
+}

@@ -1,7 +1,7 @@
 // bench/report.mjs OUTDIR - turns what bench/run.sh measured into
 // OUTDIR/results.json, OUTDIR/report.md and OUTDIR/bench.png (gnuplot), and
 // prints the one-line summary last on stdout:
-//   bench: ingest_ratio=R spans_per_s=S p99_ms=P rss_mb=M lua_ns_per_span=L migrate_ratio=G
+//   bench: ingest_ratio=R spans_per_s=S p99_ms=P p99_ratio=Q rss_mb=M lua_ns_per_span=L migrate_ratio=G
 // Node built-ins only (no npm packages in the bench path).
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -80,6 +80,58 @@ const profGwChildren = existsSync(p('profile_gateway_children.txt'))
   }).filter(Boolean)
   : [];
 
+// Per round: the floor (the fastest of its COPY-session variants) and the
+// gateway, their rates and ratio; CPU and PostgreSQL's own figures per run.
+const streams = (F('floor.pg_streams') || '1').split(' ').filter(Boolean).map(Number);
+const perSpans = (FN('workload.spans') || 0) / rounds;
+const runFigures = (prefix) => {
+  const o = {};
+  for (const k of ['seconds', 'pg_seconds', 'ch_seconds', 'cpu_pg_s', 'cpu_ch_s', 'cpu_gw_s',
+    'copy_calls', 'copy_ms', 'copy_rows', 'upsert_calls', 'upsert_ms', 'upsert_rows']) {
+    const v = FN(`${prefix}.${k}`);
+    if (v !== null) o[k] = v;
+  }
+  return o;
+};
+const roundRows = Array.from({ length: rounds }, (_, i) => {
+  const r = i + 1;
+  const best = FN(`floor.round${r}.best_streams`);
+  const variants = streams.map((k) => ({ streams: k, ...runFigures(`floor.round${r}.k${k}`) }));
+  const fs = FN(`floor.round${r}.seconds`), gs = FN(`gateway.round${r}.seconds_end_to_end`);
+  return {
+    round: r, floor_best_streams: best, floor_variants: variants,
+    floor_spans_per_s: fs ? perSpans / fs : null, gateway_spans_per_s: gs ? perSpans / gs : null,
+    ratio: fs && gs ? fs / gs : null,
+    gateway_run: runFigures(`gateway.round${r}`),
+  };
+});
+const ratios = roundRows.map((x) => x.ratio).filter((v) => v !== null);
+const spread = ratios.length ? { min: Math.min(...ratios), max: Math.max(...ratios) } : null;
+// CPU µs per span, summed over the rounds (the floor's fastest variants).
+const cpuPerSpan = (runs) => {
+  const sum = (k) => runs.reduce((a, x) => a + (x[k] ?? 0), 0);
+  const n = perSpans * runs.length;
+  if (!n || !runs.some((x) => x.cpu_pg_s !== undefined)) return null;
+  const o = { pg: 1e6 * sum('cpu_pg_s') / n, ch: 1e6 * sum('cpu_ch_s') / n, gw: 1e6 * sum('cpu_gw_s') / n };
+  o.total = o.pg + o.ch + o.gw;
+  const ms = sum('copy_ms') + sum('upsert_ms');
+  o.pg_exec_us = ms ? 1e3 * ms / n : null;
+  o.statements = sum('copy_calls') + sum('upsert_calls');
+  return o;
+};
+const floorRuns = roundRows.map((x) => x.floor_variants.find((v) => v.streams === x.floor_best_streams) || {});
+const cpuFloor = cpuPerSpan(floorRuns), cpuGw = cpuPerSpan(roundRows.map((x) => x.gateway_run));
+const floorHalf = {
+  p50: FN('half.floor.p50_ms'), p90: FN('half.floor.p90_ms'), p99: FN('half.floor.p99_ms'), max: FN('half.floor.max_ms'),
+  requests: FN('half.floor.requests'), errors: FN('half.floor.errors'),
+};
+const pgStmt = (k) => {
+  const v = (F(k) || '').split(' ');
+  return v.length === 5 && v[0] !== 'NA' ? { p50: Number(v[0]), p90: Number(v[1]), p99: Number(v[2]), max: Number(v[3]), n: Number(v[4]) } : null;
+};
+const pgStmtFloor = pgStmt('half.floor.pg_statement_ms'), pgStmtGw = pgStmt('half.gateway.pg_statement_ms');
+const p99Ratio = FN('p99_ratio');
+
 const ingestRatio = FN('ingest_ratio');
 const spansPerS = FN('gateway.spans_per_s');
 const p99 = loadHalf ? loadHalf.latency_ms.p99 : null;
@@ -88,7 +140,7 @@ const migrateRatio = FN('migrate_ratio');
 
 const targets = {
   ingest_ratio: { target: '>= 0.8', value: ingestRatio, met: ingestRatio !== null ? ingestRatio >= 0.8 : null },
-  p99_ms_at_half_load: { target: '< 25', value: p99, met: p99 !== null ? p99 < 25 : null },
+  p99_ratio_at_half_load: { target: '<= 1.5', value: p99Ratio, met: p99Ratio !== null ? p99Ratio <= 1.5 : null },
   rss_mb_at_full_load: { target: '< 100', value: hwmMb, met: hwmMb !== null ? hwmMb < 100 : null },
   lua_ns_per_span: { target: '< 1000', value: luaNs, met: luaNs !== null ? luaNs < 1000 : null },
   migrate_ratio: { target: '>= 0.7', value: migrateRatio, met: migrateRatio !== null ? migrateRatio >= 0.7 : null },
@@ -98,20 +150,24 @@ const results = {
   generated_at: new Date().toISOString(),
   machine: { cores: FN('machine.cores'), memory_mb: FN('machine.memory_mb'), cpu: F('machine.cpu'), kernel: F('machine.kernel') },
   versions: { postgresql: F('version.postgresql'), clickhouse: F('version.clickhouse'), spangate: F('version.spangate'), git: F('version.git') },
-  summary: { ingest_ratio: ingestRatio, spans_per_s: spansPerS, p99_ms: p99, rss_mb: hwmMb, lua_ns_per_span: luaNs, migrate_ratio: migrateRatio },
+  summary: { ingest_ratio: ingestRatio, ingest_ratio_rounds: ratios, spans_per_s: spansPerS, p99_ms: p99, p99_ratio: p99Ratio, rss_mb: hwmMb, lua_ns_per_span: luaNs, migrate_ratio: migrateRatio },
   targets,
   workload: { requests: FN('workload.requests'), spans: FN('workload.spans'), spans_per_request: 100, generator: F('workload.summary') },
   floor: {
     mode: 'concurrent: PostgreSQL COPY and ClickHouse HTTP inserts started together; wall clock until both finished',
-    pg_copy_sessions: FN('floor.pg_streams') || 1,
+    pg_copy_sessions_tried: streams,
     seconds: FN('floor.seconds'), spans_per_s: FN('floor.spans_per_s'),
     pg_seconds: FN('floor.pg_seconds'), pg_spans_per_s: FN('floor.pg_spans_per_s'),
     ch_seconds: FN('floor.ch_seconds'), ch_spans_per_s: FN('floor.ch_spans_per_s'),
     pg_copy_bytes_per_round: FN('floor.pg_bytes'), ch_tsv_bytes_per_round: FN('floor.ch_bytes'), ch_inserts_per_round: FN('floor.ch_inserts'),
     rounds: Array.from({ length: rounds }, (_, i) => ({
       round: i + 1, seconds: FN(`floor.round${i + 1}.seconds`), pg_seconds: FN(`floor.round${i + 1}.pg_seconds`), ch_seconds: FN(`floor.round${i + 1}.ch_seconds`),
+      best_streams: roundRows[i].floor_best_streams, variants: roundRows[i].floor_variants,
     })),
+    cpu_us_per_span: cpuFloor,
   },
+  rounds: roundRows.map(({ round, floor_spans_per_s, gateway_spans_per_s, ratio }) => ({ round, floor_spans_per_s, gateway_spans_per_s, ratio })),
+  ingest_ratio_spread: spread,
   gateway: {
     workers: FN('gateway.workers'), connections: loadFull?.connections, order: 'rounds of floor, gateway, gateway, floor, ... (ABBA); each on fresh databases; totals are sums over rounds',
     seconds_end_to_end: FN('gateway.seconds_end_to_end'), spans_per_s: spansPerS,
@@ -121,10 +177,14 @@ const results = {
       seconds_end_to_end: FN(`gateway.round${i + 1}.seconds_end_to_end`), seconds_acked: FN(`gateway.round${i + 1}.seconds_acked`),
       clickhouse_lag_after_last_ack_s: FN(`gateway.round${i + 1}.ch_lag_s`),
       pg_rows: FN(`gateway.round${i + 1}.pg_rows`), ch_rows: FN(`gateway.round${i + 1}.ch_rows`), ch_unique: FN(`gateway.round${i + 1}.ch_unique`),
-      load: loadFulls[i] ?? null,
+      load: loadFulls[i] ?? null, run: roundRows[i].gateway_run,
     })),
+    cpu_us_per_span: cpuGw,
   },
-  latency_half_load: { target_rps: FN('half.target_rps'), load: loadHalf },
+  latency_half_load: {
+    target_rps: FN('half.target_rps'), load: loadHalf, floor: floorHalf, p99_ratio: p99Ratio,
+    pg_statement_ms: { floor: pgStmtFloor, gateway: pgStmtGw },
+  },
   memory: {
     vmhwm_mb: hwmMb, rss_peak_mb_by_phase: rssByPhase, soak: soakHalves, soak_load: loadSoak,
   },
@@ -219,8 +279,8 @@ const busy = Object.entries(loadavgs).filter(([, v]) => v > (results.machine.cor
 lines.push(`1-minute load average at the start of each phase: ${Object.entries(loadavgs).map(([k, v]) => `${k} ${v}`).join(', ')}.` +
   (busy.length ? ` **Load above twice the core count (${busy.map(([k]) => k).join(', ')}): other work was running on the machine; figures from those phases are pessimistic and noisy.**` : ''), '');
 lines.push('| figure | value | target | |', '|---|---|---|---|');
-lines.push(`| ingest_ratio (gateway / floor, end to end) | ${f(ingestRatio, 3)} | ${targets.ingest_ratio.target} | ${met(targets.ingest_ratio)} |`);
-lines.push(`| p99 request latency at half load | ${f(p99, 2)} ms | ${targets.p99_ms_at_half_load.target} ms | ${met(targets.p99_ms_at_half_load)} |`);
+lines.push(`| ingest_ratio (gateway / floor, end to end; rounds ${ratios.map((v) => f(v, 3)).join(', ')}) | ${f(ingestRatio, 3)} | ${targets.ingest_ratio.target} | ${met(targets.ingest_ratio)} |`);
+lines.push(`| p99_ratio at half load (gateway p99 ${f(p99, 1)} ms / floor p99 ${f(floorHalf.p99, 1)} ms) | ${f(p99Ratio, 2)} | ${targets.p99_ratio_at_half_load.target} | ${met(targets.p99_ratio_at_half_load)} |`);
 lines.push(`| peak RSS (VmHWM) at full load | ${f(hwmMb)} MB | ${targets.rss_mb_at_full_load.target} MB | ${met(targets.rss_mb_at_full_load)} |`);
 lines.push(`| Lua default transform | ${f(luaNs)} ns/span | ${targets.lua_ns_per_span.target} ns | ${met(targets.lua_ns_per_span)} |`);
 lines.push(`| migrate_ratio (job / pipe) | ${migrateRatio === null ? 'NA (' + (F('migrate.status') || 'not run') + ')' : f(migrateRatio, 3)} | ${targets.migrate_ratio.target} | ${met(targets.migrate_ratio)} |`);
@@ -232,29 +292,46 @@ lines.push(`${results.workload.requests} OTLP/HTTP protobuf requests of 100 span
   'Generated once (bench/gen.c); each replayed request gets fresh trace ids (bench/workload.h), so every span is a new row.', '');
 lines.push('## Ingest: floor vs gateway', '');
 lines.push('| | seconds | spans/s |', '|---|---|---|');
-lines.push(`| floor, PostgreSQL COPY alone | ${f(results.floor.pg_seconds, 2)} | ${f(results.floor.pg_spans_per_s, 0)} |`);
+lines.push(`| floor, PostgreSQL COPY alone (the fastest session count of each round) | ${f(results.floor.pg_seconds, 2)} | ${f(results.floor.pg_spans_per_s, 0)} |`);
 lines.push(`| floor, ClickHouse inserts alone (${results.floor.ch_inserts_per_round} HTTP inserts per round) | ${f(results.floor.ch_seconds, 2)} | ${f(results.floor.ch_spans_per_s, 0)} |`);
 lines.push(`| **floor, both at once** (wall clock) | ${f(results.floor.seconds, 2)} | **${f(results.floor.spans_per_s, 0)}** |`);
 lines.push(`| gateway, until every request was acknowledged (PostgreSQL committed) | ${f(results.gateway.seconds_until_all_acked, 2)} | ${f(results.gateway.acked_spans_per_s, 0)} |`);
 lines.push(`| **gateway, until ClickHouse held every span too** (end to end) | ${f(results.gateway.seconds_end_to_end, 2)} | **${f(spansPerS, 0)}** |`);
 lines.push('');
 lines.push(`Floor: the rows the gateway would write (decoded by the gateway's decoder, transformed by lua/transform.lua, attributes nested as stored, bench/rows.c), ` +
-  `PostgreSQL \`COPY spans (...) FROM STDIN\` (${FN('floor.pg_streams') || 1} session(s) at once) into a fresh database with \`spangate schema --apply\` (all of Agenta's indexes), ` +
+  `PostgreSQL \`COPY spans (...) FROM STDIN\` into a fresh database with \`spangate schema --apply\` (all of Agenta's indexes), once in each of ${streams.join(', ')} concurrent sessions (the file split by lines; the fastest counts), ` +
   `and ClickHouse TabSeparated rows from the spool's encoder (sg_ch_row_encode) POSTed in inserts of up to 50000 rows; the two loads run concurrently, as the gateway writes both concurrently. ` +
   `Gateway: ${results.gateway.workers} workers, dual-write on, default commit window and flush interval, ${results.gateway.connections} keep-alive connections sending back to back (bench/load.c). ` +
   `Order: ${results.gateway.order}.`);
-lines.push('', '| round | floor s (PostgreSQL / ClickHouse) | gateway s end to end (acked) | ClickHouse lag after last ack | rows PostgreSQL / ClickHouse (distinct) |', '|---|---|---|---|---|');
+lines.push('', '| round | floor s by COPY sessions (PostgreSQL / ClickHouse) | floor spans/s | gateway s end to end (acked) | gateway spans/s | ratio | ClickHouse lag after last ack | rows PostgreSQL / ClickHouse (distinct) |', '|---|---|---|---|---|---|---|---|');
 for (let i = 0; i < rounds; i++) {
-  const fr = results.floor.rounds[i], gr = results.gateway.rounds[i];
-  lines.push(`| ${i + 1} | ${f(fr.seconds, 1)} (${f(fr.pg_seconds, 1)} / ${f(fr.ch_seconds, 1)}) | ${f(gr.seconds_end_to_end, 1)} (${f(gr.seconds_acked, 1)}) | ${f(gr.clickhouse_lag_after_last_ack_s, 2)} s | ${gr.pg_rows} / ${gr.ch_rows} (${gr.ch_unique}) |`);
+  const fr = results.floor.rounds[i], gr = results.gateway.rounds[i], rr = roundRows[i];
+  const vs = fr.variants.map((v) => `${v.streams}: ${v.streams === fr.best_streams ? '**' : ''}${f(v.seconds, 1)}${v.streams === fr.best_streams ? '**' : ''} (${f(v.pg_seconds, 1)} / ${f(v.ch_seconds, 1)})`).join('; ');
+  lines.push(`| ${i + 1} | ${vs} | ${f(rr.floor_spans_per_s, 0)} | ${f(gr.seconds_end_to_end, 1)} (${f(gr.seconds_acked, 1)}) | ${f(rr.gateway_spans_per_s, 0)} | ${f(rr.ratio, 3)} | ${f(gr.clickhouse_lag_after_last_ack_s, 2)} s | ${gr.pg_rows} / ${gr.ch_rows} (${gr.ch_unique}) |`);
+}
+if (spread) lines.push('', `Spread: the per-round ratios run from ${f(spread.min, 3)} to ${f(spread.max, 3)}; ingest_ratio ${f(ingestRatio, 3)} is the ratio of the totals.`);
+if (cpuFloor && cpuGw) {
+  lines.push('', 'CPU per span (process trees, user + system, summed over the rounds; the floor\'s fastest runs), and PostgreSQL\'s own execution time of the statements that wrote the spans (pg_stat_statements, total_exec_time, which includes waiting for the CPU and for locks):', '');
+  lines.push('| µs per span | PostgreSQL | ClickHouse | gateway | total | PostgreSQL statements (exec µs per span) |', '|---|---|---|---|---|---|');
+  for (const [name, c] of [['floor', cpuFloor], ['gateway', cpuGw]])
+    lines.push(`| ${name} | ${f(c.pg, 0)} | ${f(c.ch, 0)} | ${name === 'floor' ? '-' : f(c.gw, 0)} | ${f(c.total, 0)} | ${c.statements} (${f(c.pg_exec_us, 0)}) |`);
+  lines.push('', `CPU ratio (floor total / gateway total per span): ${f(cpuFloor.total / cpuGw.total, 3)}; less sensitive to other work on the machine than wall clock.`);
 }
 for (const [i, lf] of loadFulls.entries()) lines.push('', `Full-rate request latency, round ${i + 1} (closed loop, ${lf.connections} connections): p50 ${f(lf.latency_ms.p50, 1)} ms, p99 ${f(lf.latency_ms.p99, 1)} ms, max ${f(lf.latency_ms.max, 1)} ms; ${lf.errors} errors, ${lf.retries_429_503} retried 429/503.`);
 lines.push('');
 lines.push('## Latency at half load', '');
 if (loadHalf) {
-  lines.push(`Open loop (constant rate, latency from each request's due time, so queueing counts): target ${f(results.latency_half_load.target_rps, 1)} requests/s = ${f(results.latency_half_load.target_rps * 100, 0)} spans/s; achieved ${f(loadHalf.requests_per_s, 1)} requests/s over ${f(loadHalf.seconds, 1)} s, ${loadHalf.connections} connections available.`, '');
-  lines.push('| p50 | p90 | p99 | p99.9 | max | errors | retried 429/503 |', '|---|---|---|---|---|---|---|');
-  lines.push(`| ${f(loadHalf.latency_ms.p50, 2)} ms | ${f(loadHalf.latency_ms.p90, 2)} ms | ${f(loadHalf.latency_ms.p99, 2)} ms | ${f(loadHalf.latency_ms.p99_9, 2)} ms | ${f(loadHalf.latency_ms.max, 2)} ms | ${loadHalf.errors} | ${loadHalf.retries_429_503} |`);
+  lines.push(`Open loop (constant rate, latency from each request's due time, so queueing counts): target ${f(results.latency_half_load.target_rps, 1)} requests/s = ${f(results.latency_half_load.target_rps * 100, 0)} spans/s; the gateway achieved ${f(loadHalf.requests_per_s, 1)} requests/s over ${f(loadHalf.seconds, 1)} s, ${loadHalf.connections} connections available. ` +
+    `Floor: the same requests' rows, each request one \`COPY\` straight into PostgreSQL at the same pace over 8 sessions (bench/pgload.c), half of them before the gateway's run and half after (${floorHalf.requests} requests, ${floorHalf.errors} errors). p99_ratio = gateway p99 / floor p99 = **${f(p99Ratio, 2)}**.`, '');
+  lines.push('| | p50 | p90 | p99 | max | errors |', '|---|---|---|---|---|---|');
+  lines.push(`| floor (COPY per request) | ${f(floorHalf.p50, 2)} ms | ${f(floorHalf.p90, 2)} ms | ${f(floorHalf.p99, 2)} ms | ${f(floorHalf.max, 2)} ms | ${floorHalf.errors} |`);
+  lines.push(`| gateway | ${f(loadHalf.latency_ms.p50, 2)} ms | ${f(loadHalf.latency_ms.p90, 2)} ms | ${f(loadHalf.latency_ms.p99, 2)} ms | ${f(loadHalf.latency_ms.max, 2)} ms | ${loadHalf.errors} (${loadHalf.retries_429_503} retried 429/503) |`);
+  if (pgStmtFloor || pgStmtGw) {
+    lines.push('', 'PostgreSQL\'s own execution time of the statements that wrote spans during those runs (log_min_duration_statement = 0; the floor: one COPY per request; the gateway: one statement per group commit):', '');
+    lines.push('| | statements | p50 | p90 | p99 | max |', '|---|---|---|---|---|---|');
+    for (const [name, x] of [['floor', pgStmtFloor], ['gateway', pgStmtGw]])
+      if (x) lines.push(`| ${name} | ${x.n} | ${f(x.p50, 1)} ms | ${f(x.p90, 1)} ms | ${f(x.p99, 1)} ms | ${f(x.max, 1)} ms |`);
+  }
 }
 lines.push('');
 lines.push('## Memory', '');
@@ -301,5 +378,5 @@ lines.push('Raw figures: results.json; per-second timelines: timeline_*.tsv; RSS
 writeFileSync(p('report.md'), lines.join('\n') + '\n');
 
 const fmtOrNA = (v, d) => (v === null || v === undefined ? 'NA' : Number(v).toFixed(d));
-console.log(`bench: ingest_ratio=${fmtOrNA(ingestRatio, 3)} spans_per_s=${fmtOrNA(spansPerS, 0)} p99_ms=${fmtOrNA(p99, 2)} ` +
+console.log(`bench: ingest_ratio=${fmtOrNA(ingestRatio, 3)} spans_per_s=${fmtOrNA(spansPerS, 0)} p99_ms=${fmtOrNA(p99, 2)} p99_ratio=${fmtOrNA(p99Ratio, 2)} ` +
   `rss_mb=${fmtOrNA(hwmMb, 1)} lua_ns_per_span=${fmtOrNA(luaNs, 0)} migrate_ratio=${fmtOrNA(migrateRatio, 3)}`);

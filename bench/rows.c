@@ -2,7 +2,7 @@
  * gateway writes, for loading straight into the databases.
  *
  *   rows -w WORKLOAD -n REQUESTS [--seq-base N] [--scripts DIR] [--project UUID]
- *        [--ch-version X.Y] [--pg FILE] [--ch FILE] [--ch-split ROWS]
+ *        [--ch-version X.Y] [--pg FILE] [--pg-index FILE] [--ch FILE] [--ch-split ROWS]
  *
  * Requests seq-base .. seq-base+REQUESTS-1 are rendered exactly as load.c
  * sends them (workload.h), decoded with the gateway's own decoder
@@ -15,6 +15,9 @@
  *          hashes, events, session_id, user_id, agent_id)
  *          (the columns of pgsink.c's upsert, rendered the same way:
  *          attributes through sg_json_dump_attributes with the nest flags);
+ *   --pg-index  with --pg: one line per request, "offset length" of its
+ *          rows in the --pg file (bench/pgload.c COPYs them request by
+ *          request);
  *   --ch   ClickHouse TabSeparated rows from sg_ch_row_encode (the spool's
  *          row encoder) for the given server version, created_at = now.
  *          With --ch-split ROWS, FILE.0, FILE.1, ... of ROWS rows each.
@@ -117,7 +120,7 @@ static int write_all(FILE *f, const sg_buf_t *b) { return b->len == 0 || fwrite(
 
 int main(int argc, char **argv) {
   const char *wpath = NULL, *scripts = "lua", *project = "0190a3b4-0000-7000-8000-0000000000be";
-  const char *chver = "18.16", *pgout = NULL, *chout = NULL;
+  const char *chver = "18.16", *pgout = NULL, *chout = NULL, *idxout = NULL;
   uint64_t nreq = 0, base = 0, split = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const char *a = argv[i], *v = argv[i + 1];
@@ -128,6 +131,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--project")) project = v;
     else if (!strcmp(a, "--ch-version")) chver = v;
     else if (!strcmp(a, "--pg")) pgout = v;
+    else if (!strcmp(a, "--pg-index")) idxout = v;
     else if (!strcmp(a, "--ch")) chout = v;
     else if (!strcmp(a, "--ch-split")) split = strtoull(v, NULL, 10);
     else {
@@ -137,7 +141,7 @@ int main(int argc, char **argv) {
   }
   if (!wpath || !nreq || (argc % 2) != 1) {
     fprintf(stderr, "usage: rows -w WORKLOAD -n REQUESTS [--seq-base N] [--scripts DIR] [--project UUID]\n"
-                    "            [--ch-version X.Y] [--pg FILE] [--ch FILE] [--ch-split ROWS]\n");
+                    "            [--ch-version X.Y] [--pg FILE] [--pg-index FILE] [--ch FILE] [--ch-split ROWS]\n");
     return 2;
   }
   wl_t wl;
@@ -169,6 +173,11 @@ int main(int argc, char **argv) {
   FILE *pg = pgout ? fopen(pgout, "wb") : NULL;
   if (pgout && !pg) {
     perror(pgout);
+    return 1;
+  }
+  FILE *idx = idxout ? fopen(idxout, "w") : NULL;
+  if (idxout && !idx) {
+    perror(idxout);
     return 1;
   }
   FILE *ch = NULL;
@@ -239,11 +248,16 @@ int main(int argc, char **argv) {
         ch_rows_in_part = 0;
       }
     }
+    if (idx) fprintf(idx, "%" PRIu64 " %zu\n", pg_bytes, out_pg.len);
     pg_bytes += out_pg.len;
     ch_bytes += out_ch.len;
     sg_span_batch_free(&batch);
   }
   if (pg) fclose(pg);
+  if (idx && fclose(idx) != 0) {
+    perror(idxout);
+    return 1;
+  }
   if (ch) {
     fclose(ch);
     ch_part++;

@@ -10,12 +10,16 @@
 #                 (~1.1 KB attributes each, traces of 5-20 spans, one root)
 #   2. floor      the same spans rendered as the gateway's rows (build/bench/rows)
 #                 and loaded straight in: PostgreSQL COPY into `spans` (schema
-#                 from `spangate schema --apply`) and ClickHouse HTTP inserts
-#                 of TSV rows, both at once (the gateway writes both at once)
+#                 from `spangate schema --apply`) in 1, 2 and 4 sessions (the
+#                 fastest counts) and ClickHouse HTTP inserts of TSV rows, both
+#                 at once (the gateway writes both at once)
 #   3. gateway    the same spans through spangate (workers=2, dual-write on),
 #                 closed loop with BENCH_CONNS connections, until PostgreSQL
-#                 and ClickHouse hold every span
-#   4. latency    open loop at half the gateway's end-to-end rate
+#                 and ClickHouse hold every span; rounds of 2 and 3 in the
+#                 order floor, gateway, gateway, floor (ABBA)
+#   4. latency    open loop at half the gateway's end-to-end rate: the
+#                 gateway, and as its floor the same requests' rows COPY'd
+#                 straight into PostgreSQL at the same pace (build/bench/pgload)
 #   5. memory     RSS every second through every gateway phase, VmHWM, and a
 #                 soak at full rate (first-half vs second-half peak)
 #   6. profile    perf record -a during a full-rate run (BENCH_PROFILE=0 skips)
@@ -24,11 +28,18 @@
 #   8. migrate    `spangate migrate` vs psql COPY TO STDOUT | clickhouse-client
 #                 on BENCH_MIGRATE_ROWS seeded spans (NA while migrate is absent)
 #   9. report     var/bench/report.md, results.json, bench.png
+# Beside wall clock, every floor and gateway run records the CPU seconds of
+# PostgreSQL, ClickHouse and the gateway (process trees, /proc) and what
+# PostgreSQL itself counted (pg_stat_statements, loaded into the bench's own
+# cluster at start; log_min_duration_statement = 0 during the latency phase).
 #
 # Knobs (environment):
-#   BENCH_REQUESTS=600         requests (x100 spans), floor and full rate (split in rounds)
+#   BENCH_REQUESTS=1000        requests (x100 spans), floor and full rate (split in rounds;
+#                              each round ends with up to flush_interval_ms of
+#                              ClickHouse lag, so rounds must be long beside it)
 #   BENCH_ROUNDS=2             floor/gateway rounds, ABBA order
-#   BENCH_FLOOR_PG_STREAMS=1   concurrent COPY sessions in the floor
+#   BENCH_FLOOR_PG_STREAMS="1 2 4"  concurrent COPY sessions tried in each floor
+#                              round; the fastest counts
 #   BENCH_CONNS=32             connections of the full-rate run
 #   BENCH_HALF_SECONDS=30      open-loop run length
 #   BENCH_SOAK_SECONDS=30      full-rate soak for the memory trend (0 skips)
@@ -38,21 +49,21 @@
 #                              least 100000) when the time left of BENCH_BUDGET_S
 #                              (540 s of this script; with the build, server start
 #                              and tear-down `make bench` stays under 10 minutes)
-#                              would not fit 1M at BENCH_MIGRATE_US_PER_ROW (360 µs
+#                              would not fit 1M at BENCH_MIGRATE_US_PER_ROW (250 µs
 #                              per row for seed + 2 pipes + 2 jobs: ~170 measured
-#                              here on a quiet machine, doubled)
+#                              here on a quiet machine, plus half)
 #   BENCH_MIGRATE_ROUNDS=2     pipe/job rounds, ABBA order (bench/migrate.sh)
 #   BENCH_MIGRATE_ARGS=""      extra options for `spangate migrate` (--batch N ...)
 #   BENCH_OUT=var/bench        where the report goes
 # The last line on stdout is:
-#   bench: ingest_ratio=R spans_per_s=S p99_ms=P rss_mb=M lua_ns_per_span=L migrate_ratio=G
+#   bench: ingest_ratio=R spans_per_s=S p99_ms=P p99_ratio=Q rss_mb=M lua_ns_per_span=L migrate_ratio=G
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 : "${SG_TEST_PG_URI:?run through scripts/testenv.sh (make bench)}"
 : "${SG_TEST_CH_PORT:?}" "${SG_TEST_CH_TCP_PORT:?}" "${SG_TEST_TMP:?}"
 
-REQUESTS=${BENCH_REQUESTS:-600}
+REQUESTS=${BENCH_REQUESTS:-1000}
 CONNS=${BENCH_CONNS:-32}
 HALF_SECONDS=${BENCH_HALF_SECONDS:-30}
 SOAK_SECONDS=${BENCH_SOAK_SECONDS:-30}
@@ -81,6 +92,9 @@ export ROOT OUT W T_BEGIN
 log "building the bench tools"
 make --no-print-directory -s -C bench >&2
 CH_VERSION=$(chq 'SELECT version()' | tr -d '\n')
+log "PostgreSQL: restarting the bench's cluster with pg_stat_statements"
+pgss_enable || log "pg_stat_statements could not be loaded; PostgreSQL's statement figures are left out"
+fact pgss "$PGSS"
 fact machine.cores "$(nproc)"
 fact machine.memory_mb "$(awk '/MemTotal/{printf "%d", $2/1024}' /proc/meminfo)"
 fact machine.cpu "$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
@@ -102,9 +116,20 @@ echo "$PROJECT plain:$KEY" >"$W/keys"
 # ---- 2-3. floor and gateway, interleaved -----------------------------------------
 # BENCH_ROUNDS rounds (default 2) of REQUESTS/ROUNDS requests each, in the
 # order floor, gateway, gateway, floor, ... (ABBA): other work on the machine
-# and slow drift then weigh on both sides alike. Every round starts on a
-# fresh database pair, so table size is the same for both sides. The ratio
-# is total spans / total seconds of each side.
+# and slow drift then weigh on both sides alike. Every run starts on a fresh
+# database pair after a CHECKPOINT, so table size and dirty buffers are the
+# same for both sides. The ratio is total spans / total seconds of each side;
+# the report shows every round and the spread of the per-round ratios.
+#
+# The floor must be the best the databases do with these rows, or a slow
+# floor would flatter the gateway: each floor round loads them once per
+# entry of BENCH_FLOOR_PG_STREAMS (default "1 2 4" concurrent COPY sessions,
+# the file split by lines), every time together with the ClickHouse inserts,
+# and counts the fastest.
+#
+# Autovacuum is off from here to the end of the latency phase: it wakes every
+# 30 s and would vacuum and analyze the tables earlier runs filled (merging
+# their GIN pending lists too) on top of whichever run happens to be going.
 ROUNDS=${BENCH_ROUNDS:-2}
 PER=$((REQUESTS / ROUNDS))
 PER_SPANS=$((PER * 100))
@@ -121,24 +146,20 @@ fact floor.pg_bytes "$(jget "$W/rows.json" pg_bytes)"
 fact floor.ch_bytes "$(jget "$W/rows.json" ch_bytes)"
 fact floor.ch_inserts "$(jget "$W/rows.json" ch_files)"
 
-# BENCH_FLOOR_PG_STREAMS=N splits the COPY into N concurrent sessions (default
-# 1: DESIGN.md's floor is one COPY; one session keeps one backend, i.e. one
-# core, busy, while the gateway's pool spreads its upserts over several).
-PG_STREAMS=${BENCH_FLOOR_PG_STREAMS:-1}
-fact floor.pg_streams "$PG_STREAMS"
-if [[ $PG_STREAMS -gt 1 ]]; then split -n "l/$PG_STREAMS" -d "$W/floor.pgcopy" "$W/floor.pgcopy.part"; fi
-floor_pg() { # db
+read -r -a PG_STREAMS <<<"${BENCH_FLOOR_PG_STREAMS:-1 2 4}"
+fact floor.pg_streams "${PG_STREAMS[*]}"
+for k in "${PG_STREAMS[@]}"; do
+  mkdir -p "$W/split$k"
+  split -n "l/$k" -d "$W/floor.pgcopy" "$W/split$k/part"
+done
+floor_pg() { # db streams
   local t0 t1 f pids=()
   t0=$(now)
-  if [[ $PG_STREAMS -gt 1 ]]; then
-    for f in "$W"/floor.pgcopy.part*; do
-      psqlq "$1" -c "COPY spans ($COLS) FROM STDIN" <"$f" >/dev/null &
-      pids+=($!)
-    done
-    for f in "${pids[@]}"; do wait "$f"; done
-  else
-    psqlq "$1" -c "COPY spans ($COLS) FROM STDIN" <"$W/floor.pgcopy" >/dev/null
-  fi
+  for f in "$W/split$2"/part*; do
+    psqlq "$1" -c "COPY spans ($COLS) FROM STDIN" <"$f" >/dev/null &
+    pids+=($!)
+  done
+  for f in "${pids[@]}"; do wait "$f"; done
   t1=$(now)
   elapsed "$t0" "$t1" >"$W/$1.pg.s"
 }
@@ -151,33 +172,70 @@ floor_ch() { # db
   t1=$(now)
   elapsed "$t0" "$t1" >"$W/$1.ch.s"
 }
+# CPU seconds of PostgreSQL's and ClickHouse's process trees (and the
+# gateway's, when one runs) over a run: cpu_begin, then cpu_end FACT_PREFIX.
+CPU0= CPU_GW=0
+cpu_begin() { # [gateway pid]
+  CPU_GW=${1:-0}
+  CPU0=$(cpu_trees "$(pg_pid)" "$(ch_pid)" "$CPU_GW")
+}
+cpu_end() { # prefix
+  local a b
+  read -r -a a <<<"$CPU0"
+  read -r -a b <<<"$(cpu_trees "$(pg_pid)" "$(ch_pid)" "$CPU_GW")"
+  fact "$1.cpu_pg_s" "$(calc "${b[0]} - ${a[0]}")"
+  fact "$1.cpu_ch_s" "$(calc "${b[1]} - ${a[1]}")"
+  [[ $CPU_GW != 0 ]] && fact "$1.cpu_gw_s" "$(calc "${b[2]} - ${a[2]}")"
+  return 0
+}
 FLOOR_S=0 FLOOR_PG_S=0 FLOOR_CH_S=0
-floor_round() { # round
-  local db=bench_floor_$1 t0 t1 s n_pg n_ch
+FLOOR_DB=
+floor_run() { # round streams: one load of the rows; its wall seconds into $W/floor_run.s
+  local db=bench_floor_$1_$2 t0 t1 s n_pg n_ch p1 p2
   mkdb "$db"
   psqlq "$db" -c 'CHECKPOINT' >/dev/null
-  loadavg "floor_$1"
-  log "floor $1: COPY into PostgreSQL and inserts into ClickHouse, concurrently ($PER_SPANS spans)"
+  pgss_reset
+  cpu_begin
   t0=$(now)
-  floor_pg "$db" &
-  local p1=$!
+  floor_pg "$db" "$2" &
+  p1=$!
   floor_ch "$db" &
-  local p2=$!
+  p2=$!
   wait $p1
   wait $p2
   t1=$(now)
+  cpu_end "floor.round$1.k$2"
+  pgss_facts "$db" "floor.round$1.k$2"
   s=$(elapsed "$t0" "$t1")
   n_pg=$(psqlq "$db" -c 'SELECT count(*) FROM spans')
   n_ch=$(chq 'SELECT count() FROM spans' "$db" | tr -d '\n')
   [[ $n_pg -eq $PER_SPANS && $n_ch -eq $PER_SPANS ]] ||
     { log "floor: expected $PER_SPANS rows, PostgreSQL has $n_pg, ClickHouse $n_ch"; exit 1; }
-  FLOOR_S=$(calc "$FLOOR_S + $s")
-  FLOOR_PG_S=$(calc "$FLOOR_PG_S + $(cat "$W/$db.pg.s")")
-  FLOOR_CH_S=$(calc "$FLOOR_CH_S + $(cat "$W/$db.ch.s")")
-  fact "floor.round$1.seconds" "$s"
-  fact "floor.round$1.pg_seconds" "$(cat "$W/$db.pg.s")"
-  fact "floor.round$1.ch_seconds" "$(cat "$W/$db.ch.s")"
-  log "floor $1: $(fmt "$s" '%.1f') s wall (PostgreSQL $(fmt "$(cat "$W/$db.pg.s")" '%.1f') s, ClickHouse $(fmt "$(cat "$W/$db.ch.s")" '%.1f') s) = $(fmt "$(calc "$PER_SPANS / $s")" '%.0f') spans/s"
+  fact "floor.round$1.k$2.seconds" "$s"
+  fact "floor.round$1.k$2.pg_seconds" "$(cat "$W/$db.pg.s")"
+  fact "floor.round$1.k$2.ch_seconds" "$(cat "$W/$db.ch.s")"
+  log "floor $1, $2 COPY session(s): $(fmt "$s" '%.1f') s wall (PostgreSQL $(fmt "$(cat "$W/$db.pg.s")" '%.1f') s, ClickHouse $(fmt "$(cat "$W/$db.ch.s")" '%.1f') s) = $(fmt "$(calc "$PER_SPANS / $s")" '%.0f') spans/s"
+  echo "$s" >"$W/floor_run.s"
+}
+floor_round() { # round
+  local r=$1 k s best= best_k= order=("${PG_STREAMS[@]}")
+  loadavg "floor_$r"
+  log "floor $r: COPY into PostgreSQL and inserts into ClickHouse, concurrently ($PER_SPANS spans; ${PG_STREAMS[*]} COPY sessions, the fastest counts)"
+  ((r % 2)) || order=($(printf '%s\n' "${PG_STREAMS[@]}" | tac))
+  for k in "${order[@]}"; do
+    floor_run "$r" "$k"
+    s=$(cat "$W/floor_run.s")
+    if [[ -z $best ]] || awk -v a="$s" -v b="$best" 'BEGIN{exit !(a < b)}'; then best=$s best_k=$k; fi
+  done
+  FLOOR_DB=bench_floor_${r}_$best_k
+  FLOOR_S=$(calc "$FLOOR_S + $best")
+  FLOOR_PG_S=$(calc "$FLOOR_PG_S + $(cat "$W/$FLOOR_DB.pg.s")")
+  FLOOR_CH_S=$(calc "$FLOOR_CH_S + $(cat "$W/$FLOOR_DB.ch.s")")
+  fact "floor.round$r.seconds" "$best"
+  fact "floor.round$r.best_streams" "$best_k"
+  fact "floor.round$r.pg_seconds" "$(cat "$W/$FLOOR_DB.pg.s")"
+  fact "floor.round$r.ch_seconds" "$(cat "$W/$FLOOR_DB.ch.s")"
+  log "floor $r: $best_k COPY session(s) were fastest: $(fmt "$best" '%.1f') s = $(fmt "$(calc "$PER_SPANS / $best")" '%.0f') spans/s"
 }
 
 # The gateway: one instance per round, on that round's fresh database pair;
@@ -245,7 +303,7 @@ wait_ch() {
     n=$(ch_count)
     [[ $n -ge $want ]] && { now; return 0; }
     [[ $(date +%s) -lt $deadline ]] || { log "ClickHouse holds $n of $want rows after 600 s"; return 1; }
-    sleep 0.1
+    sleep 0.05
   done
 }
 
@@ -254,9 +312,12 @@ gw_round() { # round
   local r=$1 t0 t_acked t_ch n_pg s a
   [[ -n "$GW_PID" ]] && stop_gateway
   start_gateway "$r"
+  psqlq "$GW_DB" -c 'CHECKPOINT' >/dev/null
   loadavg "full_$r"
   log "gateway $r: $PER_SPANS spans at full rate ($CONNS connections, dual-write on)"
   echo full >"$W/phase"
+  pgss_reset
+  cpu_begin "$GW_PID"
   t0=$(now)
   "$TOOLS/load" -w "$W/workload.bin" -p "$PORT" -k "$KEY" -c "$CONNS" -n "$PER" --seq-base 0 \
     --timeline "$OUT/timeline_full_$r.tsv" >"$OUT/load_full_$r.json" || true
@@ -264,6 +325,8 @@ gw_round() { # round
   cat "$OUT/load_full_$r.json" >&2
   n_pg=$(pg_count)
   t_ch=$(wait_ch "$PER_SPANS")
+  cpu_end "gateway.round$r"
+  pgss_facts "$GW_DB" "gateway.round$r"
   echo idle >"$W/phase"
   s=$(elapsed "$t0" "$t_ch")
   a=$(elapsed "$t0" "$t_acked")
@@ -279,6 +342,7 @@ gw_round() { # round
   log "gateway $r: $(fmt "$s" '%.1f') s end to end (acked after $(fmt "$a" '%.1f') s) = $(fmt "$(calc "$PER_SPANS / $s")" '%.0f') spans/s"
 }
 
+psqlq postgres -c 'ALTER SYSTEM SET autovacuum = off' -c 'SELECT pg_reload_conf()' >/dev/null
 for r in $(seq "$ROUNDS"); do
   if ((r % 2)); then
     floor_round "$r"
@@ -289,6 +353,7 @@ for r in $(seq "$ROUNDS"); do
   fi
 done
 rm -f "$W"/floor.chtsv.*
+rm -rf "$W"/split*
 FLOOR_RATE=$(calc "$SPANS / $FLOOR_S")
 GW_RATE=$(calc "$SPANS / $GW_S")
 RATIO=$(calc "$GW_RATE / $FLOOR_RATE")
@@ -305,19 +370,68 @@ fact gateway.acked_spans_per_s "$(calc "$SPANS / $ACK_S")"
 fact ingest_ratio "$RATIO"
 log "floor $(fmt "$FLOOR_RATE" '%.0f') spans/s, gateway $(fmt "$GW_RATE" '%.0f') spans/s end to end: ingest_ratio $(fmt "$RATIO" '%.3f')"
 
-# Half rate, open loop: requests are due at fixed intervals; latency counts
-# from the due time.
+# ---- 4. latency at half load: the floor's and the gateway's ---------------------
+# Open loop at half the gateway's end-to-end rate: requests are due at fixed
+# intervals and latency counts from the due time. The floor is the same
+# requests' rows, each request one COPY straight into PostgreSQL
+# (bench/pgload.c) over as many sessions as the gateway's pool keeps (2
+# workers x 4), into the last floor round's database (as many rows as the
+# gateway's). Order floor, gateway, floor, half the requests in each floor
+# part; p99_ratio = gateway p99 / floor p99. PostgreSQL logs every
+# statement's duration meanwhile (log_min_duration_statement = 0): its own
+# share of the latency, for both sides.
 HALF_RPS=$(calc "$GW_RATE / 2 / 100")
 SEQ=$PER
-log "latency: open loop at $(fmt "$HALF_RPS" '%.1f') requests/s (half the end-to-end rate) for $HALF_SECONDS s"
+NHALF=$(awk -v r="$HALF_RPS" -v d="$HALF_SECONDS" 'BEGIN{printf "%d", r * d + 0.999}')
+"$TOOLS/rows" -w "$W/workload.bin" -n "$NHALF" --seq-base "$SEQ" --scripts "$ROOT/lua" --project "$PROJECT" \
+  --pg "$W/half.pgcopy" --pg-index "$W/half.idx" >/dev/null
+head -n $((NHALF / 2)) "$W/half.idx" >"$W/half_a.idx"
+tail -n +$((NHALF / 2 + 1)) "$W/half.idx" >"$W/half_b.idx"
+half_floor() { # part
+  local n
+  n=$(wc -l <"$W/half_$1.idx")
+  log "latency, floor part $1: $n requests' rows COPY'd at $(fmt "$HALF_RPS" '%.1f') requests/s (8 sessions)"
+  pglog_start
+  "$TOOLS/pgload" -u "$(pg_uri "$FLOOR_DB")" -f "$W/half.pgcopy" -i "$W/half_$1.idx" -r "$HALF_RPS" -n "$n" \
+    -c 8 --raw "$W/half_floor_$1.raw" >"$OUT/pgload_half_$1.json" || true
+  pglog_stop >"$W/half_floor_$1.pgms"
+  cat "$OUT/pgload_half_$1.json" >&2
+}
+loadavg half_floor
+half_floor a
+log "latency, gateway: open loop at $(fmt "$HALF_RPS" '%.1f') requests/s (half the end-to-end rate) for $HALF_SECONDS s"
 loadavg half
 echo half >"$W/phase"
+pglog_start
 "$TOOLS/load" -w "$W/workload.bin" -p "$PORT" -k "$KEY" -c 128 -r "$HALF_RPS" -d "$HALF_SECONDS" \
   --seq-base "$SEQ" --timeline "$OUT/timeline_half.tsv" >"$OUT/load_half.json" || true
+pglog_stop >"$W/half_gw.pgms"
 echo idle >"$W/phase"
 cat "$OUT/load_half.json" >&2
+half_floor b
 SEQ=$((SEQ + $(jget "$OUT/load_half.json" requests_ok) + $(jget "$OUT/load_half.json" errors)))
 fact half.target_rps "$HALF_RPS"
+read -r f50 f90 f99 fmax fn <<<"$(cat "$W"/half_floor_[ab].raw | pcts)"
+fact half.floor.p50_ms "$f50"
+fact half.floor.p90_ms "$f90"
+fact half.floor.p99_ms "$f99"
+fact half.floor.max_ms "$fmax"
+fact half.floor.requests "$fn"
+fact half.floor.errors "$(($(jget "$OUT/pgload_half_a.json" errors) + $(jget "$OUT/pgload_half_b.json" errors)))"
+read -r a b c d e <<<"$(cat "$W"/half_floor_[ab].pgms | pcts)"
+fact half.floor.pg_statement_ms "$a $b $c $d $e"
+read -r a b c d e <<<"$(pcts <"$W/half_gw.pgms")"
+fact half.gateway.pg_statement_ms "$a $b $c $d $e"
+GW_P99=$(jget "$OUT/load_half.json" latency_ms.p99)
+P99_RATIO=$(awk -v g="$GW_P99" -v f="$f99" 'BEGIN{ if (f > 0 && g != "") printf "%.6f", g / f; else print "" }')
+fact p99_ratio "$P99_RATIO"
+log "latency: p99 gateway $(fmt "$GW_P99" '%.1f') ms, floor $(fmt "$f99" '%.1f') ms: p99_ratio $(fmt "$P99_RATIO" '%.2f')"
+# The databases of the finished runs go (their autovacuum would land on the
+# soak and the profile); the gateway's current one stays.
+for db in $(psqlq postgres -c "SELECT datname FROM pg_database WHERE datname LIKE 'bench\_%' AND datname <> '$GW_DB'"); do
+  psqlq postgres -c "DROP DATABASE $db" >/dev/null || log "could not drop $db"
+done
+psqlq postgres -c 'ALTER SYSTEM RESET autovacuum' -c 'SELECT pg_reload_conf()' >/dev/null
 
 if [[ $SOAK_SECONDS -gt 0 ]]; then
   log "memory: full-rate soak for $SOAK_SECONDS s"
@@ -383,7 +497,7 @@ cat "$OUT/lua_hooks.txt" >&2
 # ---- 8. migration ---------------------------------------------------------------
 if [[ $MIGRATE_ROWS == auto ]]; then
   left=$(awk -v a="$T_BEGIN" -v b="$(now)" -v B="$BUDGET_S" 'BEGIN{printf "%d", B - (b - a) - 10}')
-  MIGRATE_ROWS=$(awk -v s="$left" -v c="${BENCH_MIGRATE_US_PER_ROW:-360}" \
+  MIGRATE_ROWS=$(awk -v s="$left" -v c="${BENCH_MIGRATE_US_PER_ROW:-250}" \
     'BEGIN{r = int(s * 1e6 / c / 100000) * 100000; if (r > 1000000) r = 1000000; if (r < 100000) r = 100000; print r}')
   [[ $MIGRATE_ROWS -lt 1000000 ]] && log "migrate: $MIGRATE_ROWS rows (1M would not fit the ${BUDGET_S} s budget; BENCH_MIGRATE_ROWS=1000000 forces it)"
   fact migrate.rows_auto 1

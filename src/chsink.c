@@ -30,6 +30,13 @@ typedef struct {
   int own;                     /* this worker appends here; others are drained and removed */
 } spool_ref_t;
 
+/* A caller of sg_chsink_sync_async waiting for its fdatasync. */
+typedef struct waiter_s {
+  struct waiter_s *next;
+  sg_chsink_sync_cb cb;
+  void *arg;
+} waiter_t;
+
 typedef struct {
   int state;                   /* REC_* (see flushing) */
   char *why;                   /* REC_DEAD: the dead-letter reason */
@@ -91,6 +98,14 @@ struct sg_chsink_s {
   uint64_t last_encode_log;
   int fixed_insert;            /* sg_chsink_open with its own INSERT statement and tag */
   sg_chsink_stats_t st;
+  /* sg_chsink_sync_async: the fdatasync on the thread pool, who waits for
+   * it, and who waits for the next one */
+  uv_work_t sync_work;
+  int sync_running;
+  int timer_closed;            /* closed: the last one out frees */
+  int sync_fd, sync_rc, sync_begin_rc;
+  waiter_t *sync_now;
+  waiter_t *sync_next, *sync_next_tail;
 };
 
 static int64_t now_us(void) {
@@ -219,10 +234,87 @@ int sg_chsink_append_rows(sg_chsink_t *s, const char *rows, size_t len, int64_t 
   return sg_spool_append(s->spools[0].sp, s->tag, rows, len, now_us);
 }
 
+const sg_ch_layout_t *sg_chsink_layout(const sg_chsink_t *s) {
+  return s && s->have_ver && !s->fixed_insert ? &s->lay : NULL;
+}
+
 int sg_chsink_sync(sg_chsink_t *s) {
   int rc = sg_spool_sync(s->spools[0].sp);
   if (rc != 0) sg_error("clickhouse", "spool %s: fsync failed: %s", s->spools[0].dir, sg_strerror(rc));
   return rc;
+}
+
+static void sync_start(sg_chsink_t *s, waiter_t *list);
+
+static void sync_work_cb(uv_work_t *w) {
+  sg_chsink_t *s = w->data;
+  s->sync_rc = sg_spool_sync_fd(s->sync_fd);
+}
+
+static void sync_answer(sg_chsink_t *s, waiter_t *list, int rc) {
+  if (rc != 0 && !s->closing)
+    sg_error("clickhouse", "spool %s: fsync failed: %s", s->spools[0].dir, sg_strerror(rc));
+  while (list) {
+    waiter_t *next = list->next;
+    list->cb(list->arg, rc);
+    free(list);
+    list = next;
+  }
+}
+
+static void sync_after_cb(uv_work_t *w, int status) {
+  sg_chsink_t *s = w->data;
+  int rc = status == 0 ? s->sync_rc : SG_EIO;
+  s->sync_running = 0;
+  if (!s->closing) sg_spool_sync_end(s->spools[0].sp, rc);
+  waiter_t *list = s->sync_now;
+  s->sync_now = NULL;
+  sync_answer(s, list, s->sync_begin_rc ? s->sync_begin_rc : rc);
+  if (s->closing) {
+    if (s->timer_closed) free(s);
+    return;
+  }
+  list = s->sync_next;
+  s->sync_next = s->sync_next_tail = NULL;
+  if (list) sync_start(s, list);
+}
+
+/* One fdatasync for everything appended so far, on the thread pool; list
+ * is answered when it is done (at once when there is nothing to sync). */
+static void sync_start(sg_chsink_t *s, waiter_t *list) {
+  int fd, rc = sg_spool_sync_begin(s->spools[0].sp, &fd);
+  if (fd < 0) {
+    sync_answer(s, list, rc);
+    return;
+  }
+  s->sync_fd = fd;
+  s->sync_begin_rc = rc;
+  s->sync_now = list;
+  s->sync_work.data = s;
+  if (uv_queue_work(s->loop, &s->sync_work, sync_work_cb, sync_after_cb) != 0) {
+    s->sync_now = NULL; /* no thread pool: sync here */
+    rc = sg_spool_sync_fd(fd);
+    sg_spool_sync_end(s->spools[0].sp, rc);
+    sync_answer(s, list, s->sync_begin_rc ? s->sync_begin_rc : rc);
+    return;
+  }
+  s->sync_running = 1;
+}
+
+int sg_chsink_sync_async(sg_chsink_t *s, sg_chsink_sync_cb cb, void *arg) {
+  waiter_t *w = malloc(sizeof *w);
+  if (w == NULL) return SG_ENOMEM;
+  w->next = NULL;
+  w->cb = cb;
+  w->arg = arg;
+  if (!s->sync_running) {
+    sync_start(s, w);
+    return 0;
+  }
+  if (s->sync_next_tail) s->sync_next_tail->next = w;
+  else s->sync_next = w;
+  s->sync_next_tail = w;
+  return 0;
 }
 
 /* ---- flushing ---------------------------------------------------------------
@@ -939,7 +1031,8 @@ static void timer_closed(uv_handle_t *h) {
   sg_buf_free(&s->insert_sql);
   sg_buf_free(&s->body);
   sg_buf_free(&s->rows);
-  free(s);
+  s->timer_closed = 1;
+  if (!s->sync_running) free(s); /* else sync_after_cb frees it */
 }
 
 void sg_chsink_close(sg_chsink_t *s) {
@@ -959,13 +1052,19 @@ void sg_chsink_close(sg_chsink_t *s) {
       if (s->spools[i].sp == s->park_sp) sg_spool_release(s->spools[i].sp, s->park);
     s->park = NULL;
   }
+  int rc0 = 0;
   for (int i = 0; i < s->nspools; i++) {
     int rc = sg_spool_close(s->spools[i].sp);
+    if (i == 0) rc0 = rc;
     /* Requests were answered only after their own sync; this one only
      * covers appends nobody was told about yet, but say so all the same. */
     if (rc != 0)
       sg_error("clickhouse", "spool %s: final sync failed: %s", s->spools[i].dir, sg_strerror(rc));
     free(s->spools[i].dir);
   }
+  /* Waiting for a sync that will not start: the spool's close synced. */
+  waiter_t *next = s->sync_next;
+  s->sync_next = s->sync_next_tail = NULL;
+  sync_answer(s, next, rc0);
   uv_close((uv_handle_t *)&s->timer, timer_closed);
 }

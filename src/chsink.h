@@ -99,6 +99,11 @@ sg_chsink_t *sg_chsink_open(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_clien
  * unknown); SG_EIO. Unlike sg_chsink_append nothing becomes a gap. */
 int sg_chsink_append_rows(sg_chsink_t *s, const char *rows, size_t len, int64_t now_us);
 
+/* The spans table's layout the sink writes for, NULL while it is unknown
+ * (ClickHouse not reached since start): rows for sg_chsink_append_rows are
+ * encoded for it (sg_ch_row_encode_text). */
+const sg_ch_layout_t *sg_chsink_layout(const sg_chsink_t *s);
+
 /* Spools the committed spans of one request for project. expires_us[i] is
  * span i's expiry (µs; INT64_MAX = never), or NULL for never. Spans the row
  * encoder refuses are counted and logged, not spooled. Returns 0 when the
@@ -109,6 +114,15 @@ int sg_chsink_append(sg_chsink_t *s, const uint8_t project_id[16], const sg_span
 /* Makes every append so far durable (fsync per spool_fsync). Call once per
  * group of appends, before answering their requests. 0 or SG_EIO. */
 int sg_chsink_sync(sg_chsink_t *s);
+
+/* sg_chsink_sync without blocking the loop: the fdatasync runs on libuv's
+ * thread pool while the loop goes on (appends included). cb(arg, status)
+ * runs on the loop once every append made before this call is durable
+ * (status 0) or could not be made so (SG_EIO, logged); inside this call
+ * when there is nothing to wait for. Calls made while a sync runs are
+ * served together by the next one. 0, or SG_ENOMEM (cb never runs). */
+typedef void (*sg_chsink_sync_cb)(void *arg, int status);
+int sg_chsink_sync_async(sg_chsink_t *s, sg_chsink_sync_cb cb, void *arg);
 
 void sg_chsink_stats(const sg_chsink_t *s, sg_chsink_stats_t *out);
 

@@ -46,17 +46,14 @@ static void stored_ok(ingest_t *in) {
   finish(in, &res);
 }
 
-/* Runs once per loop turn while requests wait for their spool rows to be
- * durable: one fsync for all of them, then their results. When the fsync
- * fails (chsink logs it) the rows may not survive a crash, and nothing else
- * records them for ClickHouse: those requests fail as unavailable, not OK.
- * Their spans are in PostgreSQL; the client's retry is an idempotent upsert
- * that spools them again (into a fresh segment). */
-static void sync_cb(uv_timer_t *t) {
-  sg_worker_t *w = t->data;
-  ingest_t *in = w->sync_head;
-  w->sync_head = w->sync_tail = NULL;
-  int rc = w->chsink ? sg_chsink_sync(w->chsink) : 0;
+/* The results of the requests that waited for their spool rows to be
+ * durable (one fsync for all of them). When the fsync fails (chsink logs it)
+ * the rows may not survive a crash, and nothing else records them for
+ * ClickHouse: those requests fail as unavailable, not OK. Their spans are in
+ * PostgreSQL; the client's retry is an idempotent upsert that spools them
+ * again (into a fresh segment). */
+static void synced_cb(void *arg, int rc) {
+  ingest_t *in = arg;
   while (in) {
     ingest_t *next = in->next;
     if (rc == 0)
@@ -67,6 +64,17 @@ static void sync_cb(uv_timer_t *t) {
            "retry the request (it is idempotent)", 1);
     in = next;
   }
+}
+
+/* Runs once per loop turn while requests wait for their spool rows to be
+ * durable. The fsync runs off the loop (sg_chsink_sync_async), so the worker
+ * goes on decoding and committing meanwhile. */
+static void sync_cb(uv_timer_t *t) {
+  sg_worker_t *w = t->data;
+  ingest_t *in = w->sync_head;
+  w->sync_head = w->sync_tail = NULL;
+  if (w->chsink && sg_chsink_sync_async(w->chsink, synced_cb, in) == 0) return;
+  synced_cb(in, w->chsink ? sg_chsink_sync(w->chsink) : 0); /* out of memory: sync here */
 }
 
 static void ok_after_sync(ingest_t *in) {
@@ -217,6 +225,13 @@ void sg_ingest_submit(sg_worker_t *w, const sg_principal_t *who, const sg_ingest
   }
   sg_buf_free(&err);
   atomic_fetch_add(&sg_metrics.spans_received, in->batch.n + in->batch.rejected);
+  if (rq->check) {
+    char why[400];
+    if (rq->check(rq->arg, &in->batch, why, sizeof why) != 0) {
+      fail(in, SG_INGEST_BAD_INPUT, why, 0);
+      return;
+    }
+  }
   if (sg_lua_rt_hooks(w->lua) & SG_LUA_HOOK_TRANSFORM) {
     if (sg_lua_transform(w->lua, in->who.project_id, &in->batch, NULL) == SG_ENOMEM) {
       fail(in, SG_INGEST_UNAVAILABLE, "out of memory", 1);

@@ -17,8 +17,8 @@
 #define SG_METRIC_ROUTE_OTHER 0
 
 /* Status codes counted individually; anything else lands in "other". */
-#define SG_METRIC_STATUSES 200, 400, 401, 404, 405, 408, 413, 415, 429, 431, 500, 503
-#define SG_METRIC_NSTATUS 13
+#define SG_METRIC_STATUSES 200, 202, 400, 401, 404, 405, 408, 413, 415, 429, 431, 500, 503
+#define SG_METRIC_NSTATUS 14
 #define SG_METRIC_NBUCKETS 14
 #define SG_MAX_WORKERS 256
 #define SG_METRICS_CH_ENDPOINTS 16 /* SG_CH_MAX_ENDPOINTS */

@@ -32,9 +32,14 @@
 
 enum { C_DOWN = 0, C_CONNECTING, C_IDLE, C_BUSY, C_CLOSED };
 
+/* COPY data handed to libpq at a time (see copy_pump). */
+#define COPY_CHUNK ((size_t)64 << 10)
+
 typedef struct query_s {
   struct query_s *next;
   const char *sql;
+  const char *copy;   /* sg_pg_copy: the COPY data (else NULL) */
+  size_t copy_len;
   int nparams;
   const char *const *values;
   const int *lengths;
@@ -56,6 +61,10 @@ typedef struct {
   int flushing;       /* PQflush still has data to send */
   int send_err;       /* deferred failure of a send: SG_EUNAVAIL or SG_EIO */
   int recycle;        /* the server said the session is read-only: reconnect */
+  int copying;        /* streaming the running query's COPY data */
+  int copy_started;   /* the running query's COPY began (once per query) */
+  int copy_ended;     /* PQputCopyEnd was accepted */
+  size_t copy_off;    /* COPY data handed to libpq so far */
   query_t *q;         /* running query */
   PGresult *res;      /* its last result so far */
   char msg[256];      /* deferred failure message */
@@ -470,8 +479,15 @@ static void conn_send(conn_t *c, query_t *q) {
   c->q = q;
   c->res = NULL;
   c->state = C_BUSY;
+  c->copying = c->copy_started = c->copy_ended = 0;
+  c->copy_off = 0;
   c->pool->stats.busy++;
-  if (!PQsendQueryParams(c->pg, q->sql, q->nparams, NULL, q->values, q->lengths, q->formats, 0)) {
+  /* A COPY travels as a simple query: the statements after it run in the
+   * same implicit transaction, and the extended protocol takes only one. */
+  int sent = q->copy ? PQsendQuery(c->pg, q->sql)
+                     : PQsendQueryParams(c->pg, q->sql, q->nparams, NULL, q->values, q->lengths,
+                                         q->formats, 0);
+  if (!sent) {
     defer_fail(c);
     return;
   }
@@ -505,6 +521,7 @@ static void conn_lost(conn_t *c, const char *why) {
   c->pg = NULL;
   c->state = C_DOWN;
   c->flushing = 0;
+  c->copying = 0;
   schedule_reconnect(c);
   if (q) {
     pool->stats.errors++;
@@ -512,6 +529,50 @@ static void conn_lost(conn_t *c, const char *why) {
     free(q);
   }
   no_connection_left(pool, msg);
+}
+
+/* Streams the running query's COPY data into the connection, then ends the
+ * COPY. libpq copies what it is given into its output buffer, so data is
+ * handed over COPY_CHUNK bytes at a time and only once the previous bytes
+ * have reached the socket: libpq's buffer stays small however much data
+ * there is, and a full socket means waiting for writability, never
+ * blocking. Returns 0 when the COPY is ended (its results follow), 1 when
+ * waiting for the socket, -1 when the connection was lost (answered). */
+static int copy_pump(conn_t *c) {
+  query_t *q = c->q;
+  for (;;) {
+    int f = PQflush(c->pg);
+    if (f < 0) {
+      conn_lost(c, PQerrorMessage(c->pg));
+      return -1;
+    }
+    int r = 1;
+    if (f == 0 && c->copy_ended) {
+      c->copying = 0;
+    } else if (f == 0 && c->copy_off < q->copy_len) {
+      size_t n = q->copy_len - c->copy_off;
+      if (n > COPY_CHUNK) n = COPY_CHUNK;
+      r = PQputCopyData(c->pg, q->copy + c->copy_off, (int)n);
+      if (r == 1) c->copy_off += n;
+    } else if (f == 0) {
+      r = PQputCopyEnd(c->pg, NULL);
+      if (r == 1) c->copy_ended = 1;
+    }
+    if (r < 0) {
+      if (PQstatus(c->pg) == CONNECTION_BAD) {
+        conn_lost(c, PQerrorMessage(c->pg));
+        return -1;
+      }
+      c->copying = 0; /* the server ended the COPY (an error): its result says why */
+    }
+    if (!c->copying || f == 1 || r == 0) {
+      if (watch(c, c->copying ? (UV_READABLE | UV_WRITABLE) : UV_READABLE) != 0) {
+        conn_lost(c, "cannot watch the connection's socket");
+        return -1;
+      }
+      return c->copying ? 1 : 0;
+    }
+  }
 }
 
 static void on_poll(uv_poll_t *h, int status, int events) {
@@ -547,7 +608,11 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     return;
   }
   if (c->state != C_BUSY) return;
-  if (c->flushing && conn_flush(c, 0) != 0) return;
+  if (c->copying) {
+    if (copy_pump(c) != 0) return;
+  } else if (c->flushing && conn_flush(c, 0) != 0) {
+    return;
+  }
   while (!PQisBusy(c->pg)) {
     PGresult *r = PQgetResult(c->pg);
     if (r == NULL) {
@@ -555,8 +620,17 @@ static void on_poll(uv_poll_t *h, int status, int events) {
       return;
     }
     ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_COPY_IN && c->q->copy && !c->copy_started) {
+      /* sg_pg_copy's COPY: stream its data; the results of the COPY and of
+       * the statements after it follow. */
+      PQclear(r);
+      c->copy_started = c->copying = 1;
+      if (copy_pump(c) != 0) return;
+      continue;
+    }
     if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
-      /* Not supported through this API: end the copy so the query finishes. */
+      /* Not supported here (sg_pg_query, or a second COPY): end the copy so
+       * the query finishes. */
       if (st == PGRES_COPY_IN) (void)PQputCopyEnd(c->pg, "COPY is not supported by sg_pg_query");
     }
     /* Keep the last result, but an error outlives what follows it. */
@@ -645,6 +719,15 @@ sg_pg_pool_t *sg_pg_pool_new(uv_loop_t *loop, const char *conninfo, int size,
   return pool;
 }
 
+static void enqueue(sg_pg_pool_t *pool, query_t *q) {
+  if (pool->qtail) pool->qtail->next = q;
+  else pool->qhead = q;
+  pool->qtail = q;
+  pool->stats.queued++;
+  pool->stats.queries++;
+  dispatch(pool);
+}
+
 int sg_pg_query(sg_pg_pool_t *pool, const char *sql, int nparams,
                 const char *const *values, const int *lengths, const int *formats,
                 sg_pg_cb cb, void *arg) {
@@ -662,12 +745,24 @@ int sg_pg_query(sg_pg_pool_t *pool, const char *sql, int nparams,
   q->formats = formats;
   q->cb = cb;
   q->arg = arg;
-  if (pool->qtail) pool->qtail->next = q;
-  else pool->qhead = q;
-  pool->qtail = q;
-  pool->stats.queued++;
-  pool->stats.queries++;
-  dispatch(pool);
+  enqueue(pool, q);
+  return 0;
+}
+
+int sg_pg_copy(sg_pg_pool_t *pool, const char *sql, const char *data, size_t len, sg_pg_cb cb,
+               void *arg) {
+  if (pool == NULL || sql == NULL || cb == NULL || (data == NULL && len > 0)) return SG_EINVAL;
+  if (pool->closing) return SG_ECANCELED;
+  if (pool->stats.up == 0 && pool->first_pending == 0) return SG_EUNAVAIL;
+  if (pool->stats.queued >= (size_t)pool->opts.max_queue) return SG_EBUSY;
+  query_t *q = calloc(1, sizeof *q);
+  if (q == NULL) return SG_ENOMEM;
+  q->sql = sql;
+  q->copy = data ? data : "";
+  q->copy_len = len;
+  q->cb = cb;
+  q->arg = arg;
+  enqueue(pool, q);
   return 0;
 }
 

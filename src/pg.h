@@ -105,6 +105,17 @@ int sg_pg_query(sg_pg_pool_t *pool, const char *sql, int nparams,
                 const char *const *values, const int *lengths, const int *formats,
                 sg_pg_cb cb, void *arg);
 
+/* Runs sql with the simple query protocol: its first statement is
+ * `COPY ... FROM STDIN` (text or csv), which receives data[0..len); the
+ * statements after it (separated by ';') run in the same implicit
+ * transaction, which commits only if all of them succeed. The data is
+ * streamed as the socket takes it (never blocking, libpq's buffer stays
+ * small). cb gets the last result (e.g. a SELECT after the COPY), or the
+ * first error, with err as for sg_pg_query. The caller keeps sql and data
+ * alive until cb runs. Returns as sg_pg_query. */
+int sg_pg_copy(sg_pg_pool_t *pool, const char *sql, const char *data, size_t len, sg_pg_cb cb,
+               void *arg);
+
 /* Live counters (pointer stays valid until the pool is freed). */
 const sg_pg_stats_t *sg_pg_pool_stats(const sg_pg_pool_t *pool);
 

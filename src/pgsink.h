@@ -2,10 +2,14 @@
  *
  * Submissions (one per request) that arrive within opts.window_ms of the
  * first pending one, up to opts.max_batch_spans spans, are written by ONE
- * statement, hence one transaction and one WAL flush: a multi-row upsert
- * into Agenta's `spans` (see pgsink.c for the statement). A group (or one
+ * statement, hence one transaction and one WAL flush: a COPY into Agenta's
+ * `spans` when every row is new, else a multi-row upsert (see pgsink.c for
+ * both and how one falls back to the other). A group (or one
  * request) larger than opts.max_batch_spans spans or opts.max_statement_bytes
- * is written in several statements, in order. A submission is answered only
+ * is written in several statements, in order. At most two statements per
+ * connection of the pool are handed to it at a time; later groups wait,
+ * unbuilt, in order, so the statements' data in memory stay bounded by the
+ * pool's size and opts.max_batch_spans. A submission is answered only
  * after all its spans are committed, and is answered:
  *
  *   0            every span still in the batch is committed, and its
@@ -49,14 +53,19 @@ typedef struct {
   int window_ms;          /* group-commit window (default 2; 0 = default, <0 = no wait) */
   size_t max_batch_spans; /* a group is sent as soon as it holds this many, and no
                            * statement holds more (default 2000) */
-  size_t max_statement_bytes; /* most bytes of one statement's parameter (default 64 MiB) */
+  size_t max_statement_bytes; /* most bytes of one statement's data (default 64 MiB) */
+  int no_copy;            /* 1: never COPY, every statement is an upsert */
   /* created_by_id for submissions without a user (Agenta's column is NOT
    * NULL): the nil UUID unless set. */
   uint8_t created_by_id[16];
 } sg_pgsink_opts_t;
 
 typedef struct {
-  uint64_t statements;    /* upserts sent (chunks and isolation re-runs included) */
+  uint64_t statements;    /* statements sent: COPYs and upserts (chunks, fallbacks and
+                           * isolation re-runs included) */
+  uint64_t copies;        /* of which COPYs */
+  uint64_t copy_fallbacks; /* COPYs that met an existing row (or could not run) and were
+                           * re-run as upserts */
   uint64_t groups;        /* group commits (first statement of each group) */
   uint64_t submissions;   /* answered */
   uint64_t spans_stored;

@@ -62,6 +62,7 @@ struct sg_spool_s {
   int fd; /* the open segment, -1 if none */
   int dirty; /* appends since the last fdatasync */
   int sticky_err; /* a sync failed where nobody could be told; sg_spool_sync reports it */
+  uint64_t sync_mark; /* appended_records at sg_spool_sync_begin */
   uint64_t open_nrec;
   uint64_t next_seq;
   uint64_t hw; /* segment numbers below this are reserved in seq.hw */
@@ -790,6 +791,35 @@ int sg_spool_sync(sg_spool_t *sp) {
     sp->dirty = 0;
   }
   return rc;
+}
+
+int sg_spool_sync_begin(sg_spool_t *sp, int *fd) {
+  if (sp == NULL || fd == NULL) return SG_EINVAL;
+  *fd = -1;
+  int rc = sp->sticky_err;
+  sp->sticky_err = 0;
+  sp->sync_mark = sp->st.appended_records;
+  if (sp->fd >= 0 && sp->dirty && sp->o.fsync != SG_SPOOL_FSYNC_NEVER) {
+    *fd = fcntl(sp->fd, F_DUPFD_CLOEXEC, 0);
+    if (*fd < 0) return SG_EIO; /* still dirty: the next sync tries again */
+    sp->st.fsyncs++;
+  }
+  sp->dirty = 0;
+  return rc;
+}
+
+int sg_spool_sync_fd(int fd) {
+  int r;
+  do r = fdatasync(fd);
+  while (r != 0 && errno == EINTR);
+  close(fd);
+  return r == 0 ? 0 : SG_EIO;
+}
+
+void sg_spool_sync_end(sg_spool_t *sp, int rc) {
+  if (sp == NULL || rc == 0) return;
+  seal_open(sp, 0);
+  if (sp->st.appended_records != sp->sync_mark) sp->sticky_err = SG_EIO;
 }
 
 int sg_spool_seal(sg_spool_t *sp) {

@@ -203,6 +203,25 @@ int sg_spool_append(sg_spool_t *sp, const char *tag, const void *data, size_t le
  * if it has unsynced appends). A no-op with FSYNC_NEVER. */
 int sg_spool_sync(sg_spool_t *sp);
 
+/* sg_spool_sync() in three steps, for an owner that must not wait for the
+ * disk: the fdatasync runs on another thread while appends go on.
+ *   sg_spool_sync_begin (owner)  *fd receives a duplicate descriptor of the
+ *       open segment when it has unsynced appends, -1 when there is nothing
+ *       to wait for (or FSYNC_NEVER); the appends so far now count as synced.
+ *       Returns the failure of an earlier sync or seal, else 0 (as
+ *       sg_spool_sync does).
+ *   sg_spool_sync_fd (any thread) fdatasync(fd) and close(fd): the records
+ *       appended before the begin are durable when it returns 0; SG_EIO.
+ *       Touches nothing of the spool.
+ *   sg_spool_sync_end (owner) the result of sg_spool_sync_fd. After a
+ *       failure the open segment is sealed unsynced (later appends go to a
+ *       fresh file), and when records were appended since the begin the
+ *       next sync fails too: the kernel may have dropped their pages.
+ * One sync at a time: begin again only after end. */
+int sg_spool_sync_begin(sg_spool_t *sp, int *fd);
+int sg_spool_sync_fd(int fd);
+void sg_spool_sync_end(sg_spool_t *sp, int rc);
+
 /* Seal the open segment (synced first unless FSYNC_NEVER), so the reader can
  * take it; the next append opens a new one. A no-op if nothing is open. A
  * failed sync is returned and also left for the next sg_spool_sync(), which

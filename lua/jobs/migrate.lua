@@ -174,16 +174,19 @@ end
 
 -- ---- checking ----------------------------------------------------------------------------
 
--- Rows ClickHouse has in range r that PostgreSQL does not (hard deletes, a
--- span re-created with another created_at): removed with a mutation, then
--- awaited (mutations are asynchronous).
+-- Rows ClickHouse has in range r that PostgreSQL does not (hard deletes
+-- that reached ClickHouse as no tombstone, a span re-created with another
+-- created_at): removed with a mutation, then awaited (mutations are
+-- asynchronous). Tombstones (is_deleted = 1 after FINAL) are deleted spans
+-- already: neither counted nor listed.
 local function remove_orphans(r, pg_n)
   local _, _, lo, hi = bounds(r)
   local where = format("project_id = toUUID('%s') AND created_at >= %s AND created_at < %s",
     r.project, store.ch_second(math.floor(lo / 1e6)), store.ch_second(math.ceil(hi / 1e6)))
   local removed = 0
   if pg_n == 0 then
-    removed = tonumber(gw.ch.query(format("SELECT count() FROM %s.spans FINAL WHERE %s", DB, where), "TSV")[1][1])
+    removed = tonumber(gw.ch.query(format("SELECT count() FROM %s.spans FINAL WHERE %s AND is_deleted = 0",
+      DB, where), "TSV")[1][1])
     gw.ch.query(format("ALTER TABLE %s DELETE WHERE %s", store.ch_mutation_target(), where))
   else
     local pk = {}
@@ -194,7 +197,8 @@ local function remove_orphans(r, pg_n)
     end
     local ck = {}
     for i, row in ipairs(gw.ch.query(format(
-        "SELECT concat(toString(trace_id), '/', toString(span_id)) FROM %s.spans FINAL WHERE %s", DB, where), "TSV")) do
+        "SELECT concat(toString(trace_id), '/', toString(span_id)) FROM %s.spans FINAL WHERE %s AND is_deleted = 0",
+        DB, where), "TSV")) do
       ck[i] = row[1]
     end
     local orphans = plan.orphans(pk, ck)
@@ -312,7 +316,8 @@ local function migrate_nodes(projects)
   local copied = 0
   for _, p in ipairs(projects) do
     local pn = tonumber(gw.pg.query("SELECT count(*) AS n FROM nodes WHERE project_id = $1", p)[1].n)
-    local cn = tonumber(gw.ch.query(format("SELECT count() FROM %s.nodes FINAL WHERE project_id = toUUID('%s')", DB, p), "TSV")[1][1])
+    local cn = tonumber(gw.ch.query(format(
+      "SELECT count() FROM %s.nodes FINAL WHERE project_id = toUUID('%s') AND is_deleted = 0", DB, p), "TSV")[1][1])
     if pn ~= cn or opts.restart then
       local last
       while true do

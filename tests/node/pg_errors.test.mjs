@@ -65,7 +65,7 @@ test('25006 on a live session (target_session_attrs=any): 503 with SQLSTATE in t
   const w = await post(gw, '2000000000000002');
   assert.equal(w.status, 503, w.text);
   assert.ok(w.headers['retry-after'], 'Retry-After');
-  assert.match(gw.log, /\[warn\].*answered 503.*25006 cannot execute INSERT in a read-only transaction/);
+  assert.match(gw.log, /\[warn\].*answered 503.*25006 cannot execute (INSERT|COPY FROM) in a read-only transaction/);
   const r = await readyz(gw);
   assert.equal(r.status, 503, r.text);
   assert.match(r.json().postgres.error, /^25006 /);

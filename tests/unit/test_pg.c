@@ -619,6 +619,98 @@ static void test_schema_existing_table(void **state) {
   exec_ok(pg_uri, sql);
 }
 
+/* ---- COPY ------------------------------------------------------------------- */
+
+/* sg_pg_copy streams far more data than the socket takes at once (so it
+ * must wait for writability), the statements after the COPY see its rows in
+ * the same transaction, and a failure anywhere (bad data late in the COPY,
+ * a key conflict, an error after it) commits nothing and leaves the
+ * connection usable; the queue stays in order around COPYs. */
+static void test_copy(void **state) {
+  (void)state;
+  char db[64], sql[256];
+  snprintf(db, sizeof db, "sg_test_copy_%d", (int)getpid());
+  snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s", db);
+  exec_ok(pg_uri, sql);
+  snprintf(sql, sizeof sql, "CREATE DATABASE %s", db);
+  exec_ok(pg_uri, sql);
+  char *uri = uri_with_db(db);
+  exec_ok(uri, "CREATE TABLE t (id int PRIMARY KEY, v text)");
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  sg_pg_pool_t *pool = sg_pg_pool_new(&loop, uri, 1, NULL);
+  assert_non_null(pool);
+
+  /* 40,000 rows of ~500 bytes (20 MB), with escapes. */
+  enum { N = 40000 };
+  sg_buf_t big = SG_BUF_INIT;
+  char pad[480];
+  memset(pad, 'x', sizeof pad - 1);
+  pad[sizeof pad - 1] = '\0';
+  for (int i = 0; i < N; i++) sg_buf_printf(&big, "%d\ttab\\there\\\\ %s\n", i, pad);
+  res_t r1 = {0}, before = {0}, after = {0};
+  assert_int_equal(sg_pg_query(pool, "SELECT 'before'", 0, NULL, NULL, NULL, on_result, &before), 0);
+  assert_int_equal(sg_pg_copy(pool, "COPY t (id, v) FROM STDIN; SELECT count(*)::text FROM t",
+                              big.data, big.len, on_result, &r1), 0);
+  assert_int_equal(sg_pg_query(pool, "SELECT 'after'", 0, NULL, NULL, NULL, on_result, &after), 0);
+  assert_int_equal(r1.done, 0); /* never inside the call */
+  assert_true(run_until(&loop, &after.done, 30000));
+  assert_int_equal(before.done, 1);
+  assert_int_equal(r1.done, 1);
+  if (r1.err) fprintf(stderr, "copy: %s\n", r1.msg);
+  assert_int_equal(r1.err, 0);
+  assert_string_equal(r1.val, "40000"); /* the SELECT after the COPY sees its rows */
+  assert_string_equal(after.val, "after");
+  char *v = query_value(uri, "SELECT v FROM t WHERE id = 7");
+  assert_int_equal(strncmp(v, "tab\there\\ xxx", strlen("tab\there\\ xxx")), 0);
+  free(v);
+
+  /* Bad data on the last line: nothing of it is committed. */
+  sg_buf_t bad = SG_BUF_INIT;
+  for (int i = N; i < 2 * N; i++) sg_buf_printf(&bad, "%d\t%s\n", i, pad);
+  sg_buf_puts(&bad, "not-a-number\tx\n");
+  res_t r2 = {0}, r3 = {0}, r4 = {0}, r5 = {0};
+  assert_int_equal(sg_pg_copy(pool, "COPY t (id, v) FROM STDIN; SELECT 1", bad.data, bad.len, on_result, &r2), 0);
+  /* A key that exists: 23505, nothing committed. */
+  assert_int_equal(sg_pg_copy(pool, "COPY t (id, v) FROM STDIN", "100000\tnew\n7\tdup\n", 17, on_result, &r3), 0);
+  /* The COPY succeeds, the statement after it fails: rolled back together. */
+  assert_int_equal(sg_pg_copy(pool, "COPY t (id, v) FROM STDIN; SELECT 1/0", "100001\tx\n", 9, on_result, &r4), 0);
+  /* Empty data: a COPY of no rows. */
+  assert_int_equal(sg_pg_copy(pool, "COPY t (id, v) FROM STDIN; SELECT count(*)::text FROM t", NULL, 0,
+                              on_result, &r5), 0);
+  assert_true(run_until(&loop, &r5.done, 30000));
+  assert_int_equal(r2.err, SG_EPOISON);
+  assert_non_null(strstr(r2.msg, "22P02"));
+  assert_int_equal(r3.err, SG_EPOISON);
+  assert_non_null(strstr(r3.msg, "23505"));
+  assert_int_equal(r4.err, SG_EPOISON);
+  assert_non_null(strstr(r4.msg, "22012"));
+  assert_int_equal(r5.err, 0);
+  assert_string_equal(r5.val, "40000");
+  char *n = query_value(uri, "SELECT count(*) FROM t");
+  assert_string_equal(n, "40000");
+  free(n);
+  assert_int_equal(sg_pg_pool_stats(pool)->up, 1); /* the same connection throughout */
+  assert_int_equal(sg_pg_pool_stats(pool)->reconnects, 0);
+  assert_int_equal(sg_pg_pool_stats(pool)->errors, 3);
+
+  /* Through sg_pg_query a COPY is still refused, and the connection survives. */
+  res_t q1 = {0}, q2 = {0};
+  assert_int_equal(sg_pg_query(pool, "COPY t (id, v) FROM STDIN", 0, NULL, NULL, NULL, on_result, &q1), 0);
+  assert_int_equal(sg_pg_query(pool, "SELECT 'ok'", 0, NULL, NULL, NULL, on_result, &q2), 0);
+  assert_true(run_until(&loop, &q2.done, 10000));
+  assert_int_not_equal(q1.err, 0);
+  assert_string_equal(q2.val, "ok");
+
+  sg_pg_pool_close(pool);
+  finish_loop(&loop);
+  sg_buf_free(&big);
+  sg_buf_free(&bad);
+  snprintf(sql, sizeof sql, "DROP DATABASE %s", db);
+  exec_ok(pg_uri, sql);
+  free(uri);
+}
+
 int main(void) {
   pg_uri = getenv("SG_TEST_PG_URI");
   if (pg_uri == NULL || *pg_uri == '\0') {
@@ -629,6 +721,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_query_params),
       cmocka_unit_test(test_sql_errors),
+      cmocka_unit_test(test_copy),
       cmocka_unit_test(test_queue_bound_and_close),
       cmocka_unit_test(test_close_from_callback),
       cmocka_unit_test(test_server_down),

@@ -200,6 +200,7 @@ static void test_group_commit(void **state) {
   const sg_pgsink_stats_t *st = sg_pgsink_stats(e.sink);
   assert_int_equal(st->groups, 1);
   assert_int_equal(st->statements, 1);
+  assert_int_equal(st->copies, 1); /* new rows: COPY */
   assert_int_equal(st->max_group_submissions, 3);
   assert_int_equal(st->spans_stored, 6);
   /* One transaction: the same xmin on the rows of all three submissions. */
@@ -418,10 +419,12 @@ static void test_poison_span(void **state) {
   assert_int_equal(st->isolations, 1);
   assert_int_equal(st->spans_rejected, 1);
   assert_int_equal(st->spans_stored, 11);
-  /* Bisection over the 12 spans, the bad one 7th: the group; [0,6) stored;
-   * [6,12) split unrun (its sibling succeeded); [6,9) fails; [6,7) fails
-   * alone and is rejected; [7,9) and [9,12) stored. */
+  /* Bisection over the 12 spans, the bad one 7th: the group (its COPY);
+   * [0,6) stored; [6,12) split unrun (its sibling succeeded); [6,9) fails;
+   * [6,7) fails alone and is rejected; [7,9) and [9,12) stored. */
   assert_int_equal(st->statements, 6);
+  assert_int_equal(st->copies, 1);
+  assert_int_equal(st->copy_fallbacks, 0); /* bad data: bisected at once */
   for (int i = 0; i < 3; i++) sg_span_batch_free(&b[i]);
   env_close(&e);
 }
@@ -603,7 +606,11 @@ static void test_split_by_max_spans(void **state) {
   assert_int_equal(a.status, 0);
   assert_int_equal(b.n, 450);
   assert_int_equal(b.rejected, 0);
-  assert_int_equal(sg_pgsink_stats(e.sink)->statements, 5);
+  /* Five chunks, each one COPY; the chunk holding span 420 meets span 10's
+   * row (23505) and is re-run as an upsert: six statements. */
+  assert_int_equal(sg_pgsink_stats(e.sink)->statements, 6);
+  assert_int_equal(sg_pgsink_stats(e.sink)->copies, 5);
+  assert_int_equal(sg_pgsink_stats(e.sink)->copy_fallbacks, 1);
   assert_int_equal(count_rows(p), 449);
   assert_span_value(p, &b.spans[10], "span_name", "later");
   assert_true(b.spans[420].version > b.spans[10].version);
@@ -642,6 +649,254 @@ static void test_split_by_bytes(void **state) {
   assert_int_equal(sg_pgsink_stats(e.sink)->isolations, 0);
   sg_span_batch_free(&b);
   env_close(&e);
+}
+
+/* Groups beyond what the pool's connections run are kept unbuilt: at most
+ * two statements per connection are handed to the pool at a time (the
+ * statements' data in memory stay bounded), every group is still written,
+ * and closing answers the waiting ones SG_ECANCELED at once. */
+static void test_statements_bounded(void **state) {
+  (void)state;
+  enum { N = 30 };
+  env_t e;
+  env_open(&e, uri, -1); /* every submission is a group of its own */
+  uint8_t p[16];
+  new_id(p);
+  sg_span_batch_t w;
+  sg_span_batch_init(&w);
+  add_spans(&w, 1);
+  submit_wait(&e, p, &w, 0); /* the COPY check is done */
+  sg_span_batch_free(&w);
+  sg_span_batch_t b[N];
+  ans_t a[N];
+  memset(a, 0, sizeof a);
+  for (int i = 0; i < N; i++) {
+    sg_span_batch_init(&b[i]);
+    add_spans(&b[i], 3);
+    assert_int_equal(sg_pgsink_submit(e.sink, p, &b[i], on_answer, &a[i]), 0);
+  }
+  const sg_pg_stats_t *ps = sg_pg_pool_stats(e.pool);
+  size_t most = ps->queued + (size_t)ps->busy;
+  uint64_t deadline = uv_now(&e.loop) + 30000;
+  int done = 0;
+  while (done < N && uv_now(&e.loop) < deadline) {
+    uv_run(&e.loop, UV_RUN_ONCE);
+    size_t now = ps->queued + (size_t)ps->busy;
+    if (now > most) most = now;
+    done = 0;
+    for (int i = 0; i < N; i++) done += a[i].done;
+  }
+  fprintf(stderr, "  at most %zu statements at the pool at once\n", most);
+  assert_int_equal(done, N);
+  assert_true(most <= 4); /* 2 connections x 2 */
+  for (int i = 0; i < N; i++) assert_int_equal(a[i].status, 0);
+  assert_int_equal(count_rows(p), 3 * N + 1);
+  assert_int_equal(sg_pgsink_stats(e.sink)->groups, N + 1);
+
+  /* Closing with groups waiting: those are answered inside the call. */
+  ans_t c[N];
+  memset(c, 0, sizeof c);
+  for (int i = 0; i < N; i++) {
+    sg_span_batch_free(&b[i]);
+    sg_span_batch_init(&b[i]);
+    add_spans(&b[i], 3);
+    assert_int_equal(sg_pgsink_submit(e.sink, p, &b[i], on_answer, &c[i]), 0);
+  }
+  sg_pgsink_close(e.sink);
+  int canceled = 0;
+  for (int i = 0; i < N; i++) canceled += c[i].done && c[i].status == SG_ECANCELED;
+  assert_true(canceled >= N - 4);
+  sg_pg_pool_close(e.pool);
+  assert_int_equal(uv_run(&e.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&e.loop), 0);
+  for (int i = 0; i < N; i++) assert_int_equal(c[i].done, 1);
+  for (int i = 0; i < N; i++) sg_span_batch_free(&b[i]);
+}
+
+/* ---- COPY and upsert ------------------------------------------------------------ */
+
+static void exec_sql(const char *conninfo, const char *sql);
+
+/* Spans with every awkward byte COPY text escapes (tab, newline, carriage
+ * return, backslash) and some it does not (quotes, a control character,
+ * non-ASCII), NULL columns, nested attributes with a resource: the rows the
+ * COPY path stores are column for column those the upsert stores. */
+static void test_copy_same_as_upsert(void **state) {
+  (void)state;
+  env_t ec, eu;
+  env_open(&ec, uri, 1);
+  sg_pgsink_opts_t so = {.window_ms = 1, .no_copy = 1};
+  env_open_opts(&eu, uri, &so);
+  uint8_t pc[16], pu[16], t[16];
+  new_id(pc);
+  new_id(pu);
+  new_id(t);
+  sg_span_batch_t bc, bu;
+  sg_span_batch_init(&bc);
+  sg_span_batch_init(&bu);
+  sg_span_t *root = add_span(&bc, t, NULL, "tab\there\nnewline\rcr\\backslash \\N \\. end");
+  free(root->status_message);
+  root->status_message = strdup("\\\t\"quoted\" \x01 ctl é 😀");
+  root->session_id = strdup("sess\tion\\id");
+  root->user_id = strdup("");
+  root->span_type = SG_NULL_ENUM;
+  json_object_set_new(root->attributes, "text", json_string("line1\nline2\ttab \\ back \"q\" \x01"));
+  json_object_set_new(root->attributes, "gen_ai.usage.prompt_tokens", json_integer(12));
+  root->resource = json_pack("{s:s}", "service.name", "svc\tname");
+  root->nest_attributes = SG_SPAN_NEST_ATTRS | SG_SPAN_NEST_RESOURCE;
+  root->references = json_pack("[{s:s}]", "id", "a\\b\nc");
+  root->hashes = json_pack("[{s:s}]", "h", "x");
+  sg_span_t *child = add_span(&bc, t, root->span_id, "child");
+  json_decref(child->attributes);
+  child->attributes = NULL;
+  json_decref(child->events);
+  child->events = NULL;
+  child->agent_id = strdup("agent\r\n");
+  child->trace_type = SG_NULL_ENUM;
+  for (size_t i = 0; i < bc.n; i++) assert_int_equal(sg_span_copy(sg_span_batch_push(&bu), &bc.spans[i]), 0);
+  submit_wait(&ec, pc, &bc, 0);
+  submit_wait(&eu, pu, &bu, 0);
+  assert_int_equal(sg_pgsink_stats(ec.sink)->copies, 1);
+  assert_int_equal(sg_pgsink_stats(ec.sink)->statements, 1); /* the COPY took every row */
+  assert_int_equal(sg_pgsink_stats(ec.sink)->isolations, 0);
+  assert_int_equal(sg_pgsink_stats(eu.sink)->copies, 0);
+  assert_int_equal(sg_pgsink_stats(eu.sink)->statements, 1);
+  char sql[2048], p1[37], p2[37];
+  sg_uuid_format(pc, p1);
+  sg_uuid_format(pu, p2);
+  const char *cols = "created_by_id, updated_by_id, updated_at, deleted_at, deleted_by_id, trace_id, span_id,"
+                     " parent_id, span_kind, span_name, start_time, end_time, status_code, status_message,"
+                     " attributes, events, links, \"references\", trace_type, span_type, hashes, exception,"
+                     " session_id, user_id, agent_id";
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM ((SELECT %s FROM spans WHERE project_id = '%s' EXCEPT ALL"
+           " SELECT %s FROM spans WHERE project_id = '%s') UNION ALL (SELECT %s FROM spans WHERE"
+           " project_id = '%s' EXCEPT ALL SELECT %s FROM spans WHERE project_id = '%s')) d",
+           cols, p1, cols, p2, cols, p2, cols, p1);
+  char *v = query_value(sql);
+  assert_string_equal(v, "0");
+  free(v);
+  assert_int_equal(count_rows(pc), 2);
+  assert_span_value(pc, &bc.spans[0], "span_name", "tab\there\nnewline\rcr\\backslash \\N \\. end");
+  assert_span_value(pc, &bc.spans[0], "attributes->'resource'->'service'->>'name'", "svc\tname");
+  assert_span_value(pc, &bc.spans[1], "coalesce(attributes::text, 'NULL') || agent_id", "NULLagent\r\n");
+  for (size_t i = 0; i < bc.n; i++) {
+    assert_int_equal(bc.spans[i].created_at_us,
+                     span_i64(pc, &bc.spans[i], "(extract(epoch FROM created_at) * 1000000)::int8"));
+    assert_int_equal(bc.spans[i].version, bc.spans[i].created_at_us);
+    assert_int_equal(bc.spans[i].updated_at_us, 0);
+    assert_true(bc.spans[i].has_created_by);
+    assert_false(bc.spans[i].has_updated_by);
+    assert_int_equal(bu.spans[i].has_created_by, 1);
+    assert_int_equal(bu.spans[i].has_updated_by, 0);
+  }
+  sg_span_batch_free(&bc);
+  sg_span_batch_free(&bu);
+  env_close(&ec);
+  env_close(&eu);
+}
+
+/* A group holding a span stored before: its COPY meets the row (23505) and
+ * the group is re-run as an upsert (the re-sent span updated, the new ones
+ * stored, one transaction); the next groups skip COPY for a while, then
+ * COPY again. */
+static void test_copy_conflict_fallback(void **state) {
+  (void)state;
+  env_t e;
+  env_open(&e, uri, 1);
+  uint8_t p[16];
+  new_id(p);
+  sg_span_batch_t b1, b2;
+  sg_span_batch_init(&b1);
+  sg_span_batch_init(&b2);
+  add_spans(&b1, 3);
+  submit_wait(&e, p, &b1, 0);
+  const sg_pgsink_stats_t *st = sg_pgsink_stats(e.sink);
+  assert_int_equal(st->copies, 1);
+  int64_t created = b1.spans[2].created_at_us;
+
+  add_spans(&b2, 4);
+  assert_int_equal(sg_span_copy(sg_span_batch_push(&b2), &b1.spans[2]), 0);
+  free(b2.spans[4].span_name);
+  b2.spans[4].span_name = strdup("again");
+  submit_wait(&e, p, &b2, 0);
+  assert_int_equal(st->copies, 2);
+  assert_int_equal(st->copy_fallbacks, 1);
+  assert_int_equal(st->statements, 3);
+  assert_int_equal(st->isolations, 0);
+  assert_int_equal(b2.rejected, 0);
+  assert_int_equal(count_rows(p), 7);
+  assert_span_value(p, &b2.spans[4], "span_name", "again");
+  assert_int_equal(b2.spans[4].created_at_us, created);
+  assert_true(b2.spans[4].updated_at_us > 0);
+  assert_int_equal(b2.spans[4].version, b2.spans[4].updated_at_us);
+  for (size_t i = 0; i < 4; i++) {
+    assert_int_equal(b2.spans[i].updated_at_us, 0);
+    assert_int_equal(b2.spans[i].version, b2.spans[i].created_at_us);
+  }
+  char sql[512], pid[37];
+  sg_uuid_format(p, pid);
+  snprintf(sql, sizeof sql,
+           "SELECT count(DISTINCT xmin::text) FROM spans WHERE project_id = '%s' AND span_name <> 'root'"
+           " AND span_name <> 'child'", pid);
+  char *v = query_value(sql);
+  assert_string_equal(v, "1");
+  free(v);
+
+  /* The penalty: the next 8 groups of new spans are upserted, the 9th is a COPY. */
+  for (int g = 0; g < 9; g++) {
+    sg_span_batch_t b;
+    sg_span_batch_init(&b);
+    add_spans(&b, 2);
+    submit_wait(&e, p, &b, 0);
+    assert_int_equal(st->copies, g < 8 ? 2 : 3);
+    sg_span_batch_free(&b);
+  }
+  assert_int_equal(count_rows(p), 7 + 18);
+  /* That COPY succeeded, so the penalty starts over at 8 (not 16). */
+  submit_wait(&e, p, &b2, 0);
+  assert_int_equal(st->copies, 4);
+  assert_int_equal(st->copy_fallbacks, 2);
+  for (int g = 0; g < 9; g++) {
+    sg_span_batch_t b;
+    sg_span_batch_init(&b);
+    add_spans(&b, 2);
+    submit_wait(&e, p, &b, 0);
+    assert_int_equal(st->copies, g < 8 ? 4 : 5);
+    sg_span_batch_free(&b);
+  }
+  sg_span_batch_free(&b1);
+  sg_span_batch_free(&b2);
+  env_close(&e);
+}
+
+/* A table COPY would not treat as the upsert does (here a trigger that
+ * rewrites rows): every group is upserted, and the trigger's values are the
+ * ones returned. */
+static void test_copy_refused_table(void **state) {
+  (void)state;
+  exec_sql(uri, "CREATE SCHEMA IF NOT EXISTS trig;"
+                "CREATE TABLE trig.spans (LIKE public.spans INCLUDING ALL);"
+                "CREATE FUNCTION trig.stamp() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$BEGIN NEW.created_at := '2001-02-03T04:05:06Z'; RETURN NEW; END$$;"
+                "CREATE TRIGGER stamp BEFORE INSERT ON trig.spans FOR EACH ROW EXECUTE FUNCTION trig.stamp()");
+  char ci[1024];
+  snprintf(ci, sizeof ci, "%s%soptions=-c%%20search_path%%3Dtrig,public", uri, strchr(uri, '?') ? "&" : "?");
+  env_t e;
+  env_open(&e, ci, 1);
+  uint8_t p[16];
+  new_id(p);
+  sg_span_batch_t b;
+  sg_span_batch_init(&b);
+  add_spans(&b, 3);
+  submit_wait(&e, p, &b, 0);
+  assert_int_equal(sg_pgsink_stats(e.sink)->copies, 0);
+  assert_int_equal(sg_pgsink_stats(e.sink)->statements, 1);
+  assert_int_equal(b.spans[0].created_at_us, 981173106000000LL);
+  assert_int_equal(count_rows(p), 0); /* in trig.spans, not public.spans */
+  sg_span_batch_free(&b);
+  env_close(&e);
+  exec_sql(uri, "DROP SCHEMA trig CASCADE");
 }
 
 /* ---- transient failures -------------------------------------------------------- */
@@ -787,6 +1042,10 @@ int main(void) {
       cmocka_unit_test(test_bisect_k_bad),
       cmocka_unit_test(test_split_by_max_spans),
       cmocka_unit_test(test_split_by_bytes),
+      cmocka_unit_test(test_statements_bounded),
+      cmocka_unit_test(test_copy_same_as_upsert),
+      cmocka_unit_test(test_copy_conflict_fallback),
+      cmocka_unit_test(test_copy_refused_table),
       cmocka_unit_test(test_read_only),
       cmocka_unit_test(test_lock_timeouts),
   };

@@ -727,6 +727,77 @@ static void test_fsync_modes(void **state) {
   assert_int_equal(sg_spool_close(sp), 0);
 }
 
+/* sg_spool_sync() in steps, the fdatasync on another thread's descriptor:
+ * only unsynced appends give a descriptor; appends between begin and end
+ * wait for the next sync; after a failed sync the open segment is sealed
+ * (new appends go to a fresh file) and the next sync fails too. */
+static void test_sync_split(void **state) {
+  fx_t *fx = *state;
+  sg_spool_stats_t st;
+  int fd;
+  sg_spool_t *sp = open_ok(fx, 0, 0, SG_SPOOL_FSYNC_BATCH);
+  assert_int_equal(sg_spool_sync_begin(sp, &fd), 0);
+  assert_int_equal(fd, -1); /* nothing appended */
+  append_range(sp, 0, 2);
+  assert_int_equal(sg_spool_sync_begin(sp, &fd), 0);
+  assert_true(fd >= 0);
+  append_range(sp, 2, 3); /* after the begin: for the next sync */
+  assert_int_equal(sg_spool_sync_fd(fd), 0);
+  assert_int_equal(fcntl(fd, F_GETFD), -1); /* closed */
+  sg_spool_sync_end(sp, 0);
+  assert_int_equal(sg_spool_sync_begin(sp, &fd), 0);
+  assert_true(fd >= 0);
+  assert_int_equal(sg_spool_sync_fd(fd), 0);
+  sg_spool_sync_end(sp, 0);
+  assert_int_equal(sg_spool_sync_begin(sp, &fd), 0);
+  assert_int_equal(fd, -1);
+
+  /* A failed sync with nothing appended meanwhile: sealed; the next
+   * appends go to a fresh segment and sync fine. */
+  append_range(sp, 3, 4);
+  assert_int_equal(sg_spool_sync_begin(sp, &fd), 0);
+  close(fd);
+  sg_spool_sync_end(sp, SG_EIO);
+  sg_spool_stats(sp, &st);
+  assert_int_equal(st.sealed_segments, 1);
+  append_range(sp, 4, 5);
+  assert_int_equal(sg_spool_sync_begin(sp, &fd), 0);
+  assert_true(fd >= 0);
+  assert_int_equal(sg_spool_sync_fd(fd), 0);
+  sg_spool_sync_end(sp, 0);
+
+  /* A failed sync with an append meanwhile: sealed, and the next sync
+   * (the one that append waits for) reports the failure. */
+  append_range(sp, 5, 6);
+  assert_int_equal(sg_spool_sync_begin(sp, &fd), 0);
+  assert_true(fd >= 0);
+  append_range(sp, 6, 7);
+  close(fd);
+  sg_spool_sync_end(sp, SG_EIO);
+  sg_spool_stats(sp, &st);
+  assert_int_equal(st.segments, 2);
+  assert_int_equal(st.sealed_segments, 2);
+  append_range(sp, 7, 8);
+  sg_spool_stats(sp, &st);
+  assert_int_equal(st.segments, 3);
+  assert_int_equal(sg_spool_sync_begin(sp, &fd), SG_EIO);
+  assert_true(fd >= 0);
+  assert_int_equal(sg_spool_sync_fd(fd), 0);
+  sg_spool_sync_end(sp, 0);
+  assert_int_equal(sg_spool_sync_begin(sp, &fd), 0);
+  assert_int_equal(fd, -1);
+  static int got[16];
+  assert_int_equal(sg_spool_seal(sp), 0);
+  assert_int_equal(drain(sp, got, 16, 1), 8); /* nothing lost */
+  assert_int_equal(sg_spool_close(sp), 0);
+
+  sp = open_ok(fx, 0, 0, SG_SPOOL_FSYNC_NEVER);
+  append_range(sp, 0, 2);
+  assert_int_equal(sg_spool_sync_begin(sp, &fd), 0);
+  assert_int_equal(fd, -1);
+  assert_int_equal(sg_spool_close(sp), 0);
+}
+
 static void test_stats(void **state) {
   fx_t *fx = *state;
   uint64_t rec = FIXED_REC;
@@ -915,6 +986,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
       cmocka_unit_test_setup_teardown(test_numbers_never_reused, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_args, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_sync_split, setup, teardown),
       cmocka_unit_test_setup_teardown(test_crash_kill9, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
