@@ -207,7 +207,14 @@ test('the gateway makes the cluster schema and writes under load while a replica
 
     // The dead endpoints were noticed, and nothing waits in the spool.
     let metrics = '';
-    assert.ok(await until(async () => /\nspangate_spool_records 0\n/.test(metrics = (await request(gw, 'GET', '/metrics')).text), 30000),
+    // (ClickHouse took every row, and the metrics, published every 0.5 s,
+    // say so)
+    const delivered = () => /\nspangate_spool_records 0\n/.test(metrics) &&
+      Number(metrics.match(/\nspangate_clickhouse_rows_total (\d+)/)?.[1]) >= n;
+    assert.ok(await until(async () => {
+      metrics = (await request(gw, 'GET', '/metrics')).text;
+      return delivered();
+    }, 30000),
       `the spool never emptied:\n${metrics}`);
     for (const i of killed) {
       const f = metrics.match(new RegExp(`spangate_clickhouse_endpoint_failures_total\\{endpoint="${cl.endpoints[i]}"\\} (\\d+)`));
