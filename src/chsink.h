@@ -111,6 +111,19 @@ const sg_ch_layout_t *sg_chsink_layout(const sg_chsink_t *s);
 int sg_chsink_append(sg_chsink_t *s, const uint8_t project_id[16], const sg_span_t *spans, size_t n,
                      const int64_t *expires_us);
 
+/* Spools the spans of a ClickHouse-only project (chonly.h stamped them).
+ * Nothing becomes a gap (PostgreSQL has no copy to repair one from): the
+ * caller refuses the request instead. Spans the row encoder refuses (a
+ * value out of ClickHouse's range) are counted and marked in refused[i]
+ * (n bytes; may be NULL), for the caller to reject to the client; the
+ * others are spooled as one record. 0 when they are (durable after
+ * sg_chsink_sync; also when every span was refused); SG_ETOOBIG: the spool
+ * is full (spool_max_bytes), nothing was written; SG_EUNAVAIL: the spans
+ * table's layout is unknown (ClickHouse not reached since start and none
+ * cached); SG_EIO: the write failed; SG_ENOMEM. */
+int sg_chsink_append_only(sg_chsink_t *s, const uint8_t project_id[16], const sg_span_t *spans, size_t n,
+                          const int64_t *expires_us, uint8_t *refused);
+
 /* Makes every append so far durable (fsync per spool_fsync). Call once per
  * group of appends, before answering their requests. 0 or SG_EIO. */
 int sg_chsink_sync(sg_chsink_t *s);
