@@ -285,6 +285,18 @@ int sg_chsink_append_rows(sg_chsink_t *s, const char *rows, size_t len, int64_t 
   return rc;
 }
 
+int sg_chsink_append_project_rows(sg_chsink_t *s, const uint8_t project_id[16], const char *rows, size_t len) {
+  if (!s->have_ver) return SG_EUNAVAIL;
+  if (len == 0) return 0;
+  int64_t t = now_us();
+  if (t <= s->last_stamp) t = s->last_stamp + 1; /* unique and increasing: the record's name in chpending */
+  int rc = sg_spool_append(s->spools[0].sp, s->tag, rows, len, t);
+  if (rc != 0) return rc;
+  s->last_stamp = t;
+  sg_chpending_add(s->worker_id, project_id, t);
+  return 0;
+}
+
 int sg_chsink_pending_before(const uint8_t project_id[16], int64_t t_us) {
   return sg_chpending_before(project_id, t_us);
 }

@@ -99,6 +99,12 @@ sg_chsink_t *sg_chsink_open(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_clien
  * unknown); SG_EIO. Unlike sg_chsink_append nothing becomes a gap. */
 int sg_chsink_append_rows(sg_chsink_t *s, const char *rows, size_t len, int64_t now_us);
 
+/* sg_chsink_append_rows for rows of one project (a trace's tombstones),
+ * stamped now and counted in the freshness table like sg_chsink_append's
+ * records: until ClickHouse has them, sg_chsink_pending_before says so for
+ * reads of the project that begin after this returned. Same results. */
+int sg_chsink_append_project_rows(sg_chsink_t *s, const uint8_t project_id[16], const char *rows, size_t len);
+
 /* The spans table's layout the sink writes for, NULL while it is unknown
  * (ClickHouse not reached since start): rows for sg_chsink_append_rows are
  * encoded for it (sg_ch_row_encode_text). */
