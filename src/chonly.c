@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "err.h"
+#include "log.h"
 
 /* ---- the clock ------------------------------------------------------------------ */
 
@@ -37,6 +38,80 @@ void sg_chonly_stamp(sg_span_t *spans, size_t n, const uint8_t *user_id) {
     memcpy(s->updated_by_id, by, 16);
     s->has_created_by = s->has_updated_by = 1;
   }
+}
+
+/* ---- the record in PostgreSQL ------------------------------------------------------------
+ *
+ * A process-wide set of projects recorded (or being recorded), under one
+ * mutex: a bounded open-addressing table; when it is full a project is
+ * recorded again each time (the INSERT is idempotent). */
+
+#define REC_SLOTS 4096
+enum { REC_FREE = 0, REC_BUSY, REC_DONE };
+
+static struct {
+  uint8_t id[16];
+  uint8_t state;
+} rec_tab[REC_SLOTS];
+static uv_mutex_t rec_mu;
+static uv_once_t rec_once = UV_ONCE_INIT;
+static void rec_init(void) { uv_mutex_init(&rec_mu); }
+
+/* The slot of project (found or claimed), or -1 when the table is full. */
+static int rec_slot(const uint8_t project[16]) {
+  uint64_t h = 1469598103934665603ULL;
+  for (int i = 0; i < 16; i++) h = (h ^ project[i]) * 1099511628211ULL;
+  for (size_t k = 0, i = (size_t)h % REC_SLOTS; k < REC_SLOTS; k++, i = (i + 1) % REC_SLOTS) {
+    if (rec_tab[i].state == REC_FREE) {
+      memcpy(rec_tab[i].id, project, 16);
+      return (int)i;
+    }
+    if (!memcmp(rec_tab[i].id, project, 16)) return (int)i;
+  }
+  return -1;
+}
+
+typedef struct {
+  int slot;
+  char pid[37];
+  const char *params[1];
+} rec_t;
+
+static void record_cb(void *arg, PGresult *res, int err, const char *errmsg) {
+  rec_t *r = arg;
+  (void)res;
+  uv_mutex_lock(&rec_mu);
+  if (r->slot >= 0) rec_tab[r->slot].state = err ? REC_FREE : REC_DONE;
+  uv_mutex_unlock(&rec_mu);
+  static _Atomic int64_t last_warn_s;
+  int64_t now_s = (int64_t)time(NULL), last = atomic_load(&last_warn_s);
+  if (err && now_s - last >= 10 && atomic_compare_exchange_strong(&last_warn_s, &last, now_s)) /* one line in 10 s */
+    sg_warn("ingest", "could not record ClickHouse-only project %s in spangate_ch_only (%s); tried again "
+                      "with its next request. Until it is there, `spangate migrate` and `validate` know the "
+                      "project from routing.lua only", r->pid, errmsg ? errmsg : sg_strerror(err));
+  free(r);
+}
+
+void sg_chonly_record(sg_pg_pool_t *pg, const uint8_t project[16]) {
+  uv_once(&rec_once, rec_init);
+  uv_mutex_lock(&rec_mu);
+  int slot = rec_slot(project);
+  int todo = slot < 0 || rec_tab[slot].state == REC_FREE;
+  if (slot >= 0 && todo) rec_tab[slot].state = REC_BUSY;
+  uv_mutex_unlock(&rec_mu);
+  if (!todo) return;
+  rec_t *r = calloc(1, sizeof *r);
+  if (r) {
+    r->slot = slot;
+    sg_uuid_format(project, r->pid);
+    r->params[0] = r->pid;
+    static const char sql[] = "INSERT INTO spangate_ch_only (project_id) VALUES ($1::uuid) ON CONFLICT DO NOTHING";
+    if (sg_pg_query(pg, sql, 1, r->params, NULL, NULL, record_cb, r) == 0) return;
+    free(r);
+  }
+  uv_mutex_lock(&rec_mu);
+  if (slot >= 0) rec_tab[slot].state = REC_FREE;
+  uv_mutex_unlock(&rec_mu);
 }
 
 /* ---- a trace's stored rows ---------------------------------------------------------- */

@@ -37,6 +37,7 @@
 #include "ch.h"
 #include "ch_rows.h"
 #include "ch_version.h"
+#include "pg.h"
 #include "span.h"
 
 /* µs since the epoch (wall clock), strictly greater than every value it
@@ -48,6 +49,15 @@ int64_t sg_chonly_clock(void);
  * replaced by its later occurrence (as PostgreSQL's upsert keeps the later
  * one). user_id NULL: the nil UUID. */
 void sg_chonly_stamp(sg_span_t *spans, size_t n, const uint8_t *user_id);
+
+/* Records in PostgreSQL's spangate_ch_only (on pg, asynchronously) that
+ * project's spans go to ClickHouse only, once per project and process
+ * (again after a failure, logged). The row tells `spangate migrate` and
+ * `validate` to leave the project alone even after routing.lua sends it
+ * back to PostgreSQL: PostgreSQL lacks the spans written meanwhile, which
+ * migrate would otherwise remove from ClickHouse as rows PostgreSQL lost.
+ * Never delays a request. Call on pg's loop. */
+void sg_chonly_record(sg_pg_pool_t *pg, const uint8_t project[16]);
 
 /* One span of a trace as ClickHouse holds it: its latest version, live
  * (is_deleted = 0). Values point into the answer (valid during the

@@ -226,6 +226,7 @@ static void edit_stored_cb(void *arg, int status, const char *why, const sg_chon
 static void ch_only(ingest_t *in) {
   sg_worker_t *w = in->w;
   in->ch_only = 1;
+  sg_chonly_record(w->pg, in->who.project_id);
   if (in->rq.edit) {
     sg_ch_version_t ver;
     int rc = sg_chsink_read_version(w->chsink, &ver)
