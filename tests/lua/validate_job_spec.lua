@@ -35,12 +35,15 @@ local function array_param(s)
   return out
 end
 
--- Runs validate.lua with args over the spans; ch_of(row) -> the ClickHouse
--- row (a copy, changed or nil). Returns the exit status, the ClickHouse
--- sample statements, the keys each looked up, and stdout.
-local function run(args, spans, by_key, ch_of, ch_only)
-  local statements, looked_up, out = {}, {}, {}
+-- Runs validate.lua with args over the spans; ch_of(row, n) -> the
+-- ClickHouse row (a copy, changed or nil) the n-th time the row is looked
+-- up. cluster: gw.ch.server says a cluster. ch_only: a project routing.lua
+-- says is ClickHouse-only. Returns the exit status, the ClickHouse sample
+-- statements, the keys each looked up, stdout, and the ms slept.
+local function run(args, spans, by_key, ch_of, cluster, ch_only)
+  local statements, looked_up, out, times, slept = {}, {}, {}, {}, 0
   local gw = H.fake_gw({})
+  gw.sleep = function(ms) slept = slept + ms end
   gw.now = function() return 0 end
   gw.spawn = function(fn, ...) fn(...) return {} end
   gw.wait = function() return true end
@@ -65,14 +68,16 @@ local function run(args, spans, by_key, ch_of, ch_only)
     end
     return {} -- the per-day statistics: no ranges
   end}
-  gw.ch = {server = {version = "18.16.1", major = 18, minor = 16, datetime64 = false, database = "db"},
+  gw.ch = {server = {version = "18.16.1", major = 18, minor = 16, datetime64 = false, database = "db",
+                    cluster = cluster and "c" or nil},
     query = function(sql)
       if not sql:match("%) IN %(") then return {} end
       statements[#statements + 1] = sql
       local rows = {}
       for k in sql:gmatch("'([%x%-]+/[%x%-]+/[%x%-]+)'") do
         looked_up[#looked_up + 1] = k
-        local r = by_key[k] and ch_of(by_key[k])
+        times[k] = (times[k] or 0) + 1
+        local r = by_key[k] and ch_of(by_key[k], times[k])
         if r then
           local t = {}
           for i, f in ipairs(plan.SAMPLE_FIELDS) do t[i] = r[f[1]] end
@@ -90,7 +95,7 @@ local function run(args, spans, by_key, ch_of, ch_only)
   local ok, status = pcall(chunk, unpack(args))
   io.stdout = stdout
   assert(ok, status)
-  return status, statements, looked_up, table.concat(out)
+  return status, statements, looked_up, table.concat(out), slept
 end
 
 local function copy(r)
@@ -143,11 +148,43 @@ describe("validate's sample", function()
   end)
 
   it("leaves a ClickHouse-only project out and says so", function()
-    local status, _, looked_up, out = run(args, spans, by_key, function() return nil end, PROJECTS[2])
+    local status, _, looked_up, out = run(args, spans, by_key, function() return nil end, false, PROJECTS[2])
     -- every span of the other two projects is missing in ClickHouse: found; PROJECTS[2]'s never looked at
     assert.equal(1, status, out)
     assert.matches("skipped: project " .. PROJECTS[2]:gsub("%-", "%%-") .. " is ClickHouse%-only", out)
     for _, k in ipairs(looked_up) do assert.is_nil(k:find(PROJECTS[2], 1, true), k) end
     assert.is_true(#looked_up > 0)
+  end)
+end)
+
+describe("validate on a cluster", function()
+  local spans, by_key = make_spans(50)
+  local args = {"--project", table.concat(PROJECTS, ","), "--sample", "50"}
+  local late = spans[7]
+  -- a replica that has not fetched the span yet answers the first read
+  local function fetched_late(r, n)
+    if r == late and n == 1 then return nil end
+    return copy(r)
+  end
+
+  it("reads a span missing on one replica again until the replicas caught up", function()
+    local status, _, _, out, slept = run(args, spans, by_key, fetched_late, true)
+    assert.equal(0, status, out)
+    assert.matches("sample: 50 spans compared field by field, 0 differ", out)
+    assert.is_true(slept > 0 and slept < 1000, "slept " .. slept .. " ms")
+  end)
+
+  it("still reports a span that stays missing, after about 3 s", function()
+    local status, _, _, out, slept = run(args, spans, by_key, function(r) return r ~= late and copy(r) or nil end, true)
+    assert.equal(1, status)
+    assert.matches("sample: 50 spans compared field by field, 1 differ %(1 missing in ClickHouse%)", out)
+    assert.equal(3000, slept)
+  end)
+
+  it("on one server reports it at once", function()
+    local status, _, _, out, slept = run(args, spans, by_key, fetched_late, false)
+    assert.equal(1, status)
+    assert.matches("1 differ %(1 missing in ClickHouse%)", out)
+    assert.equal(0, slept)
   end)
 end)
