@@ -144,8 +144,8 @@ typedef struct {
      "routing.lua: projects cut over to ClickHouse only: their spans skip PostgreSQL "         \
      "(docs/cutover.md)")                                                                      \
   XX(INT, clickhouse_only_read_wait_ms, "3000", NULL,                                          \
-     "a read of a ClickHouse-only project waits at most this long for spans acknowledged "     \
-     "before it to reach ClickHouse, then answers 503")                                        \
+     "a read, edit or delete of a ClickHouse-only project waits at most this long for spans "  \
+     "acknowledged before it to reach ClickHouse, then answers 503")                           \
   XX(INT, retention_days, "0", NULL, "ttl.lua: days spans are kept; 0 keeps them forever")     \
   XX(BOOL, pg_retention, "false", NULL,                                                        \
      "opt-in: `spangate ttl purge-postgres` deletes expired traces from PostgreSQL")           \

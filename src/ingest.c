@@ -223,17 +223,69 @@ static void edit_stored_cb(void *arg, int status, const char *why, const sg_chon
   ch_only_spool(in);
 }
 
+/* An edit's look-up of the trace's stored rows. */
+static void edit_lookup(ingest_t *in) {
+  sg_worker_t *w = in->w;
+  sg_ch_version_t ver;
+  int rc = sg_chsink_read_version(w->chsink, &ver)
+               ? sg_chonly_trace(w->ch, &ver, w->cfg->clickhouse_database, (long)w->cfg->clickhouse_timeout_ms,
+                                 in->who.project_id, in->batch.spans[0].trace_id, edit_stored_cb, in)
+               : SG_EUNAVAIL;
+  if (rc != 0) edit_stored_cb(in, rc, rc == SG_EUNAVAIL ? "ClickHouse has not been reached since start" : NULL, NULL, 0);
+}
+
+/* An edit first waits, as the project's reads and deletes do (up to
+ * clickhouse_only_read_wait_ms), until no span of the project acknowledged
+ * before it is still in a spool: a look-up that missed a span would give
+ * its edit the span's new start_time as created_at, a second sorting key,
+ * and reads would show the span twice. */
+#define EDIT_POLL_MS 5
+
+typedef struct {
+  uv_timer_t timer;
+  ingest_t *in;
+  int64_t start_us;
+  uint64_t deadline;
+} edit_wait_t;
+
+static void edit_wait_closed(uv_handle_t *h) { free(h->data); }
+
+static void edit_wait_tick(uv_timer_t *t) {
+  edit_wait_t *ew = t->data;
+  ingest_t *in = ew->in;
+  int pending = sg_chsink_pending_before(in->who.project_id, ew->start_us);
+  if (pending && uv_now(t->loop) < ew->deadline) return;
+  uv_timer_stop(t);
+  uv_close((uv_handle_t *)t, edit_wait_closed);
+  if (!pending) {
+    edit_lookup(in);
+    return;
+  }
+  fail(in, SG_INGEST_UNAVAILABLE, "spans acknowledged before the edit are still on their way to ClickHouse; "
+                                  "the trace was not edited, retry later", 1);
+}
+
 static void ch_only(ingest_t *in) {
   sg_worker_t *w = in->w;
   in->ch_only = 1;
   sg_chonly_record(w->pg, in->who.project_id);
   if (in->rq.edit) {
-    sg_ch_version_t ver;
-    int rc = sg_chsink_read_version(w->chsink, &ver)
-                 ? sg_chonly_trace(w->ch, &ver, w->cfg->clickhouse_database, (long)w->cfg->clickhouse_timeout_ms,
-                                   in->who.project_id, in->batch.spans[0].trace_id, edit_stored_cb, in)
-                 : SG_EUNAVAIL;
-    if (rc != 0) edit_stored_cb(in, rc, rc == SG_EUNAVAIL ? "ClickHouse has not been reached since start" : NULL, NULL, 0);
+    int64_t start = sg_chonly_clock();
+    if (!sg_chsink_pending_before(in->who.project_id, start)) {
+      edit_lookup(in);
+      return;
+    }
+    edit_wait_t *ew = calloc(1, sizeof *ew);
+    if (!ew) {
+      fail(in, SG_INGEST_UNAVAILABLE, "out of memory", 1);
+      return;
+    }
+    ew->in = in;
+    ew->start_us = start;
+    uv_timer_init(&w->loop, &ew->timer);
+    ew->timer.data = ew;
+    ew->deadline = uv_now(&w->loop) + (uint64_t)w->cfg->clickhouse_only_read_wait_ms;
+    uv_timer_start(&ew->timer, edit_wait_tick, EDIT_POLL_MS, EDIT_POLL_MS);
     return;
   }
   sg_chonly_stamp(in->batch.spans, in->batch.n, in->who.has_user ? in->who.user_id : NULL);

@@ -119,6 +119,25 @@ test('a ClickHouse-only project: acknowledged from the spool, read back from Cli
   } finally { await gw.stop(); }
 });
 
+test('a ClickHouse-only edit right after the ingest waits for the spool: the span keeps its sorting key, one copy', async () => {
+  // flush_interval_ms 1500: the edit arrives while the trace is still spooled
+  const gw = await startGateway({ clickhouse: true, conf: ONLY, flushMs: 1500 });
+  try {
+    assert.equal((await send(gw, traceSpans(9, 3))).status, 200);
+    const edited = traceSpans(9, 3, { span_name: 'moved' });
+    edited[2].start_time += 4242;
+    const r = await put(gw, 9, edited);
+    assert.equal(r.status, 202, r.text);
+    const g = await getWith(gw, `/v1/traces/${traceHex(9)}`);
+    assert.equal(g.status, 200, g.text);
+    assert.equal(g.json().count, 3, g.text);
+    const moved = g.json().spans.find((s) => s.span_id === spanHex(9, 2));
+    assert.equal(moved.span_name, 'moved');
+    assert.notEqual(moved.created_at, moved.start_time, 'the edit kept the created_at of the stored span');
+    assert.equal(await chLive(gw, PROJECT_A), 3);
+  } finally { await gw.stop(); }
+});
+
 test('a dual-write project read from ClickHouse: right after a delete, the trace is not served from ClickHouse', async () => {
   // the tombstones are counted as undelivered rows: the read goes to PostgreSQL until ClickHouse has them
   const gw = await startGateway({ clickhouse: true, conf: ['read_backend = "clickhouse"'], flushMs: 2000 });
