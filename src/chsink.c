@@ -425,9 +425,15 @@ static void delivered(sg_chsink_t *s, size_t rows) {
   }
 }
 
+/* Rows end in '\n' (values escape theirs). memchr skips a row's ~1 KB at
+ * vector speed where a byte loop cost 6% of a request's CPU. */
 static size_t count_rows(const void *p, size_t n) {
   size_t rows = 0;
-  for (const char *c = p, *e = c + n; c < e; c++) rows += *c == '\n';
+  for (const char *c = p, *e = c + n; c < e; rows++) {
+    const char *nl = memchr(c, '\n', (size_t)(e - c));
+    if (nl == NULL) break;
+    c = nl + 1;
+  }
   return rows;
 }
 
