@@ -24,6 +24,7 @@ pkgs=(
     libluajit-5.1-dev luajit libuv1-dev libpq-dev libcurl4-openssl-dev
     libjansson-dev libcjson-dev libhttp-parser-dev libsodium-dev
     protobuf-c-compiler libprotobuf-c-dev zlib1g-dev libssl-dev
+    libdeflate-dev # the spool's CRC-32 (src/spool.c)
     libcmocka-dev lua-busted
     postgresql clickhouse-server clickhouse-client
     zookeeper # the cluster tests: scripts/zkctl.sh
