@@ -162,6 +162,14 @@ static int want(pctx_t *c, const fld_t *f, int wt, const char *name) {
 
 static int kv_into(pctx_t *c, const uint8_t *p, size_t n, json_t *obj, int depth);
 
+/* A string value as a JSON string: a clean one (valid UTF-8 without NUL, as
+ * most are) is copied straight from the wire; jansson's own check would
+ * only walk it a second time. The others are sanitized as before. */
+static json_t *str_value(const uint8_t *p, size_t n) {
+  if (sg_utf8_valid_len((const char *)p, n) == n) return json_stringn_nocheck((const char *)p, n);
+  return sg__json_string_sanitized((const char *)p, n);
+}
+
 /* One AnyValue message merged into *val (a later member of the oneof
  * replaces the earlier one, as protobuf merging does). depth counts the
  * array/kvlist levels above this value. */
@@ -174,7 +182,7 @@ static int any_value(pctx_t *c, const uint8_t *p, size_t n, int depth, json_t **
     switch (f.num) {
     case 1:
       if ((rc = want(c, &f, WT_LEN, "AnyValue.string_value"))) return rc;
-      nv = sg__json_string_sanitized((const char *)f.p, f.n);
+      nv = str_value(f.p, f.n);
       break;
     case 2:
       if ((rc = want(c, &f, WT_VARINT, "AnyValue.bool_value"))) return rc;
@@ -273,8 +281,12 @@ static int kv_into(pctx_t *c, const uint8_t *p, size_t n, json_t *obj, int depth
     json_decref(val);
     return rc;
   }
+  if (key == NULL) key = (const uint8_t *)"";
+  /* A clean key goes in as it is on the wire, without a sanitized copy. */
+  if (sg_utf8_valid_len((const char *)key, keylen) == keylen)
+    return json_object_setn_new_nocheck(obj, (const char *)key, keylen, val) == 0 ? 0 : SG_ENOMEM;
   int changed;
-  char *k = sg_utf8_sanitize(key ? (const char *)key : "", keylen, &changed);
+  char *k = sg_utf8_sanitize((const char *)key, keylen, &changed);
   if (k == NULL || json_object_set_new_nocheck(obj, k, val) != 0) {
     free(k);
     return SG_ENOMEM;

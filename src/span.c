@@ -480,16 +480,30 @@ static size_t utf8_seq(const unsigned char *p, size_t n, size_t *bad) {
   return need + 1;
 }
 
-char *sg_utf8_sanitize(const char *s, size_t n, int *changed) {
+size_t sg_utf8_valid_len(const char *s, size_t n) {
   const unsigned char *p = (const unsigned char *)s;
+  const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
   size_t i = 0, bad;
-  int ch = 0;
-  /* Fast path: scan; most strings are clean. */
   while (i < n) {
+    /* ASCII without NUL, 8 bytes at a time: no high bit, no zero byte */
+    while (i + 8 <= n) {
+      uint64_t x;
+      memcpy(&x, p + i, 8);
+      if ((x | ((x - ones) & ~x)) & high) break;
+      i += 8;
+    }
+    if (i == n) break;
     size_t l = utf8_seq(p + i, n - i, &bad);
     if (l == 0) break;
     i += l;
   }
+  return i;
+}
+
+char *sg_utf8_sanitize(const char *s, size_t n, int *changed) {
+  const unsigned char *p = (const unsigned char *)s;
+  size_t i = sg_utf8_valid_len(s, n), bad; /* most strings are clean */
+  int ch = 0;
   if (changed) *changed = 0;
   if (i == n) {
     char *r = malloc(n + 1);
