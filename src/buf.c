@@ -23,17 +23,7 @@ int sg_buf_reserve(sg_buf_t *b, size_t extra) {
   return 0;
 }
 
-int sg_buf_append(sg_buf_t *b, const void *p, size_t n) {
-  if (sg_buf_reserve(b, n) != 0) return SG_ENOMEM;
-  if (n) memcpy(b->data + b->len, p, n);
-  b->len += n;
-  b->data[b->len] = '\0';
-  return 0;
-}
-
 int sg_buf_puts(sg_buf_t *b, const char *s) { return sg_buf_append(b, s, strlen(s)); }
-
-int sg_buf_putc(sg_buf_t *b, char c) { return sg_buf_append(b, &c, 1); }
 
 int sg_buf_vprintf(sg_buf_t *b, const char *fmt, va_list ap) {
   va_list cp;
@@ -82,10 +72,14 @@ size_t sg_json_ascii_plain_len(const char *s, size_t n) { return plain_run(s, n,
 int sg_buf_json_escape_ex(sg_buf_t *b, const char *s, size_t n, int flags) {
   const char *hex = (flags & SG_JSON_ESC_JANSSON) ? "0123456789ABCDEF" : "0123456789abcdef";
   int short_bf = flags & SG_JSON_ESC_JANSSON;
+  /* Room for the text as it is (and a closing quote), so plain runs are
+   * copied without a check; each escape makes room again for the rest. */
   if (sg_buf_reserve(b, n + 2) != 0) return SG_ENOMEM;
   for (size_t i = 0;;) {
     size_t run = sg_json_plain_len(s + i, n - i);
-    if (sg_buf_append(b, s + i, run) != 0) return SG_ENOMEM;
+    if (run) memcpy(b->data + b->len, s + i, run);
+    b->len += run;
+    b->data[b->len] = '\0';
     if ((i += run) == n) return 0;
     unsigned char c = (unsigned char)s[i++];
     char esc[6] = {'\\', 0, 0, 0, 0, 0};
@@ -105,7 +99,9 @@ int sg_buf_json_escape_ex(sg_buf_t *b, const char *s, size_t n, int flags) {
       esc[4] = hex[c >> 4]; esc[5] = hex[c & 15];
       elen = 6;
     }
-    if (sg_buf_append(b, esc, elen) != 0) return SG_ENOMEM;
+    if (sg_buf_reserve(b, elen + (n - i) + 2) != 0) return SG_ENOMEM;
+    memcpy(b->data + b->len, esc, elen);
+    b->len += elen;
   }
 }
 
