@@ -11,6 +11,9 @@
 
 #include <cmocka.h>
 
+#include <inttypes.h>
+#include <math.h>
+
 #include "buf.h"
 #include "err.h"
 #include "json_nest.h"
@@ -199,11 +202,113 @@ static void test_path_search_bounded(void **st) {
   for (int i = 0; i <= 50; i++) json_decref(lv[i]);
 }
 
+/* ---- numbers ---------------------------------------------------------------- */
+
+static uint64_t rng;
+static uint64_t next64(void) { /* splitmix64 */
+  uint64_t z = (rng += 0x9e3779b97f4a7c15u);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+  return z ^ (z >> 31);
+}
+
+static size_t g17_hits;
+
+/* The renderer's "%.17g" equals snprintf's whenever it makes one, and the
+ * column's text equals jansson's json_dumps (the contract of json_nest.h). */
+static void check_real(double d) {
+  if (d != d || d - d != 0) return;
+  char want[64], got[32];
+  snprintf(want, sizeof want, "%.17g", d);
+  int n = sg__json_g17(d, got);
+  if (n > 0) {
+    g17_hits++;
+    if (strcmp(got, want) != 0) fail_msg("%%.17g of %a: got %s, snprintf %s", d, got, want);
+    assert_int_equal(n, strlen(want));
+  }
+  json_t *v = json_real(d);
+  char *j = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT), *t = dump(v, 0);
+  if (strcmp(t, j) != 0) fail_msg("real %a: rendered %s, jansson %s", d, t, j);
+  free(j);
+  free(t);
+  json_decref(v);
+}
+
+static void test_reals_match_snprintf(void **st) {
+  (void)st;
+  rng = test_seed("test_reals_match_snprintf");
+  /* fixed edges: powers of ten and their neighbours, exponent switches,
+   * carries (9.99...), halves that round to even at the 17th digit */
+  for (int k = -20; k <= 40; k++) {
+    double p = pow(10, k);
+    check_real(p);
+    check_real(-p);
+    check_real(nextafter(p, 0));
+    check_real(nextafter(p, INFINITY));
+    check_real(p * 9.999999999999999);
+    check_real(p * 0.5);
+  }
+  const double fixed[] = {0.1, 0.2, 0.95, 1.5, 100, 1e16, 1e17, 123456789012345678.0, 1e-4, 9.99e-5,
+                          0.0001, 0.00001, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308,
+                          1000000000000000.25, 1000000000000000.75, 4503599627370495.5, 0.0,
+                          -0.0, 170141183460469231731687303715884105728.0};
+  for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) check_real(fixed[i]);
+  for (int i = 0; i < 300000; i++) {
+    uint64_t r = next64(), bits;
+    double d;
+    switch (i % 6) {
+    case 0: /* any bit pattern */
+      bits = r;
+      memcpy(&d, &bits, sizeof d);
+      break;
+    case 1: /* log-uniform over the range attributes carry, and past it */
+      d = pow(10, (double)(r >> 11) / (double)(UINT64_C(1) << 53) * 60 - 20);
+      break;
+    case 2: { /* short decimals: costs, temperatures, latencies */
+      char t[40];
+      snprintf(t, sizeof t, "%" PRIu64 "e-%d", (r >> 8) % 10000000, (int)(r % 12));
+      d = strtod(t, NULL);
+      break;
+    }
+    case 3: /* integers as reals, up to 2^63 */
+      d = (double)(r >> (r % 64));
+      break;
+    case 4: /* 53-bit mantissas over small powers of two: 18+ digits, ties */
+      d = ldexp((double)((r >> 11) | UINT64_C(1) << 52), -(int)(r % 60) - 1);
+      break;
+    default: /* neighbours of short decimals */
+      d = nextafter((double)(r % 100000) / 1000, (r & 1) ? INFINITY : 0);
+    }
+    check_real((r >> 63) ? -d : d);
+  }
+  printf("# %zu of the reals took the renderer's own path\n", g17_hits);
+  assert_true(g17_hits > 150000);
+}
+
+static void test_integers_match_jansson(void **st) {
+  (void)st;
+  rng = test_seed("test_integers_match_jansson");
+  const json_int_t fixed[] = {0, 1, -1, 9, 10, -10, 99, 100, INT64_MAX, INT64_MIN, INT64_MIN + 1,
+                              1000000000000000000, -999999999999999999};
+  for (size_t i = 0; i < sizeof fixed / sizeof *fixed + 100000; i++) {
+    json_int_t v = i < sizeof fixed / sizeof *fixed ? fixed[i] : (json_int_t)(next64() >> (next64() % 64));
+    if (i % 2 && v != INT64_MIN) v = -v;
+    json_t *j = json_integer(v);
+    char *want = json_dumps(j, JSON_ENCODE_ANY), *got = dump(j, 0);
+    assert_string_equal(got, want);
+    free(want);
+    free(got);
+    json_decref(j);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_deep_key),
       cmocka_unit_test(test_colliding_keys),
       cmocka_unit_test(test_path_search_bounded),
+      cmocka_unit_test(test_reals_match_snprintf),
+      cmocka_unit_test(test_integers_match_jansson),
   };
   return cmocka_run_group_tests_name("json_nest", tests, NULL, NULL);
 }
