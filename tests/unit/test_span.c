@@ -3,8 +3,10 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -175,6 +177,25 @@ static void test_time_epoch(void **st) {
   assert_int_equal(sg_time_from_epoch_int(-1, &us), SG_EINVAL);
 }
 
+/* The formatted UUID against snprintf's %02x for every byte value at every
+ * position. */
+static void test_uuid_format_bytes(void **st) {
+  (void)st;
+  for (int pos = 0; pos < 16; pos++)
+    for (int v = 0; v < 256; v++) {
+      uint8_t id[16];
+      for (int i = 0; i < 16; i++) id[i] = (uint8_t)(i * 37 + pos);
+      id[pos] = (uint8_t)v;
+      char got[37], want[64];
+      memset(got, 'x', sizeof got);
+      sg_uuid_format(id, got);
+      snprintf(want, sizeof want, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", id[0],
+               id[1], id[2], id[3], id[4], id[5], id[6], id[7], id[8], id[9], id[10], id[11], id[12], id[13],
+               id[14], id[15]);
+      assert_string_equal(got, want);
+    }
+}
+
 static void test_time_format(void **st) {
   (void)st;
   char b[32];
@@ -192,6 +213,23 @@ static void test_time_format(void **st) {
   assert_string_equal(b, "0001-01-01T00:00:00.000000Z");
   sg_time_format(253402300799999999LL, b);
   assert_string_equal(b, "9999-12-31T23:59:59.999999Z");
+  /* the written-out years against snprintf's, around and past their edges */
+  const int64_t day_us = 86400LL * 1000000;
+  const int64_t edges[] = {-62167219200000000LL, 253402300800000000LL, 0};
+  for (size_t e = 0; e < sizeof edges / sizeof *edges; e++)
+    for (int64_t v = edges[e] - 3 * day_us; v <= edges[e] + 3 * day_us; v += day_us / 7 + 999999) {
+      char ref[96];
+      int64_t days = v / day_us, rem = v % day_us;
+      if (rem < 0) rem += day_us, days--;
+      time_t secs = (time_t)(days * 86400 + rem / 1000000);
+      struct tm tm;
+      gmtime_r(&secs, &tm);
+      snprintf(ref, sizeof ref, "%04lld-%02d-%02dT%02d:%02d:%02d.%06dZ", (long long)tm.tm_year + 1900,
+               tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(rem % 1000000));
+      ref[31] = '\0';
+      sg_time_format(v, b);
+      assert_string_equal(b, ref);
+    }
   /* round trip over a spread of values */
   const int64_t step = (SG_TIME_MAX_US - SG_TIME_MIN_US) / 997;
   for (int64_t v = SG_TIME_MIN_US; v <= SG_TIME_MAX_US - step; v += step) {
@@ -427,6 +465,7 @@ int main(void) {
       cmocka_unit_test(test_attributes_text),
       cmocka_unit_test(test_id_forms),   cmocka_unit_test(test_id_bytes),
       cmocka_unit_test(test_time_iso),   cmocka_unit_test(test_time_epoch),
+      cmocka_unit_test(test_uuid_format_bytes),
       cmocka_unit_test(test_time_format), cmocka_unit_test(test_expires),
       cmocka_unit_test(test_utf8),
       cmocka_unit_test(test_utf8_valid_len_random),
