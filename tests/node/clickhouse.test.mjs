@@ -73,6 +73,24 @@ test('spans from the OpenTelemetry SDK land in both stores, equal field by field
   } finally { await gw.stop(); }
 });
 
+// The flusher seals the open spool segment when ingest goes idle instead of
+// waiting out flush_interval_ms (here a minute): the rows of the last
+// requests reach ClickHouse soon after their answers.
+test('rows answered last reach ClickHouse without waiting out flush_interval_ms once ingest is idle', async () => {
+  const gw = await startGateway({ clickhouse: true, flushMs: 60000, workers: 1 });
+  try {
+    let n = 0;
+    const text = 'lorem ipsum '.repeat(170); // ~2 KB per span: 800 spans fill more than 1 MiB of rows
+    for (let i = 0; i < 4; i++) {
+      const spans = Array.from({ length: 200 }, () => span((0x7200000000000000n + BigInt(n++)).toString(16), { attributes: { 'big.text': text } }));
+      const r = await postJson(gw, '/v1/spans', { spans });
+      assert.equal(r.status, 200, r.text);
+    }
+    const got = await until(async () => { const c = await chRaw(gw); return c === n ? c : 0; }, 20000, 100);
+    assert.equal(got, n, 'the spooled rows were sent well before flush_interval_ms');
+  } finally { await gw.stop(); }
+});
+
 test('ClickHouse killed while clients send: 200s continue; afterwards every span arrives once', async () => {
   const gw = await startGateway({ clickhouse: true });
   let chDown = false;
