@@ -3,6 +3,7 @@
 #include "json_nest.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -560,6 +561,103 @@ int sg_json_dump_attributes(const json_t *attrs, const json_t *resource, int fla
   return rc;
 }
 
+/* ---- the resource's text, once per resource ----------------------------------
+ *
+ * Every span of a request carries the same resource, and nesting it again
+ * for each span was a sixth of rendering an attributes column. Each thread
+ * keeps the last resource it rendered (a deep copy, so nothing it points to
+ * can change or be freed under it) and that text; a resource equal to the
+ * copy member by member in the same order (what the text depends on) reuses
+ * it. */
+#define MEMO_MAX_TEXT (64u << 10) /* larger resources are rendered each time */
+
+typedef struct {
+  json_t *copy; /* NULL: empty */
+  int flags;
+  sg_buf_t text;
+} res_memo_t;
+
+static pthread_key_t memo_key;
+static int memo_ok; /* the key exists */
+static pthread_once_t memo_once = PTHREAD_ONCE_INIT;
+
+static void memo_free(void *p) {
+  res_memo_t *m = p;
+  json_decref(m->copy);
+  sg_buf_free(&m->text);
+  free(m);
+}
+
+static void memo_init(void) { memo_ok = pthread_key_create(&memo_key, memo_free) == 0; }
+
+static res_memo_t *memo_get(void) {
+  pthread_once(&memo_once, memo_init);
+  if (!memo_ok) return NULL;
+  res_memo_t *m = pthread_getspecific(memo_key);
+  if (m == NULL && (m = calloc(1, sizeof *m)) != NULL && pthread_setspecific(memo_key, m) != 0) {
+    free(m);
+    m = NULL;
+  }
+  return m;
+}
+
+/* 1 when a and b would render the same text: the same types, members in
+ * the same order under the same keys, the same string bytes, integers and
+ * reals bit for bit (0.0 and -0.0 differ). Depth-bounded like dump. */
+static int same_value(const json_t *a, const json_t *b, int depth) {
+  if (a == b) return 1;
+  if (a == NULL || b == NULL || json_typeof(a) != json_typeof(b) || depth > MAX_DEPTH) return 0;
+  switch (json_typeof(a)) {
+  case JSON_OBJECT: {
+    if (json_object_size(a) != json_object_size(b)) return 0;
+    void *i = json_object_iter((json_t *)a), *j = json_object_iter((json_t *)b);
+    for (; i && j; i = json_object_iter_next((json_t *)a, i), j = json_object_iter_next((json_t *)b, j)) {
+      size_t n = json_object_iter_key_len(i);
+      if (n != json_object_iter_key_len(j) || memcmp(json_object_iter_key(i), json_object_iter_key(j), n) != 0 ||
+          !same_value(json_object_iter_value(i), json_object_iter_value(j), depth + 1))
+        return 0;
+    }
+    return i == NULL && j == NULL;
+  }
+  case JSON_ARRAY: {
+    size_t n = json_array_size(a);
+    if (n != json_array_size(b)) return 0;
+    for (size_t k = 0; k < n; k++)
+      if (!same_value(json_array_get(a, k), json_array_get(b, k), depth + 1)) return 0;
+    return 1;
+  }
+  case JSON_STRING: {
+    size_t n = json_string_length(a);
+    return n == json_string_length(b) && memcmp(json_string_value(a), json_string_value(b), n) == 0;
+  }
+  case JSON_INTEGER: return json_integer_value(a) == json_integer_value(b);
+  case JSON_REAL: {
+    double x = json_real_value(a), y = json_real_value(b);
+    return memcmp(&x, &y, sizeof x) == 0;
+  }
+  default: return 1; /* true, false, null */
+  }
+}
+
+/* The resource nested, as dump_nested writes it, from the memo when it
+ * holds the same resource. */
+static int dump_resource(const json_t *res, int flags, sg_buf_t *b) {
+  res_memo_t *m = memo_get();
+  if (m && m->copy && m->flags == flags && same_value(m->copy, res, 0))
+    return sg_buf_append(b, m->text.data, m->text.len);
+  size_t at = b->len;
+  int rc = dump_nested(res, flags, b);
+  if (rc != 0 || m == NULL) return rc;
+  json_decref(m->copy);
+  m->copy = NULL;
+  sg_buf_reset(&m->text);
+  if (b->len - at <= MEMO_MAX_TEXT && sg_buf_append(&m->text, b->data + at, b->len - at) == 0) {
+    m->copy = json_deep_copy(res);
+    m->flags = flags;
+  }
+  return 0;
+}
+
 static int dump_nested_extra(const json_t *obj, int flags, sg_buf_t *b, const json_t *resource) {
   /* Room for the trie of a usual attributes object (~30 keys) without
    * allocating; this recurses once, for the resource. */
@@ -582,7 +680,7 @@ static int dump_nested_extra(const json_t *obj, int flags, sg_buf_t *b, const js
   if (rc == 0 && resource) {
     if (!first) rc = sg_buf_putc(b, ',');
     if (rc == 0) rc = sg_buf_append(b, "\"resource\":", 11);
-    if (rc == 0) rc = dump_nested(resource, flags, b);
+    if (rc == 0) rc = dump_resource(resource, flags, b);
   }
   if (rc == 0) rc = sg_buf_putc(b, '}');
   trie_free(&t);

@@ -202,6 +202,52 @@ static void test_path_search_bounded(void **st) {
   for (int i = 0; i <= 50; i++) json_decref(lv[i]);
 }
 
+/* ---- the resource's memo -------------------------------------------------- */
+
+/* The attributes column of {"a.b":1} with resource r, and what it must be:
+ * the resource nested on its own (sg_json_nested does not use the memo). */
+static void check_with_resource(json_t *r) {
+  json_t *at = json_pack("{s:i}", "a.b", 1);
+  sg_buf_t b = SG_BUF_INIT;
+  assert_int_equal(sg_json_dump_attributes(at, r, SG_JSON_NEST, &b), 0);
+  json_t *n = sg_json_nested(r);
+  char *nt = dump(n, 0), want[4096];
+  snprintf(want, sizeof want, "{\"a\":{\"b\":1},\"resource\":%s}", nt);
+  assert_string_equal(b.data, want);
+  free(nt);
+  json_decref(n);
+  sg_buf_free(&b);
+  json_decref(at);
+}
+
+/* The text of the last resource is reused for the next span with the same
+ * resource, and only then: a resource changed in place (a value, the order
+ * of its members, 0.0 against -0.0, 1 against 1.0, a member added) or
+ * another one is rendered anew. */
+static void test_resource_memo(void **st) {
+  (void)st;
+  json_t *r = json_pack("{s:s,s:s,s:f,s:i}", "service.name", "svc", "host.name", "h", "x.r", 0.0, "x.i", 1);
+  check_with_resource(r);
+  check_with_resource(r); /* from the memo */
+  json_object_set_new(r, "x.r", json_real(-0.0));
+  check_with_resource(r);
+  json_object_set_new(r, "x.i", json_real(1.0));
+  check_with_resource(r);
+  json_t *v = json_incref(json_object_get(r, "service.name"));
+  json_object_del(r, "service.name");
+  json_object_set_new(r, "service.name", v); /* the same members, another order */
+  check_with_resource(r);
+  json_object_set_new(r, "service.version", json_string("2"));
+  check_with_resource(r);
+  json_t *other = json_pack("{s:s}", "service.name", "other");
+  check_with_resource(other);
+  check_with_resource(r);
+  json_string_set(json_object_get(r, "host.name"), "h2"); /* a member's own value changed */
+  check_with_resource(r);
+  json_decref(other);
+  json_decref(r);
+}
+
 /* ---- numbers ---------------------------------------------------------------- */
 
 static uint64_t rng;
@@ -307,6 +353,7 @@ int main(void) {
       cmocka_unit_test(test_deep_key),
       cmocka_unit_test(test_colliding_keys),
       cmocka_unit_test(test_path_search_bounded),
+      cmocka_unit_test(test_resource_memo),
       cmocka_unit_test(test_reals_match_snprintf),
       cmocka_unit_test(test_integers_match_jansson),
   };
