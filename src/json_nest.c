@@ -360,30 +360,49 @@ static int child(trie_t *t, int parent, const char *seg, size_t n, int plain) {
   return id;
 }
 
-/* Bytes of a key: 1 for '.', 2 for what JSON escapes ('"', '\\', controls). */
-static const unsigned char key_class[256] = {
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    ['"'] = 2, ['\\'] = 2, ['.'] = 1};
-
 /* A key is split unless a segment is empty or it has more segments than
  * SG_JSON_NEST_MAX_SEGMENTS: rendering recurses once per segment, so the
  * bound keeps a hostile key ("a.a.a..." x 60,000) from exhausting the
  * stack, and such a key is kept as sent. Fills nseg (0: not split) and
- * plain in one pass over the key. */
+ * plain (no byte JSON escapes: '"', '\\', controls) in one pass, 8 bytes at
+ * a time. */
 static void key_scan(key_t_ *k) {
   const unsigned char *s = (const unsigned char *)k->k;
-  size_t n = k->klen, nseg = 1;
-  int split = n > 0 && s[0] != '.' && s[n - 1] != '.', esc = 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned c = key_class[s[i]];
-    if (c == 0) continue;
-    if (c == 2) {
-      esc = 1;
+  size_t n = k->klen, dots = 0, i = 0;
+  int esc = 0, twodots = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u, low7 = 0x7f7f7f7f7f7f7f7fu;
+  uint64_t carry = 0; /* 0x80 when the byte before this word is a dot */
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x, q, e, d, m;
+    memcpy(&x, s + i, 8);
+    q = x ^ (ones * '"');
+    e = x ^ (ones * '\\');
+    d = x ^ (ones * '.');
+    /* any byte below 0x20, '"' or '\\' (exact as a yes/no, as in buf.c) */
+    esc |= ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((e - ones) & ~e)) & high) != 0;
+    m = ~(((d & low7) + low7) | d | low7); /* exactly 0x80 in each byte that is '.' */
+    dots += (size_t)__builtin_popcountll(m);
+    twodots |= (m & ((m << 8) | carry)) != 0;
+    carry = (m >> 56) & 0x80;
+  }
+  int prev_dot = carry != 0;
+#else
+  int prev_dot = 0;
+#endif
+  for (; i < n; i++) {
+    unsigned char c = s[i];
+    if (c == '.') {
+      dots++;
+      twodots |= prev_dot;
+      prev_dot = 1;
       continue;
     }
-    if (i == 0 || s[i - 1] == '.' || ++nseg > SG_JSON_NEST_MAX_SEGMENTS) split = 0;
+    prev_dot = 0;
+    esc |= c < 0x20 || c == '"' || c == '\\';
   }
-  k->nseg = split ? (uint32_t)nseg : 0;
+  int split = n > 0 && s[0] != '.' && s[n - 1] != '.' && !twodots && dots < SG_JSON_NEST_MAX_SEGMENTS;
+  k->nseg = split ? (uint32_t)(dots + 1) : 0;
   k->plain = (uint8_t)!esc;
 }
 
@@ -435,20 +454,41 @@ static int trie_build(trie_t *t, const json_t *obj, void *room, size_t roomsz) {
   root->maxidx = -1;
   root->plain = 1;
   t->nn = 1;
+  /* The previous split key's nodes and where its segments end: keys come
+   * grouped ("gen_ai.request.model", "gen_ai.request.top_p"), and the
+   * segments a key shares with the one before are its nodes already. */
+  const key_t_ *pk = NULL;
+  int path[SG_JSON_NEST_MAX_SEGMENTS];
+  size_t pend[SG_JSON_NEST_MAX_SEGMENTS], npath = 0;
   for (size_t i = 0; i < t->nkeys; i++) {
     key_t_ *k = &t->keys[i];
     int cur = 0;
     if (k->nseg == 0) {
       cur = child(t, 0, k->k, k->klen, k->plain);
+      pk = NULL;
     } else {
-      const char *p = k->k, *end = p + k->klen;
-      for (;;) {
-        const char *dot = memchr(p, '.', (size_t)(end - p));
-        const char *segend = dot ? dot : end;
-        cur = child(t, cur, p, (size_t)(segend - p), k->plain);
-        if (cur < 0 || dot == NULL) break;
-        p = dot + 1;
+      size_t j = 0, off = 0;
+      if (pk) {
+        size_t lim = k->klen < pk->klen ? k->klen : pk->klen, cp = 0;
+        while (cp < lim && k->k[cp] == pk->k[cp]) cp++;
+        /* segment j is shared when it ends before cp (both then have a '.'
+         * there), or at cp where this key ends or goes on with a '.' */
+        while (j < npath && (pend[j] < cp || (pend[j] == cp && (cp == k->klen || k->k[cp] == '.')))) j++;
+        if (j > 0) {
+          cur = path[j - 1];
+          off = pend[j - 1] + 1;
+        }
       }
+      while (off <= k->klen) {
+        const char *p = k->k + off, *dot = memchr(p, '.', k->klen - off);
+        size_t len = dot ? (size_t)(dot - p) : k->klen - off;
+        if ((cur = child(t, cur, p, len, k->plain)) < 0) break;
+        path[j] = cur;
+        pend[j++] = off + len;
+        off += len + 1;
+      }
+      npath = j;
+      pk = k;
     }
     if (cur < 0) return SG_ENOMEM;
     t->nodes[cur].value = k->v;

@@ -84,6 +84,42 @@ static void test_deep_key(void **st) {
   free(over);
 }
 
+/* One text per case: keys that share leading segments with the key before
+ * them (the trie reuses those nodes), keys that share only bytes ("a.b" and
+ * "a.bc", "a" and "ab"), a key that is a prefix of the previous one, escaped
+ * segments, and keys whose "..", escapes and dots fall on either side of an
+ * 8-byte boundary (the key scan reads 8 bytes at a time). */
+static void test_grouped_keys(void **st) {
+  (void)st;
+  static const char *cases[][2] = {
+      {"{\"gen_ai.request.model\":\"m\",\"gen_ai.request.top_p\":1,\"gen_ai.response.id\":\"r\",\"gen_ai.system\":\"s\",\"llm\":2}",
+       "{\"gen_ai\":{\"request\":{\"model\":\"m\",\"top_p\":1},\"response\":{\"id\":\"r\"},\"system\":\"s\"},\"llm\":2}"},
+      {"{\"a.b\":1,\"a.b.c\":2,\"a.bc\":3,\"ab.c\":4,\"a\":{\"x\":5},\"a.b\\\"q.r\":6,\"a.b\\\"q.s\":7}",
+       "{\"a\":{\"x\":5,\"b\":1,\"bc\":3,\"b\\\"q\":{\"r\":6,\"s\":7}},\"ab\":{\"c\":4},\"a.b.c\":2}"},
+      {"{\"a.b.c\":1,\"a.b\":{\"x\":0},\"a.b.d\":2,\"a.0\":3}", "{\"a\":{\"b\":{\"x\":0,\"c\":1,\"d\":2},\"0\":3}}"},
+      {"{\"x.0\":1,\"x.1\":2,\"x.1.y\":3,\"x.10\":4}",
+       "{\"x\":[1,2,null,null,null,null,null,null,null,null,4],\"x.1.y\":3}"},
+      {"{\"abcdefg..x\":1,\"abcdefgh.x\":2,\"abcdefg.\":3,\"abcdefghijklmno.p\":4,\"abcdefghijklmno..p\":5,"
+       "\"abcdefghij\\\"k.l\":6,\"abcdefghijklmnop\\u0001.q\":7}",
+       "{\"abcdefg..x\":1,\"abcdefgh\":{\"x\":2},\"abcdefg.\":3,\"abcdefghijklmno\":{\"p\":4},\"abcdefghijklmno..p\":5,"
+       "\"abcdefghij\\\"k\":{\"l\":6},\"abcdefghijklmnop\\u0001\":{\"q\":7}}"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    json_error_t e;
+    json_t *o = json_loads(cases[i][0], 0, &e);
+    assert_non_null(o);
+    char *got = dump(o, SG_JSON_NEST);
+    assert_string_equal(got, cases[i][1]);
+    free(got);
+    json_decref(o);
+  }
+  /* Only the last segment of each key after the first is looked for:
+   * 0 + 1 + 2 + 3 + 4 children compared under "g.r". */
+  json_t *g = json_pack("{s:i,s:i,s:i,s:i,s:i}", "g.r.k0", 0, "g.r.k1", 1, "g.r.k2", 2, "g.r.k3", 3, "g.r.k4", 4);
+  assert_int_equal(sg__json_nest_probes(g), 10);
+  json_decref(g);
+}
+
 /* ---- hash flooding ------------------------------------------------------- */
 
 /* The hash json_nest used before: 32-bit FNV-1a, the parent's index xored
@@ -351,6 +387,7 @@ static void test_integers_match_jansson(void **st) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_deep_key),
+      cmocka_unit_test(test_grouped_keys),
       cmocka_unit_test(test_colliding_keys),
       cmocka_unit_test(test_path_search_bounded),
       cmocka_unit_test(test_resource_memo),
