@@ -10,7 +10,7 @@
 PREFIX ?= /usr/local
 DESTDIR ?=
 CC ?= cc
-PKGS := luajit libuv libpq libcurl jansson libprotobuf-c zlib openssl libsodium libdeflate
+PKGS := luajit libuv libpq libcurl jansson libprotobuf-c zlib openssl libsodium libnghttp2 libpcre2-8 libdeflate
 VERSION := $(shell cat VERSION 2>/dev/null || echo 0.1.0)
 
 # SAN=1 builds an ASan+UBSan variant into build/asan.
@@ -35,7 +35,8 @@ PROTOS := opentelemetry/proto/common/v1/common \
           opentelemetry/proto/resource/v1/resource \
           opentelemetry/proto/trace/v1/trace \
           opentelemetry/proto/collector/trace/v1/trace_service \
-          google/rpc/status
+          google/rpc/status \
+          google/rpc/retry_info
 PB_C := $(PROTOS:%=$(B)/gen/%.pb-c.c)
 PB_H := $(PROTOS:%=$(B)/gen/%.pb-c.h)
 

@@ -34,6 +34,7 @@ curl -sf "$ch" --data-binary "DROP DATABASE IF EXISTS $db" >/dev/null
 conf() { # file port read_backend
   cat >"$1" <<EOF
 listen = "127.0.0.1:$2"
+grpc_listen = ""
 workers = 2
 postgres_uri = "$pg_uri"
 auth = "keys"

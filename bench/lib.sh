@@ -48,6 +48,7 @@ mkconf() {
     echo "keys_file = \"$W/keys\""
     echo "scripts = \"$ROOT/lua\""
     echo 'log_level = "warn"'
+    echo 'grpc_listen = ""' # no fixed port 4317 on a shared machine; bench/grpc.sh sets its own
     printf '%s\n' "$@"
   } >"$file"
 }

@@ -1,10 +1,13 @@
 /* load.c - HTTP load generator for spangate: replays the workload's OTLP
- * bodies over N keep-alive connections (epoll, one thread) and records
+ * bodies over N keep-alive connections (epoll, one thread), or with --grpc
+ * as OTLP/gRPC TraceService/Export calls over N HTTP/2 connections (h2c,
+ * nghttp2's client; one call at a time per connection, as one request at a
+ * time per HTTP connection, so both modes run the same workload), and records
  * per-request latency in a log-bucketed histogram (HdrHistogram-like: 64
  * sub-buckets per power of two, < 1.6% relative error).
  *
  *   load -w WORKLOAD -p PORT -k KEY [-c CONNS] [-n REQUESTS | -d SECONDS]
- *        [-r RATE] [--seq-base N] [--timeline FILE] [--host IP] [--path P]
+ *        [-r RATE] [--seq-base N] [--timeline FILE] [--host IP] [--path P] [--grpc]
  *
  * Closed loop (no -r): every connection sends its next request as soon as
  * the previous answer arrived: the maximum rate.
@@ -15,8 +18,9 @@
  *
  * Request number seq (seq-base + i) carries body (seq % nbodies) with the
  * trace ids of seq (workload.h), so every span is a new row. 429 and 503
- * answers are retried (same seq, after 20 ms) and counted; other non-2xx
- * answers are counted as errors and not retried.
+ * answers (gRPC: UNAVAILABLE, or a stream refused) are retried (same seq,
+ * after 20 ms) and counted; other non-2xx answers (gRPC: codes other than
+ * OK) are counted as errors and not retried.
  *
  * Prints one JSON object on stdout: counts, duration, rates, latency
  * percentiles (ms). --timeline writes per-second lines:
@@ -43,6 +47,8 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <nghttp2/nghttp2.h>
 
 #include "workload.h"
 
@@ -115,10 +121,22 @@ typedef struct {
   size_t rlen, rcap;
   uint64_t retry_at;   /* 0: none pending */
   int retries;
+  /* --grpc: the HTTP/2 session, the call's stream and what came back. body
+   * holds the 5-byte message prefix, then the message. */
+  nghttp2_session *h2;
+  int32_t stream;
+  int grpc_status;     /* -1 until the trailers (or a trailers-only answer) */
+  char grpc_msg[160];
+  size_t body_off;     /* bytes of prefix + message handed to nghttp2 */
+  uint8_t *wpend;      /* nghttp2 output the socket did not take yet */
+  size_t wpend_len, wpend_off, wpend_cap;
 } conn_t;
 
 static struct sockaddr_in addr;
 static const char *key = "", *path = "/v1/traces";
+static int grpc_mode;
+static nghttp2_session_callbacks *h2_cbs;
+#define GRPC_PATH "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 static int ep;
 static wl_t wl;
 static uint32_t maxlen;
@@ -162,6 +180,15 @@ static int conn_open(conn_t *c) {
   struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.ptr = c};
   epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
   c->rlen = 0;
+  if (grpc_mode) {
+    if (c->h2) nghttp2_session_del(c->h2);
+    c->h2 = NULL;
+    c->wpend_len = c->wpend_off = 0;
+    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20}};
+    if (nghttp2_session_client_new(&c->h2, h2_cbs, c) != 0 ||
+        nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, 1) != 0)
+      return -1;
+  }
   return 0;
 }
 
@@ -174,7 +201,13 @@ static void conn_reopen(conn_t *c) {
   }
 }
 
+static void g_flush(conn_t *c);
+
 static void flush_out(conn_t *c) {
+  if (grpc_mode) {
+    g_flush(c);
+    return;
+  }
   while (c->busy && c->sent < c->head_len + c->body_len) {
     struct iovec iov[2];
     int n = 0;
@@ -200,7 +233,13 @@ static void flush_out(conn_t *c) {
   }
 }
 
+static void g_start(conn_t *c, uint64_t seq, uint64_t due);
+
 static void start_request(conn_t *c, uint64_t seq, uint64_t due) {
+  if (grpc_mode) {
+    g_start(c, seq, due);
+    return;
+  }
   const wl_body_t *b = wl_render(&wl, seq, c->body);
   c->body_len = b->len;
   c->spans = wl.spans_per_body;
@@ -241,7 +280,13 @@ static int closed_loop;
 static uint64_t next_seq, seq_end, seq_base;
 static uint64_t inflight;
 
+static void g_readable(conn_t *c);
+
 static void on_readable(conn_t *c) {
+  if (grpc_mode) {
+    g_readable(c);
+    return;
+  }
   for (;;) {
     if (c->rcap - c->rlen < 4096) {
       c->rcap = c->rcap ? c->rcap * 2 : 16384;
@@ -302,6 +347,158 @@ static void on_readable(conn_t *c) {
   }
 }
 
+/* ---- gRPC mode ------------------------------------------------------------- */
+
+/* Hands nghttp2's output to the socket; what it does not take waits in wpend. */
+static void g_flush(conn_t *c) {
+  if (c->fd < 0 || !c->h2) return;
+  for (;;) {
+    if (c->wpend_off < c->wpend_len) {
+      ssize_t w = write(c->fd, c->wpend + c->wpend_off, c->wpend_len - c->wpend_off);
+      if (w < 0) {
+        if (errno == EAGAIN || errno == EINTR) return;
+        snprintf(last_err, sizeof last_err, "write: %s", strerror(errno));
+        conn_reopen(c);
+        if (c->busy) g_start(c, c->seq, c->due_us);
+        return;
+      }
+      c->wpend_off += (size_t)w;
+      if (c->wpend_off < c->wpend_len) return;
+    }
+    /* Gather nghttp2's frames (a request is a HEADERS and ~16 KiB DATA
+     * frames) into one write, as the HTTP mode's one writev. */
+    c->wpend_len = c->wpend_off = 0;
+    for (;;) {
+      const uint8_t *d;
+      ssize_t n = nghttp2_session_mem_send(c->h2, &d);
+      if (n <= 0) break;
+      if (c->wpend_len + (size_t)n > c->wpend_cap) {
+        c->wpend_cap = (c->wpend_len + (size_t)n) * 2;
+        c->wpend = realloc(c->wpend, c->wpend_cap);
+      }
+      memcpy(c->wpend + c->wpend_len, d, (size_t)n);
+      c->wpend_len += (size_t)n;
+      if (c->wpend_len >= 1 << 20) break;
+    }
+    if (c->wpend_len == 0) return;
+  }
+}
+
+static ssize_t g_read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                           nghttp2_data_source *src, void *user) {
+  (void)s;
+  (void)id;
+  (void)src;
+  conn_t *c = user;
+  size_t total = 5 + (size_t)c->body_len, n = total - c->body_off;
+  if (n > len) n = len;
+  memcpy(buf, c->body + c->body_off, n);
+  c->body_off += n;
+  if (c->body_off == total) *flags |= NGHTTP2_DATA_FLAG_EOF;
+  return (ssize_t)n;
+}
+
+static void g_start(conn_t *c, uint64_t seq, uint64_t due) {
+  const wl_body_t *b = wl_render(&wl, seq, c->body + 5);
+  c->body_len = b->len;
+  c->body[0] = 0;
+  c->body[1] = (uint8_t)(b->len >> 24);
+  c->body[2] = (uint8_t)(b->len >> 16);
+  c->body[3] = (uint8_t)(b->len >> 8);
+  c->body[4] = (uint8_t)b->len;
+  c->body_off = 0;
+  c->spans = wl.spans_per_body;
+  c->seq = seq;
+  c->due_us = due;
+  c->busy = 1;
+  c->retries = 0;
+  c->grpc_status = -1;
+  c->grpc_msg[0] = '\0';
+  char auth[300], authority[64];
+  int al = snprintf(auth, sizeof auth, "ApiKey %s", key);
+  int hl = snprintf(authority, sizeof authority, "%s:%u", inet_ntoa(addr.sin_addr), ntohs(addr.sin_port));
+#define NV(n, v, vl) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (size_t)(vl), NGHTTP2_NV_FLAG_NONE}
+  nghttp2_nv nva[] = {NV(":method", "POST", 4), NV(":scheme", "http", 4),
+                      NV(":path", GRPC_PATH, sizeof GRPC_PATH - 1), NV(":authority", authority, hl),
+                      NV("content-type", "application/grpc", 16), NV("te", "trailers", 8),
+                      NV("authorization", auth, al)};
+#undef NV
+  nghttp2_data_provider dp = {.source.ptr = c, .read_callback = g_read_body};
+  c->stream = c->h2 ? nghttp2_submit_request(c->h2, NULL, nva, sizeof nva / sizeof nva[0], &dp, c) : -1;
+  if (c->stream < 0) {
+    snprintf(last_err, sizeof last_err, "nghttp2_submit_request: %s", nghttp2_strerror(c->stream));
+    c->retry_at = now_us() + 20000; /* after a reconnect */
+    conn_reopen(c);
+    return;
+  }
+  g_flush(c);
+}
+
+static int g_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t namelen,
+                       const uint8_t *value, size_t valuelen, uint8_t flags, void *user) {
+  (void)s;
+  (void)flags;
+  conn_t *c = user;
+  if (f->hd.stream_id != c->stream) return 0;
+  if (namelen == 11 && !memcmp(name, "grpc-status", 11)) {
+    int v = 0;
+    for (size_t i = 0; i < valuelen; i++) v = v * 10 + (value[i] - '0');
+    c->grpc_status = v;
+  } else if (namelen == 12 && !memcmp(name, "grpc-message", 12)) {
+    snprintf(c->grpc_msg, sizeof c->grpc_msg, "%.*s", (int)valuelen, (const char *)value);
+  }
+  return 0;
+}
+
+/* The call's stream closed: its answer is complete (or it was refused or reset). */
+static int g_on_close(nghttp2_session *s, int32_t id, uint32_t code, void *user) {
+  (void)s;
+  conn_t *c = user;
+  if (id != c->stream || !c->busy) return 0;
+  c->stream = -1;
+  uint64_t t = now_us();
+  if (c->grpc_status == 14 || code == NGHTTP2_REFUSED_STREAM) {
+    retries++;
+    c->retries++;
+    c->retry_at = t + 20000;
+    return 0;
+  }
+  c->busy = 0;
+  inflight--;
+  uint64_t lat = t - c->due_us;
+  if (c->grpc_status == 0) {
+    ok_req++;
+    ok_spans += c->spans;
+    h_add(&hist, lat);
+    timeline_add(t, lat, c->spans);
+  } else {
+    err_req++;
+    status_counts[c->grpc_status < 0 ? 5 : 4]++;
+    snprintf(last_err, sizeof last_err, "gRPC status %d (stream error %u): %s", c->grpc_status, code,
+             c->grpc_msg);
+  }
+  return 0;
+}
+
+static void g_readable(conn_t *c) {
+  uint8_t buf[65536];
+  for (;;) {
+    ssize_t r = read(c->fd, buf, sizeof buf);
+    if (r < 0) {
+      if (errno == EAGAIN || errno == EINTR) break;
+      r = 0;
+    }
+    if (r == 0 || nghttp2_session_mem_recv(c->h2, buf, (size_t)r) < 0) {
+      /* closed (an idle GOAWAY, say): the call in flight goes again on a new connection */
+      snprintf(last_err, sizeof last_err, "connection closed%s", c->busy ? " with a call out" : "");
+      conn_reopen(c);
+      if (c->busy && c->retry_at == 0) g_start(c, c->seq, c->due_us);
+      return;
+    }
+  }
+  g_flush(c);
+}
+
 static volatile sig_atomic_t stop;
 static void on_sig(int s) {
   (void)s;
@@ -316,7 +513,7 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!v) goto usage;
+    if (!v && strcmp(a, "--grpc")) goto usage;
     if (!strcmp(a, "-w")) wpath = v;
     else if (!strcmp(a, "-p")) port = atoi(v);
     else if (!strcmp(a, "-k")) key = v;
@@ -328,6 +525,10 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--timeline")) timeline = v;
     else if (!strcmp(a, "--host")) host = v;
     else if (!strcmp(a, "--path")) path = v;
+    else if (!strcmp(a, "--grpc")) {
+      grpc_mode = 1;
+      continue; /* no value */
+    }
     else goto usage;
     i++;
   }
@@ -344,10 +545,15 @@ int main(int argc, char **argv) {
     return 2;
   }
   ep = epoll_create1(EPOLL_CLOEXEC);
+  if (grpc_mode) {
+    nghttp2_session_callbacks_new(&h2_cbs);
+    nghttp2_session_callbacks_set_on_header_callback(h2_cbs, g_on_header);
+    nghttp2_session_callbacks_set_on_stream_close_callback(h2_cbs, g_on_close);
+  }
   conn_t *cs = calloc((size_t)nconns, sizeof *cs);
   for (int i = 0; i < nconns; i++) {
     cs[i].fd = -1;
-    cs[i].body = malloc(maxlen);
+    cs[i].body = malloc((size_t)maxlen + 5); /* --grpc: the message prefix first */
     if (conn_open(&cs[i]) != 0) {
       fprintf(stderr, "load: connect: %s\n", strerror(errno));
       return 1;
@@ -440,6 +646,6 @@ int main(int argc, char **argv) {
 usage:
   fprintf(stderr,
           "usage: load -w WORKLOAD -p PORT -k KEY [-c CONNS] [-n REQUESTS | -d SECONDS] [-r RATE]\n"
-          "            [--seq-base N] [--timeline FILE] [--host IP] [--path P]\n");
+          "            [--seq-base N] [--timeline FILE] [--host IP] [--path P] [--grpc]\n");
   return 2;
 }

@@ -7,8 +7,9 @@
 #
 # Seeding: the first 1000 rows the floor loaded (the workload as the gateway
 # stores it) are replicated with new trace ids by INSERT ... SELECT over
-# generate_series, in two sessions at once; created_at is spread over 30
-# days, as a history would be. Only the primary key is kept: neither side
+# generate_series, in two sessions at once; created_at (and start/end time
+# with it) is spread over 30 days, as a history would be (bench/read.sh reads
+# 24 h windows of it). Only the primary key is kept: neither side
 # reads Agenta's secondary indexes (the job creates its own keyset index,
 # spangate_spans_keyset, and that time counts as the job's), and maintaining
 # them would make seeding 1M rows take minutes. VACUUM ANALYZE afterwards,
@@ -71,7 +72,8 @@ seed() { # from to
       attributes, \"references\", links, hashes, events, session_id, user_id, agent_id)
     SELECT project_id, now() - g * interval '$STEP_MS ms' - (abs(hashtext(span_id::text)) % 1000) * interval '1 ms',
       created_by_id, md5(g::text || trace_id::text)::uuid, span_id, parent_id,
-      trace_type, span_type, span_kind, span_name, start_time, end_time, status_code, status_message,
+      trace_type, span_type, span_kind, span_name,
+      start_time - g * interval '$STEP_MS ms', end_time - g * interval '$STEP_MS ms', status_code, status_message,
       attributes, \"references\", links, hashes, events, session_id, user_id, agent_id
     FROM generate_series($1, $2) g CROSS JOIN tpl"
 }

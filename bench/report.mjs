@@ -1,7 +1,8 @@
 // bench/report.mjs OUTDIR - turns what bench/run.sh measured into
 // OUTDIR/results.json, OUTDIR/report.md and OUTDIR/bench.png (gnuplot), and
 // prints the one-line summary last on stdout:
-//   bench: ingest_ratio=R spans_per_s=S p99_ms=P p99_ratio=Q rss_mb=M lua_ns_per_span=L migrate_ratio=G
+//   bench: ingest_ratio=R spans_per_s=S p99_ms=P p99_ratio=Q rss_mb=M lua_ns_per_span=L migrate_ratio=G grpc_ratio=X capture_lag_s=C
+//          read_trace_ratio=T read_query_ratio=Q
 // Node built-ins only (no npm packages in the bench path).
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -137,6 +138,10 @@ const spansPerS = FN('gateway.spans_per_s');
 const p99 = loadHalf ? loadHalf.latency_ms.p99 : null;
 const luaNs = lua ? lua.transform_ns_per_span : null;
 const migrateRatio = FN('migrate_ratio');
+const grpcRatio = FN('grpc_ratio'); // bench/grpc.sh: gRPC spans/s over OTLP/HTTP's, same workload
+const captureLag = FN('capture_lag_s'); // bench/capture_lag.sh: p50 age of the oldest change not in ClickHouse, full load
+const readTraceRatio = FN('read_trace_ratio');
+const readQueryRatio = FN('read_query_ratio');
 
 const targets = {
   ingest_ratio: { target: '>= 0.8', value: ingestRatio, met: ingestRatio !== null ? ingestRatio >= 0.8 : null },
@@ -144,13 +149,17 @@ const targets = {
   rss_mb_at_full_load: { target: '< 100', value: hwmMb, met: hwmMb !== null ? hwmMb < 100 : null },
   lua_ns_per_span: { target: '< 1000', value: luaNs, met: luaNs !== null ? luaNs < 1000 : null },
   migrate_ratio: { target: '>= 0.7', value: migrateRatio, met: migrateRatio !== null ? migrateRatio >= 0.7 : null },
+  grpc_ratio: { target: '>= 0.9', value: grpcRatio, met: grpcRatio !== null ? grpcRatio >= 0.9 : null },
+  read_trace_ratio: { target: '>= 1', value: readTraceRatio, met: readTraceRatio !== null ? readTraceRatio >= 1 : null },
+  read_query_ratio: { target: '>= 5', value: readQueryRatio, met: readQueryRatio !== null ? readQueryRatio >= 5 : null },
 };
 
 const results = {
   generated_at: new Date().toISOString(),
   machine: { cores: FN('machine.cores'), memory_mb: FN('machine.memory_mb'), cpu: F('machine.cpu'), kernel: F('machine.kernel') },
   versions: { postgresql: F('version.postgresql'), clickhouse: F('version.clickhouse'), spangate: F('version.spangate'), git: F('version.git') },
-  summary: { ingest_ratio: ingestRatio, ingest_ratio_rounds: ratios, spans_per_s: spansPerS, p99_ms: p99, p99_ratio: p99Ratio, rss_mb: hwmMb, lua_ns_per_span: luaNs, migrate_ratio: migrateRatio },
+  summary: { ingest_ratio: ingestRatio, ingest_ratio_rounds: ratios, spans_per_s: spansPerS, p99_ms: p99, p99_ratio: p99Ratio, rss_mb: hwmMb, lua_ns_per_span: luaNs, migrate_ratio: migrateRatio, grpc_ratio: grpcRatio, capture_lag_s: captureLag,
+    read_trace_ratio: readTraceRatio, read_query_ratio: readQueryRatio },
   targets,
   workload: { requests: FN('workload.requests'), spans: FN('workload.spans'), spans_per_request: 100, generator: F('workload.summary') },
   floor: {
@@ -195,6 +204,15 @@ const results = {
     pipe_seconds: FN('migrate.pipe_seconds'), pipe_spans_per_s: FN('migrate.pipe_spans_per_s'),
     job_seconds: FN('migrate.job_seconds'), job_spans_per_s: FN('migrate.job_spans_per_s'), job_rows: FN('migrate.job_rows'),
     migrate_ratio: migrateRatio,
+  },
+  read: {
+    status: F('read.status'), rows: FN('read.rows'), window: F('read.window'), errors: F('read.errors'),
+    trace: { pg_ms: FN('read.trace.pg_ms'), ch_ms: FN('read.trace.ch_ms') },
+    queries: Object.fromEntries(['window', 'errors', 'user', 'model', 'name'].map((k) => [k,
+      { pg_ms: FN(`read.query.${k}.pg_ms`), ch_ms: FN(`read.query.${k}.ch_ms`), ratio: FN(`read.query.${k}.ratio`) }])),
+    read_trace_ratio: readTraceRatio, read_query_ratio: readQueryRatio,
+    dedup_ms: { final: FN('read.dedup.final_ms'), limit_1_by: FN('read.dedup.limit1by_ms'), argmax: FN('read.dedup.argmax_ms'), candidate_keys: FN('read.dedup.keys_ms') },
+    freshness_delay_ms: { p50: FN('read.lag.p50_ms'), p90: FN('read.lag.p90_ms'), max: FN('read.lag.max_ms') },
   },
   profile: profByProc.length ? {
     method: 'perf record -a -g -e cpu-clock -F 997, 20 s at full rate; self time',
@@ -284,6 +302,10 @@ lines.push(`| p99_ratio at half load (gateway p99 ${f(p99, 1)} ms / floor p99 ${
 lines.push(`| peak RSS (VmHWM) at full load | ${f(hwmMb)} MB | ${targets.rss_mb_at_full_load.target} MB | ${met(targets.rss_mb_at_full_load)} |`);
 lines.push(`| Lua default transform | ${f(luaNs)} ns/span | ${targets.lua_ns_per_span.target} ns | ${met(targets.lua_ns_per_span)} |`);
 lines.push(`| migrate_ratio (job / pipe) | ${migrateRatio === null ? 'NA (' + (F('migrate.status') || 'not run') + ')' : f(migrateRatio, 3)} | ${targets.migrate_ratio.target} | ${met(targets.migrate_ratio)} |`);
+lines.push(`| grpc_ratio (OTLP/gRPC / OTLP/HTTP, acked spans/s) | ${f(grpcRatio, 3)} | ${targets.grpc_ratio.target} | ${met(targets.grpc_ratio)} |`);
+lines.push(`| capture_lag_s (change capture, p50 lag at full ingest rate) | ${captureLag === null ? 'NA' : f(captureLag, 2)} s | keeps up | ${captureLag === null ? 'NA' : '-'} |`);
+lines.push(`| read_trace_ratio (PostgreSQL / ClickHouse, median trace fetch) | ${readTraceRatio === null ? 'NA' : f(readTraceRatio, 3)} | ${targets.read_trace_ratio.target} | ${met(targets.read_trace_ratio)} |`);
+lines.push(`| read_query_ratio (PostgreSQL / ClickHouse, 5 span queries over 24 h) | ${readQueryRatio === null ? 'NA' : f(readQueryRatio, 3)} | ${targets.read_query_ratio.target} | ${met(targets.read_query_ratio)} |`);
 lines.push('');
 lines.push('## Workload', '');
 lines.push(`${results.workload.requests} OTLP/HTTP protobuf requests of 100 spans (${results.workload.spans} spans): ${results.workload.generator}. ` +
@@ -358,6 +380,18 @@ else {
   else lines.push(`\`spangate migrate\`: ${mg.status} - migrate_ratio NA.`);
 }
 lines.push('');
+lines.push('## Reads: PostgreSQL vs ClickHouse', '');
+const rd = results.read;
+if (rd.status !== 'ok') lines.push(`Not measured (${rd.status || 'not run'}).`);
+else {
+  lines.push(`${rd.rows} spans (the migration phase's), a 24 h window (${rd.window}, epoch s). Two gateways, one reading PostgreSQL ((project_id, start_time) index and the primary key; no GIN), one ClickHouse (18.16 layout); each read sent to both in turn, median of the runs (bench/read.sh). Errors or differing answers: ${rd.errors}.`, '');
+  lines.push('| read | PostgreSQL ms | ClickHouse ms | ratio |', '|---|---|---|---|');
+  lines.push(`| trace fetch (10 traces) | ${f(rd.trace.pg_ms, 2)} | ${f(rd.trace.ch_ms, 2)} | ${f(readTraceRatio, 3)} |`);
+  for (const [k, x] of Object.entries(rd.queries)) lines.push(`| query: ${k} | ${f(x.pg_ms, 2)} | ${f(x.ch_ms, 2)} | ${f(x.ratio, 3)} |`);
+  lines.push('', `Duplicates (one 24 h page of full rows, straight on ClickHouse, median of 3): FINAL ${f(rd.dedup_ms.final, 1)} ms, LIMIT 1 BY ${f(rd.dedup_ms.limit_1_by, 1)} ms, argMax ${f(rd.dedup_ms.argmax, 1)} ms; the gateway's first statement (candidate keys) ${f(rd.dedup_ms.candidate_keys, 1)} ms.`);
+  lines.push('', `Freshness: ClickHouse serves a span ${f(rd.freshness_delay_ms.p50, 0)} ms after its ingest was answered (median; p90 ${f(rd.freshness_delay_ms.p90, 0)} ms, max ${f(rd.freshness_delay_ms.max, 0)} ms) with the default flush_interval_ms; PostgreSQL answers meanwhile.`);
+}
+lines.push('');
 if (results.profile) {
   lines.push('## Profile (full rate)', '');
   lines.push(`${results.profile.method}. CPU by process (whole machine):`, '');
@@ -379,4 +413,5 @@ writeFileSync(p('report.md'), lines.join('\n') + '\n');
 
 const fmtOrNA = (v, d) => (v === null || v === undefined ? 'NA' : Number(v).toFixed(d));
 console.log(`bench: ingest_ratio=${fmtOrNA(ingestRatio, 3)} spans_per_s=${fmtOrNA(spansPerS, 0)} p99_ms=${fmtOrNA(p99, 2)} p99_ratio=${fmtOrNA(p99Ratio, 2)} ` +
-  `rss_mb=${fmtOrNA(hwmMb, 1)} lua_ns_per_span=${fmtOrNA(luaNs, 0)} migrate_ratio=${fmtOrNA(migrateRatio, 3)}`);
+  `rss_mb=${fmtOrNA(hwmMb, 1)} lua_ns_per_span=${fmtOrNA(luaNs, 0)} migrate_ratio=${fmtOrNA(migrateRatio, 3)} ` +
+  `grpc_ratio=${fmtOrNA(grpcRatio, 3)} capture_lag_s=${fmtOrNA(captureLag, 2)} read_trace_ratio=${fmtOrNA(readTraceRatio, 3)} read_query_ratio=${fmtOrNA(readQueryRatio, 3)}`);

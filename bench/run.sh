@@ -23,10 +23,14 @@
 #   5. memory     RSS every second through every gateway phase, VmHWM, and a
 #                 soak at full rate (first-half vs second-half peak)
 #   6. profile    perf record -a during a full-rate run (BENCH_PROFILE=0 skips)
+#   6b. grpc      bench/grpc.sh: OTLP/gRPC vs OTLP/HTTP spans/s, same workload
+#   6c. capture   bench/capture_lag.sh: change capture's lag (p50 s) at full ingest rate
 #   7. lua        build/bench/lua_bench: ns/span of lua/transform.lua vs none;
 #                 build/bench/lua_hooks: ns/span of each kind of transform
 #   8. migrate    `spangate migrate` vs psql COPY TO STDOUT | clickhouse-client
 #                 on BENCH_MIGRATE_ROWS seeded spans (NA while migrate is absent)
+#   8b. read      trace fetch and span queries on those spans, PostgreSQL vs
+#                 ClickHouse through the gateway (bench/read.sh)
 #   9. report     var/bench/report.md, results.json, bench.png
 # Beside wall clock, every floor and gateway run records the CPU seconds of
 # PostgreSQL, ClickHouse and the gateway (process trees, /proc) and what
@@ -56,7 +60,8 @@
 #   BENCH_MIGRATE_ARGS=""      extra options for `spangate migrate` (--batch N ...)
 #   BENCH_OUT=var/bench        where the report goes
 # The last line on stdout is:
-#   bench: ingest_ratio=R spans_per_s=S p99_ms=P p99_ratio=Q rss_mb=M lua_ns_per_span=L migrate_ratio=G
+#   bench: ingest_ratio=R spans_per_s=S p99_ms=P p99_ratio=Q rss_mb=M lua_ns_per_span=L migrate_ratio=G grpc_ratio=X capture_lag_s=C
+#          read_trace_ratio=T read_query_ratio=Q
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -484,6 +489,13 @@ SAMPLER_PID=
 stop_gateway
 cat "$W"/gw_*.log | grep -E '\[(error|warn)' | head -20 >"$OUT/gateway_log_warnings.txt" || true
 
+# ---- 6b. gRPC: OTLP/gRPC beside OTLP/HTTP on the same workload (grpc_ratio) ----
+bench/grpc.sh >&2 || log "grpc: the comparison failed (see above)"
+
+# ---- 6c. change capture at full ingest rate (capture_lag_s) ----------------------
+CAPTURE_SECONDS=${BENCH_CAPTURE_SECONDS:-10} bench/capture_lag.sh >&2 ||
+  log "capture: the measurement failed (see above)"
+
 # ---- 7. Lua ---------------------------------------------------------------------
 loadavg lua
 log "lua: transform cost per span (in process)"
@@ -496,13 +508,17 @@ cat "$OUT/lua_hooks.txt" >&2
 
 # ---- 8. migration ---------------------------------------------------------------
 if [[ $MIGRATE_ROWS == auto ]]; then
-  left=$(awk -v a="$T_BEGIN" -v b="$(now)" -v B="$BUDGET_S" 'BEGIN{printf "%d", B - (b - a) - 10}')
+  # BENCH_READ_RESERVE_S (90) of the budget stays for the read phase after it
+  left=$(awk -v a="$T_BEGIN" -v b="$(now)" -v B="$BUDGET_S" -v R="${BENCH_READ_RESERVE_S:-90}" 'BEGIN{printf "%d", B - (b - a) - 10 - R}')
   MIGRATE_ROWS=$(awk -v s="$left" -v c="${BENCH_MIGRATE_US_PER_ROW:-250}" \
     'BEGIN{r = int(s * 1e6 / c / 100000) * 100000; if (r > 1000000) r = 1000000; if (r < 100000) r = 100000; print r}')
   [[ $MIGRATE_ROWS -lt 1000000 ]] && log "migrate: $MIGRATE_ROWS rows (1M would not fit the ${BUDGET_S} s budget; BENCH_MIGRATE_ROWS=1000000 forces it)"
   fact migrate.rows_auto 1
 fi
 bench/migrate.sh "$MIGRATE_ROWS" >&2 || log "migrate: the comparison failed (see above)"
+
+# ---- 8b. reads ----------------------------------------------------------------------
+PROJECT=$PROJECT bench/read.sh >&2 || { log "read: the comparison failed (see above)"; fact read.status failed; }
 
 # ---- 9. report --------------------------------------------------------------------
 T_END=$(now)

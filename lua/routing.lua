@@ -1,12 +1,20 @@
 -- routing.lua - which projects are written to ClickHouse, and which store
--- serves analytics reads.
+-- serves their reads.
 --
 -- Contract (docs/lua.md):
 --   M.clickhouse(project_id) -> boolean. project_id is the dashed lower-case
 --     UUID. Asked only when use_clickhouse is on; the answer is cached per
 --     project until the scripts are reloaded (SIGHUP).
---   M.read_backend(query, project_id) -> "postgres" | "clickhouse". query is
---     the read request's JSON body (read-only) or nil.
+--   M.read_backend(query, project_id, endpoint) -> "postgres" | "clickhouse".
+--     endpoint is "trace" (GET /v1/traces/{id}), "query" (POST
+--     /v1/spans/query) or "analytics" (GET /v1/analytics/spans); query is a
+--     read-only table describing the read, with the same `endpoint` (so a
+--     script written for two arguments can tell them apart too): trace_id;
+--     the request body's filtering and windowing; from, to, bucket,
+--     group_by, metrics. "clickhouse" is a wish: a read is served from
+--     ClickHouse only when it holds every span acknowledged before the read
+--     began (README, "Reading from ClickHouse"), and PostgreSQL answers
+--     otherwise.
 --
 -- This default reads gateway.conf through gw.config:
 --   clickhouse_projects_deny  projects never written to ClickHouse (wins);
@@ -19,8 +27,9 @@
 --                             text, mod 100, < percent. Raising the percentage
 --                             only adds projects; none flips off.
 --   read_backend              "clickhouse" sends reads of projects written to
---                             ClickHouse there; other projects and any other
---                             value read from PostgreSQL.
+--                             ClickHouse there (all three endpoints); other
+--                             projects and any other value read from
+--                             PostgreSQL.
 -- Project ids in the lists may be written in any case, dashed or not.
 --
 -- Pure over plain tables: busted passes a fake gw (tests/lua/routing_spec.lua).
@@ -80,7 +89,7 @@ function M.clickhouse(project_id)
   return M.fnv1a32(id) % 100 < pct
 end
 
-function M.read_backend(query, project_id)
+function M.read_backend(query, project_id, endpoint)
   local cfg = gw.config
   if cfg.read_backend == "clickhouse" and cfg.use_clickhouse and project_id ~= nil
      and M.clickhouse(project_id) then

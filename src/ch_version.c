@@ -34,6 +34,10 @@
  *   SG_CH_BLOOM_UUID         20.12  "Added big integers and UUID data types
  *                                   support for MergeTree BloomFilter index"
  *                                   (#16642, merged 2020-11-05).
+ *   SG_CH_REPLACING_DELETED   23.2  ReplacingMergeTree's second parameter,
+ *                                   the is_deleted column (#41005): FINAL
+ *                                   drops a key whose last row is deleted,
+ *                                   OPTIMIZE ... FINAL CLEANUP removes them.
  */
 #include "ch_version.h"
 
@@ -56,6 +60,7 @@ static const cap_since_t cap_table[] = {
     {20, 1, SG_CH_TTL_ONLY_DROP_PARTS},
     {20, 3, SG_CH_EXCEPTION_HEADER},
     {20, 12, SG_CH_BLOOM_UUID},
+    {23, 2, SG_CH_REPLACING_DELETED},
 };
 
 unsigned sg_ch_version_caps(int major, int minor) {

@@ -18,6 +18,7 @@
 #define SG_CH_JSON_FUNCS (1u << 6)          /* JSONExtract* / JSONHas ...            19.8 */
 #define SG_CH_TTL_ONLY_DROP_PARTS (1u << 7) /* MergeTree setting ttl_only_drop_parts 20.1 */
 #define SG_CH_EXCEPTION_HEADER (1u << 8)    /* X-ClickHouse-Exception-Code header    20.3 */
+#define SG_CH_REPLACING_DELETED (1u << 9)   /* ReplacingMergeTree(ver, is_deleted)   23.2 */
 
 typedef struct {
   int major, minor;

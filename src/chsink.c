@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "ch.h"
+#include "ch_insert.h"
+#include "chpending.h"
 #include "ch_setup.h"
 #include "err.h"
 #include "log.h"
@@ -61,6 +63,10 @@ struct sg_chsink_s {
   int no_token;                /* the server refused the token's setting: never again */
   int have_ver;                /* 0: layout unknown (ClickHouse never reached): gaps only */
   int worker_id;
+  /* freshness (chpending.h), worker sinks only: this worker's records,
+   * stamped strictly increasing; records older than started_us are from
+   * before this run */
+  int64_t last_stamp, started_us;
   struct setup_s *setup;       /* a ch_setup off the loop, when ClickHouse was away at start */
   char tag[32];                /* row layout of this server, e.g. "spans/us" */
   sg_buf_t insert_sql;
@@ -133,6 +139,7 @@ static int set_layout(sg_chsink_t *s, const sg_ch_layout_t *lay) {
 /* ---- gaps ------------------------------------------------------------------ */
 
 typedef struct {
+  uint8_t id[16];
   char project[37], first[24], last[24], count[24];
   char reason[160];
   const char *params[5];
@@ -141,6 +148,7 @@ typedef struct {
 static void gap_cb(void *arg, PGresult *res, int err, const char *errmsg) {
   gap_t *g = arg;
   (void)res;
+  sg_chpending_gap_end(g->id, err == 0, now_us());
   if (err)
     sg_error("clickhouse", "could not record a ClickHouse gap (project %s, created_at µs %s..%s, "
                            "%s spans): %s; run `spangate migrate --project %s` to repair",
@@ -161,6 +169,8 @@ static void record_gap(sg_chsink_t *s, const uint8_t project[16], const sg_span_
   s->st.gaps += n;
   gap_t *g = calloc(1, sizeof *g);
   if (!g) {
+    sg_chpending_gap_begin(project);
+    sg_chpending_gap_end(project, 0, 0); /* known to this process only */
     char p[37];
     sg_uuid_format(project, p);
     sg_error("clickhouse", "could not record a ClickHouse gap (project %s, created_at µs %" PRId64
@@ -169,6 +179,8 @@ static void record_gap(sg_chsink_t *s, const uint8_t project[16], const sg_span_
              p, lo, hi, n, p);
     return;
   }
+  memcpy(g->id, project, 16);
+  sg_chpending_gap_begin(project); /* reads of the project avoid ClickHouse from now on */
   sg_uuid_format(project, g->project);
   snprintf(g->first, sizeof g->first, "%" PRId64, lo);
   snprintf(g->last, sizeof g->last, "%" PRId64, hi);
@@ -223,8 +235,14 @@ int sg_chsink_append(sg_chsink_t *s, const uint8_t project_id[16], const sg_span
     }
   }
   if (good == 0) return 0;
-  int rc = sg_spool_append(s->spools[0].sp, s->tag, s->rows.data, s->rows.len, now_us());
-  if (rc == 0) return 0;
+  int64_t t = now_us();
+  if (t <= s->last_stamp) t = s->last_stamp + 1; /* unique and increasing: the record's name in chpending */
+  int rc = sg_spool_append(s->spools[0].sp, s->tag, s->rows.data, s->rows.len, t);
+  if (rc == 0) {
+    s->last_stamp = t;
+    sg_chpending_add(s->worker_id, project_id, t);
+    return 0;
+  }
   sg_error("clickhouse", "spool %s: %s; the spans are recorded as a gap for `spangate migrate`",
            s->spools[0].dir, rc == SG_ETOOBIG ? "full (spool_max_bytes)" : sg_strerror(rc));
   record_gap(s, project_id, spans, n, rc == SG_ETOOBIG ? "spool full" : "spool write failed");
@@ -234,7 +252,28 @@ int sg_chsink_append(sg_chsink_t *s, const uint8_t project_id[16], const sg_span
 int sg_chsink_append_rows(sg_chsink_t *s, const char *rows, size_t len, int64_t now_us) {
   if (!s->have_ver) return SG_EUNAVAIL;
   if (len == 0) return 0;
-  return sg_spool_append(s->spools[0].sp, s->tag, rows, len, now_us);
+  /* Stamped like sg_chsink_append's records (unique, increasing), so that
+   * chpending never takes one record's delivery for another's. */
+  if (s->worker_id > 0 && now_us <= s->last_stamp) now_us = s->last_stamp + 1;
+  int rc = sg_spool_append(s->spools[0].sp, s->tag, rows, len, now_us);
+  if (rc == 0 && s->worker_id > 0 && now_us > s->last_stamp) s->last_stamp = now_us;
+  return rc;
+}
+
+int sg_chsink_pending_before(const uint8_t project_id[16], int64_t t_us) {
+  return sg_chpending_before(project_id, t_us);
+}
+
+int sg_chsink_read_version(const sg_chsink_t *s, sg_ch_version_t *out) {
+  if (!s || !s->have_ver || s->fixed_insert) return 0;
+  *out = s->ver;
+  if (s->lay.flags & SG_CH_LAYOUT_DT64) out->caps |= SG_CH_DATETIME64;
+  else out->caps &= ~SG_CH_DATETIME64;
+  return 1;
+}
+
+const sg_ch_layout_t *sg_chsink_layout(const sg_chsink_t *s) {
+  return s && s->have_ver && !s->fixed_insert ? &s->lay : NULL;
 }
 
 int sg_chsink_sync(sg_chsink_t *s) {
@@ -444,11 +483,22 @@ static size_t count_rows(const void *p, size_t n) {
 /* Every record of the segment in flight is in ClickHouse or dead/: delete it.
  * When the spool cannot delete it, it is kept and sent again later (at least
  * once: ClickHouse collapses the repeated rows by version). */
+/* Record i of the segment in flight is in ClickHouse or dead/: chpending
+ * forgets it (records from before this run, and the records of a sink that
+ * is no worker's, were never in it). */
+static void record_done(sg_chsink_t *s, size_t i) {
+  sg_spool_rec_t rec;
+  if (s->worker_id <= 0 || sg_spool_seg_record(s->seg, i, &rec) != 0 || rec.time_us < s->started_us)
+    return;
+  sg_chpending_done(s->worker_id, rec.time_us);
+}
+
 static void finish_segment(sg_chsink_t *s) {
   if (sus_is(s, cur_sp(s), s->seg)) { /* resolved */
     s->sus.sp = NULL;
     s->park_backoff_ms = 0;
   }
+  for (size_t i = 0, n = sg_spool_seg_count(s->seg); i < n; i++) record_done(s, i);
   int rc = sg_spool_ack(cur_sp(s), s->seg);
   if (rc != 0) {
     s->st.spool_errors++;
@@ -490,6 +540,7 @@ static int dead_letter(sg_chsink_t *s, size_t i) {
   size_t rows = count_rows(rec.data, rec.len);
   int rc = sg_spool_deadletter(cur_sp(s), s->seg, i, s->rs[i].why);
   if (rc == 0) {
+    record_done(s, i);
     s->st.dead_records++;
     s->st.dead_rows += rows;
     s->dl_backoff_ms = 0;
@@ -582,27 +633,19 @@ static void end_pass(sg_chsink_t *s) {
 
 static void split_cb(void *arg, const sg_ch_result_t *r);
 
-/* One INSERT of spooled records first..last. Sending it again is harmless:
- * a Replicated table drops a block it already has (by checksum, and from
- * 22.2 by the token, whatever the server's block split), a plain one keeps
- * one version per span after merges; so the client may fail it over to
- * another endpoint. Into a Distributed table it is accepted only once the
- * shards have it (insert_distributed_sync; no effect on other tables): an
- * asynchronous one answers when the rows are queued on the receiving
- * server, and 18.16 moves a queued block aside as "broken" when a replica
- * dies while it is being sent, so the segment would be gone from the spool
- * and from the table. */
+/* One INSERT of spooled records first..last, sent as a segment (ch_insert.h:
+ * synchronous into a Distributed table, a repeat dropped by a replicated
+ * table, and by its token on 22.2+), so the client may fail it over to
+ * another endpoint. */
 static int send_insert(sg_chsink_t *s, const void *body, size_t len, uint64_t first, uint64_t last,
                        sg_ch_cb cb) {
-  sg_ch_req_t q = {s->insert_sql.data, body, len, s->ch_flags | SG_CH_IDEMPOTENT, NULL, 0, NULL,
-                   "insert_distributed_sync=1"};
-  char token[SG_CH_TOKEN_MAX];
+  sg_ch_insert_t ins;
   const char *dir = s->spools[s->seg_spool].dir, *base = strrchr(dir, '/');
-  if (!s->no_token && (s->ver.major > 22 || (s->ver.major == 22 && s->ver.minor >= 2)) &&
-      sg_ch_dedup_token(token, base ? base + 1 : dir, first, last, body, len) == 0)
-    q.dedup_token = token;
-  s->sent_token = q.dedup_token != NULL;
-  return sg_ch_send(s->ch, &q, cb, s);
+  /* a failed digest leaves the insert without a token: block checksums still deduplicate */
+  sg_ch_insert_segment(&ins, &s->ver, s->insert_sql.data, body, len, s->ch_flags,
+                       s->no_token ? NULL : base ? base + 1 : dir, first, last);
+  s->sent_token = ins.req.dedup_token != NULL;
+  return sg_ch_send(s->ch, &ins.req, cb, s);
 }
 
 /* 1 when ClickHouse refused the insert for its deduplication token's
@@ -662,6 +705,7 @@ static void split_cb(void *arg, const sg_ch_result_t *r) {
   if (r->status == 0) {
     delivered(s, s->sent_rows);
     s->streak = 0;
+    record_done(s, i);
     int rc = sg_spool_ack_records(cur_sp(s), s->seg, i, 1);
     if (rc != 0) {
       /* Delivered all the same; the segment is deleted at the end, or (a
@@ -892,6 +936,15 @@ static void tick(uv_timer_t *t) {
     return;
   }
   sg_spool_stats_t st;
+  int64_t unknown = s->worker_id > 0 ? sg_chpending_unknown_until(s->worker_id) : 0;
+  if (unknown) { /* rows of unknown projects: cleared once every row held is newer */
+    int64_t oldest = 0;
+    for (int i = 0; i < s->nspools; i++) {
+      sg_spool_stats(s->spools[i].sp, &st);
+      if (st.records && (!oldest || st.oldest_us < oldest)) oldest = st.oldest_us;
+    }
+    if (!oldest || oldest > unknown) sg_chpending_unknown(s->worker_id, 0);
+  }
   if (seal_due(s, now))
     (void)sg_spool_seal(s->spools[0].sp); /* a failed sync waits for sg_chsink_sync's caller */
   if (s->seg) {
@@ -981,6 +1034,7 @@ static sg_chsink_t *sink_alloc(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_cl
   s->ch_flags = sg_config_clickhouse_gzip(cfg) ? SG_CH_GZIP : SG_CH_BORROW;
   s->pg = pg;
   s->worker_id = worker_id;
+  s->started_us = s->last_stamp = now_us();
   if (co && co->insert_sql) {
     s->fixed_insert = 1;
     snprintf(s->tag, sizeof s->tag, "%s", co->tag);
@@ -1050,6 +1104,13 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client
     sg_buf_free(&why);
   }
   if (d) closedir(d);
+  /* Rows from before this run belong to projects the table does not know:
+   * every project counts as pending until they are delivered. */
+  for (int i = 0; i < s->nspools; i++) {
+    sg_spool_stats_t st;
+    sg_spool_stats(s->spools[i].sp, &st);
+    if (st.records) sg_chpending_unknown(worker_id, s->started_us);
+  }
   uv_timer_init(loop, &s->timer);
   s->timer.data = s;
   uv_timer_start(&s->timer, tick, 0, TICK_MS);

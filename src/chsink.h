@@ -99,6 +99,11 @@ sg_chsink_t *sg_chsink_open(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_clien
  * unknown); SG_EIO. Unlike sg_chsink_append nothing becomes a gap. */
 int sg_chsink_append_rows(sg_chsink_t *s, const char *rows, size_t len, int64_t now_us);
 
+/* The spans table's layout the sink writes for, NULL while it is unknown
+ * (ClickHouse not reached since start): rows for sg_chsink_append_rows are
+ * encoded for it (sg_ch_row_encode_text). */
+const sg_ch_layout_t *sg_chsink_layout(const sg_chsink_t *s);
+
 /* Spools the committed spans of one request for project. expires_us[i] is
  * span i's expiry (µs; INT64_MAX = never), or NULL for never. Spans the row
  * encoder refuses are counted and logged, not spooled. Returns 0 when the
@@ -120,6 +125,21 @@ typedef void (*sg_chsink_sync_cb)(void *arg, int status);
 int sg_chsink_sync_async(sg_chsink_t *s, sg_chsink_sync_cb cb, void *arg);
 
 void sg_chsink_stats(const sg_chsink_t *s, sg_chsink_stats_t *out);
+
+/* The version ClickHouse SQL for the spans table is written in: the
+ * server's, with SG_CH_DATETIME64 as the table has it (tables made before an
+ * upgrade keep DateTime + _us columns). 1, or 0 while the sink has not
+ * reached ClickHouse yet. */
+int sg_chsink_read_version(const sg_chsink_t *s, sg_ch_version_t *out);
+
+/* Does any worker's spool still hold a row of project_id appended (that is,
+ * acknowledged) before t_us (µs since the epoch, this host's clock), not yet
+ * in ClickHouse? 1 or 0; any thread. A read that must contain every span
+ * acknowledged before it began is served from ClickHouse only when this is
+ * 0 for its start time (read_ch.c); a ClickHouse-only project can wait for
+ * it instead. The table behind it (chpending.h) also knows the gaps this
+ * process recorded. */
+int sg_chsink_pending_before(const uint8_t project_id[16], int64_t t_us);
 
 /* Stops the flusher and closes the spool; frees itself once its handles
  * are closed. Close the ClickHouse client first (sg_ch_client_close): that

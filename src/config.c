@@ -529,6 +529,19 @@ static int check(const sg_config_t *cfg, sg_buf_t *err) {
     sg_buf_puts(err, "commit_window_ms must be >= 0 and commit_max_spans >= 1");
     return SG_ECONFIG;
   }
+  if (cfg->grpc_listen[0]) {
+    /* Two SO_REUSEPORT listeners on one port would share its connections. */
+    const char *hp = strrchr(cfg->listen, ':'), *gp = strrchr(cfg->grpc_listen, ':');
+    if (hp && gp && !strcmp(hp, gp)) {
+      sg_buf_printf(err, "grpc_listen (%s) must not use the port of listen (%s)", cfg->grpc_listen,
+                    cfg->listen);
+      return SG_ECONFIG;
+    }
+  }
+  if (cfg->grpc_max_streams < 1 || cfg->grpc_max_streams > 10000) {
+    sg_buf_printf(err, "grpc_max_streams must be 1..10000, not %lld", cfg->grpc_max_streams);
+    return SG_ECONFIG;
+  }
   if (cfg->read_timeout_ms < 1 || cfg->idle_timeout_ms < 1 || cfg->shutdown_timeout_ms < 0) {
     sg_buf_puts(err, "read_timeout_ms and idle_timeout_ms must be positive");
     return SG_ECONFIG;

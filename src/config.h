@@ -24,6 +24,10 @@ typedef struct {
 /* XX(type, name, default, env, description); env NULL means SPANGATE_<NAME>. */
 #define SG_CONFIG_MAP(XX)                                                                      \
   XX(STR, listen, "127.0.0.1:4318", NULL, "address the HTTP server listens on (host:port)")   \
+  XX(STR, grpc_listen, "127.0.0.1:4317", NULL,                                                \
+     "address of the OTLP/gRPC listener (HTTP/2 cleartext, host:port); empty = no gRPC")       \
+  XX(INT, grpc_max_streams, "100", NULL,                                                       \
+     "concurrent calls on one gRPC connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)")       \
   XX(INT, workers, "0", NULL, "worker threads, each with its own loop; 0 = one per core")      \
   XX(STR, log_level, "info", NULL, "debug, info, warn or error")                              \
   XX(STR, log_format, "text", NULL, "text or json (one JSON object per line)")                \
@@ -51,16 +55,22 @@ typedef struct {
      "auth=agenta look-ups per second per worker of keys not known to be good (503 beyond); "  \
      "0 = unlimited")                                                                          \
   XX(STR, project_id, "", NULL, "the one project of auth=none (development only)")           \
-  XX(SIZE, max_body_bytes, "10MiB", NULL, "largest request body as sent (413 beyond)")        \
+  XX(SIZE, max_body_bytes, "10MiB", NULL,                                                      \
+     "largest request body, or gRPC request message, as sent (413 / RESOURCE_EXHAUSTED beyond)") \
   XX(SIZE, max_decompressed_bytes, "64MiB", NULL,                                              \
      "largest request body after gzip/deflate decompression (413 beyond)")                     \
-  XX(SIZE, max_header_bytes, "16KiB", NULL, "largest request head (431 beyond)")              \
+  XX(SIZE, max_header_bytes, "16KiB", NULL,                                                    \
+     "largest request head, or gRPC call metadata (431 / RESOURCE_EXHAUSTED beyond)")           \
   XX(SIZE, max_inflight_bytes, "256MiB", NULL,                                                 \
-     "memory held by requests in flight, all workers together (429 beyond)")                   \
-  XX(INT, max_connections, "10000", NULL, "open client connections per worker")               \
+     "memory held by requests in flight, all workers and listeners together (429 / UNAVAILABLE " \
+     "beyond)")                                                                                 \
+  XX(INT, max_connections, "10000", NULL,                                                      \
+     "open client connections per worker, on each listener (HTTP, gRPC)")                       \
   XX(INT, read_timeout_ms, "10000", NULL,                                                      \
-     "a request must arrive whole within this time of its first byte (408)")                   \
-  XX(INT, idle_timeout_ms, "60000", NULL, "idle keep-alive connections are closed after this") \
+     "a request (gRPC: a call's request) must arrive whole within this time of its first byte " \
+     "(408 / DEADLINE_EXCEEDED)")                                                               \
+  XX(INT, idle_timeout_ms, "60000", NULL,                                                      \
+     "idle keep-alive connections (gRPC: without a call) are closed after this")                \
   XX(INT, shutdown_timeout_ms, "10000", NULL,                                                  \
      "on SIGTERM, how long in-flight requests may take before the gateway exits")              \
   XX(BOOL, use_clickhouse, "false", "USE_CLICKHOUSE", "dual-write spans to ClickHouse")       \
@@ -129,7 +139,7 @@ typedef struct {
      "routing.lua: projects never written to ClickHouse")                                      \
   XX(INT, clickhouse_rollout_percent, "100", NULL,                                             \
      "routing.lua: share of projects (stable hash of the id) written to ClickHouse")           \
-  XX(STR, read_backend, "postgres", NULL, "routing.lua: store that serves analytics reads")    \
+  XX(STR, read_backend, "postgres", NULL, "routing.lua: store that serves reads (clickhouse: when it has every span)") \
   XX(INT, retention_days, "0", NULL, "ttl.lua: days spans are kept; 0 keeps them forever")     \
   XX(BOOL, pg_retention, "false", NULL,                                                        \
      "opt-in: `spangate ttl purge-postgres` deletes expired traces from PostgreSQL")           \

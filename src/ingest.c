@@ -225,6 +225,13 @@ void sg_ingest_submit(sg_worker_t *w, const sg_principal_t *who, const sg_ingest
   }
   sg_buf_free(&err);
   atomic_fetch_add(&sg_metrics.spans_received, in->batch.n + in->batch.rejected);
+  if (rq->check) {
+    char why[400];
+    if (rq->check(rq->arg, &in->batch, why, sizeof why) != 0) {
+      fail(in, SG_INGEST_BAD_INPUT, why, 0);
+      return;
+    }
+  }
   if (sg_lua_rt_hooks(w->lua) & SG_LUA_HOOK_TRANSFORM) {
     if (sg_lua_transform(w->lua, in->who.project_id, &in->batch, NULL) == SG_ENOMEM) {
       fail(in, SG_INGEST_UNAVAILABLE, "out of memory", 1);

@@ -69,6 +69,11 @@ typedef struct {
   sg_ingest_reserve_cb reserve; /* for memory the pipeline allocates (the decompressed copy);
                                    NULL: not counted */
   void *reserve_arg;
+  /* NULL, or the endpoint's own rules over the decoded spans (an edit's one
+   * trace, say), run before transform.lua with rq.arg: a message written to
+   * why[0..cap) fails the request as SG_INGEST_BAD_INPUT with it. The
+   * batch's rejected / reject_msg tell the spans the decoder refused. */
+  int (*check)(void *arg, const sg_span_batch_t *batch, char *why, size_t cap);
   sg_ingest_done_cb done;
   void *arg;
 } sg_ingest_req_t;

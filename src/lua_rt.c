@@ -706,7 +706,7 @@ int sg_lua_route_clickhouse(sg_lua_rt_t *rt, const uint8_t project_id[16], int *
 }
 
 int sg_lua_read_backend(sg_lua_rt_t *rt, const uint8_t project_id[16], const json_t *query,
-                        int *backend) {
+                        const char *endpoint, int *backend) {
   *backend = SG_READ_POSTGRES;
   if (!(rt->hooks & SG_LUA_HOOK_READ_BACKEND)) return 0;
   lua_State *L = rt->L;
@@ -718,7 +718,8 @@ int sg_lua_read_backend(sg_lua_rt_t *rt, const uint8_t project_id[16], const jso
   rt->frozen[0] = (json_t *)query;
   sg__lua_push_json(L, rt, (json_t *)query, SG_PXF_READONLY); /* tb, f, query */
   lua_pushlstring(L, pid, 36);                                /* tb, f, query, pid */
-  int rc = call_hook(rt, top + 1, 2);                         /* tb, result | msg */
+  lua_pushstring(L, endpoint ? endpoint : "analytics");       /* tb, f, query, pid, endpoint */
+  int rc = call_hook(rt, top + 1, 3);                         /* tb, result | msg */
   if (rc == 0) {
     const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
     if (s && strcmp(s, "clickhouse") == 0) *backend = SG_READ_CLICKHOUSE;

@@ -10,7 +10,7 @@
  * Scripts (in cfg->scripts):
  *   transform.lua  M.span(span, ctx) -> span | nil (drop) | {span, ...}
  *   routing.lua    M.clickhouse(project_id) -> boolean
- *                  M.read_backend(query, project_id) -> "postgres" | "clickhouse"
+ *                  M.read_backend(query, project_id, endpoint) -> "postgres" | "clickhouse"
  *   ttl.lua        M.retention_days(project_id, span) -> days | nil (forever)
  * A missing file, or a hook the module does not define, means the default:
  * transform keeps the span as it is, clickhouse is true, read_backend is
@@ -101,10 +101,12 @@ int sg_lua_route_clickhouse(sg_lua_rt_t *rt, const uint8_t project_id[16], int *
 
 #define SG_READ_POSTGRES 0
 #define SG_READ_CLICKHOUSE 1
-/* The store that serves a read (query: the request's JSON body or NULL). On
- * a hook error or an unknown answer: SG_ESCRIPT and *backend = postgres. */
+/* The store that serves a read: M.read_backend(query, project_id, endpoint)
+ * with endpoint "trace", "query" or "analytics" (scripts written for two
+ * arguments read query.endpoint, which is the same). On a hook error or an
+ * unknown answer: SG_ESCRIPT and *backend = postgres. */
 int sg_lua_read_backend(sg_lua_rt_t *rt, const uint8_t project_id[16], const json_t *query,
-                        int *backend);
+                        const char *endpoint, int *backend);
 
 /* Retention of one (already transformed) span: *days > 0, or -1 = keep
  * forever (the hook returned nil or 0). On a hook error: SG_ESCRIPT and
@@ -116,7 +118,8 @@ void sg_lua_rt_stats(const sg_lua_rt_t *rt, sg_lua_stats_t *out);
 
 /* gw.metrics.incr/gauge values of this runtime: cb is called once per
  * metric (kind 'c' counter, 'g' gauge) in creation order; stops and returns
- * cb's value when it is not 0. */
+ * cb's value when it is not 0. A seam for the tests; /metrics gets the
+ * values through sg_lua_rt_publish_metrics. */
 typedef int (*sg_lua_metric_cb)(const char *name, char kind, double value, void *ud);
 int sg_lua_rt_metrics(const sg_lua_rt_t *rt, sg_lua_metric_cb cb, void *ud);
 

@@ -134,6 +134,19 @@ void sg_metrics_observe(int route, int status, uint64_t duration_ns) {
   atomic_fetch_add_explicit(&sg_metrics.latency_count[route], 1, memory_order_relaxed);
 }
 
+void sg_metrics_grpc_observe(int code, uint64_t duration_ns) {
+  if (code < 0 || code >= SG_METRIC_GRPC_CODES) code = 2; /* UNKNOWN */
+  atomic_fetch_add_explicit(&sg_metrics.grpc_requests[code], 1, memory_order_relaxed);
+  double s = (double)duration_ns / 1e9;
+  for (int b = 0; b < SG_METRIC_NBUCKETS; b++)
+    if (s <= bounds[b]) {
+      atomic_fetch_add_explicit(&sg_metrics.grpc_latency_bucket[b], 1, memory_order_relaxed);
+      break;
+    }
+  atomic_fetch_add_explicit(&sg_metrics.grpc_latency_sum_us, duration_ns / 1000, memory_order_relaxed);
+  atomic_fetch_add_explicit(&sg_metrics.grpc_latency_count, 1, memory_order_relaxed);
+}
+
 void sg_metrics_ch_endpoint_names(const char *const *names, size_t n) {
   static _Atomic int claimed;
   int no = 0;
@@ -165,6 +178,35 @@ static void gauge(sg_buf_t *o, const char *name, const char *help, long long v) 
 
 static void counter(sg_buf_t *o, const char *name, const char *help, unsigned long long v) {
   sg_buf_printf(o, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name, v);
+}
+
+/* The gRPC listener's series: calls by code, latency, connections. */
+static void render_grpc(sg_buf_t *o) {
+  static const char *const names[SG_METRIC_GRPC_CODES] = {
+      "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",
+      "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED",
+      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+      "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  sg_buf_puts(o, "# HELP spangate_grpc_requests_total OTLP/gRPC calls by gRPC status code.\n"
+                 "# TYPE spangate_grpc_requests_total counter\n");
+  for (int i = 0; i < SG_METRIC_GRPC_CODES; i++) {
+    unsigned long long v = LOAD(sg_metrics.grpc_requests[i]);
+    if (v) sg_buf_printf(o, "spangate_grpc_requests_total{code=\"%s\"} %llu\n", names[i], v);
+  }
+  unsigned long long count = LOAD(sg_metrics.grpc_latency_count), cum = 0;
+  sg_buf_puts(o, "# HELP spangate_grpc_request_duration_seconds OTLP/gRPC call latency, HEADERS to "
+                 "answer.\n# TYPE spangate_grpc_request_duration_seconds histogram\n");
+  for (int b = 0; count && b < SG_METRIC_NBUCKETS; b++) {
+    cum += LOAD(sg_metrics.grpc_latency_bucket[b]);
+    sg_buf_printf(o, "spangate_grpc_request_duration_seconds_bucket{le=\"%g\"} %llu\n", bounds[b], cum);
+  }
+  if (count)
+    sg_buf_printf(o, "spangate_grpc_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
+                     "spangate_grpc_request_duration_seconds_sum %.6f\n"
+                     "spangate_grpc_request_duration_seconds_count %llu\n",
+                  count, (double)LOAD(sg_metrics.grpc_latency_sum_us) / 1e6, count);
+  gauge(o, "spangate_grpc_connections_open", "Open OTLP/gRPC connections.",
+        LOADS(sg_metrics.grpc_connections_open));
 }
 
 int sg_metrics_render(sg_buf_t *o) {
@@ -204,6 +246,7 @@ int sg_metrics_render(sg_buf_t *o) {
   }
   gauge(o, "spangate_http_connections_open", "Open client connections.",
         LOADS(sg_metrics.connections_open));
+  render_grpc(o);
   gauge(o, "spangate_inflight_bytes", "Memory held by requests in flight.",
         LOADS(sg_metrics.inflight_bytes));
   counter(o, "spangate_request_bytes_total", "Request body bytes received (as sent).",

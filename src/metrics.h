@@ -17,11 +17,12 @@
 #define SG_METRIC_ROUTE_OTHER 0
 
 /* Status codes counted individually; anything else lands in "other". */
-#define SG_METRIC_STATUSES 200, 400, 401, 404, 405, 408, 413, 415, 429, 431, 500, 503
-#define SG_METRIC_NSTATUS 13
+#define SG_METRIC_STATUSES 200, 202, 400, 401, 404, 405, 408, 413, 415, 429, 431, 500, 503
+#define SG_METRIC_NSTATUS 14
 #define SG_METRIC_NBUCKETS 14
 #define SG_MAX_WORKERS 256
 #define SG_METRICS_CH_ENDPOINTS 16 /* SG_CH_MAX_ENDPOINTS */
+#define SG_METRIC_GRPC_CODES 17 /* gRPC status codes 0 (OK) .. 16 (UNAUTHENTICATED) */
 
 typedef struct {
   _Atomic uint64_t requests[SG_METRIC_MAX_ROUTES][SG_METRIC_NSTATUS];
@@ -94,6 +95,12 @@ typedef struct {
   /* Retention. */
   _Atomic uint64_t ttl_rows_expired;    /* rows the ClickHouse sweep deleted */
   _Atomic int64_t ttl_last_sweep_s;     /* Unix time of the last completed sweep round */
+  /* OTLP/gRPC calls by gRPC status code, their latency, open connections. */
+  _Atomic uint64_t grpc_requests[SG_METRIC_GRPC_CODES];
+  _Atomic uint64_t grpc_latency_bucket[SG_METRIC_NBUCKETS];
+  _Atomic uint64_t grpc_latency_sum_us;
+  _Atomic uint64_t grpc_latency_count;
+  _Atomic int64_t grpc_connections_open;
 } sg_metrics_t;
 
 extern sg_metrics_t sg_metrics;
@@ -121,6 +128,9 @@ void sg_metrics_lua_add(int slot, double delta);
 int sg_metrics_route_slot(const char *label);
 /* Counts one answered request of route slot with its status and latency. */
 void sg_metrics_observe(int route_slot, int status, uint64_t duration_ns);
+/* Counts one answered gRPC call with its status code (0..16; others count
+ * as 2, UNKNOWN) and latency. */
+void sg_metrics_grpc_observe(int code, uint64_t duration_ns);
 /* Names the ClickHouse endpoints (the first call wins; every worker has the
  * same list). */
 void sg_metrics_ch_endpoint_names(const char *const *names, size_t n);

@@ -1,14 +1,20 @@
 /* read.c - the read endpoints (docs/read.md):
- *   GET  /v1/traces/{trace_id}   the spans of one trace          PostgreSQL
- *   POST /v1/spans/query         Agenta's filtering + windowing  PostgreSQL
- *   GET  /v1/analytics/spans     counts, errors, percentiles     PostgreSQL or ClickHouse
+ *   GET  /v1/traces/{trace_id}   the spans of one trace
+ *   POST /v1/spans/query         Agenta's filtering + windowing
+ *   GET  /v1/analytics/spans     counts, errors, percentiles, metrics
+ * each from PostgreSQL or ClickHouse.
  *
- * The router authenticates every request first (the table's key column)
- * and a handler reads only the key's project. The SQL comes from read_filter.c, which binds every value
- * the client sent as a parameter. Analytics go to ClickHouse only when the
- * dual-write is on, routing.lua's clickhouse() writes the project there and
- * its read_backend() says "clickhouse"; they read the spans_analytics table
- * the materialized view fills (ch_schema.c).
+ * Every request authenticates first (as ingest does) and reads only the
+ * key's project. The PostgreSQL SQL comes from read_filter.c, which binds
+ * every value the client sent as a parameter; the ClickHouse path is
+ * read_ch.c's. A read goes to ClickHouse when the dual-write is on,
+ * routing.lua's clickhouse() writes the project there and its
+ * read_backend() says "clickhouse" for this endpoint, and ClickHouse is
+ * known to hold every span acknowledged before the read began (the
+ * freshness rule, "backend choice" below); otherwise, or when ClickHouse
+ * cannot answer, PostgreSQL does. The answer says which in
+ * X-Spangate-Read-Backend (and why not ClickHouse in
+ * X-Spangate-Read-Fallback).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -17,42 +23,66 @@
 #include <time.h>
 
 #include "ch.h"
+#include "chpending.h"
 #include "err.h"
 #include "json_load.h"
 #include "log.h"
 #include "read.h"
 #include "read_analytics.h"
+#include "read_ch.h"
 #include "read_filter.h"
 #include "read_span.h"
 #include "span.h"
 #include "worker.h"
 
+enum { R_TRACE, R_QUERY, R_ANALYTICS };
+
 typedef struct {
   sg_worker_t *w;
   sg_http_req_t *req;
+  int kind;
   char id_text[80];      /* the {trace_id} path segment */
   uint8_t trace_id[16];
   sg_principal_t who;
   sg_rf_query_t q;
   sg_rf_analytics_t an;
   json_t *body;
+  int routed;            /* a store was chosen: the answer names it */
+  int backend;           /* SG_READ_POSTGRES / SG_READ_CLICKHOUSE */
+  char fallback[160];    /* why PostgreSQL answers a read routed to ClickHouse */
+  int64_t start_us;      /* when the read began (the freshness rule) */
 } rd_t;
 
 static void rd_free(rd_t *r) {
   sg_rf_query_free(&r->q);
+  sg_rf_analytics_free(&r->an);
   json_decref(r->body);
   free(r);
 }
 
+/* X-Spangate-Read-Backend (and -Fallback) before extra. */
+static const char *rd_headers(rd_t *r, const char *extra, char *buf, size_t n) {
+  if (!r->routed) return extra;
+  int k = snprintf(buf, n, "X-Spangate-Read-Backend: %s\r\n",
+                   r->backend == SG_READ_CLICKHOUSE ? "clickhouse" : "postgres");
+  if (r->fallback[0] && k > 0 && (size_t)k < n) k += snprintf(buf + k, n - (size_t)k, "X-Spangate-Read-Fallback: %s\r\n", r->fallback);
+  if (extra && k > 0 && (size_t)k < n) snprintf(buf + k, n - (size_t)k, "%s", extra);
+  return buf;
+}
+
 static void rd_fail(rd_t *r, int status, const char *msg, const char *extra) {
-  sg_http_respond_error(r->req, status, msg, extra);
+  char h[512];
+  sg_http_respond_error(r->req, status, msg, rd_headers(r, extra, h, sizeof h));
   rd_free(r);
 }
 
-static void rd_respond(rd_t *r, sg_buf_t *b) {
-  sg_http_respond(r->req, 200, "application/json", b->data, b->len, NULL);
+static void rd_respond_raw(rd_t *r, const char *body, size_t len) {
+  char h[512];
+  sg_http_respond(r->req, 200, "application/json", body, len, rd_headers(r, NULL, h, sizeof h));
   rd_free(r);
 }
+
+static void rd_respond(rd_t *r, sg_buf_t *b) { rd_respond_raw(r, b->data, b->len); }
 
 /* A failed PostgreSQL query: the client learns the class, the log the cause. */
 static void pg_fail(rd_t *r, int err, const char *errmsg) {
@@ -134,6 +164,8 @@ static void trace_cb(void *arg, PGresult *res, int err, const char *errmsg) {
   sg_buf_free(&b);
 }
 
+static void route(rd_t *r);
+
 static void trace_start(rd_t *r) {
   size_t n = strlen(r->id_text);
   /* Trace ids: 32 hex digits, 0x + 32, or a dashed UUID (not the 16-hex
@@ -142,6 +174,10 @@ static void trace_start(rd_t *r) {
     rd_fail(r, 400, "trace id must be 32 hex digits, 0x-prefixed hex or a dashed UUID", NULL);
     return;
   }
+  route(r);
+}
+
+static void trace_pg(rd_t *r) {
   char pid[37], tid[37];
   sg_uuid_format(r->who.project_id, pid);
   sg_uuid_format(r->trace_id, tid);
@@ -219,63 +255,12 @@ static void query_start(rd_t *r) {
     return;
   }
   sg_buf_free(&err);
-  run_pg(r, r->q.sql.data, query_cb);
+  route(r);
 }
+
+static void query_pg(rd_t *r) { run_pg(r, r->q.sql.data, query_cb); }
 
 /* ---- GET /v1/analytics/spans ------------------------------------------------------------ */
-
-typedef struct {
-  int64_t bucket;
-  const char *g[SG_RF_NDIMS];
-  size_t glen[SG_RF_NDIMS];
-  int64_t count, errors;
-  double p[3];
-} arow_t;
-
-static int put_analytics_head(rd_t *r, const char *backend, sg_buf_t *b) {
-  char f[32], t[32];
-  sg_time_format(r->an.from_s * 1000000, f);
-  sg_time_format(r->an.to_s * 1000000, t);
-  int rc = sg_buf_printf(b, "{\"backend\":\"%s\",\"from\":\"%s\",\"to\":\"%s\",\"bucket\":%" PRId64
-                         ",\"group_by\":[", backend, f, t, r->an.bucket_s);
-  int k = 0;
-  for (int i = 0; rc == 0 && i < SG_RF_NDIMS; i++)
-    if (r->an.dims & (1u << i)) rc = sg_buf_printf(b, "%s\"%s\"", k++ ? "," : "", sg_rf_dims[i]);
-  return rc ? rc : sg_buf_puts(b, "],\"buckets\":[");
-}
-
-static int put_arow(rd_t *r, const arow_t *a, int first, sg_buf_t *b) {
-  char ts[32];
-  sg_time_format(a->bucket * 1000000, ts);
-  int rc = sg_buf_printf(b, "%s{\"timestamp\":\"%s\"", first ? "" : ",", ts);
-  if (r->an.dims) {
-    rc = rc ? rc : sg_buf_puts(b, ",\"group\":{");
-    int k = 0;
-    for (int i = 0; rc == 0 && i < SG_RF_NDIMS; i++) {
-      if (!(r->an.dims & (1u << i))) continue;
-      rc = sg_buf_printf(b, "%s\"%s\":", k++ ? "," : "", sg_rf_dims[i]);
-      if (rc) break;
-      if (a->glen[i] == 0 && i < 3) { /* '' stands for NULL (span_name '' is a name) */
-        rc = sg_buf_puts(b, "null");
-        continue;
-      }
-      rc = sg_buf_putc(b, '"');
-      if (i <= 1) /* trace_type, span_type: Agenta's lower-case values, as in spans */
-        for (size_t j = 0; rc == 0 && j < a->glen[i]; j++)
-          rc = sg_buf_putc(b, (char)(a->g[i][j] >= 'A' && a->g[i][j] <= 'Z' ? a->g[i][j] + 32 : a->g[i][j]));
-      else
-        rc = rc ? rc : sg_buf_json_escape(b, a->g[i], a->glen[i]);
-      rc = rc ? rc : sg_buf_putc(b, '"');
-    }
-    rc = rc ? rc : sg_buf_putc(b, '}');
-  }
-  /* ms with µs resolution: both stores compute in float8 from exact µs,
-   * three decimals hide the last-bit differences of their interpolation. */
-  rc = rc ? rc : sg_buf_printf(b, ",\"count\":%" PRId64 ",\"errors\":%" PRId64
-                               ",\"duration_ms\":{\"p50\":%.3f,\"p95\":%.3f,\"p99\":%.3f}}",
-                               a->count, a->errors, a->p[0], a->p[1], a->p[2]);
-  return rc;
-}
 
 static int parse_f8_array(const char *s, double p[3]) {
   /* "{1.5,2,3}" */
@@ -297,9 +282,9 @@ static void analytics_pg_cb(void *arg, PGresult *res, int err, const char *errms
   }
   int n = res ? PQntuples(res) : 0;
   sg_buf_t b = SG_BUF_INIT;
-  int rc = put_analytics_head(r, "postgres", &b);
+  int rc = sg_rf_analytics_head(&r->an, "postgres", &b);
   for (int i = 0; rc == 0 && i < n; i++) {
-    arow_t a;
+    sg_rf_arow_t a;
     memset(&a, 0, sizeof a);
     int c = 0;
     a.bucket = strtoll(PQgetvalue(res, i, c++), NULL, 10);
@@ -308,12 +293,22 @@ static void analytics_pg_cb(void *arg, PGresult *res, int err, const char *errms
         a.g[d] = PQgetvalue(res, i, c);
         a.glen[d] = (size_t)PQgetlength(res, i, c++);
       }
+    for (int d = 0; d < r->an.nattr; d++, c++) {
+      a.ag[d] = PQgetisnull(res, i, c) ? NULL : PQgetvalue(res, i, c);
+      a.aglen[d] = (size_t)PQgetlength(res, i, c);
+    }
     a.count = strtoll(PQgetvalue(res, i, c++), NULL, 10);
     a.errors = strtoll(PQgetvalue(res, i, c++), NULL, 10);
-    rc = parse_f8_array(PQgetvalue(res, i, c), a.p);
-    rc = rc ? rc : put_arow(r, &a, i == 0, &b);
+    rc = parse_f8_array(PQgetvalue(res, i, c++), a.p);
+    for (int m = 0; m < r->an.nmetric; m++) {
+      a.has[m] = !PQgetisnull(res, i, c);
+      a.sum[m] = a.has[m] ? strtod(PQgetvalue(res, i, c), NULL) : 0; /* the exact sum, rounded once */
+      c++;
+      a.n[m] = strtoll(PQgetvalue(res, i, c++), NULL, 10);
+    }
+    rc = rc ? rc : sg_rf_analytics_row(&r->an, &a, i == 0, &b);
   }
-  rc = rc ? rc : sg_buf_printf(&b, "],\"count\":%d}\n", n);
+  rc = rc ? rc : sg_rf_analytics_tail((size_t)n, &b);
   if (rc) {
     sg_buf_free(&b);
     sg_error("read", "rendering analytics: %s", sg_strerror(rc));
@@ -324,107 +319,20 @@ static void analytics_pg_cb(void *arg, PGresult *res, int err, const char *errms
   sg_buf_free(&b);
 }
 
-static int64_t json_i64(const json_t *v) {
-  if (json_is_integer(v)) return json_integer_value(v);
-  if (json_is_string(v)) return strtoll(json_string_value(v), NULL, 10);
-  return -1;
-}
-
-/* ClickHouse's JSONCompact answer: {"data": [[b, g..., count, errors, [p50, p95, p99]], ...]}. */
-static void analytics_ch_cb(void *arg, const sg_ch_result_t *res) {
-  rd_t *r = arg;
-  if (res->status != 0) {
-    if (res->status == SG_EUNAVAIL || res->status == SG_ECANCELED) {
-      sg_warn("read", "ClickHouse analytics: %s", res->error);
-      rd_fail(r, 503, "ClickHouse is unavailable; retry later", "Retry-After: 2\r\n");
-    } else {
-      sg_error("read", "ClickHouse analytics: %s", res->error);
-      rd_fail(r, 500, "the read failed", NULL);
-    }
-    return;
-  }
-  json_error_t je;
-  json_t *doc = json_loadb(res->body, res->len, 0, &je);
-  json_t *data = doc ? json_object_get(doc, "data") : NULL;
-  if (!json_is_array(data)) {
-    sg_error("read", "ClickHouse analytics: unexpected answer (%s)", doc ? "no data" : je.text);
-    json_decref(doc);
-    rd_fail(r, 502, "ClickHouse gave an answer the gateway could not read", NULL);
-    return;
-  }
-  sg_buf_t b = SG_BUF_INIT;
-  int rc = put_analytics_head(r, "clickhouse", &b);
-  size_t i;
-  json_t *row;
-  json_array_foreach(data, i, row) {
-    if (rc) break;
-    arow_t a;
-    memset(&a, 0, sizeof a);
-    size_t c = 0;
-    a.bucket = json_i64(json_array_get(row, c++));
-    for (int d = 0; d < SG_RF_NDIMS; d++)
-      if (r->an.dims & (1u << d)) {
-        json_t *g = json_array_get(row, c++);
-        a.g[d] = json_is_string(g) ? json_string_value(g) : "";
-        a.glen[d] = json_is_string(g) ? json_string_length(g) : 0;
-      }
-    a.count = json_i64(json_array_get(row, c++));
-    a.errors = json_i64(json_array_get(row, c++));
-    json_t *q = json_array_get(row, c);
-    for (int k = 0; k < 3; k++) a.p[k] = json_number_value(json_array_get(q, (size_t)k));
-    if (!json_is_array(q) || json_array_size(q) != 3 || a.count < 0) rc = SG_EINVAL;
-    rc = rc ? rc : put_arow(r, &a, i == 0, &b);
-  }
-  rc = rc ? rc : sg_buf_printf(&b, "],\"count\":%zu}\n", json_array_size(data));
-  json_decref(doc);
-  if (rc) {
-    sg_buf_free(&b);
-    sg_error("read", "rendering ClickHouse analytics: %s", sg_strerror(rc));
-    rd_fail(r, 500, "the read failed", NULL);
-    return;
-  }
-  rd_respond(r, &b);
-  sg_buf_free(&b);
-}
-
-/* routing.lua's say, for this project and request. */
-static int analytics_backend(rd_t *r) {
-  sg_worker_t *w = r->w;
-  if (!w->cfg->use_clickhouse) return SG_READ_POSTGRES;
-  int on = 0, backend = SG_READ_POSTGRES;
-  sg_lua_route_clickhouse(w->lua, r->who.project_id, &on);
-  if (!on) return SG_READ_POSTGRES;
-  json_t *dims = json_array();
-  for (int i = 0; dims && i < SG_RF_NDIMS; i++)
-    if (r->an.dims & (1u << i)) json_array_append_new(dims, json_string(sg_rf_dims[i]));
-  json_t *qj = json_pack("{s:s, s:I, s:I, s:I, s:o*}", "endpoint", "analytics", "from",
-                         (json_int_t)r->an.from_s, "to", (json_int_t)r->an.to_s, "bucket",
-                         (json_int_t)r->an.bucket_s, "group_by", dims);
-  sg_lua_read_backend(w->lua, r->who.project_id, qj, &backend); /* errors: logged, postgres */
-  json_decref(qj);
-  return backend;
-}
-
 static void analytics_start(rd_t *r) {
   sg_buf_t err = SG_BUF_INIT;
   int rc = sg_rf_analytics_parse(r->req->query, (int64_t)time(NULL), &r->an, &err);
   if (rc) {
-    rd_fail(r, 400, err.data ? err.data : sg_strerror(rc), NULL);
+    rd_fail(r, rc == SG_ENOMEM ? 503 : 400, err.data ? err.data : sg_strerror(rc), NULL);
     sg_buf_free(&err);
     return;
   }
   sg_buf_free(&err);
-  if (analytics_backend(r) == SG_READ_CLICKHOUSE) {
-    sg_ch_client_t *ch = r->w->ch; /* the worker's client */
-    sg_buf_t sql = SG_BUF_INIT;
-    rc = ch ? sg_rf_analytics_ch_sql(&r->an, r->who.project_id, r->w->cfg->clickhouse_database, &sql)
-            : SG_ENOMEM;
-    rc = rc ? rc : sg_ch_request(ch, sql.data, NULL, 0, 0, analytics_ch_cb, r);
-    sg_buf_free(&sql);
-    if (rc) rd_fail(r, 503, "ClickHouse is unavailable; retry later", "Retry-After: 2\r\n");
-    return;
-  }
-  rc = sg_rf_analytics_pg_sql(&r->an, &r->q.sql);
+  route(r);
+}
+
+static void analytics_pg(rd_t *r) {
+  int rc = sg_rf_analytics_pg_sql(&r->an, &r->q.sql);
   rc = rc ? rc : sg_rf_analytics_pg_params(&r->an, r->who.project_id, &r->q);
   if (rc) {
     rd_fail(r, 503, "out of memory", "Retry-After: 1\r\n");
@@ -433,11 +341,200 @@ static void analytics_start(rd_t *r) {
   run_pg(r, r->q.sql.data, analytics_pg_cb);
 }
 
+/* ---- backend choice ---------------------------------------------------------------
+ *
+ * ClickHouse serves a read when routing.lua sends it there and ClickHouse
+ * holds every span acknowledged before the read began: no row of the
+ * project appended before then is still in a spool (chpending.h), and no
+ * gap of the project is recorded (spangate_ch_gaps, looked at again when
+ * the last look is older than GAP_MAX_AGE_US). Otherwise PostgreSQL
+ * answers and X-Spangate-Read-Fallback says why. */
+
+#define GAP_MAX_AGE_US 5000000
+
+static const char *const endpoint_names[] = {"trace", "query", "analytics"};
+
+static int64_t wall_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* The read as routing.lua sees it: {endpoint = ..., ...}. */
+static json_t *lua_view(rd_t *r) {
+  json_t *v = json_object();
+  if (!v) return NULL;
+  if (r->kind == R_TRACE) {
+    char hex[33];
+    sg_hex32_format(r->trace_id, hex);
+    json_object_set_new(v, "trace_id", json_string(hex));
+  } else if (r->kind == R_QUERY) {
+    if (r->body) json_object_update(v, r->body);
+  } else {
+    json_t *dims = json_array();
+    for (int i = 0; dims && i < SG_RF_NDIMS; i++)
+      if (r->an.dims & (1u << i)) json_array_append_new(dims, json_string(sg_rf_dims[i]));
+    for (int i = 0; dims && i < r->an.nattr; i++) json_array_append_new(dims, json_string(r->an.attr[i].name));
+    json_t *ms = json_array();
+    for (int i = 0; ms && i < r->an.nmetric; i++) json_array_append_new(ms, json_string(r->an.metric[i].name));
+    json_object_set_new(v, "from", json_integer(r->an.from_s));
+    json_object_set_new(v, "to", json_integer(r->an.to_s));
+    json_object_set_new(v, "bucket", json_integer(r->an.bucket_s));
+    if (dims) json_object_set_new(v, "group_by", dims);
+    if (ms) json_object_set_new(v, "metrics", ms);
+  }
+  json_object_set_new(v, "endpoint", json_string(endpoint_names[r->kind]));
+  return v;
+}
+
+/* routing.lua's say, for this project and endpoint. */
+static int lua_backend(rd_t *r) {
+  sg_worker_t *w = r->w;
+  if (!w->cfg->use_clickhouse) return SG_READ_POSTGRES;
+  int on = 0, backend = SG_READ_POSTGRES;
+  sg_lua_route_clickhouse(w->lua, r->who.project_id, &on);
+  if (!on) return SG_READ_POSTGRES;
+  json_t *qj = lua_view(r);
+  sg_lua_read_backend(w->lua, r->who.project_id, qj, endpoint_names[r->kind], &backend); /* errors: logged, postgres */
+  json_decref(qj);
+  return backend;
+}
+
+static void run_postgres(rd_t *r) {
+  r->backend = SG_READ_POSTGRES;
+  switch (r->kind) {
+  case R_TRACE: trace_pg(r); return;
+  case R_QUERY: query_pg(r); return;
+  default: analytics_pg(r); return;
+  }
+}
+
+/* ClickHouse was chosen but PostgreSQL answers: said in the headers and,
+ * when ClickHouse failed, in the log. */
+static void pg_instead(rd_t *r, const char *why) {
+  snprintf(r->fallback, sizeof r->fallback, "%s", why);
+  for (char *c = r->fallback; *c; c++)
+    if (*c == '\r' || *c == '\n' || (unsigned char)*c < 0x20) *c = ' ';
+  run_postgres(r);
+}
+
+static void ch_done(void *arg, const sg_rch_result_t *res) {
+  rd_t *r = arg;
+  if (res->status == 0) {
+    sg_warn("read", "ClickHouse could not answer, PostgreSQL does: %s", res->why ? res->why : "?");
+    pg_instead(r, "ClickHouse could not answer");
+    return;
+  }
+  if (res->status >= 500 && res->why) sg_error("read", "ClickHouse read: %s", res->why);
+  else if (res->why) sg_warn("read", "ClickHouse read: %s", res->why);
+  if (res->status == 200) rd_respond_raw(r, res->body, res->len);
+  else rd_fail(r, res->status, res->body ? res->body : "the read failed", NULL);
+}
+
+static void run_clickhouse(rd_t *r) {
+  sg_worker_t *w = r->w;
+  sg_ch_client_t *ch = w->ch; /* the worker's client */
+  sg_ch_version_t ver;
+  if (!ch || !sg_chsink_read_version(w->chsink, &ver)) {
+    pg_instead(r, ch ? "the ClickHouse version is not known yet" : "no ClickHouse client");
+    return;
+  }
+  r->backend = SG_READ_CLICKHOUSE;
+  sg_rch_opts_t o = {ch, &w->loop, {&ver, w->cfg->clickhouse_database, {0}},
+                     w->cfg->query_timeout_ms > 0 ? (uint64_t)w->cfg->query_timeout_ms : 0};
+  memcpy(o.c.project, r->who.project_id, 16);
+  int rc;
+  if (r->kind == R_TRACE) {
+    rc = sg_rch_trace(&o, r->trace_id, ch_done, r);
+  } else if (r->kind == R_QUERY) {
+    sg_buf_t err = SG_BUF_INIT;
+    rc = sg_rch_query(&o, r->body, ch_done, r, &err);
+    if (rc == SG_EINVAL) {
+      rd_fail(r, 400, err.data ? err.data : "a filter value is not valid for its field or operator", NULL);
+      sg_buf_free(&err);
+      return;
+    }
+    sg_buf_free(&err);
+  } else {
+    /* from the spans, not the materialized spans_analytics: it counts a
+     * re-sent span's duration twice and keeps a changed span under its old
+     * values, and answers must equal PostgreSQL's */
+    rc = sg_rch_analytics(&o, &r->an, ch_done, r);
+  }
+  if (rc) pg_instead(r, "out of memory");
+}
+
+/* The project's open gaps, looked at in spangate_ch_gaps. */
+typedef struct {
+  rd_t *r;
+  int64_t asked_us;
+  char pid[37];
+  const char *params[1];
+} gapq_t;
+
+static void gap_cb(void *arg, PGresult *res, int err, const char *errmsg) {
+  gapq_t *g = arg;
+  rd_t *r = g->r;
+  if (err && !(errmsg && strstr(errmsg, "42P01"))) { /* no table (an older schema): no gaps */
+    sg_warn("read", "could not look at spangate_ch_gaps: %s", errmsg ? errmsg : sg_strerror(err));
+    free(g);
+    pg_instead(r, "spangate_ch_gaps could not be read");
+    return;
+  }
+  int open = !err && res && PQntuples(res) > 0;
+  sg_chpending_gap_checked(r->who.project_id, open, g->asked_us);
+  free(g);
+  if (open) pg_instead(r, "the project has spans missing from ClickHouse (spangate_ch_gaps)");
+  else run_clickhouse(r);
+}
+
+static void route(rd_t *r) {
+  r->start_us = wall_us();
+  r->routed = 1;
+  if (lua_backend(r) != SG_READ_CLICKHOUSE) {
+    run_postgres(r);
+    return;
+  }
+  const uint8_t *p = r->who.project_id;
+  sg_ch_version_t ver;
+  if (!sg_chsink_read_version(r->w->chsink, &ver)) {
+    pg_instead(r, "the ClickHouse version is not known yet");
+    return;
+  }
+  if (sg_chpending_before(p, r->start_us)) {
+    pg_instead(r, "spans acknowledged before the read are still on their way to ClickHouse");
+    return;
+  }
+  int gap = sg_chpending_gap_state(p, wall_us(), GAP_MAX_AGE_US);
+  if (gap == SG_GAP_YES) {
+    pg_instead(r, "the project has spans missing from ClickHouse (spangate_ch_gaps)");
+    return;
+  }
+  if (gap == SG_GAP_NO) {
+    run_clickhouse(r);
+    return;
+  }
+  gapq_t *g = calloc(1, sizeof *g);
+  if (!g) {
+    pg_instead(r, "out of memory");
+    return;
+  }
+  g->r = r;
+  g->asked_us = wall_us();
+  sg_uuid_format(p, g->pid);
+  g->params[0] = g->pid;
+  static const char sql[] = "SELECT 1 FROM spangate_ch_gaps WHERE project_id = $1::uuid AND repaired_at IS NULL LIMIT 1";
+  if (sg_pg_query(r->w->read_pg, sql, 1, g->params, NULL, NULL, gap_cb, g) != 0) {
+    free(g);
+    pg_instead(r, "spangate_ch_gaps could not be read");
+  }
+}
+
 /* ---- entry points --------------------------------------------------------------------- */
 
 /* The request's state, with the key's principal; NULL (answered 503) when
  * out of memory. */
-static rd_t *start(const sg_route_call_t *call) {
+static rd_t *start(const sg_route_call_t *call, int kind) {
   rd_t *r = calloc(1, sizeof *r);
   if (!r) {
     sg_http_respond_error(call->req, 503, "out of memory", "Retry-After: 1\r\n");
@@ -446,6 +543,7 @@ static rd_t *start(const sg_route_call_t *call) {
   r->w = call->w;
   r->req = call->req;
   r->who = *call->who;
+  r->kind = kind;
   sg_rf_query_init(&r->q);
   if (call->param_len && call->param_len < sizeof r->id_text) /* too long: left empty, a bad id */
     memcpy(r->id_text, call->param, call->param_len);
@@ -453,16 +551,16 @@ static rd_t *start(const sg_route_call_t *call) {
 }
 
 void sg__read_trace(const sg_route_call_t *call) {
-  rd_t *r = start(call);
+  rd_t *r = start(call, R_TRACE);
   if (r) trace_start(r);
 }
 
 void sg__read_query(const sg_route_call_t *call) {
-  rd_t *r = start(call);
+  rd_t *r = start(call, R_QUERY);
   if (r) query_start(r);
 }
 
 void sg__read_analytics(const sg_route_call_t *call) {
-  rd_t *r = start(call);
+  rd_t *r = start(call, R_ANALYTICS);
   if (r) analytics_start(r);
 }

@@ -85,76 +85,51 @@ static int param_buf(sg_rf_query_t *q, sg_buf_t *b) {
 
 /* ---- fields and operators ------------------------------------------------- */
 
-typedef enum { K_UUID, K_ENUM, K_STRING, K_TIME, K_JSON, K_CONTENT } kind_t;
-
-typedef struct {
-  const char *name;
-  const char *col;    /* SQL, written by us */
-  kind_t kind;
-  const char *pgtype; /* cast of a parameter for this column */
-  int (*parse)(const char *);
-  const char *prefix; /* enum short form: "server" -> SPAN_KIND_SERVER */
-  int list;           /* JSON list column: `is` with an object means "has an element like" */
-} field_t;
-
-static const field_t fields[] = {
-    {"trace_id", "trace_id", K_UUID, "uuid", NULL, NULL, 0},
-    {"span_id", "span_id", K_UUID, "uuid", NULL, NULL, 0},
-    {"parent_id", "parent_id", K_UUID, "uuid", NULL, NULL, 0},
-    {"created_by_id", "created_by_id", K_UUID, "uuid", NULL, NULL, 0},
-    {"updated_by_id", "updated_by_id", K_UUID, "uuid", NULL, NULL, 0},
-    {"deleted_by_id", "deleted_by_id", K_UUID, "uuid", NULL, NULL, 0},
-    {"trace_type", "trace_type", K_ENUM, "tracetype", sg_trace_type_parse, NULL, 0},
-    {"span_type", "span_type", K_ENUM, "spantype", sg_span_type_parse, NULL, 0},
-    {"span_kind", "span_kind", K_ENUM, "otelspankind", sg_span_kind_parse, "SPAN_KIND_", 0},
-    {"status_code", "status_code", K_ENUM, "otelstatuscode", sg_status_code_parse, "STATUS_CODE_", 0},
-    {"span_name", "span_name", K_STRING, "text", NULL, NULL, 0},
-    {"status_message", "status_message", K_STRING, "text", NULL, NULL, 0},
-    {"session_id", "session_id", K_STRING, "text", NULL, NULL, 0},
-    {"user_id", "user_id", K_STRING, "text", NULL, NULL, 0},
-    {"agent_id", "agent_id", K_STRING, "text", NULL, NULL, 0},
-    {"start_time", "start_time", K_TIME, "timestamptz", NULL, NULL, 0},
-    {"end_time", "end_time", K_TIME, "timestamptz", NULL, NULL, 0},
-    {"created_at", "created_at", K_TIME, "timestamptz", NULL, NULL, 0},
-    {"updated_at", "updated_at", K_TIME, "timestamptz", NULL, NULL, 0},
-    {"deleted_at", "deleted_at", K_TIME, "timestamptz", NULL, NULL, 0},
-    {"attributes", "attributes", K_JSON, "jsonb", NULL, NULL, 0},
-    {"references", "\"references\"", K_JSON, "jsonb", NULL, NULL, 1},
-    {"links", "links", K_JSON, "jsonb", NULL, NULL, 1},
-    {"events", "events", K_JSON, "jsonb", NULL, NULL, 1},
-    {"hashes", "hashes", K_JSON, "jsonb", NULL, NULL, 1},
-    {"content", NULL, K_CONTENT, "text", NULL, NULL, 0},
+static const sg__rf_field_t fields[] = {
+    {"trace_id", "trace_id", SG_RFK_UUID, "uuid", NULL, NULL, 0, SG_RF_TRACE_ID},
+    {"span_id", "span_id", SG_RFK_UUID, "uuid", NULL, NULL, 0, SG_RF_SPAN_ID},
+    {"parent_id", "parent_id", SG_RFK_UUID, "uuid", NULL, NULL, 0, SG_RF_PARENT_ID},
+    {"created_by_id", "created_by_id", SG_RFK_UUID, "uuid", NULL, NULL, 0, SG_RF_CREATED_BY},
+    {"updated_by_id", "updated_by_id", SG_RFK_UUID, "uuid", NULL, NULL, 0, SG_RF_UPDATED_BY},
+    {"deleted_by_id", "deleted_by_id", SG_RFK_UUID, "uuid", NULL, NULL, 0, SG_RF_DELETED_BY},
+    {"trace_type", "trace_type", SG_RFK_ENUM, "tracetype", sg_trace_type_parse, NULL, 0, SG_RF_TRACE_TYPE},
+    {"span_type", "span_type", SG_RFK_ENUM, "spantype", sg_span_type_parse, NULL, 0, SG_RF_SPAN_TYPE},
+    {"span_kind", "span_kind", SG_RFK_ENUM, "otelspankind", sg_span_kind_parse, "SPAN_KIND_", 0, SG_RF_SPAN_KIND},
+    {"status_code", "status_code", SG_RFK_ENUM, "otelstatuscode", sg_status_code_parse, "STATUS_CODE_", 0, SG_RF_STATUS_CODE},
+    {"span_name", "span_name", SG_RFK_STRING, "text", NULL, NULL, 0, SG_RF_SPAN_NAME},
+    {"status_message", "status_message", SG_RFK_STRING, "text", NULL, NULL, 0, SG_RF_STATUS_MESSAGE},
+    {"session_id", "session_id", SG_RFK_STRING, "text", NULL, NULL, 0, SG_RF_SESSION_ID},
+    {"user_id", "user_id", SG_RFK_STRING, "text", NULL, NULL, 0, SG_RF_USER_ID},
+    {"agent_id", "agent_id", SG_RFK_STRING, "text", NULL, NULL, 0, SG_RF_AGENT_ID},
+    {"start_time", "start_time", SG_RFK_TIME, "timestamptz", NULL, NULL, 0, SG_RF_START_US},
+    {"end_time", "end_time", SG_RFK_TIME, "timestamptz", NULL, NULL, 0, SG_RF_END_US},
+    {"created_at", "created_at", SG_RFK_TIME, "timestamptz", NULL, NULL, 0, SG_RF_CREATED_US},
+    {"updated_at", "updated_at", SG_RFK_TIME, "timestamptz", NULL, NULL, 0, SG_RF_UPDATED_US},
+    {"deleted_at", "deleted_at", SG_RFK_TIME, "timestamptz", NULL, NULL, 0, SG_RF_DELETED_US},
+    {"attributes", "attributes", SG_RFK_JSON, "jsonb", NULL, NULL, 0, SG_RF_ATTRIBUTES},
+    {"references", "\"references\"", SG_RFK_JSON, "jsonb", NULL, NULL, 1, SG_RF_REFERENCES},
+    {"links", "links", SG_RFK_JSON, "jsonb", NULL, NULL, 1, SG_RF_LINKS},
+    {"events", "events", SG_RFK_JSON, "jsonb", NULL, NULL, 1, SG_RF_EVENTS},
+    {"hashes", "hashes", SG_RFK_JSON, "jsonb", NULL, NULL, 1, SG_RF_HASHES},
+    {"content", NULL, SG_RFK_CONTENT, "text", NULL, NULL, 0, -1},
 };
 #define NFIELDS (sizeof fields / sizeof fields[0])
 
-#define OP_MAP(XX)                                                                              \
-  XX(IS, "is") XX(IS_NOT, "is_not") XX(EQ, "eq") XX(NEQ, "neq") XX(GT, "gt") XX(LT, "lt")      \
-  XX(GTE, "gte") XX(LTE, "lte") XX(BTWN, "btwn") XX(STARTSWITH, "startswith")                  \
-  XX(ENDSWITH, "endswith") XX(CONTAINS, "contains") XX(MATCHES, "matches") XX(LIKE, "like")    \
-  XX(IN, "in") XX(NOT_IN, "not_in") XX(EXISTS, "exists") XX(NOT_EXISTS, "not_exists")
-
-typedef enum {
-#define XX(e, s) OP_##e,
-  OP_MAP(XX)
-#undef XX
-  OP_COUNT
-} op_t;
-
-static const char *const op_names[] = {
+const char *const sg__rf_op_names[] = {
 #define XX(e, s) s,
-    OP_MAP(XX)
+    SG_RFO_MAP(XX)
 #undef XX
 };
 
-static const field_t *find_field(const char *name, size_t n) {
+const sg__rf_field_t *sg__rf_find_field(const char *name, size_t n) {
   for (size_t i = 0; i < NFIELDS; i++)
     if (strlen(fields[i].name) == n && !memcmp(fields[i].name, name, n)) return &fields[i];
   return NULL;
 }
 
-static int find_op(const char *s) {
-  for (int i = 0; i < OP_COUNT; i++)
-    if (!strcmp(op_names[i], s)) return i;
+int sg__rf_find_op(const char *s) {
+  for (int i = 0; i < SG_RFO_COUNT; i++)
+    if (!strcmp(sg__rf_op_names[i], s)) return i;
   return -1;
 }
 
@@ -177,7 +152,7 @@ static void known_fields(sg_buf_t *b) {
 }
 
 static void known_ops(sg_buf_t *b) {
-  for (int i = 0; i < OP_COUNT; i++) sg_buf_printf(b, "%s%s", i ? ", " : "", op_names[i]);
+  for (int i = 0; i < SG_RFO_COUNT; i++) sg_buf_printf(b, "%s%s", i ? ", " : "", sg__rf_op_names[i]);
 }
 
 const char *sg__rf_shown(const char *s, char out[80]) {
@@ -213,7 +188,7 @@ static int put_like_escaped(sg_buf_t *b, const char *s) {
   return rc;
 }
 
-static int time_value(const json_t *v, int64_t *us) {
+int sg__rf_time_value(const json_t *v, int64_t *us) {
   if (json_is_integer(v)) return sg_time_from_epoch_int(json_integer_value(v), us);
   if (json_is_string(v)) {
     const char *s = json_string_value(v);
@@ -228,11 +203,11 @@ static int time_value(const json_t *v, int64_t *us) {
 }
 
 /* One scalar value of a column field as the text of its parameter. */
-static int column_value(const field_t *f, const json_t *v, const char *where, sg_buf_t *out,
+int sg__rf_column_value(const sg__rf_field_t *f, const json_t *v, const char *where, sg_buf_t *out,
                         sg_buf_t *err) {
   char tmp[80];
   switch (f->kind) {
-  case K_UUID: {
+  case SG_RFK_UUID: {
     uint8_t id[16];
     char u[37];
     if (!json_is_string(v) || sg_id_parse(json_string_value(v), json_string_length(v), id) != 0)
@@ -241,7 +216,7 @@ static int column_value(const field_t *f, const json_t *v, const char *where, sg
     sg_uuid_format(id, u);
     return sg_buf_puts(out, u);
   }
-  case K_ENUM: {
+  case SG_RFK_ENUM: {
     char up[64];
     size_t n = 0;
     if (!json_is_string(v)) return sg__rf_fail(err, where, "%s takes a string", f->name);
@@ -258,8 +233,8 @@ static int column_value(const field_t *f, const json_t *v, const char *where, sg
     if (e < 0) return sg__rf_fail(err, where, "unknown %s '%s'", f->name, sg__rf_shown(s, tmp));
     return sg_buf_puts(out, up);
   }
-  case K_STRING:
-  case K_CONTENT:
+  case SG_RFK_STRING:
+  case SG_RFK_CONTENT:
     if (json_is_string(v)) return sg_buf_append(out, json_string_value(v), json_string_length(v));
     if (json_is_number(v)) {
       char *t = json_dumps(v, JSON_ENCODE_ANY);
@@ -269,16 +244,16 @@ static int column_value(const field_t *f, const json_t *v, const char *where, sg
       return rc;
     }
     return sg__rf_fail(err, where, "%s takes a string", f->name);
-  case K_TIME: {
+  case SG_RFK_TIME: {
     int64_t us;
     char iso[32];
-    if (time_value(v, &us) != 0)
+    if (sg__rf_time_value(v, &us) != 0)
       return sg__rf_fail(err, where, "%s takes an ISO-8601 time or an integer epoch (s, ms, µs or ns)",
                          f->name);
     sg_time_format(us, iso);
     return sg_buf_puts(out, iso);
   }
-  case K_JSON: break;
+  case SG_RFK_JSON: break;
   }
   return SG_EINVAL;
 }
@@ -300,9 +275,9 @@ static int add_param(ctx_t *c, int *n) {
 }
 
 /* $n for the value v of a column field (text in c->tmp first). */
-static int column_param(ctx_t *c, const field_t *f, const json_t *v, const char *where, int *n) {
+static int column_param(ctx_t *c, const sg__rf_field_t *f, const json_t *v, const char *where, int *n) {
   sg_buf_reset(&c->tmp);
-  int rc = column_value(f, v, where, &c->tmp, c->err);
+  int rc = sg__rf_column_value(f, v, where, &c->tmp, c->err);
   return rc ? rc : add_param(c, n);
 }
 
@@ -312,47 +287,47 @@ static int opt_case_sensitive(const json_t *cond) {
 }
 
 /* The LIKE pattern for a string operator, in c->tmp. */
-static int like_pattern(ctx_t *c, op_t op, const char *s) {
+static int like_pattern(ctx_t *c, sg__rf_op_t op, const char *s) {
   sg_buf_reset(&c->tmp);
   int rc = 0;
-  if (op == OP_LIKE || op == OP_MATCHES) return sg_buf_puts(&c->tmp, s);
-  if (op == OP_ENDSWITH || op == OP_CONTAINS) rc = sg_buf_putc(&c->tmp, '%');
+  if (op == SG_RFO_LIKE || op == SG_RFO_MATCHES) return sg_buf_puts(&c->tmp, s);
+  if (op == SG_RFO_ENDSWITH || op == SG_RFO_CONTAINS) rc = sg_buf_putc(&c->tmp, '%');
   rc = rc ? rc : put_like_escaped(&c->tmp, s);
-  if (op == OP_STARTSWITH || op == OP_CONTAINS) rc = rc ? rc : sg_buf_putc(&c->tmp, '%');
+  if (op == SG_RFO_STARTSWITH || op == SG_RFO_CONTAINS) rc = rc ? rc : sg_buf_putc(&c->tmp, '%');
   return rc;
 }
 
 /* Writes `<expr> <ILIKE|LIKE|~*|~> $n` for a string operator over expr. */
-static int string_op(ctx_t *c, op_t op, const char *expr, const json_t *v, int cs, const char *where) {
-  if (!json_is_string(v)) return sg__rf_fail(c->err, where, "%s takes a string value", op_names[op]);
+static int string_op(ctx_t *c, sg__rf_op_t op, const char *expr, const json_t *v, int cs, const char *where) {
+  if (!json_is_string(v)) return sg__rf_fail(c->err, where, "%s takes a string value", sg__rf_op_names[op]);
   int rc = like_pattern(c, op, json_string_value(v)), n;
   if (rc || (rc = add_param(c, &n))) return rc;
-  const char *sqlop = op == OP_MATCHES ? (cs ? "~" : "~*") : (cs ? "LIKE" : "ILIKE");
+  const char *sqlop = op == SG_RFO_MATCHES ? (cs ? "~" : "~*") : (cs ? "LIKE" : "ILIKE");
   SQL("%s %s $%d", expr, sqlop, n);
   return 0;
 }
 
-static const char *cmp_sql(op_t op) {
+static const char *cmp_sql(sg__rf_op_t op) {
   switch (op) {
-  case OP_GT: return ">";
-  case OP_LT: return "<";
-  case OP_GTE: return ">=";
+  case SG_RFO_GT: return ">";
+  case SG_RFO_LT: return "<";
+  case SG_RFO_GTE: return ">=";
   default: return "<=";
   }
 }
 
-static int column_condition(ctx_t *c, const field_t *f, op_t op, const json_t *v,
+static int column_condition(ctx_t *c, const sg__rf_field_t *f, sg__rf_op_t op, const json_t *v,
                             const json_t *cond, const char *where) {
   const char *col = f->col, *T = f->pgtype;
   int n, m, rc;
   switch (op) {
-  case OP_EXISTS: SQL("%s IS NOT NULL", col); return 0;
-  case OP_NOT_EXISTS: SQL("%s IS NULL", col); return 0;
-  case OP_IS:
-  case OP_EQ:
-  case OP_IS_NOT:
-  case OP_NEQ: {
-    int neg = op == OP_IS_NOT || op == OP_NEQ;
+  case SG_RFO_EXISTS: SQL("%s IS NOT NULL", col); return 0;
+  case SG_RFO_NOT_EXISTS: SQL("%s IS NULL", col); return 0;
+  case SG_RFO_IS:
+  case SG_RFO_EQ:
+  case SG_RFO_IS_NOT:
+  case SG_RFO_NEQ: {
+    int neg = op == SG_RFO_IS_NOT || op == SG_RFO_NEQ;
     if (json_is_null(v) || v == NULL) {
       SQL("%s IS %sNULL", col, neg ? "NOT " : "");
       return 0;
@@ -361,14 +336,14 @@ static int column_condition(ctx_t *c, const field_t *f, op_t op, const json_t *v
     SQL("%s %s $%d::%s", col, neg ? "IS DISTINCT FROM" : "=", n, T);
     return 0;
   }
-  case OP_GT:
-  case OP_LT:
-  case OP_GTE:
-  case OP_LTE:
-  case OP_BTWN:
-    if (f->kind != K_TIME && f->kind != K_STRING)
-      return sg__rf_fail(c->err, where, "operator '%s' does not apply to field '%s'", op_names[op], f->name);
-    if (op != OP_BTWN) {
+  case SG_RFO_GT:
+  case SG_RFO_LT:
+  case SG_RFO_GTE:
+  case SG_RFO_LTE:
+  case SG_RFO_BTWN:
+    if (f->kind != SG_RFK_TIME && f->kind != SG_RFK_STRING)
+      return sg__rf_fail(c->err, where, "operator '%s' does not apply to field '%s'", sg__rf_op_names[op], f->name);
+    if (op != SG_RFO_BTWN) {
       if ((rc = column_param(c, f, v, where, &n))) return rc;
       SQL("%s %s $%d::%s", col, cmp_sql(op), n, T);
       return 0;
@@ -380,25 +355,25 @@ static int column_condition(ctx_t *c, const field_t *f, op_t op, const json_t *v
       return rc;
     SQL("%s BETWEEN $%d::%s AND $%d::%s", col, n, T, m, T);
     return 0;
-  case OP_STARTSWITH:
-  case OP_ENDSWITH:
-  case OP_CONTAINS:
-  case OP_LIKE:
-  case OP_MATCHES:
-    if (f->kind != K_STRING)
-      return sg__rf_fail(c->err, where, "operator '%s' does not apply to field '%s'", op_names[op], f->name);
+  case SG_RFO_STARTSWITH:
+  case SG_RFO_ENDSWITH:
+  case SG_RFO_CONTAINS:
+  case SG_RFO_LIKE:
+  case SG_RFO_MATCHES:
+    if (f->kind != SG_RFK_STRING)
+      return sg__rf_fail(c->err, where, "operator '%s' does not apply to field '%s'", sg__rf_op_names[op], f->name);
     return string_op(c, op, col, v, opt_case_sensitive(cond), where);
-  case OP_IN:
-  case OP_NOT_IN: {
+  case SG_RFO_IN:
+  case SG_RFO_NOT_IN: {
     if (!json_is_array(v) || json_array_size(v) > MAX_LIST)
-      return sg__rf_fail(c->err, where, "%s takes a list of at most %d values", op_names[op], MAX_LIST);
+      return sg__rf_fail(c->err, where, "%s takes a list of at most %d values", sg__rf_op_names[op], MAX_LIST);
     sg_buf_t arr = SG_BUF_INIT;
     rc = sg_buf_putc(&arr, '{');
     size_t i;
     json_t *e;
     json_array_foreach(v, i, e) {
       sg_buf_reset(&c->tmp);
-      if (rc == 0) rc = column_value(f, e, where, &c->tmp, c->err);
+      if (rc == 0) rc = sg__rf_column_value(f, e, where, &c->tmp, c->err);
       if (rc == 0 && i) rc = sg_buf_putc(&arr, ',');
       if (rc == 0) rc = put_array_elem(&arr, c->tmp.data ? c->tmp.data : "");
     }
@@ -406,13 +381,13 @@ static int column_condition(ctx_t *c, const field_t *f, op_t op, const json_t *v
     n = rc ? rc : param_buf(c->q, &arr);
     sg_buf_free(&arr);
     if (n < 0) return n;
-    if (op == OP_IN) SQL("%s = ANY($%d::%s[])", col, n, T);
+    if (op == SG_RFO_IN) SQL("%s = ANY($%d::%s[])", col, n, T);
     else SQL("(%s = ANY($%d::%s[])) IS NOT TRUE", col, n, T);
     return 0;
   }
   default: break;
   }
-  return sg__rf_fail(c->err, where, "operator '%s' does not apply to field '%s'", op_names[op], f->name);
+  return sg__rf_fail(c->err, where, "operator '%s' does not apply to field '%s'", sg__rf_op_names[op], f->name);
 }
 
 /* Splits key on '.' into path (text[] literal) and, when every segment is
@@ -459,8 +434,8 @@ static int key_path(ctx_t *c, const char *key, const char *where, int dry, int *
   return 0;
 }
 
-/* {"a":{"b":v}} for key "a.b" (v is borrowed), or {"a.b": v} when flat. */
-static json_t *nest_value(const char *key, const json_t *v, int flat) {
+/* sg__rf_nest_value (read_internal.h). */
+json_t *sg__rf_nest_value(const char *key, const json_t *v, int flat) {
   json_t *leaf = json_deep_copy(v);
   if (!leaf) return NULL;
   if (flat) {
@@ -501,20 +476,20 @@ static int json_param_text(ctx_t *c, const json_t *v, int *n) {
   return *n < 0 ? *n : 0;
 }
 
-static int json_condition(ctx_t *c, const field_t *f, const char *key, op_t op, const json_t *v,
+static int json_condition(ctx_t *c, const sg__rf_field_t *f, const char *key, sg__rf_op_t op, const json_t *v,
                           const json_t *cond, const char *where) {
   const char *col = f->col;
   int n, m, rc;
   if (key == NULL) {
     switch (op) {
-    case OP_EXISTS: SQL("%s IS NOT NULL", col); return 0;
-    case OP_NOT_EXISTS: SQL("%s IS NULL", col); return 0;
-    case OP_IS:
-    case OP_EQ:
-    case OP_IS_NOT:
-    case OP_NEQ: {
+    case SG_RFO_EXISTS: SQL("%s IS NOT NULL", col); return 0;
+    case SG_RFO_NOT_EXISTS: SQL("%s IS NULL", col); return 0;
+    case SG_RFO_IS:
+    case SG_RFO_EQ:
+    case SG_RFO_IS_NOT:
+    case SG_RFO_NEQ: {
       if (v == NULL || json_is_null(v)) {
-        SQL("%s IS %sNULL", col, op == OP_IS || op == OP_EQ ? "" : "NOT ");
+        SQL("%s IS %sNULL", col, op == SG_RFO_IS || op == SG_RFO_EQ ? "" : "NOT ");
         return 0;
       }
       json_t *w = NULL;
@@ -522,19 +497,19 @@ static int json_condition(ctx_t *c, const field_t *f, const char *key, op_t op, 
       rc = json_param(c, w ? w : v, &n);
       json_decref(w);
       if (rc) return rc;
-      if (op == OP_IS || op == OP_EQ) SQL("%s @> $%d::jsonb", col, n);
+      if (op == SG_RFO_IS || op == SG_RFO_EQ) SQL("%s @> $%d::jsonb", col, n);
       else SQL("(%s @> $%d::jsonb) IS NOT TRUE", col, n);
       return 0;
     }
     default:
-      return sg__rf_fail(c->err, where, "operator '%s' on field '%s' needs a key", op_names[op], f->name);
+      return sg__rf_fail(c->err, where, "operator '%s' on field '%s' needs a key", sg__rf_op_names[op], f->name);
     }
   }
   int path = 0, nsegs = 0, numeric = 0;
   if ((rc = key_path(c, key, where, 1, &path, &nsegs, &numeric))) return rc;
   /* Containment (`is` with a value) names no leaf: PostgreSQL must not see
    * parameters the statement does not use (it cannot type them). */
-  int containment = (op == OP_IS || op == OP_IS_NOT) && v && !json_is_null(v) && !numeric && !f->list;
+  int containment = (op == SG_RFO_IS || op == SG_RFO_IS_NOT) && v && !json_is_null(v) && !numeric && !f->list;
   int flat = 0; /* $k: the key as one literal (flat) name */
   char leaf[160] = "";
   if (!containment) {
@@ -545,11 +520,11 @@ static int json_condition(ctx_t *c, const field_t *f, const char *key, op_t op, 
   }
   flat = nsegs > 1; /* for containment: also match the literal dotted key */
   switch (op) {
-  case OP_EXISTS: SQL("%s IS NOT NULL", leaf); return 0;
-  case OP_NOT_EXISTS: SQL("%s IS NULL", leaf); return 0;
-  case OP_IS:
-  case OP_IS_NOT: {
-    int neg = op == OP_IS_NOT;
+  case SG_RFO_EXISTS: SQL("%s IS NOT NULL", leaf); return 0;
+  case SG_RFO_NOT_EXISTS: SQL("%s IS NULL", leaf); return 0;
+  case SG_RFO_IS:
+  case SG_RFO_IS_NOT: {
+    int neg = op == SG_RFO_IS_NOT;
     if (v == NULL || json_is_null(v)) {
       if (neg) SQL("(%s IS NOT NULL AND %s <> 'null'::jsonb)", leaf, leaf);
       else SQL("(%s IS NULL OR %s = 'null'::jsonb)", leaf, leaf);
@@ -560,13 +535,13 @@ static int json_condition(ctx_t *c, const field_t *f, const char *key, op_t op, 
       SQL(neg ? "(%s = $%d::jsonb) IS NOT TRUE" : "%s = $%d::jsonb", leaf, n);
       return 0;
     }
-    json_t *nested = nest_value(key, v, 0);
+    json_t *nested = sg__rf_nest_value(key, v, 0);
     if (!nested) return SG_ENOMEM;
     rc = json_param(c, nested, &n);
     json_decref(nested);
     if (rc) return rc;
     if (flat) {
-      json_t *fl = nest_value(key, v, 1);
+      json_t *fl = sg__rf_nest_value(key, v, 1);
       if (!fl) return SG_ENOMEM;
       rc = json_param(c, fl, &m);
       json_decref(fl);
@@ -578,19 +553,19 @@ static int json_condition(ctx_t *c, const field_t *f, const char *key, op_t op, 
     }
     return 0;
   }
-  case OP_EQ:
-  case OP_NEQ:
-    if (v == NULL) return sg__rf_fail(c->err, where, "%s needs a value", op_names[op]);
+  case SG_RFO_EQ:
+  case SG_RFO_NEQ:
+    if (v == NULL) return sg__rf_fail(c->err, where, "%s needs a value", sg__rf_op_names[op]);
     if ((rc = json_param(c, v, &n))) return rc;
-    SQL(op == OP_EQ ? "%s = $%d::jsonb" : "(%s = $%d::jsonb) IS NOT TRUE", leaf, n);
+    SQL(op == SG_RFO_EQ ? "%s = $%d::jsonb" : "(%s = $%d::jsonb) IS NOT TRUE", leaf, n);
     return 0;
-  case OP_GT:
-  case OP_LT:
-  case OP_GTE:
-  case OP_LTE:
-  case OP_BTWN: {
+  case SG_RFO_GT:
+  case SG_RFO_LT:
+  case SG_RFO_GTE:
+  case SG_RFO_LTE:
+  case SG_RFO_BTWN: {
     const json_t *lo = v, *hi = NULL;
-    if (op == OP_BTWN) {
+    if (op == SG_RFO_BTWN) {
       if (!json_is_array(v) || json_array_size(v) != 2)
         return sg__rf_fail(c->err, where, "btwn takes a list of two values [low, high]");
       lo = json_array_get(v, 0);
@@ -598,7 +573,7 @@ static int json_condition(ctx_t *c, const field_t *f, const char *key, op_t op, 
     }
     int num = json_is_number(lo) && (!hi || json_is_number(hi));
     int str = json_is_string(lo) && (!hi || json_is_string(hi));
-    if (!num && !str) return sg__rf_fail(c->err, where, "%s takes numbers or strings", op_names[op]);
+    if (!num && !str) return sg__rf_fail(c->err, where, "%s takes numbers or strings", sg__rf_op_names[op]);
     char expr[480];
     if (num)
       snprintf(expr, sizeof expr, "(CASE WHEN jsonb_typeof(%s) = 'number' THEN (%s #>> '{}')::numeric END)",
@@ -612,32 +587,32 @@ static int json_condition(ctx_t *c, const field_t *f, const char *key, op_t op, 
     else SQL("%s %s $%d::%s", expr, cmp_sql(op), n, T);
     return 0;
   }
-  case OP_STARTSWITH:
-  case OP_ENDSWITH:
-  case OP_CONTAINS:
-  case OP_LIKE:
-  case OP_MATCHES: {
+  case SG_RFO_STARTSWITH:
+  case SG_RFO_ENDSWITH:
+  case SG_RFO_CONTAINS:
+  case SG_RFO_LIKE:
+  case SG_RFO_MATCHES: {
     char expr[200];
     snprintf(expr, sizeof expr, "(%s #>> '{}')", leaf);
     return string_op(c, op, expr, v, opt_case_sensitive(cond), where);
   }
-  case OP_IN:
-  case OP_NOT_IN:
+  case SG_RFO_IN:
+  case SG_RFO_NOT_IN:
     if (!json_is_array(v) || json_array_size(v) > MAX_LIST)
-      return sg__rf_fail(c->err, where, "%s takes a list of at most %d values", op_names[op], MAX_LIST);
+      return sg__rf_fail(c->err, where, "%s takes a list of at most %d values", sg__rf_op_names[op], MAX_LIST);
     if ((rc = json_param(c, v, &n))) return rc;
-    SQL(op == OP_IN ? "EXISTS (SELECT 1 FROM jsonb_array_elements($%d::jsonb) AS e(v) WHERE e.v = %s)"
+    SQL(op == SG_RFO_IN ? "EXISTS (SELECT 1 FROM jsonb_array_elements($%d::jsonb) AS e(v) WHERE e.v = %s)"
                     : "NOT EXISTS (SELECT 1 FROM jsonb_array_elements($%d::jsonb) AS e(v) WHERE e.v = %s)",
         n, leaf);
     return 0;
   default: break;
   }
-  return sg__rf_fail(c->err, where, "operator '%s' does not apply to field '%s'", op_names[op], f->name);
+  return sg__rf_fail(c->err, where, "operator '%s' does not apply to field '%s'", sg__rf_op_names[op], f->name);
 }
 
-static int content_condition(ctx_t *c, const field_t *f, op_t op, const json_t *v, const char *where) {
+static int content_condition(ctx_t *c, const sg__rf_field_t *f, sg__rf_op_t op, const json_t *v, const char *where) {
   int n, rc;
-  if (op != OP_IS && op != OP_CONTAINS)
+  if (op != SG_RFO_IS && op != SG_RFO_CONTAINS)
     return sg__rf_fail(c->err, where, "field 'content' takes the operators is and contains");
   if ((rc = column_param(c, f, v, where, &n))) return rc;
   /* The expressions of Agenta's ix_spans_fts_*_gin indexes, so they serve it. */
@@ -659,11 +634,11 @@ static int compile_condition(ctx_t *c, const json_t *cond, const char *where) {
   const char *key = NULL;
   if (!json_is_string(jf)) return sg__rf_fail(c->err, where, "field must be a string");
   const char *fname = json_string_value(jf);
-  const field_t *f = find_field(fname, json_string_length(jf));
+  const sg__rf_field_t *f = sg__rf_find_field(fname, json_string_length(jf));
   if (!f) { /* "attributes.ag.type.span": a JSON field and its key in one */
     const char *dot = strchr(fname, '.');
-    const field_t *jfld = dot ? find_field(fname, (size_t)(dot - fname)) : NULL;
-    if (jfld && jfld->kind == K_JSON && !jk) {
+    const sg__rf_field_t *jfld = dot ? sg__rf_find_field(fname, (size_t)(dot - fname)) : NULL;
+    if (jfld && jfld->kind == SG_RFK_JSON && !jk) {
       f = jfld;
       key = dot + 1;
     }
@@ -679,14 +654,14 @@ static int compile_condition(ctx_t *c, const json_t *cond, const char *where) {
   }
   if (jk && !json_is_null(jk)) {
     if (!json_is_string(jk)) return sg__rf_fail(c->err, where, "key must be a string");
-    if (f->kind != K_JSON)
+    if (f->kind != SG_RFK_JSON)
       return sg__rf_fail(c->err, where, "field '%s' takes no key (keys apply to attributes, references, "
                          "links, events and hashes)", f->name);
     key = json_string_value(jk);
   }
-  op_t op = OP_IS;
+  sg__rf_op_t op = SG_RFO_IS;
   if (jo && !json_is_null(jo)) {
-    int o = json_is_string(jo) ? find_op(json_string_value(jo)) : -1;
+    int o = json_is_string(jo) ? sg__rf_find_op(json_string_value(jo)) : -1;
     if (o < 0) {
       sg_buf_printf(&w, "%s.operator", where);
       sg_buf_t known = SG_BUF_INIT;
@@ -698,13 +673,13 @@ static int compile_condition(ctx_t *c, const json_t *cond, const char *where) {
       sg_buf_free(&w);
       return rc;
     }
-    op = (op_t)o;
+    op = (sg__rf_op_t)o;
   }
-  if (v == NULL && op != OP_EXISTS && op != OP_NOT_EXISTS && op != OP_IS && op != OP_IS_NOT)
-    return sg__rf_fail(c->err, where, "operator '%s' needs a value", op_names[op]);
+  if (v == NULL && op != SG_RFO_EXISTS && op != SG_RFO_NOT_EXISTS && op != SG_RFO_IS && op != SG_RFO_IS_NOT)
+    return sg__rf_fail(c->err, where, "operator '%s' needs a value", sg__rf_op_names[op]);
   SQL("(");
-  if (f->kind == K_JSON) rc = json_condition(c, f, key, op, v, cond, where);
-  else if (f->kind == K_CONTENT) rc = content_condition(c, f, op, v, where);
+  if (f->kind == SG_RFK_JSON) rc = json_condition(c, f, key, op, v, cond, where);
+  else if (f->kind == SG_RFK_CONTENT) rc = content_condition(c, f, op, v, where);
   else rc = column_condition(c, f, op, v, cond, where);
   if (rc) return rc;
   SQL(")");
@@ -794,7 +769,7 @@ static int windowing_time(const json_t *w, const char *name, int64_t *us, int *h
   if (v == NULL || json_is_null(v)) return 0;
   char where[32];
   snprintf(where, sizeof where, "windowing.%s", name);
-  if (time_value(v, us) != 0)
+  if (sg__rf_time_value(v, us) != 0)
     return sg__rf_fail(err, where, "must be an ISO-8601 time or an integer epoch (s, ms, µs or ns)");
   *has = 1;
   return 0;

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "edit_http.h"
 #include "err.h"
 #include "ingest_http.h"
 #include "metrics.h"
@@ -37,6 +38,10 @@ static const sg_route_t routes[] = {
     {SG_M_POST, "/api/tracing/spans/ingest",  "native",    1,   SG_INGEST_NATIVE_MEDIA,
                 sg__ingest_http_native,  NULL},
     {GET_HEAD,  "/v1/traces/{trace_id}",      "trace",     1,   NULL, sg__read_trace,     NULL},
+    {SG_M_PUT,  "/v1/traces/{trace_id}",      "trace_edit", 1,  SG_EDIT_MEDIA, sg__edit_http_put, NULL},
+    {SG_M_DELETE, "/v1/traces/{trace_id}",    "trace_delete", 1, NULL, sg__edit_http_delete, NULL},
+    {SG_M_PUT,  "/api/tracing/traces/{trace_id}", "trace_edit", 1, SG_EDIT_MEDIA, sg__edit_http_put, NULL},
+    {SG_M_DELETE, "/api/tracing/traces/{trace_id}", "trace_delete", 1, NULL, sg__edit_http_delete, NULL},
     {SG_M_POST, "/v1/spans/query",            "query",     1,   NULL, sg__read_query,     NULL},
     {GET_HEAD,  "/v1/analytics/spans",        "analytics", 1,   NULL, sg__read_analytics, NULL},
     {GET_HEAD,  "/healthz",                   "healthz",   0,   NULL, sg__ops_healthz,    NULL},
@@ -67,12 +72,15 @@ void sg_router_observe(void *worker, const sg_http_req_t *req, int status, uint6
   (void)bytes_in;
   sg_router_init();
   int slot = SG_METRIC_ROUTE_OTHER;
-  /* By path alone: a 405 or a 429 on an endpoint's path counts under it. */
-  for (size_t i = 0; req && i < NROUTES; i++)
-    if (sg_route_path_match(routes[i].path, req->path, NULL, NULL)) {
-      slot = label_slot[i];
-      break;
-    }
+  /* The row of the method and path; else by path alone: a 405 or a 429 on
+   * an endpoint's path counts under it. */
+  for (int pass = 0; req && pass < 2 && slot == SG_METRIC_ROUTE_OTHER; pass++)
+    for (size_t i = 0; i < NROUTES; i++)
+      if ((pass || (routes[i].methods & SG_M(req->method))) &&
+          sg_route_path_match(routes[i].path, req->path, NULL, NULL)) {
+        slot = label_slot[i];
+        break;
+      }
   sg_metrics_observe(slot, status, duration_ns);
 }
 

@@ -16,6 +16,7 @@
 #include "ch_config.h"
 #include "ch_setup.h"
 #include "err.h"
+#include "ingest_grpc.h"
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
@@ -59,6 +60,7 @@ static void publish_stats(sg_worker_t *w) {
   PUB(pub_reconnects, pg_reconnects, (uint64_t)st->reconnects);
   PUB(pub_errors, pg_errors, (uint64_t)st->errors);
   PUB(pub_open, connections_open, (int64_t)(w->http ? sg_http_server_connections(w->http) : 0));
+  PUB(pub_grpc_open, grpc_connections_open, (int64_t)(w->grpc ? sg_grpc_server_connections(w->grpc) : 0));
   sg_lua_stats_t ls = w->lua_retired;
   if (w->lua) {
     sg_lua_stats_t cur;
@@ -90,6 +92,7 @@ static void publish_stats(sg_worker_t *w) {
   PUB(pub_ch_dead_rows, ch_dead_rows, cs.dead_rows);
   PUB(pub_ch_encode_rejects, ch_encode_rejects, cs.encode_rejects);
   PUB(pub_ch_gap_spans, ch_gap_spans, cs.gaps);
+  PUB(pub_pg_groups, group_commits, w->sink ? sg_pgsink_stats(w->sink)->groups : w->pub_pg_groups);
   PUB(pub_ch_dead_fail, ch_dead_letter_failures, cs.dead_letter_failures);
   PUB(pub_ch_spool_err, ch_spool_errors, cs.spool_errors);
   if (w->id <= SG_MAX_WORKERS) atomic_store(&sg_metrics.spool_oldest_us[w->id], cs.spool_oldest_us);
@@ -116,10 +119,9 @@ static void stats_cb(uv_timer_t *t) { publish_stats(t->data); }
 
 static void close_cb(uv_handle_t *h) { (void)h; }
 
-static void http_closed_cb(void *arg) {
-  sg_worker_t *w = arg;
-  /* No request is in flight any more: the sink and pool can go. */
-  w->http = NULL;
+/* Both listeners have stopped: no request is in flight any more, the sink
+ * and pools can go. */
+static void servers_closed(sg_worker_t *w) {
   sg_pg_pool_close(w->read_pg);
   w->read_pg = NULL;
   /* The ClickHouse client first: closing it cancels what its users have in
@@ -145,11 +147,25 @@ static void http_closed_cb(void *arg) {
   uv_close((uv_handle_t *)&w->wake, close_cb);
 }
 
+static void http_closed_cb(void *arg) {
+  sg_worker_t *w = arg;
+  w->http = NULL;
+  if (--w->servers_open == 0) servers_closed(w);
+}
+
+static void grpc_closed_cb(void *arg) {
+  sg_worker_t *w = arg;
+  w->grpc = NULL;
+  if (--w->servers_open == 0) servers_closed(w);
+}
+
 static void wake_cb(uv_async_t *a) {
   sg_worker_t *w = a->data;
   if (w->stopping) return;
   w->stopping = 1;
   uv_timer_stop(&w->stats_timer);
+  w->servers_open = w->grpc ? 2 : 1;
+  if (w->grpc) sg_grpc_server_shutdown(w->grpc, grpc_closed_cb, w);
   sg_http_server_shutdown(w->http, http_closed_cb, w);
 }
 
@@ -282,6 +298,28 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
   w->http = sg_http_server_new(&w->loop, w->listen_fd, &lim, sg_router_handle, w);
   if (!w->http) return SG_ENOMEM;
   sg_http_server_set_observer(w->http, sg_router_observe, w);
+  if (w->grpc_fd >= 0) {
+    sg_grpc_limits_t gl;
+    memset(&gl, 0, sizeof gl);
+    gl.max_message_bytes = cfg->max_body_bytes;
+    gl.max_header_bytes = cfg->max_header_bytes;
+    gl.max_streams = (uint32_t)cfg->grpc_max_streams;
+    gl.read_timeout_ms = (uint64_t)cfg->read_timeout_ms;
+    gl.idle_timeout_ms = (uint64_t)cfg->idle_timeout_ms;
+    gl.write_timeout_ms = (uint64_t)cfg->read_timeout_ms;
+    gl.max_connections = (size_t)cfg->max_connections;
+    gl.backlog = 1024;
+    gl.inflight = w->inflight.counter;
+    gl.max_inflight_bytes = w->inflight.max;
+    gl.accept_encoding = SG_INGEST_GRPC_ENCODINGS;
+    size_t nm;
+    const sg_grpc_method_t *methods = sg_ingest_grpc_methods(&nm);
+    uv_os_sock_t fd = w->grpc_fd;
+    w->grpc_fd = -1; /* the server owns it now, also on failure */
+    w->grpc = sg_grpc_server_new(&w->loop, fd, &gl, methods, nm, w);
+    if (!w->grpc) return SG_ENOMEM;
+    sg_grpc_server_set_observer(w->grpc, sg__ingest_grpc_observe, w);
+  }
   uv_timer_start(&w->stats_timer, stats_cb, 0, 500);
   return 0;
 }
@@ -417,7 +455,14 @@ int sg_server_run(const sg_config_t *cfg) {
   for (int i = 0; i < s.nworkers && rc == 0; i++) {
     s.workers[i].id = i + 1;
     s.workers[i].listen_fd = -1;
+    s.workers[i].grpc_fd = -1;
     rc = sg_listen_tcp(cfg->listen, 1024, &s.workers[i].listen_fd, &err);
+    if (rc == 0 && cfg->grpc_listen[0]) {
+      sg_buf_t gerr = SG_BUF_INIT; /* "listen: ..." becomes "grpc_listen: ..." */
+      rc = sg_listen_tcp(cfg->grpc_listen, 1024, &s.workers[i].grpc_fd, &gerr);
+      if (rc != 0) sg_buf_printf(&err, "grpc_%s", gerr.data ? gerr.data : "listen failed");
+      sg_buf_free(&gerr);
+    }
     if (rc == 0) rc = worker_init(&s.workers[i], cfg, &err);
   }
   if (rc != 0) {
@@ -447,6 +492,7 @@ int sg_server_run(const sg_config_t *cfg) {
   }
   sg_info("server", "spangate %s listening on http://%s with %d worker%s", SG_VERSION, cfg->listen,
           s.nworkers, s.nworkers == 1 ? "" : "s");
+  if (cfg->grpc_listen[0]) sg_info("server", "OTLP/gRPC (h2c) listening on %s", cfg->grpc_listen);
 
   uv_run(s.loop, UV_RUN_DEFAULT);
   if (s.timed_out) {

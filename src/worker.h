@@ -15,6 +15,7 @@
 #include "chsink.h"
 #include "chttl.h"
 #include "config.h"
+#include "grpc.h"
 #include "http.h"
 #include "lua_rt.h"
 #include "metrics.h"
@@ -34,6 +35,9 @@ typedef struct sg_worker_s {
   uv_os_sock_t listen_fd;
   sg_budget_t inflight;      /* the process-wide in-flight memory budget, for every transport */
   sg_http_server_t *http;
+  uv_os_sock_t grpc_fd;      /* the gRPC listener's socket until grpc owns it; -1: none */
+  sg_grpc_server_t *grpc;    /* OTLP/gRPC (grpc_listen); NULL when off */
+  int servers_open;          /* listeners still shutting down (http, grpc) */
   sg_pg_pool_t *pg;          /* ingest (writes) */
   sg_pg_pool_t *read_pg;     /* the read API, with query_timeout_ms */
   sg_pgsink_t *sink;
@@ -49,12 +53,13 @@ typedef struct sg_worker_s {
   int stopping;
   int start_rc;              /* set before the thread signals it started */
   /* Last pool figures published, so the shared gauges can be moved by deltas. */
-  int64_t pub_conns, pub_up, pub_busy, pub_queue, pub_open;
+  int64_t pub_conns, pub_up, pub_busy, pub_queue, pub_open, pub_grpc_open;
   uint64_t pub_reconnects, pub_errors;
   int64_t pub_ch_enabled, pub_ch_reachable, pub_spool_bytes, pub_spool_records;
   uint64_t pub_lua_calls, pub_lua_errors, pub_lua_kills, pub_lua_dropped, pub_lua_rejected;
   uint64_t pub_ch_inserts, pub_ch_rows, pub_ch_insert_us, pub_ch_retries, pub_ch_dead_records,
       pub_ch_dead_rows, pub_ch_encode_rejects, pub_ch_gap_spans, pub_ch_dead_fail, pub_ch_spool_err;
+  uint64_t pub_pg_groups;
   int64_t pub_ep_up[SG_METRICS_CH_ENDPOINTS], pub_ep_pending[SG_METRICS_CH_ENDPOINTS];
   uint64_t pub_ep_requests[SG_METRICS_CH_ENDPOINTS], pub_ep_failures[SG_METRICS_CH_ENDPOINTS],
       pub_ch_failovers;

@@ -174,16 +174,19 @@ end
 
 -- ---- checking ----------------------------------------------------------------------------
 
--- Rows ClickHouse has in range r that PostgreSQL does not (hard deletes, a
--- span re-created with another created_at): removed with a mutation, then
--- awaited (mutations are asynchronous).
+-- Rows ClickHouse has in range r that PostgreSQL does not (hard deletes
+-- that reached ClickHouse as no tombstone, a span re-created with another
+-- created_at): removed with a mutation, then awaited (mutations are
+-- asynchronous). Tombstones (is_deleted = 1 after FINAL) are deleted spans
+-- already: neither counted nor listed.
 local function remove_orphans(r, pg_n)
   local _, _, lo, hi = bounds(r)
   local where = format("project_id = toUUID('%s') AND created_at >= %s AND created_at < %s",
     r.project, store.ch_second(math.floor(lo / 1e6)), store.ch_second(math.ceil(hi / 1e6)))
   local removed = 0
   if pg_n == 0 then
-    removed = tonumber(gw.ch.query(format("SELECT count() FROM %s.spans FINAL WHERE %s", DB, where), "TSV")[1][1])
+    removed = tonumber(gw.ch.query(format("SELECT count() FROM %s.spans FINAL WHERE %s AND is_deleted = 0",
+      DB, where), "TSV")[1][1])
     gw.ch.query(format("ALTER TABLE %s DELETE WHERE %s", store.ch_mutation_target(), where))
   else
     local pk = {}
@@ -194,7 +197,8 @@ local function remove_orphans(r, pg_n)
     end
     local ck = {}
     for i, row in ipairs(gw.ch.query(format(
-        "SELECT concat(toString(trace_id), '/', toString(span_id)) FROM %s.spans FINAL WHERE %s", DB, where), "TSV")) do
+        "SELECT concat(toString(trace_id), '/', toString(span_id)) FROM %s.spans FINAL WHERE %s AND is_deleted = 0",
+        DB, where), "TSV")) do
       ck[i] = row[1]
     end
     local orphans = plan.orphans(pk, ck)
@@ -237,6 +241,15 @@ end
 
 local verified, failed = {}, {}
 
+-- Range r agrees after its copy: its checkpoint says done.
+local function verify(r)
+  local cp = committed[r.key] or {rows = 0}
+  store.save_checkpoint(JOB, r, {status = "done", rows = cp.rows or 0, last = cp.last})
+  verified[r.key] = true
+  local s = pstat(r.project)
+  s.copied = s.copied + 1
+end
+
 -- The ranges of list that still differ after their copy (orphans removed
 -- first); the others are marked done.
 local function check(list)
@@ -251,16 +264,26 @@ local function check(list)
       p, c = x.p, x.c
     end
     if p.n == c.n and p.vsum == c.vsum then
-      local cp = committed[r.key] or {rows = 0}
-      store.save_checkpoint(JOB, r, {status = "done", rows = cp.rows or 0, last = cp.last})
-      verified[r.key] = true
-      s.copied = s.copied + 1
+      verify(r)
     else
       r.pg_n, r.ch_n = p.n, c.n
       again[#again + 1] = r
     end
   end
-  return again
+  -- on a cluster, a replica that has not fetched the copy yet looks short
+  return store.settle(again, function(l)
+    local st2, still = stats_of(l), {}
+    for _, r in ipairs(l) do
+      local p, c = st2[r.key].p, st2[r.key].c
+      if p.n == c.n and p.vsum == c.vsum then
+        verify(r)
+      else
+        r.pg_n, r.ch_n = p.n, c.n
+        still[#still + 1] = r
+      end
+    end
+    return still
+  end)
 end
 
 -- ---- nodes (Agenta's older observability table) ------------------------------------------
@@ -293,7 +316,8 @@ local function migrate_nodes(projects)
   local copied = 0
   for _, p in ipairs(projects) do
     local pn = tonumber(gw.pg.query("SELECT count(*) AS n FROM nodes WHERE project_id = $1", p)[1].n)
-    local cn = tonumber(gw.ch.query(format("SELECT count() FROM %s.nodes FINAL WHERE project_id = toUUID('%s')", DB, p), "TSV")[1][1])
+    local cn = tonumber(gw.ch.query(format(
+      "SELECT count() FROM %s.nodes FINAL WHERE project_id = toUUID('%s') AND is_deleted = 0", DB, p), "TSV")[1][1])
     if pn ~= cn or opts.restart then
       local last
       while true do

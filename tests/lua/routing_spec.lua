@@ -69,5 +69,10 @@ describe("routing.lua", function()
     assert.are.equal("postgres", M.read_backend({}, P1))
     M = routing({ read_backend = "postgres" })
     assert.are.equal("postgres", M.read_backend(nil, P1))
+    -- every endpoint, the third argument (and query.endpoint) naming it
+    M = routing({ read_backend = "clickhouse" })
+    for _, e in ipairs({ "trace", "query", "analytics" }) do
+      assert.are.equal("clickhouse", M.read_backend({ endpoint = e }, P1, e))
+    end
   end)
 end)

@@ -50,14 +50,16 @@ test(`the DDL for 18.16, 20.1, 20.12, 24.8 and ${CURRENT} runs on ClickHouse ${E
   for (const v of ['18.16', '20.1', '20.12', '24.8', CURRENT]) {
     const name = `ddl_${v.replace('.', '_')}`;
     const stmts = statements(render(v, { CLICKHOUSE_DATABASE: name }));
-    assert.equal(stmts.length, 5);
+    assert.equal(stmts.length, 7);
     for (const s of stmts) await q(s);
     const create = await q(`SHOW CREATE TABLE ${name}.spans`);
     const modern = v !== '18.16';
     assert.equal(create.includes("DateTime64(6, \\'UTC\\')"), modern, `${v}: time columns`);
     assert.equal(/TTL expires_at/.test(create), modern, `${v}: TTL`);
     assert.equal(create.includes('INDEX idx_trace_id trace_id TYPE bloom_filter'), v === '24.8' || v === CURRENT || v === '20.12', `${v}: index`);
-    assert.equal((await q(`SELECT count() FROM system.tables WHERE database = '${name}'`)).trim(), '4');
+    assert.equal((await q(`SELECT count() FROM system.tables WHERE database = '${name}'`)).trim(), '6');
+    // 23.2+: the engine knows the tombstone column
+    assert.equal(/ReplacingMergeTree\(version, is_deleted\)/.test(create), v === '24.8' || v === CURRENT, `${v}: engine`);
     // schema --apply against the engine (its real version): tables from an
     // older version keep their layout and get what they lack
     const conf = join(work, `apply-${name}.conf`);
@@ -87,7 +89,9 @@ test(`the cluster DDL for 24.8 and ${CURRENT} parses whole and creates its table
     for (const r of res) assert.ok(r.parsed && r.executed, `${v}: ${r.error}\n${r.sql}`);
     assert.deepEqual(tables.map((t) => `${t.name} ${t.engine}`), [
       'nodes Distributed', 'nodes_local ReplicatedReplacingMergeTree', 'spans Distributed',
-      'spans_analytics Distributed', 'spans_analytics_local ReplicatedAggregatingMergeTree',
+      'spans_analytics Distributed', 'spans_analytics_deleted Distributed',
+      'spans_analytics_deleted_local ReplicatedAggregatingMergeTree', 'spans_analytics_deleted_mv MaterializedView',
+      'spans_analytics_local ReplicatedAggregatingMergeTree',
       'spans_analytics_mv MaterializedView', 'spans_local ReplicatedReplacingMergeTree']);
   }
   // The sharding key hashes alike on 18.16 and here: a trace lands on the same shard.

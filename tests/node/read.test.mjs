@@ -1,33 +1,26 @@
 // The read API against real servers: GET /v1/traces/{id}, POST /v1/spans/query
 // (Agenta's filter shape, keyset pagination, injection attempts) and
-// GET /v1/analytics/spans from PostgreSQL and from ClickHouse (18.16) on the
-// same spans.
+// GET /v1/analytics/spans. Every read here runs on both stores: `gw` answers
+// from PostgreSQL, `gwCh` (same databases) from ClickHouse (18.16), and the
+// answers must be the same bytes (lib/read_both.mjs); read_parity.test.mjs
+// has the larger comparison.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import {
-  startGateway, postJson, request, KEY_A, KEY_B, ROOT, until, spanUuid, traceUuid,
+  startGateway, postJson, request, KEY_A, KEY_B, until, spanUuid, traceUuid,
 } from './lib/harness.mjs';
+import { both, caughtUp, getWith, queryWith, readScripts } from './lib/read_both.mjs';
 
-let gw;   // ingests; reads analytics from PostgreSQL (the shipped routing.lua)
+let gw;   // ingests; reads from PostgreSQL (the shipped routing.lua)
 let gwCh; // same databases; a routing.lua whose read_backend says "clickhouse"
 
-const get = (g, path, key = KEY_A) => request(g, 'GET', path, undefined, key ? { authorization: `ApiKey ${key}` } : {});
-const query = (g, body, key = KEY_A) => postJson(g, '/v1/spans/query', body, key);
+// A read through gw is a read through both gateways, compared.
+const get = (g, path, key = KEY_A) =>
+  (g === gw ? both(gw, gwCh, (x) => getWith(x, path, key), `GET ${path}`) : getWith(g, path, key));
+const query = (g, body, key = KEY_A) =>
+  (g === gw ? both(gw, gwCh, (x) => queryWith(x, body, key), `query ${typeof body === 'string' ? body : JSON.stringify(body)}`)
+    : queryWith(g, body, key));
 const hex16 = (n) => n.toString(16).padStart(16, '0');
-
-// A directory of scripts: the repo's lua/ with read_backend answering "clickhouse".
-function clickhouseReadScripts() {
-  const dir = mkdtempSync(join(tmpdir(), 'sg-read-lua-'));
-  cpSync(join(ROOT, 'lua'), dir, { recursive: true });
-  const p = join(dir, 'routing.lua');
-  const src = readFileSync(p, 'utf8');
-  const i = src.lastIndexOf('return M');
-  writeFileSync(p, src.slice(0, i) + 'function M.read_backend(query, project_id) return "clickhouse" end\n\nreturn M\n');
-  return dir;
-}
 
 async function ingest(spans, key = KEY_A) {
   for (let i = 0; i < spans.length; i += 500) {
@@ -95,13 +88,14 @@ const anaSpans = Array.from({ length: 900 }, (_, i) => {
 
 before(async () => {
   gw = await startGateway({ clickhouse: true });
-  gwCh = await startGateway({ clickhouse: true, db: gw.db, chdb: gw.chdb, scripts: clickhouseReadScripts() });
+  gwCh = await startGateway({ clickhouse: true, db: gw.db, chdb: gw.chdb, scripts: readScripts() });
   await ingest(traceSpans);
   await ingest(pageSpans);
   await ingest(anaSpans);
   // Project B has a trace of its own with a span id A also has.
   await ingest([{ trace_id: 'b'.repeat(32), span_id: '1111111111111111', span_name: 'b-root',
     start_time: 1714979289123456, end_time: 1714979289123457 }], KEY_B);
+  await caughtUp(gw);
 });
 
 after(async () => {
@@ -320,6 +314,8 @@ test('a query past query_timeout_ms is canceled: 504 naming the limit, and the n
     const r = await query(g, scanAll());
     assert.equal(r.status, 504, r.text);
     assert.match(r.json().error, /query_timeout_ms \(1 ms\)/);
+    // the log line is written before the answer, but stderr reaches us on its own pipe
+    await until(() => /\[warn\].*query canceled after query_timeout_ms.*57014/.test(g.log), 5000, 20);
     assert.match(g.log, /\[warn\].*query canceled after query_timeout_ms.*57014/);
     // A cheap read on the same connection still answers (or is canceled the
     // same way: 1 ms is little), never a 500.

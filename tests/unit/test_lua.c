@@ -153,7 +153,7 @@ static void test_missing_scripts_are_defaults(void **state) {
   double days = 0;
   assert_int_equal(sg_lua_route_clickhouse(rt, PROJECT, &on), 0);
   assert_int_equal(on, 0); /* use_clickhouse defaults to false */
-  assert_int_equal(sg_lua_read_backend(rt, PROJECT, NULL, &be), 0);
+  assert_int_equal(sg_lua_read_backend(rt, PROJECT, NULL, "query", &be), 0);
   assert_int_equal(be, SG_READ_POSTGRES);
   assert_int_equal(sg_lua_retention_days(rt, PROJECT, &b.spans[0], &days), 0);
   assert_true(days < 0);
@@ -199,8 +199,17 @@ static void test_load_errors(void **state) {
   assert_non_null(rt);
   assert_int_equal(sg_lua_rt_hooks(rt), SG_LUA_HOOK_READ_BACKEND);
   int be;
-  assert_int_equal(sg_lua_read_backend(rt, PROJECT, NULL, &be), 0);
+  assert_int_equal(sg_lua_read_backend(rt, PROJECT, NULL, "query", &be), 0);
   assert_int_equal(be, SG_READ_CLICKHOUSE);
+  sg_lua_rt_free(rt);
+  /* the endpoint is the third argument (two-argument scripts ignore it) */
+  write_file("routing.lua", "return {read_backend = function(q, p, e) return e == 'trace' and 'clickhouse' or 'postgres' end}");
+  rt = sg_lua_rt_new(&cfg, &err);
+  assert_non_null(rt);
+  assert_int_equal(sg_lua_read_backend(rt, PROJECT, NULL, "trace", &be), 0);
+  assert_int_equal(be, SG_READ_CLICKHOUSE);
+  assert_int_equal(sg_lua_read_backend(rt, PROJECT, NULL, "analytics", &be), 0);
+  assert_int_equal(be, SG_READ_POSTGRES);
   sg_lua_rt_free(rt);
   sg_config_free(&cfg);
 }
@@ -1036,9 +1045,9 @@ static void test_shipped_routing_ttl(void **state) {
   assert_int_equal(on, 1);
   assert_int_equal(sg_lua_route_clickhouse(rt, other, &on), 0); /* cached */
   assert_int_equal(on, 1);
-  assert_int_equal(sg_lua_read_backend(rt, other, NULL, &be), 0);
+  assert_int_equal(sg_lua_read_backend(rt, other, NULL, "trace", &be), 0);
   assert_int_equal(be, SG_READ_CLICKHOUSE);
-  assert_int_equal(sg_lua_read_backend(rt, PROJECT, NULL, &be), 0);
+  assert_int_equal(sg_lua_read_backend(rt, PROJECT, NULL, "query", &be), 0);
   assert_int_equal(be, SG_READ_POSTGRES);
   sg_span_batch_t b;
   sg_span_batch_init(&b);

@@ -271,12 +271,6 @@ static void test_analytics(void **st) {
   assert_int_equal(sg_rf_analytics_pg_sql(&a, &sql), 0);
   assert_non_null(strstr(sql.data, "coalesce(span_type::text, '') COLLATE \"C\", coalesce(span_name::text, '')"));
   assert_non_null(strstr(sql.data, "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"));
-  sg_buf_reset(&sql);
-  assert_int_equal(sg_rf_analytics_ch_sql(&a, project, "db`x", &sql), 0);
-  assert_non_null(strstr(sql.data, "FROM `db\\`x`.spans_analytics WHERE project_id = "
-                                   "toUUID('0190a3b4-0000-7000-8000-00000000000a') AND minute >= "
-                                   "toDateTime(1714979280) AND minute < toDateTime(1714989240) "
-                                   "GROUP BY b, span_type, span_name ORDER BY b, span_type, span_name"));
   sg_buf_free(&sql);
   /* Defaults: the last 24 hours up to the next whole minute, hourly. */
   assert_int_equal(sg_rf_analytics_parse("", 1714979289, &a, &err), 0);

@@ -143,7 +143,12 @@ static void test_gateway_table(void **state) {
       {HTTP_POST, "/api/tracing/spans/ingest", "native", NULL},
       {HTTP_GET, "/v1/traces/0af7651916cd43dd8448eb211c80319c", "trace", NULL},
       {HTTP_HEAD, "/v1/traces/x", "trace", NULL},
-      {HTTP_POST, "/v1/traces/x", "trace", "GET, HEAD"},
+      {HTTP_POST, "/v1/traces/x", "trace", "GET, HEAD, PUT, DELETE"},
+      {HTTP_PUT, "/v1/traces/x", "trace", NULL},
+      {HTTP_DELETE, "/v1/traces/x", "trace", NULL},
+      {HTTP_PUT, "/api/tracing/traces/x", "trace_edit", NULL},
+      {HTTP_DELETE, "/api/tracing/traces/x", "trace_edit", NULL},
+      {HTTP_GET, "/api/tracing/traces/x", "trace_edit", "PUT, DELETE"},
       {HTTP_POST, "/v1/spans/query", "query", NULL},
       {HTTP_GET, "/v1/analytics/spans", "analytics", NULL},
       {HTTP_GET, "/healthz", "healthz", NULL},
@@ -171,6 +176,24 @@ static void test_gateway_table(void **state) {
       assert_non_null(m.route);
       assert_non_null(m.route->handler);
     }
+  }
+  /* The edit and delete rows beside the read's, with a handler each, and
+   * the same pair on Agenta's path. */
+  static const struct {
+    enum http_method m;
+    const char *path, *label;
+  } rows[] = {
+      {HTTP_PUT, "/v1/traces/x", "trace_edit"},
+      {HTTP_DELETE, "/v1/traces/x", "trace_delete"},
+      {HTTP_PUT, "/api/tracing/traces/x", "trace_edit"},
+      {HTTP_DELETE, "/api/tracing/traces/x", "trace_delete"},
+  };
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    sg_route_match_t m;
+    sg_route_find(t, n, rows[i].m, rows[i].path, &m);
+    assert_non_null(m.route);
+    assert_string_equal(m.route->label, rows[i].label);
+    assert_int_equal(m.param_len, 1);
   }
   /* Ingest and reads need a key, the operations endpoints none. */
   for (size_t i = 0; i < n; i++)

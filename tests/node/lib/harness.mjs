@@ -60,6 +60,8 @@ export async function startGateway(opts = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'sg-gw-'));
   const db = opts.db || await createDatabase();
   const port = await freePort();
+  // Each gateway its own gRPC port (the default 4317 would be shared through SO_REUSEPORT).
+  const grpcPort = await freePort();
   const keys = join(dir, 'keys');
   writeFileSync(keys, `# test keys\n${PROJECT_A} sha256:${sha256hex(KEY_A)}\n${PROJECT_B} plain:${KEY_B}\n`);
   mkdirSync(join(dir, 'spool'));
@@ -72,6 +74,7 @@ export async function startGateway(opts = {}) {
   const conf = join(dir, 'gateway.conf');
   writeFileSync(conf, [
     `listen = "127.0.0.1:${port}"`,
+    `grpc_listen = "127.0.0.1:${grpcPort}"`,
     `workers = ${opts.workers ?? 2}`,
     `log_level = "${opts.logLevel || 'info'}"`,
     `postgres_uri = "${db.uri}"`,
@@ -90,7 +93,7 @@ export async function startGateway(opts = {}) {
   const schemaEnv = opts.chSchema === false ? { ...env, USE_CLICKHOUSE: 'false' } : env;
   if (!opts.skipSchema) execFileSync(BIN, ['schema', '--apply', '-c', conf], { env: schemaEnv, stdio: 'pipe' });
   const gw = {
-    dir, db, chdb, port, conf, env, url: `http://127.0.0.1:${port}`, log: '', proc: null, exit: null,
+    dir, db, chdb, port, grpcPort, conf, env, url: `http://127.0.0.1:${port}`, log: '', proc: null, exit: null,
   };
   gw.start = async () => {
     gw.exit = null;
@@ -243,6 +246,17 @@ function script(name, args) {
   return execFileSync(`${ROOT}/scripts/${name}`, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
 }
 
+// The same without blocking the loop (several at once); resolves to stdout.
+function scriptAsync(name, args) {
+  return new Promise((res, rej) => {
+    const p = spawn(`${ROOT}/scripts/${name}`, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '', err = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.stderr.on('data', (d) => { err += d; });
+    p.on('exit', (code) => (code === 0 ? res(out) : rej(new Error(`${name} ${args.join(' ')}: exit ${code}\n${err}`))));
+  });
+}
+
 function extraDir(prefix) {
   const base = process.env.SG_TEST_TMP || tmpdir();
   return mkdtempSync(join(base, prefix));
@@ -254,8 +268,8 @@ process.on('exit', () => { for (const f of atExit) { try { f(); } catch { /* bes
 // A ClickHouse 18.16 cluster on loopback: ZooKeeper and shards x replicas servers
 // (scripts/chcluster.sh). Resolves to {name, zookeeper, nodes: [{name, http, tcp,
 // shard, replica, dir}], endpoints: ["127.0.0.1:<http>", ...], query(i, sql, db,
-// settings), kill(i) (SIGKILL), stopNode(i), startNode(i), stop(), ms (start-up
-// time)}; node indexes are 0-based.
+// settings), kill(i) (SIGKILL), stopNode(i), startNode(i), startNodes([i, ...])
+// (async, in parallel), stop(), ms (start-up time)}; node indexes are 0-based.
 export async function startCluster({ shards = 2, replicas = 2 } = {}) {
   const dir = extraDir('cluster-');
   const t0 = Date.now();
@@ -274,6 +288,8 @@ export async function startCluster({ shards = 2, replicas = 2 } = {}) {
     kill: (i) => script('chcluster.sh', ['kill', dir, node(i)]),
     stopNode: (i) => script('chcluster.sh', ['stop-node', dir, node(i)]),
     startNode: (i) => script('chcluster.sh', ['start-node', dir, node(i)]),
+    // Several servers started again, together; resolves when all answer.
+    startNodes: (list) => Promise.all(list.map((i) => scriptAsync('chcluster.sh', ['start-node', dir, node(i)]))),
     stop: () => { atExit.delete(stopSync); stopSync(); },
     // The servers' error logs (tails), for a failing test's message.
     errorLogs: () => info.nodes.map((n) => {

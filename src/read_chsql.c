@@ -1,0 +1,183 @@
+/* read_chsql.c - the read API's ClickHouse statements (read_chsql.h). */
+#include "read_chsql.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ch.h"
+#include "err.h"
+#include "read_eval.h"
+#include "span.h"
+
+/* Reads of a few rows: a row costs its whole granule (8192 rows of ~1.5 KB
+ * here), so keep decompressed blocks for the next read (ClickHouse's advice
+ * for short, frequent queries; the cache is bounded by the server's
+ * uncompressed_cache_size). */
+#define POINT_READ "use_uncompressed_cache = 1"
+
+#define OK(x) do { int rc_ = (x); if (rc_) return rc_; } while (0)
+
+static int table(sg_buf_t *b, const sg_rch_ctx_t *c) {
+  OK(sg_ch_quote_ident(b, c->database && c->database[0] ? c->database : "agenta_oss_tracing"));
+  return sg_buf_puts(b, ".spans");
+}
+
+static int project_eq(sg_buf_t *b, const sg_rch_ctx_t *c) {
+  char pid[37];
+  sg_uuid_format(c->project, pid);
+  return sg_buf_printf(b, "project_id = toUUID('%s')", pid);
+}
+
+static int us(sg_buf_t *b, const sg_rch_ctx_t *c, const char *col) { return sg_re_ch_time_us(b, c->ver, col); }
+
+/* The full row: read_span.h's columns, version, live. */
+static int row_columns(sg_buf_t *b, const sg_rch_ctx_t *c) {
+  OK(sg_buf_puts(b, "toString(trace_id), toString(span_id), toString(parent_id), toString(trace_type), "
+                    "toString(span_type), toString(span_kind), span_name, "));
+  OK(us(b, c, "start_time"));
+  OK(sg_buf_puts(b, ", "));
+  OK(us(b, c, "end_time"));
+  OK(sg_buf_puts(b, ", toString(status_code), status_message, attributes, `references`, links, hashes, events, "
+                    "session_id, user_id, agent_id, "));
+  OK(us(b, c, "created_at"));
+  OK(sg_buf_puts(b, ", "));
+  OK(us(b, c, "updated_at"));
+  OK(sg_buf_puts(b, ", "));
+  OK(us(b, c, "deleted_at"));
+  return sg_buf_puts(b, ", toString(created_by_id), toString(updated_by_id), toString(deleted_by_id), version, "
+                        SG_RCH_LIVE_SQL);
+}
+
+int sg_rch_trace_sql(const sg_rch_ctx_t *c, const uint8_t trace_id[16], sg_buf_t *out) {
+  char t[37];
+  sg_uuid_format(trace_id, t);
+  OK(sg_buf_puts(out, "SELECT "));
+  OK(row_columns(out, c));
+  OK(sg_buf_puts(out, " FROM "));
+  OK(table(out, c));
+  OK(sg_buf_puts(out, " PREWHERE "));
+  OK(project_eq(out, c));
+  return sg_buf_printf(out, " AND trace_id = toUUID('%s') SETTINGS " POINT_READ " FORMAT TabSeparated", t);
+}
+
+/* (start, trace, span) strictly after p in the page order. */
+static int after_pos(sg_buf_t *b, const sg_rch_ctx_t *c, const sg_rch_pos_t *p, int desc) {
+  const char *lt = desc ? "<" : ">";
+  OK(sg_buf_puts(b, " AND ("));
+  OK(sg_re_ch_time_cmp(b, c->ver, "start_time", lt, p->start_us));
+  OK(sg_buf_puts(b, " OR ("));
+  OK(sg_re_ch_time_cmp(b, c->ver, "start_time", "=", p->start_us));
+  return sg_buf_printf(b, " AND (toString(trace_id) %s '%s' OR (toString(trace_id) = '%s' AND toString(span_id) %s '%s'))))",
+                       lt, p->trace, p->trace, lt, p->span);
+}
+
+int sg_rch_candidates_sql(const sg_rch_ctx_t *c, const sg_rch_scan_t *s, sg_buf_t *out) {
+  const char *dir = s->descending ? " DESC" : "";
+  OK(sg_buf_puts(out, "SELECT "));
+  OK(us(out, c, "created_at"));
+  OK(sg_buf_puts(out, ", toString(trace_id) AS t, toString(span_id) AS s, version, "));
+  OK(us(out, c, "start_time"));
+  OK(sg_buf_puts(out, " FROM "));
+  OK(table(out, c));
+  /* The window first, explicitly (ClickHouse would move the project's
+   * equality there, the cheapest column, and then read every JSON column
+   * of the project): start_time is read for the project's rows, the other
+   * columns only in the granules the window keeps. Safe per version: each
+   * candidate is checked against its span's latest version afterwards. */
+  OK(sg_buf_puts(out, " PREWHERE "));
+  OK(project_eq(out, c));
+  if (s->has_oldest) { /* Agenta's windowing: oldest <= start_time < newest */
+    OK(sg_buf_puts(out, " AND "));
+    OK(sg_re_ch_time_cmp(out, c->ver, "start_time", ">=", s->oldest_us));
+  }
+  if (s->has_newest) {
+    OK(sg_buf_puts(out, " AND "));
+    OK(sg_re_ch_time_cmp(out, c->ver, "start_time", "<", s->newest_us));
+  }
+  if (s->after) OK(after_pos(out, c, s->after, s->descending));
+  OK(sg_buf_printf(out, " WHERE (%s) AND (" SG_RCH_LIVE_SQL ")", s->prefilter && s->prefilter[0] ? s->prefilter : "1"));
+  OK(sg_buf_printf(out, " ORDER BY start_time%s", dir));
+  if (!(c->ver->caps & SG_CH_DATETIME64)) OK(sg_buf_printf(out, ", start_time_us%s", dir));
+  /* text order of the ids: PostgreSQL's uuid order (ClickHouse's own UUID
+   * order compares the halves the other way round) */
+  return sg_buf_printf(out, ", t%s, s%s, version DESC LIMIT %d FORMAT TabSeparated", dir, dir, s->limit);
+}
+
+/* created_at as a literal of its column type. */
+static int created_lit(sg_buf_t *b, const sg_rch_ctx_t *c, int64_t us_) {
+  if (c->ver->caps & SG_CH_DATETIME64) {
+    char iso[32];
+    sg_time_format(us_, iso);
+    iso[10] = ' ';
+    iso[26] = '\0';
+    return sg_buf_printf(b, "toDateTime64('%s', 6, 'UTC')", iso);
+  }
+  return sg_buf_printf(b, "toDateTime(%" PRId64 ")", us_ / 1000000);
+}
+
+int sg_rch_fetch_sql(const sg_rch_ctx_t *c, const sg_rch_key_t *keys, size_t n, sg_buf_t *out) {
+  OK(sg_buf_puts(out, "SELECT "));
+  OK(row_columns(out, c));
+  OK(sg_buf_puts(out, " FROM "));
+  OK(table(out, c));
+  /* created_at is in the primary key: it narrows the granules read (each
+   * distinct value once); the ids are read first there (PREWHERE), the
+   * other columns only in granules holding one of the spans */
+  OK(sg_buf_puts(out, " PREWHERE "));
+  OK(project_eq(out, c));
+  OK(sg_buf_puts(out, " AND created_at IN ("));
+  int64_t unit = (c->ver->caps & SG_CH_DATETIME64) ? 1 : 1000000;
+  for (size_t i = 0; i < n; i++) {
+    int seen = 0;
+    for (size_t j = 0; j < i && !seen; j++) seen = keys[j].created_us / unit == keys[i].created_us / unit;
+    if (seen) continue;
+    if (i) OK(sg_buf_puts(out, ", "));
+    OK(created_lit(out, c, keys[i].created_us));
+  }
+  OK(sg_buf_puts(out, ") AND (trace_id, span_id) IN ("));
+  for (size_t i = 0; i < n; i++)
+    OK(sg_buf_printf(out, "%s(toUUID('%s'), toUUID('%s'))", i ? ", " : "", keys[i].trace, keys[i].span));
+  return sg_buf_puts(out, ") SETTINGS " POINT_READ " FORMAT TabSeparated");
+}
+
+int sg_rch_analytics_sql(const sg_rch_ctx_t *c, int64_t from_us, int64_t to_us, const sg_rch_key_t *after,
+                         int limit, int with_attributes, sg_buf_t *out) {
+  OK(sg_buf_puts(out, "SELECT "));
+  OK(us(out, c, "created_at"));
+  OK(sg_buf_puts(out, ", toString(trace_id), toString(span_id), version, " SG_RCH_LIVE_SQL ", "));
+  OK(us(out, c, "start_time"));
+  OK(sg_buf_puts(out, ", "));
+  OK(us(out, c, "end_time"));
+  OK(sg_buf_puts(out, ", toString(status_code), "));
+  OK(us(out, c, "deleted_at"));
+  OK(sg_buf_puts(out, ", toString(trace_type), toString(span_type), toString(span_kind), span_name"));
+  if (with_attributes) OK(sg_buf_puts(out, ", attributes"));
+  OK(sg_buf_puts(out, " FROM "));
+  OK(table(out, c));
+  OK(sg_buf_puts(out, " WHERE "));
+  OK(project_eq(out, c));
+  /* Every version of the next keys with a version in the window: a span
+   * whose latest version left the window is judged on that version. */
+  OK(sg_buf_puts(out, " AND (created_at, trace_id, span_id) IN (SELECT created_at, trace_id, span_id FROM "));
+  OK(table(out, c));
+  OK(sg_buf_puts(out, " WHERE "));
+  OK(project_eq(out, c));
+  OK(sg_buf_puts(out, " AND "));
+  OK(sg_re_ch_time_cmp(out, c->ver, "start_time", ">=", from_us));
+  OK(sg_buf_puts(out, " AND "));
+  OK(sg_re_ch_time_cmp(out, c->ver, "start_time", "<", to_us));
+  if (after) {
+    OK(sg_buf_puts(out, " AND ("));
+    OK(sg_re_ch_time_cmp(out, c->ver, "created_at", ">", after->created_us));
+    OK(sg_buf_puts(out, " OR ("));
+    OK(sg_re_ch_time_cmp(out, c->ver, "created_at", "=", after->created_us));
+    OK(sg_buf_printf(out, " AND (toString(trace_id) > '%s' OR (toString(trace_id) = '%s' AND toString(span_id) > '%s'))))",
+                     after->trace, after->trace, after->span));
+  }
+  OK(sg_buf_puts(out, " GROUP BY created_at"));
+  if (!(c->ver->caps & SG_CH_DATETIME64)) OK(sg_buf_puts(out, ", created_at_us"));
+  OK(sg_buf_puts(out, ", trace_id, span_id ORDER BY created_at"));
+  if (!(c->ver->caps & SG_CH_DATETIME64)) OK(sg_buf_puts(out, ", created_at_us"));
+  return sg_buf_printf(out, ", toString(trace_id), toString(span_id) LIMIT %d) FORMAT TabSeparated", limit);
+}
