@@ -382,7 +382,7 @@ static void key_scan(key_t_ *k) {
     /* any byte below 0x20, '"' or '\\' (exact as a yes/no, as in buf.c) */
     esc |= ((((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((e - ones) & ~e)) & high) != 0;
     m = ~(((d & low7) + low7) | d | low7); /* exactly 0x80 in each byte that is '.' */
-    dots += (size_t)__builtin_popcountll(m);
+    dots += (size_t)(((m >> 7) * ones) >> 56); /* one bit per dot: their sum in the top byte */
     twodots |= (m & ((m << 8) | carry)) != 0;
     carry = (m >> 56) & 0x80;
   }
