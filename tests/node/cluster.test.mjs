@@ -149,7 +149,7 @@ const TABLES = ['nodes\tDistributed', 'nodes_local\tReplicatedReplacingMergeTree
 async function analytics(g, qs) {
   const r = await request(g, 'GET', `/v1/analytics/spans?${qs}`, undefined, { authorization: `ApiKey ${KEY_A}` });
   assert.equal(r.status, 200, r.text);
-  return r.json();
+  return { ...r.json(), fallback: r.headers['x-spangate-read-fallback'] };
 }
 
 test('the gateway makes the cluster schema and writes under load while a replica of each shard dies: every span once, reads agree with PostgreSQL, validate passes', async (t) => {
@@ -294,7 +294,7 @@ test('the gateway makes the cluster schema and writes under load while a replica
     const from = Math.floor(now / 1e6) - 7200, to = Math.floor(now / 1e6) + 120;
     for (const qs of [`from=${from}&to=${to}&bucket=10m`, `from=${from}&to=${to}&bucket=1h&group_by=span_type,span_kind,span_name`]) {
       const c = await analytics(gw, qs), p = await analytics(gwPg, qs);
-      assert.equal(c.backend, 'clickhouse');
+      assert.equal(c.backend, 'clickhouse', `${qs}: PostgreSQL answered: ${c.fallback}\n${gw.log.split('\n').filter((l) => / read: /.test(l)).join('\n')}`);
       assert.equal(p.backend, 'postgres');
       assert.equal(p.buckets.reduce((a, b) => a + b.count, 0), n, qs);
       assert.equal(c.buckets.length, p.buckets.length, qs);
