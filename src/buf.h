@@ -55,12 +55,15 @@ int sg_buf_json_escape(sg_buf_t *b, const char *s, size_t n);
 #define SG_JSON_ESC_JANSSON 1
 int sg_buf_json_escape_ex(sg_buf_t *b, const char *s, size_t n, int flags);
 /* Length of the longest prefix of s[0..n) a JSON string carries as is: no
- * '"', '\\' or control character. Looks at 8 bytes at a time; the escapers
+ * '"', '\\' or control character. Looks at 16 bytes at a time; the escapers
  * copy such runs whole. */
 size_t sg_json_plain_len(const char *s, size_t n);
 /* The same prefix, also ending at the first byte from 0x80 up (where a
  * reader must check UTF-8). */
 size_t sg_json_ascii_plain_len(const char *s, size_t n);
+/* Length of the longest prefix of s[0..n) PostgreSQL's COPY text format
+ * carries as is: no '\\' or control character. */
+size_t sg_copy_plain_len(const char *s, size_t n);
 /* Forget the contents, keep the memory. */
 void sg_buf_reset(sg_buf_t *b);
 /* Release the memory; the buffer is empty and reusable afterwards. */

@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "err.h"
 #include "json_nest.h"
@@ -509,13 +512,29 @@ size_t sg_utf8_valid_len(const char *s, size_t n) {
   const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
   size_t i = 0, bad;
   while (i < n) {
-    /* ASCII without NUL, 8 bytes at a time: no high bit, no zero byte */
+    /* ASCII without NUL (no high bit, no zero byte), 16 bytes at a time
+     * with SSE2 (every x86-64), then 8 in a word */
+#ifdef __SSE2__
+    const __m128i zero = _mm_setzero_si128();
+    while (i + 16 <= n) {
+      __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + i));
+      unsigned m = (unsigned)(_mm_movemask_epi8(v) | _mm_movemask_epi8(_mm_cmpeq_epi8(v, zero)));
+      if (m) {
+        i += (size_t)__builtin_ctz(m);
+        goto other;
+      }
+      i += 16;
+    }
+#endif
     while (i + 8 <= n) {
       uint64_t x;
       memcpy(&x, p + i, 8);
       if ((x | ((x - ones) & ~x)) & high) break;
       i += 8;
     }
+#ifdef __SSE2__
+  other:
+#endif
     if (i == n) break;
     size_t l = utf8_seq(p + i, n - i, &bad);
     if (l == 0) break;
