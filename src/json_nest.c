@@ -258,6 +258,7 @@ typedef struct {
   uint8_t all_idx;     /* every child has idx >= 0 */
   uint8_t hashed;      /* the children are in the hash table */
   uint8_t plain;       /* seg needs no JSON escaping */
+  uint32_t src;        /* the key whose bytes seg points into */
 } node_t;
 
 typedef struct {
@@ -310,7 +311,7 @@ static void hash_put(trie_t *t, int id) {
 }
 
 /* The child of parent named seg, created when absent. -1 on ENOMEM. */
-static int child(trie_t *t, int parent, const char *seg, size_t n, int plain) {
+static int child(trie_t *t, int parent, const char *seg, size_t n, int plain, uint32_t src) {
   node_t *p = &t->nodes[parent];
   size_t h = 0, mask = t->hcap - 1;
   if (!p->hashed) {
@@ -340,6 +341,7 @@ static int child(trie_t *t, int parent, const char *seg, size_t n, int plain) {
   c->all_idx = 1;
   c->maxidx = -1;
   c->plain = (uint8_t)plain;
+  c->src = src;
   if (p->last >= 0) t->nodes[p->last].next = id;
   else p->first = id;
   p->last = id;
@@ -411,9 +413,124 @@ static void trie_free(trie_t *t) {
   free(t->hash);
 }
 
+/* ---- the trie's shape, once per sequence of keys ---------------------------
+ *
+ * Spans of one kind carry the same keys in the same order ("ag.type.span",
+ * "gen_ai.request.model", ...) with other values, and the trie depends on
+ * the keys alone: its nodes, their order and flags, the node each key ends
+ * at. Each thread keeps the shapes of the last SHAPE_SLOTS sequences of
+ * keys it nested (the key bytes, the nodes, where each node's segment lies
+ * in which key); an object whose keys equal one of them byte for byte and
+ * in order gets a copy of those nodes bound to its own keys and values,
+ * without scanning, splitting or looking up any key. */
+#define SHAPE_SLOTS 8
+#define SHAPE_MAX_KEYS 64
+#define SHAPE_MAX_BYTES 4096
+
+typedef struct {
+  void *blob;         /* everything below, in one allocation; NULL: empty */
+  uint32_t nkeys, nn;
+  node_t *nodes;      /* nn, values NULL */
+  uint32_t *klen;     /* nkeys */
+  uint32_t *keynode;  /* nkeys: the node each key ends at */
+  uint32_t *segoff;   /* nn: node n's segment starts segoff[n] into key nodes[n].src */
+  char *bytes;        /* the keys, one after another */
+} shape_t;
+
+typedef struct {
+  shape_t slot[SHAPE_SLOTS];
+  unsigned next;      /* the slot the next new shape replaces */
+} shapes_t;
+
+static pthread_key_t shapes_key;
+static int shapes_ok;
+static pthread_once_t shapes_once = PTHREAD_ONCE_INIT;
+static int shapes_off; /* tests: sg__json_nest_shapes */
+
+static void shapes_free(void *p) {
+  shapes_t *sh = p;
+  for (int i = 0; i < SHAPE_SLOTS; i++) free(sh->slot[i].blob);
+  free(sh);
+}
+
+static void shapes_init(void) { shapes_ok = pthread_key_create(&shapes_key, shapes_free) == 0; }
+
+static shapes_t *shapes_get(void) {
+  if (shapes_off) return NULL;
+  pthread_once(&shapes_once, shapes_init);
+  if (!shapes_ok) return NULL;
+  shapes_t *sh = pthread_getspecific(shapes_key);
+  if (sh == NULL && (sh = calloc(1, sizeof *sh)) != NULL && pthread_setspecific(shapes_key, sh) != 0) {
+    free(sh);
+    sh = NULL;
+  }
+  return sh;
+}
+
+void sg__json_nest_shapes(int on) { shapes_off = !on; }
+
+/* The kept shape of exactly these keys (bytes and order), or NULL. */
+static const shape_t *shape_find(const shapes_t *sh, const key_t_ *keys, size_t nkeys) {
+  for (int s = 0; s < SHAPE_SLOTS; s++) {
+    const shape_t *p = &sh->slot[s];
+    if (p->blob == NULL || p->nkeys != nkeys) continue;
+    const char *b = p->bytes;
+    size_t i = 0;
+    for (; i < nkeys; b += keys[i].klen, i++)
+      if (p->klen[i] != keys[i].klen || memcmp(b, keys[i].k, keys[i].klen) != 0) break;
+    if (i == nkeys) return p;
+  }
+  return NULL;
+}
+
+/* Keeps the shape of the trie t just built (small ones only), replacing
+ * the oldest kept. Nothing when memory is short: it is only a cache. */
+static void shape_store(shapes_t *sh, const trie_t *t) {
+  size_t nk = t->nkeys, nn = t->nn, kb = 0;
+  if (nk == 0 || nk > SHAPE_MAX_KEYS) return;
+  for (size_t i = 0; i < nk; i++) kb += t->keys[i].klen;
+  if (kb > SHAPE_MAX_BYTES) return;
+  char *blob = malloc(nn * sizeof(node_t) + (2 * nk + nn) * sizeof(uint32_t) + kb);
+  if (blob == NULL) return;
+  shape_t p;
+  p.blob = blob;
+  p.nkeys = (uint32_t)nk;
+  p.nn = (uint32_t)nn;
+  p.nodes = (node_t *)(void *)blob;
+  p.klen = (uint32_t *)(void *)(blob + nn * sizeof(node_t));
+  p.keynode = p.klen + nk;
+  p.segoff = p.keynode + nk;
+  p.bytes = (char *)(p.segoff + nn);
+  memcpy(p.nodes, t->nodes, nn * sizeof(node_t));
+  for (size_t i = 0; i < nk; i++) p.keynode[i] = UINT32_MAX;
+  p.segoff[0] = 0;
+  for (size_t n = 0; n < nn; n++) {
+    node_t *c = &p.nodes[n];
+    if (n > 0) p.segoff[n] = (uint32_t)(c->seg - t->keys[c->src].k);
+    c->seg = NULL;
+    if (c->value) p.keynode[c->key] = (uint32_t)n;
+    c->value = NULL;
+  }
+  char *b = p.bytes;
+  for (size_t i = 0; i < nk; i++) {
+    if (p.keynode[i] == UINT32_MAX) { /* a key that ends at no node of its own: not kept */
+      free(blob);
+      return;
+    }
+    p.klen[i] = (uint32_t)t->keys[i].klen;
+    memcpy(b, t->keys[i].k, t->keys[i].klen);
+    b += t->keys[i].klen;
+  }
+  shape_t *slot = &sh->slot[sh->next];
+  free(slot->blob);
+  *slot = p;
+  sh->next = (sh->next + 1) % SHAPE_SLOTS;
+}
+
 /* Node 0 is the root (the top-level object). room (roomsz bytes, aligned
- * for any type) holds the trie when it fits, else it is allocated. */
-static int trie_build(trie_t *t, const json_t *obj, void *room, size_t roomsz) {
+ * for any type) holds the trie when it fits, else it is allocated. With
+ * shapes, a kept shape of the same keys is used and a new one kept. */
+static int trie_build(trie_t *t, const json_t *obj, void *room, size_t roomsz, shapes_t *shapes) {
   memset(t, 0, sizeof *t);
   size_t nk = json_object_size(obj), nseg = 1;
   if (nk == 0) nk = 1;
@@ -425,8 +542,15 @@ static int trie_build(trie_t *t, const json_t *obj, void *room, size_t roomsz) {
     k->k = json_object_iter_key(it);
     k->klen = json_object_iter_key_len(it);
     k->v = json_object_iter_value(it);
-    key_scan(k);
-    nseg += k->nseg ? k->nseg : 1;
+  }
+  const shape_t *shape = shapes && t->nkeys ? shape_find(shapes, keys, t->nkeys) : NULL;
+  if (shape) {
+    nseg = shape->nn;
+  } else {
+    for (size_t i = 0; i < t->nkeys; i++) {
+      key_scan(&keys[i]);
+      nseg += keys[i].nseg ? keys[i].nseg : 1;
+    }
   }
   /* one block: keys, then nodes, then the deferred flags */
   size_t nodes_at = (kbytes + _Alignof(node_t) - 1) / _Alignof(node_t) * _Alignof(node_t);
@@ -445,6 +569,14 @@ static int trie_build(trie_t *t, const json_t *obj, void *room, size_t roomsz) {
   t->deferred = (unsigned char *)base + nodes_at + nseg * sizeof(node_t);
   memset(t->deferred, 0, nk);
   t->cap = nseg;
+  if (shape) {
+    /* the kept nodes, pointing into this object's keys and values */
+    memcpy(t->nodes, shape->nodes, shape->nn * sizeof(node_t));
+    for (size_t n = 1; n < shape->nn; n++) t->nodes[n].seg = t->keys[t->nodes[n].src].k + shape->segoff[n];
+    for (size_t i = 0; i < t->nkeys; i++) t->nodes[shape->keynode[i]].value = t->keys[i].v;
+    t->nn = shape->nn;
+    return 0;
+  }
   node_t *root = &t->nodes[0];
   memset(root, 0, sizeof *root);
   root->first = root->last = root->next = -1;
@@ -464,7 +596,7 @@ static int trie_build(trie_t *t, const json_t *obj, void *room, size_t roomsz) {
     key_t_ *k = &t->keys[i];
     int cur = 0;
     if (k->nseg == 0) {
-      cur = child(t, 0, k->k, k->klen, k->plain);
+      cur = child(t, 0, k->k, k->klen, k->plain, (uint32_t)i);
       pk = NULL;
     } else {
       size_t j = 0, off = 0;
@@ -482,7 +614,7 @@ static int trie_build(trie_t *t, const json_t *obj, void *room, size_t roomsz) {
       while (off <= k->klen) {
         const char *p = k->k + off, *dot = memchr(p, '.', k->klen - off);
         size_t len = dot ? (size_t)(dot - p) : k->klen - off;
-        if ((cur = child(t, cur, p, len, k->plain)) < 0) break;
+        if ((cur = child(t, cur, p, len, k->plain, (uint32_t)i)) < 0) break;
         path[j] = cur;
         pend[j++] = off + len;
         off += len + 1;
@@ -494,6 +626,7 @@ static int trie_build(trie_t *t, const json_t *obj, void *room, size_t roomsz) {
     t->nodes[cur].value = k->v;
     t->nodes[cur].key = (uint32_t)i;
   }
+  if (shapes) shape_store(shapes, t);
   return 0;
 }
 
@@ -706,7 +839,7 @@ static int dump_nested_extra(const json_t *obj, int flags, sg_buf_t *b, const js
     char bytes[8192];
   } room;
   trie_t t;
-  int rc = trie_build(&t, obj, &room, sizeof room), first = 1;
+  int rc = trie_build(&t, obj, &room, sizeof room, shapes_get()), first = 1;
   if (rc == 0) rc = sg_buf_putc(b, '{');
   if (rc == 0) rc = emit_members(&t, 0, NULL, flags, b, &first);
   for (size_t i = 0; rc == 0 && i < t.nkeys; i++) {
@@ -750,7 +883,7 @@ size_t sg__json_nest_probes(const json_t *obj) {
   trie_t t;
   size_t probes = 0;
   if (!json_is_object(obj)) return 0;
-  if (trie_build(&t, obj, NULL, 0) == 0) probes = t.probes;
+  if (trie_build(&t, obj, NULL, 0, NULL) == 0) probes = t.probes;
   trie_free(&t);
   return probes;
 }

@@ -384,6 +384,80 @@ static void test_integers_match_jansson(void **st) {
   }
 }
 
+/* ---- the kept shapes ---------------------------------------------------- */
+
+static json_t *random_value(int depth) {
+  switch (next64() % 7) {
+  case 0: return json_integer((json_int_t)(next64() % 5));
+  case 1: return json_pack("{s:i,s:s}", "b", 1, "x.y", "z"); /* merges with dotted children */
+  case 2: return json_string("s\"q");
+  case 3: return json_pack("[i,f]", 1, 0.5);
+  case 4: return json_real((double)(next64() % 1000) / 7.0);
+  case 5: return depth ? json_null() : json_pack("{s:o}", "c", random_value(1));
+  default: return json_true();
+  }
+}
+
+/* Objects drawn from 14 sequences of keys (more than the thread keeps;
+ * three of them equal to another but for one byte or the order of two
+ * keys; keys sharing leading segments, empty segments, escapes), each time
+ * with other values, render the same with the kept shapes as built anew,
+ * with and without a resource. */
+static void test_shapes_same_text(void **st) {
+  (void)st;
+  rng = test_seed("test_shapes_same_text");
+  static const char alpha[] = "aab0123.._\"\\\x01xyz";
+  enum { NSEQ = 14, MAXK = 20 };
+  char *seq[NSEQ][MAXK];
+  int seqn[NSEQ];
+  for (int q = 0; q < NSEQ - 3; q++) {
+    seqn[q] = 1 + (int)(next64() % (MAXK - 1));
+    for (int i = 0; i < seqn[q]; i++) {
+      size_t len = next64() % (next64() % 2 ? 6 : 40), pre = 0;
+      const char *prev = i ? seq[q][i - 1] : "";
+      if (i && next64() % 3 == 0) pre = next64() % (strlen(prev) + 1); /* grouped with the key before */
+      char *k = malloc(pre + 1 + len + 1);
+      assert_non_null(k);
+      memcpy(k, prev, pre);
+      size_t at = pre;
+      if (pre) k[at++] = '.';
+      for (size_t j = 0; j < len; j++) k[at++] = alpha[next64() % (sizeof alpha - 1)];
+      k[at] = '\0';
+      seq[q][i] = k;
+    }
+  }
+  for (int q = NSEQ - 3; q < NSEQ; q++) {
+    seqn[q] = seqn[q - 3];
+    for (int i = 0; i < seqn[q]; i++) assert_non_null(seq[q][i] = strdup(seq[q - 3][i]));
+    if (q == NSEQ - 1 && seqn[q] > 1) {
+      char *tmp = seq[q][0];
+      seq[q][0] = seq[q][1];
+      seq[q][1] = tmp;
+    } else if (seq[q][seqn[q] - 1][0]) {
+      seq[q][seqn[q] - 1][0] ^= 1;
+    }
+  }
+  json_t *res = json_pack("{s:s,s:i}", "service.name", "svc", "host.cpu.count", 4);
+  for (int round = 0; round < 20000; round++) {
+    int q = (int)(next64() % NSEQ);
+    json_t *o = json_object();
+    for (int i = 0; i < seqn[q]; i++) assert_int_equal(json_object_set_new_nocheck(o, seq[q][i], random_value(0)), 0);
+    json_t *r = round % 2 ? res : NULL;
+    sg_buf_t kept = SG_BUF_INIT, fresh = SG_BUF_INIT;
+    assert_int_equal(sg_json_dump_attributes(o, r, SG_JSON_NEST, &kept), 0);
+    sg__json_nest_shapes(0);
+    assert_int_equal(sg_json_dump_attributes(o, r, SG_JSON_NEST, &fresh), 0);
+    sg__json_nest_shapes(1);
+    assert_string_equal(kept.data, fresh.data);
+    sg_buf_free(&kept);
+    sg_buf_free(&fresh);
+    json_decref(o);
+  }
+  json_decref(res);
+  for (int q = 0; q < NSEQ; q++)
+    for (int i = 0; i < seqn[q]; i++) free(seq[q][i]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_deep_key),
@@ -393,6 +467,7 @@ int main(void) {
       cmocka_unit_test(test_resource_memo),
       cmocka_unit_test(test_reals_match_snprintf),
       cmocka_unit_test(test_integers_match_jansson),
+      cmocka_unit_test(test_shapes_same_text),
   };
   return cmocka_run_group_tests_name("json_nest", tests, NULL, NULL);
 }
