@@ -10,7 +10,7 @@
 PREFIX ?= /usr/local
 DESTDIR ?=
 CC ?= cc
-PKGS := luajit libuv libpq libcurl jansson libprotobuf-c zlib openssl libsodium libnghttp2 libpcre2-8
+PKGS := luajit libuv libpq libcurl jansson libprotobuf-c zlib openssl libsodium libnghttp2 libpcre2-8 libdeflate
 VERSION := $(shell cat VERSION 2>/dev/null || echo 0.1.0)
 
 # SAN=1 builds an ASan+UBSan variant into build/asan.

@@ -25,6 +25,7 @@ pkgs=(
     libjansson-dev libcjson-dev libhttp-parser-dev libsodium-dev
     protobuf-c-compiler libprotobuf-c-dev zlib1g-dev libssl-dev
     libnghttp2-dev # the OTLP/gRPC listener (src/grpc.c)
+    libdeflate-dev # the spool's CRC-32 (src/spool.c)
     libcmocka-dev lua-busted
     libpcre2-dev # the read API's `matches` on ClickHouse rows (src/read_eval.c)
     postgresql clickhouse-server clickhouse-client

@@ -88,4 +88,15 @@ json_t *sg_json_path_get(const json_t *obj, const char *path, size_t len);
  * is not an object or on ENOMEM. */
 size_t sg__json_nest_probes(const json_t *obj);
 
+/* Internal, for the tests: on = 0 makes the renderer build every trie
+ * anew instead of reusing the kept shape of the same keys; 1 (the default)
+ * reuses it. Not thread-safe; call before rendering. */
+void sg__json_nest_shapes(int on);
+
+/* Internal, for the tests: the text snprintf(out, 32, "%.17g", d) writes,
+ * as the renderer makes it without snprintf, and its length; 0 when d is
+ * outside the range it handles (zero, subnormal, from 2^127 up, below about
+ * 1e-16, inf, nan), where the renderer uses snprintf itself. */
+int sg__json_g17(double d, char out[32]);
+
 #endif

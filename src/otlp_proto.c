@@ -44,7 +44,11 @@ typedef struct {
 typedef struct {
   sg_span_batch_t *out;
   sg_buf_t *err;
-  char where[96];     /* "resource_spans[0].scope_spans[1].spans[3]" */
+  /* where the reader is, for messages: "resource_spans[0].scope_spans[1].spans[3]";
+   * kept as numbers and written out only for a message (formatting it for
+   * every span cost more than reading the span's ids) */
+  enum { AT_NONE, AT_RESOURCE, AT_SCOPE, AT_SPAN } at;
+  size_t ri, si, spi;
   char reason[320];   /* why the current span is rejected; "" if it is not */
   size_t budget;      /* bytes the decoded values may still cost (see below) */
 } pctx_t;
@@ -60,9 +64,21 @@ typedef struct {
 #define COST_SCALAR 48
 #define COST_CONTAINER 192
 
+/* The reader's place as text ("" at the top level). */
+static void where(const pctx_t *c, char *out, size_t n) {
+  switch (c->at) {
+  case AT_RESOURCE: snprintf(out, n, "resource_spans[%zu].resource", c->ri); break;
+  case AT_SCOPE: snprintf(out, n, "resource_spans[%zu].scope_spans[%zu].scope", c->ri, c->si); break;
+  case AT_SPAN: snprintf(out, n, "resource_spans[%zu].scope_spans[%zu].spans[%zu]", c->ri, c->si, c->spi); break;
+  default: out[0] = '\0';
+  }
+}
+
 static int perr(pctx_t *c, const char *what) {
-  if (c->where[0])
-    sg_buf_printf(c->err, "protobuf: %s in %s", what, c->where);
+  char w[96];
+  where(c, w, sizeof w);
+  if (w[0])
+    sg_buf_printf(c->err, "protobuf: %s in %s", what, w);
   else
     sg_buf_printf(c->err, "protobuf: %s", what);
   return SG_EPARSE;
@@ -72,7 +88,9 @@ static void reject_reason(pctx_t *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void reject_reason(pctx_t *c, const char *fmt, ...) {
   if (c->reason[0]) return; /* keep the first */
-  int k = snprintf(c->reason, sizeof(c->reason), "%s.", c->where);
+  char w[96];
+  where(c, w, sizeof w);
+  int k = snprintf(c->reason, sizeof(c->reason), "%s.", w);
   if (k < 0 || (size_t)k >= sizeof(c->reason)) k = 0;
   va_list ap;
   va_start(ap, fmt);
@@ -80,7 +98,7 @@ static void reject_reason(pctx_t *c, const char *fmt, ...) {
   va_end(ap);
 }
 
-static int rd_varint(rd_t *r, uint64_t *v) {
+static int rd_varint_long(rd_t *r, uint64_t *v) {
   uint64_t x = 0;
   for (int shift = 0; shift < 70; shift += 7) {
     if (r->p >= r->end) return -1;
@@ -92,6 +110,14 @@ static int rd_varint(rd_t *r, uint64_t *v) {
     }
   }
   return -2; /* more than 10 bytes */
+}
+
+static inline int rd_varint(rd_t *r, uint64_t *v) {
+  if (r->p < r->end && *r->p < 0x80) { /* tags and most lengths: one byte */
+    *v = *r->p++;
+    return 0;
+  }
+  return rd_varint_long(r, v);
 }
 
 /* Next field: 1 read, 0 at the end, SG_EPARSE (message in err). */
@@ -162,6 +188,14 @@ static int want(pctx_t *c, const fld_t *f, int wt, const char *name) {
 
 static int kv_into(pctx_t *c, const uint8_t *p, size_t n, json_t *obj, int depth);
 
+/* A string value as a JSON string: a clean one (valid UTF-8 without NUL, as
+ * most are) is copied straight from the wire; jansson's own check would
+ * only walk it a second time. The others are sanitized as before. */
+static json_t *str_value(const uint8_t *p, size_t n) {
+  if (sg_utf8_valid_len((const char *)p, n) == n) return json_stringn_nocheck((const char *)p, n);
+  return sg__json_string_sanitized((const char *)p, n);
+}
+
 /* One AnyValue message merged into *val (a later member of the oneof
  * replaces the earlier one, as protobuf merging does). depth counts the
  * array/kvlist levels above this value. */
@@ -174,7 +208,7 @@ static int any_value(pctx_t *c, const uint8_t *p, size_t n, int depth, json_t **
     switch (f.num) {
     case 1:
       if ((rc = want(c, &f, WT_LEN, "AnyValue.string_value"))) return rc;
-      nv = sg__json_string_sanitized((const char *)f.p, f.n);
+      nv = str_value(f.p, f.n);
       break;
     case 2:
       if ((rc = want(c, &f, WT_VARINT, "AnyValue.bool_value"))) return rc;
@@ -273,8 +307,12 @@ static int kv_into(pctx_t *c, const uint8_t *p, size_t n, json_t *obj, int depth
     json_decref(val);
     return rc;
   }
+  if (key == NULL) key = (const uint8_t *)"";
+  /* A clean key goes in as it is on the wire, without a sanitized copy. */
+  if (sg_utf8_valid_len((const char *)key, keylen) == keylen)
+    return json_object_setn_new_nocheck(obj, (const char *)key, keylen, val) == 0 ? 0 : SG_ENOMEM;
   int changed;
-  char *k = sg_utf8_sanitize(key ? (const char *)key : "", keylen, &changed);
+  char *k = sg_utf8_sanitize((const char *)key, keylen, &changed);
   if (k == NULL || json_object_set_new_nocheck(obj, k, val) != 0) {
     free(k);
     return SG_ENOMEM;
@@ -517,7 +555,7 @@ static int decode_scope_spans(pctx_t *c, const uint8_t *p, size_t n, size_t ri, 
   const uint8_t *name = NULL, *version = NULL;
   size_t namelen = 0, verlen = 0, spi = 0;
   int rc, have_scope = 0;
-  sg__pathf(c->where, sizeof(c->where), "resource_spans[%zu].scope_spans[%zu].scope", ri, si);
+  c->at = AT_SCOPE, c->ri = ri, c->si = si;
   strcpy(c->reason, res_reason);
   while ((rc = rd_next(c, &r, &f)) == 1) {
     if (f.num != 1) continue;
@@ -556,8 +594,7 @@ static int decode_scope_spans(pctx_t *c, const uint8_t *p, size_t n, size_t ri, 
   r.p = p;
   while ((rc = rd_next(c, &r, &f)) == 1) {
     if (f.num != 2) continue;
-    sg__pathf(c->where, sizeof(c->where), "resource_spans[%zu].scope_spans[%zu].spans[%zu]",
-             ri, si, spi++);
+    c->at = AT_SPAN, c->ri = ri, c->si = si, c->spi = spi++;
     if ((rc = want(c, &f, WT_LEN, "ScopeSpans.spans"))) goto out;
     strcpy(c->reason, scope_reason);
     if ((rc = decode_span(c, f.p, f.n, resource, scope))) goto out;
@@ -578,7 +615,7 @@ static int decode_resource_spans(pctx_t *c, const uint8_t *p, size_t n, size_t r
   json_t *res = NULL;
   size_t si = 0;
   int rc;
-  sg__pathf(c->where, sizeof(c->where), "resource_spans[%zu].resource", ri);
+  c->at = AT_RESOURCE, c->ri = ri;
   c->reason[0] = '\0';
   while ((rc = rd_next(c, &r, &f)) == 1) {
     if (f.num != 1) continue;
@@ -607,7 +644,8 @@ int sg_otlp_decode_proto(const uint8_t *p, size_t n, sg_span_batch_t *out, sg_bu
   pctx_t c;
   c.out = out;
   c.err = err;
-  c.where[0] = c.reason[0] = '\0';
+  c.at = AT_NONE;
+  c.reason[0] = '\0';
   c.budget = n > (SIZE_MAX - SG_PROTO_BUDGET_MIN) / SG_PROTO_EXPANSION
                  ? SIZE_MAX
                  : n * SG_PROTO_EXPANSION + SG_PROTO_BUDGET_MIN;
@@ -620,7 +658,7 @@ int sg_otlp_decode_proto(const uint8_t *p, size_t n, sg_span_batch_t *out, sg_bu
     if (f.num != 1) continue;
     if ((rc = want(&c, &f, WT_LEN, "ExportTraceServiceRequest.resource_spans"))) return rc;
     if ((rc = decode_resource_spans(&c, f.p, f.n, ri++))) return rc;
-    c.where[0] = '\0';
+    c.at = AT_NONE;
   }
   return rc;
 }

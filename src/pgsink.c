@@ -452,31 +452,12 @@ static int put_row(sg_buf_t *b, const row_t *r) {
  * a backslash, tab, newline and carriage return are written \\ \t \n \r
  * (any other byte stands for itself). */
 
-#define ONES 0x0101010101010101ULL
-#define HIGHS 0x8080808080808080ULL
-
-/* Length of the longest prefix of s[0..n) without a backslash or a byte
- * below 0x20; 8 bytes at a time (JSON text has long runs of them). */
-static size_t copy_plain_len(const char *s, size_t n) {
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t x;
-    memcpy(&x, s + i, 8);
-    uint64_t bs = x ^ (ONES * '\\');
-    uint64_t hit = ((bs - ONES) & ~bs) | ((x - ONES * 0x20) & ~x);
-    if (hit & HIGHS) break;
-  }
-  for (; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c == '\\' || c < 0x20) break;
-  }
-  return i;
-}
-
+/* The runs without a backslash or a byte below 0x20 (sg_copy_plain_len)
+ * go in whole: JSON text has long runs of them. */
 static int copy_escape(sg_buf_t *b, const char *s, size_t n) {
   if (sg_buf_reserve(b, n) != 0) return SG_ENOMEM;
   while (n > 0) {
-    size_t k = copy_plain_len(s, n);
+    size_t k = sg_copy_plain_len(s, n);
     if (sg_buf_append(b, s, k) != 0) return SG_ENOMEM;
     s += k;
     n -= k;

@@ -204,5 +204,10 @@ int64_t sg_span_expires_us(int64_t created_us, double days);
  * every NUL byte becomes U+FFFD. Returns a new NUL-terminated string (caller
  * frees) and sets *changed when anything was replaced. NULL on SG_ENOMEM. */
 char *sg_utf8_sanitize(const char *s, size_t n, int *changed);
+/* Length of the longest prefix of s[0..n) that sg_utf8_sanitize leaves as
+ * it is: well-formed UTF-8 (no overlong forms, surrogates or code points
+ * past U+10FFFF, as jansson and PostgreSQL check it) without NUL. ASCII is
+ * looked at 8 bytes at a time. s is clean when it returns n. */
+size_t sg_utf8_valid_len(const char *s, size_t n);
 
 #endif

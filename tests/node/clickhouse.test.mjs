@@ -73,6 +73,48 @@ test('spans from the OpenTelemetry SDK land in both stores, equal field by field
   } finally { await gw.stop(); }
 });
 
+// The flusher seals the open spool segment when ingest goes idle instead of
+// waiting out flush_interval_ms (here a minute): the rows of the last
+// requests reach ClickHouse soon after their answers.
+test('rows answered last reach ClickHouse without waiting out flush_interval_ms once ingest is idle', async () => {
+  const gw = await startGateway({ clickhouse: true, flushMs: 60000, workers: 1 });
+  try {
+    let n = 0;
+    const text = 'lorem ipsum '.repeat(170); // ~2 KB per span: 800 spans fill more than 1 MiB of rows
+    for (let i = 0; i < 4; i++) {
+      const spans = Array.from({ length: 200 }, () => span((0x7200000000000000n + BigInt(n++)).toString(16), { attributes: { 'big.text': text } }));
+      const r = await postJson(gw, '/v1/spans', { spans });
+      assert.equal(r.status, 200, r.text);
+    }
+    const got = await until(async () => { const c = await chRaw(gw); return c === n ? c : 0; }, 20000, 100);
+    assert.equal(got, n, 'the spooled rows were sent well before flush_interval_ms');
+  } finally { await gw.stop(); }
+});
+
+// Steady ingest with pauses between requests (one every 150 ms, never a
+// request in flight at a tick) is not idle: the segment still goes to
+// ClickHouse once per flush_interval_ms, not at every pause.
+test('steady ingest with pauses between requests makes one INSERT per flush_interval_ms', async () => {
+  const gw = await startGateway({ clickhouse: true, flushMs: 1000, workers: 1 });
+  try {
+    const metric = (text, name) => Number((text.match(new RegExp(`^${name} (\\S+)$`, 'm')) || [])[1]);
+    let n = 0;
+    const t0 = Date.now();
+    for (let i = 0; i < 30; i++) {
+      const spans = Array.from({ length: 5 }, () => span((0x7300000000000000n + BigInt(n++)).toString(16)));
+      const r = await postJson(gw, '/v1/spans', { spans });
+      assert.equal(r.status, 200, r.text);
+      await sleep(150); // the load's pace, not a wait for the gateway
+    }
+    const seconds = (Date.now() - t0) / 1000;
+    let m = '';
+    await until(async () => metric(m = (await request(gw, 'GET', '/metrics')).text, 'spangate_clickhouse_rows_total') === n, 10000);
+    const inserts = metric(m, 'spangate_clickhouse_inserts_total');
+    console.log(`# ${n} spans over ${seconds.toFixed(1)} s: ${inserts} INSERTs`);
+    assert.ok(inserts <= Math.ceil(seconds) + 1, `${inserts} INSERTs for ${seconds.toFixed(1)} s of steady ingest at flush_interval_ms = 1000`);
+  } finally { await gw.stop(); }
+});
+
 test('ClickHouse killed while clients send: 200s continue; afterwards every span arrives once', async () => {
   const gw = await startGateway({ clickhouse: true });
   let chDown = false;

@@ -38,7 +38,7 @@ static void ref_escape(sg_buf_t *b, const char *s, size_t n) {
 static int ascii_stop(unsigned char c) { return c < 0x20 || c == '"' || c == '\\' || c >= 0x80; }
 
 /* One special byte at every position of plain text of every length up to
- * 40 (both sides of each 8-byte word), and UTF-8 bytes that must not
+ * 40 (both sides of each 16-byte block and 8-byte word), and UTF-8 bytes that must not
  * count as special (but do for the ASCII variant). */
 static void test_plain_len_positions(void **st) {
   (void)st;
@@ -49,12 +49,14 @@ static void test_plain_len_positions(void **st) {
     for (size_t k = 0; k < sizeof plains; k++) {
       memset(s, plains[k], n);
       assert_int_equal(sg_json_plain_len(s, n), n);
+      assert_int_equal(sg_copy_plain_len(s, n), n);
       assert_int_equal(sg_json_ascii_plain_len(s, n), ascii_stop(plains[k]) && n ? 0 : n);
       for (size_t at = 0; at < n; at++) {
         for (size_t j = 0; j < sizeof specials; j++) {
           memset(s, plains[k], n);
           s[at] = (char)specials[j];
           assert_int_equal(sg_json_plain_len(s, n), at);
+          assert_int_equal(sg_copy_plain_len(s, n), specials[j] == '"' ? n : at); /* COPY keeps '"' */
           if (!ascii_stop(plains[k])) assert_int_equal(sg_json_ascii_plain_len(s, n), at);
         }
         /* a high byte in ASCII text */
@@ -85,6 +87,9 @@ static void test_escape_random(void **st) {
     size_t ascii = 0;
     while (ascii < n && !ascii_stop((unsigned char)s[ascii])) ascii++;
     assert_int_equal(sg_json_ascii_plain_len(s, n), ascii);
+    size_t copy = 0;
+    while (copy < n && (unsigned char)s[copy] >= 0x20 && s[copy] != '\\') copy++;
+    assert_int_equal(sg_copy_plain_len(s, n), copy);
     sg_buf_t a = SG_BUF_INIT, b = SG_BUF_INIT;
     assert_int_equal(sg_buf_json_escape(&a, s, n), 0);
     ref_escape(&b, s, n);

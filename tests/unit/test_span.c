@@ -3,12 +3,17 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
+#include <jansson.h>
+
 #include "err.h"
+#include "seed.h"
 #include "span.h"
 
 static void uuid_of(const char *in, const char *want) {
@@ -172,6 +177,25 @@ static void test_time_epoch(void **st) {
   assert_int_equal(sg_time_from_epoch_int(-1, &us), SG_EINVAL);
 }
 
+/* The formatted UUID against snprintf's %02x for every byte value at every
+ * position. */
+static void test_uuid_format_bytes(void **st) {
+  (void)st;
+  for (int pos = 0; pos < 16; pos++)
+    for (int v = 0; v < 256; v++) {
+      uint8_t id[16];
+      for (int i = 0; i < 16; i++) id[i] = (uint8_t)(i * 37 + pos);
+      id[pos] = (uint8_t)v;
+      char got[37], want[64];
+      memset(got, 'x', sizeof got);
+      sg_uuid_format(id, got);
+      snprintf(want, sizeof want, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", id[0],
+               id[1], id[2], id[3], id[4], id[5], id[6], id[7], id[8], id[9], id[10], id[11], id[12], id[13],
+               id[14], id[15]);
+      assert_string_equal(got, want);
+    }
+}
+
 static void test_time_format(void **st) {
   (void)st;
   char b[32];
@@ -189,6 +213,23 @@ static void test_time_format(void **st) {
   assert_string_equal(b, "0001-01-01T00:00:00.000000Z");
   sg_time_format(253402300799999999LL, b);
   assert_string_equal(b, "9999-12-31T23:59:59.999999Z");
+  /* the written-out years against snprintf's, around and past their edges */
+  const int64_t day_us = 86400LL * 1000000;
+  const int64_t edges[] = {-62167219200000000LL, 253402300800000000LL, 0};
+  for (size_t e = 0; e < sizeof edges / sizeof *edges; e++)
+    for (int64_t v = edges[e] - 3 * day_us; v <= edges[e] + 3 * day_us; v += day_us / 7 + 999999) {
+      char ref[96];
+      int64_t days = v / day_us, rem = v % day_us;
+      if (rem < 0) rem += day_us, days--;
+      time_t secs = (time_t)(days * 86400 + rem / 1000000);
+      struct tm tm;
+      gmtime_r(&secs, &tm);
+      snprintf(ref, sizeof ref, "%04lld-%02d-%02dT%02d:%02d:%02d.%06dZ", (long long)tm.tm_year + 1900,
+               tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(rem % 1000000));
+      ref[31] = '\0';
+      sg_time_format(v, b);
+      assert_string_equal(b, ref);
+    }
   /* round trip over a spread of values */
   const int64_t step = (SG_TIME_MAX_US - SG_TIME_MIN_US) / 997;
   for (int64_t v = SG_TIME_MIN_US; v <= SG_TIME_MAX_US - step; v += step) {
@@ -253,6 +294,78 @@ static void test_utf8(void **st) {
   san("\x80", 1, R, 1);                            /* stray continuation */
   san("\xFF\xFE", 2, R R, 1);
   san("\xF5\x80\x80\x80", 4, R R R R, 1);
+}
+
+/* The reference: Unicode's well-formed UTF-8 (Table 3-7) decoded the slow
+ * way, code point by code point, NUL excluded. */
+static size_t ref_valid_len(const unsigned char *p, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    unsigned c = p[i], len, cp;
+    if (c == 0) break;
+    if (c < 0x80) { i++; continue; }
+    if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
+    else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
+    else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
+    else break;
+    if (i + len > n) break;
+    size_t k = 1;
+    for (; k < len && (p[i + k] & 0xC0) == 0x80; k++) cp = cp << 6 | (p[i + k] & 0x3F);
+    if (k < len) break;
+    static const unsigned min[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min[len] || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) break;
+    i += len;
+  }
+  return i;
+}
+
+/* sg_utf8_valid_len against the reference on random strings of ASCII runs
+ * (the 8-byte path at every alignment), characters of every length and
+ * edge, truncated and invalid sequences and NUL; a string it passes whole
+ * is one jansson accepts as well (the decoders hand such strings to jansson
+ * unchecked) and one sg_utf8_sanitize leaves as it is. */
+static void test_utf8_valid_len_random(void **st) {
+  (void)st;
+  static const char *pieces[] = {
+      "a", "hello wo", "0123456789abcdefghij", "\xC3\xA9", "\xE2\x82\xAC", "\xF0\x9F\x98\x80",
+      "\xC2\x80", "\xDF\xBF", "\xE0\xA0\x80", "\xED\x9F\xBF", "\xEE\x80\x80", "\xEF\xBF\xBF",
+      "\xF0\x90\x80\x80", "\xF4\x8F\xBF\xBF", "\xC0\xAF", "\xC1\xBF", "\xE0\x9F\xBF", "\xED\xA0\x80",
+      "\xF0\x8F\xBF\xBF", "\xF4\x90\x80\x80", "\xF5\x80\x80\x80", "\xFF", "\x80", "\xBF", "\xE2\x82",
+      "\xF0\x9F\x98", "\xC3", "\x7F", "\x01", "\t\n"};
+  srand(test_seed("test_utf8_valid_len_random"));
+  unsigned char buf[128];
+  size_t clean = 0;
+  for (int iter = 0; iter < 200000; iter++) {
+    size_t n = 0;
+    int parts = rand() % 12;
+    for (int k = 0; k < parts; k++) {
+      int r = rand() % 40;
+      if (r < 30) {
+        const char *pc = pieces[rand() % (int)(sizeof pieces / sizeof *pieces)];
+        size_t l = strlen(pc);
+        if (n + l > sizeof buf) break;
+        memcpy(buf + n, pc, l);
+        n += l;
+      } else if (n < sizeof buf) {
+        buf[n++] = r < 38 ? (unsigned char)rand() : 0; /* any byte, or NUL */
+      }
+    }
+    size_t off = (size_t)(rand() % 8); /* unaligned starts */
+    if (off > n) off = n;
+    size_t want = ref_valid_len(buf + off, n - off);
+    assert_int_equal(sg_utf8_valid_len((const char *)buf + off, n - off), want);
+    if (want == n - off) {
+      clean++;
+      json_t *j = json_stringn((const char *)buf + off, n - off);
+      assert_non_null(j);
+      json_decref(j);
+      int changed = -1;
+      char *c = sg_utf8_sanitize((const char *)buf + off, n - off, &changed);
+      assert_int_equal(changed, 0);
+      free(c);
+    }
+  }
+  assert_true(clean > 1000); /* both outcomes were exercised */
 }
 
 static void test_labels(void **st) {
@@ -352,8 +465,10 @@ int main(void) {
       cmocka_unit_test(test_attributes_text),
       cmocka_unit_test(test_id_forms),   cmocka_unit_test(test_id_bytes),
       cmocka_unit_test(test_time_iso),   cmocka_unit_test(test_time_epoch),
+      cmocka_unit_test(test_uuid_format_bytes),
       cmocka_unit_test(test_time_format), cmocka_unit_test(test_expires),
       cmocka_unit_test(test_utf8),
+      cmocka_unit_test(test_utf8_valid_len_random),
       cmocka_unit_test(test_labels),     cmocka_unit_test(test_batch),
   };
   return cmocka_run_group_tests_name("span", tests, NULL, NULL);

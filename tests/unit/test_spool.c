@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "err.h"
 #include "seed.h"
@@ -213,6 +214,49 @@ static void test_roundtrip(void **state) {
   assert_int_equal(st.segments, 0);
   assert_int_equal(st.appended_records, 3);
   assert_int_equal(st.acked_records, 3);
+  assert_int_equal(sg_spool_close(sp), 0);
+}
+
+/* The CRCs are zlib's CRC-32 (spool.h), whatever computes them: segments
+ * written by an earlier build must stay readable. The header of a record
+ * appended now carries crc32() of its bytes 8..35 and of tag + payload. */
+static void test_crc_is_zlibs(void **state) {
+  fx_t *fx = *state;
+  sg_spool_t *sp = open_ok(fx, 0, 0, SG_SPOOL_FSYNC_BATCH);
+  char payload[3000];
+  uint64_t rnd = test_seed("test_crc_is_zlibs");
+  for (size_t i = 0; i < sizeof payload; i++) {
+    rnd = rnd * 6364136223846793005u + 1442695040888963407u;
+    payload[i] = (char)(rnd >> 56);
+  }
+  assert_int_equal(sg_spool_append(sp, "spans", payload, sizeof payload, T0), 0);
+  assert_int_equal(sg_spool_seal(sp), 0);
+  char path[512];
+  seg_path(fx, path, sizeof path, 1, "seg");
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  static unsigned char file[16 + SG_SPOOL_REC_HEADER + 5 + sizeof payload + 1];
+  size_t got = fread(file, 1, sizeof file, f);
+  fclose(f);
+  assert_int_equal(got, sizeof file - 1);
+  const unsigned char *h = file + 16;
+  uint32_t hcrc = (uint32_t)h[4] | (uint32_t)h[5] << 8 | (uint32_t)h[6] << 16 | (uint32_t)h[7] << 24;
+  uint32_t pcrc = (uint32_t)h[12] | (uint32_t)h[13] << 8 | (uint32_t)h[14] << 16 | (uint32_t)h[15] << 24;
+  assert_int_equal(hcrc, (uint32_t)crc32(0, h + 8, SG_SPOOL_REC_HEADER - 8));
+  assert_int_equal(pcrc, (uint32_t)crc32(0, h + SG_SPOOL_REC_HEADER, 5 + sizeof payload));
+  /* and a record whose payload CRC is off by one bit is not handed out */
+  sg_spool_seg_t *seg;
+  assert_int_equal(sg_spool_next_segment(sp, &seg), 0);
+  assert_int_equal(sg_spool_seg_count(seg), 1);
+  sg_spool_release(sp, seg);
+  assert_int_equal(sg_spool_close(sp), 0);
+  file[16 + SG_SPOOL_REC_HEADER + 5 + 100] ^= 1;
+  f = fopen(path, "wb");
+  assert_non_null(f);
+  assert_int_equal(fwrite(file, 1, got, f), got);
+  fclose(f);
+  sp = open_ok(fx, 0, 0, SG_SPOOL_FSYNC_BATCH);
+  assert_int_equal(sg_spool_next_segment(sp, &seg), SG_ENOTFOUND);
   assert_int_equal(sg_spool_close(sp), 0);
 }
 
@@ -971,6 +1015,7 @@ static void test_crash_kill9(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_crc_is_zlibs, setup, teardown),
       cmocka_unit_test_setup_teardown(test_rotation_order, setup, teardown),
       cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
       cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
