@@ -16,7 +16,9 @@
 #include "log.h"
 #include "metrics.h"
 
-static const char *const tables[] = {"spans", "nodes"};
+/* spans and nodes, and the read index (its rows expire with the spans they
+ * point at: same expires_at) */
+static const char *const tables[] = {"spans", "nodes", "spans_by_trace", "spans_by_start"};
 #define NTABLES (sizeof tables / sizeof tables[0])
 
 struct sg_chttl_s {

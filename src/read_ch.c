@@ -314,8 +314,12 @@ enum { C_CREATED, C_TRACE, C_SPAN, C_VERSION, C_START, C_NCOLS };
 typedef struct {
   base_t b;
   sg_re_t *re;
-  sg_buf_t prefilter;
+  sg_buf_t prefilter;        /* over every column (spans) */
+  sg_buf_t prefilter_ix;     /* over spans_by_start's columns */
   int exact;
+  int ix;                    /* the read index is there */
+  int wide;                  /* ... and the filter tests a column it lacks */
+  int rounds;
   int limit, desc;
   int has_oldest, has_newest;
   int64_t oldest, newest;
@@ -331,6 +335,7 @@ typedef struct {
 static void query_free(query_t *q) {
   sg_re_free(q->re);
   sg_buf_free(&q->prefilter);
+  sg_buf_free(&q->prefilter_ix);
   tsv_free(&q->cand);
   base_free(&q->b);
   free(q);
@@ -379,7 +384,7 @@ static void fetch_cb(void *arg, const sg_ch_result_t *res) {
     return;
   }
   tsv_t t;
-  int rc = tsv_parse(res->body, res->len, SG_RCH_NCOLS, &t);
+  int rc = tsv_parse(res->body, res->len, SG_RCH_NCOLS + (q->wide ? 1 : 0), &t);
   if (rc) {
     answer(b, 500, "the read failed", 15, rc == SG_ENOMEM ? "out of memory" : "ClickHouse sent rows the gateway cannot read");
     query_free(q);
@@ -403,6 +408,8 @@ static void fetch_cb(void *arg, const sg_ch_result_t *res) {
     int64_t start = num(F(&q->cand, c, C_START));
     if (num(F(&t, r, SG_RF_START_US)) != start) continue;
     if (!F(&t, r, SG_RCH_COL_LIVE) || strcmp(F(&t, r, SG_RCH_COL_LIVE), "1")) continue;
+    /* fails the prefilter, so the filter: its JSON columns did not come */
+    if (q->wide && (!F(&t, r, SG_RCH_COL_PF) || strcmp(F(&t, r, SG_RCH_COL_PF), "1"))) continue;
     if (q->has_last && q->last_shown.start_us == start && !strcmp(q->last_shown.trace, F(&q->cand, c, C_TRACE)) &&
         !strcmp(q->last_shown.span, F(&q->cand, c, C_SPAN)))
       continue; /* the same span again (another version, or a re-created copy) */
@@ -485,7 +492,7 @@ static void cand_cb(void *arg, const sg_ch_result_t *res) {
     snprintf(keys[i].span, sizeof keys[i].span, "%s", F(&q->cand, i, C_SPAN));
   }
   sg_buf_reset(&b->sql);
-  rc = sg_rch_fetch_sql(&b->o.c, keys, q->cand.nrows, &b->sql);
+  rc = sg_rch_fetch_sql(&b->o.c, keys, q->cand.nrows, q->wide ? q->prefilter.data : NULL, &b->sql);
   free(keys);
   rc = rc ? rc : sg_ch_request(b->o.ch, "", b->sql.data, b->sql.len, 0, fetch_cb, q);
   if (rc) {
@@ -504,8 +511,16 @@ static void query_round(query_t *q) {
     query_free(q);
     return;
   }
+  /* With the index: candidates from spans_by_start when it can test the
+   * whole filter; otherwise a first round from there too (in page order:
+   * a filter most spans pass fills the page from the newest rows at once),
+   * then from spans, where ClickHouse tests the JSON columns over the
+   * window's granules (a filter few spans pass). */
+  int from_ix = q->ix && (!q->wide || q->rounds == 0);
   sg_rch_scan_t s = {q->desc, q->has_oldest, q->has_newest, q->oldest, q->newest,
-                     q->has_after ? &q->after : NULL, q->prefilter.data, q->batch};
+                     q->has_after ? &q->after : NULL, from_ix ? q->prefilter_ix.data : q->prefilter.data,
+                     q->batch, from_ix, q->ix};
+  q->rounds++;
   sg_buf_reset(&b->sql);
   int rc = sg_rch_candidates_sql(&b->o.c, &s, &b->sql);
   rc = rc ? rc : sg_ch_request(b->o.ch, "", b->sql.data, b->sql.len, 0, cand_cb, q);
@@ -554,6 +569,13 @@ int sg_rch_query(const sg_rch_opts_t *o, const json_t *body, sg_rch_cb cb, void 
   const json_t *flt = body ? json_object_get(body, "filtering") : NULL;
   rc = rc ? rc : sg_re_compile(json_is_null(flt) ? NULL : flt, &q->re, err);
   rc = rc ? rc : sg_re_ch_prefilter(q->re, &q->b.ver, &q->prefilter, &q->exact);
+  q->ix = (q->b.ver.caps & SG_CH_READ_INDEX) != 0;
+  if (rc == 0 && q->ix) {
+    int exact_ix = 0, complete = 0;
+    rc = sg_re_ch_prefilter_on(q->re, &q->b.ver, SG_RCH_BY_START_COLS, &q->prefilter_ix, &exact_ix, &complete);
+    q->wide = !complete;
+    if (q->wide) q->exact = 0;
+  }
   if (rc) {
     query_free(q);
     return rc;
