@@ -1,7 +1,7 @@
 // bench/report.mjs OUTDIR - turns what bench/run.sh measured into
 // OUTDIR/results.json, OUTDIR/report.md and OUTDIR/bench.png (gnuplot), and
 // prints the one-line summary last on stdout:
-//   bench: ingest_ratio=R spans_per_s=S p99_ms=P p99_ratio=Q rss_mb=M lua_ns_per_span=L migrate_ratio=G grpc_ratio=X
+//   bench: ingest_ratio=R spans_per_s=S p99_ms=P p99_ratio=Q rss_mb=M lua_ns_per_span=L migrate_ratio=G grpc_ratio=X capture_lag_s=C
 //          read_trace_ratio=T read_query_ratio=Q
 // Node built-ins only (no npm packages in the bench path).
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
@@ -139,6 +139,7 @@ const p99 = loadHalf ? loadHalf.latency_ms.p99 : null;
 const luaNs = lua ? lua.transform_ns_per_span : null;
 const migrateRatio = FN('migrate_ratio');
 const grpcRatio = FN('grpc_ratio'); // bench/grpc.sh: gRPC spans/s over OTLP/HTTP's, same workload
+const captureLag = FN('capture_lag_s'); // bench/capture_lag.sh: p50 age of the oldest change not in ClickHouse, full load
 const readTraceRatio = FN('read_trace_ratio');
 const readQueryRatio = FN('read_query_ratio');
 
@@ -157,7 +158,7 @@ const results = {
   generated_at: new Date().toISOString(),
   machine: { cores: FN('machine.cores'), memory_mb: FN('machine.memory_mb'), cpu: F('machine.cpu'), kernel: F('machine.kernel') },
   versions: { postgresql: F('version.postgresql'), clickhouse: F('version.clickhouse'), spangate: F('version.spangate'), git: F('version.git') },
-  summary: { ingest_ratio: ingestRatio, ingest_ratio_rounds: ratios, spans_per_s: spansPerS, p99_ms: p99, p99_ratio: p99Ratio, rss_mb: hwmMb, lua_ns_per_span: luaNs, migrate_ratio: migrateRatio, grpc_ratio: grpcRatio,
+  summary: { ingest_ratio: ingestRatio, ingest_ratio_rounds: ratios, spans_per_s: spansPerS, p99_ms: p99, p99_ratio: p99Ratio, rss_mb: hwmMb, lua_ns_per_span: luaNs, migrate_ratio: migrateRatio, grpc_ratio: grpcRatio, capture_lag_s: captureLag,
     read_trace_ratio: readTraceRatio, read_query_ratio: readQueryRatio },
   targets,
   workload: { requests: FN('workload.requests'), spans: FN('workload.spans'), spans_per_request: 100, generator: F('workload.summary') },
@@ -302,6 +303,7 @@ lines.push(`| peak RSS (VmHWM) at full load | ${f(hwmMb)} MB | ${targets.rss_mb_
 lines.push(`| Lua default transform | ${f(luaNs)} ns/span | ${targets.lua_ns_per_span.target} ns | ${met(targets.lua_ns_per_span)} |`);
 lines.push(`| migrate_ratio (job / pipe) | ${migrateRatio === null ? 'NA (' + (F('migrate.status') || 'not run') + ')' : f(migrateRatio, 3)} | ${targets.migrate_ratio.target} | ${met(targets.migrate_ratio)} |`);
 lines.push(`| grpc_ratio (OTLP/gRPC / OTLP/HTTP, acked spans/s) | ${f(grpcRatio, 3)} | ${targets.grpc_ratio.target} | ${met(targets.grpc_ratio)} |`);
+lines.push(`| capture_lag_s (change capture, p50 lag at full ingest rate) | ${captureLag === null ? 'NA' : f(captureLag, 2)} s | keeps up | ${captureLag === null ? 'NA' : '-'} |`);
 lines.push(`| read_trace_ratio (PostgreSQL / ClickHouse, median trace fetch) | ${readTraceRatio === null ? 'NA' : f(readTraceRatio, 3)} | ${targets.read_trace_ratio.target} | ${met(targets.read_trace_ratio)} |`);
 lines.push(`| read_query_ratio (PostgreSQL / ClickHouse, 5 span queries over 24 h) | ${readQueryRatio === null ? 'NA' : f(readQueryRatio, 3)} | ${targets.read_query_ratio.target} | ${met(targets.read_query_ratio)} |`);
 lines.push('');
@@ -412,4 +414,4 @@ writeFileSync(p('report.md'), lines.join('\n') + '\n');
 const fmtOrNA = (v, d) => (v === null || v === undefined ? 'NA' : Number(v).toFixed(d));
 console.log(`bench: ingest_ratio=${fmtOrNA(ingestRatio, 3)} spans_per_s=${fmtOrNA(spansPerS, 0)} p99_ms=${fmtOrNA(p99, 2)} p99_ratio=${fmtOrNA(p99Ratio, 2)} ` +
   `rss_mb=${fmtOrNA(hwmMb, 1)} lua_ns_per_span=${fmtOrNA(luaNs, 0)} migrate_ratio=${fmtOrNA(migrateRatio, 3)} ` +
-  `grpc_ratio=${fmtOrNA(grpcRatio, 3)} read_trace_ratio=${fmtOrNA(readTraceRatio, 3)} read_query_ratio=${fmtOrNA(readQueryRatio, 3)}`);
+  `grpc_ratio=${fmtOrNA(grpcRatio, 3)} capture_lag_s=${fmtOrNA(captureLag, 2)} read_trace_ratio=${fmtOrNA(readTraceRatio, 3)} read_query_ratio=${fmtOrNA(readQueryRatio, 3)}`);

@@ -12,8 +12,9 @@
 #                             cluster (<remote_servers>, named "spangate", with
 #                             internal_replication) and per node ZooKeeper,
 #                             macros {cluster} {shard} {replica}, interserver
-#                             port and distributed DDL (etc/clickhouse/
-#                             cluster-node.xml.in), and a profile setting
+#                             port, distributed DDL and a killed replica's
+#                             restart (etc/clickhouse/cluster-node.xml.in),
+#                             and a profile setting
 #                             (etc/clickhouse/users-cluster.xml)
 #   DIR/cluster.env           the ports, sourced by the node commands
 #   DIR/cluster.json          what start prints on stdout:

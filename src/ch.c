@@ -53,9 +53,15 @@
  * label on INSERT with it (HTTP 500), which is the data's fault, but later
  * versions raise it for their own bugs, which is not. Unlisted, it is
  * transient here (HTTP 500), and chsink's rule for server errors that keep
- * failing the same rows while others get through isolates such rows. */
+ * failing the same rows while others get through isolates such rows.
+ *
+ * 32 ATTEMPT_TO_READ_AFTER_EOF is transient: in TabSeparated a short row is
+ * 27; 32 comes from binary formats, which spangate does not send, and from
+ * a Distributed insert whose shard replica died while it was taking the
+ * rows ("while receiving packet from <replica>: Insertion status"). */
 #define SG_CH_CODE_MAP(XX)                                                                      \
   XX(3, UNEXPECTED_END_OF_FILE, UNAVAIL)                                                        \
+  XX(32, ATTEMPT_TO_READ_AFTER_EOF, UNAVAIL)                                                    \
   XX(6, CANNOT_PARSE_TEXT, POISON)                                                              \
   XX(8, THERE_IS_NO_COLUMN, POISON)                                                             \
   XX(10, NOT_FOUND_COLUMN_IN_BLOCK, POISON)                                                     \
@@ -63,7 +69,6 @@
   XX(20, NUMBER_OF_COLUMNS_DOESNT_MATCH, POISON)                                                \
   XX(26, CANNOT_PARSE_QUOTED_STRING, POISON)                                                    \
   XX(27, CANNOT_PARSE_INPUT_ASSERTION_FAILED, POISON)                                           \
-  XX(32, ATTEMPT_TO_READ_AFTER_EOF, POISON)                                                     \
   XX(33, CANNOT_READ_ALL_DATA, POISON)                                                          \
   XX(36, BAD_ARGUMENTS, POISON)                                                                 \
   XX(38, CANNOT_PARSE_DATE, POISON)                                                             \

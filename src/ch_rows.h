@@ -43,7 +43,8 @@ void sg_ch_layout_of_version(const sg_ch_version_t *ver, sg_ch_layout_t *out);
  * newline; the rows go in the request body). */
 int sg_ch_insert_sql(const sg_ch_layout_t *lay, const char *database, sg_buf_t *out);
 
-/* Columns per spans row in this layout (the INSERT column count). */
+/* Columns per spans row in this layout (the INSERT column count). A seam
+ * for the tests, which check the encoder's rows against it. */
 size_t sg_ch_span_columns(const sg_ch_layout_t *lay);
 
 /* Time range every version stores exactly: 1970-01-01T00:00:00Z up to

@@ -65,6 +65,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ch.h"
 #include "ch_desc.h"
 #include "err.h"
 #include "span.h"
@@ -168,17 +169,6 @@ static const char *cluster_of(const sg_ch_schema_opts_t *o) {
   return o && o->cluster && *o->cluster ? o->cluster : NULL;
 }
 
-/* `name` with backslash and backquote escaped (the same rules as ch.c's
- * sg_ch_quote_ident; repeated here so the schema renderer stands alone). */
-static int put_ident(sg_buf_t *b, const char *s) {
-  int rc = sg_buf_putc(b, '`');
-  for (; rc == 0 && *s; s++) {
-    if (*s == '`' || *s == '\\') rc = sg_buf_putc(b, '\\');
-    if (rc == 0) rc = sg_buf_putc(b, *s);
-  }
-  return rc ? rc : sg_buf_putc(b, '`');
-}
-
 /* 'text' with backslash and quote escaped. */
 static int put_literal(sg_buf_t *b, const char *s) {
   int rc = sg_buf_putc(b, '\'');
@@ -191,7 +181,7 @@ static int put_literal(sg_buf_t *b, const char *s) {
 
 /* `db`.name, with "_local" when local and on a cluster. */
 static int put_table(sg_buf_t *b, const sg_ch_schema_opts_t *o, const char *name, int local) {
-  int rc = put_ident(b, db_of(o));
+  int rc = sg_ch_quote_ident(b, db_of(o));
   rc = rc ? rc : sg_buf_printf(b, ".%s%s", name, local && cluster_of(o) ? "_local" : "");
   return rc;
 }
@@ -199,7 +189,7 @@ static int put_table(sg_buf_t *b, const sg_ch_schema_opts_t *o, const char *name
 static int put_on_cluster(sg_buf_t *b, const sg_ch_schema_opts_t *o) {
   if (!cluster_of(o)) return 0;
   int rc = sg_buf_puts(b, " ON CLUSTER ");
-  return rc ? rc : put_ident(b, cluster_of(o));
+  return rc ? rc : sg_ch_quote_ident(b, cluster_of(o));
 }
 
 /* The ZooKeeper path of a local table: zk_path with {database} and {table}
@@ -356,7 +346,7 @@ static void what_of(char *out, size_t cap, const char *verb, const sg_ch_schema_
 
 static int push_database(sg_ch_stmts_t *out, sg_buf_t *b, const sg_ch_schema_opts_t *o) {
   int rc = sg_buf_puts(b, "CREATE DATABASE IF NOT EXISTS ");
-  rc = rc ? rc : put_ident(b, db_of(o));
+  rc = rc ? rc : sg_ch_quote_ident(b, db_of(o));
   rc = rc ? rc : put_on_cluster(b, o);
   char what[300];
   snprintf(what, sizeof what, "create database `%s`", db_of(o));
@@ -447,12 +437,22 @@ static int push_table_distributed(sg_ch_stmts_t *out, sg_buf_t *b, const table_t
  * inserted after it exists: backfill with the INSERT ... SELECT in
  * docs/read.md.
  *
- * On a cluster the view reads spans_local and writes
- * spans_analytics_local on each replica that takes an insert (a view fires
- * where the insert lands, not on replicas that fetch the part); the
- * replicated aggregate carries its states to the other replicas, and the
- * Distributed spans_analytics merges the shards' states (a trace, so each
- * span, is on one shard: the merged counts stay exact). */
+ * On a cluster the view reads the Distributed spans and writes the
+ * Distributed spans_analytics, sharded by project (any key would do for the
+ * reads, which merge the states of every shard; a key that depends on the
+ * rows only is what matters). It fires on the server that takes the INSERT,
+ * after every shard has its rows (inserts are synchronous, ch_insert.h), so
+ * nothing is counted that is not stored. Reading spans_local instead loses
+ * rows: a replica that stored a block and died before its view wrote the
+ * aggregate leaves the retry a duplicate block, and 18.16 fires no view for
+ * a block its replicated table drops as a duplicate. Firing on the
+ * Distributed table, a retried insert fires the view again; its aggregate
+ * block is the same bytes (the same rows, the same states), split the same
+ * way, so the replicated aggregate drops it as a repeat wherever the retry
+ * entered the cluster. What can still add a copy: rows re-sent in other
+ * blocks (chsink's record-by-record pass, a job's copy), as on one server. */
+#define ANALYTICS_SHARD_KEY "cityHash64(toString(project_id))"
+
 static const char analytics_cols[] =
     "\n(\n"
     "    project_id UUID,\n"
@@ -475,7 +475,8 @@ static const char analytics_cols[] =
  * per bucket and group (errors alike). Apart from spans_analytics because
  * 18.16's views must write every column of their target (Code 10 "Expected
  * column"), and the existing view cannot be changed. Durations keep the
- * deleted spans' samples. */
+ * deleted spans' samples. On a cluster it reads and writes the Distributed
+ * tables, as the view above does, and for the same reason. */
 static const char analytics_deleted_cols[] =
     "\n(\n"
     "    project_id UUID,\n"
@@ -519,7 +520,7 @@ static int push_analytics_view(sg_ch_stmts_t *out, sg_buf_t *b, int dt64, const 
   rc = rc ? rc : put_table(b, o, "spans_analytics_mv", 0);
   rc = rc ? rc : put_on_cluster(b, o);
   rc = rc ? rc : sg_buf_puts(b, " TO ");
-  rc = rc ? rc : put_table(b, o, "spans_analytics", 1);
+  rc = rc ? rc : put_table(b, o, "spans_analytics", 0);
   rc = rc ? rc : sg_buf_printf(b,
       " AS\n"
       "SELECT project_id, toStartOfMinute(%s) AS minute,\n"
@@ -533,7 +534,7 @@ static int push_analytics_view(sg_ch_stmts_t *out, sg_buf_t *b, int dt64, const 
       dt64 ? "(toUnixTimestamp64Micro(end_time) - toUnixTimestamp64Micro(start_time)) / 1000"
            : "((toInt64(end_time) - toInt64(start_time)) * 1000000 + toInt64(end_time_us) - "
              "toInt64(start_time_us)) / 1000");
-  rc = rc ? rc : put_table(b, o, "spans", 1);
+  rc = rc ? rc : put_table(b, o, "spans", 0); /* on a cluster both Distributed: see above */
   rc = rc ? rc : sg_buf_puts(b, "\nWHERE deleted_at IS NULL\n"
                                 "GROUP BY project_id, minute, trace_type, span_type, span_kind, span_name");
   char what[300];
@@ -548,7 +549,7 @@ static int push_analytics_deleted_view(sg_ch_stmts_t *out, sg_buf_t *b, int dt64
   rc = rc ? rc : put_table(b, o, "spans_analytics_deleted_mv", 0);
   rc = rc ? rc : put_on_cluster(b, o);
   rc = rc ? rc : sg_buf_puts(b, " TO ");
-  rc = rc ? rc : put_table(b, o, "spans_analytics_deleted", 1);
+  rc = rc ? rc : put_table(b, o, "spans_analytics_deleted", 0);
   rc = rc ? rc : sg_buf_printf(b,
       " AS\n"
       "SELECT project_id, toStartOfMinute(%s) AS minute,\n"
@@ -558,7 +559,7 @@ static int push_analytics_deleted_view(sg_ch_stmts_t *out, sg_buf_t *b, int dt64
       "    uniqExactIfState(trace_id, span_id, status_code = 'STATUS_CODE_ERROR') AS errors\n"
       "FROM ",
       dt64 ? "toDateTime(start_time)" : "start_time");
-  rc = rc ? rc : put_table(b, o, "spans", 1);
+  rc = rc ? rc : put_table(b, o, "spans", 0); /* on a cluster both Distributed, as above */
   rc = rc ? rc : sg_buf_puts(b, "\nWHERE is_deleted = 1\n"
                                 "GROUP BY project_id, minute, trace_type, span_type, span_kind, span_name");
   char what[300];
@@ -779,11 +780,11 @@ int sg_ch_schema_statements(const sg_ch_version_t *ver, const sg_ch_schema_opts_
     if (rc == 0 && cluster_of(o)) rc = push_table_distributed(out, &b, &sg__ch_tables[i], ver->caps, dt64, o);
   }
   rc = rc ? rc : push_analytics_table(out, &b, o);
-  if (rc == 0 && cluster_of(o)) rc = push_distributed(out, &b, "spans_analytics", analytics_cols, NULL, o);
+  if (rc == 0 && cluster_of(o)) rc = push_distributed(out, &b, "spans_analytics", analytics_cols, ANALYTICS_SHARD_KEY, o);
   rc = rc ? rc : push_analytics_view(out, &b, dt64, o);
   rc = rc ? rc : push_analytics_deleted_table(out, &b, o);
   if (rc == 0 && cluster_of(o))
-    rc = push_distributed(out, &b, "spans_analytics_deleted", analytics_deleted_cols, NULL, o);
+    rc = push_distributed(out, &b, "spans_analytics_deleted", analytics_deleted_cols, ANALYTICS_SHARD_KEY, o);
   rc = rc ? rc : push_analytics_deleted_view(out, &b, dt64, o);
   rc = rc ? rc : push_index(out, &b, ver->caps, dt64, NULL, o);
   sg_buf_free(&b);
@@ -1152,12 +1153,12 @@ int sg_ch_upgrade_statements(const sg_ch_version_t *ver, const sg_ch_schema_opts
   if (rc == 0 && !ex_table(ex, cl ? "spans_analytics_local" : "spans_analytics"))
     rc = push_analytics_table(out, &b, o);
   if (rc == 0 && cl && !ex_table(ex, "spans_analytics"))
-    rc = push_distributed(out, &b, "spans_analytics", analytics_cols, NULL, o);
+    rc = push_distributed(out, &b, "spans_analytics", analytics_cols, ANALYTICS_SHARD_KEY, o);
   if (rc == 0 && !ex_table(ex, "spans_analytics_mv")) rc = push_analytics_view(out, &b, spans_dt64, o);
   if (rc == 0 && !ex_table(ex, cl ? "spans_analytics_deleted_local" : "spans_analytics_deleted"))
     rc = push_analytics_deleted_table(out, &b, o);
   if (rc == 0 && cl && !ex_table(ex, "spans_analytics_deleted"))
-    rc = push_distributed(out, &b, "spans_analytics_deleted", analytics_deleted_cols, NULL, o);
+    rc = push_distributed(out, &b, "spans_analytics_deleted", analytics_deleted_cols, ANALYTICS_SHARD_KEY, o);
   if (rc == 0 && !ex_table(ex, "spans_analytics_deleted_mv"))
     rc = push_analytics_deleted_view(out, &b, spans_dt64, o);
   rc = rc ? rc : push_index(out, &b, caps, spans_dt64, ex, o);

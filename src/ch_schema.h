@@ -55,11 +55,11 @@ typedef struct {
 /* A statement that fills the read index from the spans table (a backfill,
  * or the row that marks one complete): it may run long, and when it fails
  * the schema is still usable (reads then leave the index alone), so the
- * caller reports it and skips the remaining such statements. Run it with
- * SG_CH_BACKFILL_SETTINGS: on a cluster, the marker must land only once
- * every shard holds the rows before it. */
+ * caller reports it and skips the remaining such statements. Send it as a
+ * fresh insert (ch_insert.h's SG_CH_INSERT_FRESH_SETTINGS): on a cluster
+ * the marker lands only once every shard holds the rows before it, and a
+ * second backfill is never dropped as a repeat of an earlier one. */
 #define SG_CH_STMT_BACKFILL 1u
-#define SG_CH_BACKFILL_SETTINGS "insert_distributed_sync=1"
 
 /* The statements that create everything, in order (CREATE ... IF NOT
  * EXISTS: the database, the tables, the analytics table and its view),

@@ -3,10 +3,13 @@
 #include "ch_setup.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "ch.h"
+#include "ch_insert.h"
 #include "err.h"
 
 void sg_ch_setup_opts(const sg_config_t *cfg, sg_ch_schema_opts_t *o) {
@@ -22,6 +25,11 @@ static void ch_opts(const sg_config_t *cfg, int ddl, sg_ch_opts_t *o) {
   long t = cfg->clickhouse_timeout_ms;
   if (!ddl && t > 5000) t = 5000;
   sg_config_clickhouse_opts(cfg, NULL, t, 1, o);
+}
+
+static void where_prefix(const sg_config_t *cfg, sg_buf_t *err) {
+  char where[512];
+  sg_buf_printf(err, "ClickHouse at %s: ", sg_config_clickhouse_where(cfg, where, sizeof where));
 }
 
 /* A read index backfill copies a few narrow columns of every span (about a
@@ -62,7 +70,8 @@ static int exec_sync(const sg_ch_opts_t *o, const char *sql, const char *setting
 }
 
 /* One statement; on failure err gets ClickHouse's answer (and the statement
- * when show, which marks DDL). Unreachable (transient) is SG_EUNAVAIL, the rest SG_EIO. */
+ * when show, which marks DDL). Unreachable (transient) is SG_EUNAVAIL, the rest SG_EIO.
+ * stmt_flags SG_CH_STMT_BACKFILL: the read index's backfill (ch_schema.h). */
 static int exec_with(const sg_config_t *cfg, const char *sql, unsigned stmt_flags, sg_buf_t *out, sg_buf_t *err,
                      int show) {
   sg_ch_opts_t o;
@@ -70,12 +79,11 @@ static int exec_with(const sg_config_t *cfg, const char *sql, unsigned stmt_flag
   sg_buf_t why = SG_BUF_INIT;
   int fill = (stmt_flags & SG_CH_STMT_BACKFILL) != 0;
   if (fill && o.timeout_ms < BACKFILL_TIMEOUT_MS) o.timeout_ms = BACKFILL_TIMEOUT_MS;
-  int rc = exec_sync(&o, sql, fill && cfg->clickhouse_cluster[0] ? SG_CH_BACKFILL_SETTINGS : NULL, o.timeout_ms,
+  int rc = exec_sync(&o, sql, fill ? SG_CH_INSERT_FRESH_SETTINGS : NULL, o.timeout_ms,
                      out, &why);
   if (rc != 0 && err) {
-    char where[512];
-    sg_buf_printf(err, "ClickHouse at %s: %s", sg_config_clickhouse_where(cfg, where, sizeof where),
-                  why.data ? why.data : sg_strerror(rc));
+    where_prefix(cfg, err);
+    sg_buf_puts(err, why.data ? why.data : sg_strerror(rc));
     if (show) sg_buf_printf(err, "\n  in: %.300s", sql);
   }
   sg_buf_free(&why);
@@ -85,6 +93,93 @@ static int exec_with(const sg_config_t *cfg, const char *sql, unsigned stmt_flag
 
 static int exec(const sg_config_t *cfg, const char *sql, sg_buf_t *out, sg_buf_t *err, int show) {
   return exec_with(cfg, sql, 0, out, err, show);
+}
+
+/* ---- ON CLUSTER ------------------------------------------------------------------------
+ *
+ * sg_ch_setup sends each statement waiting sg_ch_ddl_wait_s for every
+ * server (ch_setup.h). One that timed out waiting only for servers that are
+ * down is done, with a note; the statements after it are queued without
+ * waiting (they would wait for the same servers in vain), and the schema is
+ * read back until the server that answers has all of it. Servers that are
+ * up but still at it: an error (SG_EUNAVAIL), and the next run starts over
+ * (every statement is IF NOT EXISTS or checked against what exists).
+ */
+
+typedef struct {
+  sg_ch_client_t *c;
+  int status, code;
+  sg_buf_t body, line;
+} ddl_run_t;
+
+static void ddl_cb(void *arg, const sg_ch_result_t *r) {
+  ddl_run_t *d = arg;
+  d->status = r->status;
+  d->code = r->ch_code;
+  if (r->len) sg_buf_append(&d->body, r->body, r->len);
+  if (r->status) sg_buf_puts(&d->line, r->error);
+  sg_ch_client_close(d->c);
+}
+
+int sg_ch_ddl_queued_for_down(int ch_code, const char *text, long *hosts) {
+  if (ch_code != 159 || text == NULL) return 0;
+  const char *u = strstr(text, "There are ");
+  const char *a = strstr(text, " of them are currently ");
+  if (!u || !a || a < u) return 0;
+  char *end;
+  long n = strtol(u + 10, &end, 10);
+  if (end == u + 10 || strncmp(end, " unfinished host", 16) != 0) return 0;
+  const char *m = a;
+  while (m > text && m[-1] >= '0' && m[-1] <= '9') m--;
+  if (m == a || m == text || m[-1] != '(') return 0;
+  if (strtol(m, NULL, 10) != 0) return 0;
+  if (hosts) *hosts = n;
+  return 1;
+}
+
+long sg_ch_ddl_wait_s(const sg_config_t *cfg) {
+  long s = (long)((cfg->clickhouse_timeout_ms + 999) / 1000);
+  return s > 0 ? s : 1;
+}
+
+/* One DDL statement on cfg's cluster, waiting at most wait_s seconds for
+ * every server (0: queue it without waiting). 0 done; 1 done on the
+ * servers that are up and queued for *down of them that are not; otherwise
+ * as exec(). */
+static int exec_on_cluster(const sg_config_t *cfg, const char *sql, long wait_s, long *down, sg_buf_t *err) {
+  sg_ch_opts_t o;
+  ch_opts(cfg, 1, &o);
+  o.timeout_ms = wait_s * 1000 + 10000; /* ClickHouse answers first */
+  char settings[64];
+  snprintf(settings, sizeof settings, "distributed_ddl_task_timeout=%ld", wait_s);
+  sg_ch_req_t q;
+  memset(&q, 0, sizeof q);
+  q.sql = sql;
+  q.settings = settings;
+  uv_loop_t loop;
+  if (uv_loop_init(&loop) != 0) return SG_EIO;
+  ddl_run_t d = {NULL, SG_EIO, 0, SG_BUF_INIT, SG_BUF_INIT};
+  d.c = sg_ch_client_new(&loop, &o);
+  int rc = d.c ? sg_ch_send(d.c, &q, ddl_cb, &d) : SG_ENOMEM;
+  if (rc != 0) {
+    sg_ch_client_close(d.c);
+    d.status = rc;
+    sg_buf_puts(&d.line, d.c ? "ClickHouse request could not start" : "ClickHouse client: out of memory");
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&loop) != 0 && d.status == 0) d.status = SG_EIO;
+  rc = d.status;
+  if (rc != 0 && sg_ch_ddl_queued_for_down(d.code, d.body.data ? d.body.data : d.line.data, down))
+    rc = 1;
+  else if (rc != 0 && err) {
+    where_prefix(cfg, err);
+    sg_buf_puts(err, d.line.data ? d.line.data : sg_strerror(rc));
+    sg_buf_printf(err, "\n  in: %.300s", sql);
+  }
+  sg_buf_free(&d.body);
+  sg_buf_free(&d.line);
+  if (rc == 0 || rc == 1) return rc;
+  return rc == SG_EUNAVAIL ? SG_EUNAVAIL : SG_EIO;
 }
 
 static int read_existing(const sg_config_t *cfg, const sg_ch_schema_opts_t *so, sg_ch_existing_t *ex,
@@ -141,6 +236,7 @@ int sg_ch_setup(const sg_config_t *cfg, unsigned flags, sg_ch_target_t *out, sg_
     sg_ch_layout_t l;
     if (sg_ch_table_layout(&ex, &so, "spans", &l, err) == 0) sg_ch_table_layout(&ex, &so, "nodes", &l, err);
   }
+  long wait_s = sg_ch_ddl_wait_s(cfg), down = 0;
   int fill_failed = 0;
   for (size_t i = 0; rc == 0 && i < st.n; i++) {
     if (!(flags & SG_CH_SETUP_CREATE)) {
@@ -148,8 +244,9 @@ int sg_ch_setup(const sg_config_t *cfg, unsigned flags, sg_ch_target_t *out, sg_
       continue;
     }
     if (st.flags[i] & SG_CH_STMT_BACKFILL) {
-      /* the schema works without it: reads leave the index alone until a
-       * later start or `spangate schema --apply` completes it */
+      /* an INSERT, not DDL; the schema works without it: reads leave the
+       * index alone until a later start or `spangate schema --apply`
+       * completes it */
       if (fill_failed) continue;
       sg_buf_t why = SG_BUF_INIT;
       if (exec_with(cfg, st.v[i], st.flags[i], NULL, &why, 1) != 0) {
@@ -163,10 +260,37 @@ int sg_ch_setup(const sg_config_t *cfg, unsigned flags, sg_ch_target_t *out, sg_
       sg_buf_free(&why);
       continue;
     }
-    rc = exec(cfg, st.v[i], NULL, err, 1);
-    if (rc == 0 && done) sg_buf_printf(done, "%s\n", st.what[i]);
+    if (!so.cluster || !*so.cluster) {
+      rc = exec(cfg, st.v[i], NULL, err, 1);
+      if (rc == 0 && done) sg_buf_printf(done, "%s\n", st.what[i]);
+      continue;
+    }
+    int q = exec_on_cluster(cfg, st.v[i], down ? 0 : wait_s, &down, err);
+    if (q == 0 && down) {
+      if (done) sg_buf_printf(done, "%s (queued ON CLUSTER: %ld servers are down)\n", st.what[i], down);
+    } else if (q == 0) {
+      if (done) sg_buf_printf(done, "%s\n", st.what[i]);
+    } else if (q == 1) {
+      if (done)
+        sg_buf_printf(done, "%s: done on the servers that are up; %ld did not answer within %ld s (down?) "
+                      "and run it when they are back\n", st.what[i], down, wait_s);
+    } else {
+      rc = q;
+    }
   }
   if (rc == 0 && st.n && (flags & SG_CH_SETUP_CREATE)) rc = read_existing(cfg, &so, &ex, err);
+  /* statements queued without waiting: the servers that are up run them
+   * within moments; read until the one that answers has everything */
+  for (long tries = wait_s * 5; rc == 0 && down && tries > 0; tries--) {
+    sg_ch_stmts_t left = {0};
+    int lrc = sg_ch_upgrade_statements(&out->ver, &so, &ex, &left);
+    size_t n = 0;
+    for (size_t i = 0; lrc == 0 && i < left.n; i++) n += !(left.flags[i] & SG_CH_STMT_BACKFILL);
+    sg_ch_stmts_free(&left);
+    if (lrc != 0 || n == 0) break;
+    usleep(200 * 1000);
+    rc = read_existing(cfg, &so, &ex, err);
+  }
   if (rc == 0) {
     rc = sg_ch_table_layout(&ex, &so, "spans", &out->spans, err);
     if (rc == SG_ENOTFOUND && err)

@@ -45,6 +45,20 @@ void sg_ch_setup_opts(const sg_config_t *cfg, sg_ch_schema_opts_t *o);
 int sg_ch_setup(const sg_config_t *cfg, unsigned flags, sg_ch_target_t *out, sg_buf_t *done,
                 sg_buf_t *err);
 
+/* ON CLUSTER. A statement ON CLUSTER is queued for every server of the
+ * cluster; ClickHouse answers once each has run it, or after
+ * distributed_ddl_task_timeout seconds with code 159 naming how many have
+ * not ("There are N unfinished hosts (M of them are currently active)").
+ * spangate waits sg_ch_ddl_wait_s(cfg) (clickhouse_timeout_ms in whole
+ * seconds, at least 1), below its own request timeout, so it gets that
+ * answer. sg_ch_ddl_queued_for_down: 1 (with *hosts = N, hosts may be NULL)
+ * when ch_code and the answer's text say the statement timed out waiting
+ * only for servers that are down (M = 0): those that are up ran it, the
+ * others run it when they are back; 0 otherwise (servers that are up still
+ * at it, or another error). */
+long sg_ch_ddl_wait_s(const sg_config_t *cfg);
+int sg_ch_ddl_queued_for_down(int ch_code, const char *text, long *hosts);
+
 /* The last target sg_ch_setup found, kept in spool_dir for a start while
  * ClickHouse is away: sg_ch_setup_save writes it, sg_ch_setup_cached reads
  * it back (a spool_dir from before layouts were kept has the server's

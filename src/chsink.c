@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "ch.h"
+#include "ch_insert.h"
 #include "chpending.h"
 #include "ch_setup.h"
 #include "err.h"
@@ -622,27 +623,19 @@ static void end_pass(sg_chsink_t *s) {
 
 static void split_cb(void *arg, const sg_ch_result_t *r);
 
-/* One INSERT of spooled records first..last. Sending it again is harmless:
- * a Replicated table drops a block it already has (by checksum, and from
- * 22.2 by the token, whatever the server's block split), a plain one keeps
- * one version per span after merges; so the client may fail it over to
- * another endpoint. Into a Distributed table it is accepted only once the
- * shards have it (insert_distributed_sync; no effect on other tables): an
- * asynchronous one answers when the rows are queued on the receiving
- * server, and 18.16 moves a queued block aside as "broken" when a replica
- * dies while it is being sent, so the segment would be gone from the spool
- * and from the table. */
+/* One INSERT of spooled records first..last, sent as a segment (ch_insert.h:
+ * synchronous into a Distributed table, a repeat dropped by a replicated
+ * table, and by its token on 22.2+), so the client may fail it over to
+ * another endpoint. */
 static int send_insert(sg_chsink_t *s, const void *body, size_t len, uint64_t first, uint64_t last,
                        sg_ch_cb cb) {
-  sg_ch_req_t q = {s->insert_sql.data, body, len, s->ch_flags | SG_CH_IDEMPOTENT, NULL, 0, NULL,
-                   "insert_distributed_sync=1"};
-  char token[SG_CH_TOKEN_MAX];
+  sg_ch_insert_t ins;
   const char *dir = s->spools[s->seg_spool].dir, *base = strrchr(dir, '/');
-  if (!s->no_token && (s->ver.major > 22 || (s->ver.major == 22 && s->ver.minor >= 2)) &&
-      sg_ch_dedup_token(token, base ? base + 1 : dir, first, last, body, len) == 0)
-    q.dedup_token = token;
-  s->sent_token = q.dedup_token != NULL;
-  return sg_ch_send(s->ch, &q, cb, s);
+  /* a failed digest leaves the insert without a token: block checksums still deduplicate */
+  sg_ch_insert_segment(&ins, &s->ver, s->insert_sql.data, body, len, s->ch_flags,
+                       s->no_token ? NULL : base ? base + 1 : dir, first, last);
+  s->sent_token = ins.req.dedup_token != NULL;
+  return sg_ch_send(s->ch, &ins.req, cb, s);
 }
 
 /* 1 when ClickHouse refused the insert for its deduplication token's

@@ -38,7 +38,19 @@ static void step_cb(void *arg, const sg_ch_result_t *r);
 
 static void round_send(sg_chttl_t *t, int step) {
   t->step = step;
-  if (sg_ch_request(t->ch, t->sql.data, NULL, 0, 0, step_cb, t) != 0) t->step = 0;
+  sg_ch_req_t q;
+  memset(&q, 0, sizeof q);
+  q.sql = t->sql.data;
+  char settings[64];
+  if (step == 4 && t->cfg->clickhouse_cluster[0]) {
+    /* The mutation ON CLUSTER: ClickHouse answers before our timeout, and
+     * a server that is down takes it when it is back (step_cb). */
+    long wait_s = sg_ch_ddl_wait_s(t->cfg);
+    snprintf(settings, sizeof settings, "distributed_ddl_task_timeout=%ld", wait_s);
+    q.settings = settings;
+    q.timeout_ms = wait_s * 1000 + 10000;
+  }
+  if (sg_ch_send(t->ch, &q, step_cb, t) != 0) t->step = 0;
 }
 
 static void finish_round(sg_chttl_t *t) {
@@ -65,7 +77,12 @@ static void next_table(sg_chttl_t *t) {
 static void step_cb(void *arg, const sg_ch_result_t *r) {
   sg_chttl_t *t = arg;
   if (r->status == SG_ECANCELED) return;
-  if (r->status != 0) {
+  long down = 0;
+  if (r->status != 0 && t->step == 4 && sg_ch_ddl_queued_for_down(r->ch_code, r->body, &down)) {
+    /* every shard took the mutation; down servers get it when they are back */
+    sg_info("ttl", "ClickHouse TTL sweep of %s: %ld servers of the cluster are down and take the "
+            "mutation when they are back", tables[t->table], down);
+  } else if (r->status != 0) {
     /* Unknown table (nodes not created) or ClickHouse away: try next round. */
     if (t->step == 3 && r->ch_code == 60) {
       next_table(t);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ch_insert.h"
 #include "err.h"
 #include "lua_io_internal.h"
 
@@ -148,16 +149,25 @@ static chreq_t *chreq_new(lua_State *L, sg_lua_io_t *io, task_t *t, int mode, co
 }
 
 /* Starts q and yields. body NULL: q->sql is the query. Otherwise q->sql is
- * the INSERT and body its data: q->body (the request's own) is sent in
- * place, anything else (a Lua string) is copied by sg_ch_request. */
+ * the INSERT and body its data, sent as every insert spangate makes
+ * (ch_insert.h: synchronous into a Distributed table, never dropped as a
+ * repeat of an earlier insert); q->body (the request's own) is sent in
+ * place, anything else (a Lua string) is copied by sg_ch_send. A spans
+ * insert (insert_spans, a batch) may be sent again to another endpoint
+ * after a failure: a second copy of a row is the same version, which the
+ * spans table folds. */
 static int ch_send(lua_State *L, chreq_t *q, const void *body, size_t len) {
   sg_lua_io_t *io = q->io;
   int rc;
-  if (body == NULL) /* a query travels in the body: URLs have a length limit (HTTP 400) */
+  if (body == NULL) { /* a query travels in the body: URLs have a length limit (HTTP 400) */
     rc = sg_ch_request(io->ch, "", q->sql.data, q->sql.len, 0, ch_cb, q);
-  else
-    rc = sg_ch_request(io->ch, q->sql.data, body, len,
-                       io->ch_flags | (body == q->body.data ? SG_CH_BORROW : 0), ch_cb, q);
+  } else {
+    sg_ch_insert_t ins;
+    unsigned flags = io->ch_flags | (body == q->body.data ? SG_CH_BORROW : 0) |
+                     (q->mode == CH_SPANS || q->mode == CH_BATCH ? SG_CH_IDEMPOTENT : 0);
+    sg_ch_insert_fresh(&ins, q->sql.data, body, len, flags);
+    rc = sg_ch_send(io->ch, &ins.req, ch_cb, q);
+  }
   if (rc != 0) {
     lua_pushboolean(L, 0);
     lua_pushfstring(L, "%s: ClickHouse: %s", q->fn, sg_strerror(rc));

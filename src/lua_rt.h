@@ -118,7 +118,8 @@ void sg_lua_rt_stats(const sg_lua_rt_t *rt, sg_lua_stats_t *out);
 
 /* gw.metrics.incr/gauge values of this runtime: cb is called once per
  * metric (kind 'c' counter, 'g' gauge) in creation order; stops and returns
- * cb's value when it is not 0. */
+ * cb's value when it is not 0. A seam for the tests; /metrics gets the
+ * values through sg_lua_rt_publish_metrics. */
 typedef int (*sg_lua_metric_cb)(const char *name, char kind, double value, void *ud);
 int sg_lua_rt_metrics(const sg_lua_rt_t *rt, sg_lua_metric_cb cb, void *ud);
 

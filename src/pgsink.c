@@ -1045,11 +1045,6 @@ int sg_pgsink_submit_as(sg_pgsink_t *s, const uint8_t project_id[16], const uint
   return 0;
 }
 
-int sg_pgsink_submit(sg_pgsink_t *s, const uint8_t project_id[16], sg_span_batch_t *batch,
-                     sg_pgsink_cb cb, void *arg) {
-  return sg_pgsink_submit_as(s, project_id, NULL, batch, cb, arg);
-}
-
 const sg_pgsink_stats_t *sg_pgsink_stats(const sg_pgsink_t *s) { return &s->stats; }
 
 const char *sg_pgsink_errmsg(const sg_pgsink_t *s) { return s->errmsg; }

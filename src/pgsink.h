@@ -81,14 +81,12 @@ typedef void (*sg_pgsink_cb)(void *arg, int status, sg_span_batch_t *batch);
  * outlive the sink (close the sink first, then the pool). */
 sg_pgsink_t *sg_pgsink_new(uv_loop_t *loop, sg_pg_pool_t *pool, const sg_pgsink_opts_t *opts);
 
-/* Queues batch for project_id. Returns 0, and then cb runs exactly once,
- * from the loop (never inside this call); or a negative code (SG_ECANCELED
- * when closing, SG_EINVAL, SG_ENOMEM) and cb never runs. The batch must stay
+/* Queues batch for project_id, recording user_id (e.g. the API key's
+ * creator) as created_by_id / updated_by_id; user_id NULL means
+ * opts.created_by_id. Returns 0, and then cb runs exactly once, from the
+ * loop (never inside this call); or a negative code (SG_ECANCELED when
+ * closing, SG_EINVAL, SG_ENOMEM) and cb never runs. The batch must stay
  * alive and untouched until cb. */
-int sg_pgsink_submit(sg_pgsink_t *sink, const uint8_t project_id[16], sg_span_batch_t *batch,
-                     sg_pgsink_cb cb, void *arg);
-/* Same, recording user_id (e.g. the API key's creator) as created_by_id /
- * updated_by_id; user_id NULL means opts.created_by_id. */
 int sg_pgsink_submit_as(sg_pgsink_t *sink, const uint8_t project_id[16], const uint8_t *user_id,
                         sg_span_batch_t *batch, sg_pgsink_cb cb, void *arg);
 

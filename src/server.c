@@ -92,6 +92,7 @@ static void publish_stats(sg_worker_t *w) {
   PUB(pub_ch_dead_rows, ch_dead_rows, cs.dead_rows);
   PUB(pub_ch_encode_rejects, ch_encode_rejects, cs.encode_rejects);
   PUB(pub_ch_gap_spans, ch_gap_spans, cs.gaps);
+  PUB(pub_pg_groups, group_commits, w->sink ? sg_pgsink_stats(w->sink)->groups : w->pub_pg_groups);
   PUB(pub_ch_dead_fail, ch_dead_letter_failures, cs.dead_letter_failures);
   PUB(pub_ch_spool_err, ch_spool_errors, cs.spool_errors);
   if (w->id <= SG_MAX_WORKERS) atomic_store(&sg_metrics.spool_oldest_us[w->id], cs.spool_oldest_us);

@@ -59,6 +59,7 @@ typedef struct sg_worker_s {
   uint64_t pub_lua_calls, pub_lua_errors, pub_lua_kills, pub_lua_dropped, pub_lua_rejected;
   uint64_t pub_ch_inserts, pub_ch_rows, pub_ch_insert_us, pub_ch_retries, pub_ch_dead_records,
       pub_ch_dead_rows, pub_ch_encode_rejects, pub_ch_gap_spans, pub_ch_dead_fail, pub_ch_spool_err;
+  uint64_t pub_pg_groups;
   int64_t pub_ep_up[SG_METRICS_CH_ENDPOINTS], pub_ep_pending[SG_METRICS_CH_ENDPOINTS];
   uint64_t pub_ep_requests[SG_METRICS_CH_ENDPOINTS], pub_ep_failures[SG_METRICS_CH_ENDPOINTS],
       pub_ch_failovers;

@@ -241,6 +241,15 @@ end
 
 local verified, failed = {}, {}
 
+-- Range r agrees after its copy: its checkpoint says done.
+local function verify(r)
+  local cp = committed[r.key] or {rows = 0}
+  store.save_checkpoint(JOB, r, {status = "done", rows = cp.rows or 0, last = cp.last})
+  verified[r.key] = true
+  local s = pstat(r.project)
+  s.copied = s.copied + 1
+end
+
 -- The ranges of list that still differ after their copy (orphans removed
 -- first); the others are marked done.
 local function check(list)
@@ -255,16 +264,26 @@ local function check(list)
       p, c = x.p, x.c
     end
     if p.n == c.n and p.vsum == c.vsum then
-      local cp = committed[r.key] or {rows = 0}
-      store.save_checkpoint(JOB, r, {status = "done", rows = cp.rows or 0, last = cp.last})
-      verified[r.key] = true
-      s.copied = s.copied + 1
+      verify(r)
     else
       r.pg_n, r.ch_n = p.n, c.n
       again[#again + 1] = r
     end
   end
-  return again
+  -- on a cluster, a replica that has not fetched the copy yet looks short
+  return store.settle(again, function(l)
+    local st2, still = stats_of(l), {}
+    for _, r in ipairs(l) do
+      local p, c = st2[r.key].p, st2[r.key].c
+      if p.n == c.n and p.vsum == c.vsum then
+        verify(r)
+      else
+        r.pg_n, r.ch_n = p.n, c.n
+        still[#still + 1] = r
+      end
+    end
+    return still
+  end)
 end
 
 -- ---- nodes (Agenta's older observability table) ------------------------------------------

@@ -35,12 +35,15 @@ local function array_param(s)
   return out
 end
 
--- Runs validate.lua with args over the spans; ch_of(row) -> the ClickHouse
--- row (a copy, changed or nil). Returns the exit status, the ClickHouse
--- sample statements, the keys each looked up, and stdout.
-local function run(args, spans, by_key, ch_of)
-  local statements, looked_up, out = {}, {}, {}
+-- Runs validate.lua with args over the spans; ch_of(row, n) -> the
+-- ClickHouse row (a copy, changed or nil) the n-th time the row is looked
+-- up. cluster: gw.ch.server says a cluster. Returns the exit status, the
+-- ClickHouse sample statements, the keys each looked up, stdout, and the
+-- ms slept.
+local function run(args, spans, by_key, ch_of, cluster)
+  local statements, looked_up, out, times, slept = {}, {}, {}, {}, 0
   local gw = H.fake_gw({})
+  gw.sleep = function(ms) slept = slept + ms end
   gw.now = function() return 0 end
   gw.spawn = function(fn, ...) fn(...) return {} end
   gw.wait = function() return true end
@@ -63,14 +66,16 @@ local function run(args, spans, by_key, ch_of)
     end
     return {} -- the per-day statistics: no ranges
   end}
-  gw.ch = {server = {version = "18.16.1", major = 18, minor = 16, datetime64 = false, database = "db"},
+  gw.ch = {server = {version = "18.16.1", major = 18, minor = 16, datetime64 = false, database = "db",
+                    cluster = cluster and "c" or nil},
     query = function(sql)
       if not sql:match("%) IN %(") then return {} end
       statements[#statements + 1] = sql
       local rows = {}
       for k in sql:gmatch("'([%x%-]+/[%x%-]+/[%x%-]+)'") do
         looked_up[#looked_up + 1] = k
-        local r = by_key[k] and ch_of(by_key[k])
+        times[k] = (times[k] or 0) + 1
+        local r = by_key[k] and ch_of(by_key[k], times[k])
         if r then
           local t = {}
           for i, f in ipairs(plan.SAMPLE_FIELDS) do t[i] = r[f[1]] end
@@ -88,7 +93,7 @@ local function run(args, spans, by_key, ch_of)
   local ok, status = pcall(chunk, unpack(args))
   io.stdout = stdout
   assert(ok, status)
-  return status, statements, looked_up, table.concat(out)
+  return status, statements, looked_up, table.concat(out), slept
 end
 
 local function copy(r)
@@ -138,5 +143,37 @@ describe("validate's sample", function()
     assert.matches("sample: 5000 spans compared field by field, 2 differ %(1 missing in ClickHouse%)", out)
     assert.matches("DIFFERS: project %S+ span " .. changed.trace_id:gsub("%-", "%%-") .. "/%S+: span_name", out)
     assert.matches("span " .. gone.trace_id:gsub("%-", "%%-") .. "/%S+: %(missing in ClickHouse%)", out)
+  end)
+end)
+
+describe("validate on a cluster", function()
+  local spans, by_key = make_spans(50)
+  local args = {"--project", table.concat(PROJECTS, ","), "--sample", "50"}
+  local late = spans[7]
+  -- a replica that has not fetched the span yet answers the first read
+  local function fetched_late(r, n)
+    if r == late and n == 1 then return nil end
+    return copy(r)
+  end
+
+  it("reads a span missing on one replica again until the replicas caught up", function()
+    local status, _, _, out, slept = run(args, spans, by_key, fetched_late, true)
+    assert.equal(0, status, out)
+    assert.matches("sample: 50 spans compared field by field, 0 differ", out)
+    assert.is_true(slept > 0 and slept < 1000, "slept " .. slept .. " ms")
+  end)
+
+  it("still reports a span that stays missing, after about 3 s", function()
+    local status, _, _, out, slept = run(args, spans, by_key, function(r) return r ~= late and copy(r) or nil end, true)
+    assert.equal(1, status)
+    assert.matches("sample: 50 spans compared field by field, 1 differ %(1 missing in ClickHouse%)", out)
+    assert.equal(3000, slept)
+  end)
+
+  it("on one server reports it at once", function()
+    local status, _, _, out, slept = run(args, spans, by_key, fetched_late, false)
+    assert.equal(1, status)
+    assert.matches("1 differ %(1 missing in ClickHouse%)", out)
+    assert.equal(0, slept)
   end)
 end)

@@ -92,7 +92,10 @@ test(`the cluster DDL for 24.8 and ${CURRENT} parses whole and creates its table
       'spans_analytics Distributed', 'spans_analytics_deleted Distributed',
       'spans_analytics_deleted_local ReplicatedAggregatingMergeTree', 'spans_analytics_deleted_mv MaterializedView',
       'spans_analytics_local ReplicatedAggregatingMergeTree',
-      'spans_analytics_mv MaterializedView', 'spans_local ReplicatedReplacingMergeTree']);
+      'spans_analytics_mv MaterializedView',
+      'spans_by_start Distributed', 'spans_by_start_local ReplicatedReplacingMergeTree', 'spans_by_start_mv MaterializedView',
+      'spans_by_trace Distributed', 'spans_by_trace_local ReplicatedReplacingMergeTree', 'spans_by_trace_mv MaterializedView',
+      'spans_local ReplicatedReplacingMergeTree']);
   }
   // The sharding key hashes alike on 18.16 and here: a trace lands on the same shard.
   const id = '4bf92f35-77b3-4da6-a3ce-929d0e0e4736';

@@ -37,6 +37,13 @@ test('/metrics is Prometheus text with requests, latency, connections and pool s
   }
 });
 
+test('/metrics counts the group commits that stored spans', async () => {
+  const span = { trace_id: 'a1'.repeat(16), span_id: 'b2'.repeat(8), span_name: 'gc', start_time: 1, end_time: 2 };
+  assert.equal((await postJson(gw, '/v1/spans', { spans: [span] })).status, 200);
+  // published twice a second
+  assert.ok(await until(async () => /^spangate_pg_group_commits_total [1-9]\d*$/m.test((await request(gw, 'GET', '/metrics')).text), 5000, 50));
+});
+
 test('unknown routes get 404 and wrong methods 405 with Allow', async () => {
   const r = await request(gw, 'GET', '/nope');
   assert.equal(r.status, 404);

@@ -785,7 +785,8 @@ static void test_quote(void **st) {
 static void test_code_class(void **st) {
   (void)st;
   static const int poison[] = {6, 26, 27, 38, 41, 53, 62, 69, 70, 72, 117, 131, 190, 376, 691};
-  static const int transient[] = {159, 202, 209, 210, 241, 252};
+  /* 32: a Distributed insert whose replica died mid-insert (TSV's short rows are 27) */
+  static const int transient[] = {32, 159, 202, 209, 210, 241, 252};
   static const int operator_[] = {60, 81, 192, 193, 516};
   for (size_t i = 0; i < sizeof(poison) / sizeof(poison[0]); i++)
     assert_int_equal(sg_ch_code_class(poison[i]), SG_EPOISON);
@@ -1022,13 +1023,18 @@ static void test_render_cluster(void **st) {
     assert_non_null(strstr(s.v[4], "Distributed('sg', 'db', 'nodes_local', cityHash64(toString(node_id)))"));
     assert_non_null(strstr(s.v[5], "`db`.spans_analytics_local ON CLUSTER `sg`"));
     assert_non_null(strstr(s.v[5], "ENGINE = ReplicatedAggregatingMergeTree('/clickhouse/tables/{shard}/db/spans_analytics_local', '{replica}')\n"));
-    assert_non_null(strstr(s.v[6], "ENGINE = Distributed('sg', 'db', 'spans_analytics_local')"));
-    assert_non_null(strstr(s.v[7], "CREATE MATERIALIZED VIEW IF NOT EXISTS `db`.spans_analytics_mv ON CLUSTER `sg` TO `db`.spans_analytics_local AS\n"));
-    assert_non_null(strstr(s.v[7], "FROM `db`.spans_local\nWHERE deleted_at IS NULL"));
+    assert_non_null(strstr(s.v[6], "ENGINE = Distributed('sg', 'db', 'spans_analytics_local', "
+                                   "cityHash64(toString(project_id)))"));
+    /* the views read and write the Distributed tables: they fire where the
+     * insert enters the cluster, and a retry's aggregate lands where the
+     * first one did */
+    assert_non_null(strstr(s.v[7], "CREATE MATERIALIZED VIEW IF NOT EXISTS `db`.spans_analytics_mv ON CLUSTER `sg` TO `db`.spans_analytics AS\n"));
+    assert_non_null(strstr(s.v[7], "FROM `db`.spans\nWHERE deleted_at IS NULL"));
     assert_non_null(strstr(s.v[8], "`db`.spans_analytics_deleted_local ON CLUSTER `sg`"));
-    assert_non_null(strstr(s.v[9], "ENGINE = Distributed('sg', 'db', 'spans_analytics_deleted_local')"));
-    assert_non_null(strstr(s.v[10], "`db`.spans_analytics_deleted_mv ON CLUSTER `sg` TO `db`.spans_analytics_deleted_local AS\n"));
-    assert_non_null(strstr(s.v[10], "FROM `db`.spans_local\nWHERE is_deleted = 1"));
+    assert_non_null(strstr(s.v[9], "ENGINE = Distributed('sg', 'db', 'spans_analytics_deleted_local', "
+                                   "cityHash64(toString(project_id)))"));
+    assert_non_null(strstr(s.v[10], "`db`.spans_analytics_deleted_mv ON CLUSTER `sg` TO `db`.spans_analytics_deleted AS\n"));
+    assert_non_null(strstr(s.v[10], "FROM `db`.spans\nWHERE is_deleted = 1"));
     /* TTL and the index where the version has them, on the local table only */
     if (k == 0) {
       assert_null(strstr(s.v[1], "TTL"));

@@ -185,7 +185,7 @@ static void test_group_commit(void **state) {
     new_id(trace[i]);
     sg_span_t *root = add_span(&b[i], trace[i], NULL, "root");
     add_span(&b[i], trace[i], root->span_id, "child");
-    assert_int_equal(sg_pgsink_submit(e.sink, i == 1 ? pb : pa, &b[i], on_answer, &a[i]), 0);
+    assert_int_equal(sg_pgsink_submit_as(e.sink, i == 1 ? pb : pa, NULL, &b[i], on_answer, &a[i]), 0);
   }
   assert_int_equal(a[0].done + a[1].done + a[2].done, 0);
   assert_true(run_until(&e.loop, &a[2].done, 10000));
@@ -259,7 +259,7 @@ static void test_exact_times(void **state) {
   s2->start_us = -1;          /* 1969-12-31T23:59:59.999999Z */
   s2->end_us = 1700000000000001LL;
   ans_t a = {0};
-  assert_int_equal(sg_pgsink_submit(e.sink, p, &b, on_answer, &a), 0);
+  assert_int_equal(sg_pgsink_submit_as(e.sink, p, NULL, &b, on_answer, &a), 0);
   assert_true(run_until(&e.loop, &a.done, 10000));
   assert_int_equal(a.status, 0);
   const char *st = "(extract(epoch FROM start_time) * 1000000)::int8";
@@ -274,7 +274,7 @@ static void test_exact_times(void **state) {
 
 static void submit_wait(env_t *e, const uint8_t p[16], sg_span_batch_t *b, int want) {
   ans_t a = {0};
-  assert_int_equal(sg_pgsink_submit(e->sink, p, b, on_answer, &a), 0);
+  assert_int_equal(sg_pgsink_submit_as(e->sink, p, NULL, b, on_answer, &a), 0);
   assert_true(run_until(&e->loop, &a.done, 10000));
   assert_int_equal(a.status, want);
 }
@@ -356,8 +356,8 @@ static void test_duplicates(void **state) {
   free(b2.spans[0].span_name);
   b2.spans[0].span_name = strdup("three");
   ans_t a1 = {0}, a2 = {0};
-  assert_int_equal(sg_pgsink_submit(e.sink, p, &b1, on_answer, &a1), 0);
-  assert_int_equal(sg_pgsink_submit(e.sink, p, &b2, on_answer, &a2), 0);
+  assert_int_equal(sg_pgsink_submit_as(e.sink, p, NULL, &b1, on_answer, &a1), 0);
+  assert_int_equal(sg_pgsink_submit_as(e.sink, p, NULL, &b2, on_answer, &a2), 0);
   assert_true(run_until(&e.loop, &a2.done, 10000));
   run_until(&e.loop, &a1.done, 1000);
   assert_int_equal(a1.status, 0);
@@ -401,7 +401,7 @@ static void test_poison_span(void **state) {
   sg_hex16_format(bad->span_id, bad_sid);
   uint8_t bad_key[16];
   memcpy(bad_key, bad->span_id, 16);
-  for (int i = 0; i < 3; i++) assert_int_equal(sg_pgsink_submit(e.sink, p, &b[i], on_answer, &a[i]), 0);
+  for (int i = 0; i < 3; i++) assert_int_equal(sg_pgsink_submit_as(e.sink, p, NULL, &b[i], on_answer, &a[i]), 0);
   for (int i = 0; i < 3; i++) assert_true(run_until(&e.loop, &a[i].done, 10000));
   for (int i = 0; i < 3; i++) assert_int_equal(a[i].status, 0);
   assert_int_equal(b[0].n, 4);
@@ -477,15 +477,15 @@ static void test_unavailable(void **state) {
   add_span(&b1, t, NULL, "root");
   add_span(&b2, t, b1.spans[0].span_id, "child");
   ans_t a1 = {0}, a2 = {0};
-  assert_int_equal(sg_pgsink_submit(e.sink, p, &b1, on_answer, &a1), 0);
-  assert_int_equal(sg_pgsink_submit(e.sink, p, &b2, on_answer, &a2), 0);
+  assert_int_equal(sg_pgsink_submit_as(e.sink, p, NULL, &b1, on_answer, &a1), 0);
+  assert_int_equal(sg_pgsink_submit_as(e.sink, p, NULL, &b2, on_answer, &a2), 0);
   assert_true(run_until(&e.loop, &a2.done, 10000));
   run_until(&e.loop, &a1.done, 1000);
   assert_int_equal(a1.status, SG_EUNAVAIL);
   assert_int_equal(a2.status, SG_EUNAVAIL);
   /* Later submissions too (the pool refuses at once; answered from the loop). */
   ans_t a3 = {.sink = e.sink};
-  assert_int_equal(sg_pgsink_submit(e.sink, p, &b1, on_answer, &a3), 0);
+  assert_int_equal(sg_pgsink_submit_as(e.sink, p, NULL, &b1, on_answer, &a3), 0);
   assert_int_equal(a3.done, 0);
   assert_true(run_until(&e.loop, &a3.done, 5000));
   assert_int_equal(a3.status, SG_EUNAVAIL);
@@ -513,7 +513,7 @@ static void test_close_pending(void **state) {
   sg_span_batch_init(&b);
   add_span(&b, t, NULL, "root");
   ans_t a = {0};
-  assert_int_equal(sg_pgsink_submit(e.sink, p, &b, on_answer, &a), 0);
+  assert_int_equal(sg_pgsink_submit_as(e.sink, p, NULL, &b, on_answer, &a), 0);
   sg_pgsink_close(e.sink);
   assert_int_equal(a.done, 1);
   assert_int_equal(a.status, SG_ECANCELED);
@@ -551,7 +551,7 @@ static void bisect_case(const size_t *bad, size_t k, uint64_t max_statements) {
   add_spans(&b, 2000);
   for (size_t i = 0; i < k; i++) make_bad(&b.spans[bad[i]]);
   ans_t a = {0};
-  assert_int_equal(sg_pgsink_submit(e.sink, p, &b, on_answer, &a), 0);
+  assert_int_equal(sg_pgsink_submit_as(e.sink, p, NULL, &b, on_answer, &a), 0);
   assert_true(run_until(&e.loop, &a.done, 60000));
   assert_int_equal(a.status, 0);
   assert_int_equal(b.rejected, k);
@@ -601,7 +601,7 @@ static void test_split_by_max_spans(void **state) {
   free(again->span_name);
   again->span_name = strdup("later");
   ans_t a = {0};
-  assert_int_equal(sg_pgsink_submit(e.sink, p, &b, on_answer, &a), 0);
+  assert_int_equal(sg_pgsink_submit_as(e.sink, p, NULL, &b, on_answer, &a), 0);
   assert_true(run_until(&e.loop, &a.done, 30000));
   assert_int_equal(a.status, 0);
   assert_int_equal(b.n, 450);
@@ -640,7 +640,7 @@ static void test_split_by_bytes(void **state) {
   big[2000] = '\0';
   for (size_t i = 0; i < b.n; i++) json_object_set_new(b.spans[i].attributes, "big", json_string(big));
   ans_t a = {0};
-  assert_int_equal(sg_pgsink_submit(e.sink, p, &b, on_answer, &a), 0);
+  assert_int_equal(sg_pgsink_submit_as(e.sink, p, NULL, &b, on_answer, &a), 0);
   assert_true(run_until(&e.loop, &a.done, 30000));
   assert_int_equal(a.status, 0);
   assert_int_equal(count_rows(p), 40);
@@ -673,7 +673,7 @@ static void test_statements_bounded(void **state) {
   for (int i = 0; i < N; i++) {
     sg_span_batch_init(&b[i]);
     add_spans(&b[i], 3);
-    assert_int_equal(sg_pgsink_submit(e.sink, p, &b[i], on_answer, &a[i]), 0);
+    assert_int_equal(sg_pgsink_submit_as(e.sink, p, NULL, &b[i], on_answer, &a[i]), 0);
   }
   const sg_pg_stats_t *ps = sg_pg_pool_stats(e.pool);
   size_t most = ps->queued + (size_t)ps->busy;
@@ -700,7 +700,7 @@ static void test_statements_bounded(void **state) {
     sg_span_batch_free(&b[i]);
     sg_span_batch_init(&b[i]);
     add_spans(&b[i], 3);
-    assert_int_equal(sg_pgsink_submit(e.sink, p, &b[i], on_answer, &c[i]), 0);
+    assert_int_equal(sg_pgsink_submit_as(e.sink, p, NULL, &b[i], on_answer, &c[i]), 0);
   }
   sg_pgsink_close(e.sink);
   int canceled = 0;
@@ -924,7 +924,7 @@ static void test_read_only(void **state) {
   sg_span_batch_init(&b);
   add_spans(&b, 3);
   ans_t a = {.sink = e.sink};
-  assert_int_equal(sg_pgsink_submit(e.sink, p, &b, on_answer, &a), 0);
+  assert_int_equal(sg_pgsink_submit_as(e.sink, p, NULL, &b, on_answer, &a), 0);
   assert_true(run_until(&e.loop, &a.done, 10000));
   snprintf(sql, sizeof sql, "ALTER DATABASE %s RESET default_transaction_read_only", dbname);
   exec_sql(base_uri, sql);
@@ -970,7 +970,7 @@ static void test_lock_timeouts(void **state) {
     snprintf(ci, sizeof ci, "%s%s%s", uri, strchr(uri, '?') ? "&" : "?", opts[i]);
     env_open(&e, ci, 1);
     ans_t a = {.sink = e.sink};
-    assert_int_equal(sg_pgsink_submit(e.sink, p, &b, on_answer, &a), 0);
+    assert_int_equal(sg_pgsink_submit_as(e.sink, p, NULL, &b, on_answer, &a), 0);
     assert_true(run_until(&e.loop, &a.done, 10000));
     assert_int_equal(a.status, want[i]);
     assert_non_null(strstr(a.msg, state_code[i]));

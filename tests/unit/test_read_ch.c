@@ -81,7 +81,7 @@ static void test_statements(void **st) {
   sg_buf_reset(&b);
 
   assert_int_equal(sg_rch_analytics_sql(&c, 1714900000000000, 1715000000000000, &keys[0], 20000, 1, &b), 0);
-  has(b.data, "AND (created_at, trace_id, span_id) IN (SELECT created_at, trace_id, span_id FROM `db\\`x`.spans WHERE");
+  has(b.data, "AND (created_at, trace_id, span_id) GLOBAL IN (SELECT created_at, trace_id, span_id FROM `db\\`x`.spans WHERE");
   has(b.data, "(created_at > toDateTime64('2024-05-06 07:08:09.123456', 6, 'UTC') OR ");
   has(b.data, "span_name, attributes FROM");
   has(b.data, "LIMIT 20000) FORMAT TabSeparated");

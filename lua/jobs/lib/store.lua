@@ -66,6 +66,24 @@ function M.ch_mutation_table()
   return srv.cluster and "spans_local" or "spans"
 end
 
+-- On a cluster a read through a Distributed table reaches one replica per
+-- shard, and a replica fetches what another one took asynchronously (within
+-- a second on a healthy cluster): right after a write a range can look
+-- short. settle(list, recheck) gives such differences time: recheck(list)
+-- reads them again and returns those that still differ, called after
+-- pauses of 0.1 s growing to 1.5 s, 3 s in all, until none is left.
+-- Returns what still differs then. One server: list as it is.
+function M.settle(list, recheck)
+  local srv = gw.ch.server
+  if not (srv and srv.cluster) then return list end
+  for _, ms in ipairs({100, 200, 400, 800, 1500}) do
+    if #list == 0 then break end
+    gw.sleep(ms)
+    list = recheck(list)
+  end
+  return list
+end
+
 function M.ch_db()
   local srv = assert(gw.ch.server, gw.ch.server_error)
   return "`" .. srv.database:gsub("[`\\]", "\\%0") .. "`"

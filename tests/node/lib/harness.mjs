@@ -246,6 +246,17 @@ function script(name, args) {
   return execFileSync(`${ROOT}/scripts/${name}`, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
 }
 
+// The same without blocking the loop (several at once); resolves to stdout.
+function scriptAsync(name, args) {
+  return new Promise((res, rej) => {
+    const p = spawn(`${ROOT}/scripts/${name}`, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '', err = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.stderr.on('data', (d) => { err += d; });
+    p.on('exit', (code) => (code === 0 ? res(out) : rej(new Error(`${name} ${args.join(' ')}: exit ${code}\n${err}`))));
+  });
+}
+
 function extraDir(prefix) {
   const base = process.env.SG_TEST_TMP || tmpdir();
   return mkdtempSync(join(base, prefix));
@@ -257,8 +268,8 @@ process.on('exit', () => { for (const f of atExit) { try { f(); } catch { /* bes
 // A ClickHouse 18.16 cluster on loopback: ZooKeeper and shards x replicas servers
 // (scripts/chcluster.sh). Resolves to {name, zookeeper, nodes: [{name, http, tcp,
 // shard, replica, dir}], endpoints: ["127.0.0.1:<http>", ...], query(i, sql, db,
-// settings), kill(i) (SIGKILL), stopNode(i), startNode(i), stop(), ms (start-up
-// time)}; node indexes are 0-based.
+// settings), kill(i) (SIGKILL), stopNode(i), startNode(i), startNodes([i, ...])
+// (async, in parallel), stop(), ms (start-up time)}; node indexes are 0-based.
 export async function startCluster({ shards = 2, replicas = 2 } = {}) {
   const dir = extraDir('cluster-');
   const t0 = Date.now();
@@ -277,6 +288,8 @@ export async function startCluster({ shards = 2, replicas = 2 } = {}) {
     kill: (i) => script('chcluster.sh', ['kill', dir, node(i)]),
     stopNode: (i) => script('chcluster.sh', ['stop-node', dir, node(i)]),
     startNode: (i) => script('chcluster.sh', ['start-node', dir, node(i)]),
+    // Several servers started again, together; resolves when all answer.
+    startNodes: (list) => Promise.all(list.map((i) => scriptAsync('chcluster.sh', ['start-node', dir, node(i)]))),
     stop: () => { atExit.delete(stopSync); stopSync(); },
     // The servers' error logs (tails), for a failing test's message.
     errorLogs: () => info.nodes.map((n) => {
