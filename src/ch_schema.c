@@ -641,7 +641,9 @@ static int put_ix_columns(sg_buf_t *b, const ix_t *x, unsigned caps, int dt64) {
   for (size_t i = 0; rc == 0 && i < x->ncols; i++) {
     const col_t *c = span_col(x->cols[i].name);
     if (!c) return SG_EINVAL;
-    if (x->cols[i].no_us) {
+    if (c->type == T_ENUM || c->type == T_ENUM_NULL) { /* as text: see put_ix_names */
+      rc = sg_buf_printf(b, "    %s %s", c->name, c->type == T_ENUM ? "String" : "Nullable(String)");
+    } else if (x->cols[i].no_us) {
       rc = sg_buf_printf(b, "    %s ", c->name);
       rc = rc ? rc : put_col_type(b, c, caps, dt64);
     } else {
@@ -652,12 +654,19 @@ static int put_ix_columns(sg_buf_t *b, const ix_t *x, unsigned caps, int dt64) {
   return rc ? rc : sg_buf_puts(b, ")\n");
 }
 
-/* "project_id, start_time, start_time_us, ..." in the table's order. */
-static int put_ix_names(sg_buf_t *b, const ix_t *x, int dt64) {
+/* "project_id, start_time, start_time_us, ..." in the table's order; sel:
+ * as a SELECT list over spans, the enums as their text. The index keeps
+ * them as String: 18.16 converts no Enum type into another, so an enum
+ * column of spans altered to other values (a new label) would fail every
+ * insert into spans in its view, good rows too. */
+static int put_ix_names(sg_buf_t *b, const ix_t *x, int dt64, int sel) {
   int rc = 0;
   for (size_t i = 0; rc == 0 && i < x->ncols; i++) {
     const col_t *c = span_col(x->cols[i].name);
-    rc = sg_buf_printf(b, "%s%s", i ? ", " : "", x->cols[i].name);
+    if (sel && c && (c->type == T_ENUM || c->type == T_ENUM_NULL))
+      rc = sg_buf_printf(b, "%stoString(%s) AS %s", i ? ", " : "", c->name, c->name);
+    else
+      rc = sg_buf_printf(b, "%s%s", i ? ", " : "", x->cols[i].name);
     if (rc == 0 && c && SG__CH_IS_TIME(c->type) && !dt64 && !x->cols[i].no_us)
       rc = sg_buf_printf(b, ", %s_us", x->cols[i].name);
   }
@@ -702,7 +711,7 @@ static int push_ix_view(sg_ch_stmts_t *out, sg_buf_t *b, const ix_t *x, int dt64
   rc = rc ? rc : sg_buf_puts(b, " TO ");
   rc = rc ? rc : put_table(b, o, x->name, 1);
   rc = rc ? rc : sg_buf_puts(b, " AS\nSELECT ");
-  rc = rc ? rc : put_ix_names(b, x, dt64);
+  rc = rc ? rc : put_ix_names(b, x, dt64, 1);
   rc = rc ? rc : sg_buf_puts(b, "\nFROM ");
   rc = rc ? rc : put_table(b, o, "spans", 1);
   char what[300];
@@ -716,9 +725,9 @@ static int push_ix_fill(sg_ch_stmts_t *out, sg_buf_t *b, const ix_t *x, int dt64
   int rc = sg_buf_puts(b, "INSERT INTO ");
   rc = rc ? rc : put_table(b, o, x->name, 0);
   rc = rc ? rc : sg_buf_puts(b, " (");
-  rc = rc ? rc : put_ix_names(b, x, dt64);
+  rc = rc ? rc : put_ix_names(b, x, dt64, 0);
   rc = rc ? rc : sg_buf_puts(b, ") SELECT ");
-  rc = rc ? rc : put_ix_names(b, x, dt64);
+  rc = rc ? rc : put_ix_names(b, x, dt64, 1);
   rc = rc ? rc : sg_buf_puts(b, " FROM ");
   rc = rc ? rc : put_table(b, o, "spans", 0);
   char what[300];
