@@ -18,6 +18,7 @@
                            * second statement (~110 bytes a key) stays under 18.16's
                            * max_query_size of 256 KiB */
 #define A_PAGE 20000      /* spans per analytics page */
+#define SLICES 16         /* a bounded window's first slice: 1/16 of it */
 
 /* ---- TabSeparated answers ------------------------------------------------------ */
 
@@ -325,6 +326,8 @@ typedef struct {
   int64_t oldest, newest;
   int has_after;
   sg_rch_pos_t after;        /* the scan goes on strictly after this */
+  int sliced;                /* the scan covers the window slice by slice */
+  int64_t edge, width;       /* ... scanned so far: start_time >= edge (descending) or < edge */
   int batch;
   tsv_t cand;                /* this round's candidates */
   int accepted;              /* spans of the page found so far (limit + 1 ends it) */
@@ -342,6 +345,39 @@ static void query_free(query_t *q) {
 }
 
 static void query_round(query_t *q);
+static void query_finish(query_t *q);
+
+/* Slicing (sg_rch_query): a bounded window is scanned from its page-order
+ * end in slices, 1/SLICES of it first, each next one 4 times wider: 18.16
+ * cannot stop reading a primary key range at the LIMIT (no read in order),
+ * so a page from a 24 h window would read every row of the 24 h; a page's
+ * rows are usually in its first slice. The rounds' cursor (q->after) goes
+ * on across slices: every span is looked at once. */
+static int slice_done(const query_t *q) {
+  return !q->sliced || (q->desc ? q->edge <= q->oldest : q->edge >= q->newest);
+}
+
+static void slice_next(query_t *q) {
+  q->width = q->width > INT64_MAX / 8 ? INT64_MAX / 2 : q->width * 4;
+  if (q->desc) q->edge = q->edge - q->oldest <= q->width ? q->oldest : q->edge - q->width;
+  else q->edge = q->newest - q->edge <= q->width ? q->newest : q->edge + q->width;
+}
+
+/* After a round that did not fill the page: on in this slice when the
+ * batch came back full (there may be more), else in the next slice, or the
+ * end when the window is done. */
+static void scan_on(query_t *q, int full) {
+  if (full) {
+    query_round(q);
+    return;
+  }
+  if (slice_done(q)) {
+    query_finish(q);
+    return;
+  }
+  slice_next(q);
+  query_round(q);
+}
 
 static void query_finish(query_t *q) {
   base_t *b = &q->b;
@@ -447,18 +483,19 @@ static void fetch_cb(void *arg, const sg_ch_result_t *res) {
     query_free(q);
     return;
   }
-  if (q->accepted > q->limit || q->cand.nrows < (size_t)q->batch) {
+  if (q->accepted > q->limit) {
     query_finish(q);
     return;
   }
   /* more to look at: on after the last candidate, with a larger batch */
+  int full = q->cand.nrows >= (size_t)q->batch;
   size_t last = q->cand.nrows - 1;
   q->after.start_us = num(F(&q->cand, last, C_START));
   snprintf(q->after.trace, sizeof q->after.trace, "%s", F(&q->cand, last, C_TRACE));
   snprintf(q->after.span, sizeof q->after.span, "%s", F(&q->cand, last, C_SPAN));
   q->has_after = 1;
   q->batch = q->batch * 4 > BATCH_MAX ? BATCH_MAX : q->batch * 4;
-  query_round(q);
+  scan_on(q, full);
 }
 
 static void cand_cb(void *arg, const sg_ch_result_t *res) {
@@ -477,7 +514,7 @@ static void cand_cb(void *arg, const sg_ch_result_t *res) {
     return;
   }
   if (q->cand.nrows == 0) {
-    query_finish(q);
+    scan_on(q, 0);
     return;
   }
   sg_rch_key_t *keys = malloc(q->cand.nrows * sizeof *keys);
@@ -520,6 +557,8 @@ static void query_round(query_t *q) {
   sg_rch_scan_t s = {q->desc, q->has_oldest, q->has_newest, q->oldest, q->newest,
                      q->has_after ? &q->after : NULL, from_ix ? q->prefilter_ix.data : q->prefilter.data,
                      q->batch, from_ix, q->ix};
+  if (q->sliced && q->desc) s.oldest_us = q->edge;
+  if (q->sliced && !q->desc) s.newest_us = q->edge;
   q->rounds++;
   sg_buf_reset(&b->sql);
   int rc = sg_rch_candidates_sql(&b->o.c, &s, &b->sql);
@@ -585,6 +624,16 @@ int sg_rch_query(const sg_rch_opts_t *o, const json_t *body, sg_rch_cb cb, void 
   q->batch = q->exact ? q->limit + 1 : (q->limit + 1) * 4;
   if (q->batch < BATCH_MIN) q->batch = BATCH_MIN;
   if (q->batch > BATCH_MAX) q->batch = BATCH_MAX;
+  /* the first slice: from the window's page-order end, or the cursor's
+   * position when that is inside the window */
+  if (q->has_oldest && q->has_newest && q->newest - q->oldest >= SLICES * 1000000LL) {
+    int64_t from = q->desc ? q->newest : q->oldest;
+    if (q->has_after && q->after.start_us > q->oldest && q->after.start_us < q->newest) from = q->after.start_us;
+    q->sliced = 1;
+    q->width = (q->newest - q->oldest) / SLICES;
+    if (q->desc) q->edge = from - q->oldest <= q->width ? q->oldest : from - q->width;
+    else q->edge = q->newest - from <= q->width ? q->newest : from + q->width;
+  }
   query_round(q);
   return 0;
 }
