@@ -327,7 +327,8 @@ typedef struct {
   int has_after;
   sg_rch_pos_t after;        /* the scan goes on strictly after this */
   int sliced;                /* the scan covers the window slice by slice */
-  int64_t edge, width;       /* ... scanned so far: start_time >= edge (descending) or < edge */
+  int64_t from, edge, width; /* ... from `from` on; scanned so far: start_time >= edge
+                              * (descending) or < edge */
   int batch;
   tsv_t cand;                /* this round's candidates */
   int accepted;              /* spans of the page found so far (limit + 1 ends it) */
@@ -348,7 +349,10 @@ static void query_round(query_t *q);
 static void query_finish(query_t *q);
 
 /* Slicing (sg_rch_query): a bounded window is scanned from its page-order
- * end in slices, 1/SLICES of it first, each next one 4 times wider: 18.16
+ * end in slices, 1/SLICES of it first, each next one at least 4 times wider
+ * and as wide as the matches found so far say the page needs (the rest of
+ * the window at once when none were found: a rare filter then costs two
+ * slices, not four): 18.16
  * cannot stop reading a primary key range at the LIMIT (no read in order),
  * so a page from a 24 h window would read every row of the 24 h; a page's
  * rows are usually in its first slice. The rounds' cursor (q->after) goes
@@ -358,7 +362,12 @@ static int slice_done(const query_t *q) {
 }
 
 static void slice_next(query_t *q) {
-  q->width = q->width > INT64_MAX / 8 ? INT64_MAX / 2 : q->width * 4;
+  int64_t done = q->desc ? q->from - q->edge : q->edge - q->from; /* µs looked at */
+  double w = (double)q->width * 4;
+  if (q->accepted == 0) w = (double)INT64_MAX / 4;
+  else if ((double)(q->limit + 1 - q->accepted) * done / q->accepted * 1.25 > w)
+    w = (double)(q->limit + 1 - q->accepted) * done / q->accepted * 1.25;
+  q->width = w >= (double)INT64_MAX / 4 ? INT64_MAX / 4 : (int64_t)w;
   if (q->desc) q->edge = q->edge - q->oldest <= q->width ? q->oldest : q->edge - q->width;
   else q->edge = q->newest - q->edge <= q->width ? q->newest : q->edge + q->width;
 }
@@ -630,6 +639,7 @@ int sg_rch_query(const sg_rch_opts_t *o, const json_t *body, sg_rch_cb cb, void 
     int64_t from = q->desc ? q->newest : q->oldest;
     if (q->has_after && q->after.start_us > q->oldest && q->after.start_us < q->newest) from = q->after.start_us;
     q->sliced = 1;
+    q->from = from;
     q->width = (q->newest - q->oldest) / SLICES;
     if (q->desc) q->edge = from - q->oldest <= q->width ? q->oldest : from - q->width;
     else q->edge = q->newest - from <= q->width ? q->newest : from + q->width;
