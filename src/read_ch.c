@@ -558,11 +558,13 @@ static void query_round(query_t *q) {
     return;
   }
   /* With the index: candidates from spans_by_start when it can test the
-   * whole filter; otherwise a first round from there too (in page order:
-   * a filter most spans pass fills the page from the newest rows at once),
-   * then from spans, where ClickHouse tests the JSON columns over the
-   * window's granules (a filter few spans pass). */
-  int from_ix = q->ix && (!q->wide || q->rounds == 0);
+   * whole filter; otherwise from spans, where ClickHouse tests the JSON
+   * columns over the window's granules. An unbounded window takes a first
+   * round from the index too (in page order: a filter most spans pass fills
+   * the page from the newest rows without reading the project's JSON); a
+   * sliced one does not need it (its first slice is small), and a filter
+   * few spans pass would pay a round for nothing. */
+  int from_ix = q->ix && (!q->wide || (q->rounds == 0 && !q->sliced));
   sg_rch_scan_t s = {q->desc, q->has_oldest, q->has_newest, q->oldest, q->newest,
                      q->has_after ? &q->after : NULL, from_ix ? q->prefilter_ix.data : q->prefilter.data,
                      q->batch, from_ix, q->ix};
