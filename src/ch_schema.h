@@ -100,7 +100,7 @@ void sg_ch_existing_free(sg_ch_existing_t *ex);
 /* ---- the read index -----------------------------------------------------------
  *
  * Two narrow tables a materialized view fills from every insert into spans,
- * for the read API (docs/clickhouse.md, "The read index"):
+ * for the read API (docs/read.md, "The read index"):
  *   spans_by_trace  (project_id, trace_id) -> created_at: which granules of
  *                   spans hold a trace;
  *   spans_by_start  one row per stored version in (project_id, start_time,

@@ -10,10 +10,10 @@
 #include "read_eval.h"
 #include "span.h"
 
-/* Reads of a few rows: a row costs its whole granule (8192 rows of ~1.5 KB
- * here), so keep decompressed blocks for the next read (ClickHouse's advice
- * for short, frequent queries; the cache is bounded by the server's
- * uncompressed_cache_size). */
+/* Reads of a few rows: a row costs its whole granule (1024 rows of ~1.5 KB
+ * here; 8192 in tables older than the read index), so keep decompressed
+ * blocks for the next read (ClickHouse's advice for short, frequent
+ * queries; the cache is bounded by the server's uncompressed_cache_size). */
 #define POINT_READ "use_uncompressed_cache = 1"
 
 #define OK(x) do { int rc_ = (x); if (rc_) return rc_; } while (0)
