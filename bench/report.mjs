@@ -2,7 +2,7 @@
 // OUTDIR/results.json, OUTDIR/report.md and OUTDIR/bench.png (gnuplot), and
 // prints the one-line summary last on stdout:
 //   bench: ingest_ratio=R spans_per_s=S p99_ms=P p99_ratio=Q rss_mb=M lua_ns_per_span=L migrate_ratio=G grpc_ratio=X capture_lag_s=C
-//          read_trace_ratio=T read_query_ratio=Q
+//          read_trace_ratio=T read_query_ratio=Q ch_only_ratio=O
 // Node built-ins only (no npm packages in the bench path).
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -142,6 +142,10 @@ const grpcRatio = FN('grpc_ratio'); // bench/grpc.sh: gRPC spans/s over OTLP/HTT
 const captureLag = FN('capture_lag_s'); // bench/capture_lag.sh: p50 age of the oldest change not in ClickHouse, full load
 const readTraceRatio = FN('read_trace_ratio');
 const readQueryRatio = FN('read_query_ratio');
+const chOnlyRatio = FN('ch_only_ratio'); // bench/ch_only.sh: a ClickHouse-only project's spans/s over ClickHouse's own inserts
+const chOnlySpansPerS = FN('ch_only.spans_per_s');
+// how many times the dual-write path's spans/s (gateway.spans_per_s) a ClickHouse-only project ingests
+const chOnlyVsDual = chOnlySpansPerS !== null && spansPerS ? chOnlySpansPerS / spansPerS : null;
 
 const targets = {
   ingest_ratio: { target: '>= 0.8', value: ingestRatio, met: ingestRatio !== null ? ingestRatio >= 0.8 : null },
@@ -152,6 +156,7 @@ const targets = {
   grpc_ratio: { target: '>= 0.9', value: grpcRatio, met: grpcRatio !== null ? grpcRatio >= 0.9 : null },
   read_trace_ratio: { target: '>= 1', value: readTraceRatio, met: readTraceRatio !== null ? readTraceRatio >= 1 : null },
   read_query_ratio: { target: '>= 5', value: readQueryRatio, met: readQueryRatio !== null ? readQueryRatio >= 5 : null },
+  ch_only_ratio: { target: '>= 0.8', value: chOnlyRatio, met: chOnlyRatio !== null ? chOnlyRatio >= 0.8 : null },
 };
 
 const results = {
@@ -159,7 +164,7 @@ const results = {
   machine: { cores: FN('machine.cores'), memory_mb: FN('machine.memory_mb'), cpu: F('machine.cpu'), kernel: F('machine.kernel') },
   versions: { postgresql: F('version.postgresql'), clickhouse: F('version.clickhouse'), spangate: F('version.spangate'), git: F('version.git') },
   summary: { ingest_ratio: ingestRatio, ingest_ratio_rounds: ratios, spans_per_s: spansPerS, p99_ms: p99, p99_ratio: p99Ratio, rss_mb: hwmMb, lua_ns_per_span: luaNs, migrate_ratio: migrateRatio, grpc_ratio: grpcRatio, capture_lag_s: captureLag,
-    read_trace_ratio: readTraceRatio, read_query_ratio: readQueryRatio },
+    read_trace_ratio: readTraceRatio, read_query_ratio: readQueryRatio, ch_only_ratio: chOnlyRatio },
   targets,
   workload: { requests: FN('workload.requests'), spans: FN('workload.spans'), spans_per_request: 100, generator: F('workload.summary') },
   floor: {
@@ -213,6 +218,14 @@ const results = {
     read_trace_ratio: readTraceRatio, read_query_ratio: readQueryRatio,
     dedup_ms: { final: FN('read.dedup.final_ms'), limit_1_by: FN('read.dedup.limit1by_ms'), argmax: FN('read.dedup.argmax_ms'), candidate_keys: FN('read.dedup.keys_ms') },
     freshness_delay_ms: { p50: FN('read.lag.p50_ms'), p90: FN('read.lag.p90_ms'), max: FN('read.lag.max_ms') },
+  },
+  ch_only: {
+    floor: 'the same rows as the gateway writes them for ClickHouse, inserted BENCH_CH_BATCH (50000) rows at a time',
+    floor_spans_per_s: FN('ch_only.floor_spans_per_s'), spans_per_s: chOnlySpansPerS,
+    acked_spans_per_s: FN('ch_only.acked_spans_per_s'), requests_per_round: FN('ch_only.requests_per_round'),
+    rounds: FN('ch_only.rounds'), ch_only_ratio: chOnlyRatio, times_dual_write: chOnlyVsDual,
+    cpu_us_per_span: { floor_clickhouse: FN('ch_only.floor_cpu_ch_us_per_span'), clickhouse: FN('ch_only.cpu_ch_us_per_span'),
+      gateway: FN('ch_only.cpu_gw_us_per_span') },
   },
   profile: profByProc.length ? {
     method: 'perf record -a -g -e cpu-clock -F 997, 20 s at full rate; self time',
@@ -306,6 +319,7 @@ lines.push(`| grpc_ratio (OTLP/gRPC / OTLP/HTTP, acked spans/s) | ${f(grpcRatio,
 lines.push(`| capture_lag_s (change capture, p50 lag at full ingest rate) | ${captureLag === null ? 'NA' : f(captureLag, 2)} s | keeps up | ${captureLag === null ? 'NA' : '-'} |`);
 lines.push(`| read_trace_ratio (PostgreSQL / ClickHouse, median trace fetch) | ${readTraceRatio === null ? 'NA' : f(readTraceRatio, 3)} | ${targets.read_trace_ratio.target} | ${met(targets.read_trace_ratio)} |`);
 lines.push(`| read_query_ratio (PostgreSQL / ClickHouse, 5 span queries over 24 h) | ${readQueryRatio === null ? 'NA' : f(readQueryRatio, 3)} | ${targets.read_query_ratio.target} | ${met(targets.read_query_ratio)} |`);
+lines.push(`| ch_only_ratio (ClickHouse-only project / ClickHouse's own large inserts, end to end; ${chOnlySpansPerS === null ? 'NA' : f(chOnlySpansPerS, 0)} spans/s, ${chOnlyVsDual === null ? 'NA' : f(chOnlyVsDual, 1)}x the dual-write path) | ${chOnlyRatio === null ? 'NA' : f(chOnlyRatio, 3)} | ${targets.ch_only_ratio.target} | ${met(targets.ch_only_ratio)} |`);
 lines.push('');
 lines.push('## Workload', '');
 lines.push(`${results.workload.requests} OTLP/HTTP protobuf requests of 100 spans (${results.workload.spans} spans): ${results.workload.generator}. ` +
@@ -414,4 +428,4 @@ writeFileSync(p('report.md'), lines.join('\n') + '\n');
 const fmtOrNA = (v, d) => (v === null || v === undefined ? 'NA' : Number(v).toFixed(d));
 console.log(`bench: ingest_ratio=${fmtOrNA(ingestRatio, 3)} spans_per_s=${fmtOrNA(spansPerS, 0)} p99_ms=${fmtOrNA(p99, 2)} p99_ratio=${fmtOrNA(p99Ratio, 2)} ` +
   `rss_mb=${fmtOrNA(hwmMb, 1)} lua_ns_per_span=${fmtOrNA(luaNs, 0)} migrate_ratio=${fmtOrNA(migrateRatio, 3)} ` +
-  `grpc_ratio=${fmtOrNA(grpcRatio, 3)} capture_lag_s=${fmtOrNA(captureLag, 2)} read_trace_ratio=${fmtOrNA(readTraceRatio, 3)} read_query_ratio=${fmtOrNA(readQueryRatio, 3)}`);
+  `grpc_ratio=${fmtOrNA(grpcRatio, 3)} capture_lag_s=${fmtOrNA(captureLag, 2)} read_trace_ratio=${fmtOrNA(readTraceRatio, 3)} read_query_ratio=${fmtOrNA(readQueryRatio, 3)} ch_only_ratio=${fmtOrNA(chOnlyRatio, 3)}`);

@@ -25,6 +25,8 @@
 #   6. profile    perf record -a during a full-rate run (BENCH_PROFILE=0 skips)
 #   6b. grpc      bench/grpc.sh: OTLP/gRPC vs OTLP/HTTP spans/s, same workload
 #   6c. capture   bench/capture_lag.sh: change capture's lag (p50 s) at full ingest rate
+#   6d. ch_only   bench/ch_only.sh: a ClickHouse-only project's spans/s vs the same
+#                 rows inserted straight into ClickHouse with large inserts
 #   7. lua        build/bench/lua_bench: ns/span of lua/transform.lua vs none;
 #                 build/bench/lua_hooks: ns/span of each kind of transform
 #   8. migrate    `spangate migrate` vs psql COPY TO STDOUT | clickhouse-client
@@ -61,7 +63,7 @@
 #   BENCH_OUT=var/bench        where the report goes
 # The last line on stdout is:
 #   bench: ingest_ratio=R spans_per_s=S p99_ms=P p99_ratio=Q rss_mb=M lua_ns_per_span=L migrate_ratio=G grpc_ratio=X capture_lag_s=C
-#          read_trace_ratio=T read_query_ratio=Q
+#          read_trace_ratio=T read_query_ratio=Q ch_only_ratio=O
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -495,6 +497,9 @@ bench/grpc.sh >&2 || log "grpc: the comparison failed (see above)"
 # ---- 6c. change capture at full ingest rate (capture_lag_s) ----------------------
 CAPTURE_SECONDS=${BENCH_CAPTURE_SECONDS:-10} bench/capture_lag.sh >&2 ||
   log "capture: the measurement failed (see above)"
+
+# ---- 6d. a ClickHouse-only project vs ClickHouse's own inserts (ch_only_ratio) ----
+bench/ch_only.sh >&2 || log "ch_only: the comparison failed (see above)"
 
 # ---- 7. Lua ---------------------------------------------------------------------
 loadavg lua

@@ -5,6 +5,12 @@
 --   M.clickhouse(project_id) -> boolean. project_id is the dashed lower-case
 --     UUID. Asked only when use_clickhouse is on; the answer is cached per
 --     project until the scripts are reloaded (SIGHUP).
+--   M.postgres(project_id) -> boolean. false cuts the project over to
+--     ClickHouse only (docs/cutover.md): its spans skip PostgreSQL and are
+--     acknowledged once durable in the spool; its reads always come from
+--     ClickHouse. Asked only when use_clickhouse is on and M.clickhouse is
+--     true for the project; cached like M.clickhouse. The jobs (migrate,
+--     validate) ask it too, to skip such projects.
 --   M.read_backend(query, project_id, endpoint) -> "postgres" | "clickhouse".
 --     endpoint is "trace" (GET /v1/traces/{id}), "query" (POST
 --     /v1/spans/query) or "analytics" (GET /v1/analytics/spans); query is a
@@ -26,10 +32,16 @@
 --                             FNV-1a 32-bit of the dashed lower-case UUID
 --                             text, mod 100, < percent. Raising the percentage
 --                             only adds projects; none flips off.
+--   clickhouse_only_projects  projects cut over to ClickHouse only
+--                             (M.postgres false); the other lists still
+--                             decide whether they go to ClickHouse at all,
+--                             and one they keep out stays on PostgreSQL.
 --   read_backend              "clickhouse" sends reads of projects written to
 --                             ClickHouse there (all three endpoints); other
 --                             projects and any other value read from
---                             PostgreSQL.
+--                             PostgreSQL, except ClickHouse-only projects,
+--                             which always read from ClickHouse (the gateway
+--                             enforces it whatever this hook says).
 -- Project ids in the lists may be written in any case, dashed or not.
 --
 -- Pure over plain tables: busted passes a fake gw (tests/lua/routing_spec.lua).
@@ -63,18 +75,19 @@ M.canonical_id = canon
 
 -- Sets built once per config table (a reload brings a new state anyway;
 -- the specs swap configs).
-local sets_for, allow, deny, n_allow
+local sets_for, allow, deny, n_allow, only
 local function sets(cfg)
   if sets_for ~= cfg then
-    allow, deny, n_allow = {}, {}, 0
+    allow, deny, n_allow, only = {}, {}, 0, {}
     for _, p in ipairs(cfg.clickhouse_projects or {}) do
       allow[canon(p)] = true
       n_allow = n_allow + 1
     end
     for _, p in ipairs(cfg.clickhouse_projects_deny or {}) do deny[canon(p)] = true end
+    for _, p in ipairs(cfg.clickhouse_only_projects or {}) do only[canon(p)] = true end
     sets_for = cfg
   end
-  return allow, deny, n_allow
+  return allow, deny, n_allow, only
 end
 
 function M.clickhouse(project_id)
@@ -89,10 +102,15 @@ function M.clickhouse(project_id)
   return M.fnv1a32(id) % 100 < pct
 end
 
+function M.postgres(project_id)
+  local _, _, _, o = sets(gw.config)
+  return not o[canon(project_id)]
+end
+
 function M.read_backend(query, project_id, endpoint)
   local cfg = gw.config
-  if cfg.read_backend == "clickhouse" and cfg.use_clickhouse and project_id ~= nil
-     and M.clickhouse(project_id) then
+  if cfg.use_clickhouse and project_id ~= nil and M.clickhouse(project_id)
+     and (cfg.read_backend == "clickhouse" or not M.postgres(project_id)) then
     return "clickhouse"
   end
   return "postgres"

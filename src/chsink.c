@@ -245,6 +245,36 @@ int sg_chsink_append(sg_chsink_t *s, const uint8_t project_id[16], const sg_span
   return 0;
 }
 
+int sg_chsink_append_only(sg_chsink_t *s, const uint8_t project_id[16], const sg_span_t *spans, size_t n,
+                          const int64_t *expires_us, uint8_t *refused) {
+  if (refused) memset(refused, 0, n);
+  if (n == 0) return 0;
+  if (!s->have_ver) return SG_EUNAVAIL;
+  sg_buf_reset(&s->rows);
+  size_t good = 0;
+  for (size_t i = 0; i < n; i++) {
+    size_t before = s->rows.len;
+    int rc = sg_ch_row_encode(&s->lay, project_id, &spans[i], expires_us ? expires_us[i] : INT64_MAX,
+                              &s->rows);
+    if (rc == 0) {
+      good++;
+      continue;
+    }
+    s->rows.len = before;
+    if (rc == SG_ENOMEM) return rc;
+    s->st.encode_rejects++;
+    if (refused) refused[i] = 1;
+  }
+  if (good == 0) return 0;
+  int64_t t = now_us();
+  if (t <= s->last_stamp) t = s->last_stamp + 1; /* unique and increasing: the record's name in chpending */
+  int rc = sg_spool_append(s->spools[0].sp, s->tag, s->rows.data, s->rows.len, t);
+  if (rc != 0) return rc == SG_ETOOBIG || rc == SG_ENOMEM ? rc : SG_EIO;
+  s->last_stamp = t;
+  sg_chpending_add(s->worker_id, project_id, t);
+  return 0;
+}
+
 int sg_chsink_append_rows(sg_chsink_t *s, const char *rows, size_t len, int64_t now_us) {
   if (!s->have_ver) return SG_EUNAVAIL;
   if (len == 0) return 0;
@@ -254,6 +284,18 @@ int sg_chsink_append_rows(sg_chsink_t *s, const char *rows, size_t len, int64_t 
   int rc = sg_spool_append(s->spools[0].sp, s->tag, rows, len, now_us);
   if (rc == 0 && s->worker_id > 0 && now_us > s->last_stamp) s->last_stamp = now_us;
   return rc;
+}
+
+int sg_chsink_append_project_rows(sg_chsink_t *s, const uint8_t project_id[16], const char *rows, size_t len) {
+  if (!s->have_ver) return SG_EUNAVAIL;
+  if (len == 0) return 0;
+  int64_t t = now_us();
+  if (t <= s->last_stamp) t = s->last_stamp + 1; /* unique and increasing: the record's name in chpending */
+  int rc = sg_spool_append(s->spools[0].sp, s->tag, rows, len, t);
+  if (rc != 0) return rc;
+  s->last_stamp = t;
+  sg_chpending_add(s->worker_id, project_id, t);
+  return 0;
 }
 
 int sg_chsink_pending_before(const uint8_t project_id[16], int64_t t_us) {

@@ -99,6 +99,12 @@ sg_chsink_t *sg_chsink_open(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_clien
  * unknown); SG_EIO. Unlike sg_chsink_append nothing becomes a gap. */
 int sg_chsink_append_rows(sg_chsink_t *s, const char *rows, size_t len, int64_t now_us);
 
+/* sg_chsink_append_rows for rows of one project (a trace's tombstones),
+ * stamped now and counted in the freshness table like sg_chsink_append's
+ * records: until ClickHouse has them, sg_chsink_pending_before says so for
+ * reads of the project that begin after this returned. Same results. */
+int sg_chsink_append_project_rows(sg_chsink_t *s, const uint8_t project_id[16], const char *rows, size_t len);
+
 /* The spans table's layout the sink writes for, NULL while it is unknown
  * (ClickHouse not reached since start): rows for sg_chsink_append_rows are
  * encoded for it (sg_ch_row_encode_text). */
@@ -110,6 +116,19 @@ const sg_ch_layout_t *sg_chsink_layout(const sg_chsink_t *s);
  * rows are spooled (durable after sg_chsink_sync) or recorded as a gap. */
 int sg_chsink_append(sg_chsink_t *s, const uint8_t project_id[16], const sg_span_t *spans, size_t n,
                      const int64_t *expires_us);
+
+/* Spools the spans of a ClickHouse-only project (chonly.h stamped them).
+ * Nothing becomes a gap (PostgreSQL has no copy to repair one from): the
+ * caller refuses the request instead. Spans the row encoder refuses (a
+ * value out of ClickHouse's range) are counted and marked in refused[i]
+ * (n bytes; may be NULL), for the caller to reject to the client; the
+ * others are spooled as one record. 0 when they are (durable after
+ * sg_chsink_sync; also when every span was refused); SG_ETOOBIG: the spool
+ * is full (spool_max_bytes), nothing was written; SG_EUNAVAIL: the spans
+ * table's layout is unknown (ClickHouse not reached since start and none
+ * cached); SG_EIO: the write failed; SG_ENOMEM. */
+int sg_chsink_append_only(sg_chsink_t *s, const uint8_t project_id[16], const sg_span_t *spans, size_t n,
+                          const int64_t *expires_us, uint8_t *refused);
 
 /* Makes every append so far durable (fsync per spool_fsync). Call once per
  * group of appends, before answering their requests. 0 or SG_EIO. */

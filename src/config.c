@@ -560,6 +560,10 @@ static int check(const sg_config_t *cfg, sg_buf_t *err) {
     sg_buf_puts(err, "flush_interval_ms must be >= 10 and clickhouse_timeout_ms >= 100");
     return SG_ECONFIG;
   }
+  if (cfg->clickhouse_only_read_wait_ms < 0 || cfg->clickhouse_only_read_wait_ms > 600000) {
+    sg_buf_printf(err, "clickhouse_only_read_wait_ms must be 0..600000, not %lld", cfg->clickhouse_only_read_wait_ms);
+    return SG_ECONFIG;
+  }
   if (strcmp(cfg->clickhouse_writes, "spool") && strcmp(cfg->clickhouse_writes, "capture")) {
     sg_buf_printf(err, "clickhouse_writes must be spool or capture, not '%s'", cfg->clickhouse_writes);
     return SG_ECONFIG;

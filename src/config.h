@@ -140,6 +140,12 @@ typedef struct {
   XX(INT, clickhouse_rollout_percent, "100", NULL,                                             \
      "routing.lua: share of projects (stable hash of the id) written to ClickHouse")           \
   XX(STR, read_backend, "postgres", NULL, "routing.lua: store that serves reads (clickhouse: when it has every span)") \
+  XX(LIST, clickhouse_only_projects, "", NULL,                                                 \
+     "routing.lua: projects cut over to ClickHouse only: their spans skip PostgreSQL "         \
+     "(docs/cutover.md)")                                                                      \
+  XX(INT, clickhouse_only_read_wait_ms, "3000", NULL,                                          \
+     "a read, edit or delete of a ClickHouse-only project waits at most this long for spans "  \
+     "acknowledged before it to reach ClickHouse, then answers 503")                           \
   XX(INT, retention_days, "0", NULL, "ttl.lua: days spans are kept; 0 keeps them forever")     \
   XX(BOOL, pg_retention, "false", NULL,                                                        \
      "opt-in: `spangate ttl purge-postgres` deletes expired traces from PostgreSQL")           \

@@ -1,13 +1,15 @@
 /* edit.c - deleting a trace (see edit.h): PostgreSQL first, then the
- * tombstones through the worker's spool, then the result. */
+ * tombstones through the worker's spool, then the result; for a
+ * ClickHouse-only project the trace's live spans are read from ClickHouse
+ * and their tombstones spooled, without PostgreSQL. */
 #include "edit.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include "ch_rows.h"
+#include "chonly.h"
 #include "err.h"
 #include "log.h"
 #include "pgcapture_rows.h"
@@ -32,12 +34,6 @@ static void finish(del_t *d, sg_ingest_class_t cls, const char *msg, int retry) 
   sg_buf_free(&d->rows);
   free(d->ids);
   free(d);
-}
-
-static int64_t wall_us(void) {
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
-  return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
 }
 
 static int keep_ids(del_t *d, const sg_pgedit_deleted_t *r) {
@@ -117,7 +113,7 @@ static int spool_tombstones(del_t *d, const sg_pgedit_deleted_t *r) {
     return bad;
   }
   if (d->rows.len == 0) return SG_EINVAL; /* none encoded (logged) */
-  int rc = sg_chsink_append_rows(sink, d->rows.data, d->rows.len, wall_us());
+  int rc = sg_chsink_append_project_rows(sink, d->who.project_id, d->rows.data, d->rows.len);
   if (rc != 0) {
     sg_error("edit", "the spool took no tombstones of project %s (%s); the range of the %d deleted "
                      "spans is in spangate_ch_gaps for `spangate migrate`",
@@ -168,6 +164,146 @@ static void next_chunk(del_t *d) {
   }
 }
 
+/* ---- ClickHouse-only projects ------------------------------------------------------
+ *
+ * PostgreSQL has no rows to delete and to take the tombstones' sorting keys
+ * from: the trace's live spans are read from ClickHouse (every version,
+ * collapsed by chonly.c), each becomes its tombstone (the stored row with
+ * is_deleted = 1, deleted_at and a version from the gateway's clock, above
+ * the stored one; the row's own expires_at), and the tombstones are spooled
+ * and synced before the answer. A span acknowledged but still in a spool
+ * when the delete reads ClickHouse is not seen: the delete waits (up to
+ * clickhouse_only_read_wait_ms) until no row of the project acknowledged
+ * before it is undelivered, as the project's reads do. ClickHouse
+ * unreachable, the spool full: 503, nothing deleted (a retry is harmless). */
+
+#define FRESH_POLL_MS 5
+
+typedef struct {
+  uv_timer_t timer;
+  del_t *d;
+  int64_t start_us;
+  uint64_t deadline;
+} fresh_wait_t;
+
+static void ch_only_synced(void *arg, int status) {
+  del_t *d = arg;
+  if (status != 0) {
+    finish(d, SG_INGEST_UNAVAILABLE, "the tombstones could not be made durable in the ClickHouse spool; "
+                                     "retry the delete", 1);
+    return;
+  }
+  finish(d, SG_INGEST_OK, NULL, 0);
+}
+
+static void ch_only_rows_cb(void *arg, int status, const char *why, const sg_chonly_stored_t *rows, size_t n) {
+  del_t *d = arg;
+  char p[37];
+  sg_uuid_format(d->who.project_id, p);
+  if (status != 0) {
+    sg_warn("edit", "deleting a trace of ClickHouse-only project %s: reading its spans from ClickHouse "
+                    "failed, answered 503: %s", p, why && why[0] ? why : sg_strerror(status));
+    finish(d, SG_INGEST_UNAVAILABLE, "ClickHouse is unavailable; the trace was not deleted, retry later", 2);
+    return;
+  }
+  if (n == 0) {
+    finish(d, SG_INGEST_OK, NULL, 0);
+    return;
+  }
+  sg_chsink_t *sink = d->w->chsink;
+  const sg_ch_layout_t *lay = sg_chsink_layout(sink);
+  if (!lay) {
+    finish(d, SG_INGEST_UNAVAILABLE, "ClickHouse is unavailable; the trace was not deleted, retry later", 5);
+    return;
+  }
+  d->ids = malloc(n * sizeof *d->ids);
+  if (!d->ids) {
+    finish(d, SG_INGEST_UNAVAILABLE, "out of memory", 1);
+    return;
+  }
+  sg_buf_reset(&d->rows);
+  int rc = 0;
+  for (size_t i = 0; i < n && rc != SG_ENOMEM; i++) {
+    sg_ch_text_row_t row = rows[i].row;
+    const char *bad = "a value";
+    sg_cap_tombstone(&row, sg_chonly_clock());
+    rc = sg_ch_row_encode_text(lay, d->who.project_id, &row, rows[i].expires_us, &d->rows, &bad);
+    if (rc == 0) {
+      memcpy(d->ids[d->n++], rows[i].span_id, 16);
+    } else if (rc != SG_ENOMEM) { /* stored in ClickHouse, so it encodes; logged should it not */
+      char t[37], s[37];
+      sg_uuid_format(rows[i].trace_id, t);
+      sg_uuid_format(rows[i].span_id, s);
+      sg_error("edit", "the tombstone of span %s/%s/%s cannot be encoded (bad %s: %s); the span stays",
+               p, t, s, bad, sg_strerror(rc));
+    }
+  }
+  if (rc == SG_ENOMEM) {
+    d->n = 0;
+    finish(d, SG_INGEST_UNAVAILABLE, "out of memory", 1);
+    return;
+  }
+  rc = d->rows.len ? sg_chsink_append_project_rows(sink, d->who.project_id, d->rows.data, d->rows.len) : 0;
+  if (rc != 0) {
+    d->n = 0;
+    if (rc == SG_ETOOBIG)
+      finish(d, SG_INGEST_UNAVAILABLE, "the ClickHouse spool is full and this project's spans are stored only "
+                                       "in ClickHouse; the trace was not deleted, retry later", 5);
+    else
+      finish(d, SG_INGEST_UNAVAILABLE, "the tombstones could not be written to the ClickHouse spool; the "
+                                       "trace was not deleted, retry later", 2);
+    return;
+  }
+  if (sg_chsink_sync_async(sink, ch_only_synced, d) != 0) ch_only_synced(d, sg_chsink_sync(sink));
+}
+
+static void ch_only_read(del_t *d) {
+  sg_worker_t *w = d->w;
+  sg_ch_version_t ver;
+  int rc = sg_chsink_read_version(w->chsink, &ver)
+               ? sg_chonly_trace(w->ch, &ver, w->cfg->clickhouse_database, (long)w->cfg->clickhouse_timeout_ms,
+                                 d->who.project_id, d->trace, ch_only_rows_cb, d)
+               : SG_EUNAVAIL;
+  if (rc != 0) ch_only_rows_cb(d, rc, rc == SG_EUNAVAIL ? "ClickHouse has not been reached since start" : NULL, NULL, 0);
+}
+
+static void fresh_closed(uv_handle_t *h) { free(h->data); }
+
+static void fresh_tick(uv_timer_t *t) {
+  fresh_wait_t *fw = t->data;
+  del_t *d = fw->d;
+  int pending = sg_chsink_pending_before(d->who.project_id, fw->start_us);
+  if (pending && uv_now(t->loop) < fw->deadline) return;
+  uv_timer_stop(t);
+  uv_close((uv_handle_t *)t, fresh_closed);
+  if (!pending) {
+    ch_only_read(d);
+    return;
+  }
+  finish(d, SG_INGEST_UNAVAILABLE, "spans acknowledged before the delete are still on their way to ClickHouse; "
+                                   "the trace was not deleted, retry later", 1);
+}
+
+static void ch_only_delete(del_t *d) {
+  sg_worker_t *w = d->w;
+  int64_t start = sg_chonly_clock();
+  if (!sg_chsink_pending_before(d->who.project_id, start)) {
+    ch_only_read(d);
+    return;
+  }
+  fresh_wait_t *fw = calloc(1, sizeof *fw);
+  if (!fw) {
+    finish(d, SG_INGEST_UNAVAILABLE, "out of memory", 1);
+    return;
+  }
+  fw->d = d;
+  fw->start_us = start;
+  uv_timer_init(&w->loop, &fw->timer);
+  fw->timer.data = fw;
+  fw->deadline = uv_now(&w->loop) + (uint64_t)w->cfg->clickhouse_only_read_wait_ms;
+  uv_timer_start(&fw->timer, fresh_tick, FRESH_POLL_MS, FRESH_POLL_MS);
+}
+
 void sg_edit_delete_trace(sg_worker_t *w, const sg_principal_t *who, const uint8_t trace_id[16],
                           sg_edit_done_cb done, void *arg) {
   del_t *d = calloc(1, sizeof *d);
@@ -181,6 +317,12 @@ void sg_edit_delete_trace(sg_worker_t *w, const sg_principal_t *who, const uint8
   memcpy(d->trace, trace_id, 16);
   d->done = done;
   d->arg = arg;
+  int pg = 1;
+  if (w->chsink) sg_lua_route_postgres(w->lua, who->project_id, &pg); /* errors: logged, PostgreSQL */
+  if (!pg) {
+    ch_only_delete(d);
+    return;
+  }
   if (w->chsink && strcmp(w->cfg->clickhouse_writes, "capture") != 0) {
     int on = 1;
     sg_lua_route_clickhouse(w->lua, who->project_id, &on); /* errors: logged, default on */

@@ -16,6 +16,12 @@
  * spangate_ch_gaps, dropped once the tombstones are in the spool: a gateway
  * killed in between leaves the range there for `spangate migrate`, which
  * removes the rows from ClickHouse. Runs on the worker's loop.
+ *
+ * A ClickHouse-only project (routing.lua M.postgres false) has nothing in
+ * PostgreSQL: the trace's live spans are read from ClickHouse (once no span
+ * of the project acknowledged before the delete is still in a spool), their
+ * tombstones spooled and synced, then the result; ClickHouse unreachable or
+ * the spool full fails it as retryable, deleting nothing (edit.c).
  */
 #ifndef SG_EDIT_H
 #define SG_EDIT_H

@@ -189,6 +189,7 @@ void sg__edit_http_put(const sg_route_call_t *call) {
   rq.reserve = reserve_cb;
   rq.reserve_arg = req;
   rq.check = check_edit;
+  rq.edit = 1;
   rq.done = edited;
   rq.arg = p;
   sg_ingest_submit(call->w, call->who, &rq);

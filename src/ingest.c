@@ -1,6 +1,8 @@
 /* ingest.c - the ingest pipeline of one batch (see ingest.h):
  *   memory budget -> decompress -> decode -> transform -> group commit into
- *   PostgreSQL -> routing/ttl -> spool for ClickHouse (+ fsync) -> result.
+ *   PostgreSQL -> routing/ttl -> spool for ClickHouse (+ fsync) -> result,
+ * or for a ClickHouse-only project (routing.lua M.postgres false):
+ *   ... -> transform -> stamps (chonly.h) -> ttl -> spool (+ fsync) -> result.
  * Knows nothing of HTTP: the transport's adapter answers. */
 #include "ingest.h"
 
@@ -9,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chonly.h"
 #include "decode.h"
 #include "err.h"
 #include "inflate.h"
@@ -23,6 +26,7 @@ typedef struct sg_ingest_s {
   sg_principal_t who;
   sg_buf_t inflated;        /* the decompressed body (counted through rq.reserve) */
   int budget_rc;            /* why the in-flight budget refused the inflated copy, or 0 */
+  int ch_only;              /* the project is ClickHouse-only: the spool is the only copy */
   sg_span_batch_t batch;
 } ingest_t;
 
@@ -58,6 +62,10 @@ static void synced_cb(void *arg, int rc) {
     ingest_t *next = in->next;
     if (rc == 0)
       stored_ok(in);
+    else if (in->ch_only)
+      fail(in, SG_INGEST_UNAVAILABLE,
+           "the spans could not be made durable in the ClickHouse spool; nothing was acknowledged, "
+           "retry the request", 1);
     else
       fail(in, SG_INGEST_UNAVAILABLE,
            "the spans were stored but could not be queued durably for ClickHouse; "
@@ -86,6 +94,17 @@ static void ok_after_sync(ingest_t *in) {
   if (!uv_is_active((uv_handle_t *)&w->sync_timer)) uv_timer_start(&w->sync_timer, sync_cb, 0, 0);
 }
 
+/* Each span's expiry from ttl.lua into exp[0..n) (from created_at). */
+static void expiries(ingest_t *in, int64_t *exp) {
+  sg_worker_t *w = in->w;
+  int has_ttl = sg_lua_rt_hooks(w->lua) & SG_LUA_HOOK_RETENTION;
+  for (size_t i = 0; i < in->batch.n; i++) {
+    double days = -1;
+    if (has_ttl) sg_lua_retention_days(w->lua, in->who.project_id, &in->batch.spans[i], &days);
+    exp[i] = sg_span_expires_us(in->batch.spans[i].created_at_us, days);
+  }
+}
+
 /* Spools the committed spans for ClickHouse when routing.lua says this
  * project goes there, with each span's expiry from ttl.lua. 1 when rows were
  * spooled (the result then waits for the fsync). */
@@ -96,17 +115,181 @@ static int dual_write(ingest_t *in) {
   if (!on) return 0;
   int64_t stack[128];
   int64_t *exp = in->batch.n <= 128 ? stack : malloc(in->batch.n * sizeof *exp);
-  if (exp) {
-    int has_ttl = sg_lua_rt_hooks(w->lua) & SG_LUA_HOOK_RETENTION;
-    for (size_t i = 0; i < in->batch.n; i++) {
-      double days = -1;
-      if (has_ttl) sg_lua_retention_days(w->lua, in->who.project_id, &in->batch.spans[i], &days);
-      exp[i] = sg_span_expires_us(in->batch.spans[i].created_at_us, days);
-    }
-  }
+  if (exp) expiries(in, exp);
   sg_chsink_append(w->chsink, in->who.project_id, in->batch.spans, in->batch.n, exp);
   if (exp != stack) free(exp);
   return 1;
+}
+
+/* ---- ClickHouse-only projects ------------------------------------------------------
+ *
+ * The spool is the spans' only copy: they are acknowledged once their
+ * record is durable, and a spool that cannot take them (full, layout
+ * unknown, a write error) fails the request as retryable instead of
+ * recording a gap, which PostgreSQL could not repair. */
+
+static void warn_transient(size_t n, const char *why);
+
+/* Removes the spans the row encoder refused (marked in refused), rejecting
+ * them to the client as PostgreSQL's ingest rejects a span it refuses. */
+static void drop_refused(ingest_t *in, const uint8_t *refused) {
+  sg_span_batch_t *b = &in->batch;
+  size_t w = 0, n = b->n;
+  for (size_t i = 0; i < n; i++) {
+    if (!refused[i]) {
+      if (w != i) b->spans[w] = b->spans[i];
+      w++;
+      continue;
+    }
+    char tid[33], sid[17];
+    sg_hex32_format(b->spans[i].trace_id, tid);
+    sg_hex16_format(b->spans[i].span_id, sid);
+    sg_span_batch_reject(b, "span %s of trace %s: a value is out of ClickHouse's range", sid, tid);
+    sg_span_clear(&b->spans[i]);
+  }
+  for (size_t i = w; i < n; i++) memset(&b->spans[i], 0, sizeof b->spans[i]);
+  b->n = w;
+}
+
+/* The stamped spans into the worker's spool; the result after the fsync. */
+static void ch_only_spool(ingest_t *in) {
+  sg_worker_t *w = in->w;
+  size_t n = in->batch.n;
+  int64_t *exp = malloc(n * sizeof *exp);
+  uint8_t *refused = malloc(n);
+  int rc = exp && refused ? 0 : SG_ENOMEM;
+  if (rc == 0) {
+    expiries(in, exp);
+    rc = sg_chsink_append_only(w->chsink, in->who.project_id, in->batch.spans, n, exp, refused);
+  }
+  if (rc == 0) {
+    size_t before = in->batch.rejected;
+    drop_refused(in, refused);
+    if (in->batch.rejected > before)
+      sg_warn("ingest", "%zu spans of a ClickHouse-only project were rejected: a value is out of "
+                        "ClickHouse's range", in->batch.rejected - before);
+  }
+  free(exp);
+  free(refused);
+  if (rc == 0) {
+    atomic_fetch_add(&sg_metrics.spans_stored, in->batch.n);
+    atomic_fetch_add(&sg_metrics.spans_rejected, in->batch.rejected);
+    if (in->batch.n) ok_after_sync(in);
+    else stored_ok(in);
+    return;
+  }
+  char p[37];
+  sg_uuid_format(in->who.project_id, p);
+  if (rc == SG_ETOOBIG) {
+    warn_transient(n, "the ClickHouse spool is full (spool_max_bytes) and the project is ClickHouse-only");
+    fail(in, SG_INGEST_UNAVAILABLE,
+         "the ClickHouse spool is full and this project's spans are stored only in ClickHouse; "
+         "nothing was stored, retry later", 5);
+  } else if (rc == SG_EUNAVAIL) {
+    warn_transient(n, "ClickHouse has not been reached since start (its table layout is unknown) "
+                      "and the project is ClickHouse-only");
+    fail(in, SG_INGEST_UNAVAILABLE, "ClickHouse is unavailable; nothing was stored, retry later", 5);
+  } else if (rc == SG_ENOMEM) {
+    fail(in, SG_INGEST_UNAVAILABLE, "out of memory", 1);
+  } else {
+    sg_error("ingest", "spooling %zu spans of ClickHouse-only project %s failed: %s", n, p, sg_strerror(rc));
+    fail(in, SG_INGEST_UNAVAILABLE, "the spans could not be written to the ClickHouse spool; nothing "
+                                    "was stored, retry later", 2);
+  }
+}
+
+/* An edit's look-up came back: spans ClickHouse holds keep their created_at
+ * (their sorting key) and creator, with a version above the stored one. */
+static void edit_stored_cb(void *arg, int status, const char *why, const sg_chonly_stored_t *rows, size_t n) {
+  ingest_t *in = arg;
+  if (status != 0) {
+    warn_transient(in->batch.n, why && why[0] ? why : sg_strerror(status));
+    fail(in, SG_INGEST_UNAVAILABLE, "ClickHouse is unavailable; the trace was not edited, retry later", 2);
+    return;
+  }
+  sg_chonly_stamp(in->batch.spans, in->batch.n, in->who.has_user ? in->who.user_id : NULL);
+  for (size_t i = 0; i < in->batch.n; i++) {
+    sg_span_t *s = &in->batch.spans[i];
+    const sg_chonly_stored_t *best = NULL;
+    for (size_t k = 0; k < n; k++) /* a span under two keys: the one written last */
+      if (!memcmp(rows[k].span_id, s->span_id, 16) && (!best || rows[k].row.version > best->row.version))
+        best = &rows[k];
+    if (!best) continue;
+    s->created_at_us = best->row.created_at_us;
+    const sg_ch_text_t *cb = &best->row.created_by_id;
+    s->has_created_by = cb->p && sg_id_parse(cb->p, cb->n, s->created_by_id) == 0;
+    if (s->version <= best->row.version) s->version = s->updated_at_us = best->row.version + 1;
+  }
+  ch_only_spool(in);
+}
+
+/* An edit's look-up of the trace's stored rows. */
+static void edit_lookup(ingest_t *in) {
+  sg_worker_t *w = in->w;
+  sg_ch_version_t ver;
+  int rc = sg_chsink_read_version(w->chsink, &ver)
+               ? sg_chonly_trace(w->ch, &ver, w->cfg->clickhouse_database, (long)w->cfg->clickhouse_timeout_ms,
+                                 in->who.project_id, in->batch.spans[0].trace_id, edit_stored_cb, in)
+               : SG_EUNAVAIL;
+  if (rc != 0) edit_stored_cb(in, rc, rc == SG_EUNAVAIL ? "ClickHouse has not been reached since start" : NULL, NULL, 0);
+}
+
+/* An edit first waits, as the project's reads and deletes do (up to
+ * clickhouse_only_read_wait_ms), until no span of the project acknowledged
+ * before it is still in a spool: a look-up that missed a span would give
+ * its edit the span's new start_time as created_at, a second sorting key,
+ * and reads would show the span twice. */
+#define EDIT_POLL_MS 5
+
+typedef struct {
+  uv_timer_t timer;
+  ingest_t *in;
+  int64_t start_us;
+  uint64_t deadline;
+} edit_wait_t;
+
+static void edit_wait_closed(uv_handle_t *h) { free(h->data); }
+
+static void edit_wait_tick(uv_timer_t *t) {
+  edit_wait_t *ew = t->data;
+  ingest_t *in = ew->in;
+  int pending = sg_chsink_pending_before(in->who.project_id, ew->start_us);
+  if (pending && uv_now(t->loop) < ew->deadline) return;
+  uv_timer_stop(t);
+  uv_close((uv_handle_t *)t, edit_wait_closed);
+  if (!pending) {
+    edit_lookup(in);
+    return;
+  }
+  fail(in, SG_INGEST_UNAVAILABLE, "spans acknowledged before the edit are still on their way to ClickHouse; "
+                                  "the trace was not edited, retry later", 1);
+}
+
+static void ch_only(ingest_t *in) {
+  sg_worker_t *w = in->w;
+  in->ch_only = 1;
+  sg_chonly_record(w->pg, in->who.project_id);
+  if (in->rq.edit) {
+    int64_t start = sg_chonly_clock();
+    if (!sg_chsink_pending_before(in->who.project_id, start)) {
+      edit_lookup(in);
+      return;
+    }
+    edit_wait_t *ew = calloc(1, sizeof *ew);
+    if (!ew) {
+      fail(in, SG_INGEST_UNAVAILABLE, "out of memory", 1);
+      return;
+    }
+    ew->in = in;
+    ew->start_us = start;
+    uv_timer_init(&w->loop, &ew->timer);
+    ew->timer.data = ew;
+    ew->deadline = uv_now(&w->loop) + (uint64_t)w->cfg->clickhouse_only_read_wait_ms;
+    uv_timer_start(&ew->timer, edit_wait_tick, EDIT_POLL_MS, EDIT_POLL_MS);
+    return;
+  }
+  sg_chonly_stamp(in->batch.spans, in->batch.n, in->who.has_user ? in->who.user_id : NULL);
+  ch_only_spool(in);
 }
 
 /* One warning a second per worker at most: an outage fails every request. */
@@ -241,6 +424,12 @@ void sg_ingest_submit(sg_worker_t *w, const sg_principal_t *who, const sg_ingest
   if (in->batch.n == 0) { /* nothing storable: done now */
     atomic_fetch_add(&sg_metrics.spans_rejected, in->batch.rejected);
     stored_ok(in);
+    return;
+  }
+  int pg = 1;
+  if (w->chsink) sg_lua_route_postgres(w->lua, in->who.project_id, &pg); /* errors: logged, PostgreSQL */
+  if (!pg) {
+    ch_only(in);
     return;
   }
   rc = sg_pgsink_submit_as(w->sink, in->who.project_id, in->who.has_user ? in->who.user_id : NULL,

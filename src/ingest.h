@@ -1,14 +1,19 @@
 /* ingest.h - the ingest pipeline of one batch of spans, whatever carried it:
  *   decompress -> decode -> transform.lua -> group commit into PostgreSQL
- *   -> routing.lua + ttl.lua -> ClickHouse spool (+ fsync) -> result.
+ *   -> routing.lua + ttl.lua -> ClickHouse spool (+ fsync) -> result;
+ * for a project cut over to ClickHouse only (routing.lua M.postgres false):
+ *   ... -> transform.lua -> the gateway's created_at / version (chonly.h)
+ *   -> ttl.lua -> ClickHouse spool (+ fsync) -> result.
  *
  * A transport (ingest_http.c for OTLP/HTTP and native JSON; OTLP/gRPC can
  * be another) authenticates the caller (sg_auth_check on the credential it
  * carries), hands the body over with sg_ingest_submit() and turns the
  * result into its own answer. The result comes only after the spans are
  * committed and, when they go to ClickHouse too, after their spool rows are
- * durable: a transport that acknowledges on SG_INGEST_OK acknowledges
- * nothing that is not stored.
+ * durable (for a ClickHouse-only project: after the spool rows are durable;
+ * a full spool then answers SG_INGEST_UNAVAILABLE instead of recording a
+ * gap): a transport that acknowledges on SG_INGEST_OK acknowledges nothing
+ * that is not stored.
  *
  * Runs on the worker's loop thread.
  */
@@ -74,6 +79,11 @@ typedef struct {
    * why[0..cap) fails the request as SG_INGEST_BAD_INPUT with it. The
    * batch's rejected / reject_msg tell the spans the decoder refused. */
   int (*check)(void *arg, const sg_span_batch_t *batch, char *why, size_t cap);
+  /* 1: an edit of one trace (PUT). For a ClickHouse-only project the
+   * trace's stored rows are read from ClickHouse first, so that each span
+   * already there keeps its created_at (its sorting key) and gets a version
+   * above the stored one (chonly.h); 0: plain ingest. */
+  int edit;
   sg_ingest_done_cb done;
   void *arg;
 } sg_ingest_req_t;

@@ -559,7 +559,7 @@ void sg__lua_inject_gw_api(lua_State *L, sg_lua_rt_t *rt, const sg_config_t *cfg
   lua_setfield(L, -2, "config");
   static const char *const pg_fns[] = {"query", "query_raw", NULL};
   static const char *const ch_fns[] = {"query", "insert", "insert_spans", "span_batch", NULL};
-  static const char *const hook_fns[] = {"clickhouse", NULL};
+  static const char *const hook_fns[] = {"clickhouse", "postgres", NULL};
   job_only_api(L, "pg", pg_fns);
   job_only_api(L, "ch", ch_fns);
   job_only_api(L, "hooks", hook_fns);

@@ -63,9 +63,11 @@ typedef struct {
 } sg_lua_metric_t;
 #define SG_LUA_SLOT_NEW (-100)
 
+/* A project's cached routing answers: ch (M.clickhouse) and pg (M.postgres)
+ * are 0 until asked, then 1 for false and 2 for true. */
 typedef struct {
   uint8_t id[16];
-  int8_t used, on;
+  int8_t used, ch, pg;
 } sg_lua_route_ent_t;
 
 struct sg_lua_rt_s {
@@ -75,7 +77,7 @@ struct sg_lua_rt_s {
   int reject_on_error;
   int use_clickhouse;
   int hooks;
-  int ref_transform, ref_clickhouse, ref_read_backend, ref_retention, ref_traceback;
+  int ref_transform, ref_clickhouse, ref_postgres, ref_read_backend, ref_retention, ref_traceback;
   int ref_ctx, ref_ctx_data;      /* the transform's ctx and its backing table */
   int ref_mk_i64, ref_i64_str;    /* FFI helpers: pointer -> int64 cdata, cdata -> string */
   int ref_mt_span, ref_mt_json, ref_mt_json_gc, ref_mt_array, ref_mt_object;

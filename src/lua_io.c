@@ -38,11 +38,26 @@ static int l_hook_clickhouse(lua_State *L) {
   return 1;
 }
 
+/* gw.hooks.postgres(project_id) -> routing.lua's M.postgres for the project
+ * (false: ClickHouse-only; true without the hook). */
+static int l_hook_postgres(lua_State *L) {
+  sg_lua_io_t *io = SG_LUA_IO(L);
+  size_t n;
+  const char *pid = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &n) : NULL;
+  uint8_t project[16];
+  if (pid == NULL || sg_id_parse(pid, n, project) != 0)
+    return luaL_error(L, "gw.hooks.postgres: bad argument #1 (project id expected)");
+  int on = 1;
+  if (io->hooks) sg_lua_route_postgres(io->hooks, project, &on);
+  lua_pushboolean(L, on);
+  return 1;
+}
+
 /* ---- injection -------------------------------------------------------------------------------- */
 
 void sg_lua_io_inject(lua_State *L, void *ud) {
   sg_lua_io_t *io = ud;
-  static const luaL_Reg fns[] = {{"hook_clickhouse", l_hook_clickhouse}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"hook_clickhouse", l_hook_clickhouse}, {"hook_postgres", l_hook_postgres}, {NULL, NULL}};
   int gw = lua_gettop(L);                       /* gw */
   if (luaL_loadbuffer(L, gw_io_lua, sizeof gw_io_lua, "=gw_io.lua") != 0)
     lua_error(L);                               /* a build that embedded a broken file */

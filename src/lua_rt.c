@@ -196,7 +196,8 @@ sg_lua_rt_t *sg_lua_rt_new_opts(const sg_config_t *cfg, const sg_lua_rt_opts_t *
     sg_buf_puts(err, "out of memory");
     return NULL;
   }
-  rt->ref_transform = rt->ref_clickhouse = rt->ref_read_backend = rt->ref_retention = LUA_NOREF;
+  rt->ref_transform = rt->ref_clickhouse = rt->ref_postgres = rt->ref_read_backend = rt->ref_retention =
+      LUA_NOREF;
   rt->budget = cfg->script_budget > 0 && cfg->script_budget < 2000000000 ? (int)cfg->script_budget
                                                                            : 1000000;
   rt->reject_on_error = cfg->on_script_error && strcmp(cfg->on_script_error, "reject") == 0;
@@ -261,6 +262,7 @@ sg_lua_rt_t *sg_lua_rt_new_opts(const sg_config_t *cfg, const sg_lua_rt_opts_t *
   } hooks[] = {
       {"transform", "span", SG_LUA_HOOK_TRANSFORM, offsetof(sg_lua_rt_t, ref_transform)},
       {"routing", "clickhouse", SG_LUA_HOOK_CLICKHOUSE, offsetof(sg_lua_rt_t, ref_clickhouse)},
+      {"routing", "postgres", SG_LUA_HOOK_POSTGRES, offsetof(sg_lua_rt_t, ref_postgres)},
       {"routing", "read_backend", SG_LUA_HOOK_READ_BACKEND, offsetof(sg_lua_rt_t, ref_read_backend)},
       {"ttl", "retention_days", SG_LUA_HOOK_RETENTION, offsetof(sg_lua_rt_t, ref_retention)},
   };
@@ -631,7 +633,11 @@ static sg_lua_route_ent_t *route_find(sg_lua_rt_t *rt, const uint8_t id[16]) {
   }
 }
 
-static void route_put(sg_lua_rt_t *rt, const uint8_t id[16], int on) {
+/* The project's entry, added (with nothing cached) when missing; NULL when
+ * out of memory (the answer is then not cached: asked again next time). */
+static sg_lua_route_ent_t *route_slot(sg_lua_rt_t *rt, const uint8_t id[16]) {
+  sg_lua_route_ent_t *e = route_find(rt, id);
+  if (e) return e;
   if ((rt->nroutes + 1) * 2 > rt->caproutes) {
     size_t cap = rt->caproutes ? rt->caproutes * 2 : 64;
     if (cap > (1u << 20)) { /* a bounded cache: start over */
@@ -639,7 +645,7 @@ static void route_put(sg_lua_rt_t *rt, const uint8_t id[16], int on) {
       rt->nroutes = 0;
     } else {
       sg_lua_route_ent_t *n = calloc(cap, sizeof *n);
-      if (n == NULL) return; /* not cached: asked again next time */
+      if (n == NULL) return NULL;
       for (size_t i = 0; i < rt->caproutes; i++) {
         if (!rt->routes[i].used) continue;
         size_t h = route_hash(rt->routes[i].id) & (cap - 1);
@@ -653,10 +659,12 @@ static void route_put(sg_lua_rt_t *rt, const uint8_t id[16], int on) {
   }
   size_t m = rt->caproutes - 1, h = route_hash(id) & m;
   while (rt->routes[h].used) h = (h + 1) & m;
-  memcpy(rt->routes[h].id, id, 16);
-  rt->routes[h].used = 1;
-  rt->routes[h].on = (int8_t)on;
+  e = &rt->routes[h];
+  memset(e, 0, sizeof *e);
+  memcpy(e->id, id, 16);
+  e->used = 1;
   rt->nroutes++;
+  return e;
 }
 
 /* Call a hook whose function ref is fn with the arguments already pushed
@@ -676,8 +684,8 @@ int sg_lua_route_clickhouse(sg_lua_rt_t *rt, const uint8_t project_id[16], int *
   *on = 1;
   if (!(rt->hooks & SG_LUA_HOOK_CLICKHOUSE)) return 0;
   sg_lua_route_ent_t *e = route_find(rt, project_id);
-  if (e) {
-    *on = e->on;
+  if (e && e->ch) {
+    *on = e->ch == 2;
     return 0;
   }
   lua_State *L = rt->L;
@@ -699,7 +707,49 @@ int sg_lua_route_clickhouse(sg_lua_rt_t *rt, const uint8_t project_id[16], int *
     ret = SG_ESCRIPT; /* default (on), not cached: asked again next time */
   } else {
     *on = lua_toboolean(L, -1);
-    route_put(rt, project_id, *on);
+    if ((e = route_slot(rt, project_id)) != NULL) e->ch = *on ? 2 : 1;
+  }
+  call_done(rt, top);
+  return ret;
+}
+
+int sg_lua_route_postgres(sg_lua_rt_t *rt, const uint8_t project_id[16], int *on) {
+  *on = 1;
+  if (!rt->use_clickhouse || !(rt->hooks & SG_LUA_HOOK_POSTGRES)) return 0;
+  sg_lua_route_ent_t *e = route_find(rt, project_id);
+  if (e && e->pg) {
+    *on = e->pg == 2;
+    return 0;
+  }
+  /* Off PostgreSQL only into ClickHouse: a project M.clickhouse keeps out
+   * (or cannot answer for) stays on PostgreSQL, whatever M.postgres says. */
+  int ch = 0;
+  if (sg_lua_route_clickhouse(rt, project_id, &ch) != 0) return SG_ESCRIPT;
+  lua_State *L = rt->L;
+  int top = lua_gettop(L), ret = 0;
+  char pid[37];
+  sg_uuid_format(project_id, pid);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_traceback); /* tb */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_postgres);  /* tb, f */
+  lua_pushlstring(L, pid, 36);                          /* tb, f, pid */
+  int rc = call_hook(rt, top + 1, 1);                   /* tb, result | msg */
+  if (rc == 0 && !lua_isboolean(L, -1)) {
+    lua_pushfstring(L, "M.postgres must return a boolean (got %s)", luaL_typename(L, -1));
+    rc = LUA_ERRRUN;
+  }
+  if (rc == 0 && !lua_toboolean(L, -1) && !ch) {
+    lua_pushstring(L, "M.postgres says false but M.clickhouse keeps the project out of ClickHouse: "
+                      "its spans stay on PostgreSQL");
+    rc = LUA_ERRRUN;
+  }
+  char detail[64];
+  snprintf(detail, sizeof detail, " for project %s", pid);
+  if (rc) {
+    hook_failed(rt, "routing.lua M.postgres", detail, NULL);
+    ret = SG_ESCRIPT; /* default (PostgreSQL), not cached: asked again next time */
+  } else {
+    *on = lua_toboolean(L, -1);
+    if ((e = route_slot(rt, project_id)) != NULL) e->pg = *on ? 2 : 1;
   }
   call_done(rt, top);
   return ret;

@@ -10,10 +10,11 @@
  * Scripts (in cfg->scripts):
  *   transform.lua  M.span(span, ctx) -> span | nil (drop) | {span, ...}
  *   routing.lua    M.clickhouse(project_id) -> boolean
+ *                  M.postgres(project_id) -> boolean
  *                  M.read_backend(query, project_id, endpoint) -> "postgres" | "clickhouse"
  *   ttl.lua        M.retention_days(project_id, span) -> days | nil (forever)
  * A missing file, or a hook the module does not define, means the default:
- * transform keeps the span as it is, clickhouse is true, read_backend is
+ * transform keeps the span as it is, clickhouse and postgres are true, read_backend is
  * "postgres", retention_days is nil. A file that exists must load: a syntax
  * error, a runtime error in the chunk, a chunk that does not return a table,
  * or a hook that is not a function fails sg_lua_rt_new() with
@@ -64,6 +65,7 @@ void sg_lua_rt_free(sg_lua_rt_t *rt);
 #define SG_LUA_HOOK_CLICKHOUSE 2
 #define SG_LUA_HOOK_READ_BACKEND 4
 #define SG_LUA_HOOK_RETENTION 8
+#define SG_LUA_HOOK_POSTGRES 16
 int sg_lua_rt_hooks(const sg_lua_rt_t *rt);
 
 /* Run transform.lua over every span of b, in order. A span the hook returns
@@ -98,6 +100,14 @@ int sg_lua_transform(sg_lua_rt_t *rt, const uint8_t project_id[16], sg_span_batc
  * life of the runtime. On a hook error: SG_ESCRIPT and *on = 1 (the
  * default). */
 int sg_lua_route_clickhouse(sg_lua_rt_t *rt, const uint8_t project_id[16], int *on);
+
+/* Are project_id's spans written to PostgreSQL? 0 only for a project cut
+ * over to ClickHouse (docs/cutover.md): use_clickhouse on, M.clickhouse
+ * true and M.postgres false. The hook's answer is cached per project for
+ * the life of the runtime. On a hook error, or when M.postgres says false
+ * for a project M.clickhouse keeps out of ClickHouse (the spans would go
+ * nowhere): SG_ESCRIPT and *on = 1, not cached. */
+int sg_lua_route_postgres(sg_lua_rt_t *rt, const uint8_t project_id[16], int *on);
 
 #define SG_READ_POSTGRES 0
 #define SG_READ_CLICKHOUSE 1

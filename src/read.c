@@ -14,7 +14,11 @@
  * freshness rule, "backend choice" below); otherwise, or when ClickHouse
  * cannot answer, PostgreSQL does. The answer says which in
  * X-Spangate-Read-Backend (and why not ClickHouse in
- * X-Spangate-Read-Fallback).
+ * X-Spangate-Read-Fallback). A ClickHouse-only project (routing.lua
+ * M.postgres false) has no spans in PostgreSQL: its reads always go to
+ * ClickHouse, after waiting (up to clickhouse_only_read_wait_ms) for the
+ * spans acknowledged before the read to get there, and answer 503 when
+ * they do not or ClickHouse cannot answer.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -51,6 +55,7 @@ typedef struct {
   int backend;           /* SG_READ_POSTGRES / SG_READ_CLICKHOUSE */
   char fallback[160];    /* why PostgreSQL answers a read routed to ClickHouse */
   int64_t start_us;      /* when the read began (the freshness rule) */
+  int ch_only;           /* a ClickHouse-only project: never PostgreSQL */
 } rd_t;
 
 static void rd_free(rd_t *r) {
@@ -409,9 +414,23 @@ static void run_postgres(rd_t *r) {
   }
 }
 
+/* A ClickHouse-only project's read ClickHouse cannot serve now: 503, the
+ * reason for the client (PostgreSQL does not have the spans). */
+static void ch_only_unavailable(rd_t *r, const char *why, int retry_s) {
+  char msg[256], h[32];
+  r->backend = SG_READ_CLICKHOUSE;
+  snprintf(msg, sizeof msg, "%s; the project is ClickHouse-only, retry later", why);
+  snprintf(h, sizeof h, "Retry-After: %d\r\n", retry_s);
+  rd_fail(r, 503, msg, h);
+}
+
 /* ClickHouse was chosen but PostgreSQL answers: said in the headers and,
  * when ClickHouse failed, in the log. */
 static void pg_instead(rd_t *r, const char *why) {
+  if (r->ch_only) { /* never PostgreSQL: it does not have the spans */
+    ch_only_unavailable(r, why, 2);
+    return;
+  }
   snprintf(r->fallback, sizeof r->fallback, "%s", why);
   for (char *c = r->fallback; *c; c++)
     if (*c == '\r' || *c == '\n' || (unsigned char)*c < 0x20) *c = ' ';
@@ -420,6 +439,12 @@ static void pg_instead(rd_t *r, const char *why) {
 
 static void ch_done(void *arg, const sg_rch_result_t *res) {
   rd_t *r = arg;
+  if (res->status == 0 && r->ch_only) {
+    sg_warn("read", "ClickHouse could not answer a read of a ClickHouse-only project, answered 503: %s",
+            res->why ? res->why : "?");
+    ch_only_unavailable(r, "ClickHouse could not answer", 2);
+    return;
+  }
   if (res->status == 0) {
     sg_warn("read", "ClickHouse could not answer, PostgreSQL does: %s", res->why ? res->why : "?");
     pg_instead(r, "ClickHouse could not answer");
@@ -488,9 +513,76 @@ static void gap_cb(void *arg, PGresult *res, int err, const char *errmsg) {
   else run_clickhouse(r);
 }
 
+/* ---- ClickHouse-only projects ------------------------------------------------------
+ *
+ * PostgreSQL has none of their spans after the cut-over, so "never silently
+ * stale" means waiting: the read polls the table of undelivered rows
+ * (chpending.h) every FRESH_POLL_MS until no row of the project appended
+ * before the read began is left, then reads ClickHouse; after
+ * clickhouse_only_read_wait_ms it answers 503 with Retry-After. No gap can
+ * be recorded for such a project (a full spool refuses its spans instead),
+ * so spangate_ch_gaps is not consulted: gaps from before the cut-over are
+ * repaired before it (docs/cutover.md). */
+
+#define FRESH_POLL_MS 5
+
+typedef struct {
+  uv_timer_t timer;
+  rd_t *r;
+  uint64_t deadline;
+} fresh_wait_t;
+
+static void fresh_closed(uv_handle_t *h) { free(h->data); }
+
+static void fresh_tick(uv_timer_t *t) {
+  fresh_wait_t *fw = t->data;
+  rd_t *r = fw->r;
+  int pending = sg_chpending_before(r->who.project_id, r->start_us);
+  if (pending && uv_now(t->loop) < fw->deadline) return;
+  uv_timer_stop(t);
+  uv_close((uv_handle_t *)t, fresh_closed);
+  if (!pending) {
+    run_clickhouse(r);
+    return;
+  }
+  sg_warn("read", "a read of a ClickHouse-only project waited %lld ms for spans acknowledged before it to "
+                  "reach ClickHouse; answered 503", r->w->cfg->clickhouse_only_read_wait_ms);
+  ch_only_unavailable(r, "spans acknowledged before the read are still on their way to ClickHouse", 1);
+}
+
+static void route_ch_only(rd_t *r) {
+  r->ch_only = 1;
+  r->backend = SG_READ_CLICKHOUSE;
+  sg_ch_version_t ver;
+  if (!sg_chsink_read_version(r->w->chsink, &ver)) {
+    ch_only_unavailable(r, "ClickHouse has not been reached since the gateway started", 5);
+    return;
+  }
+  if (!sg_chpending_before(r->who.project_id, r->start_us)) {
+    run_clickhouse(r);
+    return;
+  }
+  fresh_wait_t *fw = calloc(1, sizeof *fw);
+  if (!fw) {
+    ch_only_unavailable(r, "out of memory", 1);
+    return;
+  }
+  fw->r = r;
+  uv_timer_init(&r->w->loop, &fw->timer);
+  fw->timer.data = fw;
+  fw->deadline = uv_now(&r->w->loop) + (uint64_t)r->w->cfg->clickhouse_only_read_wait_ms;
+  uv_timer_start(&fw->timer, fresh_tick, FRESH_POLL_MS, FRESH_POLL_MS);
+}
+
 static void route(rd_t *r) {
   r->start_us = wall_us();
   r->routed = 1;
+  int pg = 1;
+  if (r->w->chsink) sg_lua_route_postgres(r->w->lua, r->who.project_id, &pg); /* errors: logged, PostgreSQL */
+  if (!pg) {
+    route_ch_only(r);
+    return;
+  }
   if (lua_backend(r) != SG_READ_CLICKHOUSE) {
     run_postgres(r);
     return;

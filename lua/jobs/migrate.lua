@@ -355,9 +355,15 @@ end
 if not opts.dry_run then store.ensure_checkpoints() end
 if not opts.dry_run and not opts.no_index then store.ensure_keyset_index() end
 
-local projects, unrouted = store.select_projects(opts.project)
+local projects, unrouted, ch_only = store.select_projects(opts.project, true)
 for _, p in ipairs(unrouted) do
   gw.log.info("project %s: routing.lua keeps it out of ClickHouse; skipped", p)
+end
+-- Its spans since the cut-over are in ClickHouse only: a copy would find
+-- them "missing in PostgreSQL" and remove them (docs/cutover.md).
+for _, o in ipairs(ch_only) do
+  gw.log.info("project %s: ClickHouse-only%s; skipped (PostgreSQL is not its reference)", o.project,
+    o.since and (" since " .. o.since) or " (routing.lua)")
 end
 
 -- statistics of both stores, PostgreSQL's per project in parallel
@@ -449,6 +455,9 @@ io.stdout:write(format("migrate: %s spans copied in %.2f s (%.0f spans/s); %d ra
   plan.fmt_count(total.rows), el, total.rows / math.max(el, 1e-3), #todo - #failed, #ranges - #todo,
   total.orphans, #repaired,
   nodes.skipped and "skipped" or (plan.fmt_count(nodes.copied) .. " copied")))
+for _, o in ipairs(ch_only) do
+  io.stdout:write(format("skipped: project %s is ClickHouse-only%s\n", o.project, o.since and (" since " .. o.since) or ""))
+end
 for _, r in ipairs(failed) do
   io.stdout:write(format("DIFFERS: project %s day %s: PostgreSQL %d spans, ClickHouse %d (live ingest into this range? run again)\n",
     r.project, plan.day_text(r.day), r.pg_n, r.ch_n))

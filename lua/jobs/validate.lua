@@ -40,7 +40,9 @@ end
 local DB = store.ch_db()
 local t0 = gw.now()
 
-local projects = store.select_projects(opts.project)
+-- ClickHouse-only projects (docs/cutover.md) have no PostgreSQL rows to
+-- compare with after their cut-over: listed as skipped, never a failure.
+local projects, _, ch_only = store.select_projects(opts.project, true)
 
 -- counts and checksums, PostgreSQL per project in parallel with ClickHouse
 local pg = {}
@@ -226,7 +228,8 @@ local elapsed = (gw.now() - t0) / 1e6
 
 if opts.json then
   local out = {ok = ok, seconds = elapsed, projects = gw.array(projects), ranges = gw.array(),
-    sample = {compared = sampled, missing = missing, mismatches = gw.array()}}
+    sample = {compared = sampled, missing = missing, mismatches = gw.array()}, clickhouse_only = gw.array()}
+  for _, o in ipairs(ch_only) do table.insert(out.clickhouse_only, {project = o.project, since = o.since}) end
   for _, r in ipairs(ranges) do
     table.insert(out.ranges, {project = r.project, day = plan.day_text(r.day), postgres = r.pg_n,
       clickhouse = r.ch_n, postgres_checksum = r.pg_sum, clickhouse_checksum = r.ch_sum, status = r.status})
@@ -252,6 +255,10 @@ else
   for _, r in ipairs(bad_ranges) do
     io.stdout:write(format("DIFFERS: project %s day %s: %s (PostgreSQL %d, ClickHouse %d)\n",
       r.project, plan.day_text(r.day), r.status:lower(), r.pg_n, r.ch_n))
+  end
+  for _, o in ipairs(ch_only) do
+    io.stdout:write(format("skipped: project %s is ClickHouse-only%s (nothing in PostgreSQL to compare with)\n",
+      o.project, o.since and (" since " .. o.since) or ""))
   end
   io.stdout:write(format("validate: %s (%d projects, %d project-days, %.2f s)\n",
     ok and "ClickHouse matches PostgreSQL" or "ClickHouse DIFFERS from PostgreSQL", #projects, #ranges, elapsed))

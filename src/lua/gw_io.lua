@@ -96,5 +96,5 @@ gw.wait = function(...)
   return true
 end
 
-gw.hooks = { clickhouse = raw.hook_clickhouse }
+gw.hooks = { clickhouse = raw.hook_clickhouse, postgres = raw.hook_postgres }
 gw.stdout_isatty = raw.isatty

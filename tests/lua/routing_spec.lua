@@ -75,4 +75,22 @@ describe("routing.lua", function()
       assert.are.equal("clickhouse", M.read_backend({ endpoint = e }, P1, e))
     end
   end)
+  it("keeps every project on PostgreSQL unless clickhouse_only_projects names it", function()
+    local M = routing({})
+    assert.is_true(M.postgres(P1))
+    M = routing({ clickhouse_only_projects = { "01934B7E123470008000000000000001" } })
+    assert.is_false(M.postgres(P1))
+    assert.is_true(M.postgres(P2))
+  end)
+
+  it("reads a ClickHouse-only project from ClickHouse whatever read_backend says", function()
+    local M = routing({ read_backend = "postgres", clickhouse_only_projects = { P1 } })
+    for _, e in ipairs({ "trace", "query", "analytics" }) do
+      assert.are.equal("clickhouse", M.read_backend({ endpoint = e }, P1, e))
+      assert.are.equal("postgres", M.read_backend({ endpoint = e }, P2, e))
+    end
+    -- a project kept out of ClickHouse is not ClickHouse-only (the gateway keeps it on PostgreSQL)
+    M = routing({ clickhouse_only_projects = { P1 }, clickhouse_projects_deny = { P1 } })
+    assert.are.equal("postgres", M.read_backend({}, P1, "trace"))
+  end)
 end)

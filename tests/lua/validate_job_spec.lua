@@ -37,26 +37,28 @@ end
 
 -- Runs validate.lua with args over the spans; ch_of(row, n) -> the
 -- ClickHouse row (a copy, changed or nil) the n-th time the row is looked
--- up. cluster: gw.ch.server says a cluster. Returns the exit status, the
--- ClickHouse sample statements, the keys each looked up, stdout, and the
--- ms slept.
-local function run(args, spans, by_key, ch_of, cluster)
+-- up. cluster: gw.ch.server says a cluster. ch_only: a project routing.lua
+-- says is ClickHouse-only. Returns the exit status, the ClickHouse sample
+-- statements, the keys each looked up, stdout, and the ms slept.
+local function run(args, spans, by_key, ch_of, cluster, ch_only)
   local statements, looked_up, out, times, slept = {}, {}, {}, {}, 0
   local gw = H.fake_gw({})
   gw.sleep = function(ms) slept = slept + ms end
   gw.now = function() return 0 end
   gw.spawn = function(fn, ...) fn(...) return {} end
   gw.wait = function() return true end
-  gw.hooks = {clickhouse = function() return true end}
+  gw.hooks = {clickhouse = function() return true end, postgres = function(p) return p ~= ch_only end}
   gw.json = {decode = function(s) return s end}
   gw.totable = function(v) return v end
   gw.pg = {query = function(sql, ...)
     local a = {...}
     if sql:match("ORDER BY random%(%)") then
-      local keys = {}
-      for i = 1, math.min(#spans, tonumber(a[4])) do
-        local r = spans[i]
-        keys[i] = {p = r.project_id, t = r.trace_id, s = r.span_id}
+      local keys, wanted = {}, {}
+      for _, p in ipairs(array_param(a[1])) do wanted[p] = true end
+      for _, r in ipairs(spans) do
+        if #keys == tonumber(a[4]) then break end
+        -- (the other cases ask for projects' keys without minding which: only this one needs the filter)
+        if wanted[r.project_id] or not ch_only then keys[#keys + 1] = {p = r.project_id, t = r.trace_id, s = r.span_id} end
       end
       return keys
     elseif sql:match("unnest%(") then
@@ -143,6 +145,15 @@ describe("validate's sample", function()
     assert.matches("sample: 5000 spans compared field by field, 2 differ %(1 missing in ClickHouse%)", out)
     assert.matches("DIFFERS: project %S+ span " .. changed.trace_id:gsub("%-", "%%-") .. "/%S+: span_name", out)
     assert.matches("span " .. gone.trace_id:gsub("%-", "%%-") .. "/%S+: %(missing in ClickHouse%)", out)
+  end)
+
+  it("leaves a ClickHouse-only project out and says so", function()
+    local status, _, looked_up, out = run(args, spans, by_key, function() return nil end, false, PROJECTS[2])
+    -- every span of the other two projects is missing in ClickHouse: found; PROJECTS[2]'s never looked at
+    assert.equal(1, status, out)
+    assert.matches("skipped: project " .. PROJECTS[2]:gsub("%-", "%%-") .. " is ClickHouse%-only", out)
+    for _, k in ipairs(looked_up) do assert.is_nil(k:find(PROJECTS[2], 1, true), k) end
+    assert.is_true(#looked_up > 0)
   end)
 end)
 

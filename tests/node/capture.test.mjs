@@ -100,7 +100,7 @@ test('SQL inserts, upserts, updates and a hard delete of a trace reach ClickHous
   await pgQuery(db.uri, `CREATE TABLE nodes (project_id uuid NOT NULL, created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz, node_id uuid NOT NULL, tree_id uuid, root_id uuid, node_name varchar, data jsonb,
     PRIMARY KEY (project_id, node_id))`);
-  const gw = await startGateway({ db, clickhouse: true, conf: captureConf(db, ['capture_max_retained_wal = "1KiB"']) });
+  const gw = await startGateway({ db, clickhouse: true, conf: captureConf(db, ['capture_max_retained_wal = "1B"']) });
   try {
     await waitState(gw, 'streaming');
     const big = 'x'.repeat(10) + Array.from({ length: 400 }, (_, i) => `${i * 7919 % 10007}`).join('-'); // stored out of line
@@ -179,6 +179,8 @@ test('SQL inserts, upserts, updates and a hard delete of a trace reach ClickHous
     assert.match(m, /spangate_capture_changes_total\{op="update"\} [3-9]\n/);
     assert.match(m, /spangate_capture_state 2\n/);
     // the slot holds back more than capture_max_retained_wal: warned, with the way out
+    // (1 byte: an idle slot's restart_lsn can come within 1 KiB of the
+    // server's position, so a larger limit is not always passed)
     assert.ok(await until(() => new RegExp(`replication slot '${db.name}' holds back [0-9.]+ MiB of WAL .*` +
       `SELECT pg_drop_replication_slot\\('${db.name}'\\)`).test(gw.log), 10000), gw.log);
     assert.deepEqual(gw.errorLines(), []);

@@ -759,7 +759,8 @@ static void test_shipped_transform(void **state) {
   (void)state;
   sg_config_t cfg;
   sg_lua_rt_t *rt = shipped(&cfg);
-  assert_int_equal(sg_lua_rt_hooks(rt), 15);
+  assert_int_equal(sg_lua_rt_hooks(rt), SG_LUA_HOOK_TRANSFORM | SG_LUA_HOOK_CLICKHOUSE | SG_LUA_HOOK_POSTGRES |
+                                          SG_LUA_HOOK_READ_BACKEND | SG_LUA_HOOK_RETENTION);
   sg_span_batch_t b;
   sg_span_batch_init(&b);
   json_t *res = json_loads(RESOURCE, 0, NULL);
@@ -1066,6 +1067,75 @@ static void test_shipped_routing_ttl(void **state) {
   sg_buf_free(&err);
 }
 
+/* M.postgres: the shipped default reads clickhouse_only_projects; a project
+ * is off PostgreSQL only when it goes to ClickHouse; errors keep it on
+ * PostgreSQL and are not cached; answers are cached. */
+static void test_route_postgres(void **state) {
+  (void)state;
+  uint8_t other[16] = {0xaa};
+  sg_config_t cfg = cfg_for("lua");
+  cfg.use_clickhouse = 1;
+  free_list(&cfg.clickhouse_only_projects);
+  cfg.clickhouse_only_projects = list_of("01934B7E123470008000000000000001", NULL);
+  sg_buf_t err = SG_BUF_INIT;
+  sg_lua_rt_t *rt = sg_lua_rt_new(&cfg, &err);
+  if (!rt) fail_msg("%s", err.data);
+  assert_true(sg_lua_rt_hooks(rt) & SG_LUA_HOOK_POSTGRES);
+  int on = 7, be = 7;
+  assert_int_equal(sg_lua_route_postgres(rt, PROJECT, &on), 0);
+  assert_int_equal(on, 0);
+  assert_int_equal(sg_lua_route_postgres(rt, other, &on), 0);
+  assert_int_equal(on, 1);
+  /* its reads come from ClickHouse whatever read_backend says in gateway.conf */
+  assert_int_equal(sg_lua_read_backend(rt, PROJECT, NULL, "trace", &be), 0);
+  assert_int_equal(be, SG_READ_CLICKHOUSE);
+  assert_int_equal(sg_lua_read_backend(rt, other, NULL, "trace", &be), 0);
+  assert_int_equal(be, SG_READ_POSTGRES);
+  sg_lua_rt_free(rt);
+  /* a project the deny list keeps out of ClickHouse stays on PostgreSQL (logged as an error) */
+  free_list(&cfg.clickhouse_projects_deny);
+  cfg.clickhouse_projects_deny = list_of("01934b7e-1234-7000-8000-000000000001", NULL);
+  rt = sg_lua_rt_new(&cfg, &err);
+  if (!rt) fail_msg("%s", err.data);
+  assert_int_equal(sg_lua_route_postgres(rt, PROJECT, &on), SG_ESCRIPT);
+  assert_int_equal(on, 1);
+  sg_lua_rt_free(rt);
+  /* use_clickhouse off: never asked */
+  cfg.use_clickhouse = 0;
+  rt = sg_lua_rt_new(&cfg, &err);
+  assert_int_equal(sg_lua_route_postgres(rt, PROJECT, &on), 0);
+  assert_int_equal(on, 1);
+  sg_lua_rt_free(rt);
+  sg_config_free(&cfg);
+
+  /* a hook of one's own: errors and non-booleans keep PostgreSQL and are asked again; answers are cached */
+  clear_dir();
+  write_file("routing.lua", "local n = 0\n"
+                            "return {postgres = function(p) n = n + 1\n"
+                            "  if n == 1 then error('boom') end\n"
+                            "  if n == 2 then return 'no' end\n"
+                            "  return false end}");
+  cfg = cfg_for(tmpdir);
+  cfg.use_clickhouse = 1;
+  rt = sg_lua_rt_new(&cfg, &err);
+  if (!rt) fail_msg("%s", err.data);
+  assert_int_equal(sg_lua_route_postgres(rt, PROJECT, &on), SG_ESCRIPT);
+  assert_int_equal(on, 1);
+  assert_int_equal(sg_lua_route_postgres(rt, PROJECT, &on), SG_ESCRIPT);
+  assert_int_equal(on, 1);
+  assert_int_equal(sg_lua_route_postgres(rt, PROJECT, &on), 0);
+  assert_int_equal(on, 0);
+  assert_int_equal(sg_lua_route_postgres(rt, PROJECT, &on), 0); /* cached: the hook would say false again */
+  assert_int_equal(on, 0);
+  sg_lua_stats_t st;
+  sg_lua_rt_stats(rt, &st);
+  assert_int_equal(st.errors, 2);
+  assert_int_equal(st.calls, 3); /* M.postgres three times; M.clickhouse is not defined (true) */
+  sg_lua_rt_free(rt);
+  sg_config_free(&cfg);
+  sg_buf_free(&err);
+}
+
 /* ---- the JSON dumper ------------------------------------------------------------- */
 
 static void test_dump_matches_jansson(void **state) {
@@ -1184,6 +1254,7 @@ int main(void) {
       cmocka_unit_test(test_normalize_builtin_errors),
       cmocka_unit_test(test_fanout_growth),
       cmocka_unit_test(test_shipped_routing_ttl),
+      cmocka_unit_test(test_route_postgres),
       cmocka_unit_test(test_dump_matches_jansson),
       cmocka_unit_test(test_nest_rules),
   };

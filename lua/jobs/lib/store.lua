@@ -147,9 +147,26 @@ function M.ch_projects()
   return out
 end
 
+-- ClickHouse-only projects the gateway recorded (docs/cutover.md): project
+-- -> since (ISO text), from spangate_ch_only when the table exists.
+function M.ch_only_recorded()
+  local out = {}
+  local t = gw.pg.query("SELECT to_regclass('spangate_ch_only') IS NOT NULL AS e")[1]
+  if not t or t.e ~= "t" then return out end
+  for _, r in ipairs(gw.pg.query([[SELECT project_id::text AS p,
+      to_char(since AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS s FROM spangate_ch_only]])) do
+    out[r.p] = r.s
+  end
+  return out
+end
+
 -- The projects a job looks at: --project, or every project either store has;
--- minus those routing.lua keeps out of ClickHouse (returned second).
-function M.select_projects(listed)
+-- minus those routing.lua keeps out of ClickHouse (returned second). With
+-- split_ch_only, ClickHouse-only projects (routing.lua's M.postgres false,
+-- or recorded in spangate_ch_only, which outlives a switch back to
+-- PostgreSQL) are left out too and returned third, as {project, since}:
+-- PostgreSQL is not their reference, so migrate and validate leave them alone.
+function M.select_projects(listed, split_ch_only)
   local set, list = {}, {}
   local function add(p) if not set[p] then set[p] = true; list[#list + 1] = p end end
   if listed and #listed > 0 then
@@ -159,11 +176,18 @@ function M.select_projects(listed)
     for _, p in ipairs(M.ch_projects()) do add(p) end
   end
   table.sort(list)
-  local on, off = {}, {}
+  local recorded = split_ch_only and M.ch_only_recorded() or {}
+  local on, off, only = {}, {}, {}
   for _, p in ipairs(list) do
-    if gw.hooks.clickhouse(p) then on[#on + 1] = p else off[#off + 1] = p end
+    if not gw.hooks.clickhouse(p) then
+      off[#off + 1] = p
+    elseif split_ch_only and (recorded[p] or not gw.hooks.postgres(p)) then
+      only[#only + 1] = {project = p, since = recorded[p]}
+    else
+      on[#on + 1] = p
+    end
   end
-  return on, off
+  return on, off, only
 end
 
 -- ---- statistics per (project, day) ----------------------------------------------
