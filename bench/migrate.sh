@@ -100,6 +100,7 @@ while IFS=$'\t' read -r name type _; do
   case "$name" in
   version) sel+=("(extract(epoch FROM coalesce(updated_at, created_at)) * 1000000)::bigint") ;;
   expires_at) sel+=("'2105-12-31 23:59:59'") ;;
+  is_deleted) sel+=("0") ;;
   *_us) sel+=("(extract(microseconds FROM ${name%_us})::bigint % 1000000)") ;;
   references) sel+=('"references"') ;;
   *)

@@ -85,6 +85,7 @@ typedef struct {
   const char *bloom_uuid_col; /* INDEX idx_<col> ... bloom_filter, or NULL */
   const char *ttl_col;
   const char *shard_key;      /* the Distributed table's sharding expression */
+  int granularity;            /* index_granularity of a new table */
 } table_t;
 
 /* The tables, spans first. */

@@ -136,6 +136,16 @@ static const col_t node_cols[] = {
     {"is_deleted", T_FLAG, F_NONE, NULL, 0},
 };
 
+/* Rows per granule of a new spans table. A read of a few spans (a trace, a
+ * page) costs the granules that hold them, and a spans row is ~1.5 KB (its
+ * JSON columns): 8192 rows are ~12 MB to decompress for one span, 1024
+ * ~1.5 MB. 18.16 has no adaptive granularity; on 19.11+ the default
+ * index_granularity_bytes (10 MB) would cut 1.5 KB rows at ~6800, so the row
+ * count decides there too. The primary index grows with it (20-24 bytes a
+ * granule: ~24 MB in memory for a billion spans). Tables that exist keep
+ * theirs (it cannot be altered). docs/performance.md has the measurement. */
+#define SG__CH_SPANS_GRANULARITY 1024
+
 /* Sharding keys: every version of a span (and every span of a trace) on one
  * shard, so FINAL and ReplacingMergeTree's replacement work shard-locally
  * and a trace is read from one place. toString: 18.16's hash functions take
@@ -143,10 +153,10 @@ static const col_t node_cols[] = {
 const table_t sg__ch_tables[] = {
     {"spans", span_cols, sizeof(span_cols) / sizeof(span_cols[0]), "toYYYYMM(created_at)",
      "(project_id, created_at)", "(project_id, created_at, trace_id, span_id)", "trace_id",
-     "expires_at", "cityHash64(toString(trace_id))"},
+     "expires_at", "cityHash64(toString(trace_id))", SG__CH_SPANS_GRANULARITY},
     {"nodes", node_cols, sizeof(node_cols) / sizeof(node_cols[0]), "toYYYYMM(created_at)",
      "(project_id, created_at)", "(project_id, created_at, node_id)", NULL, "expires_at",
-     "cityHash64(toString(node_id))"},
+     "cityHash64(toString(node_id))", 8192},
 };
 const size_t sg__ch_ntables = sizeof(sg__ch_tables) / sizeof(sg__ch_tables[0]);
 /* ---- names and quoting ---------------------------------------------------------- */
@@ -285,13 +295,17 @@ static int put_columns(sg_buf_t *b, const table_t *t, unsigned caps, int dt64, i
 
 /* ---- CREATE statements ----------------------------------------------------------- */
 
-static int stmts_push(sg_ch_stmts_t *st, sg_buf_t *b, const char *what) {
+static int stmts_push_flags(sg_ch_stmts_t *st, sg_buf_t *b, const char *what, unsigned flags) {
   char **v = realloc(st->v, (st->n + 1) * sizeof(*v));
   if (v == NULL) return SG_ENOMEM;
   st->v = v;
   char **w = realloc(st->what, (st->n + 1) * sizeof(*w));
   if (w == NULL) return SG_ENOMEM;
   st->what = w;
+  unsigned *f = realloc(st->flags, (st->n + 1) * sizeof(*f));
+  if (f == NULL) return SG_ENOMEM;
+  st->flags = f;
+  f[st->n] = flags;
   size_t len;
   char *s = sg_buf_detach(b, &len);
   if (s == NULL) s = strdup("");
@@ -307,6 +321,8 @@ static int stmts_push(sg_ch_stmts_t *st, sg_buf_t *b, const char *what) {
   return 0;
 }
 
+static int stmts_push(sg_ch_stmts_t *st, sg_buf_t *b, const char *what) { return stmts_push_flags(st, b, what, 0); }
+
 void sg_ch_stmts_free(sg_ch_stmts_t *st) {
   if (st == NULL) return;
   for (size_t i = 0; i < st->n; i++) {
@@ -315,8 +331,10 @@ void sg_ch_stmts_free(sg_ch_stmts_t *st) {
   }
   free(st->v);
   free(st->what);
+  free(st->flags);
   st->v = NULL;
   st->what = NULL;
+  st->flags = NULL;
   st->n = 0;
 }
 
@@ -352,7 +370,7 @@ static int push_table(sg_ch_stmts_t *out, sg_buf_t *b, const table_t *t, unsigne
   rc = rc ? rc : sg_buf_printf(b, "ORDER BY %s\n", t->order_by);
   if (rc == 0 && t->ttl_col && (caps & SG_CH_TTL))
     rc = sg_buf_printf(b, "TTL %s%s\n", t->ttl_col, (caps & SG_CH_TTL_DELETE_KW) ? " DELETE" : "");
-  rc = rc ? rc : sg_buf_puts(b, "SETTINGS index_granularity = 8192");
+  rc = rc ? rc : sg_buf_printf(b, "SETTINGS index_granularity = %d", t->granularity);
   char what[300], name[64];
   snprintf(name, sizeof name, "%s%s", t->name, cluster_of(o) ? "_local" : "");
   what_of(what, sizeof what, "create table", o, name,
@@ -550,6 +568,202 @@ static int push_analytics_deleted_view(sg_ch_stmts_t *out, sg_buf_t *b, int dt64
   return rc ? rc : stmts_push(out, b, what);
 }
 
+static const struct sg_ch_tinfo *ex_table(const sg_ch_existing_t *ex, const char *name);
+
+/* ---- the read index -----------------------------------------------------------
+ *
+ * spans_by_trace and spans_by_start (ch_schema.h says what each is for):
+ *   - Filled by materialized views on spans, so the gateway's insert stays
+ *     one INSERT. On a cluster a view reads spans_local and writes
+ *     <index>_local on the replica that takes the insert (replicated from
+ *     there), and the Distributed <index> shards by the trace as spans does:
+ *     a span and its index rows live on one shard.
+ *   - ReplacingMergeTree(version): a re-sent batch, or a span's next version
+ *     at the same place, collapses on merge; nothing else removes a row. A
+ *     version whose start_time moved leaves its old row in spans_by_start:
+ *     the reader judges every candidate on its span's latest version in
+ *     spans. No is_deleted engine argument: tombstones stay visible to the
+ *     reader, which decides liveness on the latest version.
+ *   - PARTITION BY toYYYYMM(created_at) and TTL expires_at, as spans: index
+ *     rows go when the rows they point at go.
+ *   - index_granularity 1024: the rows are narrow (~50 and ~120 bytes), and
+ *     a look-up reads one granule per part.
+ *   - spans_by_trace holds created_at without its `_us` column in that
+ *     layout: the spans primary key has seconds only, and a trace's rows of
+ *     one second then collapse into one.
+ * A view sees the inserts made after it exists: an upgrade backfills each
+ * table from spans (after creating the view; rows both copy collapse) and
+ * then inserts the marker row (project_id all zeros) that says the backfill
+ * completed. Until both markers are there, readers leave the index alone. */
+
+typedef struct {
+  const char *name;
+  int no_us; /* the time without its `_us` column in the DateTime layout */
+} ixcol_t;
+
+typedef struct {
+  const char *name;
+  const ixcol_t *cols;
+  size_t ncols;
+  const char *order_dt64, *order_us; /* ORDER BY in each layout */
+  const char *primary_key;           /* NULL: the ORDER BY */
+  const char *about;
+} ix_t;
+
+static const ixcol_t by_trace_cols[] = {
+    {"project_id", 0}, {"trace_id", 0}, {"created_at", 1}, {"version", 0}, {"expires_at", 0},
+};
+static const ixcol_t by_start_cols[] = {
+    {"project_id", 0}, {"start_time", 0}, {"trace_id", 0},    {"span_id", 0},   {"created_at", 0},
+    {"version", 0},    {"is_deleted", 0}, {"parent_id", 0},   {"trace_type", 0}, {"span_type", 0},
+    {"span_kind", 0},  {"span_name", 0},  {"status_code", 0}, {"end_time", 0},  {"session_id", 0},
+    {"user_id", 0},    {"agent_id", 0},   {"expires_at", 0},
+};
+static const ix_t ixs[SG_CH_IX_N] = {
+    {"spans_by_trace", by_trace_cols, sizeof by_trace_cols / sizeof by_trace_cols[0],
+     "(project_id, trace_id, created_at)", "(project_id, trace_id, created_at)", NULL, "trace -> created_at"},
+    {"spans_by_start", by_start_cols, sizeof by_start_cols / sizeof by_start_cols[0],
+     "(project_id, start_time, trace_id, span_id, created_at)",
+     "(project_id, start_time, start_time_us, trace_id, span_id, created_at, created_at_us)",
+     "(project_id, start_time)", "spans in start_time order"},
+};
+#define IX_GRANULARITY 1024
+#define IX_MARKER_PROJECT "00000000-0000-0000-0000-000000000000"
+
+static const col_t *span_col(const char *name) {
+  for (size_t i = 0; i < sizeof span_cols / sizeof span_cols[0]; i++)
+    if (!strcmp(span_cols[i].name, name)) return &span_cols[i];
+  return NULL;
+}
+
+static int put_ix_columns(sg_buf_t *b, const ix_t *x, unsigned caps, int dt64) {
+  int rc = sg_buf_puts(b, "\n(\n");
+  for (size_t i = 0; rc == 0 && i < x->ncols; i++) {
+    const col_t *c = span_col(x->cols[i].name);
+    if (!c) return SG_EINVAL;
+    if (c->type == T_ENUM || c->type == T_ENUM_NULL) { /* as text: see put_ix_names */
+      rc = sg_buf_printf(b, "    %s %s", c->name, c->type == T_ENUM ? "String" : "Nullable(String)");
+    } else if (x->cols[i].no_us) {
+      rc = sg_buf_printf(b, "    %s ", c->name);
+      rc = rc ? rc : put_col_type(b, c, caps, dt64);
+    } else {
+      rc = put_col_def(b, c, caps, dt64);
+    }
+    rc = rc ? rc : sg_buf_puts(b, i + 1 == x->ncols ? "\n" : ",\n");
+  }
+  return rc ? rc : sg_buf_puts(b, ")\n");
+}
+
+/* "project_id, start_time, start_time_us, ..." in the table's order; sel:
+ * as a SELECT list over spans, the enums as their text. The index keeps
+ * them as String: 18.16 converts no Enum type into another, so an enum
+ * column of spans altered to other values (a new label) would fail every
+ * insert into spans in its view, good rows too. */
+static int put_ix_names(sg_buf_t *b, const ix_t *x, int dt64, int sel) {
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < x->ncols; i++) {
+    const col_t *c = span_col(x->cols[i].name);
+    if (sel && c && (c->type == T_ENUM || c->type == T_ENUM_NULL))
+      rc = sg_buf_printf(b, "%stoString(%s) AS %s", i ? ", " : "", c->name, c->name);
+    else
+      rc = sg_buf_printf(b, "%s%s", i ? ", " : "", x->cols[i].name);
+    if (rc == 0 && c && SG__CH_IS_TIME(c->type) && !dt64 && !x->cols[i].no_us)
+      rc = sg_buf_printf(b, ", %s_us", x->cols[i].name);
+  }
+  return rc;
+}
+
+static int push_ix_table(sg_ch_stmts_t *out, sg_buf_t *b, const ix_t *x, unsigned caps, int dt64,
+                         const sg_ch_schema_opts_t *o) {
+  int rc = sg_buf_puts(b, "CREATE TABLE IF NOT EXISTS ");
+  rc = rc ? rc : put_table(b, o, x->name, 1);
+  rc = rc ? rc : put_on_cluster(b, o);
+  rc = rc ? rc : put_ix_columns(b, x, caps, dt64);
+  rc = rc ? rc : put_engine(b, o, "ReplacingMergeTree", "version", x->name);
+  rc = rc ? rc : sg_buf_puts(b, "PARTITION BY toYYYYMM(created_at)\n");
+  if (rc == 0 && x->primary_key) rc = sg_buf_printf(b, "PRIMARY KEY %s\n", x->primary_key);
+  rc = rc ? rc : sg_buf_printf(b, "ORDER BY %s\n", dt64 ? x->order_dt64 : x->order_us);
+  if (rc == 0 && (caps & SG_CH_TTL))
+    rc = sg_buf_printf(b, "TTL expires_at%s\n", (caps & SG_CH_TTL_DELETE_KW) ? " DELETE" : "");
+  rc = rc ? rc : sg_buf_printf(b, "SETTINGS index_granularity = %d", IX_GRANULARITY);
+  char what[300], name[64], about[120];
+  snprintf(name, sizeof name, "%s%s", x->name, cluster_of(o) ? "_local" : "");
+  snprintf(about, sizeof about, " (the read index: %s)", x->about);
+  what_of(what, sizeof what, "create table", o, name, about);
+  return rc ? rc : stmts_push(out, b, what);
+}
+
+static int push_ix_distributed(sg_ch_stmts_t *out, sg_buf_t *b, const ix_t *x, unsigned caps, int dt64,
+                               const sg_ch_schema_opts_t *o) {
+  sg_buf_t cols = SG_BUF_INIT;
+  int rc = put_ix_columns(&cols, x, caps, dt64);
+  rc = rc ? rc : push_distributed(out, b, x->name, cols.data, SG__CH_SPANS->shard_key, o);
+  sg_buf_free(&cols);
+  return rc;
+}
+
+static int push_ix_view(sg_ch_stmts_t *out, sg_buf_t *b, const ix_t *x, int dt64, const sg_ch_schema_opts_t *o) {
+  char mv[64];
+  snprintf(mv, sizeof mv, "%s_mv", x->name);
+  int rc = sg_buf_puts(b, "CREATE MATERIALIZED VIEW IF NOT EXISTS ");
+  rc = rc ? rc : put_table(b, o, mv, 0);
+  rc = rc ? rc : put_on_cluster(b, o);
+  rc = rc ? rc : sg_buf_puts(b, " TO ");
+  rc = rc ? rc : put_table(b, o, x->name, 1);
+  rc = rc ? rc : sg_buf_puts(b, " AS\nSELECT ");
+  rc = rc ? rc : put_ix_names(b, x, dt64, 1);
+  rc = rc ? rc : sg_buf_puts(b, "\nFROM ");
+  rc = rc ? rc : put_table(b, o, "spans", 1);
+  char what[300];
+  what_of(what, sizeof what, "create materialized view", o, mv, " (fills the read index on every insert)");
+  return rc ? rc : stmts_push(out, b, what);
+}
+
+/* The backfill, then the marker row (through the Distributed table on a
+ * cluster: each row goes to its trace's shard). */
+static int push_ix_fill(sg_ch_stmts_t *out, sg_buf_t *b, const ix_t *x, int dt64, const sg_ch_schema_opts_t *o) {
+  int rc = sg_buf_puts(b, "INSERT INTO ");
+  rc = rc ? rc : put_table(b, o, x->name, 0);
+  rc = rc ? rc : sg_buf_puts(b, " (");
+  rc = rc ? rc : put_ix_names(b, x, dt64, 0);
+  rc = rc ? rc : sg_buf_puts(b, ") SELECT ");
+  rc = rc ? rc : put_ix_names(b, x, dt64, 1);
+  rc = rc ? rc : sg_buf_puts(b, " FROM ");
+  rc = rc ? rc : put_table(b, o, "spans", 0);
+  char what[300];
+  what_of(what, sizeof what, "backfill", o, x->name, " from spans (its view only sees inserts made after it)");
+  rc = rc ? rc : stmts_push_flags(out, b, what, SG_CH_STMT_BACKFILL);
+  rc = rc ? rc : sg_buf_puts(b, "INSERT INTO ");
+  rc = rc ? rc : put_table(b, o, x->name, 0);
+  /* expires_at: SG_CH_EXPIRES_NEVER_S */
+  rc = rc ? rc : sg_buf_puts(b, " (project_id, version, expires_at) VALUES ('" IX_MARKER_PROJECT
+                                "', 0, '2105-12-31 23:59:59')");
+  what_of(what, sizeof what, "mark", o, x->name, " complete");
+  return rc ? rc : stmts_push_flags(out, b, what, SG_CH_STMT_BACKFILL);
+}
+
+/* What the read index lacks: its tables, views, and the backfill when its
+ * marker is missing or its view is new. ex NULL: nothing exists. */
+static int push_index(sg_ch_stmts_t *out, sg_buf_t *b, unsigned caps, int dt64, const sg_ch_existing_t *ex,
+                      const sg_ch_schema_opts_t *o) {
+  int rc = 0, cl = cluster_of(o) != NULL;
+  for (int i = 0; rc == 0 && i < SG_CH_IX_N; i++) {
+    const ix_t *x = &ixs[i];
+    char local[64], mv[64];
+    snprintf(local, sizeof local, "%s%s", x->name, cl ? "_local" : "");
+    snprintf(mv, sizeof mv, "%s_mv", x->name);
+    if (!ex_table(ex, local)) rc = push_ix_table(out, b, x, caps, dt64, o);
+    if (rc == 0 && cl && !ex_table(ex, x->name)) rc = push_ix_distributed(out, b, x, caps, dt64, o);
+    int fill = !(ex && (ex->index_marked & (1u << i)));
+    if (rc == 0 && !ex_table(ex, mv)) {
+      rc = push_ix_view(out, b, x, dt64, o);
+      fill = 1; /* inserts made while there was no view are not in the table */
+    }
+    if (rc == 0 && fill) rc = push_ix_fill(out, b, x, dt64, o);
+  }
+  return rc;
+}
+
 static int check_opts(const sg_ch_schema_opts_t *o) {
   if (o && o->database && *o->database == '\0') return SG_EINVAL;
   if (cluster_of(o) && o->zk_path && *o->zk_path && !strstr(o->zk_path, "{table}")) return SG_EINVAL;
@@ -560,6 +774,7 @@ int sg_ch_schema_statements(const sg_ch_version_t *ver, const sg_ch_schema_opts_
                             sg_ch_stmts_t *out) {
   out->v = NULL;
   out->what = NULL;
+  out->flags = NULL;
   out->n = 0;
   if (ver == NULL) return SG_EINVAL;
   int rc = check_opts(o);
@@ -580,6 +795,7 @@ int sg_ch_schema_statements(const sg_ch_version_t *ver, const sg_ch_schema_opts_
   if (rc == 0 && cluster_of(o))
     rc = push_distributed(out, &b, "spans_analytics_deleted", analytics_deleted_cols, ANALYTICS_SHARD_KEY, o);
   rc = rc ? rc : push_analytics_deleted_view(out, &b, dt64, o);
+  rc = rc ? rc : push_index(out, &b, ver->caps, dt64, NULL, o);
   sg_buf_free(&b);
   return rc;
 }
@@ -892,6 +1108,7 @@ int sg_ch_upgrade_statements(const sg_ch_version_t *ver, const sg_ch_schema_opts
                              const sg_ch_existing_t *ex, sg_ch_stmts_t *out) {
   out->v = NULL;
   out->what = NULL;
+  out->flags = NULL;
   out->n = 0;
   if (ver == NULL) return SG_EINVAL;
   int rc = check_opts(o);
@@ -953,6 +1170,46 @@ int sg_ch_upgrade_statements(const sg_ch_version_t *ver, const sg_ch_schema_opts
     rc = push_distributed(out, &b, "spans_analytics_deleted", analytics_deleted_cols, ANALYTICS_SHARD_KEY, o);
   if (rc == 0 && !ex_table(ex, "spans_analytics_deleted_mv"))
     rc = push_analytics_deleted_view(out, &b, spans_dt64, o);
+  rc = rc ? rc : push_index(out, &b, caps, spans_dt64, ex, o);
   sg_buf_free(&b);
   return rc;
+}
+
+/* ---- the read index's state ----------------------------------------------------------- */
+
+int sg_ch_index_state_sql(const sg_ch_schema_opts_t *o, const sg_ch_existing_t *ex, sg_buf_t *out) {
+  int rc = 0, k = 0;
+  for (int i = 0; rc == 0 && i < SG_CH_IX_N; i++) {
+    if (!ex_table(ex, ixs[i].name)) continue;
+    rc = sg_buf_printf(out, "%sSELECT '%s', count() FROM ", k++ ? " UNION ALL " : "", ixs[i].name);
+    rc = rc ? rc : put_table(out, o, ixs[i].name, 0);
+    rc = rc ? rc : sg_buf_puts(out, " WHERE project_id = toUUID('" IX_MARKER_PROJECT "')");
+  }
+  if (rc == 0 && k) rc = sg_buf_puts(out, " FORMAT TabSeparated");
+  return rc;
+}
+
+static int add_marker(void *arg, char **f) {
+  sg_ch_existing_t *ex = arg;
+  for (int i = 0; i < SG_CH_IX_N; i++)
+    if (!strcmp(f[0], ixs[i].name) && strtoull(f[1], NULL, 10) > 0) ex->index_marked |= 1u << i;
+  free(f[0]);
+  free(f[1]);
+  return 0;
+}
+
+int sg_ch_existing_add_index(sg_ch_existing_t *ex, const char *tsv, size_t len) {
+  return tsv_rows(tsv ? tsv : "", tsv ? len : 0, 2, add_marker, ex);
+}
+
+int sg_ch_index_complete(const sg_ch_existing_t *ex, const sg_ch_schema_opts_t *o) {
+  for (int i = 0; i < SG_CH_IX_N; i++) {
+    char local[64], mv[64];
+    snprintf(local, sizeof local, "%s_local", ixs[i].name);
+    snprintf(mv, sizeof mv, "%s_mv", ixs[i].name);
+    if (!ex_table(ex, ixs[i].name) || !ex_table(ex, mv) || (cluster_of(o) && !ex_table(ex, local)) ||
+        !(ex->index_marked & (1u << i)))
+      return 0;
+  }
+  return 1;
 }

@@ -48,8 +48,18 @@ typedef struct {
 typedef struct {
   char **v; /* each a NUL-terminated statement without a trailing ';' */
   char **what; /* per statement: what it does, one line ("create table `db`.spans") */
+  unsigned *flags; /* per statement: SG_CH_STMT_* */
   size_t n;
 } sg_ch_stmts_t;
+
+/* A statement that fills the read index from the spans table (a backfill,
+ * or the row that marks one complete): it may run long, and when it fails
+ * the schema is still usable (reads then leave the index alone), so the
+ * caller reports it and skips the remaining such statements. Send it as a
+ * fresh insert (ch_insert.h's SG_CH_INSERT_FRESH_SETTINGS): on a cluster
+ * the marker lands only once every shard holds the rows before it, and a
+ * second backfill is never dropped as a repeat of an earlier one. */
+#define SG_CH_STMT_BACKFILL 1u
 
 /* The statements that create everything, in order (CREATE ... IF NOT
  * EXISTS: the database, the tables, the analytics table and its view),
@@ -74,6 +84,7 @@ typedef struct {
   size_t ntables;
   struct sg_ch_cinfo { char *table, *name, *type; } *cols;
   size_t ncols;
+  unsigned index_marked; /* read index tables holding their "complete" row: 1 << SG_CH_IX_* */
 } sg_ch_existing_t;
 
 /* The two queries that read it (TabSeparated answers for the parsers
@@ -85,6 +96,38 @@ int sg_ch_existing_columns_sql(const sg_ch_schema_opts_t *o, sg_buf_t *out);
 int sg_ch_existing_add_tables(sg_ch_existing_t *ex, const char *tsv, size_t len);
 int sg_ch_existing_add_columns(sg_ch_existing_t *ex, const char *tsv, size_t len);
 void sg_ch_existing_free(sg_ch_existing_t *ex);
+
+/* ---- the read index -----------------------------------------------------------
+ *
+ * Two narrow tables a materialized view fills from every insert into spans,
+ * for the read API (docs/read.md, "The read index"):
+ *   spans_by_trace  (project_id, trace_id) -> created_at: which granules of
+ *                   spans hold a trace;
+ *   spans_by_start  one row per stored version in (project_id, start_time,
+ *                   trace_id, span_id) order, with created_at, version,
+ *                   is_deleted and the short columns a filter may test
+ *                   (SG_CH_BY_START_COLS): a page's candidates.
+ * A view sees only inserts made after it exists, so an upgrade backfills the
+ * tables from spans and then writes a marker row (project_id all zeros);
+ * reads use the index only when both views exist and both markers are there
+ * (SG_CH_READ_INDEX). */
+#define SG_CH_IX_BY_TRACE 0
+#define SG_CH_IX_BY_START 1
+#define SG_CH_IX_N 2
+/* The columns of spans (read_span.h's names) spans_by_start copies. */
+#define SG_CH_BY_START_COLS                                                                       \
+  "trace_id", "span_id", "parent_id", "trace_type", "span_type", "span_kind", "span_name", "start_time", \
+      "end_time", "status_code", "session_id", "user_id", "agent_id", "created_at"
+/* Not a server capability: a bit sg_ch_setup sets in its target's version
+ * (and so in the readers' sg_ch_version_t) when the read index is complete. */
+#define SG_CH_READ_INDEX (1u << 31)
+
+/* The query that finds the markers of the index tables that exist (none:
+ * nothing appended, 0). Its answer goes to sg_ch_existing_add_index. */
+int sg_ch_index_state_sql(const sg_ch_schema_opts_t *o, const sg_ch_existing_t *ex, sg_buf_t *out);
+int sg_ch_existing_add_index(sg_ch_existing_t *ex, const char *tsv, size_t len);
+/* 1 when reads may use the index: both tables, both views, both markers. */
+int sg_ch_index_complete(const sg_ch_existing_t *ex, const sg_ch_schema_opts_t *o);
 
 /* The layout of table ("spans" or "nodes", the name inserts use) as it
  * exists: 0 with *out filled; SG_ENOTFOUND when it does not exist; SG_EINVAL

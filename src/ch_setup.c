@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "ch.h"
+#include "ch_insert.h"
 #include "err.h"
 
 void sg_ch_setup_opts(const sg_config_t *cfg, sg_ch_schema_opts_t *o) {
@@ -31,13 +32,55 @@ static void where_prefix(const sg_config_t *cfg, sg_buf_t *err) {
   sg_buf_printf(err, "ClickHouse at %s: ", sg_config_clickhouse_where(cfg, where, sizeof where));
 }
 
+/* A read index backfill copies a few narrow columns of every span (about a
+ * million spans a second on 2 cores): it gets an hour, however short
+ * clickhouse_timeout_ms is. */
+#define BACKFILL_TIMEOUT_MS 3600000L
+
+typedef struct {
+  sg_ch_client_t *c;
+  sg_buf_t *out, *err;
+  int status;
+} sync_t;
+
+static void sync_cb(void *arg, const sg_ch_result_t *r) {
+  sync_t *s = arg;
+  s->status = r->status;
+  if (s->out && r->len && sg_buf_append(s->out, r->body, r->len) != 0) s->status = SG_ENOMEM;
+  if (s->err && r->status) sg_buf_puts(s->err, r->error);
+  sg_ch_client_close(s->c);
+}
+
+/* sg_ch_exec_sync with query settings and a timeout of its own. */
+static int exec_sync(const sg_ch_opts_t *o, const char *sql, const char *settings, long timeout_ms, sg_buf_t *out,
+                     sg_buf_t *err) {
+  uv_loop_t loop;
+  if (uv_loop_init(&loop) != 0) return SG_ENOMEM;
+  sync_t s = {NULL, out, err, SG_EIO};
+  sg_ch_req_t q = {.sql = sql, .settings = settings, .timeout_ms = timeout_ms};
+  s.c = sg_ch_client_new(&loop, o);
+  int rc = s.c ? sg_ch_send(s.c, &q, sync_cb, &s) : SG_ENOMEM;
+  if (rc != 0) {
+    if (err) sg_buf_puts(err, s.c ? "ClickHouse request could not start" : "ClickHouse client: out of memory");
+    sg_ch_client_close(s.c);
+    s.status = rc;
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  return uv_loop_close(&loop) == 0 ? s.status : (s.status ? s.status : SG_EIO);
+}
+
 /* One statement; on failure err gets ClickHouse's answer (and the statement
- * when show, which marks DDL). Unreachable (transient) is SG_EUNAVAIL, the rest SG_EIO. */
-static int exec(const sg_config_t *cfg, const char *sql, sg_buf_t *out, sg_buf_t *err, int show) {
+ * when show, which marks DDL). Unreachable (transient) is SG_EUNAVAIL, the rest SG_EIO.
+ * stmt_flags SG_CH_STMT_BACKFILL: the read index's backfill (ch_schema.h). */
+static int exec_with(const sg_config_t *cfg, const char *sql, unsigned stmt_flags, sg_buf_t *out, sg_buf_t *err,
+                     int show) {
   sg_ch_opts_t o;
   ch_opts(cfg, show, &o);
   sg_buf_t why = SG_BUF_INIT;
-  int rc = sg_ch_exec_sync(&o, sql, NULL, 0, out, &why);
+  int fill = (stmt_flags & SG_CH_STMT_BACKFILL) != 0;
+  if (fill && o.timeout_ms < BACKFILL_TIMEOUT_MS) o.timeout_ms = BACKFILL_TIMEOUT_MS;
+  int rc = exec_sync(&o, sql, fill ? SG_CH_INSERT_FRESH_SETTINGS : NULL, o.timeout_ms,
+                     out, &why);
   if (rc != 0 && err) {
     where_prefix(cfg, err);
     sg_buf_puts(err, why.data ? why.data : sg_strerror(rc));
@@ -46,6 +89,10 @@ static int exec(const sg_config_t *cfg, const char *sql, sg_buf_t *out, sg_buf_t
   sg_buf_free(&why);
   if (rc == 0) return 0;
   return rc == SG_EUNAVAIL ? SG_EUNAVAIL : SG_EIO;
+}
+
+static int exec(const sg_config_t *cfg, const char *sql, sg_buf_t *out, sg_buf_t *err, int show) {
+  return exec_with(cfg, sql, 0, out, err, show);
 }
 
 /* ---- ON CLUSTER ------------------------------------------------------------------------
@@ -147,6 +194,13 @@ static int read_existing(const sg_config_t *cfg, const sg_ch_schema_opts_t *so, 
   rc = rc ? rc : sg_ch_existing_columns_sql(so, &sql);
   rc = rc ? rc : exec(cfg, sql.data, &out, err, 0);
   rc = rc ? rc : sg_ch_existing_add_columns(ex, out.data, out.len);
+  sg_buf_reset(&sql);
+  sg_buf_reset(&out);
+  rc = rc ? rc : sg_ch_index_state_sql(so, ex, &sql);
+  if (rc == 0 && sql.len) {
+    rc = exec(cfg, sql.data, &out, err, 0);
+    rc = rc ? rc : sg_ch_existing_add_index(ex, out.data, out.len);
+  }
   sg_buf_free(&sql);
   sg_buf_free(&out);
   return rc;
@@ -183,9 +237,27 @@ int sg_ch_setup(const sg_config_t *cfg, unsigned flags, sg_ch_target_t *out, sg_
     if (sg_ch_table_layout(&ex, &so, "spans", &l, err) == 0) sg_ch_table_layout(&ex, &so, "nodes", &l, err);
   }
   long wait_s = sg_ch_ddl_wait_s(cfg), down = 0;
+  int fill_failed = 0;
   for (size_t i = 0; rc == 0 && i < st.n; i++) {
     if (!(flags & SG_CH_SETUP_CREATE)) {
       if (done) sg_buf_printf(done, "missing: %s\n", st.what[i]);
+      continue;
+    }
+    if (st.flags[i] & SG_CH_STMT_BACKFILL) {
+      /* an INSERT, not DDL; the schema works without it: reads leave the
+       * index alone until a later start or `spangate schema --apply`
+       * completes it */
+      if (fill_failed) continue;
+      sg_buf_t why = SG_BUF_INIT;
+      if (exec_with(cfg, st.v[i], st.flags[i], NULL, &why, 1) != 0) {
+        fill_failed = 1;
+        if (done)
+          sg_buf_printf(done, "could not %s: %s (reads from ClickHouse do without the read index; the next "
+                        "start or `spangate schema --apply` tries again)\n", st.what[i], why.data ? why.data : "?");
+      } else if (done) {
+        sg_buf_printf(done, "%s\n", st.what[i]);
+      }
+      sg_buf_free(&why);
       continue;
     }
     if (!so.cluster || !*so.cluster) {
@@ -212,7 +284,8 @@ int sg_ch_setup(const sg_config_t *cfg, unsigned flags, sg_ch_target_t *out, sg_
   for (long tries = wait_s * 5; rc == 0 && down && tries > 0; tries--) {
     sg_ch_stmts_t left = {0};
     int lrc = sg_ch_upgrade_statements(&out->ver, &so, &ex, &left);
-    size_t n = left.n;
+    size_t n = 0;
+    for (size_t i = 0; lrc == 0 && i < left.n; i++) n += !(left.flags[i] & SG_CH_STMT_BACKFILL);
     sg_ch_stmts_free(&left);
     if (lrc != 0 || n == 0) break;
     usleep(200 * 1000);
@@ -223,6 +296,7 @@ int sg_ch_setup(const sg_config_t *cfg, unsigned flags, sg_ch_target_t *out, sg_
     if (rc == SG_ENOTFOUND && err)
       sg_buf_puts(err, "; create it with `spangate schema --apply` (or leave clickhouse_create_schema on)");
   }
+  if (rc == 0 && sg_ch_index_complete(&ex, &so)) out->ver.caps |= SG_CH_READ_INDEX;
   if (rc == 0) {
     int nrc = sg_ch_table_layout(&ex, &so, "nodes", &out->nodes, NULL);
     if (nrc == SG_ENOTFOUND) sg_ch_layout_of_version(&out->ver, &out->nodes);
@@ -249,8 +323,8 @@ int sg_ch_setup_save(const sg_config_t *cfg, const sg_ch_target_t *t) {
   int rc = fclose(f) == 0 ? 0 : SG_EIO;
   cache_path(cfg, "clickhouse.layout", path, sizeof path);
   if (rc == 0 && (f = fopen(path, "w")) != NULL) {
-    fprintf(f, "spans %s\nnodes %s\n", (t->spans.flags & SG_CH_LAYOUT_DT64) ? "dt64" : "us",
-            (t->nodes.flags & SG_CH_LAYOUT_DT64) ? "dt64" : "us");
+    fprintf(f, "spans %s\nnodes %s\nread_index %s\n", (t->spans.flags & SG_CH_LAYOUT_DT64) ? "dt64" : "us",
+            (t->nodes.flags & SG_CH_LAYOUT_DT64) ? "dt64" : "us", (t->ver.caps & SG_CH_READ_INDEX) ? "complete" : "no");
     rc = fclose(f) == 0 ? 0 : SG_EIO;
   }
   return rc;
@@ -281,6 +355,7 @@ int sg_ch_setup_cached(const sg_config_t *cfg, sg_ch_target_t *out, sg_buf_t *er
       sg_ch_layout_t l = {strcmp(lay, "dt64") ? 0u : SG_CH_LAYOUT_DT64};
       if (!strcmp(name, "spans")) out->spans = l;
       if (!strcmp(name, "nodes")) out->nodes = l;
+      if (!strcmp(name, "read_index") && !strcmp(lay, "complete")) out->ver.caps |= SG_CH_READ_INDEX;
     }
     fclose(f);
   }

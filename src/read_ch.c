@@ -18,6 +18,7 @@
                            * second statement (~110 bytes a key) stays under 18.16's
                            * max_query_size of 256 KiB */
 #define A_PAGE 20000      /* spans per analytics page */
+#define SLICES 16         /* a bounded window's first slice: 1/16 of it */
 
 /* ---- TabSeparated answers ------------------------------------------------------ */
 
@@ -314,13 +315,20 @@ enum { C_CREATED, C_TRACE, C_SPAN, C_VERSION, C_START, C_NCOLS };
 typedef struct {
   base_t b;
   sg_re_t *re;
-  sg_buf_t prefilter;
+  sg_buf_t prefilter;        /* over every column (spans) */
+  sg_buf_t prefilter_ix;     /* over spans_by_start's columns */
   int exact;
+  int ix;                    /* the read index is there */
+  int wide;                  /* ... and the filter tests a column it lacks */
+  int rounds;
   int limit, desc;
   int has_oldest, has_newest;
   int64_t oldest, newest;
   int has_after;
   sg_rch_pos_t after;        /* the scan goes on strictly after this */
+  int sliced;                /* the scan covers the window slice by slice */
+  int64_t from, edge, width; /* ... from `from` on; scanned so far: start_time >= edge
+                              * (descending) or < edge */
   int batch;
   tsv_t cand;                /* this round's candidates */
   int accepted;              /* spans of the page found so far (limit + 1 ends it) */
@@ -331,12 +339,54 @@ typedef struct {
 static void query_free(query_t *q) {
   sg_re_free(q->re);
   sg_buf_free(&q->prefilter);
+  sg_buf_free(&q->prefilter_ix);
   tsv_free(&q->cand);
   base_free(&q->b);
   free(q);
 }
 
 static void query_round(query_t *q);
+static void query_finish(query_t *q);
+
+/* Slicing (sg_rch_query): a bounded window is scanned from its page-order
+ * end in slices, 1/SLICES of it first, each next one at least 4 times wider
+ * and as wide as the matches found so far say the page needs (the rest of
+ * the window at once when none were found: a rare filter then costs two
+ * slices, not four): 18.16
+ * cannot stop reading a primary key range at the LIMIT (no read in order),
+ * so a page from a 24 h window would read every row of the 24 h; a page's
+ * rows are usually in its first slice. The rounds' cursor (q->after) goes
+ * on across slices: every span is looked at once. */
+static int slice_done(const query_t *q) {
+  return !q->sliced || (q->desc ? q->edge <= q->oldest : q->edge >= q->newest);
+}
+
+static void slice_next(query_t *q) {
+  int64_t done = q->desc ? q->from - q->edge : q->edge - q->from; /* µs looked at */
+  double w = (double)q->width * 4;
+  if (q->accepted == 0) w = (double)INT64_MAX / 4;
+  else if ((double)(q->limit + 1 - q->accepted) * done / q->accepted * 1.25 > w)
+    w = (double)(q->limit + 1 - q->accepted) * done / q->accepted * 1.25;
+  q->width = w >= (double)INT64_MAX / 4 ? INT64_MAX / 4 : (int64_t)w;
+  if (q->desc) q->edge = q->edge - q->oldest <= q->width ? q->oldest : q->edge - q->width;
+  else q->edge = q->newest - q->edge <= q->width ? q->newest : q->edge + q->width;
+}
+
+/* After a round that did not fill the page: on in this slice when the
+ * batch came back full (there may be more), else in the next slice, or the
+ * end when the window is done. */
+static void scan_on(query_t *q, int full) {
+  if (full) {
+    query_round(q);
+    return;
+  }
+  if (slice_done(q)) {
+    query_finish(q);
+    return;
+  }
+  slice_next(q);
+  query_round(q);
+}
 
 static void query_finish(query_t *q) {
   base_t *b = &q->b;
@@ -379,7 +429,7 @@ static void fetch_cb(void *arg, const sg_ch_result_t *res) {
     return;
   }
   tsv_t t;
-  int rc = tsv_parse(res->body, res->len, SG_RCH_NCOLS, &t);
+  int rc = tsv_parse(res->body, res->len, SG_RCH_NCOLS + (q->wide ? 1 : 0), &t);
   if (rc) {
     answer(b, 500, "the read failed", 15, rc == SG_ENOMEM ? "out of memory" : "ClickHouse sent rows the gateway cannot read");
     query_free(q);
@@ -403,6 +453,8 @@ static void fetch_cb(void *arg, const sg_ch_result_t *res) {
     int64_t start = num(F(&q->cand, c, C_START));
     if (num(F(&t, r, SG_RF_START_US)) != start) continue;
     if (!F(&t, r, SG_RCH_COL_LIVE) || strcmp(F(&t, r, SG_RCH_COL_LIVE), "1")) continue;
+    /* fails the prefilter, so the filter: its JSON columns did not come */
+    if (q->wide && (!F(&t, r, SG_RCH_COL_PF) || strcmp(F(&t, r, SG_RCH_COL_PF), "1"))) continue;
     if (q->has_last && q->last_shown.start_us == start && !strcmp(q->last_shown.trace, F(&q->cand, c, C_TRACE)) &&
         !strcmp(q->last_shown.span, F(&q->cand, c, C_SPAN)))
       continue; /* the same span again (another version, or a re-created copy) */
@@ -440,18 +492,19 @@ static void fetch_cb(void *arg, const sg_ch_result_t *res) {
     query_free(q);
     return;
   }
-  if (q->accepted > q->limit || q->cand.nrows < (size_t)q->batch) {
+  if (q->accepted > q->limit) {
     query_finish(q);
     return;
   }
   /* more to look at: on after the last candidate, with a larger batch */
+  int full = q->cand.nrows >= (size_t)q->batch;
   size_t last = q->cand.nrows - 1;
   q->after.start_us = num(F(&q->cand, last, C_START));
   snprintf(q->after.trace, sizeof q->after.trace, "%s", F(&q->cand, last, C_TRACE));
   snprintf(q->after.span, sizeof q->after.span, "%s", F(&q->cand, last, C_SPAN));
   q->has_after = 1;
   q->batch = q->batch * 4 > BATCH_MAX ? BATCH_MAX : q->batch * 4;
-  query_round(q);
+  scan_on(q, full);
 }
 
 static void cand_cb(void *arg, const sg_ch_result_t *res) {
@@ -470,7 +523,7 @@ static void cand_cb(void *arg, const sg_ch_result_t *res) {
     return;
   }
   if (q->cand.nrows == 0) {
-    query_finish(q);
+    scan_on(q, 0);
     return;
   }
   sg_rch_key_t *keys = malloc(q->cand.nrows * sizeof *keys);
@@ -485,7 +538,7 @@ static void cand_cb(void *arg, const sg_ch_result_t *res) {
     snprintf(keys[i].span, sizeof keys[i].span, "%s", F(&q->cand, i, C_SPAN));
   }
   sg_buf_reset(&b->sql);
-  rc = sg_rch_fetch_sql(&b->o.c, keys, q->cand.nrows, &b->sql);
+  rc = sg_rch_fetch_sql(&b->o.c, keys, q->cand.nrows, q->wide ? q->prefilter.data : NULL, &b->sql);
   free(keys);
   rc = rc ? rc : sg_ch_request(b->o.ch, "", b->sql.data, b->sql.len, 0, fetch_cb, q);
   if (rc) {
@@ -504,8 +557,20 @@ static void query_round(query_t *q) {
     query_free(q);
     return;
   }
+  /* With the index: candidates from spans_by_start when it can test the
+   * whole filter; otherwise from spans, where ClickHouse tests the JSON
+   * columns over the window's granules. An unbounded window takes a first
+   * round from the index too (in page order: a filter most spans pass fills
+   * the page from the newest rows without reading the project's JSON); a
+   * sliced one does not need it (its first slice is small), and a filter
+   * few spans pass would pay a round for nothing. */
+  int from_ix = q->ix && (!q->wide || (q->rounds == 0 && !q->sliced));
   sg_rch_scan_t s = {q->desc, q->has_oldest, q->has_newest, q->oldest, q->newest,
-                     q->has_after ? &q->after : NULL, q->prefilter.data, q->batch};
+                     q->has_after ? &q->after : NULL, from_ix ? q->prefilter_ix.data : q->prefilter.data,
+                     q->batch, from_ix, q->ix};
+  if (q->sliced && q->desc) s.oldest_us = q->edge;
+  if (q->sliced && !q->desc) s.newest_us = q->edge;
+  q->rounds++;
   sg_buf_reset(&b->sql);
   int rc = sg_rch_candidates_sql(&b->o.c, &s, &b->sql);
   rc = rc ? rc : sg_ch_request(b->o.ch, "", b->sql.data, b->sql.len, 0, cand_cb, q);
@@ -554,6 +619,13 @@ int sg_rch_query(const sg_rch_opts_t *o, const json_t *body, sg_rch_cb cb, void 
   const json_t *flt = body ? json_object_get(body, "filtering") : NULL;
   rc = rc ? rc : sg_re_compile(json_is_null(flt) ? NULL : flt, &q->re, err);
   rc = rc ? rc : sg_re_ch_prefilter(q->re, &q->b.ver, &q->prefilter, &q->exact);
+  q->ix = (q->b.ver.caps & SG_CH_READ_INDEX) != 0;
+  if (rc == 0 && q->ix) {
+    int exact_ix = 0, complete = 0;
+    rc = sg_re_ch_prefilter_on(q->re, &q->b.ver, SG_RCH_BY_START_COLS, &q->prefilter_ix, &exact_ix, &complete);
+    q->wide = !complete;
+    if (q->wide) q->exact = 0;
+  }
   if (rc) {
     query_free(q);
     return rc;
@@ -563,6 +635,17 @@ int sg_rch_query(const sg_rch_opts_t *o, const json_t *body, sg_rch_cb cb, void 
   q->batch = q->exact ? q->limit + 1 : (q->limit + 1) * 4;
   if (q->batch < BATCH_MIN) q->batch = BATCH_MIN;
   if (q->batch > BATCH_MAX) q->batch = BATCH_MAX;
+  /* the first slice: from the window's page-order end, or the cursor's
+   * position when that is inside the window */
+  if (q->has_oldest && q->has_newest && q->newest - q->oldest >= SLICES * 1000000LL) {
+    int64_t from = q->desc ? q->newest : q->oldest;
+    if (q->has_after && q->after.start_us > q->oldest && q->after.start_us < q->newest) from = q->after.start_us;
+    q->sliced = 1;
+    q->from = from;
+    q->width = (q->newest - q->oldest) / SLICES;
+    if (q->desc) q->edge = from - q->oldest <= q->width ? q->oldest : from - q->width;
+    else q->edge = q->newest - from <= q->width ? q->newest : from + q->width;
+  }
   query_round(q);
   return 0;
 }

@@ -47,7 +47,8 @@ typedef struct {
   uint8_t project[16];
 } sg_rch_ctx_t;
 
-/* The versions of every span of trace_id, full rows. */
+/* The versions of every span of trace_id, full rows. With the read index,
+ * the granules of spans are those spans_by_trace names for the trace. */
 int sg_rch_trace_sql(const sg_rch_ctx_t *c, const uint8_t trace_id[16], sg_buf_t *out);
 
 /* A position in the span query's order (start time, trace id, span id). */
@@ -59,7 +60,14 @@ typedef struct {
 /* Step 1 of a span query: candidate versions in page order, at most limit:
  * created_at µs, trace id, span id, version, start µs. Window [oldest,
  * newest) (has_* 0: open), strictly after `after` when given, and the
- * filter's prefilter (SQL from sg_re_ch_prefilter). */
+ * filter's prefilter (SQL from sg_re_ch_prefilter, or with from_index
+ * sg_re_ch_prefilter_on over SG_RCH_BY_START_COLS).
+ * Where from (ver->caps has SG_CH_READ_INDEX for both index ways):
+ *   from_index  spans_by_start: reads the window's rows only, narrow ones;
+ *   prune       spans, its granules narrowed to the created_at range of the
+ *               window's index rows (a filter on a JSON column must read
+ *               spans: this keeps it to the granules that can match);
+ *   neither     spans, every start_time of the project read. */
 typedef struct {
   int descending;
   int has_oldest, has_newest;
@@ -67,7 +75,16 @@ typedef struct {
   const sg_rch_pos_t *after;
   const char *prefilter;
   int limit;
+  int from_index, prune;
 } sg_rch_scan_t;
+
+/* The columns spans_by_start holds (ch_schema.h's SG_CH_BY_START_COLS), as
+ * 1 << SG_RF_* bits for sg_re_ch_prefilter_on. */
+#define SG_RCH_BY_START_COLS                                                                                \
+  ((1u << SG_RF_TRACE_ID) | (1u << SG_RF_SPAN_ID) | (1u << SG_RF_PARENT_ID) | (1u << SG_RF_TRACE_TYPE) |     \
+   (1u << SG_RF_SPAN_TYPE) | (1u << SG_RF_SPAN_KIND) | (1u << SG_RF_SPAN_NAME) | (1u << SG_RF_START_US) |    \
+   (1u << SG_RF_END_US) | (1u << SG_RF_STATUS_CODE) | (1u << SG_RF_SESSION_ID) | (1u << SG_RF_USER_ID) |     \
+   (1u << SG_RF_AGENT_ID) | (1u << SG_RF_CREATED_US))
 int sg_rch_candidates_sql(const sg_rch_ctx_t *c, const sg_rch_scan_t *s, sg_buf_t *out);
 
 /* A span's storage key: what ReplacingMergeTree collapses on. */
@@ -76,8 +93,13 @@ typedef struct {
   char trace[37], span[37];
 } sg_rch_key_t;
 
-/* Step 2: every version of these spans, full rows. n >= 1. */
-int sg_rch_fetch_sql(const sg_rch_ctx_t *c, const sg_rch_key_t *keys, size_t n, sg_buf_t *out);
+/* Step 2: every version of these spans, full rows. n >= 1. With prefilter
+ * (not NULL), one more column, SG_RCH_COL_PF: 1 when the row passes it; a
+ * row that does not comes with its JSON columns NULL (the filter cannot
+ * match it: no need to ship them). */
+int sg_rch_fetch_sql(const sg_rch_ctx_t *c, const sg_rch_key_t *keys, size_t n, const char *prefilter,
+                     sg_buf_t *out);
+#define SG_RCH_COL_PF SG_RCH_NCOLS
 
 /* Analytics over spans, one page of keys: the versions of the next `limit`
  * keys (in storage order, strictly after `after` when not NULL) that have

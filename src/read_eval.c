@@ -1364,12 +1364,29 @@ static int ch_column(sg_buf_t *b, const sg_ch_version_t *ver, const node_t *n, i
   return ch_needles(b, ch_col(f), n, done);
 }
 
+/* Which columns the prefilter may test (1 << SG_RF_*), and whether it had
+ * to leave a condition out for testing another one. */
+typedef struct {
+  const sg_ch_version_t *ver;
+  uint32_t cols;
+  int left_out;
+} pf_t;
+
+static uint32_t col_bit(int rcol) { return rcol >= 0 && rcol < 32 ? 1u << rcol : 0; }
+
 /* Appends a necessary condition for node n in a positive context (not
  * under NOT). *done 0: none (TRUE). *exact: the condition is n itself. */
-static int ch_node(sg_buf_t *b, const sg_ch_version_t *ver, const node_t *n, int *exact, int *done) {
+static int ch_node(sg_buf_t *b, pf_t *pf, const node_t *n, int *exact, int *done) {
+  const sg_ch_version_t *ver = pf->ver;
   int rc = 0;
   *done = 0;
   *exact = 0;
+  uint32_t need = n->kind == N_CONTENT ? col_bit(SG_RF_ATTRIBUTES) | col_bit(SG_RF_EVENTS)
+                  : n->kind == N_COL || n->kind == N_JSON ? col_bit(n->f->rcol) : 0;
+  if (need & ~pf->cols) { /* a column the table at hand lacks: no narrowing here */
+    pf->left_out = 1;
+    return 0;
+  }
   switch (n->kind) {
   case N_TRUE:
     *exact = 1;
@@ -1424,7 +1441,7 @@ static int ch_node(sg_buf_t *b, const sg_ch_version_t *ver, const node_t *n, int
     size_t at = part.len;
     if (k) rc = sg_buf_puts(&part, n->op ? " OR " : " AND ");
     rc = rc ? rc : sg_buf_putc(&part, '(');
-    rc = rc ? rc : ch_node(&part, ver, n->kids[i], &ex, &dn);
+    rc = rc ? rc : ch_node(&part, pf, n->kids[i], &ex, &dn);
     rc = rc ? rc : sg_buf_putc(&part, ')');
     if (rc) break;
     if (!ex) all_exact = 0;
@@ -1465,15 +1482,22 @@ static int ch_node(sg_buf_t *b, const sg_ch_version_t *ver, const node_t *n, int
   return rc;
 }
 
-int sg_re_ch_prefilter(const sg_re_t *f, const sg_ch_version_t *ver, sg_buf_t *out, int *exact) {
+int sg_re_ch_prefilter_on(const sg_re_t *f, const sg_ch_version_t *ver, uint32_t cols, sg_buf_t *out, int *exact,
+                          int *complete) {
   int ex = 0, done = 0;
   size_t at = out->len;
-  int rc = ch_node(out, ver, f->root, &ex, &done);
+  pf_t pf = {ver, cols, 0};
+  int rc = ch_node(out, &pf, f->root, &ex, &done);
   if (rc == 0 && !done) {
     out->len = at;
     if (out->data) out->data[at] = '\0';
     rc = sg_buf_putc(out, '1');
   }
   if (exact) *exact = ex;
+  if (complete) *complete = !pf.left_out;
   return rc;
+}
+
+int sg_re_ch_prefilter(const sg_re_t *f, const sg_ch_version_t *ver, sg_buf_t *out, int *exact) {
+  return sg_re_ch_prefilter_on(f, ver, UINT32_MAX, out, exact, NULL);
 }

@@ -32,6 +32,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "buf.h"
 #include "ch_schema.h"
@@ -76,6 +77,14 @@ int sg_re_match(const sg_re_t *f, sg_re_row_t *row);
  * *exact (may be NULL) is set when the expression is the filter itself
  * (nothing left for sg_re_match to refuse). 0 or SG_ENOMEM. */
 int sg_re_ch_prefilter(const sg_re_t *f, const sg_ch_version_t *ver, sg_buf_t *out, int *exact);
+/* The same over a table holding only some of the columns: cols has bit
+ * 1 << SG_RF_x for each column it may test (content needs attributes and
+ * events); a condition on another column narrows nothing (it is left out,
+ * so the expression stays necessary, never exact). *complete (may be NULL)
+ * is set when nothing was left out: the expression narrows as much as
+ * sg_re_ch_prefilter's. */
+int sg_re_ch_prefilter_on(const sg_re_t *f, const sg_ch_version_t *ver, uint32_t cols, sg_buf_t *out, int *exact,
+                          int *complete);
 
 /* ClickHouse comparison `col <op> us` for a time column, exact to the µs on
  * both layouts (DateTime + `_us`, DateTime64). op: "<", "<=", ">", ">=",

@@ -50,14 +50,15 @@ test(`the DDL for 18.16, 20.1, 20.12, 24.8 and ${CURRENT} runs on ClickHouse ${E
   for (const v of ['18.16', '20.1', '20.12', '24.8', CURRENT]) {
     const name = `ddl_${v.replace('.', '_')}`;
     const stmts = statements(render(v, { CLICKHOUSE_DATABASE: name }));
-    assert.equal(stmts.length, 7);
+    assert.equal(stmts.length, 15); // 7, and the read index: 2 tables, their views, backfills and markers
     for (const s of stmts) await q(s);
     const create = await q(`SHOW CREATE TABLE ${name}.spans`);
     const modern = v !== '18.16';
     assert.equal(create.includes("DateTime64(6, \\'UTC\\')"), modern, `${v}: time columns`);
     assert.equal(/TTL expires_at/.test(create), modern, `${v}: TTL`);
     assert.equal(create.includes('INDEX idx_trace_id trace_id TYPE bloom_filter'), v === '24.8' || v === CURRENT || v === '20.12', `${v}: index`);
-    assert.equal((await q(`SELECT count() FROM system.tables WHERE database = '${name}'`)).trim(), '6');
+    assert.equal((await q(`SELECT count() FROM system.tables WHERE database = '${name}'`)).trim(), '10');
+    assert.equal((await q(`SELECT count() FROM ${name}.spans_by_start WHERE project_id = toUUID('00000000-0000-0000-0000-000000000000')`)).trim(), '1', `${v}: the index is marked complete`);
     // 23.2+: the engine knows the tombstone column
     assert.equal(/ReplacingMergeTree\(version, is_deleted\)/.test(create), v === '24.8' || v === CURRENT, `${v}: engine`);
     // schema --apply against the engine (its real version): tables from an
@@ -79,7 +80,13 @@ test(`the DDL for 18.16, 20.1, 20.12, 24.8 and ${CURRENT} runs on ClickHouse ${E
 
 test(`the cluster DDL for 24.8 and ${CURRENT} parses whole and creates its tables on ClickHouse ${ENGINE}`, async () => {
   for (const v of ['24.8', CURRENT]) {
-    const stmts = statements(render(v, { SPANGATE_CLICKHOUSE_CLUSTER: 'sg_cluster' }));
+    // the read index's backfills and markers are INSERTs through the
+    // Distributed tables: chDB's replicated tables take no writes (below)
+    const all = statements(render(v, { SPANGATE_CLICKHOUSE_CLUSTER: 'sg_cluster' }));
+    const inserts = all.filter((x) => x.startsWith('INSERT'));
+    assert.deepEqual(inserts.map((x) => x.match(/^INSERT INTO `[^`]+`\.(\w+) /)[1]),
+      ['spans_by_trace', 'spans_by_trace', 'spans_by_start', 'spans_by_start']);
+    const stmts = all.filter((x) => !x.startsWith('INSERT'));
     const file = join(work, `cluster-${v}.json`);
     writeFileSync(file, JSON.stringify(stmts));
     const { stdout } = await run(process.execPath, [join(ROOT, 'tests/modern/lib/cluster_ddl.mjs'), file, 'sg_cluster',
@@ -92,7 +99,10 @@ test(`the cluster DDL for 24.8 and ${CURRENT} parses whole and creates its table
       'spans_analytics Distributed', 'spans_analytics_deleted Distributed',
       'spans_analytics_deleted_local ReplicatedAggregatingMergeTree', 'spans_analytics_deleted_mv MaterializedView',
       'spans_analytics_local ReplicatedAggregatingMergeTree',
-      'spans_analytics_mv MaterializedView', 'spans_local ReplicatedReplacingMergeTree']);
+      'spans_analytics_mv MaterializedView',
+      'spans_by_start Distributed', 'spans_by_start_local ReplicatedReplacingMergeTree', 'spans_by_start_mv MaterializedView',
+      'spans_by_trace Distributed', 'spans_by_trace_local ReplicatedReplacingMergeTree', 'spans_by_trace_mv MaterializedView',
+      'spans_local ReplicatedReplacingMergeTree']);
   }
   // The sharding key hashes alike on 18.16 and here: a trace lands on the same shard.
   const id = '4bf92f35-77b3-4da6-a3ce-929d0e0e4736';

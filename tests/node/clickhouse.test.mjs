@@ -246,7 +246,8 @@ test('serve creates the missing ClickHouse database and tables at start (logged)
     await gw.start();
     assert.match(gw.log, /\[info\] clickhouse: schema: create database `[^`]+`/);
     assert.match(gw.log, /schema: create table `[^`]+`\.spans \(DateTime \+ _us times\)/);
-    assert.deepEqual(await chTables(gw.chdb), ['nodes', 'spans', 'spans_analytics', 'spans_analytics_deleted', 'spans_analytics_deleted_mv', 'spans_analytics_mv']);
+    assert.deepEqual(await chTables(gw.chdb), ['nodes', 'spans', 'spans_analytics', 'spans_analytics_deleted', 'spans_analytics_deleted_mv', 'spans_analytics_mv',
+      'spans_by_start', 'spans_by_start_mv', 'spans_by_trace', 'spans_by_trace_mv']);
     const r = await postJson(gw, '/v1/spans', { spans: [span('a100000000000001')] });
     assert.equal(r.status, 200);
     assert.ok(await until(async () => (await chCount(gw)) === 1), 'the span arrived');

@@ -143,6 +143,8 @@ const TABLES = ['nodes\tDistributed', 'nodes_local\tReplicatedReplacingMergeTree
   'spans_analytics\tDistributed', 'spans_analytics_deleted\tDistributed',
   'spans_analytics_deleted_local\tReplicatedAggregatingMergeTree', 'spans_analytics_deleted_mv\tMaterializedView',
   'spans_analytics_local\tReplicatedAggregatingMergeTree', 'spans_analytics_mv\tMaterializedView',
+  'spans_by_start\tDistributed', 'spans_by_start_local\tReplicatedReplacingMergeTree', 'spans_by_start_mv\tMaterializedView',
+  'spans_by_trace\tDistributed', 'spans_by_trace_local\tReplicatedReplacingMergeTree', 'spans_by_trace_mv\tMaterializedView',
   'spans_local\tReplicatedReplacingMergeTree'];
 
 // Analytics buckets of gateway g; their sum of counts.

@@ -53,6 +53,13 @@ return M
     assert.match(m, /spangate_ttl_rows_expired_total [5-9]/);
     assert.match(m, /spangate_ttl_last_sweep_timestamp_seconds [1-9]\d+/);
     assert.match(gw.log, /TTL sweep: deleting \d+ expired rows from spans/);
+    // the read index's rows expire with the spans they point at
+    for (const t of ['spans_by_trace', 'spans_by_start']) {
+      const q = `SELECT groupUniqArray(toString(project_id)) FROM ${t} WHERE project_id != toUUID('00000000-0000-0000-0000-000000000000') FORMAT TabSeparated`;
+      let ps;
+      await until(async () => (ps = (await gw.ch(q)).trim()) === `['${PROJECT_B}']`, 20000, 500);
+      assert.equal(ps, `['${PROJECT_B}']`, `${t}: only project B's rows are left`);
+    }
     assert.equal((await gw.query('SELECT count(*)::int AS n FROM spans'))[0].n, 6, 'PostgreSQL keeps everything (pg_retention is off)');
   } finally { await gw.stop(); }
 });

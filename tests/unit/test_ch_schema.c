@@ -61,7 +61,7 @@ static const char ddl_18_16[] =
     "PARTITION BY toYYYYMM(created_at)\n"
     "PRIMARY KEY (project_id, created_at)\n"
     "ORDER BY (project_id, created_at, trace_id, span_id)\n"
-    "SETTINGS index_granularity = 8192;\n"
+    "SETTINGS index_granularity = 1024;\n"
     "\n"
     "CREATE TABLE IF NOT EXISTS `agenta_oss_tracing`.nodes\n"
     "(\n"
@@ -134,7 +134,66 @@ static const char ddl_18_16[] =
     "    uniqExactIfState(trace_id, span_id, status_code = 'STATUS_CODE_ERROR') AS errors\n"
     "FROM `agenta_oss_tracing`.spans\n"
     "WHERE is_deleted = 1\n"
-    "GROUP BY project_id, minute, trace_type, span_type, span_kind, span_name;\n";
+    "GROUP BY project_id, minute, trace_type, span_type, span_kind, span_name;\n"
+    "\n"
+    "CREATE TABLE IF NOT EXISTS `agenta_oss_tracing`.spans_by_trace\n"
+    "(\n"
+    "    project_id UUID,\n"
+    "    trace_id UUID,\n"
+    "    created_at DateTime('UTC'),\n"
+    "    version UInt64,\n"
+    "    expires_at DateTime('UTC')\n"
+    ")\n"
+    "ENGINE = ReplacingMergeTree(version)\n"
+    "PARTITION BY toYYYYMM(created_at)\n"
+    "ORDER BY (project_id, trace_id, created_at)\n"
+    "SETTINGS index_granularity = 1024;\n"
+    "\n"
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS `agenta_oss_tracing`.spans_by_trace_mv TO `agenta_oss_tracing`.spans_by_trace AS\n"
+    "SELECT project_id, trace_id, created_at, version, expires_at\n"
+    "FROM `agenta_oss_tracing`.spans;\n"
+    "\n"
+    "INSERT INTO `agenta_oss_tracing`.spans_by_trace (project_id, trace_id, created_at, version, expires_at) SELECT project_id, trace_id, created_at, version, expires_at FROM `agenta_oss_tracing`.spans;\n"
+    "\n"
+    "INSERT INTO `agenta_oss_tracing`.spans_by_trace (project_id, version, expires_at) VALUES ('00000000-0000-0000-0000-000000000000', 0, '2105-12-31 23:59:59');\n"
+    "\n"
+    "CREATE TABLE IF NOT EXISTS `agenta_oss_tracing`.spans_by_start\n"
+    "(\n"
+    "    project_id UUID,\n"
+    "    start_time DateTime('UTC'),\n"
+    "    start_time_us UInt32,\n"
+    "    trace_id UUID,\n"
+    "    span_id UUID,\n"
+    "    created_at DateTime('UTC'),\n"
+    "    created_at_us UInt32,\n"
+    "    version UInt64,\n"
+    "    is_deleted UInt8,\n"
+    "    parent_id Nullable(UUID),\n"
+    "    trace_type Nullable(String),\n"
+    "    span_type Nullable(String),\n"
+    "    span_kind String,\n"
+    "    span_name String,\n"
+    "    status_code String,\n"
+    "    end_time DateTime('UTC'),\n"
+    "    end_time_us UInt32,\n"
+    "    session_id Nullable(String),\n"
+    "    user_id Nullable(String),\n"
+    "    agent_id Nullable(String),\n"
+    "    expires_at DateTime('UTC')\n"
+    ")\n"
+    "ENGINE = ReplacingMergeTree(version)\n"
+    "PARTITION BY toYYYYMM(created_at)\n"
+    "PRIMARY KEY (project_id, start_time)\n"
+    "ORDER BY (project_id, start_time, start_time_us, trace_id, span_id, created_at, created_at_us)\n"
+    "SETTINGS index_granularity = 1024;\n"
+    "\n"
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS `agenta_oss_tracing`.spans_by_start_mv TO `agenta_oss_tracing`.spans_by_start AS\n"
+    "SELECT project_id, start_time, start_time_us, trace_id, span_id, created_at, created_at_us, version, is_deleted, parent_id, toString(trace_type) AS trace_type, toString(span_type) AS span_type, toString(span_kind) AS span_kind, span_name, toString(status_code) AS status_code, end_time, end_time_us, session_id, user_id, agent_id, expires_at\n"
+    "FROM `agenta_oss_tracing`.spans;\n"
+    "\n"
+    "INSERT INTO `agenta_oss_tracing`.spans_by_start (project_id, start_time, start_time_us, trace_id, span_id, created_at, created_at_us, version, is_deleted, parent_id, trace_type, span_type, span_kind, span_name, status_code, end_time, end_time_us, session_id, user_id, agent_id, expires_at) SELECT project_id, start_time, start_time_us, trace_id, span_id, created_at, created_at_us, version, is_deleted, parent_id, toString(trace_type) AS trace_type, toString(span_type) AS span_type, toString(span_kind) AS span_kind, span_name, toString(status_code) AS status_code, end_time, end_time_us, session_id, user_id, agent_id, expires_at FROM `agenta_oss_tracing`.spans;\n"
+    "\n"
+    "INSERT INTO `agenta_oss_tracing`.spans_by_start (project_id, version, expires_at) VALUES ('00000000-0000-0000-0000-000000000000', 0, '2105-12-31 23:59:59');\n";
 static const char insert_18_16[] =
     "INSERT INTO `agenta_oss_tracing`.spans (project_id, trace_id, span_id, parent_id, "
     "trace_type, span_type, span_kind, span_name, start_time, start_time_us, end_time, "
@@ -185,7 +244,7 @@ static const char ddl_24_8[] =
     "PRIMARY KEY (project_id, created_at)\n"
     "ORDER BY (project_id, created_at, trace_id, span_id)\n"
     "TTL expires_at DELETE\n"
-    "SETTINGS index_granularity = 8192;\n"
+    "SETTINGS index_granularity = 1024;\n"
     "\n"
     "CREATE TABLE IF NOT EXISTS `agenta_oss_tracing`.nodes\n"
     "(\n"
@@ -258,7 +317,65 @@ static const char ddl_24_8[] =
     "    uniqExactIfState(trace_id, span_id, status_code = 'STATUS_CODE_ERROR') AS errors\n"
     "FROM `agenta_oss_tracing`.spans\n"
     "WHERE is_deleted = 1\n"
-    "GROUP BY project_id, minute, trace_type, span_type, span_kind, span_name;\n";
+    "GROUP BY project_id, minute, trace_type, span_type, span_kind, span_name;\n"
+    "\n"
+    "CREATE TABLE IF NOT EXISTS `agenta_oss_tracing`.spans_by_trace\n"
+    "(\n"
+    "    project_id UUID,\n"
+    "    trace_id UUID,\n"
+    "    created_at DateTime64(6, 'UTC'),\n"
+    "    version UInt64,\n"
+    "    expires_at DateTime('UTC')\n"
+    ")\n"
+    "ENGINE = ReplacingMergeTree(version)\n"
+    "PARTITION BY toYYYYMM(created_at)\n"
+    "ORDER BY (project_id, trace_id, created_at)\n"
+    "TTL expires_at DELETE\n"
+    "SETTINGS index_granularity = 1024;\n"
+    "\n"
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS `agenta_oss_tracing`.spans_by_trace_mv TO `agenta_oss_tracing`.spans_by_trace AS\n"
+    "SELECT project_id, trace_id, created_at, version, expires_at\n"
+    "FROM `agenta_oss_tracing`.spans;\n"
+    "\n"
+    "INSERT INTO `agenta_oss_tracing`.spans_by_trace (project_id, trace_id, created_at, version, expires_at) SELECT project_id, trace_id, created_at, version, expires_at FROM `agenta_oss_tracing`.spans;\n"
+    "\n"
+    "INSERT INTO `agenta_oss_tracing`.spans_by_trace (project_id, version, expires_at) VALUES ('00000000-0000-0000-0000-000000000000', 0, '2105-12-31 23:59:59');\n"
+    "\n"
+    "CREATE TABLE IF NOT EXISTS `agenta_oss_tracing`.spans_by_start\n"
+    "(\n"
+    "    project_id UUID,\n"
+    "    start_time DateTime64(6, 'UTC'),\n"
+    "    trace_id UUID,\n"
+    "    span_id UUID,\n"
+    "    created_at DateTime64(6, 'UTC'),\n"
+    "    version UInt64,\n"
+    "    is_deleted UInt8,\n"
+    "    parent_id Nullable(UUID),\n"
+    "    trace_type Nullable(String),\n"
+    "    span_type Nullable(String),\n"
+    "    span_kind String,\n"
+    "    span_name LowCardinality(String),\n"
+    "    status_code String,\n"
+    "    end_time DateTime64(6, 'UTC'),\n"
+    "    session_id Nullable(String),\n"
+    "    user_id Nullable(String),\n"
+    "    agent_id Nullable(String),\n"
+    "    expires_at DateTime('UTC')\n"
+    ")\n"
+    "ENGINE = ReplacingMergeTree(version)\n"
+    "PARTITION BY toYYYYMM(created_at)\n"
+    "PRIMARY KEY (project_id, start_time)\n"
+    "ORDER BY (project_id, start_time, trace_id, span_id, created_at)\n"
+    "TTL expires_at DELETE\n"
+    "SETTINGS index_granularity = 1024;\n"
+    "\n"
+    "CREATE MATERIALIZED VIEW IF NOT EXISTS `agenta_oss_tracing`.spans_by_start_mv TO `agenta_oss_tracing`.spans_by_start AS\n"
+    "SELECT project_id, start_time, trace_id, span_id, created_at, version, is_deleted, parent_id, toString(trace_type) AS trace_type, toString(span_type) AS span_type, toString(span_kind) AS span_kind, span_name, toString(status_code) AS status_code, end_time, session_id, user_id, agent_id, expires_at\n"
+    "FROM `agenta_oss_tracing`.spans;\n"
+    "\n"
+    "INSERT INTO `agenta_oss_tracing`.spans_by_start (project_id, start_time, trace_id, span_id, created_at, version, is_deleted, parent_id, trace_type, span_type, span_kind, span_name, status_code, end_time, session_id, user_id, agent_id, expires_at) SELECT project_id, start_time, trace_id, span_id, created_at, version, is_deleted, parent_id, toString(trace_type) AS trace_type, toString(span_type) AS span_type, toString(span_kind) AS span_kind, span_name, toString(status_code) AS status_code, end_time, session_id, user_id, agent_id, expires_at FROM `agenta_oss_tracing`.spans;\n"
+    "\n"
+    "INSERT INTO `agenta_oss_tracing`.spans_by_start (project_id, version, expires_at) VALUES ('00000000-0000-0000-0000-000000000000', 0, '2105-12-31 23:59:59');\n";
 static const char insert_24_8[] =
     "INSERT INTO `agenta_oss_tracing`.spans (project_id, trace_id, span_id, parent_id, "
     "trace_type, span_type, span_kind, span_name, start_time, end_time, status_code, "
@@ -337,7 +454,7 @@ static void check_render(const char *version, const char *want_ddl, const char *
   /* The statement list is the script, one statement per element. */
   sg_ch_stmts_t s;
   assert_int_equal(sg_ch_schema_statements(&v, NULL, &s), 0);
-  assert_int_equal(s.n, 7);
+  assert_int_equal(s.n, 15);
   sg_buf_reset(&b);
   for (size_t i = 0; i < s.n; i++) {
     assert_null(strchr(s.v[i], ';'));
@@ -352,6 +469,24 @@ static void check_render(const char *version, const char *want_ddl, const char *
   assert_non_null(strstr(s.v[5], ".spans_analytics_deleted\n"));
   assert_non_null(strstr(s.v[6], "spans_analytics_deleted_mv TO "));
   assert_non_null(strstr(s.v[6], "\nWHERE is_deleted = 1\n"));
+  /* the read index: per table, the table, its view, the backfill and the
+   * marker (flagged: the caller may skip them when they fail) */
+  static const char *const ix[] = {"spans_by_trace", "spans_by_start"};
+  for (size_t k = 0; k < 2; k++) {
+    size_t at = 7 + 4 * k;
+    char want[128];
+    snprintf(want, sizeof want, "CREATE TABLE IF NOT EXISTS `agenta_oss_tracing`.%s\n", ix[k]);
+    assert_non_null(strstr(s.v[at], want));
+    snprintf(want, sizeof want, "%s_mv TO `agenta_oss_tracing`.%s AS\n", ix[k], ix[k]);
+    assert_non_null(strstr(s.v[at + 1], want));
+    snprintf(want, sizeof want, "INSERT INTO `agenta_oss_tracing`.%s (", ix[k]);
+    assert_non_null(strstr(s.v[at + 2], want));
+    assert_non_null(strstr(s.v[at + 2], " FROM `agenta_oss_tracing`.spans"));
+    assert_non_null(strstr(s.v[at + 3], "VALUES ('00000000-0000-0000-0000-000000000000', 0, "));
+    for (size_t j = at; j < at + 4; j++)
+      assert_int_equal(s.flags[j], j >= at + 2 ? SG_CH_STMT_BACKFILL : 0u);
+  }
+  for (size_t j = 0; j < 7; j++) assert_int_equal(s.flags[j], 0u);
   sg_ch_stmts_free(&s);
   sg_buf_free(&b);
 }
@@ -852,9 +987,24 @@ static void test_render_cluster(void **st) {
     sg_ch_schema_opts_t so = {"db", "sg", NULL, NULL};
     sg_ch_stmts_t s;
     assert_int_equal(sg_ch_schema_statements(&v, &so, &s), 0);
-    assert_int_equal(s.n, 11);
+    assert_int_equal(s.n, 21);
     const char *engine_args = k ? "version, is_deleted)" : "version)";
-    for (size_t i = 0; i < s.n; i++) assert_non_null(strstr(s.v[i], " ON CLUSTER `sg`"));
+    for (size_t i = 0; i < 11; i++) assert_non_null(strstr(s.v[i], " ON CLUSTER `sg`"));
+    /* the read index: replicated local tables, Distributed ones sharded as
+     * spans, views from spans_local into the local tables; the backfill and
+     * marker go through the Distributed tables (no ON CLUSTER: one insert) */
+    assert_non_null(strstr(s.v[11], "`db`.spans_by_trace_local ON CLUSTER `sg`"));
+    assert_non_null(strstr(s.v[11], "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/spans_by_trace_local', '{replica}', version)"));
+    assert_non_null(strstr(s.v[12], "Distributed('sg', 'db', 'spans_by_trace_local', cityHash64(toString(trace_id)))"));
+    assert_non_null(strstr(s.v[13], "spans_by_trace_mv ON CLUSTER `sg` TO `db`.spans_by_trace_local AS\n"));
+    assert_non_null(strstr(s.v[13], "FROM `db`.spans_local"));
+    assert_non_null(strstr(s.v[14], "INSERT INTO `db`.spans_by_trace ("));
+    assert_non_null(strstr(s.v[14], " FROM `db`.spans"));
+    assert_null(strstr(s.v[14], "ON CLUSTER"));
+    assert_non_null(strstr(s.v[15], "INSERT INTO `db`.spans_by_trace (project_id, version, expires_at) VALUES"));
+    assert_non_null(strstr(s.v[16], "`db`.spans_by_start_local ON CLUSTER `sg`"));
+    assert_non_null(strstr(s.v[17], "Distributed('sg', 'db', 'spans_by_start_local', cityHash64(toString(trace_id)))"));
+    assert_non_null(strstr(s.v[18], "TO `db`.spans_by_start_local AS\n"));
     assert_string_equal(s.v[0], "CREATE DATABASE IF NOT EXISTS `db` ON CLUSTER `sg`");
     assert_non_null(strstr(s.v[1], "CREATE TABLE IF NOT EXISTS `db`.spans_local ON CLUSTER `sg`\n(\n"));
     assert_non_null(strstr(s.v[1], "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/spans_local', "
@@ -934,6 +1084,7 @@ static void existing_from_ddl(const char *version, sg_ch_existing_t *ex, const c
   sg_buf_t tables = SG_BUF_INIT, cols = SG_BUF_INIT;
   sg_buf_puts(&tables, "\tDatabase\t\n");
   for (size_t i = 1; i < s.n; i++) {
+    if (!strncmp(s.v[i], "INSERT", 6)) continue;
     const char *dot = strchr(s.v[i], '.'), *end = dot + strcspn(dot, " \n");
     char name[64];
     snprintf(name, sizeof name, "%.*s", (int)(end - dot - 1), dot + 1);
@@ -953,6 +1104,7 @@ static void existing_from_ddl(const char *version, sg_ch_existing_t *ex, const c
     }
   }
   memset(ex, 0, sizeof *ex);
+  ex->index_marked = (1u << SG_CH_IX_N) - 1; /* the backfills ran */
   assert_int_equal(sg_ch_existing_add_tables(ex, tables.data, tables.len), 0);
   assert_int_equal(sg_ch_existing_add_columns(ex, cols.data, cols.len), 0);
   sg_buf_free(&tables);
@@ -1034,7 +1186,7 @@ static void test_upgrade(void **st) {
   /* nothing there: everything, as for a fresh server */
   memset(&ex, 0, sizeof ex);
   assert_int_equal(sg_ch_upgrade_statements(&v24, NULL, &ex, &s), 0);
-  assert_int_equal(s.n, 7);
+  assert_int_equal(s.n, 15);
   assert_string_equal(s.what[0], "create database `agenta_oss_tracing`");
   sg_ch_stmts_free(&s);
   /* complete tables: nothing to do, on the same version */
@@ -1102,6 +1254,51 @@ static void test_upgrade(void **st) {
   assert_non_null(strstr(s.v[4], "toStartOfMinute(start_time)"));
   for (size_t k = 0; k < s.n; k++) assert_null(strstr(s.v[k], "ENGINE = ReplacingMergeTree"));
   sg_ch_stmts_free(&s);
+  sg_ch_existing_free(&ex);
+  /* tables from before the read index: its tables and views, then the
+   * backfills (the views only see later inserts) and their markers; reads
+   * leave the index alone until then */
+  existing_from_ddl("18.16.1", &ex, NULL);
+  assert_int_equal(sg_ch_index_complete(&ex, NULL), 1);
+  for (size_t k = 0; k < ex.ntables; k++)
+    if (!strncmp(ex.tables[k].name, "spans_by_", 9)) ex.tables[k].name[0] = 'x';
+  ex.index_marked = 0;
+  assert_int_equal(sg_ch_index_complete(&ex, NULL), 0);
+  assert_int_equal(sg_ch_upgrade_statements(&v18, NULL, &ex, &s), 0);
+  assert_int_equal(s.n, 8);
+  assert_string_equal(s.what[0], "create table `agenta_oss_tracing`.spans_by_trace (the read index: trace -> created_at)");
+  assert_non_null(strstr(s.v[0], "ORDER BY (project_id, trace_id, created_at)\n"));
+  assert_non_null(strstr(s.v[2], "INSERT INTO `agenta_oss_tracing`.spans_by_trace (project_id, trace_id, created_at, "
+                                 "version, expires_at) SELECT project_id, trace_id, created_at, version, expires_at FROM "
+                                 "`agenta_oss_tracing`.spans"));
+  assert_int_equal(s.flags[2], SG_CH_STMT_BACKFILL);
+  assert_int_equal(s.flags[3], SG_CH_STMT_BACKFILL);
+  /* spans_by_start follows the spans table's layout, not the server's */
+  assert_non_null(strstr(s.v[4], "start_time_us UInt32"));
+  assert_non_null(strstr(s.v[4], "ORDER BY (project_id, start_time, start_time_us, trace_id, span_id, created_at, created_at_us)"));
+  sg_ch_stmts_free(&s);
+  sg_ch_existing_free(&ex);
+  /* the tables and views are there, a backfill did not finish (no marker):
+   * only the backfill and the marker again */
+  existing_from_ddl("18.16.1", &ex, NULL);
+  ex.index_marked = 1u << SG_CH_IX_BY_TRACE;
+  assert_int_equal(sg_ch_index_complete(&ex, NULL), 0);
+  assert_int_equal(sg_ch_upgrade_statements(&v18, NULL, &ex, &s), 0);
+  assert_int_equal(s.n, 2);
+  assert_string_equal(s.what[0], "backfill `agenta_oss_tracing`.spans_by_start from spans (its view only sees inserts "
+                                 "made after it)");
+  assert_string_equal(s.what[1], "mark `agenta_oss_tracing`.spans_by_start complete");
+  sg_ch_stmts_free(&s);
+  /* the markers' answer */
+  sg_buf_t q = SG_BUF_INIT;
+  assert_int_equal(sg_ch_index_state_sql(NULL, &ex, &q), 0);
+  assert_non_null(strstr(q.data, "SELECT 'spans_by_trace', count() FROM `agenta_oss_tracing`.spans_by_trace WHERE "
+                                 "project_id = toUUID('00000000-0000-0000-0000-000000000000') UNION ALL "));
+  sg_buf_free(&q);
+  ex.index_marked = 0;
+  const char *ans = "spans_by_trace\t1\nspans_by_start\t0\n";
+  assert_int_equal(sg_ch_existing_add_index(&ex, ans, strlen(ans)), 0);
+  assert_int_equal(ex.index_marked, 1u << SG_CH_IX_BY_TRACE);
   sg_ch_existing_free(&ex);
 }
 

@@ -48,7 +48,7 @@ static void test_statements(void **st) {
   sg_buf_reset(&b);
 
   sg_rch_pos_t after = {1714979289123456, "4bf92f35-77b3-4da6-a3ce-929d0e0e4736", "00f067aa-0ba9-02b7-00f0-67aa0ba902b7"};
-  sg_rch_scan_t s = {1, 1, 1, 1714900000000000, 1715000000000000, &after, "position(attributes, '\"llm\"') > 0", 128};
+  sg_rch_scan_t s = {1, 1, 1, 1714900000000000, 1715000000000000, &after, "position(attributes, '\"llm\"') > 0", 128, 0, 0};
   c.ver = &old;
   assert_int_equal(sg_rch_candidates_sql(&c, &s, &b), 0);
   has(b.data, "PREWHERE project_id = toUUID('0190a3b4-0000-7000-8000-00000000000a') AND "
@@ -69,14 +69,14 @@ static void test_statements(void **st) {
 
   sg_rch_key_t keys[3] = {{1714979289123456, "a", "b"}, {1714979289999999, "c", "d"}, {1714979290000000, "e", "f"}};
   c.ver = &old;
-  assert_int_equal(sg_rch_fetch_sql(&c, keys, 3, &b), 0);
+  assert_int_equal(sg_rch_fetch_sql(&c, keys, 3, NULL, &b), 0);
   /* each second once on 18.16 (created_at is DateTime there) */
-  has(b.data, "AND created_at IN (toDateTime(1714979289), toDateTime(1714979290)) AND (trace_id, span_id) IN "
-              "((toUUID('a'), toUUID('b')), (toUUID('c'), toUUID('d')), (toUUID('e'), toUUID('f')))");
+  has(b.data, "AND created_at IN (toDateTime(1714979289), toDateTime(1714979290)) AND (toString(trace_id), "
+              "toString(span_id)) IN (('a', 'b'), ('c', 'd'), ('e', 'f'))");
   has(b.data, "SETTINGS use_uncompressed_cache = 1 FORMAT TabSeparated");
   sg_buf_reset(&b);
   c.ver = &cur;
-  assert_int_equal(sg_rch_fetch_sql(&c, keys, 3, &b), 0);
+  assert_int_equal(sg_rch_fetch_sql(&c, keys, 3, NULL, &b), 0);
   has(b.data, "created_at IN (toDateTime64('2024-05-06 07:08:09.123456', 6, 'UTC'), toDateTime64('2024-05-06 07:08:09.999999', 6, 'UTC'), ");
   sg_buf_reset(&b);
 
@@ -85,6 +85,50 @@ static void test_statements(void **st) {
   has(b.data, "(created_at > toDateTime64('2024-05-06 07:08:09.123456', 6, 'UTC') OR ");
   has(b.data, "span_name, attributes FROM");
   has(b.data, "LIMIT 20000) FORMAT TabSeparated");
+  sg_buf_free(&b);
+
+  /* with the read index: the trace's created_at values from spans_by_trace
+   * narrow spans to the granules holding it */
+  sg_ch_version_t ix = old;
+  ix.caps |= SG_CH_READ_INDEX;
+  c.ver = &ix;
+  sg_buf_reset(&b);
+  assert_int_equal(sg_rch_trace_sql(&c, trace, &b), 0);
+  has(b.data, "FROM `db\\`x`.spans PREWHERE project_id = toUUID('0190a3b4-0000-7000-8000-00000000000a') AND "
+              "created_at IN (SELECT created_at FROM `db\\`x`.spans_by_trace WHERE project_id = "
+              "toUUID('0190a3b4-0000-7000-8000-00000000000a') AND trace_id = "
+              "toUUID('abababab-abab-abab-abab-abababababab')) AND trace_id = toUUID('abababab-abab-abab-abab-abababababab')");
+  has(b.data, "distributed_product_mode = 'local'");
+  /* candidates from spans_by_start: the window there, the index's prefilter */
+  s.prefilter = "status_code = 'STATUS_CODE_ERROR'";
+  s.from_index = 1;
+  s.prune = 1;
+  sg_buf_reset(&b);
+  assert_int_equal(sg_rch_candidates_sql(&c, &s, &b), 0);
+  has(b.data, " FROM `db\\`x`.spans_by_start PREWHERE project_id = ");
+  has(b.data, " WHERE (status_code = 'STATUS_CODE_ERROR') AND (" SG_RCH_LIVE_SQL ")");
+  assert_null(strstr(b.data, "created_at >="));
+  /* ... or spans, pruned to the created_at range of the window's index rows
+   * (a filter on a column spans_by_start lacks) */
+  s.from_index = 0;
+  s.prefilter = "position(attributes, '\"llm\"') > 0";
+  sg_buf_reset(&b);
+  assert_int_equal(sg_rch_candidates_sql(&c, &s, &b), 0);
+  has(b.data, " FROM `db\\`x`.spans PREWHERE project_id = ");
+  has(b.data, " AND created_at >= (SELECT min(created_at) FROM `db\\`x`.spans_by_start WHERE project_id = ");
+  has(b.data, " AND created_at <= (SELECT max(created_at) FROM `db\\`x`.spans_by_start WHERE project_id = ");
+  has(b.data, "SETTINGS distributed_product_mode = 'local' FORMAT TabSeparated");
+  /* without the index: neither */
+  c.ver = &old;
+  sg_buf_reset(&b);
+  assert_int_equal(sg_rch_candidates_sql(&c, &s, &b), 0);
+  assert_null(strstr(b.data, "spans_by_"));
+  /* the fetch with a prefilter: the JSON columns only where it holds */
+  sg_rch_key_t k1 = {1714979289123456, "a", "b"};
+  sg_buf_reset(&b);
+  assert_int_equal(sg_rch_fetch_sql(&c, &k1, 1, "x = 1", &b), 0);
+  has(b.data, "if(sg_pf, attributes, NULL), ");
+  has(b.data, ", (x = 1) AS sg_pf FROM ");
   sg_buf_free(&b);
 }
 
