@@ -238,6 +238,8 @@ int sg_ch_setup(const sg_config_t *cfg, unsigned flags, sg_ch_target_t *out, sg_
   }
   long wait_s = sg_ch_ddl_wait_s(cfg), down = 0;
   int fill_failed = 0;
+  sg_ch_layout_t had;
+  int skip_fill = rc == 0 && (flags & SG_CH_SETUP_NO_BACKFILL) && sg_ch_table_layout(&ex, &so, "spans", &had, NULL) == 0;
   for (size_t i = 0; rc == 0 && i < st.n; i++) {
     if (!(flags & SG_CH_SETUP_CREATE)) {
       if (done) sg_buf_printf(done, "missing: %s\n", st.what[i]);
@@ -248,6 +250,13 @@ int sg_ch_setup(const sg_config_t *cfg, unsigned flags, sg_ch_target_t *out, sg_
        * index alone until a later start or `spangate schema --apply`
        * completes it */
       if (fill_failed) continue;
+      if (skip_fill) {
+        if (done)
+          sg_buf_printf(done, "left for `spangate schema --apply`: %s (reads from ClickHouse do without the "
+                        "read index until it is complete)\n", st.what[i]);
+        fill_failed = 1; /* one line: the marker waits for its backfill */
+        continue;
+      }
       sg_buf_t why = SG_BUF_INIT;
       if (exec_with(cfg, st.v[i], st.flags[i], NULL, &why, 1) != 0) {
         fill_failed = 1;

@@ -24,6 +24,10 @@ typedef struct {
 } sg_ch_target_t;
 
 #define SG_CH_SETUP_CREATE 1u /* create / upgrade what is missing (schema --apply) */
+/* with CREATE: leave the read index's backfill of a spans table that
+ * already existed to `spangate schema --apply` (the gateway's start: a
+ * backfill reads every span, and the start must not wait for it) */
+#define SG_CH_SETUP_NO_BACKFILL 2u
 
 /* The schema options of cfg (database, cluster, ZooKeeper path, replica);
  * the strings stay cfg's. */

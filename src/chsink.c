@@ -925,7 +925,7 @@ static void setup_start(sg_chsink_t *s) {
   if (!u) return;
   u->s = s;
   u->cfg = s->cfg;
-  u->flags = s->worker_id == 1 && s->cfg->clickhouse_create_schema ? SG_CH_SETUP_CREATE : 0;
+  u->flags = s->worker_id == 1 && s->cfg->clickhouse_create_schema ? SG_CH_SETUP_CREATE | SG_CH_SETUP_NO_BACKFILL : 0;
   u->req.data = u;
   if (uv_queue_work(s->loop, &u->req, setup_work, setup_after) != 0) {
     free(u);

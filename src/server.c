@@ -377,7 +377,7 @@ static void worker_done_cb(uv_async_t *a) {
  * gaps until a worker reaches it (chsink.c). */
 static int clickhouse_at_start(const sg_config_t *cfg, sg_buf_t *err) {
   sg_buf_t done = SG_BUF_INIT, why = SG_BUF_INIT;
-  unsigned flags = cfg->clickhouse_create_schema ? SG_CH_SETUP_CREATE : 0;
+  unsigned flags = cfg->clickhouse_create_schema ? SG_CH_SETUP_CREATE | SG_CH_SETUP_NO_BACKFILL : 0;
   int rc = sg_ch_setup(cfg, flags, &ch_target, &done, &why);
   for (char *l = done.data, *nl; l && *l; l = nl + 1) {
     nl = strchr(l, '\n');

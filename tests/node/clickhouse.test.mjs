@@ -336,6 +336,46 @@ test('schema --apply on an existing database adds what is missing, prints it, an
   } finally { await gw.stop(); }
 });
 
+test('a start on spans without the read index leaves the backfill to schema --apply; reads answer alike before and after', async () => {
+  const gw = await startGateway({ clickhouse: true, conf: ['read_backend = "clickhouse"'] });
+  const marked = async () => Number((await gw.ch(`SELECT count() FROM spans_by_trace
+      WHERE project_id = toUUID('00000000-0000-0000-0000-000000000000')`)).trim());
+  const fetch = async () => {
+    const r = await request(gw, 'GET', `/v1/traces/${'e'.repeat(32)}`, undefined, { authorization: `ApiKey ${KEY_A}` });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.headers['x-spangate-read-backend'], 'clickhouse', r.headers['x-spangate-read-fallback']);
+    return r.text;
+  };
+  try {
+    const spans = ['a200000000000001', 'a200000000000002', 'a200000000000003'].map((sid) => span(sid));
+    assert.equal((await postJson(gw, '/v1/spans', { spans })).status, 200);
+    assert.ok(await until(async () => (await chCount(gw)) === 3), 'the spans arrived');
+    let before;
+    assert.ok(await until(async () => { try { before = await fetch(); return true; } catch { return false; } }), 'read from ClickHouse');
+    // a database from before the read index: spans hold rows, no index
+    await gw.stop();
+    for (const t of ['spans_by_trace', 'spans_by_start']) {
+      await gw.ch(`DROP TABLE ${t}_mv`);
+      await gw.ch(`DROP TABLE ${t}`);
+    }
+    await gw.start();
+    assert.match(gw.log, /schema: create table `[^`]+`\.spans_by_trace/);
+    assert.match(gw.log, /schema: left for `spangate schema --apply`: backfill `[^`]+`\.spans_by_(trace|start) from spans/);
+    assert.equal(await marked(), 0, 'not marked complete without its backfill');
+    assert.equal(await fetch(), before, 'without the index');
+    const out = execFileSync(BIN, ['schema', '--apply', '-c', gw.conf], { env: gw.env }).toString();
+    assert.match(out, /backfill `[^`]+`\.spans_by_trace from spans/);
+    assert.match(out, /mark `[^`]+`\.spans_by_trace complete/);
+    assert.equal(await marked(), 1);
+    await gw.stop();
+    const mark = gw.log.length;
+    await gw.start(); // the index is read as complete at start: nothing left to do
+    assert.doesNotMatch(gw.log.slice(mark), /schema: /);
+    assert.equal(await fetch(), before, 'with the index');
+    assert.deepEqual(gw.errorLines(), []);
+  } finally { await gw.stop(); }
+});
+
 test('ClickHouse away at start with nothing created: gaps meanwhile, then the schema is created and rows flow', async () => {
   // The gateway's ClickHouse port forwards to the real server only once a
   // forwarder listens there; until then connections are refused.
