@@ -1022,11 +1022,16 @@ static void sync_cb(void *arg, const sg_ch_result_t *r) {
 
 int sg_ch_exec_sync(const sg_ch_opts_t *opts, const char *sql, const void *body, size_t len,
                     sg_buf_t *out, sg_buf_t *err) {
+  sg_ch_req_t q = {.sql = sql, .body = body, .len = len};
+  return sg_ch_send_sync(opts, &q, out, err);
+}
+
+int sg_ch_send_sync(const sg_ch_opts_t *opts, const sg_ch_req_t *q, sg_buf_t *out, sg_buf_t *err) {
   uv_loop_t loop;
   if (uv_loop_init(&loop) != 0) return SG_ENOMEM;
   sync_t s = {NULL, out, err, SG_EIO};
   s.c = sg_ch_client_new(&loop, opts);
-  int rc = s.c ? sg_ch_request(s.c, sql, body, len, 0, sync_cb, &s) : SG_ENOMEM;
+  int rc = s.c ? sg_ch_send(s.c, q, sync_cb, &s) : SG_ENOMEM;
   if (rc != 0) {
     if (err) sg_buf_puts(err, s.c ? "ClickHouse request could not start" : "ClickHouse client: out of memory");
     sg_ch_client_close(s.c);

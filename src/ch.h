@@ -192,6 +192,9 @@ void sg_ch_client_close(sg_ch_client_t *c);
 int sg_ch_exec_sync(const sg_ch_opts_t *opts, const char *sql, const void *body, size_t len,
                     sg_buf_t *out, sg_buf_t *err);
 
+/* The same for a request with its own settings or timeout. */
+int sg_ch_send_sync(const sg_ch_opts_t *opts, const sg_ch_req_t *q, sg_buf_t *out, sg_buf_t *err);
+
 /* Classify a ClickHouse exception code: SG_EPOISON, SG_EUNAVAIL or SG_EIO;
  * 0 when the code is not in the table (the HTTP status decides then). */
 int sg_ch_code_class(int ch_code);

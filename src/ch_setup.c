@@ -37,38 +37,6 @@ static void where_prefix(const sg_config_t *cfg, sg_buf_t *err) {
  * clickhouse_timeout_ms is. */
 #define BACKFILL_TIMEOUT_MS 3600000L
 
-typedef struct {
-  sg_ch_client_t *c;
-  sg_buf_t *out, *err;
-  int status;
-} sync_t;
-
-static void sync_cb(void *arg, const sg_ch_result_t *r) {
-  sync_t *s = arg;
-  s->status = r->status;
-  if (s->out && r->len && sg_buf_append(s->out, r->body, r->len) != 0) s->status = SG_ENOMEM;
-  if (s->err && r->status) sg_buf_puts(s->err, r->error);
-  sg_ch_client_close(s->c);
-}
-
-/* sg_ch_exec_sync with query settings and a timeout of its own. */
-static int exec_sync(const sg_ch_opts_t *o, const char *sql, const char *settings, long timeout_ms, sg_buf_t *out,
-                     sg_buf_t *err) {
-  uv_loop_t loop;
-  if (uv_loop_init(&loop) != 0) return SG_ENOMEM;
-  sync_t s = {NULL, out, err, SG_EIO};
-  sg_ch_req_t q = {.sql = sql, .settings = settings, .timeout_ms = timeout_ms};
-  s.c = sg_ch_client_new(&loop, o);
-  int rc = s.c ? sg_ch_send(s.c, &q, sync_cb, &s) : SG_ENOMEM;
-  if (rc != 0) {
-    if (err) sg_buf_puts(err, s.c ? "ClickHouse request could not start" : "ClickHouse client: out of memory");
-    sg_ch_client_close(s.c);
-    s.status = rc;
-  }
-  uv_run(&loop, UV_RUN_DEFAULT);
-  return uv_loop_close(&loop) == 0 ? s.status : (s.status ? s.status : SG_EIO);
-}
-
 /* One statement; on failure err gets ClickHouse's answer (and the statement
  * when show, which marks DDL). Unreachable (transient) is SG_EUNAVAIL, the rest SG_EIO.
  * stmt_flags SG_CH_STMT_BACKFILL: the read index's backfill (ch_schema.h). */
@@ -79,8 +47,8 @@ static int exec_with(const sg_config_t *cfg, const char *sql, unsigned stmt_flag
   sg_buf_t why = SG_BUF_INIT;
   int fill = (stmt_flags & SG_CH_STMT_BACKFILL) != 0;
   if (fill && o.timeout_ms < BACKFILL_TIMEOUT_MS) o.timeout_ms = BACKFILL_TIMEOUT_MS;
-  int rc = exec_sync(&o, sql, fill ? SG_CH_INSERT_FRESH_SETTINGS : NULL, o.timeout_ms,
-                     out, &why);
+  sg_ch_req_t q = {.sql = sql, .settings = fill ? SG_CH_INSERT_FRESH_SETTINGS : NULL};
+  int rc = sg_ch_send_sync(&o, &q, out, &why);
   if (rc != 0 && err) {
     where_prefix(cfg, err);
     sg_buf_puts(err, why.data ? why.data : sg_strerror(rc));

@@ -201,32 +201,26 @@ static void record_gap(sg_chsink_t *s, const uint8_t project[16], const sg_span_
 
 /* ---- appending -------------------------------------------------------------- */
 
-int sg_chsink_append(sg_chsink_t *s, const uint8_t project_id[16], const sg_span_t *spans, size_t n,
-                     const int64_t *expires_us) {
-  if (n == 0) return 0;
-  if (!s->have_ver) {
-    record_gap(s, project_id, spans, n, "ClickHouse version unknown (never reached since start)");
-    return 0;
-  }
+/* Encodes spans into s->rows; a span the encoder refuses is left out,
+ * counted, marked in refused (may be NULL) and, when log, reported (once a
+ * second at most). *good: how many were encoded. SG_ENOMEM: nothing kept. */
+static int encode(sg_chsink_t *s, const uint8_t project_id[16], const sg_span_t *spans, size_t n,
+                  const int64_t *expires_us, uint8_t *refused, int log, size_t *good) {
   sg_buf_reset(&s->rows);
-  size_t good = 0;
+  *good = 0;
   for (size_t i = 0; i < n; i++) {
     size_t before = s->rows.len;
     int rc = sg_ch_row_encode(&s->lay, project_id, &spans[i], expires_us ? expires_us[i] : INT64_MAX,
                               &s->rows);
     if (rc == 0) {
-      good++;
+      ++*good;
       continue;
     }
     s->rows.len = before;
-    if (rc == SG_ENOMEM) { /* not the span's fault: keep the whole request as a gap */
-      sg_error("clickhouse", "out of memory encoding ClickHouse rows; the spans are recorded as a "
-                             "gap for `spangate migrate`");
-      record_gap(s, project_id, spans, n, "out of memory encoding rows");
-      return 0;
-    }
+    if (rc == SG_ENOMEM) return rc; /* not the span's fault */
     s->st.encode_rejects++;
-    if (uv_now(s->loop) - s->last_encode_log >= 1000 || s->last_encode_log == 0) {
+    if (refused) refused[i] = 1;
+    if (log && (uv_now(s->loop) - s->last_encode_log >= 1000 || s->last_encode_log == 0)) {
       s->last_encode_log = uv_now(s->loop);
       char t[37], sp[37];
       sg_uuid_format(spans[i].trace_id, t);
@@ -235,15 +229,26 @@ int sg_chsink_append(sg_chsink_t *s, const uint8_t project_id[16], const sg_span
                t, sp, sg_strerror(rc));
     }
   }
-  if (good == 0) return 0;
-  int64_t t = now_us();
-  if (t <= s->last_stamp) t = s->last_stamp + 1; /* unique and increasing: the record's name in chpending */
-  int rc = sg_spool_append(s->spools[0].sp, s->tag, s->rows.data, s->rows.len, t);
-  if (rc == 0) {
-    s->last_stamp = t;
-    sg_chpending_add(s->worker_id, project_id, t);
+  return 0;
+}
+
+int sg_chsink_append(sg_chsink_t *s, const uint8_t project_id[16], const sg_span_t *spans, size_t n,
+                     const int64_t *expires_us) {
+  if (n == 0) return 0;
+  if (!s->have_ver) {
+    record_gap(s, project_id, spans, n, "ClickHouse version unknown (never reached since start)");
     return 0;
   }
+  size_t good;
+  if (encode(s, project_id, spans, n, expires_us, NULL, 1, &good) != 0) {
+    sg_error("clickhouse", "out of memory encoding ClickHouse rows; the spans are recorded as a "
+                           "gap for `spangate migrate`");
+    record_gap(s, project_id, spans, n, "out of memory encoding rows"); /* the whole request */
+    return 0;
+  }
+  if (good == 0) return 0;
+  int rc = sg_chsink_append_project_rows(s, project_id, s->rows.data, s->rows.len);
+  if (rc == 0) return 0;
   sg_error("clickhouse", "spool %s: %s; the spans are recorded as a gap for `spangate migrate`",
            s->spools[0].dir, rc == SG_ETOOBIG ? "full (spool_max_bytes)" : sg_strerror(rc));
   record_gap(s, project_id, spans, n, rc == SG_ETOOBIG ? "spool full" : "spool write failed");
@@ -255,29 +260,11 @@ int sg_chsink_append_only(sg_chsink_t *s, const uint8_t project_id[16], const sg
   if (refused) memset(refused, 0, n);
   if (n == 0) return 0;
   if (!s->have_ver) return SG_EUNAVAIL;
-  sg_buf_reset(&s->rows);
-  size_t good = 0;
-  for (size_t i = 0; i < n; i++) {
-    size_t before = s->rows.len;
-    int rc = sg_ch_row_encode(&s->lay, project_id, &spans[i], expires_us ? expires_us[i] : INT64_MAX,
-                              &s->rows);
-    if (rc == 0) {
-      good++;
-      continue;
-    }
-    s->rows.len = before;
-    if (rc == SG_ENOMEM) return rc;
-    s->st.encode_rejects++;
-    if (refused) refused[i] = 1;
-  }
-  if (good == 0) return 0;
-  int64_t t = now_us();
-  if (t <= s->last_stamp) t = s->last_stamp + 1; /* unique and increasing: the record's name in chpending */
-  int rc = sg_spool_append(s->spools[0].sp, s->tag, s->rows.data, s->rows.len, t);
-  if (rc != 0) return rc == SG_ETOOBIG || rc == SG_ENOMEM ? rc : SG_EIO;
-  s->last_stamp = t;
-  sg_chpending_add(s->worker_id, project_id, t);
-  return 0;
+  size_t good;
+  int rc = encode(s, project_id, spans, n, expires_us, refused, 0, &good);
+  if (rc != 0 || good == 0) return rc;
+  rc = sg_chsink_append_project_rows(s, project_id, s->rows.data, s->rows.len);
+  return rc == 0 || rc == SG_ETOOBIG || rc == SG_ENOMEM ? rc : SG_EIO;
 }
 
 int sg_chsink_append_rows(sg_chsink_t *s, const char *rows, size_t len, int64_t now_us) {

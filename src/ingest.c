@@ -130,25 +130,9 @@ static int dual_write(ingest_t *in) {
 
 static void warn_transient(size_t n, const char *why);
 
-/* Removes the spans the row encoder refused (marked in refused), rejecting
- * them to the client as PostgreSQL's ingest rejects a span it refuses. */
-static void drop_refused(ingest_t *in, const uint8_t *refused) {
-  sg_span_batch_t *b = &in->batch;
-  size_t w = 0, n = b->n;
-  for (size_t i = 0; i < n; i++) {
-    if (!refused[i]) {
-      if (w != i) b->spans[w] = b->spans[i];
-      w++;
-      continue;
-    }
-    char tid[33], sid[17];
-    sg_hex32_format(b->spans[i].trace_id, tid);
-    sg_hex16_format(b->spans[i].span_id, sid);
-    sg_span_batch_reject(b, "span %s of trace %s: a value is out of ClickHouse's range", sid, tid);
-    sg_span_clear(&b->spans[i]);
-  }
-  for (size_t i = w; i < n; i++) memset(&b->spans[i], 0, sizeof b->spans[i]);
-  b->n = w;
+/* Why span i is rejected, when the row encoder refused it. */
+static const char *refused_at(const void *refused, size_t i) {
+  return ((const uint8_t *)refused)[i] ? "a value is out of ClickHouse's range" : NULL;
 }
 
 /* The stamped spans into the worker's spool; the result after the fsync. */
@@ -163,11 +147,10 @@ static void ch_only_spool(ingest_t *in) {
     rc = sg_chsink_append_only(w->chsink, in->who.project_id, in->batch.spans, n, exp, refused);
   }
   if (rc == 0) {
-    size_t before = in->batch.rejected;
-    drop_refused(in, refused);
-    if (in->batch.rejected > before)
+    size_t k = sg_span_batch_drop(&in->batch, refused_at, refused);
+    if (k)
       sg_warn("ingest", "%zu spans of a ClickHouse-only project were rejected: a value is out of "
-                        "ClickHouse's range", in->batch.rejected - before);
+                        "ClickHouse's range", k);
   }
   free(exp);
   free(refused);

@@ -238,28 +238,16 @@ static void maybe_free(sg_pgsink_t *s) {
   if (s->closing && s->open_handles == 0 && s->jobs == 0) free(s);
 }
 
+static const char *reason_at(const void *reasons, size_t i) { return ((char *const *)reasons)[i]; }
+
 /* Removes the spans rejected alone (keeping the order of the others), then
  * answers the submission. */
 static void sub_answer(sg_pgsink_t *s, sub_t *sub, int status) {
   sg_span_batch_t *b = sub->batch;
   if (sub->reason) {
-    size_t w = 0, n = b->n;
-    for (size_t i = 0; i < n; i++) {
-      if (sub->reason[i] == NULL) {
-        if (w != i) b->spans[w] = b->spans[i];
-        w++;
-        continue;
-      }
-      char tid[33], sid[17];
-      sg_hex32_format(b->spans[i].trace_id, tid);
-      sg_hex16_format(b->spans[i].span_id, sid);
-      sg_span_batch_reject(b, "span %s of trace %s: %s", sid, tid, sub->reason[i]);
-      free(sub->reason[i]);
-      sg_span_clear(&b->spans[i]);
-      s->stats.spans_rejected++;
-    }
-    for (size_t i = w; i < n; i++) memset(&b->spans[i], 0, sizeof b->spans[i]);
-    b->n = w;
+    size_t n = b->n;
+    s->stats.spans_rejected += sg_span_batch_drop(b, reason_at, sub->reason);
+    for (size_t i = 0; i < n; i++) free(sub->reason[i]);
     free(sub->reason);
     sub->reason = NULL;
   }

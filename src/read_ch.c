@@ -184,6 +184,19 @@ static void ch_failed(base_t *b, const sg_ch_result_t *res) {
   answer(b, 0, NULL, 0, why);
 }
 
+/* A ClickHouse answer's rows into *t (ncols columns each). 0, or the read
+ * was answered here (ClickHouse failed: PostgreSQL answers; rows the
+ * gateway cannot read: 500) and the caller only frees its state. */
+static int rows_of(base_t *b, const sg_ch_result_t *res, size_t ncols, tsv_t *t) {
+  if (res->status != 0) {
+    ch_failed(b, res);
+    return -1;
+  }
+  int rc = tsv_parse(res->body, res->len, ncols, t);
+  if (rc) answer(b, 500, "the read failed", 15, rc == SG_ENOMEM ? "out of memory" : "ClickHouse sent rows the gateway cannot read");
+  return rc;
+}
+
 static int past_deadline(const base_t *b) { return b->deadline && uv_now(b->o.loop) >= b->deadline; }
 
 /* ---- GET /v1/traces/{id} ------------------------------------------------------------- */
@@ -244,16 +257,9 @@ static int trace_order(const void *a, const void *b, void *ctx) {
 static void trace_cb(void *arg, const sg_ch_result_t *res) {
   trace_t *q = arg;
   base_t *b = &q->b;
-  if (res->status != 0) {
-    ch_failed(b, res);
-    goto done;
-  }
   tsv_t t;
-  int rc = tsv_parse(res->body, res->len, SG_RCH_NCOLS, &t);
-  if (rc) {
-    answer(b, 500, "the read failed", 15, rc == SG_ENOMEM ? "out of memory" : "ClickHouse sent rows the gateway cannot read");
-    goto done;
-  }
+  int rc = rows_of(b, res, SG_RCH_NCOLS, &t);
+  if (rc) goto done;
   size_t n = 0, k = 0;
   size_t *idx = latest_versions(&t, &n);
   if (!idx) rc = SG_ENOMEM;
@@ -423,15 +429,9 @@ static int cand_key_cmp(const tsv_t *cand, size_t c, const tsv_t *t, size_t r) {
 static void fetch_cb(void *arg, const sg_ch_result_t *res) {
   query_t *q = arg;
   base_t *b = &q->b;
-  if (res->status != 0) {
-    ch_failed(b, res);
-    query_free(q);
-    return;
-  }
   tsv_t t;
-  int rc = tsv_parse(res->body, res->len, SG_RCH_NCOLS + (q->wide ? 1 : 0), &t);
+  int rc = rows_of(b, res, SG_RCH_NCOLS + (q->wide ? 1 : 0), &t);
   if (rc) {
-    answer(b, 500, "the read failed", 15, rc == SG_ENOMEM ? "out of memory" : "ClickHouse sent rows the gateway cannot read");
     query_free(q);
     return;
   }
@@ -510,15 +510,8 @@ static void fetch_cb(void *arg, const sg_ch_result_t *res) {
 static void cand_cb(void *arg, const sg_ch_result_t *res) {
   query_t *q = arg;
   base_t *b = &q->b;
-  if (res->status != 0) {
-    ch_failed(b, res);
-    query_free(q);
-    return;
-  }
   tsv_free(&q->cand);
-  int rc = tsv_parse(res->body, res->len, C_NCOLS, &q->cand);
-  if (rc) {
-    answer(b, 500, "the read failed", 15, rc == SG_ENOMEM ? "out of memory" : "ClickHouse sent rows the gateway cannot read");
+  if (rows_of(b, res, C_NCOLS, &q->cand) != 0) {
     query_free(q);
     return;
   }
@@ -538,7 +531,7 @@ static void cand_cb(void *arg, const sg_ch_result_t *res) {
     snprintf(keys[i].span, sizeof keys[i].span, "%s", F(&q->cand, i, C_SPAN));
   }
   sg_buf_reset(&b->sql);
-  rc = sg_rch_fetch_sql(&b->o.c, keys, q->cand.nrows, q->wide ? q->prefilter.data : NULL, &b->sql);
+  int rc = sg_rch_fetch_sql(&b->o.c, keys, q->cand.nrows, q->wide ? q->prefilter.data : NULL, &b->sql);
   free(keys);
   rc = rc ? rc : sg_ch_request(b->o.ch, "", b->sql.data, b->sql.len, 0, fetch_cb, q);
   if (rc) {
@@ -686,15 +679,9 @@ static int a_key_ver_cmp(const void *pa, const void *pb, void *ctx) {
 static void ana_cb(void *arg, const sg_ch_result_t *res) {
   ana_t *q = arg;
   base_t *b = &q->b;
-  if (res->status != 0) {
-    ch_failed(b, res);
-    ana_free(q);
-    return;
-  }
   tsv_t t;
-  int rc = tsv_parse(res->body, res->len, A_NCOLS_BASE + (q->attrs ? 1 : 0), &t);
+  int rc = rows_of(b, res, A_NCOLS_BASE + (q->attrs ? 1 : 0), &t);
   if (rc) {
-    answer(b, 500, "the read failed", 15, rc == SG_ENOMEM ? "out of memory" : "ClickHouse sent rows the gateway cannot read");
     ana_free(q);
     return;
   }

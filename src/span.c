@@ -116,6 +116,26 @@ void sg_span_batch_reject(sg_span_batch_t *b, const char *fmt, ...) {
   va_end(ap);
 }
 
+size_t sg_span_batch_drop(sg_span_batch_t *b, const char *(*why)(const void *ctx, size_t i), const void *ctx) {
+  size_t w = 0, n = b->n;
+  for (size_t i = 0; i < n; i++) {
+    const char *reason = why(ctx, i);
+    if (reason == NULL) {
+      if (w != i) b->spans[w] = b->spans[i];
+      w++;
+      continue;
+    }
+    char tid[33], sid[17];
+    sg_hex32_format(b->spans[i].trace_id, tid);
+    sg_hex16_format(b->spans[i].span_id, sid);
+    sg_span_batch_reject(b, "span %s of trace %s: %s", sid, tid, reason);
+    sg_span_clear(&b->spans[i]);
+  }
+  for (size_t i = w; i < n; i++) memset(&b->spans[i], 0, sizeof b->spans[i]);
+  b->n = w;
+  return n - w;
+}
+
 void sg_span_batch_free(sg_span_batch_t *b) {
   for (size_t i = 0; i < b->n; i++) sg_span_clear(&b->spans[i]);
   free(b->spans);

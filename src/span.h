@@ -138,6 +138,10 @@ sg_span_t *sg_span_batch_push(sg_span_batch_t *b);
 /* Count one rejected span and keep its reason (the first 10 reasons are kept). */
 void sg_span_batch_reject(sg_span_batch_t *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* Removes span i where why(ctx, i) is not NULL, rejecting it with that
+ * reason ("span <id> of trace <id>: <why>"); the others keep their order.
+ * Returns how many were removed. */
+size_t sg_span_batch_drop(sg_span_batch_t *b, const char *(*why)(const void *ctx, size_t i), const void *ctx);
 void sg_span_batch_free(sg_span_batch_t *b);
 void sg_span_clear(sg_span_t *s); /* frees what the span owns, leaves it zeroed */
 
