@@ -10,21 +10,13 @@
 #include <string.h>
 #include <strings.h>
 
+#include "ch.h"
 #include "ch_desc.h"
 #include "err.h"
 #include "json_nest.h"
 
 /* `name` with backslash and backquote escaped (the same rules as ch.c's
  * sg_ch_quote_ident; repeated here so the encoders stand alone). */
-static int put_ident(sg_buf_t *b, const char *s) {
-  int rc = sg_buf_putc(b, '`');
-  for (; rc == 0 && *s; s++) {
-    if (*s == '`' || *s == '\\') rc = sg_buf_putc(b, '\\');
-    if (rc == 0) rc = sg_buf_putc(b, *s);
-  }
-  return rc ? rc : sg_buf_putc(b, '`');
-}
-
 void sg_ch_layout_of_version(const sg_ch_version_t *ver, sg_ch_layout_t *out) {
   out->flags = (ver->caps & SG_CH_DATETIME64) ? SG_CH_LAYOUT_DT64 : 0;
 }
@@ -51,7 +43,7 @@ int sg_ch_insert_sql(const sg_ch_layout_t *lay, const char *database, sg_buf_t *
   const table_t *t = spans_table();
   size_t start = out->len;
   int rc = sg_buf_puts(out, "INSERT INTO ");
-  rc = rc ? rc : put_ident(out, db);
+  rc = rc ? rc : sg_ch_quote_ident(out, db);
   rc = rc ? rc : sg_buf_printf(out, ".%s (", t->name);
   for (size_t i = 0; rc == 0 && i < t->ncols; i++) {
     const col_t *c = &t->cols[i];

@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 
+#include "ch.h"
 #include "err.h"
 
 static const char *const span_col_names[SG_CAP_NCOLS] = {
@@ -273,18 +274,9 @@ int sg_cap_hook_span(const sg_ch_text_row_t *t, sg_span_t *s, const char **why) 
 
 /* ---- nodes ------------------------------------------------------------------------- */
 
-static int put_ident(sg_buf_t *b, const char *s) {
-  int rc = sg_buf_putc(b, '`');
-  for (; rc == 0 && *s; s++) {
-    if (*s == '`' || *s == '\\') rc = sg_buf_putc(b, '\\');
-    if (rc == 0) rc = sg_buf_putc(b, *s);
-  }
-  return rc ? rc : sg_buf_putc(b, '`');
-}
-
 int sg_cap_nodes_insert_sql(const sg_ch_layout_t *lay, const char *db, sg_buf_t *out) {
   int rc = sg_buf_puts(out, "INSERT INTO ");
-  rc = rc ? rc : put_ident(out, db);
+  rc = rc ? rc : sg_ch_quote_ident(out, db);
   rc = rc ? rc
           : sg_buf_printf(out,
                           ".nodes (project_id, node_id, tree_id, root_id, created_at, %s"
