@@ -61,6 +61,9 @@
 #   BENCH_MIGRATE_ROUNDS=2     pipe/job rounds, ABBA order (bench/migrate.sh)
 #   BENCH_MIGRATE_ARGS=""      extra options for `spangate migrate` (--batch N ...)
 #   BENCH_OUT=var/bench        where the report goes
+#   BENCH_SKIP=""              phases left out while working on another, e.g.
+#                              "grpc capture ch_only lua migrate read" (their
+#                              figures then read NA)
 # The last line on stdout is:
 #   bench: ingest_ratio=R spans_per_s=S p99_ms=P p99_ratio=Q rss_mb=M lua_ns_per_span=L migrate_ratio=G grpc_ratio=X capture_lag_s=C
 #          read_trace_ratio=T read_query_ratio=Q ch_only_ratio=O
@@ -492,16 +495,18 @@ stop_gateway
 cat "$W"/gw_*.log | grep -E '\[(error|warn)' | head -20 >"$OUT/gateway_log_warnings.txt" || true
 
 # ---- 6b. gRPC: OTLP/gRPC beside OTLP/HTTP on the same workload (grpc_ratio) ----
-bench/grpc.sh >&2 || log "grpc: the comparison failed (see above)"
+skip() { [[ " ${BENCH_SKIP:-} " == *" $1 "* ]] && log "$1: skipped (BENCH_SKIP)"; }
+skip grpc || bench/grpc.sh >&2 || log "grpc: the comparison failed (see above)"
 
 # ---- 6c. change capture at full ingest rate (capture_lag_s) ----------------------
-CAPTURE_SECONDS=${BENCH_CAPTURE_SECONDS:-10} bench/capture_lag.sh >&2 ||
+skip capture || CAPTURE_SECONDS=${BENCH_CAPTURE_SECONDS:-10} bench/capture_lag.sh >&2 ||
   log "capture: the measurement failed (see above)"
 
 # ---- 6d. a ClickHouse-only project vs ClickHouse's own inserts (ch_only_ratio) ----
-bench/ch_only.sh >&2 || log "ch_only: the comparison failed (see above)"
+skip ch_only || bench/ch_only.sh >&2 || log "ch_only: the comparison failed (see above)"
 
 # ---- 7. Lua ---------------------------------------------------------------------
+if ! skip lua; then
 loadavg lua
 log "lua: transform cost per span (in process)"
 mkdir -p "$W/empty-scripts"
@@ -510,6 +515,7 @@ mkdir -p "$W/empty-scripts"
 cat "$OUT/lua.json" >&2
 (cd "$ROOT" && "$TOOLS/lua_hooks") >"$OUT/lua_hooks.txt"
 cat "$OUT/lua_hooks.txt" >&2
+fi
 
 # ---- 8. migration ---------------------------------------------------------------
 if [[ $MIGRATE_ROWS == auto ]]; then
@@ -520,10 +526,10 @@ if [[ $MIGRATE_ROWS == auto ]]; then
   [[ $MIGRATE_ROWS -lt 1000000 ]] && log "migrate: $MIGRATE_ROWS rows (1M would not fit the ${BUDGET_S} s budget; BENCH_MIGRATE_ROWS=1000000 forces it)"
   fact migrate.rows_auto 1
 fi
-bench/migrate.sh "$MIGRATE_ROWS" >&2 || log "migrate: the comparison failed (see above)"
+skip migrate || bench/migrate.sh "$MIGRATE_ROWS" >&2 || log "migrate: the comparison failed (see above)"
 
 # ---- 8b. reads ----------------------------------------------------------------------
-PROJECT=$PROJECT bench/read.sh >&2 || { log "read: the comparison failed (see above)"; fact read.status failed; }
+skip read || PROJECT=$PROJECT bench/read.sh >&2 || { log "read: the comparison failed (see above)"; fact read.status failed; }
 
 # ---- 9. report --------------------------------------------------------------------
 T_END=$(now)
