@@ -219,7 +219,10 @@ struct req_s {
   char *url;         /* the current attempt's endpoint + params */
   char *post;
   size_t post_len;
-  int borrowed;      /* post is the caller's (SG_CH_BORROW): not freed here */
+  int borrowed;      /* post (or pieces) is the caller's (SG_CH_BORROW): not freed here */
+  const sg_ch_piece_t *pieces; /* borrowed pieces, read out by read_fn; NULL: post */
+  size_t npieces;
+  size_t at_piece, at_off;     /* read_fn's position in them */
   int idempotent;    /* may be sent again after it reached a server */
   int ep;            /* endpoint of the current attempt */
   int probe;         /* the current attempt probes a down endpoint */
@@ -787,22 +790,28 @@ static size_t header_fn(char *p, size_t size, size_t n, void *userp) {
 
 /* gzip at level 1: on span rows (80 MB of TSV) level 1 takes 0.74 s and
  * leaves 7.5 MB, level 6 takes 1.29 s for 6.4 MB; the flusher is CPU-bound
- * long before loopback or LAN bandwidth is. */
-static int gzip_body(const void *in, size_t len, char **out, size_t *out_len) {
+ * long before loopback or LAN bandwidth is. The pieces (len bytes in all)
+ * go in one after the other. */
+static int gzip_body(const sg_ch_piece_t *in, size_t n, size_t len, char **out, size_t *out_len) {
   z_stream zs;
   memset(&zs, 0, sizeof zs);
   if (deflateInit2(&zs, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) return SG_ENOMEM;
-  uLong bound = deflateBound(&zs, (uLong)len) + 32;
+  uLong bound = deflateBound(&zs, (uLong)len) + 32 + 8 * (uLong)n;
   char *buf = malloc(bound);
   if (buf == NULL) {
     deflateEnd(&zs);
     return SG_ENOMEM;
   }
-  zs.next_in = (Bytef *)(uintptr_t)in;
-  zs.avail_in = (uInt)len;
   zs.next_out = (Bytef *)buf;
   zs.avail_out = (uInt)bound;
-  int zrc = deflate(&zs, Z_FINISH);
+  int zrc = Z_OK;
+  for (size_t i = 0; i < n && zrc == Z_OK; i++) {
+    zs.next_in = (Bytef *)(uintptr_t)in[i].data;
+    zs.avail_in = (uInt)in[i].len;
+    zrc = deflate(&zs, Z_NO_FLUSH);
+    if (zrc == Z_BUF_ERROR && zs.avail_in == 0) zrc = Z_OK; /* nothing to do: an empty piece */
+  }
+  if (zrc == Z_OK) zrc = deflate(&zs, Z_FINISH);
   *out_len = zs.total_out;
   deflateEnd(&zs);
   if (zrc != Z_STREAM_END) {
@@ -811,6 +820,34 @@ static int gzip_body(const void *in, size_t len, char **out, size_t *out_len) {
   }
   *out = buf;
   return 0;
+}
+
+/* curl reads a borrowed body in pieces from here... */
+static size_t read_fn(char *dst, size_t size, size_t nitems, void *arg) {
+  req_t *r = arg;
+  size_t room = size * nitems, got = 0;
+  while (got < room && r->at_piece < r->npieces) {
+    const sg_ch_piece_t *p = &r->pieces[r->at_piece];
+    size_t n = p->len - r->at_off;
+    if (n > room - got) n = room - got;
+    memcpy(dst + got, (const char *)p->data + r->at_off, n);
+    got += n;
+    r->at_off += n;
+    if (r->at_off == p->len) r->at_piece++, r->at_off = 0;
+  }
+  return got;
+}
+
+/* ...and goes back in them when it must send the body again. */
+static int seek_fn(void *arg, curl_off_t offset, int origin) {
+  req_t *r = arg;
+  if (origin != SEEK_SET || offset < 0) return CURL_SEEKFUNC_CANTSEEK;
+  r->at_piece = r->at_off = 0;
+  size_t left = (size_t)offset;
+  while (r->at_piece < r->npieces && left >= r->pieces[r->at_piece].len) left -= r->pieces[r->at_piece++].len;
+  if (left && r->at_piece == r->npieces) return CURL_SEEKFUNC_FAIL;
+  r->at_off = left;
+  return CURL_SEEKFUNC_OK;
 }
 
 /* Reads cannot change anything, so sending one again is always safe. The
@@ -847,6 +884,7 @@ static int start_attempt(sg_ch_client_t *c, req_t *r, int ep, int probe) {
   r->hdr_code = 0;
   r->oom = 0;
   r->errbuf[0] = '\0';
+  r->at_piece = r->at_off = 0; /* each attempt sends the whole body */
   curl_easy_setopt(r->easy, CURLOPT_URL, r->url);
   /* Adding only arms the timer (timer_fn): the transfer starts on a later
    * loop turn, so cb never runs inside sg_ch_send. */
@@ -861,12 +899,18 @@ static int start_attempt(sg_ch_client_t *c, req_t *r, int ep, int probe) {
 }
 
 int sg_ch_send(sg_ch_client_t *c, const sg_ch_req_t *q, sg_ch_cb cb, void *arg) {
-  if (c == NULL || q == NULL || q->sql == NULL || cb == NULL || (q->len && q->body == NULL))
+  if (c == NULL || q == NULL || q->sql == NULL || cb == NULL || (q->npieces && q->pieces == NULL) ||
+      (!q->npieces && q->len && q->body == NULL))
     return SG_EINVAL;
   if (c->closing) return SG_ECANCELED;
   unsigned flags = q->flags;
-  size_t len = q->len;
-  const void *body = q->body;
+  sg_ch_piece_t one = {q->body, q->len};
+  const sg_ch_piece_t *pieces = q->npieces ? q->pieces : &one;
+  size_t npieces = q->npieces ? q->npieces : 1, len = 0;
+  for (size_t i = 0; i < npieces; i++) {
+    if (pieces[i].len && pieces[i].data == NULL) return SG_EINVAL;
+    len += pieces[i].len;
+  }
   if ((flags & SG_CH_GZIP) && len > UINT32_MAX / 2) return SG_EINVAL; /* zlib's uInt */
   req_t *r = calloc(1, sizeof(*r));
   if (r == NULL) return SG_ENOMEM;
@@ -875,7 +919,7 @@ int sg_ch_send(sg_ch_client_t *c, const sg_ch_req_t *q, sg_ch_cb cb, void *arg) 
   r->arg = arg;
   r->ep = -1;
   r->idempotent = (flags & SG_CH_IDEMPOTENT) || is_read(q->sql, strlen(q->sql)) ||
-                  (is_blank(q->sql) && q->len && is_read(q->body, q->len));
+                  (is_blank(q->sql) && pieces[0].len && is_read(pieces[0].data, pieces[0].len));
   r->timeout_ms = q->timeout_ms > 0 ? q->timeout_ms : c->timeout_ms;
   int rc = SG_ENOMEM, prc = 0;
   sg_buf_t p = SG_BUF_INIT;
@@ -903,18 +947,24 @@ int sg_ch_send(sg_ch_client_t *c, const sg_ch_req_t *q, sg_ch_cb cb, void *arg) 
   if (r->params == NULL) goto fail;
 
   if ((flags & SG_CH_GZIP) && len) {
-    if ((rc = gzip_body(body, len, &r->post, &r->post_len)) != 0) goto fail;
+    if ((rc = gzip_body(pieces, npieces, len, &r->post, &r->post_len)) != 0) goto fail;
     rc = SG_ENOMEM;
     r->headers = curl_slist_append(r->headers, "Content-Encoding: gzip");
     if (r->headers == NULL) goto fail;
+  } else if ((flags & SG_CH_BORROW) && len && npieces == 1) {
+    r->post = (char *)(uintptr_t)pieces[0].data; /* the caller keeps it until cb */
+    r->post_len = len;
+    r->borrowed = 1;
   } else if ((flags & SG_CH_BORROW) && len) {
-    r->post = (char *)(uintptr_t)body; /* the caller keeps it until cb */
+    r->pieces = pieces; /* the caller keeps them until cb; read_fn sends them */
+    r->npieces = npieces;
     r->post_len = len;
     r->borrowed = 1;
   } else {
     r->post = malloc(len ? len : 1);
     if (r->post == NULL) goto fail;
-    if (len) memcpy(r->post, body, len);
+    for (size_t i = 0, at = 0; i < npieces; at += pieces[i].len, i++)
+      if (pieces[i].len) memcpy(r->post + at, pieces[i].data, pieces[i].len);
     r->post_len = len;
   }
   /* No "Expect: 100-continue" round trip before large bodies. */
@@ -924,7 +974,14 @@ int sg_ch_send(sg_ch_client_t *c, const sg_ch_req_t *q, sg_ch_cb cb, void *arg) 
 
   CURL *e = r->easy;
   curl_easy_setopt(e, CURLOPT_POST, 1L);
-  curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->post);
+  if (r->pieces) {
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, read_fn);
+    curl_easy_setopt(e, CURLOPT_READDATA, r);
+    curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, seek_fn);
+    curl_easy_setopt(e, CURLOPT_SEEKDATA, r);
+  } else {
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->post);
+  }
   curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->post_len);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_fn);
@@ -991,12 +1048,17 @@ void sg_ch_client_close(sg_ch_client_t *c) {
 
 /* ---- deduplication tokens ------------------------------------------------------ */
 
-int sg_ch_dedup_token(char *out, const char *scope, uint64_t first, uint64_t last, const void *body,
-                      size_t len) {
+int sg_ch_dedup_token(char *out, const char *scope, uint64_t first, uint64_t last,
+                      const sg_ch_piece_t *pieces, size_t npieces) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned mdlen = 0;
-  if (EVP_Digest(body ? body : "", len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen < 16)
-    return SG_EIO;
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
+  for (size_t i = 0; ok && i < npieces; i++)
+    ok = pieces[i].len == 0 || EVP_DigestUpdate(ctx, pieces[i].data, pieces[i].len) == 1;
+  ok = ok && EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen >= 16;
+  EVP_MD_CTX_free(ctx);
+  if (!ok) return SG_EIO;
   char hex[33];
   for (int i = 0; i < 16; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
   snprintf(out, SG_CH_TOKEN_MAX, "spangate-%.32s-%" PRIx64 "-%" PRIx64 "-%s", scope ? scope : "",

@@ -89,11 +89,22 @@ typedef struct sg_ch_opts_s {
 #define SG_CH_IDEMPOTENT 4u /* sending it twice does no harm: it may be sent
                              * again to another endpoint after one failed */
 
+/* A piece of a body given in pieces. */
+typedef struct {
+  const void *data;
+  size_t len;
+} sg_ch_piece_t;
+
 /* One request. Only sql is required. */
 typedef struct {
   const char *sql;         /* goes URL-encoded in the `query` parameter */
   const void *body;        /* POSTed after the query (INSERT rows); may be NULL */
   size_t len;
+  /* or the body in npieces pieces, sent one after the other (body and len
+   * are then ignored): a spool segment's records, never copied into one
+   * buffer. With SG_CH_BORROW the array and the pieces stay valid until cb. */
+  const sg_ch_piece_t *pieces;
+  size_t npieces;
   unsigned flags;          /* SG_CH_GZIP, SG_CH_BORROW, SG_CH_IDEMPOTENT */
   const char *database;    /* NULL: the client's; "": the server's default */
   long timeout_ms;         /* per attempt; 0: the client's */
@@ -147,14 +158,14 @@ int sg_ch_request(sg_ch_client_t *c, const char *sql, const void *body, size_t l
  * (the body only without SG_CH_BORROW). */
 int sg_ch_send(sg_ch_client_t *c, const sg_ch_req_t *q, sg_ch_cb cb, void *arg);
 
-/* An insert deduplication token for body (at most SG_CH_TOKEN_MAX bytes with
+/* An insert deduplication token for a body in pieces (at most SG_CH_TOKEN_MAX bytes with
  * the NUL): scope (e.g. the spool's name), the first and last record numbers
  * it holds, and a digest of its bytes, so that equal tokens mean equal
  * bodies and a token can never make the server drop different rows.
  * 0 or SG_EIO (the digest failed). */
 #define SG_CH_TOKEN_MAX 128
-int sg_ch_dedup_token(char *out, const char *scope, uint64_t first, uint64_t last, const void *body,
-                      size_t len);
+int sg_ch_dedup_token(char *out, const char *scope, uint64_t first, uint64_t last,
+                      const sg_ch_piece_t *pieces, size_t npieces);
 
 /* Requests started and not yet completed. A seam for the tests (that every
  * request ends); the gateway reads per-endpoint figures instead. */

@@ -16,13 +16,15 @@ static void init(sg_ch_insert_t *ins, const char *sql, const void *body, size_t 
 }
 
 int sg_ch_insert_segment(sg_ch_insert_t *ins, const sg_ch_version_t *ver, const char *sql,
-                         const void *body, size_t len, unsigned flags, const char *scope,
-                         uint64_t first, uint64_t last) {
-  init(ins, sql, body, len, flags | SG_CH_IDEMPOTENT, SG_CH_INSERT_SEGMENT_SETTINGS);
+                         const sg_ch_piece_t *pieces, size_t npieces, unsigned flags,
+                         const char *scope, uint64_t first, uint64_t last) {
+  init(ins, sql, NULL, 0, flags | SG_CH_IDEMPOTENT, SG_CH_INSERT_SEGMENT_SETTINGS);
+  ins->req.pieces = pieces;
+  ins->req.npieces = npieces;
   /* insert_deduplication_token exists from 22.2; older servers refuse an
    * unknown setting. */
   if (!scope || !ver || ver->major < 22 || (ver->major == 22 && ver->minor < 2)) return 0;
-  if (sg_ch_dedup_token(ins->token, scope, first, last, body, len) != 0) return SG_EIO;
+  if (sg_ch_dedup_token(ins->token, scope, first, last, pieces, npieces) != 0) return SG_EIO;
   ins->req.dedup_token = ins->token;
   return 0;
 }

@@ -55,15 +55,16 @@ typedef struct {
   char token[SG_CH_TOKEN_MAX];
 } sg_ch_insert_t;
 
-/* A spool segment's insert of body (records first..last of the spool named
- * scope) with sql, for a server of version ver: flags | SG_CH_IDEMPOTENT,
+/* A spool segment's insert of its records' rows (records first..last of
+ * the spool named scope, in npieces pieces) with sql, for a server of
+ * version ver: flags | SG_CH_IDEMPOTENT,
  * the segment settings, and on 22.2+ a deduplication token (none when scope
  * is NULL: a server that refused the setting). 0, or SG_EIO when the
  * token's digest failed (the request is then still usable, without a
  * token: block checksums still deduplicate). */
 int sg_ch_insert_segment(sg_ch_insert_t *ins, const sg_ch_version_t *ver, const char *sql,
-                         const void *body, size_t len, unsigned flags, const char *scope,
-                         uint64_t first, uint64_t last);
+                         const sg_ch_piece_t *pieces, size_t npieces, unsigned flags,
+                         const char *scope, uint64_t first, uint64_t last);
 
 /* A fresh insert of body with sql: flags as given, the fresh settings. */
 void sg_ch_insert_fresh(sg_ch_insert_t *ins, const char *sql, const void *body, size_t len,

@@ -94,7 +94,9 @@ struct sg_chsink_s {
   uint64_t park_until, park_backoff_ms;
   uint64_t sent_at;            /* uv_now of the request, for latency */
   size_t sent_rows;
-  sg_buf_t body;
+  sg_ch_piece_t *pieces;       /* the insert in flight: its records' rows, in place */
+  size_t npieces_cap;
+  sg_ch_piece_t one;           /* the record in flight while splitting */
   sg_buf_t rows;               /* scratch for encoding */
   uint64_t backoff_ms;
   uint64_t next_try_ms;
@@ -116,6 +118,8 @@ struct sg_chsink_s {
   uint64_t seen_appends;       /* its appended_records at the last look */
   uint64_t last_append_ms;     /* the last look that found new ones */
   uint64_t recent_gap_ms;      /* the longer recent gaps between such looks (seal_due) */
+  int idle;                    /* watch_busy: no request in flight at the last tick */
+  uint64_t busy_since_ms, busy_ms;
 };
 
 static int64_t now_us(void) {
@@ -491,6 +495,8 @@ static void delivered(sg_chsink_t *s, size_t rows) {
   s->st.rows_sent += rows;
   s->st.insert_us_sum += (uv_now(s->loop) - s->sent_at) * 1000;
   s->st.reachable = 1;
+  sg_debug("clickhouse", "worker %d: insert of %zu rows took %" PRIu64 " ms", s->worker_id, rows,
+           uv_now(s->loop) - s->sent_at);
   s->backoff_ms = 0;
   if (s->logged_down) {
     s->logged_down = 0;
@@ -667,12 +673,12 @@ static void split_cb(void *arg, const sg_ch_result_t *r);
  * synchronous into a Distributed table, a repeat dropped by a replicated
  * table, and by its token on 22.2+), so the client may fail it over to
  * another endpoint. */
-static int send_insert(sg_chsink_t *s, const void *body, size_t len, uint64_t first, uint64_t last,
-                       sg_ch_cb cb) {
+static int send_insert(sg_chsink_t *s, const sg_ch_piece_t *pieces, size_t n, uint64_t first,
+                       uint64_t last, sg_ch_cb cb) {
   sg_ch_insert_t ins;
   const char *dir = s->spools[s->seg_spool].dir, *base = strrchr(dir, '/');
   /* a failed digest leaves the insert without a token: block checksums still deduplicate */
-  sg_ch_insert_segment(&ins, &s->ver, s->insert_sql.data, body, len, s->ch_flags,
+  sg_ch_insert_segment(&ins, &s->ver, s->insert_sql.data, pieces, n, s->ch_flags,
                        s->no_token ? NULL : base ? base + 1 : dir, first, last);
   s->sent_token = ins.req.dedup_token != NULL;
   return sg_ch_send(s->ch, &ins.req, cb, s);
@@ -717,7 +723,8 @@ static void send_record(sg_chsink_t *s) {
   }
   s->sent_at = uv_now(s->loop);
   s->sent_rows = count_rows(rec.data, rec.len);
-  int rc = send_insert(s, rec.data, rec.len, rec.seq, rec.seq, split_cb);
+  s->one = (sg_ch_piece_t){rec.data, rec.len};
+  int rc = send_insert(s, &s->one, 1, rec.seq, rec.seq, split_cb);
   if (rc != 0) {
     sg_ch_result_t fake = {rc, 0, 0, "", 0, sg_strerror(rc)};
     backoff(s, &fake);
@@ -821,17 +828,23 @@ static void send_next(sg_chsink_t *s) {
     if (sg_spool_next_segment(s->spools[i].sp, &seg) != 0) continue;
     s->seg = seg;
     s->seg_spool = i;
-    sg_buf_reset(&s->body);
     size_t count = sg_spool_seg_count(seg);
     int mixed = 0, rc = 0;
     uint64_t first = 0, last = 0;
+    if (count > s->npieces_cap) {
+      sg_ch_piece_t *p = realloc(s->pieces, count * sizeof *p);
+      if (p) s->pieces = p, s->npieces_cap = count;
+      else rc = SG_ENOMEM;
+    }
+    s->sent_rows = 0;
     for (size_t r = 0; r < count && rc == 0; r++) {
       sg_spool_rec_t rec;
       sg_spool_seg_record(seg, r, &rec);
       if (r == 0) first = rec.seq;
       last = rec.seq;
       if (rec.tag_len != strlen(s->tag) || memcmp(rec.tag, s->tag, rec.tag_len) != 0) mixed = 1;
-      rc = sg_buf_append(&s->body, rec.data, rec.len);
+      s->pieces[r] = (sg_ch_piece_t){rec.data, rec.len};
+      s->sent_rows += count_rows(rec.data, rec.len);
     }
     if (rc != 0) { /* never send part of a segment as if it were all of it */
       s->st.spool_errors++;
@@ -841,14 +854,13 @@ static void send_next(sg_chsink_t *s) {
       return;
     }
     s->sent_at = uv_now(s->loop);
-    s->sent_rows = count_rows(s->body.data, s->body.len);
     /* Rows of another layout are sorted out record by record; so is a
      * segment that kept failing with a suspect error. */
     if (mixed || (sus_is(s, s->spools[i].sp, seg) && s->sus.tries >= SUSPECT_TRIES)) {
       if (start_split(s) == 0) send_record(s);
       return;
     }
-    rc = send_insert(s, s->body.data, s->body.len, first, last, insert_cb);
+    rc = send_insert(s, s->pieces, count, first, last, insert_cb);
     if (rc != 0) {
       sg_ch_result_t fake = {rc, 0, 0, "", 0, sg_strerror(rc)};
       backoff(s, &fake);
@@ -941,6 +953,20 @@ static void setup_start(sg_chsink_t *s) {
  * at most two INSERTs per interval. */
 #define IDLE_MS TICK_MS
 #define IDLE_MIN_BYTES (1u << 20)
+#define BUSY_MS 500
+
+/* Whether requests are in flight, as the ticks see it: s->idle when none
+ * is, and s->busy_ms, how long the stretch of ticks that each saw one
+ * lasted (the current stretch, or the last one once idle). */
+static void watch_busy(sg_chsink_t *s, uint64_t now_ms) {
+  s->idle = atomic_load(&sg_metrics.inflight_bytes) == 0;
+  if (s->idle) {
+    s->busy_since_ms = 0;
+    return;
+  }
+  if (!s->busy_since_ms) s->busy_since_ms = now_ms;
+  s->busy_ms = now_ms - s->busy_since_ms;
+}
 
 /* 1 when the open segment of the own spool should be sealed now. */
 static int seal_due(sg_chsink_t *s, uint64_t now_ms) {
@@ -964,7 +990,8 @@ static int seal_due(sg_chsink_t *s, uint64_t now_ms) {
   if (age_us >= interval_us) return 1;
   if (age_us < interval_us / 2 && st.open_bytes < IDLE_MIN_BYTES) return 0;
   uint64_t quiet = now_ms - s->last_append_ms;
-  return quiet >= IDLE_MS && quiet > 2 * s->recent_gap_ms && atomic_load(&sg_metrics.inflight_bytes) == 0;
+  if (quiet < IDLE_MS || !s->idle) return 0;
+  return quiet > 2 * s->recent_gap_ms || s->busy_ms >= BUSY_MS;
 }
 
 static void tick(uv_timer_t *t) {
@@ -988,8 +1015,12 @@ static void tick(uv_timer_t *t) {
     }
     if (!oldest || oldest > unknown) sg_chpending_unknown(s->worker_id, 0);
   }
-  if (seal_due(s, now))
+  watch_busy(s, now);
+  if (seal_due(s, now)) {
+    sg_debug("clickhouse", "worker %d: sealing the open segment", s->worker_id);
     (void)sg_spool_seal(s->spools[0].sp); /* a failed sync waits for sg_chsink_sync's caller */
+    s->busy_ms = 0;                       /* a stretch seals once */
+  }
   if (s->seg) {
     if (s->dl_wait && now >= s->next_try_ms) {
       s->dl_wait = 0;
@@ -1072,7 +1103,7 @@ static sg_chsink_t *sink_alloc(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_cl
   if (!s) return NULL;
   s->loop = loop;
   s->cfg = cfg;
-  /* Both bodies it sends (s->body, a record of the segment in flight) stay
+  /* What it sends (the records of the segment in flight, s->pieces) stays
    * put until the insert's callback: no copy unless gzipped. */
   s->ch_flags = sg_config_clickhouse_gzip(cfg) ? SG_CH_GZIP : SG_CH_BORROW;
   s->pg = pg;
@@ -1177,7 +1208,7 @@ void sg_chsink_stats(const sg_chsink_t *s, sg_chsink_stats_t *out) {
 static void timer_closed(uv_handle_t *h) {
   sg_chsink_t *s = h->data;
   sg_buf_free(&s->insert_sql);
-  sg_buf_free(&s->body);
+  free(s->pieces);
   sg_buf_free(&s->rows);
   s->timer_closed = 1;
   if (!s->sync_running) free(s); /* else sync_after_cb frees it */

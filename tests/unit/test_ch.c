@@ -220,6 +220,71 @@ static void test_gzip_insert(void **st) {
   env_close(&e);
 }
 
+/* A body in pieces (a spool segment's records) arrives as the bytes one
+ * after the other, whichever way it is sent: in place through curl's read
+ * callback, gzipped, or copied; and whole again when an attempt that sent
+ * part of it timed out and another endpoint gets it. */
+static int hung_listener(int *port);
+
+static void send_pieces(env_t *e, const sg_ch_piece_t *p, size_t n, unsigned flags, res_t *r) {
+  sg_ch_req_t q;
+  memset(&q, 0, sizeof q);
+  memset(r, 0, sizeof *r);
+  q.sql = "INSERT INTO pc FORMAT TabSeparated";
+  q.pieces = p;
+  q.npieces = n;
+  q.flags = flags;
+  assert_int_equal(sg_ch_send(e->c, &q, res_cb, r), 0);
+  wait_for(e, r);
+}
+
+static void test_pieces_insert(void **st) {
+  (void)st;
+  int hport, lfd = hung_listener(&hport);
+  char hung[32], live[32];
+  snprintf(hung, sizeof hung, "127.0.0.1:%d", hport);
+  snprintf(live, sizeof live, "127.0.0.1:%d", ch_port);
+  env_t e;
+  sg_ch_opts_t o = opts_for(ch_port);
+  o.database = TEST_DB;
+  env_open(&e, &o);
+  run_ok(&e, "CREATE DATABASE IF NOT EXISTS " TEST_DB, NULL, 0, 0);
+  run_ok(&e, "DROP TABLE IF EXISTS pc", NULL, 0, 0);
+  run_ok(&e, "CREATE TABLE pc (n UInt32, s String) ENGINE = Memory", NULL, 0, 0);
+  sg_buf_t b = SG_BUF_INIT;
+  for (int i = 0; i < 50000; i++) sg_buf_printf(&b, "%d\trow %d\n", i, i);
+  /* cut anywhere, rows split between pieces, one piece empty */
+  size_t cut[] = {0, 1, 7, 7, 65536, 300000, b.len};
+  sg_ch_piece_t p[6];
+  for (int i = 0; i < 6; i++) p[i] = (sg_ch_piece_t){b.data + cut[i], cut[i + 1] - cut[i]};
+  unsigned ways[] = {SG_CH_BORROW, SG_CH_GZIP, 0};
+  res_t r;
+  for (int w = 0; w < 3; w++) {
+    send_pieces(&e, p, 6, ways[w], &r);
+    if (r.status != 0) fail_msg("pieces, flags %u: %s", ways[w], r.error);
+    res_free(&r);
+  }
+  env_close(&e);
+  /* the hung endpoint first: its attempt writes part of the body, times out,
+   * and the live one gets the body from its first byte */
+  const char *hosts[] = {hung, live};
+  o.hosts = hosts;
+  o.nhosts = 2;
+  o.timeout_ms = 400;
+  env_open(&e, &o);
+  send_pieces(&e, p, 6, SG_CH_BORROW | SG_CH_IDEMPOTENT, &r);
+  if (r.status != 0) fail_msg("pieces after a failover: %s", r.error);
+  res_free(&r);
+  assert_int_equal(sg_ch_failovers(e.c), 1);
+  run(&e, "SELECT count(), sum(n), countIf(s = concat('row ', toString(n))) FROM pc", NULL, 0, 0, &r);
+  assert_int_equal(r.status, 0);
+  assert_string_equal(r.body, "200000\t4999900000\t200000\n");
+  res_free(&r);
+  sg_buf_free(&b);
+  env_close(&e);
+  close(lfd);
+}
+
 static void test_poison(void **st) {
   (void)st;
   env_t e;
@@ -1033,13 +1098,15 @@ static void test_request_options(void **st) {
 static void test_dedup_token(void **st) {
   (void)st;
   char a[SG_CH_TOKEN_MAX], b[SG_CH_TOKEN_MAX], c[SG_CH_TOKEN_MAX];
-  assert_int_equal(sg_ch_dedup_token(a, "w1", 0x42000000, 0x42000007, "rows\n", 5), 0);
-  assert_int_equal(sg_ch_dedup_token(b, "w1", 0x42000000, 0x42000007, "rows\n", 5), 0);
-  assert_string_equal(a, b);
+  const sg_ch_piece_t rows[] = {{"rows\n", 5}}, rows2[] = {{"ro", 2}, {"", 0}, {"ws\n", 3}},
+                      rowz[] = {{"rowz\n", 5}};
+  assert_int_equal(sg_ch_dedup_token(a, "w1", 0x42000000, 0x42000007, rows, 1), 0);
+  assert_int_equal(sg_ch_dedup_token(b, "w1", 0x42000000, 0x42000007, rows2, 3), 0);
+  assert_string_equal(a, b); /* the bytes count, not how they are cut */
   assert_non_null(strstr(a, "spangate-w1-42000000-42000007-"));
   /* Same name and range, other bytes (another gateway's spool w1, or a
    * spool made anew): another token, so the server never drops them. */
-  assert_int_equal(sg_ch_dedup_token(c, "w1", 0x42000000, 0x42000007, "rowz\n", 5), 0);
+  assert_int_equal(sg_ch_dedup_token(c, "w1", 0x42000000, 0x42000007, rowz, 1), 0);
   assert_string_not_equal(a, c);
   char long_scope[200];
   memset(long_scope, 'w', sizeof long_scope - 1);
@@ -1061,6 +1128,7 @@ int main(void) {
       cmocka_unit_test(test_round_trip),
       cmocka_unit_test(test_database_param),
       cmocka_unit_test(test_gzip_insert),
+      cmocka_unit_test(test_pieces_insert),
       cmocka_unit_test(test_poison),
       cmocka_unit_test(test_unavailable),
       cmocka_unit_test(test_timeout),
