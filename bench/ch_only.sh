@@ -17,9 +17,10 @@
 #            connections, until ClickHouse holds every span
 # Both sides are timed from their first byte until ClickHouse holds every
 # row, so ch_only_ratio = gateway spans/s / floor spans/s (goal >= 0.8).
-# A gateway round ends with up to flush_interval_ms (1 s) of ClickHouse lag
-# after the last acknowledgement, so rounds must be long beside it: 30,000
-# spans a round measured ~0.3 (the lag, not the ingest); 200,000 by default.
+# A gateway round ends with ClickHouse lag after the last acknowledgement
+# (the idle seal, then the insert of what was left), so rounds must be long
+# beside it: 30,000 spans a round measured ~0.3 when that lag was up to a
+# second (the lag, not the ingest); 200,000 by default.
 # The gateway's acknowledged rate (spool fsync'd) is reported beside it,
 # and each side's CPU µs per span (ClickHouse's process tree, the
 # gateway's): on a shared machine CPU per span holds better than seconds.

@@ -403,7 +403,7 @@ else {
   lines.push(`| trace fetch (10 traces) | ${f(rd.trace.pg_ms, 2)} | ${f(rd.trace.ch_ms, 2)} | ${f(readTraceRatio, 3)} |`);
   for (const [k, x] of Object.entries(rd.queries)) lines.push(`| query: ${k} | ${f(x.pg_ms, 2)} | ${f(x.ch_ms, 2)} | ${f(x.ratio, 3)} |`);
   lines.push('', `Duplicates (one 24 h page of full rows, straight on ClickHouse, median of 3): FINAL ${f(rd.dedup_ms.final, 1)} ms, LIMIT 1 BY ${f(rd.dedup_ms.limit_1_by, 1)} ms, argMax ${f(rd.dedup_ms.argmax, 1)} ms; the gateway's first statement (candidate keys) ${f(rd.dedup_ms.candidate_keys, 1)} ms.`);
-  lines.push('', `Freshness: ClickHouse serves a span ${f(rd.freshness_delay_ms.p50, 0)} ms after its ingest was answered (median; p90 ${f(rd.freshness_delay_ms.p90, 0)} ms, max ${f(rd.freshness_delay_ms.max, 0)} ms) with the default flush_interval_ms; PostgreSQL answers meanwhile.`);
+  lines.push('', `Freshness: ClickHouse serves a span ${f(rd.freshness_delay_ms.p50, 0)} ms after its ingest was answered (median; p90 ${f(rd.freshness_delay_ms.p90, 0)} ms, max ${f(rd.freshness_delay_ms.max, 0)} ms) with the default flush_interval_ms (a read held back by spooled rows asks for them); PostgreSQL answers meanwhile.`);
 }
 lines.push('');
 if (results.profile) {

@@ -41,8 +41,8 @@
 #
 # Knobs (environment):
 #   BENCH_REQUESTS=1000        requests (x100 spans), floor and full rate (split in rounds;
-#                              each round ends with up to flush_interval_ms of
-#                              ClickHouse lag, so rounds must be long beside it)
+#                              each round ends with ClickHouse lag, the idle seal
+#                              and one insert, so rounds must be long beside it)
 #   BENCH_ROUNDS=2             floor/gateway rounds, ABBA order
 #   BENCH_FLOOR_PG_STREAMS="1 2 4"  concurrent COPY sessions tried in each floor
 #                              round; the fastest counts

@@ -53,6 +53,8 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t gap_mu = PTHREAD_MUTEX_INITIALIZER;
 static gap_t *gaps[256];
 static _Atomic int max_worker; /* readers look at workers 1..max_worker */
+/* A read found rows of a worker not yet delivered (sg_chpending_wanted). */
+static _Atomic int wanted[SG_CHPENDING_MAX_WORKERS + 1];
 
 static void init(void) {
   for (int i = 0; i <= SG_CHPENDING_MAX_WORKERS; i++) pthread_mutex_init(&tabs[i].mu, NULL);
@@ -198,9 +200,17 @@ int sg_chpending_before(const uint8_t project[16], int64_t t_us) {
       for (size_t k = w->head; !hit && k < w->len && w->rec[k].t < t_us; k++)
         hit = w->rec[k].alive && !memcmp(w->rec[k].project, project, 16);
     pthread_mutex_unlock(&w->mu);
-    if (hit) return 1;
+    if (hit) {
+      atomic_store(&wanted[i], 1);
+      return 1;
+    }
   }
   return 0;
+}
+
+int sg_chpending_wanted(int worker) {
+  if (worker < 1 || worker > SG_CHPENDING_MAX_WORKERS) return 0;
+  return atomic_exchange(&wanted[worker], 0);
 }
 
 uint64_t sg_chpending_count(const uint8_t project[16]) {
@@ -289,6 +299,7 @@ void sg_chpending_reset(void) {
     w->nbucket = w->nent = w->head = w->len = w->cap = 0;
     w->unknown_until = 0;
     pthread_mutex_unlock(&w->mu);
+    atomic_store(&wanted[i], 0);
   }
   pthread_mutex_lock(&gap_mu);
   for (int i = 0; i < 256; i++) {

@@ -50,6 +50,11 @@ int64_t sg_chpending_unknown_until(int worker);
 /* 1 when some worker holds an undelivered row of project appended before
  * t_us (or may: unknown records, a failed allocation), else 0. */
 int sg_chpending_before(const uint8_t project[16], int64_t t_us);
+/* 1 once since the last call when sg_chpending_before answered 1 because
+ * of this worker's rows: a read is waiting for them (or was served by
+ * PostgreSQL instead), so its chsink sends what it holds now rather than at
+ * the end of its batching interval. */
+int sg_chpending_wanted(int worker);
 /* Undelivered rows of project in the whole process (for tests and logs). */
 uint64_t sg_chpending_count(const uint8_t project[16]);
 

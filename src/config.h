@@ -113,12 +113,14 @@ typedef struct {
   XX(STR, spool_dir, "var/spool", NULL, "directory of the durable ClickHouse spool")          \
   XX(SIZE, spool_max_bytes, "1GiB", NULL,                                                      \
      "spool size bound per worker; beyond it spans are recorded as gaps for `spangate migrate`") \
-  XX(SIZE, spool_segment_bytes, "8MiB", NULL,                                                  \
-     "spool segment size: the most rows sent to ClickHouse in one insert")                     \
+  XX(SIZE, spool_segment_bytes, "16MiB", NULL,                                                 \
+     "spool segment size: the most rows sent to ClickHouse in one insert (each worker holds "  \
+     "the segment it sends in memory)")                                                        \
   XX(STR, spool_fsync, "batch", NULL,                                                          \
      "always (each request), batch (once per group commit) or never (leave it to the kernel)") \
-  XX(INT, flush_interval_ms, "1000", NULL,                                                     \
-     "spooled rows are sent to ClickHouse at least this often")          \
+  XX(INT, flush_interval_ms, "3000", NULL,                                                     \
+     "spooled rows are sent to ClickHouse at least this often (sooner when ingest stops or a " \
+     "read from ClickHouse waits for them)")                                                   \
   XX(STR, clickhouse_writes, "spool", NULL,                                                    \
      "how rows reach ClickHouse: spool (what the gateway ingests) or capture (PostgreSQL's "   \
      "logical replication: every writer's inserts, updates and deletes)")                      \

@@ -116,9 +116,28 @@ static void test_threads(void **st) {
   assert_int_equal(sg_chpending_count(B), 0);
 }
 
+/* A read that finds a worker's rows undelivered tells that worker once. */
+static void test_wanted(void **st) {
+  (void)st;
+  sg_chpending_add(1, A, 100);
+  sg_chpending_add(2, B, 200);
+  assert_false(sg_chpending_wanted(1));
+  assert_false(sg_chpending_before(A, 100)); /* not before the read: nobody waits */
+  assert_false(sg_chpending_wanted(1));
+  assert_true(sg_chpending_before(A, 101));
+  assert_true(sg_chpending_wanted(1));
+  assert_false(sg_chpending_wanted(1)); /* taken */
+  assert_false(sg_chpending_wanted(2)); /* worker 2 holds nothing of A */
+  assert_true(sg_chpending_before(B, 201));
+  assert_true(sg_chpending_wanted(2));
+  assert_false(sg_chpending_wanted(0));
+  assert_false(sg_chpending_wanted(SG_CHPENDING_MAX_WORKERS + 1));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup(test_before_and_done, reset),
+      cmocka_unit_test_setup(test_wanted, reset),
       cmocka_unit_test_setup(test_out_of_order_delivery, reset),
       cmocka_unit_test_setup(test_unknown_and_order, reset),
       cmocka_unit_test_setup(test_gaps, reset),
