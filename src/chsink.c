@@ -952,7 +952,8 @@ static void setup_start(sg_chsink_t *s) {
  * interval old or hold IDLE_MIN_BYTES, so even an irregular trickle makes
  * at most two INSERTs per interval. A stretch of BUSY_MS or more with a
  * request in flight at every tick (a client sending flat out) is a burst,
- * and its end is idle as soon as nothing is in flight and IDLE_MS passed:
+ * and its end is idle at the first tick that finds nothing in flight (a
+ * request's rows are appended before it is answered, so none can follow):
  * at full load appends come in group commits a few hundred ms apart, so
  * twice the recent gap kept the last rows back that long.
  *
@@ -1003,8 +1004,9 @@ static int seal_due(sg_chsink_t *s, uint64_t now_ms) {
   if (age_us >= interval_us || wanted) return 1;
   if (age_us < interval_us / 2 && st.open_bytes < IDLE_MIN_BYTES) return 0;
   uint64_t quiet = now_ms - s->last_append_ms;
-  if (quiet < IDLE_MS || !s->idle) return 0;
-  return quiet > 2 * s->recent_gap_ms || s->busy_ms >= BUSY_MS;
+  if (!s->idle) return 0;
+  if (s->busy_ms >= BUSY_MS) return 1; /* the end of a burst: nothing in flight, so no append to come */
+  return quiet >= IDLE_MS && quiet > 2 * s->recent_gap_ms;
 }
 
 static void tick(uv_timer_t *t) {
