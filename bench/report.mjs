@@ -358,7 +358,7 @@ lines.push('');
 lines.push('## Latency at half load', '');
 if (loadHalf) {
   lines.push(`Open loop (constant rate, latency from each request's due time, so queueing counts): target ${f(results.latency_half_load.target_rps, 1)} requests/s = ${f(results.latency_half_load.target_rps * 100, 0)} spans/s; the gateway achieved ${f(loadHalf.requests_per_s, 1)} requests/s over ${f(loadHalf.seconds, 1)} s, ${loadHalf.connections} connections available. ` +
-    `Floor: the same requests' rows, each request one \`COPY\` straight into PostgreSQL at the same pace over 8 sessions (bench/pgload.c), half of them before the gateway's run and half after (${floorHalf.requests} requests, ${floorHalf.errors} errors). p99_ratio = gateway p99 / floor p99 = **${f(p99Ratio, 2)}**.`, '');
+    `Floor: the same requests' rows, each request one \`COPY\` straight into PostgreSQL at the same pace over ${facts['half.floor.sessions'] ?? 8} sessions (bench/pgload.c), half of them before the gateway's run and half after (${floorHalf.requests} requests, ${floorHalf.errors} errors). p99_ratio = gateway p99 / floor p99 = **${f(p99Ratio, 2)}**.`, '');
   lines.push('| | p50 | p90 | p99 | max | errors |', '|---|---|---|---|---|---|');
   lines.push(`| floor (COPY per request) | ${f(floorHalf.p50, 2)} ms | ${f(floorHalf.p90, 2)} ms | ${f(floorHalf.p99, 2)} ms | ${f(floorHalf.max, 2)} ms | ${floorHalf.errors} |`);
   lines.push(`| gateway | ${f(loadHalf.latency_ms.p50, 2)} ms | ${f(loadHalf.latency_ms.p90, 2)} ms | ${f(loadHalf.latency_ms.p99, 2)} ms | ${f(loadHalf.latency_ms.max, 2)} ms | ${loadHalf.errors} (${loadHalf.retries_429_503} retried 429/503) |`);

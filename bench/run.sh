@@ -384,13 +384,17 @@ log "floor $(fmt "$FLOOR_RATE" '%.0f') spans/s, gateway $(fmt "$GW_RATE" '%.0f')
 # Open loop at half the gateway's end-to-end rate: requests are due at fixed
 # intervals and latency counts from the due time. The floor is the same
 # requests' rows, each request one COPY straight into PostgreSQL
-# (bench/pgload.c) over as many sessions as the gateway's pool keeps (2
-# workers x 4), into the last floor round's database (as many rows as the
+# (bench/pgload.c) over as many sessions as the gateway's pools keep (2
+# workers x pg_pool_size, PG_SESSIONS), into the last floor round's database (as many rows as the
 # gateway's). Order floor, gateway, floor, half the requests in each floor
 # part; p99_ratio = gateway p99 / floor p99. PostgreSQL logs every
 # statement's duration meanwhile (log_min_duration_statement = 0): its own
 # share of the latency, for both sides.
 HALF_RPS=$(calc "$GW_RATE / 2 / 100")
+# the gateway's pg_pool_size: the environment's, else the default --help prints
+POOL=${SPANGATE_PG_POOL_SIZE:-$("$BIN" --help 2>&1 | awk '/^  pg_pool_size / {getline; print $2 + 0; exit}')}
+PG_SESSIONS=$((2 * ${POOL:-1}))
+fact half.floor.sessions "$PG_SESSIONS"
 SEQ=$PER
 NHALF=$(awk -v r="$HALF_RPS" -v d="$HALF_SECONDS" 'BEGIN{printf "%d", r * d + 0.999}')
 "$TOOLS/rows" -w "$W/workload.bin" -n "$NHALF" --seq-base "$SEQ" --scripts "$ROOT/lua" --project "$PROJECT" \
@@ -400,10 +404,10 @@ tail -n +$((NHALF / 2 + 1)) "$W/half.idx" >"$W/half_b.idx"
 half_floor() { # part
   local n
   n=$(wc -l <"$W/half_$1.idx")
-  log "latency, floor part $1: $n requests' rows COPY'd at $(fmt "$HALF_RPS" '%.1f') requests/s (8 sessions)"
+  log "latency, floor part $1: $n requests' rows COPY'd at $(fmt "$HALF_RPS" '%.1f') requests/s ($PG_SESSIONS sessions)"
   pglog_start
   "$TOOLS/pgload" -u "$(pg_uri "$FLOOR_DB")" -f "$W/half.pgcopy" -i "$W/half_$1.idx" -r "$HALF_RPS" -n "$n" \
-    -c 8 --raw "$W/half_floor_$1.raw" >"$OUT/pgload_half_$1.json" || true
+    -c "$PG_SESSIONS" --raw "$W/half_floor_$1.raw" >"$OUT/pgload_half_$1.json" || true
   pglog_stop >"$W/half_floor_$1.pgms"
   cat "$OUT/pgload_half_$1.json" >&2
 }

@@ -33,7 +33,9 @@ typedef struct {
   XX(STR, log_format, "text", NULL, "text or json (one JSON object per line)")                \
   XX(STR, postgres_uri, "postgresql://postgres@127.0.0.1:5432/agenta_oss_tracing",             \
      "POSTGRES_URI", "libpq connection URI of the primary store (Agenta's tracing database)")  \
-  XX(INT, pg_pool_size, "4", NULL, "PostgreSQL connections per worker for ingest")            \
+  XX(INT, pg_pool_size, "1", NULL,                                                             \
+     "PostgreSQL connections per worker for ingest (concurrent writers make the GIN indexes "   \
+     "grow: keep workers x pg_pool_size low)")                                                  \
   XX(INT, read_pool_size, "2", NULL,                                                           \
      "PostgreSQL connections per worker for the read API, apart from ingest's")                \
   XX(INT, query_timeout_ms, "30000", NULL,                                                     \

@@ -24,8 +24,10 @@ void sg__ops_readyz(const sg_route_call_t *call) {
   const sg_pg_stats_t *st = sg_pg_pool_stats(w->pg);
   char why[256] = "";
   int pg_up = st->up > 0;
-  int ro = pg_up && sg_readiness_unwritable(why, sizeof why);
-  if (!pg_up) snprintf(why, sizeof why, "%s", sg_pg_pool_last_error(w->pg));
+  /* A refused write says more than the reconnect it caused (a read-only
+   * session is replaced, and with one connection the pool is down meanwhile). */
+  int ro = sg_readiness_unwritable(why, sizeof why);
+  if (!pg_up && !ro) snprintf(why, sizeof why, "%s", sg_pg_pool_last_error(w->pg));
   int ready = pg_up && !ro;
   sg_buf_t b = SG_BUF_INIT;
   sg_buf_printf(&b, "{\"status\":\"%s\",\"postgres\":{\"up\":%s,\"writable\":%s,\"connections\":%d,"
