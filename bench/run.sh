@@ -392,7 +392,8 @@ log "floor $(fmt "$FLOOR_RATE" '%.0f') spans/s, gateway $(fmt "$GW_RATE" '%.0f')
 # share of the latency, for both sides.
 HALF_RPS=$(calc "$GW_RATE / 2 / 100")
 # the gateway's pg_pool_size: the environment's, else the default --help prints
-POOL=${SPANGATE_PG_POOL_SIZE:-$("$BIN" --help 2>&1 | awk '/^  pg_pool_size / {getline; print $2 + 0; exit}')}
+# (the whole text read: an early exit would kill --help with SIGPIPE, and pipefail the bench)
+POOL=${SPANGATE_PG_POOL_SIZE:-$("$BIN" --help 2>&1 | awk '/^  pg_pool_size / {getline; if (!n++) print $2 + 0}')}
 PG_SESSIONS=$((2 * ${POOL:-1}))
 fact half.floor.sessions "$PG_SESSIONS"
 SEQ=$PER
