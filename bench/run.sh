@@ -385,16 +385,22 @@ log "floor $(fmt "$FLOOR_RATE" '%.0f') spans/s, gateway $(fmt "$GW_RATE" '%.0f')
 # intervals and latency counts from the due time. The floor is the same
 # requests' rows, each request one COPY straight into PostgreSQL
 # (bench/pgload.c) over as many sessions as the gateway's pools keep (2
-# workers x pg_pool_size, PG_SESSIONS), into the last floor round's database (as many rows as the
+# workers x (pg_pool_size + pg_spare_connections), PG_SESSIONS), into the last floor round's database (as many rows as the
 # gateway's). Order floor, gateway, floor, half the requests in each floor
 # part; p99_ratio = gateway p99 / floor p99. PostgreSQL logs every
 # statement's duration meanwhile (log_min_duration_statement = 0): its own
 # share of the latency, for both sides.
 HALF_RPS=$(calc "$GW_RATE / 2 / 100")
-# the gateway's pg_pool_size: the environment's, else the default --help prints
+# a setting of the gateway: the environment's, else the default --help prints
 # (the whole text read: an early exit would kill --help with SIGPIPE, and pipefail the bench)
-POOL=${SPANGATE_PG_POOL_SIZE:-$("$BIN" --help 2>&1 | awk '/^  pg_pool_size / {getline; if (!n++) print $2 + 0}')}
-PG_SESSIONS=$((2 * ${POOL:-1}))
+setting() { # name
+  local env="SPANGATE_${1^^}"
+  [[ -n ${!env:-} ]] && { echo "${!env}"; return; }
+  "$BIN" --help 2>&1 | awk -v k="  $1 " 'index($0, k) == 1 {getline; if (!n++) print $2 + 0}'
+}
+POOL=$(setting pg_pool_size)
+SPARES=$(setting pg_spare_connections)
+PG_SESSIONS=$((2 * (${POOL:-1} + ${SPARES:-0})))
 fact half.floor.sessions "$PG_SESSIONS"
 SEQ=$PER
 NHALF=$(awk -v r="$HALF_RPS" -v d="$HALF_SECONDS" 'BEGIN{printf "%d", r * d + 0.999}')

@@ -516,6 +516,14 @@ static int check(const sg_config_t *cfg, sg_buf_t *err) {
     sg_buf_printf(err, "pg_pool_size must be 1..64, not %lld", cfg->pg_pool_size);
     return SG_ECONFIG;
   }
+  if (cfg->pg_spare_connections < 0 || cfg->pg_spare_connections > 64) {
+    sg_buf_printf(err, "pg_spare_connections must be 0..64, not %lld", cfg->pg_spare_connections);
+    return SG_ECONFIG;
+  }
+  if (cfg->pg_spare_after_ms < 1 || cfg->pg_spare_after_ms > 60000) {
+    sg_buf_printf(err, "pg_spare_after_ms must be 1..60000, not %lld", cfg->pg_spare_after_ms);
+    return SG_ECONFIG;
+  }
   if (cfg->read_pool_size < 1 || cfg->read_pool_size > 64) {
     sg_buf_printf(err, "read_pool_size must be 1..64, not %lld", cfg->read_pool_size);
     return SG_ECONFIG;

@@ -36,6 +36,11 @@ typedef struct {
   XX(INT, pg_pool_size, "1", NULL,                                                             \
      "PostgreSQL connections per worker for ingest (concurrent writers make the GIN indexes "   \
      "grow: keep workers x pg_pool_size low)")                                                  \
+  XX(INT, pg_spare_connections, "1", NULL,                                                     \
+     "further ingest connections per worker, each taking a statement only once it has waited "  \
+     "pg_spare_after_ms for the others (one slow statement then holds up no one)")             \
+  XX(INT, pg_spare_after_ms, "50", NULL,                                                       \
+     "how long a statement waits for a busy ingest connection before a spare runs it")         \
   XX(INT, read_pool_size, "2", NULL,                                                           \
      "PostgreSQL connections per worker for the read API, apart from ingest's")                \
   XX(INT, query_timeout_ms, "30000", NULL,                                                     \

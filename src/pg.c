@@ -46,6 +46,7 @@ typedef struct query_s {
   const int *formats;
   sg_pg_cb cb;
   void *arg;
+  uint64_t queued_ms; /* uv_now when queued (opts.spares) */
 } query_t;
 
 typedef struct {
@@ -78,6 +79,8 @@ struct sg_pg_pool_s {
   conn_t *conns;
   int nconns;
   int first_pending;  /* connections still on their first attempt */
+  int nmain;          /* conns[0..nmain) take queries at once, the rest are spares */
+  uv_timer_t spare_timer; /* when the queue's head becomes due for a spare */
   query_t *qhead, *qtail;
   sg_pg_stats_t stats;
   int closing;
@@ -191,6 +194,12 @@ static void maybe_free_pool(sg_pg_pool_t *pool) {
   free(pool->conninfo);
   free(pool->options);
   free(pool);
+}
+
+static void spare_timer_closed(uv_handle_t *h) {
+  sg_pg_pool_t *pool = h->data;
+  pool->open_handles--;
+  maybe_free_pool(pool);
 }
 
 static void handle_closed(uv_handle_t *h) {
@@ -494,10 +503,33 @@ static void conn_send(conn_t *c, query_t *q) {
   (void)conn_flush(c, 1);
 }
 
+static void spare_due_cb(uv_timer_t *t) {
+  sg_pg_pool_t *pool = t->data;
+  if (!pool->closing) dispatch(pool);
+}
+
+/* Hands queued queries to idle connections: the main ones first; a spare
+ * takes the queue's head once it has waited opts.spare_after_ms, or at
+ * once when no main connection is up. */
 static void dispatch(sg_pg_pool_t *pool) {
-  for (int i = 0; i < pool->nconns && pool->qhead != NULL && !pool->closing; i++) {
+  int main_up = 0;
+  for (int i = 0; i < pool->nmain && !pool->closing; i++) {
     conn_t *c = &pool->conns[i];
-    if (c->state == C_IDLE) conn_send(c, queue_pop(pool));
+    if (c->state == C_IDLE && pool->qhead != NULL) conn_send(c, queue_pop(pool));
+    if (c->state == C_IDLE || c->state == C_BUSY) main_up++;
+  }
+  if (pool->nmain == pool->nconns || pool->closing) return;
+  uv_timer_stop(&pool->spare_timer);
+  for (int i = pool->nmain; i < pool->nconns && pool->qhead != NULL && !pool->closing; i++) {
+    conn_t *c = &pool->conns[i];
+    if (c->state != C_IDLE) continue;
+    uint64_t now = uv_now(pool->loop), due = pool->qhead->queued_ms + (uint64_t)pool->opts.spare_after_ms;
+    if (main_up > 0 && now < due) {
+      uv_timer_start(&pool->spare_timer, spare_due_cb, due - now, 0);
+      return;
+    }
+    pool->stats.spare_queries++;
+    conn_send(c, queue_pop(pool));
   }
 }
 
@@ -703,10 +735,17 @@ sg_pg_pool_t *sg_pg_pool_new(uv_loop_t *loop, const char *conninfo, int size,
   if (pool->opts.backoff_min_ms <= 0) pool->opts.backoff_min_ms = 100;
   if (pool->opts.backoff_max_ms < pool->opts.backoff_min_ms)
     pool->opts.backoff_max_ms = pool->opts.backoff_min_ms > 5000 ? pool->opts.backoff_min_ms : 5000;
+  if (pool->opts.spares < 0 || pool->opts.spares >= size) pool->opts.spares = 0;
+  if (pool->opts.spare_after_ms <= 0) pool->opts.spare_after_ms = 50;
   pool->loop = loop;
   pool->nconns = size;
+  pool->nmain = size - pool->opts.spares;
+  uv_timer_init(loop, &pool->spare_timer);
+  pool->spare_timer.data = pool;
+  pool->open_handles++;
   pool->first_pending = size;
   pool->stats.configured = size;
+  pool->stats.spares = pool->opts.spares;
   pool->rng = (uv_hrtime() ^ (uint64_t)(uintptr_t)pool) | 1;
   for (int i = 0; i < size; i++) {
     conn_t *c = &pool->conns[i];
@@ -725,6 +764,7 @@ static void enqueue(sg_pg_pool_t *pool, query_t *q) {
   pool->qtail = q;
   pool->stats.queued++;
   pool->stats.queries++;
+  q->queued_ms = uv_now(pool->loop);
   dispatch(pool);
 }
 
@@ -776,6 +816,7 @@ void sg_pg_pool_close(sg_pg_pool_t *pool) {
   if (pool == NULL || pool->closing) return;
   pool->closing = 1;
   fail_queue(pool, SG_ECANCELED, "PostgreSQL pool closed");
+  uv_close((uv_handle_t *)&pool->spare_timer, spare_timer_closed);
   for (int i = 0; i < pool->nconns; i++) {
     conn_t *c = &pool->conns[i];
     query_t *q = c->q;

@@ -48,15 +48,26 @@ typedef struct {
    * to the conninfo's own); a statement running longer is answered
    * SG_ETIMEOUT. */
   int statement_timeout_ms;
+  /* The last `spares` connections (< size) are spares: a query goes to one
+   * only once it has waited spare_after_ms (default 50) in the queue for the
+   * others, or at once while none of the others is up. So the pool keeps
+   * size - spares statements in flight as long as they are quick, and one
+   * slow statement (a GIN index merging its pending list, a lock) no longer
+   * holds up every query behind it. 0: every connection takes queries at
+   * once. */
+  int spares;
+  int spare_after_ms;
 } sg_pg_pool_opts_t;
 
 /* For /metrics: read it whenever (single thread; plain fields). */
 typedef struct {
   int configured;         /* connections the pool keeps */
+  int spares;             /* of which spares (opts.spares) */
   int up;                 /* connected (idle or busy) */
   int busy;               /* running a query */
   size_t queued;          /* waiting for a connection */
   uint64_t queries;       /* accepted by sg_pg_query */
+  uint64_t spare_queries; /* of which a spare connection ran (opts.spares) */
   uint64_t errors;        /* queries answered with an error (any code) */
   uint64_t reconnects;    /* connections re-established after being lost */
   uint64_t connect_failures; /* connection attempts that failed */

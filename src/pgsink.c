@@ -222,7 +222,7 @@ struct sg_pgsink_s {
   /* Statements handed to the pool and not answered yet, at most
    * max_sending: a job builds its next statement only when it may send it,
    * the others wait in the parked list, unbuilt, so the statements' data in
-   * memory stay bounded (pool size x commit_max_spans rows). */
+   * memory stay bounded (2 x pool size x commit_max_spans rows). */
   int sending, max_sending;
   struct job_s *park_head, *park_tail;
   int open_handles;
@@ -981,7 +981,9 @@ sg_pgsink_t *sg_pgsink_new(uv_loop_t *loop, sg_pg_pool_t *pool, const sg_pgsink_
   if (s->opts.window_ms == 0) s->opts.window_ms = 2;
   if (s->opts.max_batch_spans == 0) s->opts.max_batch_spans = 2000;
   if (s->opts.max_statement_bytes == 0) s->opts.max_statement_bytes = (size_t)64 << 20;
-  s->max_sending = 2 * sg_pg_pool_stats(pool)->configured; /* one waiting per connection */
+  /* One waiting per main connection, and the spares' own. */
+  const sg_pg_stats_t *ps = sg_pg_pool_stats(pool);
+  s->max_sending = 2 * (ps->configured - ps->spares) + ps->spares;
   uv_timer_init(loop, &s->window);
   uv_timer_init(loop, &s->kick);
   s->window.data = s->kick.data = s;

@@ -254,7 +254,10 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
   memset(&po, 0, sizeof po);
   po.max_queue = 10000;
   po.writable = 1; /* a standby or read-only primary: no connection, 503 and /readyz says why */
-  w->pg = sg_pg_pool_new(&w->loop, cfg->postgres_uri, (int)cfg->pg_pool_size, &po);
+  po.spares = (int)cfg->pg_spare_connections;
+  po.spare_after_ms = (int)cfg->pg_spare_after_ms;
+  w->pg = sg_pg_pool_new(&w->loop, cfg->postgres_uri,
+                         (int)(cfg->pg_pool_size + cfg->pg_spare_connections), &po);
   if (!w->pg) return SG_ENOMEM;
   /* Reads have their own connections and a statement timeout, so an
    * expensive query can neither hold ingest's connections nor run forever;

@@ -226,6 +226,67 @@ static void test_queue_bound_and_close(void **state) {
   finish_loop(&loop);
 }
 
+/* Spares: quick statements all run on the main connection; a statement
+ * queued behind a slow one goes to the spare once it has waited
+ * spare_after_ms, not before; with no main connection up, the spare takes
+ * statements at once. */
+static void test_spare_connection(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  sg_pg_pool_opts_t o = {.spares = 1, .spare_after_ms = 300};
+  sg_pg_pool_t *pool = sg_pg_pool_new(&loop, pg_uri, 2, &o);
+  assert_true(ready(&loop, pool, 2, 10000));
+  assert_int_equal(sg_pg_pool_stats(pool)->spares, 1);
+  res_t a = {0}, b = {0};
+  assert_int_equal(sg_pg_query(pool, "SELECT pg_backend_pid()", 0, NULL, NULL, NULL, on_result, &a), 0);
+  assert_int_equal(sg_pg_query(pool, "SELECT pg_backend_pid()", 0, NULL, NULL, NULL, on_result, &b), 0);
+  assert_true(run_until(&loop, &b.done, 5000));
+  assert_int_equal(a.err, 0);
+  assert_string_equal(a.val, b.val); /* the second waited for the first, briefly */
+  assert_int_equal(sg_pg_pool_stats(pool)->spare_queries, 0);
+
+  res_t slow = {0}, q = {0};
+  assert_int_equal(sg_pg_query(pool, "SELECT pg_backend_pid() FROM pg_sleep(5)", 0, NULL, NULL, NULL,
+                               on_result, &slow), 0);
+  assert_int_equal(sg_pg_query(pool, "SELECT pg_backend_pid()", 0, NULL, NULL, NULL, on_result, &q), 0);
+  run_for(&loop, 100);
+  assert_int_equal(q.done, 0); /* not due for the spare yet */
+  assert_int_equal(sg_pg_pool_stats(pool)->queued, 1);
+  assert_true(run_until(&loop, &q.done, 3000));
+  assert_int_equal(q.err, 0);
+  assert_int_equal(slow.done, 0); /* it did not wait for the slow one */
+  assert_string_not_equal(q.val, a.val);
+  assert_int_equal(sg_pg_pool_stats(pool)->spare_queries, 1);
+  assert_true(run_until(&loop, &slow.done, 10000));
+  assert_string_equal(slow.val, a.val);
+  sg_pg_pool_close(pool);
+  finish_loop(&loop);
+
+  /* The main connection gone (and slow to come back): the spare at once. */
+  uv_loop_init(&loop);
+  o = (sg_pg_pool_opts_t){.spares = 1, .spare_after_ms = 60000, .backoff_min_ms = 60000};
+  pool = sg_pg_pool_new(&loop, pg_uri, 2, &o);
+  assert_true(ready(&loop, pool, 2, 10000));
+  res_t m = {0}, r = {0};
+  assert_int_equal(sg_pg_query(pool, "SELECT pg_backend_pid()", 0, NULL, NULL, NULL, on_result, &m), 0);
+  assert_true(run_until(&loop, &m.done, 5000));
+  char sql[320];
+  snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%s)", m.val);
+  char *v = query_value(pg_uri, sql);
+  assert_string_equal(v, "t");
+  free(v);
+  uint64_t deadline = uv_now(&loop) + 10000;
+  while (sg_pg_pool_stats(pool)->up > 1 && uv_now(&loop) < deadline) run_for(&loop, 20);
+  assert_int_equal(sg_pg_pool_stats(pool)->up, 1);
+  assert_int_equal(sg_pg_query(pool, "SELECT pg_backend_pid()", 0, NULL, NULL, NULL, on_result, &r), 0);
+  assert_true(run_until(&loop, &r.done, 5000));
+  assert_int_equal(r.err, 0);
+  assert_string_not_equal(r.val, m.val);
+  sg_pg_pool_close(pool);
+  finish_loop(&loop);
+}
+
 static void close_in_cb(void *arg, PGresult *res, int err, const char *errmsg) {
   (void)res;
   (void)errmsg;
@@ -723,6 +784,7 @@ int main(void) {
       cmocka_unit_test(test_sql_errors),
       cmocka_unit_test(test_copy),
       cmocka_unit_test(test_queue_bound_and_close),
+      cmocka_unit_test(test_spare_connection),
       cmocka_unit_test(test_close_from_callback),
       cmocka_unit_test(test_server_down),
       cmocka_unit_test(test_exec_sync),
