@@ -66,6 +66,7 @@ typedef struct {
   int copy_started;   /* the running query's COPY began (once per query) */
   int copy_ended;     /* PQputCopyEnd was accepted */
   size_t copy_off;    /* COPY data handed to libpq so far */
+  uint64_t sent_ms;   /* uv_now when the running query was sent */
   query_t *q;         /* running query */
   PGresult *res;      /* its last result so far */
   char msg[256];      /* deferred failure message */
@@ -81,6 +82,7 @@ struct sg_pg_pool_s {
   int first_pending;  /* connections still on their first attempt */
   int nmain;          /* conns[0..nmain) take queries at once, the rest are spares */
   uv_timer_t spare_timer; /* when the queue's head becomes due for a spare */
+  uint64_t main_ms8;  /* the main connections' recent statement time, ms x 8 (moving average) */
   query_t *qhead, *qtail;
   sg_pg_stats_t stats;
   int closing;
@@ -422,6 +424,10 @@ static void query_complete(conn_t *c) {
   c->state = C_IDLE;
   pool->stats.busy--;
   if (err) pool->stats.errors++;
+  if (c - pool->conns < pool->nmain) { /* moving average over ~8 statements */
+    uint64_t ms = uv_now(pool->loop) - c->sent_ms;
+    pool->main_ms8 = pool->main_ms8 ? pool->main_ms8 - pool->main_ms8 / 8 + ms : ms * 8;
+  }
   q->cb(q->arg, res, err, err ? msg : NULL);
   free(q);
   PQclear(res);
@@ -490,6 +496,7 @@ static void conn_send(conn_t *c, query_t *q) {
   c->state = C_BUSY;
   c->copying = c->copy_started = c->copy_ended = 0;
   c->copy_off = 0;
+  c->sent_ms = uv_now(c->pool->loop);
   c->pool->stats.busy++;
   /* A COPY travels as a simple query: the statements after it run in the
    * same implicit transaction, and the extended protocol takes only one. */
@@ -509,8 +516,10 @@ static void spare_due_cb(uv_timer_t *t) {
 }
 
 /* Hands queued queries to idle connections: the main ones first; a spare
- * takes the queue's head once it has waited opts.spare_after_ms, or at
- * once when no main connection is up. */
+ * takes the queue's head once it has waited opts.spare_after_ms and twice
+ * the main connections' recent statement time (so only an outlier spills
+ * over: under a steady load of long statements the spares stay idle, and
+ * the writers few), or at once when no main connection is up. */
 static void dispatch(sg_pg_pool_t *pool) {
   int main_up = 0;
   for (int i = 0; i < pool->nmain && !pool->closing; i++) {
@@ -523,7 +532,9 @@ static void dispatch(sg_pg_pool_t *pool) {
   for (int i = pool->nmain; i < pool->nconns && pool->qhead != NULL && !pool->closing; i++) {
     conn_t *c = &pool->conns[i];
     if (c->state != C_IDLE) continue;
-    uint64_t now = uv_now(pool->loop), due = pool->qhead->queued_ms + (uint64_t)pool->opts.spare_after_ms;
+    uint64_t wait = pool->main_ms8 / 4; /* twice the average */
+    if (wait < (uint64_t)pool->opts.spare_after_ms) wait = (uint64_t)pool->opts.spare_after_ms;
+    uint64_t now = uv_now(pool->loop), due = pool->qhead->queued_ms + wait;
     if (main_up > 0 && now < due) {
       uv_timer_start(&pool->spare_timer, spare_due_cb, due - now, 0);
       return;
