@@ -32,6 +32,10 @@
 
 enum { C_DOWN = 0, C_CONNECTING, C_IDLE, C_BUSY, C_CLOSED };
 
+/* Spares stay idle while the main connections have been busy without a
+ * break for this long (see dispatch). */
+#define SATURATED_MS 2000
+
 /* COPY data handed to libpq at a time (see copy_pump). */
 #define COPY_CHUNK ((size_t)64 << 10)
 
@@ -83,6 +87,7 @@ struct sg_pg_pool_s {
   int nmain;          /* conns[0..nmain) take queries at once, the rest are spares */
   uv_timer_t spare_timer; /* when the queue's head becomes due for a spare */
   uint64_t main_ms8;  /* the main connections' recent statement time, ms x 8 (moving average) */
+  uint64_t main_idle_ms; /* uv_now when a main connection last found nothing to do */
   query_t *qhead, *qtail;
   sg_pg_stats_t stats;
   int closing;
@@ -518,16 +523,22 @@ static void spare_due_cb(uv_timer_t *t) {
 /* Hands queued queries to idle connections: the main ones first; a spare
  * takes the queue's head once it has waited opts.spare_after_ms and twice
  * the main connections' recent statement time (so only an outlier spills
- * over: under a steady load of long statements the spares stay idle, and
- * the writers few), or at once when no main connection is up. */
+ * over), unless the main connections have had no idle moment for
+ * SATURATED_MS (spares cut the latency of a server with time to spare; they
+ * cannot add throughput to one that has none, and more concurrent writers
+ * make Agenta's GIN indexes grow); at once when no main connection is up. */
 static void dispatch(sg_pg_pool_t *pool) {
   int main_up = 0;
   for (int i = 0; i < pool->nmain && !pool->closing; i++) {
     conn_t *c = &pool->conns[i];
     if (c->state == C_IDLE && pool->qhead != NULL) conn_send(c, queue_pop(pool));
+    if (c->state == C_IDLE) pool->main_idle_ms = uv_now(pool->loop); /* nothing to do */
     if (c->state == C_IDLE || c->state == C_BUSY) main_up++;
   }
   if (pool->nmain == pool->nconns || pool->closing) return;
+  /* Main connections busy without a break for SATURATED_MS: PostgreSQL is
+   * the bottleneck, and another writer would only slow it down. */
+  if (main_up > 0 && uv_now(pool->loop) - pool->main_idle_ms > SATURATED_MS) return;
   uv_timer_stop(&pool->spare_timer);
   for (int i = pool->nmain; i < pool->nconns && pool->qhead != NULL && !pool->closing; i++) {
     conn_t *c = &pool->conns[i];
@@ -751,6 +762,7 @@ sg_pg_pool_t *sg_pg_pool_new(uv_loop_t *loop, const char *conninfo, int size,
   pool->loop = loop;
   pool->nconns = size;
   pool->nmain = size - pool->opts.spares;
+  pool->main_idle_ms = uv_now(loop);
   uv_timer_init(loop, &pool->spare_timer);
   pool->spare_timer.data = pool;
   pool->open_handles++;

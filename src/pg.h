@@ -51,10 +51,12 @@ typedef struct {
   /* The last `spares` connections (< size) are spares: a query goes to one
    * only once it has waited in the queue for the others spare_after_ms
    * (default 50) and twice their recent statement time (a moving average),
-   * or at once while none of the others is up. So the pool keeps size -
-   * spares statements in flight, and one unusually slow statement (a GIN
-   * index merging its pending list, a lock) no longer holds up every query
-   * behind it. 0: every connection takes queries at once. */
+   * as long as the others had an idle moment in the last 2 s; at once while
+   * none of the others is up. So the pool keeps size - spares statements in
+   * flight, and, unless the server is saturated (where another writer would
+   * only slow it down), one unusually slow statement (a GIN index merging
+   * its pending list, a lock) no longer holds up every query behind it.
+   * 0: every connection takes queries at once. */
   int spares;
   int spare_after_ms;
 } sg_pg_pool_opts_t;

@@ -228,7 +228,8 @@ static void test_queue_bound_and_close(void **state) {
 
 /* Spares: quick statements all run on the main connection; a statement
  * queued behind a slow one goes to the spare once it has waited
- * spare_after_ms, not before; with no main connection up, the spare takes
+ * spare_after_ms, not before, unless the main connection has been busy for
+ * over 2 s without a break; with no main connection up, the spare takes
  * statements at once. */
 static void test_spare_connection(void **state) {
   (void)state;
@@ -260,6 +261,18 @@ static void test_spare_connection(void **state) {
   assert_int_equal(sg_pg_pool_stats(pool)->spare_queries, 1);
   assert_true(run_until(&loop, &slow.done, 10000));
   assert_string_equal(slow.val, a.val);
+
+  /* The main connection busy without a break for over 2 s (saturated): a
+   * statement due for the spare waits for it instead. */
+  res_t slow2 = {0}, q2 = {0};
+  assert_int_equal(sg_pg_query(pool, "SELECT pg_backend_pid() FROM pg_sleep(4)", 0, NULL, NULL, NULL,
+                               on_result, &slow2), 0);
+  run_for(&loop, 2100);
+  assert_int_equal(sg_pg_query(pool, "SELECT pg_backend_pid()", 0, NULL, NULL, NULL, on_result, &q2), 0);
+  assert_true(run_until(&loop, &q2.done, 10000));
+  assert_int_equal(slow2.done, 1);
+  assert_string_equal(q2.val, a.val);
+  assert_int_equal(sg_pg_pool_stats(pool)->spare_queries, 1);
   sg_pg_pool_close(pool);
   finish_loop(&loop);
 
