@@ -38,9 +38,10 @@ typedef struct {
      "grow: keep workers x pg_pool_size low)")                                                  \
   XX(INT, pg_spare_connections, "1", NULL,                                                     \
      "further ingest connections per worker, each taking a statement only once it has waited "  \
-     "pg_spare_after_ms for the others (one slow statement then holds up no one)")             \
+     "for the others pg_spare_after_ms and twice their recent statement time, and never while " \
+     "they have been busy without a break for 2 s: one slow statement then holds up no one")   \
   XX(INT, pg_spare_after_ms, "50", NULL,                                                       \
-     "how long a statement waits for a busy ingest connection before a spare runs it")         \
+     "the least a statement waits for a busy ingest connection before a spare runs it")        \
   XX(INT, read_pool_size, "2", NULL,                                                           \
      "PostgreSQL connections per worker for the read API, apart from ingest's")                \
   XX(INT, query_timeout_ms, "30000", NULL,                                                     \
