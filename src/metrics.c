@@ -269,6 +269,10 @@ int sg_metrics_render(sg_buf_t *o) {
         LOADS(sg_metrics.pg_queue));
   counter(o, "spangate_pg_reconnects_total", "PostgreSQL reconnect attempts.",
           LOAD(sg_metrics.pg_reconnects));
+  counter(o, "spangate_pg_spare_statements_total",
+          "Ingest statements a spare connection ran (pg_spare_connections): one slow statement "
+          "would have held them up.",
+          LOAD(sg_metrics.pg_spare_queries));
   counter(o, "spangate_pg_errors_total", "PostgreSQL query errors.", LOAD(sg_metrics.pg_errors));
   counter(o, "spangate_keys_reloads_total", "Keys file reloads (SIGHUP) that succeeded, per worker.",
           LOAD(sg_metrics.keys_reloads));

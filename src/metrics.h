@@ -42,6 +42,7 @@ typedef struct {
   _Atomic int64_t pg_conns_busy;
   _Atomic int64_t pg_queue;
   _Atomic uint64_t pg_reconnects;
+  _Atomic uint64_t pg_spare_queries;
   _Atomic uint64_t pg_errors;
   /* Lua hooks, summed over workers. */
   _Atomic uint64_t lua_calls;

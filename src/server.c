@@ -58,6 +58,7 @@ static void publish_stats(sg_worker_t *w) {
   PUB(pub_busy, pg_conns_busy, (int64_t)st->busy);
   PUB(pub_queue, pg_queue, (int64_t)st->queued);
   PUB(pub_reconnects, pg_reconnects, (uint64_t)st->reconnects);
+  PUB(pub_spare, pg_spare_queries, (uint64_t)st->spare_queries);
   PUB(pub_errors, pg_errors, (uint64_t)st->errors);
   PUB(pub_open, connections_open, (int64_t)(w->http ? sg_http_server_connections(w->http) : 0));
   PUB(pub_grpc_open, grpc_connections_open, (int64_t)(w->grpc ? sg_grpc_server_connections(w->grpc) : 0));

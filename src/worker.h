@@ -54,7 +54,7 @@ typedef struct sg_worker_s {
   int start_rc;              /* set before the thread signals it started */
   /* Last pool figures published, so the shared gauges can be moved by deltas. */
   int64_t pub_conns, pub_up, pub_busy, pub_queue, pub_open, pub_grpc_open;
-  uint64_t pub_reconnects, pub_errors;
+  uint64_t pub_reconnects, pub_errors, pub_spare;
   int64_t pub_ch_enabled, pub_ch_reachable, pub_spool_bytes, pub_spool_records;
   uint64_t pub_lua_calls, pub_lua_errors, pub_lua_kills, pub_lua_dropped, pub_lua_rejected;
   uint64_t pub_ch_inserts, pub_ch_rows, pub_ch_insert_us, pub_ch_retries, pub_ch_dead_records,

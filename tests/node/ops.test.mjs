@@ -30,6 +30,7 @@ test('/metrics is Prometheus text with requests, latency, connections and pool s
   assert.match(r.text, /^spangate_http_request_duration_seconds_bucket\{route="healthz",le="\+Inf"\} [1-9]/m);
   assert.match(r.text, /^spangate_http_connections_open \d+$/m);
   assert.match(r.text, /^spangate_pg_connections_up [1-9]\d*$/m);
+  assert.match(r.text, /^spangate_pg_spare_statements_total \d+$/m);
   // Every sample line is "name{labels} value" or "name value".
   for (const line of r.text.split('\n')) {
     if (!line || line.startsWith('#')) continue;
