@@ -12,7 +12,8 @@
  * transaction, committed with the server's synchronous_commit); its latency
  * counts from the due time to the commit, so waiting for a session counts
  * (no coordinated omission), as in load.c. SESSIONS (default 8): bench/run.sh
- * passes as many as the gateway's ingest pools keep (workers x (pg_pool_size + pg_spare_connections)).
+ * passes as many as the gateway's ingest pools keep (workers x
+ * (pg_pool_size + pg_spare_connections)).
  *
  * Prints one JSON object: counts, duration, rate, latency percentiles (ms).
  * --raw FILE writes every latency (ms, one per line) for merging runs.

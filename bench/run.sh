@@ -384,9 +384,9 @@ log "floor $(fmt "$FLOOR_RATE" '%.0f') spans/s, gateway $(fmt "$GW_RATE" '%.0f')
 # Open loop at half the gateway's end-to-end rate: requests are due at fixed
 # intervals and latency counts from the due time. The floor is the same
 # requests' rows, each request one COPY straight into PostgreSQL
-# (bench/pgload.c) over as many sessions as the gateway's pools keep (2
-# workers x (pg_pool_size + pg_spare_connections), PG_SESSIONS), into the last floor round's database (as many rows as the
-# gateway's). Order floor, gateway, floor, half the requests in each floor
+# (bench/pgload.c) over as many sessions as the gateway's pools keep
+# (PG_SESSIONS: 2 workers x (pg_pool_size + pg_spare_connections)), into the
+# last floor round's database (as many rows as the gateway's). Order floor, gateway, floor, half the requests in each floor
 # part; p99_ratio = gateway p99 / floor p99. PostgreSQL logs every
 # statement's duration meanwhile (log_min_duration_statement = 0): its own
 # share of the latency, for both sides.

@@ -540,12 +540,12 @@ static void dispatch(sg_pg_pool_t *pool) {
    * the bottleneck, and another writer would only slow it down. */
   if (main_up > 0 && uv_now(pool->loop) - pool->main_idle_ms > SATURATED_MS) return;
   uv_timer_stop(&pool->spare_timer);
+  uint64_t now = uv_now(pool->loop), wait = pool->main_ms8 / 4; /* twice the average */
+  if (wait < (uint64_t)pool->opts.spare_after_ms) wait = (uint64_t)pool->opts.spare_after_ms;
   for (int i = pool->nmain; i < pool->nconns && pool->qhead != NULL && !pool->closing; i++) {
     conn_t *c = &pool->conns[i];
     if (c->state != C_IDLE) continue;
-    uint64_t wait = pool->main_ms8 / 4; /* twice the average */
-    if (wait < (uint64_t)pool->opts.spare_after_ms) wait = (uint64_t)pool->opts.spare_after_ms;
-    uint64_t now = uv_now(pool->loop), due = pool->qhead->queued_ms + wait;
+    uint64_t due = pool->qhead->queued_ms + wait;
     if (main_up > 0 && now < due) {
       uv_timer_start(&pool->spare_timer, spare_due_cb, due - now, 0);
       return;

@@ -7,10 +7,11 @@
  * both and how one falls back to the other). A group (or one
  * request) larger than opts.max_batch_spans spans or opts.max_statement_bytes
  * is written in several statements, in order. At most two statements per
- * connection of the pool (one per spare) are handed to it at a time; later groups wait,
- * unbuilt, in order, so the statements' data in memory stay bounded by the
- * pool's size and opts.max_batch_spans. A submission is answered only
- * after all its spans are committed, and is answered:
+ * main connection of the pool, and one per spare, are handed to it at a
+ * time; later groups wait, unbuilt, in order, so the statements' data in
+ * memory stay bounded by the pool's size and opts.max_batch_spans. A
+ * submission is answered only after all its spans are committed, and is
+ * answered:
  *
  *   0            every span still in the batch is committed, and its
  *                created_at_us / updated_at_us / version are filled from

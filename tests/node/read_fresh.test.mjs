@@ -30,6 +30,11 @@ const newSpan = () => {
     start_time: start, end_time: start + 5000, attributes: { fresh: i } };
 };
 const fallback = (r) => r.headers['x-spangate-read-fallback'];
+// The trace's read once ClickHouse serves it (polled every 50 ms), or null after ms.
+const fromClickHouse = (g, traceId, ms) => until(async () => {
+  const x = await getWith(g, `/v1/traces/${traceId}`);
+  return backendOf(x) === 'clickhouse' ? x : null;
+}, ms, 50);
 
 test('rows still in the spool: the read is served from PostgreSQL, then from ClickHouse once delivered', async () => {
   // one gateway ingests and reads; its spool holds rows for 2 s
@@ -53,10 +58,7 @@ test('rows still in the spool: the read is served from PostgreSQL, then from Cli
   assert.equal(b.status, 404);
   assert.equal(backendOf(b), 'clickhouse');
   // once the flusher delivered, ClickHouse answers, with the same bytes
-  const later = await until(async () => {
-    const x = await getWith(g, `/v1/traces/${s.trace_id}`);
-    return backendOf(x) === 'clickhouse' ? x : null;
-  }, 15000, 50);
+  const later = await fromClickHouse(g, s.trace_id, 15000);
   assert.ok(later, 'ClickHouse serves the read once the rows are delivered');
   assert.equal(later.text, r.text);
   // An update is a new acknowledgement: PostgreSQL again until delivered.
@@ -69,11 +71,8 @@ test('rows still in the spool: the read is served from PostgreSQL, then from Cli
   const a = await getWith(g, '/v1/analytics/spans?from=1717200000&to=1717300000');
   assert.equal(a.json().backend, backendOf(a));
   if (backendOf(a) === 'postgres') assert.match(fallback(a), /still on their way to ClickHouse/);
-  const names = await until(async () => {
-    const x = await getWith(g, `/v1/traces/${s.trace_id}`);
-    return backendOf(x) === 'clickhouse' ? x.json().spans.map((y) => y.span_name) : null;
-  }, 15000, 50);
-  assert.deepEqual(names, ['fresh-updated']);
+  const r3 = await fromClickHouse(g, s.trace_id, 15000);
+  assert.deepEqual(r3?.json().spans.map((y) => y.span_name), ['fresh-updated']);
 });
 
 // The flusher batches rows for flush_interval_ms (here a minute), but a
@@ -89,10 +88,7 @@ test('a read held back by spooled rows has them sent at once', async () => {
   assert.equal(backendOf(r), 'postgres');
   assert.match(fallback(r), /still on their way to ClickHouse/);
   const t0 = Date.now();
-  const ch = await until(async () => {
-    const x = await getWith(g, `/v1/traces/${s.trace_id}`);
-    return backendOf(x) === 'clickhouse' ? x : null;
-  }, 10000, 50);
+  const ch = await fromClickHouse(g, s.trace_id, 10000);
   assert.ok(ch, 'ClickHouse serves the read within 10 s of it being held back (flush_interval_ms is 60 s)');
   assert.equal(ch.text, r.text);
   console.log(`# served by ClickHouse ${Date.now() - t0} ms after the first read was held back`);
@@ -112,10 +108,7 @@ test('rows left in the spool by a killed gateway: reads avoid ClickHouse until t
   assert.equal(r.status, 404);
   const a = await getWith(g, `/v1/traces/${s.trace_id}`);
   assert.equal(a.status, 200, a.text);
-  const ch = await until(async () => {
-    const x = await getWith(g, `/v1/traces/${s.trace_id}`);
-    return backendOf(x) === 'clickhouse' ? x : null;
-  }, 15000, 50);
+  const ch = await fromClickHouse(g, s.trace_id, 15000);
   assert.ok(ch, 'ClickHouse serves the read once the replay delivered the rows');
   assert.equal(ch.text, a.text);
   assert.ok(backendOf(r) === 'postgres' || backendOf(r) === 'clickhouse');
@@ -126,7 +119,7 @@ test('a recorded gap sends the project\'s reads to PostgreSQL until it is repair
   gateways.push(g);
   const s = newSpan();
   assert.equal((await postJson(g, '/v1/spans', { spans: [s] })).status, 200);
-  const ok = await until(async () => backendOf(await getWith(g, `/v1/traces/${s.trace_id}`)) === 'clickhouse', 15000, 50);
+  const ok = await fromClickHouse(g, s.trace_id, 15000);
   assert.ok(ok);
   // a gap, as the dual-write records it when it cannot spool (here by hand,
   // as another gateway of the same databases would have)
@@ -140,7 +133,7 @@ test('a recorded gap sends the project\'s reads to PostgreSQL until it is repair
   assert.match(fallback(gapped), /spangate_ch_gaps/);
   assert.equal(backendOf(await getWith(g, `/v1/traces/${s.trace_id}`, KEY_B)), 'clickhouse'); // B has no gap
   await g.query('UPDATE spangate_ch_gaps SET repaired_at = now() WHERE id = $1', [id]);
-  const back = await until(async () => backendOf(await getWith(g, `/v1/traces/${s.trace_id}`)) === 'clickhouse', 10000, 100);
+  const back = await fromClickHouse(g, s.trace_id, 10000);
   assert.ok(back, 'ClickHouse again once repaired');
 });
 
