@@ -24,6 +24,7 @@
  * results check what they parse.
  */
 #include "ch.h"
+#include "pages.h"
 
 #include <ctype.h>
 #include <curl/curl.h>
@@ -223,6 +224,8 @@ struct req_s {
   const sg_ch_piece_t *pieces; /* borrowed pieces, read out by read_fn; NULL: post */
   size_t npieces;
   size_t at_piece, at_off;     /* read_fn's position in them */
+  int mapped;                  /* SG_CH_MAPPED: read_fn drops what it read */
+  const char *drop_lo;         /* its pages from here on are not dropped yet */
   int idempotent;    /* may be sent again after it reached a server */
   int ep;            /* endpoint of the current attempt */
   int probe;         /* the current attempt probes a down endpoint */
@@ -788,11 +791,22 @@ static size_t header_fn(char *p, size_t size, size_t n, void *userp) {
   return len;
 }
 
+/* With SG_CH_MAPPED: the pieces have been read from *lo (NULL: from start,
+ * the first piece's) up to end, so their pages (and the spool's record
+ * headers between them) go back to the page cache. */
+static void drop_read(unsigned flags, const char **lo, const char *start, const char *end) {
+  if (!(flags & SG_CH_MAPPED) || start == NULL) return;
+  if (*lo == NULL) *lo = start;
+  if (end > *lo) sg_pages_drop(*lo, (size_t)(end - *lo));
+  *lo = end;
+}
+
 /* gzip at level 1: on span rows (80 MB of TSV) level 1 takes 0.74 s and
  * leaves 7.5 MB, level 6 takes 1.29 s for 6.4 MB; the flusher is CPU-bound
  * long before loopback or LAN bandwidth is. The pieces (len bytes in all)
  * go in one after the other. */
-static int gzip_body(const sg_ch_piece_t *in, size_t n, size_t len, char **out, size_t *out_len) {
+static int gzip_body(const sg_ch_piece_t *in, size_t n, size_t len, unsigned flags, char **out,
+                     size_t *out_len) {
   z_stream zs;
   memset(&zs, 0, sizeof zs);
   if (deflateInit2(&zs, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) return SG_ENOMEM;
@@ -805,11 +819,13 @@ static int gzip_body(const sg_ch_piece_t *in, size_t n, size_t len, char **out, 
   zs.next_out = (Bytef *)buf;
   zs.avail_out = (uInt)bound;
   int zrc = Z_OK;
+  const char *lo = NULL;
   for (size_t i = 0; i < n && zrc == Z_OK; i++) {
     zs.next_in = (Bytef *)(uintptr_t)in[i].data;
     zs.avail_in = (uInt)in[i].len;
     zrc = deflate(&zs, Z_NO_FLUSH);
     if (zrc == Z_BUF_ERROR && zs.avail_in == 0) zrc = Z_OK; /* nothing to do: an empty piece */
+    if (in[i].len) drop_read(flags, &lo, in[i].data, (const char *)in[i].data + in[i].len);
   }
   if (zrc == Z_OK) zrc = deflate(&zs, Z_FINISH);
   *out_len = zs.total_out;
@@ -830,7 +846,9 @@ static size_t read_fn(char *dst, size_t size, size_t nitems, void *arg) {
     const sg_ch_piece_t *p = &r->pieces[r->at_piece];
     size_t n = p->len - r->at_off;
     if (n > room - got) n = room - got;
-    memcpy(dst + got, (const char *)p->data + r->at_off, n);
+    const char *from = (const char *)p->data + r->at_off;
+    memcpy(dst + got, from, n);
+    if (r->mapped && n) drop_read(SG_CH_MAPPED, &r->drop_lo, from, from + n);
     got += n;
     r->at_off += n;
     if (r->at_off == p->len) r->at_piece++, r->at_off = 0;
@@ -843,6 +861,7 @@ static int seek_fn(void *arg, curl_off_t offset, int origin) {
   req_t *r = arg;
   if (origin != SEEK_SET || offset < 0) return CURL_SEEKFUNC_CANTSEEK;
   r->at_piece = r->at_off = 0;
+  r->drop_lo = NULL;
   size_t left = (size_t)offset;
   while (r->at_piece < r->npieces && left >= r->pieces[r->at_piece].len) left -= r->pieces[r->at_piece++].len;
   if (left && r->at_piece == r->npieces) return CURL_SEEKFUNC_FAIL;
@@ -885,6 +904,7 @@ static int start_attempt(sg_ch_client_t *c, req_t *r, int ep, int probe) {
   r->oom = 0;
   r->errbuf[0] = '\0';
   r->at_piece = r->at_off = 0; /* each attempt sends the whole body */
+  r->drop_lo = NULL;
   curl_easy_setopt(r->easy, CURLOPT_URL, r->url);
   /* Adding only arms the timer (timer_fn): the transfer starts on a later
    * loop turn, so cb never runs inside sg_ch_send. */
@@ -947,24 +967,29 @@ int sg_ch_send(sg_ch_client_t *c, const sg_ch_req_t *q, sg_ch_cb cb, void *arg) 
   if (r->params == NULL) goto fail;
 
   if ((flags & SG_CH_GZIP) && len) {
-    if ((rc = gzip_body(pieces, npieces, len, &r->post, &r->post_len)) != 0) goto fail;
+    if ((rc = gzip_body(pieces, npieces, len, flags, &r->post, &r->post_len)) != 0) goto fail;
     rc = SG_ENOMEM;
     r->headers = curl_slist_append(r->headers, "Content-Encoding: gzip");
     if (r->headers == NULL) goto fail;
-  } else if ((flags & SG_CH_BORROW) && len && npieces == 1) {
+  } else if ((flags & SG_CH_BORROW) && len && npieces == 1 && !(flags & SG_CH_MAPPED)) {
     r->post = (char *)(uintptr_t)pieces[0].data; /* the caller keeps it until cb */
     r->post_len = len;
     r->borrowed = 1;
   } else if ((flags & SG_CH_BORROW) && len) {
     r->pieces = pieces; /* the caller keeps them until cb; read_fn sends them */
     r->npieces = npieces;
+    r->mapped = (flags & SG_CH_MAPPED) != 0;
     r->post_len = len;
     r->borrowed = 1;
   } else {
     r->post = malloc(len ? len : 1);
     if (r->post == NULL) goto fail;
+    const char *lo = NULL;
     for (size_t i = 0, at = 0; i < npieces; at += pieces[i].len, i++)
-      if (pieces[i].len) memcpy(r->post + at, pieces[i].data, pieces[i].len);
+      if (pieces[i].len) {
+        memcpy(r->post + at, pieces[i].data, pieces[i].len);
+        drop_read(flags, &lo, pieces[i].data, (const char *)pieces[i].data + pieces[i].len);
+      }
     r->post_len = len;
   }
   /* No "Expect: 100-continue" round trip before large bodies. */
@@ -1049,13 +1074,17 @@ void sg_ch_client_close(sg_ch_client_t *c) {
 /* ---- deduplication tokens ------------------------------------------------------ */
 
 int sg_ch_dedup_token(char *out, const char *scope, uint64_t first, uint64_t last,
-                      const sg_ch_piece_t *pieces, size_t npieces) {
+                      const sg_ch_piece_t *pieces, size_t npieces, unsigned flags) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned mdlen = 0;
   EVP_MD_CTX *ctx = EVP_MD_CTX_new();
   int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
-  for (size_t i = 0; ok && i < npieces; i++)
-    ok = pieces[i].len == 0 || EVP_DigestUpdate(ctx, pieces[i].data, pieces[i].len) == 1;
+  const char *lo = NULL;
+  for (size_t i = 0; ok && i < npieces; i++) {
+    if (pieces[i].len == 0) continue;
+    ok = EVP_DigestUpdate(ctx, pieces[i].data, pieces[i].len) == 1;
+    drop_read(flags, &lo, pieces[i].data, (const char *)pieces[i].data + pieces[i].len);
+  }
   ok = ok && EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen >= 16;
   EVP_MD_CTX_free(ctx);
   if (!ok) return SG_EIO;

@@ -88,6 +88,11 @@ typedef struct sg_ch_opts_s {
                          * unchanged until cb has run */
 #define SG_CH_IDEMPOTENT 4u /* sending it twice does no harm: it may be sent
                              * again to another endpoint after one failed */
+#define SG_CH_MAPPED 8u /* the body's pieces lie in ascending order in one
+                         * read-only file mapping (a spool segment): the
+                         * pages read are dropped behind every pass over them
+                         * (pages.h), so a body of any size costs no resident
+                         * memory; never for other memory */
 
 /* A piece of a body given in pieces. */
 typedef struct {
@@ -161,11 +166,12 @@ int sg_ch_send(sg_ch_client_t *c, const sg_ch_req_t *q, sg_ch_cb cb, void *arg);
 /* An insert deduplication token for a body in pieces (at most SG_CH_TOKEN_MAX bytes with
  * the NUL): scope (e.g. the spool's name), the first and last record numbers
  * it holds, and a digest of its bytes, so that equal tokens mean equal
- * bodies and a token can never make the server drop different rows.
+ * bodies and a token can never make the server drop different rows. flags:
+ * the request's (SG_CH_MAPPED drops the pages digested).
  * 0 or SG_EIO (the digest failed). */
 #define SG_CH_TOKEN_MAX 128
 int sg_ch_dedup_token(char *out, const char *scope, uint64_t first, uint64_t last,
-                      const sg_ch_piece_t *pieces, size_t npieces);
+                      const sg_ch_piece_t *pieces, size_t npieces, unsigned flags);
 
 /* Requests started and not yet completed. A seam for the tests (that every
  * request ends); the gateway reads per-endpoint figures instead. */

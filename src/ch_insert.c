@@ -24,7 +24,7 @@ int sg_ch_insert_segment(sg_ch_insert_t *ins, const sg_ch_version_t *ver, const 
   /* insert_deduplication_token exists from 22.2; older servers refuse an
    * unknown setting. */
   if (!scope || !ver || ver->major < 22 || (ver->major == 22 && ver->minor < 2)) return 0;
-  if (sg_ch_dedup_token(ins->token, scope, first, last, pieces, npieces) != 0) return SG_EIO;
+  if (sg_ch_dedup_token(ins->token, scope, first, last, pieces, npieces, flags) != 0) return SG_EIO;
   ins->req.dedup_token = ins->token;
   return 0;
 }

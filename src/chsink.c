@@ -25,6 +25,7 @@
 #define BACKOFF_MIN_MS 200
 #define BACKOFF_MAX_MS 30000
 #define TICK_MS 50
+#define DROP_EVERY (1u << 20) /* bytes read from a segment between sg_spool_seg_drop calls */
 
 typedef struct {
   sg_spool_t *sp;
@@ -71,7 +72,7 @@ struct sg_chsink_s {
   char tag[32];                /* row layout of this server, e.g. "spans/us" */
   sg_buf_t insert_sql;
   sg_ch_client_t *ch;
-  unsigned ch_flags;           /* SG_CH_GZIP per clickhouse_gzip */
+  unsigned ch_flags;           /* SG_CH_GZIP per clickhouse_gzip; SG_CH_MAPPED */
   sg_pg_pool_t *pg;
   spool_ref_t spools[MAX_SPOOLS];
   int nspools;
@@ -721,6 +722,7 @@ static void send_record(sg_chsink_t *s) {
     }
     dead_letter(s, i); /* on failure it stays pending for end_pass() */
   }
+  sg_spool_seg_drop(s->seg); /* what the records before this one left */
   s->sent_at = uv_now(s->loop);
   s->sent_rows = count_rows(rec.data, rec.len);
   s->one = (sg_ch_piece_t){rec.data, rec.len};
@@ -837,6 +839,7 @@ static void send_next(sg_chsink_t *s) {
       else rc = SG_ENOMEM;
     }
     s->sent_rows = 0;
+    size_t counted = 0; /* bytes read since the last sg_spool_seg_drop */
     for (size_t r = 0; r < count && rc == 0; r++) {
       sg_spool_rec_t rec;
       sg_spool_seg_record(seg, r, &rec);
@@ -845,7 +848,9 @@ static void send_next(sg_chsink_t *s) {
       if (rec.tag_len != strlen(s->tag) || memcmp(rec.tag, s->tag, rec.tag_len) != 0) mixed = 1;
       s->pieces[r] = (sg_ch_piece_t){rec.data, rec.len};
       s->sent_rows += count_rows(rec.data, rec.len);
+      if ((counted += rec.len) >= DROP_EVERY) sg_spool_seg_drop(seg), counted = 0;
     }
+    sg_spool_seg_drop(seg);
     if (rc != 0) { /* never send part of a segment as if it were all of it */
       s->st.spool_errors++;
       sg_error("clickhouse", "out of memory building an INSERT of segment %" PRIu64 "; retrying later",
@@ -1120,7 +1125,8 @@ static sg_chsink_t *sink_alloc(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_cl
   s->cfg = cfg;
   /* What it sends (the records of the segment in flight, s->pieces) stays
    * put until the insert's callback: no copy unless gzipped. */
-  s->ch_flags = sg_config_clickhouse_gzip(cfg) ? SG_CH_GZIP : SG_CH_BORROW;
+  /* What the sink sends is always a spool segment's records, in place. */
+  s->ch_flags = (sg_config_clickhouse_gzip(cfg) ? SG_CH_GZIP : SG_CH_BORROW) | SG_CH_MAPPED;
   s->pg = pg;
   s->worker_id = worker_id;
   s->started_us = s->last_stamp = now_us();

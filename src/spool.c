@@ -9,12 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #include <libdeflate.h>
 
 #include "err.h"
+#include "pages.h"
 
 #define FILE_MAGIC "SGSPOOL\x01"
 static const unsigned char REC_MAGIC[4] = {0xff, 'S', 'G', 'R'};
@@ -28,6 +30,7 @@ static const unsigned char ACK_MAGIC[4] = {0xff, 'S', 'G', 'A'};
 #define HW_TMP "seq.hw.tmp"
 #define DEAD_DIR "dead"
 #define MAX_REASON 4096u
+#define DROP_EVERY (1u << 20) /* bytes validated between drops of their pages */
 #define NAME_LEN 32 /* 16 digits + ".seg" + NUL, with room */
 
 /* What the spool knows of one segment file without holding it in memory. */
@@ -45,7 +48,7 @@ typedef struct {
 struct sg_spool_seg_s {
   sg_spool_seg_t *prev, *next; /* handles out, so close can free them */
   uint64_t id;
-  char *buf; /* the whole file */
+  char *buf; /* the whole file, mapped read-only (NULL when empty) */
   size_t len;
   size_t *off; /* offsets of the pending records in buf */
   size_t n;
@@ -197,6 +200,39 @@ static int read_all(int dirfd, const char *name, char **buf, size_t *len) {
   return 0;
 }
 
+/* Map the file name (relative to dirfd) whole, read-only: *buf is NULL for
+ * an empty file; unmap with unmap_file(). SG_ENOTFOUND if missing. Pages are
+ * read on first touch and may be dropped again (pages.h), so a segment costs
+ * resident memory only for what is being read at the time. A read error of
+ * the disk under a mapping is a SIGBUS, where read() would return EIO: the
+ * spool holds only sealed files it wrote itself, never truncated while they
+ * are out. */
+static int map_file(int dirfd, const char *name, char **buf, size_t *len) {
+  int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT ? SG_ENOTFOUND : sys_err();
+  struct stat stb;
+  int rc = 0;
+  *buf = NULL;
+  *len = 0;
+  if (fstat(fd, &stb) != 0) {
+    rc = sys_err();
+  } else if (stb.st_size > 0) {
+    void *m = mmap(NULL, (size_t)stb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED) {
+      rc = sys_err();
+    } else {
+      *buf = m;
+      *len = (size_t)stb.st_size;
+    }
+  }
+  close(fd);
+  return rc;
+}
+
+static void unmap_file(char *buf, size_t len) {
+  if (buf) munmap(buf, len);
+}
+
 /* ---- the record format -------------------------------------------------- */
 
 uint64_t sg_spool_record_size(size_t tag_len, size_t len) {
@@ -310,7 +346,7 @@ typedef struct {
 } parsed_t;
 
 static void parsed_free(parsed_t *p) {
-  free(p->buf);
+  unmap_file(p->buf, p->len);
   free(p->off);
 }
 
@@ -319,16 +355,16 @@ static int segment_load(sg_spool_t *sp, uint64_t seq, parsed_t *p) {
   char name[NAME_LEN];
   seg_name(name, seq, "seg");
   memset(p, 0, sizeof *p);
-  int rc = read_all(sp->dirfd, name, &p->buf, &p->len);
+  int rc = map_file(sp->dirfd, name, &p->buf, &p->len);
   if (rc != 0) return rc;
   range_t *done;
   size_t ndone;
   if ((rc = ranges_load(sp->dirfd, seq, &done, &ndone)) != 0) {
-    free(p->buf);
+    parsed_free(p);
     return rc;
   }
   const unsigned char *b = (const unsigned char *)p->buf;
-  size_t len = p->len, cap = 0, pos = 0, region = 0;
+  size_t len = p->len, cap = 0, pos = 0, region = 0, kept = 0;
   int in_region = 0;
   if (len >= SG_SPOOL_FILE_HEADER && memcmp(b, FILE_MAGIC, 8) == 0) {
     pos = SG_SPOOL_FILE_HEADER;
@@ -365,7 +401,12 @@ static int segment_load(sg_spool_t *sp, uint64_t seq, parsed_t *p) {
     }
     pos += sz;
     p->tail = pos;
+    if (pos - kept >= DROP_EVERY) { /* validated: give the pages back */
+      sg_pages_drop(b + kept, pos - kept);
+      kept = pos;
+    }
   }
+  sg_pages_drop(b + kept, len - kept);
   free(done);
   return 0;
 }
@@ -693,7 +734,7 @@ static void handle_free(sg_spool_t *sp, sg_spool_seg_t *seg) {
   if (seg->prev) seg->prev->next = seg->next;
   else sp->handles = seg->next;
   if (seg->next) seg->next->prev = seg->prev;
-  free(seg->buf);
+  unmap_file(seg->buf, seg->len);
   free(seg->off);
   free(seg->done);
   free(seg);
@@ -890,6 +931,10 @@ int sg_spool_seg_record(const sg_spool_seg_t *seg, size_t i, sg_spool_rec_t *rec
 
 int sg_spool_seg_done(const sg_spool_seg_t *seg, size_t i) {
   return seg && i < seg->n && seg->done[i];
+}
+
+void sg_spool_seg_drop(const sg_spool_seg_t *seg) {
+  if (seg) sg_pages_drop(seg->buf, seg->len);
 }
 
 int sg_spool_ack(sg_spool_t *sp, sg_spool_seg_t *seg) {

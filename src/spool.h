@@ -79,9 +79,11 @@
  * A sealed segment corrupted while the spool is open is handled the same way
  * when read, except that nothing is truncated.
  *
- * Reading and acknowledging. sg_spool_next_segment() loads the oldest sealed
- * segment not already handed out, whole, into memory (bounded by
- * segment_bytes, or by the one record that exceeded it), validated. Its
+ * Reading and acknowledging. sg_spool_next_segment() maps the oldest sealed
+ * segment not already handed out, whole and read-only, and validates it,
+ * giving back the pages it read as it goes; a reader gives back what it
+ * reads with sg_spool_seg_drop(), so a segment of any size costs little
+ * resident memory. Recovery reads every segment the same way. Its
  * pending records are numbered 0..count-1 in append order; the numbering is
  * stable for the life of the handle. Then, once the receiver accepted them:
  *  - sg_spool_ack(): every record is done; the file is unlinked and the
@@ -240,6 +242,11 @@ uint64_t sg_spool_seg_id(const sg_spool_seg_t *seg);   /* segment number */
 int sg_spool_seg_record(const sg_spool_seg_t *seg, size_t i, sg_spool_rec_t *rec);
 /* Whether record i has been acked or dead-lettered through this handle. */
 int sg_spool_seg_done(const sg_spool_seg_t *seg, size_t i);
+/* A handle's records lie in a read-only mapping of the segment file, in
+ * order. This gives back every page of it read so far (pages.h): a pass over
+ * a large segment calls it as it goes, so the segment does not stay in
+ * resident memory. Records stay valid; they are read back when touched. */
+void sg_spool_seg_drop(const sg_spool_seg_t *seg);
 
 /* The whole segment is delivered: delete it (unlink, fsync of the directory)
  * and free the handle. If the unlink fails the handle is still the caller's.

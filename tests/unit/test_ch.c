@@ -12,6 +12,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@
 #include "ch.h"
 #include "ch_schema.h"
 #include "err.h"
+#include "rss.h"
 #include "span.h"
 
 static int ch_port;
@@ -226,16 +228,21 @@ static void test_gzip_insert(void **st) {
  * part of it timed out and another endpoint gets it. */
 static int hung_listener(int *port);
 
-static void send_pieces(env_t *e, const sg_ch_piece_t *p, size_t n, unsigned flags, res_t *r) {
+static void send_pieces_to(env_t *e, const char *sql, const sg_ch_piece_t *p, size_t n, unsigned flags,
+                           res_t *r) {
   sg_ch_req_t q;
   memset(&q, 0, sizeof q);
   memset(r, 0, sizeof *r);
-  q.sql = "INSERT INTO pc FORMAT TabSeparated";
+  q.sql = sql;
   q.pieces = p;
   q.npieces = n;
   q.flags = flags;
   assert_int_equal(sg_ch_send(e->c, &q, res_cb, r), 0);
   wait_for(e, r);
+}
+
+static void send_pieces(env_t *e, const sg_ch_piece_t *p, size_t n, unsigned flags, res_t *r) {
+  send_pieces_to(e, "INSERT INTO pc FORMAT TabSeparated", p, n, flags, r);
 }
 
 static void test_pieces_insert(void **st) {
@@ -283,6 +290,53 @@ static void test_pieces_insert(void **st) {
   sg_buf_free(&b);
   env_close(&e);
   close(lfd);
+}
+
+/* SG_CH_MAPPED: a body in a file mapping (a spool segment) is sent in each
+ * way and arrives whole, and the pages read for it are given back: after
+ * the request the mapping holds nothing resident, where the same bytes read
+ * without the flag stay resident. */
+static void test_mapped_pieces(void **st) {
+  (void)st;
+  env_t e;
+  sg_ch_opts_t o = opts_for(ch_port);
+  o.database = TEST_DB;
+  env_open(&e, &o);
+  run_ok(&e, "CREATE DATABASE IF NOT EXISTS " TEST_DB, NULL, 0, 0);
+  run_ok(&e, "DROP TABLE IF EXISTS pm", NULL, 0, 0);
+  run_ok(&e, "CREATE TABLE pm (n UInt32, s String) ENGINE = Memory", NULL, 0, 0);
+  sg_buf_t b = SG_BUF_INIT;
+  for (int i = 0; i < 400000; i++) sg_buf_printf(&b, "%d\trow %d\n", i, i);
+  char path[] = "/tmp/sg-test-mapped-XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  unlink(path);
+  assert_int_equal(write(fd, b.data, b.len), (ssize_t)b.len);
+  char *m = mmap(NULL, b.len, PROT_READ, MAP_PRIVATE, fd, 0);
+  assert_true(m != MAP_FAILED);
+  close(fd);
+  size_t cut[] = {0, 1, 7, 7, 65536, 3000000, b.len};
+  sg_ch_piece_t p[6];
+  for (int i = 0; i < 6; i++) p[i] = (sg_ch_piece_t){m + cut[i], cut[i + 1] - cut[i]};
+  unsigned ways[] = {SG_CH_BORROW, SG_CH_GZIP, 0};
+  res_t r;
+  for (int w = 0; w < 3; w++) {
+    assert_memory_equal(m, b.data, b.len); /* every page resident */
+    long kb = mapping_rss_kb(m);
+    if (kb < (long)(b.len / 2048)) fail_msg("read %zu bytes, yet %ld kB resident", b.len, kb);
+    send_pieces_to(&e, "INSERT INTO pm FORMAT TabSeparated", p, 6, ways[w] | SG_CH_MAPPED, &r);
+    if (r.status != 0) fail_msg("mapped pieces, flags %u: %s", ways[w], r.error);
+    res_free(&r);
+    kb = mapping_rss_kb(m);
+    if (kb > 0) fail_msg("flags %u: %ld kB still resident after the request", ways[w], kb);
+  }
+  run(&e, "SELECT count(), sum(n), countIf(s = concat('row ', toString(n))) FROM pm", NULL, 0, 0, &r);
+  assert_int_equal(r.status, 0);
+  assert_string_equal(r.body, "1200000\t239999400000\t1200000\n");
+  res_free(&r);
+  munmap(m, b.len);
+  sg_buf_free(&b);
+  env_close(&e);
 }
 
 static void test_poison(void **st) {
@@ -1100,18 +1154,18 @@ static void test_dedup_token(void **st) {
   char a[SG_CH_TOKEN_MAX], b[SG_CH_TOKEN_MAX], c[SG_CH_TOKEN_MAX];
   const sg_ch_piece_t rows[] = {{"rows\n", 5}}, rows2[] = {{"ro", 2}, {"", 0}, {"ws\n", 3}},
                       rowz[] = {{"rowz\n", 5}};
-  assert_int_equal(sg_ch_dedup_token(a, "w1", 0x42000000, 0x42000007, rows, 1), 0);
-  assert_int_equal(sg_ch_dedup_token(b, "w1", 0x42000000, 0x42000007, rows2, 3), 0);
+  assert_int_equal(sg_ch_dedup_token(a, "w1", 0x42000000, 0x42000007, rows, 1, 0), 0);
+  assert_int_equal(sg_ch_dedup_token(b, "w1", 0x42000000, 0x42000007, rows2, 3, 0), 0);
   assert_string_equal(a, b); /* the bytes count, not how they are cut */
   assert_non_null(strstr(a, "spangate-w1-42000000-42000007-"));
   /* Same name and range, other bytes (another gateway's spool w1, or a
    * spool made anew): another token, so the server never drops them. */
-  assert_int_equal(sg_ch_dedup_token(c, "w1", 0x42000000, 0x42000007, rowz, 1), 0);
+  assert_int_equal(sg_ch_dedup_token(c, "w1", 0x42000000, 0x42000007, rowz, 1, 0), 0);
   assert_string_not_equal(a, c);
   char long_scope[200];
   memset(long_scope, 'w', sizeof long_scope - 1);
   long_scope[sizeof long_scope - 1] = '\0';
-  assert_int_equal(sg_ch_dedup_token(c, long_scope, UINT64_MAX, UINT64_MAX, NULL, 0), 0);
+  assert_int_equal(sg_ch_dedup_token(c, long_scope, UINT64_MAX, UINT64_MAX, NULL, 0, 0), 0);
   assert_true(strlen(c) < SG_CH_TOKEN_MAX);
 }
 
@@ -1129,6 +1183,7 @@ int main(void) {
       cmocka_unit_test(test_database_param),
       cmocka_unit_test(test_gzip_insert),
       cmocka_unit_test(test_pieces_insert),
+      cmocka_unit_test(test_mapped_pieces),
       cmocka_unit_test(test_poison),
       cmocka_unit_test(test_unavailable),
       cmocka_unit_test(test_timeout),

@@ -36,7 +36,7 @@ static void test_segment(void **st) {
   ver(&v, "22.2.1");
   assert_int_equal(sg_ch_insert_segment(&ins, &v, SQL, PIECES, 2, 0, "w1", 5, 9), 0);
   char want[SG_CH_TOKEN_MAX];
-  assert_int_equal(sg_ch_dedup_token(want, "w1", 5, 9, WHOLE, 1), 0); /* the bytes count, not the pieces */
+  assert_int_equal(sg_ch_dedup_token(want, "w1", 5, 9, WHOLE, 1, 0), 0); /* the bytes count, not the pieces */
   assert_non_null(ins.req.dedup_token);
   assert_string_equal(ins.req.dedup_token, want);
   assert_ptr_equal(ins.req.dedup_token, ins.token);

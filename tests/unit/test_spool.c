@@ -25,6 +25,7 @@
 #include <zlib.h>
 
 #include "err.h"
+#include "rss.h"
 #include "seed.h"
 #include "spool.h"
 
@@ -535,6 +536,51 @@ static void test_big_record(void **state) {
   assert_int_equal(sg_spool_close(sp), 0);
 }
 
+/* A segment is read through a mapping that costs resident memory only for
+ * what is being read: loading it (validation) leaves almost nothing
+ * resident, a pass over its records leaves them resident until
+ * sg_spool_seg_drop, and what was dropped reads back the same. "Almost
+ * nothing": touching one byte can map a whole folio of the page cache, up to
+ * 2 MB. */
+static void test_mapped_segment(void **state) {
+  fx_t *fx = *state;
+  sg_spool_t *sp = open_ok(fx, 64u << 20, 0, SG_SPOOL_FSYNC_NEVER);
+  enum { RECS = 800, LEN = 40000 }; /* 32 MB */
+  static char rec[LEN];
+  for (int k = 0; k < RECS; k++) {
+    memset(rec, 'a' + k % 26, sizeof rec);
+    memcpy(rec, &k, sizeof k);
+    assert_int_equal(sg_spool_append(sp, "t", rec, sizeof rec, T0 + k), 0);
+  }
+  assert_int_equal(sg_spool_seal(sp), 0);
+  sg_spool_seg_t *seg;
+  assert_int_equal(sg_spool_next_segment(sp, &seg), 0);
+  assert_int_equal(sg_spool_seg_count(seg), RECS);
+  sg_spool_rec_t r;
+  assert_int_equal(sg_spool_seg_record(seg, 0, &r), 0);
+  long kb = mapping_rss_kb(r.data);
+  if (kb < 0 || kb > 4096) fail_msg("after loading, %ld kB of the segment are resident", kb);
+  for (int pass = 0; pass < 2; pass++) {
+    for (int k = 0; k < RECS; k++) {
+      assert_int_equal(sg_spool_seg_record(seg, (size_t)k, &r), 0);
+      assert_int_equal(r.len, LEN);
+      int got;
+      memcpy(&got, r.data, sizeof got);
+      assert_int_equal(got, k);
+      const char *c = r.data;
+      assert_int_equal(c[LEN - 1], 'a' + k % 26);
+      assert_int_equal(c[LEN / 2], 'a' + k % 26);
+    }
+    kb = mapping_rss_kb(r.data);
+    if (kb < 24000) fail_msg("pass %d read 32 MB of records, yet %ld kB are resident", pass, kb);
+    sg_spool_seg_drop(seg);
+    kb = mapping_rss_kb(r.data);
+    if (kb > 0) fail_msg("pass %d: %ld kB still resident after sg_spool_seg_drop", pass, kb);
+  }
+  assert_int_equal(sg_spool_ack(sp, seg), 0);
+  assert_int_equal(sg_spool_close(sp), 0);
+}
+
 static void test_deadletter(void **state) {
   fx_t *fx = *state;
   sg_spool_t *sp = open_ok(fx, 0, 0, SG_SPOOL_FSYNC_BATCH);
@@ -1024,6 +1070,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_runtime_corruption, setup, teardown),
       cmocka_unit_test_setup_teardown(test_max_bytes, setup, teardown),
       cmocka_unit_test_setup_teardown(test_big_record, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_mapped_segment, setup, teardown),
       cmocka_unit_test_setup_teardown(test_deadletter, setup, teardown),
       cmocka_unit_test_setup_teardown(test_deadletter_fails, setup, teardown),
       cmocka_unit_test_setup_teardown(test_partial_ack, setup, teardown),
