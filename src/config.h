@@ -121,12 +121,12 @@ typedef struct {
   XX(STR, spool_dir, "var/spool", NULL, "directory of the durable ClickHouse spool")          \
   XX(SIZE, spool_max_bytes, "1GiB", NULL,                                                      \
      "spool size bound per worker; beyond it spans are recorded as gaps for `spangate migrate`") \
-  XX(SIZE, spool_segment_bytes, "16MiB", NULL,                                                 \
-     "spool segment size: the most rows sent to ClickHouse in one insert (each worker holds "  \
-     "the segment it sends in memory)")                                                        \
+  XX(SIZE, spool_segment_bytes, "32MiB", NULL,                                                 \
+     "spool segment size: the most rows sent to ClickHouse in one insert (read from its file " \
+     "as it is sent, so it costs disk, not memory)")                                           \
   XX(STR, spool_fsync, "batch", NULL,                                                          \
      "always (each request), batch (once per group commit) or never (leave it to the kernel)") \
-  XX(INT, flush_interval_ms, "3000", NULL,                                                     \
+  XX(INT, flush_interval_ms, "6000", NULL,                                                     \
      "spooled rows are sent to ClickHouse at least this often (sooner when ingest stops or a " \
      "read from ClickHouse waits for them)")                                                   \
   XX(STR, clickhouse_writes, "spool", NULL,                                                    \
