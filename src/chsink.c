@@ -73,6 +73,7 @@ struct sg_chsink_s {
   sg_buf_t insert_sql;
   sg_ch_client_t *ch;
   unsigned ch_flags;           /* SG_CH_GZIP per clickhouse_gzip; SG_CH_MAPPED */
+  int64_t interval_ms;         /* flush_interval_ms, or the opts' own */
   sg_pg_pool_t *pg;
   spool_ref_t spools[MAX_SPOOLS];
   int nspools;
@@ -990,7 +991,7 @@ static void watch_busy(sg_chsink_t *s, uint64_t now_ms) {
 static int seal_due(sg_chsink_t *s, uint64_t now_ms) {
   sg_spool_stats_t st;
   sg_spool_stats(s->spools[0].sp, &st);
-  uint64_t interval_ms = (uint64_t)s->cfg->flush_interval_ms;
+  uint64_t interval_ms = (uint64_t)s->interval_ms;
   int wanted = s->worker_id > 0 && sg_chpending_wanted(s->worker_id); /* taken at every tick */
   if (st.appended_records != s->seen_appends) {
     uint64_t gap = now_ms - s->last_append_ms;
@@ -1123,10 +1124,11 @@ static sg_chsink_t *sink_alloc(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_cl
   if (!s) return NULL;
   s->loop = loop;
   s->cfg = cfg;
-  /* What it sends (the records of the segment in flight, s->pieces) stays
-   * put until the insert's callback: no copy unless gzipped. */
-  /* What the sink sends is always a spool segment's records, in place. */
+  /* What it sends (the records of the segment in flight, s->pieces, in the
+   * segment's mapping) stays put until the insert's callback: no copy
+   * unless gzipped. */
   s->ch_flags = (sg_config_clickhouse_gzip(cfg) ? SG_CH_GZIP : SG_CH_BORROW) | SG_CH_MAPPED;
+  s->interval_ms = co && co->flush_interval_ms > 0 ? co->flush_interval_ms : cfg->flush_interval_ms;
   s->pg = pg;
   s->worker_id = worker_id;
   s->started_us = s->last_stamp = now_us();

@@ -82,6 +82,7 @@ typedef struct {
   const char *insert_sql; /* the INSERT its rows are for; NULL: the spans INSERT of the target's layout */
   const char *tag;        /* with insert_sql: the rows' layout, e.g. "nodes/us" */
   int fsync_never;        /* the spool is never synced: the caller can produce the rows again */
+  long long flush_interval_ms; /* > 0: seal at least this often instead of flush_interval_ms */
 } sg_chsink_opts_t;
 
 /* Sends through ch (the caller's, closed before sg_chsink_close, as for

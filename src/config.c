@@ -564,8 +564,10 @@ static int check(const sg_config_t *cfg, sg_buf_t *err) {
     sg_buf_printf(err, "spool_fsync must be always, batch or never, not '%s'", cfg->spool_fsync);
     return SG_ECONFIG;
   }
-  if (cfg->flush_interval_ms < 10 || cfg->clickhouse_timeout_ms < 100) {
-    sg_buf_puts(err, "flush_interval_ms must be >= 10 and clickhouse_timeout_ms >= 100");
+  if (cfg->flush_interval_ms < 10 || cfg->capture_flush_interval_ms < 10 ||
+      cfg->clickhouse_timeout_ms < 100) {
+    sg_buf_puts(err, "flush_interval_ms and capture_flush_interval_ms must be >= 10, "
+                     "clickhouse_timeout_ms >= 100");
     return SG_ECONFIG;
   }
   if (cfg->clickhouse_only_read_wait_ms < 0 || cfg->clickhouse_only_read_wait_ms > 600000) {

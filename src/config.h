@@ -138,6 +138,9 @@ typedef struct {
      "clickhouse_writes = capture: the publication (spans, and nodes when it exists)")        \
   XX(SIZE, capture_max_retained_wal, "1GiB", NULL,                                             \
      "clickhouse_writes = capture: warn when the slot holds back more WAL than this")          \
+  XX(INT, capture_flush_interval_ms, "1000", NULL,                                             \
+     "clickhouse_writes = capture: captured rows are sent to ClickHouse at least this often "  \
+     "(their WAL is held until then; nothing asks for them sooner)")                          \
   XX(STR, scripts, "lua", NULL, "directory of the Lua scripts (transform, routing, ttl, jobs)") \
   XX(STR, on_script_error, "pass", NULL,                                                       \
      "a span whose transform fails: pass (stored untransformed) or reject")                    \

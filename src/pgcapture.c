@@ -1371,7 +1371,7 @@ static int discard_spool(const char *dir, sg_buf_t *err) {
 
 static int open_sink(sg_pgcapture_t *c, sg_buf_t *err) {
   if (discard_spool(c->spool_dir, err) != 0) return SG_EIO;
-  sg_chsink_opts_t o = {c->spool_dir, NULL, NULL, 1};
+  sg_chsink_opts_t o = {c->spool_dir, NULL, NULL, 1, c->cfg->capture_flush_interval_ms};
   c->sink = sg_chsink_open(&c->loop, c->cfg, c->ch, &c->target, &o, err);
   return c->sink ? 0 : SG_EIO;
 }
@@ -1382,7 +1382,7 @@ static int open_nodes_sink(sg_pgcapture_t *c) {
   if (rc == 0 && sg_cap_nodes_insert_sql(&c->target.nodes, c->cfg->clickhouse_database, &sql) == 0) {
     char tag[32];
     snprintf(tag, sizeof tag, "nodes/%s", (c->target.nodes.flags & SG_CH_LAYOUT_DT64) ? "dt64" : "us");
-    sg_chsink_opts_t o = {c->nodes_dir, sql.data, tag, 1};
+    sg_chsink_opts_t o = {c->nodes_dir, sql.data, tag, 1, c->cfg->capture_flush_interval_ms};
     c->nodes_sink = sg_chsink_open(&c->loop, c->cfg, c->ch, &c->target, &o, &err);
   }
   if (!c->nodes_sink)

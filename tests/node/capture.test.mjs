@@ -216,6 +216,24 @@ async function caughtUp(gw, ms = 30000) {
   return want;
 }
 
+// Captured rows go out every capture_flush_interval_ms, whatever the ingest
+// spools' flush_interval_ms: nothing else asks for them, and their WAL is
+// held until ClickHouse has them. With the ingest's minute, a trickle of
+// captured rows would wait half of it (the idle rule's least age).
+test('captured rows are sent every capture_flush_interval_ms, not the ingest spools\' interval', async () => {
+  const db = await captureDb();
+  const gw = await startGateway({ db, clickhouse: true, flushMs: 60000, captureFlushMs: 300, conf: captureConf(db) });
+  try {
+    await waitState(gw, 'streaming');
+    await withClient(db.uri, (c) => c.query(INSERT, spanParams(7001, 0)));
+    const t0 = Date.now();
+    const ok = await until(async () => (await chLive(gw)) === 1, 10000, 50);
+    assert.ok(ok, `the captured span did not reach ClickHouse within 10 s (flush_interval_ms is 60 s)\n${gw.log}`);
+    console.log(`# captured span in ClickHouse after ${Date.now() - t0} ms`);
+    assert.deepEqual(gw.errorLines(), []);
+  } finally { await gw.stop(); }
+});
+
 test('kill -9 of the gateway mid-stream, then a restart: nothing missing, nothing doubled', async () => {
   const db = await captureDb();
   const gw = await startGateway({ db, clickhouse: true, conf: captureConf(db) });

@@ -69,6 +69,7 @@ export async function startGateway(opts = {}) {
   const chConf = opts.clickhouse ? [
     'use_clickhouse = true', 'clickhouse_host = "127.0.0.1"', `clickhouse_port = ${CH_PORT}`,
     `clickhouse_database = "${chdb}"`, `flush_interval_ms = ${opts.flushMs ?? 100}`,
+    `capture_flush_interval_ms = ${opts.captureFlushMs ?? opts.flushMs ?? 100}`,
     'clickhouse_timeout_ms = 5000',
   ] : [];
   const conf = join(dir, 'gateway.conf');
