@@ -723,7 +723,7 @@ static void send_record(sg_chsink_t *s) {
     }
     dead_letter(s, i); /* on failure it stays pending for end_pass() */
   }
-  sg_spool_seg_drop(s->seg); /* what the records before this one left */
+  sg_spool_seg_drop(s->seg, 0, SIZE_MAX); /* what the records before this one left */
   s->sent_at = uv_now(s->loop);
   s->sent_rows = count_rows(rec.data, rec.len);
   s->one = (sg_ch_piece_t){rec.data, rec.len};
@@ -840,7 +840,7 @@ static void send_next(sg_chsink_t *s) {
       else rc = SG_ENOMEM;
     }
     s->sent_rows = 0;
-    size_t counted = 0; /* bytes read since the last sg_spool_seg_drop */
+    size_t counted = 0, kept = 0; /* bytes read since records kept.. were given back */
     for (size_t r = 0; r < count && rc == 0; r++) {
       sg_spool_rec_t rec;
       sg_spool_seg_record(seg, r, &rec);
@@ -849,9 +849,12 @@ static void send_next(sg_chsink_t *s) {
       if (rec.tag_len != strlen(s->tag) || memcmp(rec.tag, s->tag, rec.tag_len) != 0) mixed = 1;
       s->pieces[r] = (sg_ch_piece_t){rec.data, rec.len};
       s->sent_rows += count_rows(rec.data, rec.len);
-      if ((counted += rec.len) >= DROP_EVERY) sg_spool_seg_drop(seg), counted = 0;
+      if ((counted += rec.len) >= DROP_EVERY) {
+        sg_spool_seg_drop(seg, kept, r + 1 - kept);
+        kept = r + 1, counted = 0;
+      }
     }
-    sg_spool_seg_drop(seg);
+    sg_spool_seg_drop(seg, kept, SIZE_MAX);
     if (rc != 0) { /* never send part of a segment as if it were all of it */
       s->st.spool_errors++;
       sg_error("clickhouse", "out of memory building an INSERT of segment %" PRIu64 "; retrying later",

@@ -201,10 +201,10 @@ static int cmd_check(int argc, char **argv) {
   return 0;
 }
 
-/* The gateway's large, short-lived buffers (a spool segment read for its
- * insert, up to spool_segment_bytes; a big request body; a statement for
- * a large batch) get their own mapping and go back to the system when
- * freed. By default glibc raises its mmap threshold to the largest block
+/* The gateway's large, short-lived buffers (a big request body; a
+ * statement for a large batch; a spool segment used to be one too, before
+ * it was read through a mapping of its file) get their own mapping and go
+ * back to the system when freed. By default glibc raises its mmap threshold to the largest block
  * freed so far (up to 32 MiB), after which such buffers come from the
  * workers' heaps and stay resident: `make bench`'s RSS kept climbing from
  * phase to phase (peak 92-108 MB over five runs; 83-91 MB with this,

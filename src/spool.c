@@ -933,8 +933,15 @@ int sg_spool_seg_done(const sg_spool_seg_t *seg, size_t i) {
   return seg && i < seg->n && seg->done[i];
 }
 
-void sg_spool_seg_drop(const sg_spool_seg_t *seg) {
-  if (seg) sg_pages_drop(seg->buf, seg->len);
+void sg_spool_seg_drop(const sg_spool_seg_t *seg, size_t first, size_t n) {
+  if (seg == NULL || first >= seg->n || n == 0) return;
+  size_t from = first ? seg->off[first] : 0, to = seg->len;
+  if (n < seg->n - first) {
+    sg_spool_rec_t last;
+    rec_decode(seg->buf, seg->off[first + n - 1], &last);
+    to = (size_t)((const char *)last.data + last.len - seg->buf);
+  }
+  sg_pages_drop(seg->buf + from, to - from);
 }
 
 int sg_spool_ack(sg_spool_t *sp, sg_spool_seg_t *seg) {

@@ -243,10 +243,12 @@ int sg_spool_seg_record(const sg_spool_seg_t *seg, size_t i, sg_spool_rec_t *rec
 /* Whether record i has been acked or dead-lettered through this handle. */
 int sg_spool_seg_done(const sg_spool_seg_t *seg, size_t i);
 /* A handle's records lie in a read-only mapping of the segment file, in
- * order. This gives back every page of it read so far (pages.h): a pass over
- * a large segment calls it as it goes, so the segment does not stay in
- * resident memory. Records stay valid; they are read back when touched. */
-void sg_spool_seg_drop(const sg_spool_seg_t *seg);
+ * order. This gives back the pages of records first..first+n-1 and of what
+ * lies between them (pages.h); n = SIZE_MAX: through the end of the file. A
+ * pass over a large segment calls it as it goes, so the segment does not
+ * stay in resident memory. Records stay valid; they are read back when
+ * touched. Out-of-range records are ignored. */
+void sg_spool_seg_drop(const sg_spool_seg_t *seg, size_t first, size_t n);
 
 /* The whole segment is delivered: delete it (unlink, fsync of the directory)
  * and free the handle. If the unlink fails the handle is still the caller's.
