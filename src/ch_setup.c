@@ -36,18 +36,20 @@ static void where_prefix(const sg_config_t *cfg, sg_buf_t *err) {
  * million spans a second on 2 cores): it gets an hour, however short
  * clickhouse_timeout_ms is. */
 #define BACKFILL_TIMEOUT_MS 3600000L
+#define INDEX_STATE_TRIES 5
 
 /* One statement; on failure err gets ClickHouse's answer (and the statement
  * when show, which marks DDL). Unreachable (transient) is SG_EUNAVAIL, the rest SG_EIO.
- * stmt_flags SG_CH_STMT_BACKFILL: the read index's backfill (ch_schema.h). */
-static int exec_with(const sg_config_t *cfg, const char *sql, unsigned stmt_flags, sg_buf_t *out, sg_buf_t *err,
-                     int show) {
+ * stmt_flags SG_CH_STMT_BACKFILL: the read index's backfill (ch_schema.h).
+ * settings: URL parameters for the statement, or NULL. */
+static int exec_with(const sg_config_t *cfg, const char *sql, unsigned stmt_flags, const char *settings,
+                     sg_buf_t *out, sg_buf_t *err, int show) {
   sg_ch_opts_t o;
   ch_opts(cfg, show, &o);
   sg_buf_t why = SG_BUF_INIT;
   int fill = (stmt_flags & SG_CH_STMT_BACKFILL) != 0;
   if (fill && o.timeout_ms < BACKFILL_TIMEOUT_MS) o.timeout_ms = BACKFILL_TIMEOUT_MS;
-  sg_ch_req_t q = {.sql = sql, .settings = fill ? SG_CH_INSERT_FRESH_SETTINGS : NULL};
+  sg_ch_req_t q = {.sql = sql, .settings = fill ? SG_CH_INSERT_FRESH_SETTINGS : settings};
   int rc = sg_ch_send_sync(&o, &q, out, &why);
   if (rc != 0 && err) {
     where_prefix(cfg, err);
@@ -60,7 +62,7 @@ static int exec_with(const sg_config_t *cfg, const char *sql, unsigned stmt_flag
 }
 
 static int exec(const sg_config_t *cfg, const char *sql, sg_buf_t *out, sg_buf_t *err, int show) {
-  return exec_with(cfg, sql, 0, out, err, show);
+  return exec_with(cfg, sql, 0, NULL, out, err, show);
 }
 
 /* ---- ON CLUSTER ------------------------------------------------------------------------
@@ -165,9 +167,23 @@ static int read_existing(const sg_config_t *cfg, const sg_ch_schema_opts_t *so, 
   sg_buf_reset(&sql);
   sg_buf_reset(&out);
   rc = rc ? rc : sg_ch_index_state_sql(so, ex, &sql);
+  /* The markers are read through the Distributed tables on a cluster: with
+   * a replica down, each shard's query fails over to another, which must
+   * connect within connect_timeout_with_failover_ms (50 ms by default, and
+   * missed on a loaded machine: code 279). It gets a second, and the read
+   * a few tries; the statements before it were local. */
   if (rc == 0 && sql.len) {
-    rc = exec(cfg, sql.data, &out, err, 0);
-    rc = rc ? rc : sg_ch_existing_add_index(ex, out.data, out.len);
+    sg_buf_t why = SG_BUF_INIT;
+    for (int tries = 1;; tries++) {
+      sg_buf_reset(&out);
+      sg_buf_reset(&why);
+      rc = exec_with(cfg, sql.data, 0, "connect_timeout_with_failover_ms=1000", &out, &why, 0);
+      if (rc == 0 || tries == INDEX_STATE_TRIES) break;
+      usleep(200 * 1000);
+    }
+    if (rc == 0) rc = sg_ch_existing_add_index(ex, out.data, out.len);
+    else if (err) sg_buf_puts(err, why.data ? why.data : sg_strerror(rc));
+    sg_buf_free(&why);
   }
   sg_buf_free(&sql);
   sg_buf_free(&out);
@@ -226,7 +242,7 @@ int sg_ch_setup(const sg_config_t *cfg, unsigned flags, sg_ch_target_t *out, sg_
         continue;
       }
       sg_buf_t why = SG_BUF_INIT;
-      if (exec_with(cfg, st.v[i], st.flags[i], NULL, &why, 1) != 0) {
+      if (exec_with(cfg, st.v[i], st.flags[i], NULL, NULL, &why, 1) != 0) {
         fill_failed = 1;
         if (done)
           sg_buf_printf(done, "could not %s: %s (reads from ClickHouse do without the read index; the next "

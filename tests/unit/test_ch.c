@@ -245,6 +245,27 @@ static void send_pieces(env_t *e, const sg_ch_piece_t *p, size_t n, unsigned fla
   send_pieces_to(e, "INSERT INTO pc FORMAT TabSeparated", p, n, flags, r);
 }
 
+/* A client on TEST_DB with a fresh Memory table (n UInt32, s String). */
+static void open_rows_table(env_t *e, sg_ch_opts_t *o, const char *table) {
+  *o = opts_for(ch_port);
+  o->database = TEST_DB;
+  env_open(e, o);
+  run_ok(e, "CREATE DATABASE IF NOT EXISTS " TEST_DB, NULL, 0, 0);
+  char sql[128];
+  snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS %s", table);
+  run_ok(e, sql, NULL, 0, 0);
+  snprintf(sql, sizeof sql, "CREATE TABLE %s (n UInt32, s String) ENGINE = Memory", table);
+  run_ok(e, sql, NULL, 0, 0);
+}
+
+/* Rows "i\trow i" for i < n into b, cut into 6 pieces at cut[] (the last
+ * cut is set to b's end): rows split between pieces, one piece empty. */
+static void rows_in_pieces(sg_buf_t *b, int n, size_t cut[7], sg_ch_piece_t p[6]) {
+  for (int i = 0; i < n; i++) sg_buf_printf(b, "%d\trow %d\n", i, i);
+  cut[6] = b->len;
+  for (int i = 0; i < 6; i++) p[i] = (sg_ch_piece_t){b->data + cut[i], cut[i + 1] - cut[i]};
+}
+
 static void test_pieces_insert(void **st) {
   (void)st;
   int hport, lfd = hung_listener(&hport);
@@ -252,18 +273,12 @@ static void test_pieces_insert(void **st) {
   snprintf(hung, sizeof hung, "127.0.0.1:%d", hport);
   snprintf(live, sizeof live, "127.0.0.1:%d", ch_port);
   env_t e;
-  sg_ch_opts_t o = opts_for(ch_port);
-  o.database = TEST_DB;
-  env_open(&e, &o);
-  run_ok(&e, "CREATE DATABASE IF NOT EXISTS " TEST_DB, NULL, 0, 0);
-  run_ok(&e, "DROP TABLE IF EXISTS pc", NULL, 0, 0);
-  run_ok(&e, "CREATE TABLE pc (n UInt32, s String) ENGINE = Memory", NULL, 0, 0);
+  sg_ch_opts_t o;
+  open_rows_table(&e, &o, "pc");
   sg_buf_t b = SG_BUF_INIT;
-  for (int i = 0; i < 50000; i++) sg_buf_printf(&b, "%d\trow %d\n", i, i);
-  /* cut anywhere, rows split between pieces, one piece empty */
-  size_t cut[] = {0, 1, 7, 7, 65536, 300000, b.len};
+  size_t cut[7] = {0, 1, 7, 7, 65536, 300000};
   sg_ch_piece_t p[6];
-  for (int i = 0; i < 6; i++) p[i] = (sg_ch_piece_t){b.data + cut[i], cut[i + 1] - cut[i]};
+  rows_in_pieces(&b, 50000, cut, p);
   unsigned ways[] = {SG_CH_BORROW, SG_CH_GZIP, 0};
   res_t r;
   for (int w = 0; w < 3; w++) {
@@ -299,14 +314,12 @@ static void test_pieces_insert(void **st) {
 static void test_mapped_pieces(void **st) {
   (void)st;
   env_t e;
-  sg_ch_opts_t o = opts_for(ch_port);
-  o.database = TEST_DB;
-  env_open(&e, &o);
-  run_ok(&e, "CREATE DATABASE IF NOT EXISTS " TEST_DB, NULL, 0, 0);
-  run_ok(&e, "DROP TABLE IF EXISTS pm", NULL, 0, 0);
-  run_ok(&e, "CREATE TABLE pm (n UInt32, s String) ENGINE = Memory", NULL, 0, 0);
+  sg_ch_opts_t o;
+  open_rows_table(&e, &o, "pm");
   sg_buf_t b = SG_BUF_INIT;
-  for (int i = 0; i < 400000; i++) sg_buf_printf(&b, "%d\trow %d\n", i, i);
+  size_t cut[7] = {0, 1, 7, 7, 65536, 3000000};
+  sg_ch_piece_t p[6];
+  rows_in_pieces(&b, 400000, cut, p);
   char path[] = "/tmp/sg-test-mapped-XXXXXX";
   int fd = mkstemp(path);
   assert_true(fd >= 0);
@@ -315,9 +328,7 @@ static void test_mapped_pieces(void **st) {
   char *m = mmap(NULL, b.len, PROT_READ, MAP_PRIVATE, fd, 0);
   assert_true(m != MAP_FAILED);
   close(fd);
-  size_t cut[] = {0, 1, 7, 7, 65536, 3000000, b.len};
-  sg_ch_piece_t p[6];
-  for (int i = 0; i < 6; i++) p[i] = (sg_ch_piece_t){m + cut[i], cut[i + 1] - cut[i]};
+  for (int i = 0; i < 6; i++) p[i].data = m + cut[i]; /* the same pieces, in the mapping */
   unsigned ways[] = {SG_CH_BORROW, SG_CH_GZIP, 0};
   res_t r;
   for (int w = 0; w < 3; w++) {
