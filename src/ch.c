@@ -175,12 +175,6 @@ int sg_ch_global_init(void) {
 typedef struct req_s req_t;
 typedef struct sock_s sock_t;
 
-/* Pages of a mapped body read and not given back yet (drop_note below). */
-#define DROP_MIN (1u << 20)
-typedef struct {
-  const char *lo, *hi; /* read and not given back yet: [lo, hi) */
-} dropper_t;
-
 /* An endpoint's health: down after a failure of its own, until retry_at;
  * then one attempt (the probe) decides. */
 typedef struct {
@@ -231,7 +225,7 @@ struct req_s {
   size_t npieces;
   size_t at_piece, at_off;     /* read_fn's position in them */
   int mapped;                  /* SG_CH_MAPPED: read_fn gives back what it read */
-  dropper_t drop;
+  sg_pages_pass_t drop;
   int idempotent;    /* may be sent again after it reached a server */
   int ep;            /* endpoint of the current attempt */
   int probe;         /* the current attempt probes a down endpoint */
@@ -798,23 +792,11 @@ static size_t header_fn(char *p, size_t size, size_t n, void *userp) {
 }
 
 /* With SG_CH_MAPPED, a pass over the pieces gives back the pages it has read
- * (and the spool's record headers between them) every DROP_MIN bytes and at
- * its end: one madvise per call of curl's read callback made the pages of a
- * folio fault in again and again. */
-
-static void drop_note(dropper_t *d, unsigned flags, const char *start, const char *end) {
-  if (!(flags & SG_CH_MAPPED) || start == NULL || end == start) return;
-  if (d->lo == NULL) d->lo = start;
-  d->hi = end;
-  if ((size_t)(d->hi - d->lo) >= DROP_MIN) {
-    sg_pages_drop(d->lo, (size_t)(d->hi - d->lo));
-    d->lo = d->hi;
-  }
-}
-
-static void drop_flush(dropper_t *d) {
-  if (d->lo && d->hi > d->lo) sg_pages_drop(d->lo, (size_t)(d->hi - d->lo));
-  d->lo = d->hi;
+ * (and the spool's record headers between them) as it goes (pages.h): once
+ * per call of curl's read callback made the pages of a folio fault in again
+ * and again. */
+static void drop_note(sg_pages_pass_t *d, unsigned flags, const void *start, size_t n) {
+  if (flags & SG_CH_MAPPED) sg_pages_behind(d, start, (const char *)start + n);
 }
 
 /* gzip at level 1: on span rows (80 MB of TSV) level 1 takes 0.74 s and
@@ -835,15 +817,15 @@ static int gzip_body(const sg_ch_piece_t *in, size_t n, size_t len, unsigned fla
   zs.next_out = (Bytef *)buf;
   zs.avail_out = (uInt)bound;
   int zrc = Z_OK;
-  dropper_t d = {NULL, NULL};
+  sg_pages_pass_t d = {NULL, NULL};
   for (size_t i = 0; i < n && zrc == Z_OK; i++) {
     zs.next_in = (Bytef *)(uintptr_t)in[i].data;
     zs.avail_in = (uInt)in[i].len;
     zrc = deflate(&zs, Z_NO_FLUSH);
     if (zrc == Z_BUF_ERROR && zs.avail_in == 0) zrc = Z_OK; /* nothing to do: an empty piece */
-    drop_note(&d, flags, in[i].data, (const char *)in[i].data + in[i].len);
+    drop_note(&d, flags, in[i].data, in[i].len);
   }
-  drop_flush(&d);
+  sg_pages_behind_end(&d);
   if (zrc == Z_OK) zrc = deflate(&zs, Z_FINISH);
   *out_len = zs.total_out;
   deflateEnd(&zs);
@@ -865,12 +847,12 @@ static size_t read_fn(char *dst, size_t size, size_t nitems, void *arg) {
     if (n > room - got) n = room - got;
     const char *from = (const char *)p->data + r->at_off;
     memcpy(dst + got, from, n);
-    if (r->mapped) drop_note(&r->drop, SG_CH_MAPPED, from, from + n);
+    if (r->mapped) drop_note(&r->drop, SG_CH_MAPPED, from, n);
     got += n;
     r->at_off += n;
     if (r->at_off == p->len) r->at_piece++, r->at_off = 0;
   }
-  if (r->mapped && r->at_piece == r->npieces) drop_flush(&r->drop);
+  if (r->mapped && r->at_piece == r->npieces) sg_pages_behind_end(&r->drop);
   return got;
 }
 
@@ -879,7 +861,7 @@ static int seek_fn(void *arg, curl_off_t offset, int origin) {
   req_t *r = arg;
   if (origin != SEEK_SET || offset < 0) return CURL_SEEKFUNC_CANTSEEK;
   r->at_piece = r->at_off = 0;
-  r->drop = (dropper_t){NULL, NULL};
+  r->drop = (sg_pages_pass_t){NULL, NULL};
   size_t left = (size_t)offset;
   while (r->at_piece < r->npieces && left >= r->pieces[r->at_piece].len) left -= r->pieces[r->at_piece++].len;
   if (left && r->at_piece == r->npieces) return CURL_SEEKFUNC_FAIL;
@@ -922,7 +904,7 @@ static int start_attempt(sg_ch_client_t *c, req_t *r, int ep, int probe) {
   r->oom = 0;
   r->errbuf[0] = '\0';
   r->at_piece = r->at_off = 0; /* each attempt sends the whole body */
-  r->drop = (dropper_t){NULL, NULL};
+  r->drop = (sg_pages_pass_t){NULL, NULL};
   curl_easy_setopt(r->easy, CURLOPT_URL, r->url);
   /* Adding only arms the timer (timer_fn): the transfer starts on a later
    * loop turn, so cb never runs inside sg_ch_send. */
@@ -1002,13 +984,13 @@ int sg_ch_send(sg_ch_client_t *c, const sg_ch_req_t *q, sg_ch_cb cb, void *arg) 
   } else {
     r->post = malloc(len ? len : 1);
     if (r->post == NULL) goto fail;
-    dropper_t d = {NULL, NULL};
+    sg_pages_pass_t d = {NULL, NULL};
     for (size_t i = 0, at = 0; i < npieces; at += pieces[i].len, i++)
       if (pieces[i].len) {
         memcpy(r->post + at, pieces[i].data, pieces[i].len);
-        drop_note(&d, flags, pieces[i].data, (const char *)pieces[i].data + pieces[i].len);
+        drop_note(&d, flags, pieces[i].data, pieces[i].len);
       }
-    drop_flush(&d);
+    sg_pages_behind_end(&d);
     r->post_len = len;
   }
   /* No "Expect: 100-continue" round trip before large bodies. */
@@ -1098,13 +1080,13 @@ int sg_ch_dedup_token(char *out, const char *scope, uint64_t first, uint64_t las
   unsigned mdlen = 0;
   EVP_MD_CTX *ctx = EVP_MD_CTX_new();
   int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
-  dropper_t d = {NULL, NULL};
+  sg_pages_pass_t d = {NULL, NULL};
   for (size_t i = 0; ok && i < npieces; i++) {
     if (pieces[i].len == 0) continue;
     ok = EVP_DigestUpdate(ctx, pieces[i].data, pieces[i].len) == 1;
-    drop_note(&d, flags, pieces[i].data, (const char *)pieces[i].data + pieces[i].len);
+    drop_note(&d, flags, pieces[i].data, pieces[i].len);
   }
-  drop_flush(&d);
+  sg_pages_behind_end(&d);
   ok = ok && EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen >= 16;
   EVP_MD_CTX_free(ctx);
   if (!ok) return SG_EIO;

@@ -19,13 +19,13 @@
 #include "err.h"
 #include "log.h"
 #include "metrics.h"
+#include "pages.h"
 #include "spool.h"
 
 #define MAX_SPOOLS 16          /* own + orphaned directories from a larger worker count */
 #define BACKOFF_MIN_MS 200
 #define BACKOFF_MAX_MS 30000
 #define TICK_MS 50
-#define DROP_EVERY (1u << 20) /* bytes read from a segment between sg_spool_seg_drop calls */
 
 typedef struct {
   sg_spool_t *sp;
@@ -840,7 +840,7 @@ static void send_next(sg_chsink_t *s) {
       else rc = SG_ENOMEM;
     }
     s->sent_rows = 0;
-    size_t counted = 0, kept = 0; /* bytes read since records kept.. were given back */
+    sg_pages_pass_t pass = {NULL, NULL}; /* the segment is mapped: give back what is counted */
     for (size_t r = 0; r < count && rc == 0; r++) {
       sg_spool_rec_t rec;
       sg_spool_seg_record(seg, r, &rec);
@@ -849,12 +849,9 @@ static void send_next(sg_chsink_t *s) {
       if (rec.tag_len != strlen(s->tag) || memcmp(rec.tag, s->tag, rec.tag_len) != 0) mixed = 1;
       s->pieces[r] = (sg_ch_piece_t){rec.data, rec.len};
       s->sent_rows += count_rows(rec.data, rec.len);
-      if ((counted += rec.len) >= DROP_EVERY) {
-        sg_spool_seg_drop(seg, kept, r + 1 - kept);
-        kept = r + 1, counted = 0;
-      }
+      sg_pages_behind(&pass, rec.tag, (const char *)rec.data + rec.len);
     }
-    sg_spool_seg_drop(seg, kept, SIZE_MAX);
+    sg_pages_behind_end(&pass);
     if (rc != 0) { /* never send part of a segment as if it were all of it */
       s->st.spool_errors++;
       sg_error("clickhouse", "out of memory building an INSERT of segment %" PRIu64 "; retrying later",

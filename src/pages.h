@@ -24,4 +24,28 @@ static inline void sg_pages_drop(const void *p, size_t n) {
   (void)madvise((void *)from, to - from, MADV_DONTNEED);
 }
 
+/* A pass over a mapping, in ascending order, that gives back what it has
+ * read behind it: sg_pages_behind() for each range read (the bytes between
+ * ranges go too), every SG_PAGES_BEHIND bytes; sg_pages_behind_end() at the
+ * end of the pass. */
+#define SG_PAGES_BEHIND (1u << 20)
+typedef struct {
+  const char *lo, *hi; /* read and not given back yet: [lo, hi) */
+} sg_pages_pass_t;
+
+static inline void sg_pages_behind(sg_pages_pass_t *d, const void *start, const void *end) {
+  if (start == NULL || end == start) return;
+  if (d->lo == NULL) d->lo = start;
+  d->hi = end;
+  if ((size_t)(d->hi - d->lo) >= SG_PAGES_BEHIND) {
+    sg_pages_drop(d->lo, (size_t)(d->hi - d->lo));
+    d->lo = d->hi;
+  }
+}
+
+static inline void sg_pages_behind_end(sg_pages_pass_t *d) {
+  if (d->lo && d->hi > d->lo) sg_pages_drop(d->lo, (size_t)(d->hi - d->lo));
+  d->lo = d->hi;
+}
+
 #endif

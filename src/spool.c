@@ -30,7 +30,6 @@ static const unsigned char ACK_MAGIC[4] = {0xff, 'S', 'G', 'A'};
 #define HW_TMP "seq.hw.tmp"
 #define DEAD_DIR "dead"
 #define MAX_REASON 4096u
-#define DROP_EVERY (1u << 20) /* bytes validated between drops of their pages */
 #define NAME_LEN 32 /* 16 digits + ".seg" + NUL, with room */
 
 /* What the spool knows of one segment file without holding it in memory. */
@@ -364,7 +363,8 @@ static int segment_load(sg_spool_t *sp, uint64_t seq, parsed_t *p) {
     return rc;
   }
   const unsigned char *b = (const unsigned char *)p->buf;
-  size_t len = p->len, cap = 0, pos = 0, region = 0, kept = 0;
+  size_t len = p->len, cap = 0, pos = 0, region = 0;
+  sg_pages_pass_t pass = {NULL, NULL}; /* validated pages go back as it goes */
   int in_region = 0;
   if (len >= SG_SPOOL_FILE_HEADER && memcmp(b, FILE_MAGIC, 8) == 0) {
     pos = SG_SPOOL_FILE_HEADER;
@@ -401,12 +401,10 @@ static int segment_load(sg_spool_t *sp, uint64_t seq, parsed_t *p) {
     }
     pos += sz;
     p->tail = pos;
-    if (pos - kept >= DROP_EVERY) { /* validated: give the pages back */
-      sg_pages_drop(b + kept, pos - kept);
-      kept = pos;
-    }
+    sg_pages_behind(&pass, b, b + pos);
   }
-  sg_pages_drop(b + kept, len - kept);
+  sg_pages_behind(&pass, b, b + len); /* and what no record held */
+  sg_pages_behind_end(&pass);
   free(done);
   return 0;
 }
