@@ -136,6 +136,10 @@ static const char copy_check_sql[] =
 
 enum { COPY_UNKNOWN = 0, COPY_CHECKING, COPY_ON, COPY_OFF };
 
+/* Statement buffers kept for reuse, and the most each may hold. */
+#define SPARE_BUFS 2
+#define SPARE_MAX_BYTES ((size_t)8 << 20)
+
 /* Groups written by upsert after a COPY met an existing row (re-sent spans
  * tend to come in runs): the first penalty, doubling while COPYs keep
  * conflicting, up to the last; a COPY that succeeds resets it. */
@@ -225,17 +229,41 @@ struct sg_pgsink_s {
    * memory stay bounded (2 x pool size x commit_max_spans rows). */
   int sending, max_sending;
   struct job_s *park_head, *park_tail;
+  /* Statement buffers of finished jobs, kept with their pages for the next
+   * (growing one from nothing cost ~15% of a request's CPU: copies of every
+   * doubling and page faults on fresh memory). */
+  sg_buf_t spare[SPARE_BUFS];
+  int nspare;
   int open_handles;
   int closing;
   sg_pgsink_stats_t stats;
 };
 
 static void job_send(job_t *job);
+static void flush(sg_pgsink_t *s);
+
+/* Whether a group formed now would only wait: every slot is taken, or
+ * groups formed earlier are parked. */
+static int saturated(const sg_pgsink_t *s) { return s->sending >= s->max_sending || s->park_head != NULL; }
 
 /* ---- completion ------------------------------------------------------------- */
 
 static void maybe_free(sg_pgsink_t *s) {
-  if (s->closing && s->open_handles == 0 && s->jobs == 0) free(s);
+  if (!s->closing || s->open_handles != 0 || s->jobs != 0) return;
+  while (s->nspare > 0) sg_buf_free(&s->spare[--s->nspare]);
+  free(s);
+}
+
+/* A job's statement buffer goes back to the sink (emptied), or is freed
+ * when the sink keeps enough or it grew too big to keep. */
+static void param_release(sg_pgsink_t *s, sg_buf_t *b) {
+  if (b->data && !s->closing && s->nspare < SPARE_BUFS && b->cap <= SPARE_MAX_BYTES) {
+    sg_buf_reset(b);
+    s->spare[s->nspare++] = *b;
+    *b = (sg_buf_t)SG_BUF_INIT;
+    return;
+  }
+  sg_buf_free(b);
 }
 
 static const char *reason_at(const void *reasons, size_t i) { return ((char *const *)reasons)[i]; }
@@ -290,7 +318,7 @@ static void job_unbuild(job_t *job) {
   job->rows = NULL;
   job->slots = NULL;
   job->nm = job->nrows = job->nslots = 0;
-  sg_buf_free(&job->param);
+  param_release(job->sink, &job->param);
 }
 
 static void job_free(job_t *job) {
@@ -301,7 +329,7 @@ static void job_free(job_t *job) {
   free(job->m);
   free(job->rows);
   free(job->slots);
-  sg_buf_free(&job->param);
+  param_release(s, &job->param);
   free(job);
   s->jobs--;
   maybe_free(s);
@@ -532,6 +560,8 @@ static int copy_row(sg_buf_t *b, sg_buf_t *tmp, const row_t *r) {
 static int job_build(job_t *job) {
   size_t total = job->cur.hi - job->cur.lo;
   job->nm = job->nrows = 0;
+  sg_pgsink_t *s = job->sink;
+  if (job->param.data == NULL && s->nspare > 0) job->param = s->spare[--s->nspare];
   sg_buf_reset(&job->param);
   free(job->m);
   free(job->rows);
@@ -759,6 +789,8 @@ static void job_result(void *arg, PGresult *res, int err, const char *errmsg) {
   if (s->park_head && job->alive > 0 && !s->closing) park(job);
   else job_send(job);
   unpark(s);
+  /* A group held back by flush: it goes now, unless its window runs. */
+  if (s->pend_head && !s->timer_running && !s->closing && !saturated(s)) flush(s);
   s->jobs--;
   maybe_free(s);
 }
@@ -875,8 +907,6 @@ static void job_send(job_t *job) {
 
 /* ---- grouping --------------------------------------------------------------- */
 
-static void flush(sg_pgsink_t *s);
-
 static void copy_checked(void *arg, PGresult *res, int err, const char *errmsg) {
   sg_pgsink_t *s = arg;
   (void)errmsg;
@@ -910,6 +940,11 @@ static void flush(sg_pgsink_t *s) {
     uv_timer_stop(&s->window);
     s->timer_running = 0;
   }
+  /* PostgreSQL is busy with earlier groups: this one keeps growing until a
+   * slot frees (job_result), so under load each statement takes what came
+   * in while the one before it ran, not a window's worth. A full group
+   * goes at once (it parks, unbuilt). */
+  if (saturated(s) && s->pend_spans < s->opts.max_batch_spans && !s->closing) return;
   if (copy_check(s)) {
     s->flush_waiting = 1;
     return;
