@@ -47,7 +47,7 @@ typedef struct {
   XX(INT, query_timeout_ms, "30000", NULL,                                                     \
      "a read-API query running longer is canceled and answered 504; 0 = no limit")             \
   XX(INT, commit_window_ms, "2", NULL,                                                          \
-     "requests arriving within this window share one PostgreSQL transaction")                 \
+     "requests arriving within this window share one PostgreSQL transaction (longer while the worker's connections are all busy)") \
   XX(INT, commit_max_spans, "5000", NULL,                                                      \
      "most spans in one group commit; a larger request is written in several statements")      \
   XX(STR, auth, "keys", NULL, "authentication mode: keys, agenta or none")                    \
