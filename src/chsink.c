@@ -723,7 +723,7 @@ static void send_record(sg_chsink_t *s) {
     }
     dead_letter(s, i); /* on failure it stays pending for end_pass() */
   }
-  sg_spool_seg_drop(s->seg, 0, SIZE_MAX); /* what the records before this one left */
+  sg_spool_seg_drop(s->seg, 0, s->split_next); /* what the records before this one left */
   s->sent_at = uv_now(s->loop);
   s->sent_rows = count_rows(rec.data, rec.len);
   s->one = (sg_ch_piece_t){rec.data, rec.len};

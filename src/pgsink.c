@@ -230,8 +230,8 @@ struct sg_pgsink_s {
   int sending, max_sending;
   struct job_s *park_head, *park_tail;
   /* Statement buffers of finished jobs, kept with their pages for the next
-   * (growing one from nothing cost ~15% of a request's CPU: copies of every
-   * doubling and page faults on fresh memory). */
+   * (growing one from nothing was ~15% of the gateway's CPU: copies of
+   * every doubling and page faults on fresh memory). */
   sg_buf_t spare[SPARE_BUFS];
   int nspare;
   int open_handles;

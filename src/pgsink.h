@@ -3,8 +3,8 @@
  * Submissions (one per request) that arrive within opts.window_ms of the
  * first pending one, up to opts.max_batch_spans spans, are written by ONE
  * statement (while every slot of the pool is taken, the group keeps
- * growing past its window until one frees), hence one transaction and one WAL flush: a COPY into Agenta's
- * `spans` when every row is new, else a multi-row upsert (see pgsink.c for
+ * growing past its window until one frees), hence one transaction and one
+ * WAL flush: a COPY into Agenta's `spans` when every row is new, else a multi-row upsert (see pgsink.c for
  * both and how one falls back to the other). A group (or one
  * request) larger than opts.max_batch_spans spans or opts.max_statement_bytes
  * is written in several statements, in order. At most two statements per
