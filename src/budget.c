@@ -16,6 +16,7 @@ int sg_budget_take(const sg_budget_t *b, size_t *held, size_t n) {
       if (cur > (int64_t)(max - n)) return SG_EBUSY;
     } while (!atomic_compare_exchange_weak(b->counter, &cur, cur + (int64_t)n));
   }
+  if (b->own) atomic_fetch_add(b->own, (int64_t)n);
   *held += n;
   return 0;
 }
@@ -23,5 +24,6 @@ int sg_budget_take(const sg_budget_t *b, size_t *held, size_t n) {
 void sg_budget_release(const sg_budget_t *b, size_t *held) {
   if (*held == 0) return;
   atomic_fetch_sub(b->counter, (int64_t)*held);
+  if (b->own) atomic_fetch_sub(b->own, (int64_t)*held);
   *held = 0;
 }

@@ -5,7 +5,10 @@
  * HTTP server counts bodies, the ingest pipeline decompressed copies, a
  * later transport its own messages), so the limit bounds them together.
  * Each holder (a request) keeps its own tally and gives it all back at
- * once when it is done. Stands alone (atomics only).
+ * once when it is done. A second counter, without a limit, may tally the
+ * same bytes for part of the process (a worker's own requests: its
+ * ClickHouse flusher tells from it that no request of its own is in
+ * flight). Stands alone (atomics only).
  */
 #ifndef SG_BUDGET_H
 #define SG_BUDGET_H
@@ -17,6 +20,7 @@
 typedef struct {
   _Atomic int64_t *counter; /* shared; NULL: nothing is counted */
   size_t max;               /* 0: count only, no limit */
+  _Atomic int64_t *own;     /* also counted here (never limited), or NULL */
 } sg_budget_t;
 
 /* Counts n more bytes for a holder that has *held already; adds n to *held.

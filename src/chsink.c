@@ -121,6 +121,7 @@ struct sg_chsink_s {
   uint64_t last_append_ms;     /* the last look that found new ones */
   uint64_t recent_gap_ms;      /* the longer recent gaps between such looks (seal_due) */
   int idle;                    /* watch_busy: no request in flight at the last tick */
+  _Atomic int64_t *inflight;   /* the worker's own in-flight bytes (sg_chsink_watch), or NULL */
   uint64_t busy_since_ms, busy_ms;
 };
 
@@ -947,9 +948,11 @@ static void setup_start(sg_chsink_t *s) {
  * per interval. When ingest stops, though, the last rows would wait up to
  * a whole interval after their requests were answered (0.4-1.3 s measured
  * at the end of a bench round). So the segment is also sealed once ingest
- * is idle: no request in flight anywhere in the process (the in-flight
- * memory gauge, which holds every request from its body's first byte to
- * its answer, is 0) and no append for longer than twice the recent gaps
+ * is idle: no request of the worker's own in flight (its share of the
+ * in-flight memory gauge, which holds every request from its body's first
+ * byte to its answer, is 0; only its own requests append to its spool, so
+ * another worker's slow upload or last group commit does not hold its rows
+ * back) and no append for longer than twice the recent gaps
  * between appends (and at least IDLE_MS). Ingest at a steady pace with
  * pauses between requests is not idle: its pauses are the gaps, and a
  * fixed quiet time shorter than them sealed at every pause (twice the
@@ -978,7 +981,7 @@ static void setup_start(sg_chsink_t *s) {
  * is, and s->busy_ms, how long the stretch of ticks that each saw one
  * lasted (the current stretch, or the last one once idle). */
 static void watch_busy(sg_chsink_t *s, uint64_t now_ms) {
-  s->idle = atomic_load(&sg_metrics.inflight_bytes) == 0;
+  s->idle = atomic_load(s->inflight ? s->inflight : &sg_metrics.inflight_bytes) == 0;
   if (s->idle) {
     s->busy_since_ms = 0;
     return;
@@ -1212,6 +1215,10 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client
   s->timer.data = s;
   uv_timer_start(&s->timer, tick, 0, TICK_MS);
   return s;
+}
+
+void sg_chsink_watch(sg_chsink_t *s, _Atomic int64_t *inflight) {
+  if (s) s->inflight = inflight;
 }
 
 void sg_chsink_stats(const sg_chsink_t *s, sg_chsink_stats_t *out) {

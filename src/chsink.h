@@ -74,6 +74,12 @@ sg_chsink_t *sg_chsink_new(uv_loop_t *loop, const sg_config_t *cfg, sg_ch_client
                            const sg_ch_target_t *target, int worker_id, sg_pg_pool_t *pg,
                            sg_buf_t *err);
 
+/* The bytes held by the worker's own requests in flight (budget.h's own
+ * counter): the sink reads "ingest is idle" from it (see the sealing in
+ * chsink.c), so one worker's last rows need not wait for another worker's
+ * requests. Without it: the process-wide gauge. */
+void sg_chsink_watch(sg_chsink_t *s, _Atomic int64_t *inflight);
+
 /* A sink of its own beside the workers' (change capture's): one spool
  * directory, no adoption of other directories, no gaps (the caller keeps the
  * source of its rows). */

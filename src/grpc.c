@@ -1089,6 +1089,7 @@ sg_grpc_server_t *sg_grpc_server_new(uv_loop_t *loop, uv_os_sock_t listen_fd,
 #undef TAKE
     srv->lim.inflight = lim->inflight;
     srv->lim.max_inflight_bytes = lim->max_inflight_bytes;
+    srv->lim.inflight_own = lim->inflight_own;
     srv->lim.accept_encoding = lim->accept_encoding;
   }
   if (srv->lim.stream_window > NGHTTP2_MAX_WINDOW_SIZE) srv->lim.stream_window = NGHTTP2_MAX_WINDOW_SIZE;
@@ -1098,6 +1099,7 @@ sg_grpc_server_t *sg_grpc_server_new(uv_loop_t *loop, uv_os_sock_t listen_fd,
            srv->lim.accept_encoding ? srv->lim.accept_encoding : "");
   srv->budget.counter = srv->lim.inflight;
   srv->budget.max = srv->lim.max_inflight_bytes;
+  srv->budget.own = srv->lim.inflight ? srv->lim.inflight_own : NULL;
   srv->loop = loop;
   srv->methods = methods;
   srv->nmethods = n;

@@ -93,6 +93,7 @@ typedef struct {
    * or dropped. Handlers add what they allocate with sg_grpc_call_reserve(). */
   _Atomic int64_t *inflight;
   size_t max_inflight_bytes; /* with a counter: 0 = count only, no limit */
+  _Atomic int64_t *inflight_own; /* the same bytes counted here too (no limit), or NULL */
   /* Message encodings accepted besides identity, as grpc-accept-encoding
    * lists them ("gzip,deflate"); the handler decompresses. NULL: none. */
   const char *accept_encoding;

@@ -955,9 +955,11 @@ sg_http_server_t *sg_http_server_new(uv_loop_t *loop, uv_os_sock_t listen_fd,
 #undef TAKE
     srv->lim.inflight = lim->inflight;
     srv->lim.max_inflight_bytes = lim->max_inflight_bytes;
+    srv->lim.inflight_own = lim->inflight_own;
   }
   srv->budget.counter = srv->lim.inflight;
   srv->budget.max = srv->lim.max_inflight_bytes;
+  srv->budget.own = srv->lim.inflight ? srv->lim.inflight_own : NULL;
   srv->loop = loop;
   srv->handler = handler;
   srv->ctx = ctx;

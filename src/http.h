@@ -66,6 +66,7 @@ typedef struct {
    * NULL: nothing is counted. The counter is never negative. */
   _Atomic int64_t *inflight;
   size_t max_inflight_bytes; /* with a counter: 0 = count only, no limit */
+  _Atomic int64_t *inflight_own; /* the same bytes counted here too (no limit), or NULL */
 } sg_http_limits_t;
 
 /* Fill *lim with the defaults. */

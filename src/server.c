@@ -246,6 +246,7 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
   /* One budget for every worker and transport. */
   w->inflight.counter = &sg_metrics.inflight_bytes;
   w->inflight.max = cfg->max_inflight_bytes;
+  w->inflight.own = &w->inflight_own;
   int rc = sg_auth_new(&w->loop, cfg, &w->auth, err);
   if (rc != 0) return rc;
   w->lua = sg_lua_rt_new(cfg, err);
@@ -285,6 +286,7 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
     }
     w->chsink = sg_chsink_new(&w->loop, cfg, w->ch, ch_target_known, w->id, w->pg, err);
     if (!w->chsink) return SG_ECONFIG;
+    sg_chsink_watch(w->chsink, w->inflight.own);
     if (w->id == 1) w->ttl = sg_chttl_new(&w->loop, cfg, w->ch);
   }
 
@@ -299,6 +301,7 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
   lim.backlog = 1024;
   lim.inflight = w->inflight.counter;
   lim.max_inflight_bytes = w->inflight.max;
+  lim.inflight_own = w->inflight.own;
   w->http = sg_http_server_new(&w->loop, w->listen_fd, &lim, sg_router_handle, w);
   if (!w->http) return SG_ENOMEM;
   sg_http_server_set_observer(w->http, sg_router_observe, w);
@@ -315,6 +318,7 @@ static int worker_init(sg_worker_t *w, const sg_config_t *cfg, sg_buf_t *err) {
     gl.backlog = 1024;
     gl.inflight = w->inflight.counter;
     gl.max_inflight_bytes = w->inflight.max;
+    gl.inflight_own = w->inflight.own;
     gl.accept_encoding = SG_INGEST_GRPC_ENCODINGS;
     size_t nm;
     const sg_grpc_method_t *methods = sg_ingest_grpc_methods(&nm);

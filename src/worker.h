@@ -34,6 +34,7 @@ typedef struct sg_worker_s {
   uv_timer_t stats_timer;    /* publishes pool state to the metrics */
   uv_os_sock_t listen_fd;
   sg_budget_t inflight;      /* the process-wide in-flight memory budget, for every transport */
+  _Atomic int64_t inflight_own; /* the part of it held by this worker's requests (inflight.own) */
   sg_http_server_t *http;
   uv_os_sock_t grpc_fd;      /* the gRPC listener's socket until grpc owns it; -1: none */
   sg_grpc_server_t *grpc;    /* OTLP/gRPC (grpc_listen); NULL when off */

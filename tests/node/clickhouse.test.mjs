@@ -91,6 +91,33 @@ test('rows answered last reach ClickHouse without waiting out flush_interval_ms 
   } finally { await gw.stop(); }
 });
 
+// Idle is per worker: only a worker's own requests append to its spool, so
+// a request another worker holds open (a slow upload: headers and part of
+// a body) does not keep this worker's last rows out of ClickHouse. The
+// kernel spreads connections over the workers (SO_REUSEPORT), so requests
+// go on new connections until one lands beside the held one's worker.
+test("a worker's last rows reach ClickHouse while another worker holds a request open", async () => {
+  const gw = await startGateway({ clickhouse: true, flushMs: 60000, workers: 2, conf: ['read_timeout_ms = 120000'] });
+  const held = net.connect(gw.port, '127.0.0.1');
+  try {
+    await new Promise((res, rej) => { held.once('connect', res); held.once('error', rej); });
+    held.write(`POST /v1/spans HTTP/1.1\r\nHost: x\r\nAuthorization: ApiKey ${KEY_A}\r\n` +
+      'Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"spans": [');
+    const inflight = async () => Number(((await request(gw, 'GET', '/metrics')).text.match(/^spangate_inflight_bytes (\S+)$/m) || [])[1]);
+    await until(async () => (await inflight()) >= 100000, 5000);
+    const text = 'lorem ipsum '.repeat(170); // ~2 KB per span: 600 spans hold more than 1 MiB of rows
+    let n = 0, got = 0;
+    for (let i = 0; i < 16 && got === 0; i++) {
+      const spans = Array.from({ length: 600 }, () => span((0x7400000000000000n + BigInt(n++)).toString(16), { attributes: { 'big.text': text } }));
+      const r = await postJson(gw, '/v1/spans', { spans });
+      assert.equal(r.status, 200, r.text);
+      got = await until(async () => chRaw(gw), 3000, 100).catch(() => 0);
+    }
+    assert.ok(got > 0, 'rows of a worker with nothing in flight reached ClickHouse within seconds (flush_interval_ms is a minute)');
+    assert.ok((await inflight()) >= 100000, 'the held request was still in flight');
+  } finally { held.destroy(); await gw.stop(); }
+});
+
 // Steady ingest with pauses between requests (one every 150 ms, never a
 // request in flight at a tick) is not idle: the segment still goes to
 // ClickHouse once per flush_interval_ms, not at every pause.
