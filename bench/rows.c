@@ -32,6 +32,7 @@
 #include "ch_schema.h"
 #include "config.h"
 #include "decode.h"
+#include "jalloc.h"
 #include "json_nest.h"
 #include "lua_rt.h"
 #include "span.h"
@@ -194,7 +195,11 @@ int main(int argc, char **argv) {
     sg_span_batch_t batch;
     sg_span_batch_init(&batch);
     sg_buf_reset(&err);
-    if (sg_otlp_decode_proto(body, b->len, &batch, &err) != 0 || batch.rejected) {
+    sg_jregion_t *region = sg_jregion_new(); /* as the gateway decodes (ingest.c) */
+    sg_jregion_t *was = sg_jregion_enter(region);
+    int drc = sg_otlp_decode_proto(body, b->len, &batch, &err);
+    sg_jregion_enter(was);
+    if (drc != 0 || batch.rejected) {
       fprintf(stderr, "rows: request %" PRIu64 ": %s %s\n", seq, err.data ? err.data : "",
               batch.reject_msg.data ? batch.reject_msg.data : "");
       return 1;
@@ -252,6 +257,7 @@ int main(int argc, char **argv) {
     pg_bytes += out_pg.len;
     ch_bytes += out_ch.len;
     sg_span_batch_free(&batch);
+    sg_jregion_release(region);
   }
   if (pg) fclose(pg);
   if (idx && fclose(idx) != 0) {

@@ -15,6 +15,7 @@
 #include "ch.h"
 #include "ch_version.h"
 #include "err.h"
+#include "jalloc.h"
 #include "log.h"
 
 static const sg_config_key_t keys[] = {
@@ -313,7 +314,7 @@ static int conf_newindex(lua_State *L) {
   case SG_CFG_TABLE:
     if (vt == LUA_TTABLE) {
       json_t *j = lua_to_json(L, 3, 0);
-      char *text = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+      char *text = j ? sg_json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
       json_decref(j);
       if (text) {
         free(*(char **)field);

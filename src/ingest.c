@@ -15,6 +15,7 @@
 #include "decode.h"
 #include "err.h"
 #include "inflate.h"
+#include "jalloc.h"
 #include "log.h"
 #include "metrics.h"
 #include "readiness.h"
@@ -28,6 +29,7 @@ typedef struct sg_ingest_s {
   int budget_rc;            /* why the in-flight budget refused the inflated copy, or 0 */
   int ch_only;              /* the project is ClickHouse-only: the spool is the only copy */
   sg_span_batch_t batch;
+  sg_jregion_t *region;      /* the batch's JSON values (jalloc.h) */
 } ingest_t;
 
 /* Reports res to the transport and frees in. */
@@ -35,6 +37,7 @@ static void finish(ingest_t *in, const sg_ingest_result_t *res) {
   in->rq.done(in->rq.arg, res);
   sg_buf_free(&in->inflated);
   sg_span_batch_free(&in->batch);
+  sg_jregion_release(in->region); /* after the batch: its values are given back */
   free(in);
 }
 
@@ -376,11 +379,16 @@ void sg_ingest_submit(sg_worker_t *w, const sg_principal_t *who, const sg_ingest
   }
 
   sg_buf_t err = SG_BUF_INIT;
+  /* The values decoded now live and die with the request: one region for
+   * them all (jalloc.h); what the transform adds comes from malloc. */
+  in->region = sg_jregion_new();
+  sg_jregion_t *was = sg_jregion_enter(in->region);
   switch (rq->format) {
   case SG_INGEST_NATIVE_JSON: rc = sg_native_decode_json((const char *)p, n, &in->batch, &err); break;
   case SG_INGEST_OTLP_PROTO: rc = sg_otlp_decode_proto(p, n, &in->batch, &err); break;
   default: rc = sg_otlp_decode_json((const char *)p, n, &in->batch, &err); break;
   }
+  sg_jregion_enter(was);
   if (rc != 0) {
     fail(in, rc == SG_ENOMEM    ? SG_INGEST_UNAVAILABLE
              : rc == SG_ETOOBIG ? SG_INGEST_TOO_LARGE

@@ -22,6 +22,7 @@
 
 #include "decode_internal.h"
 #include "err.h"
+#include "jalloc.h"
 #include "json_load.h"
 #include "json_nest.h"
 
@@ -593,7 +594,7 @@ int sg_otlp_response_json(size_t rejected, const char *msg, sg_buf_t *out) {
   if (rc == 0) {
     char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (s == NULL || sg_buf_puts(out, s)) rc = SG_ENOMEM;
-    free(s);
+    sg_json_free(s);
   }
   json_decref(o);
   return rc;

@@ -20,6 +20,7 @@
 
 #include "ch.h"
 #include "err.h"
+#include "jalloc.h"
 #include "read_internal.h"
 #include "span.h"
 
@@ -483,7 +484,7 @@ static int json_value(cctx_t *c, const json_t *v, sg_jb_doc_t **doc, const sg_jb
   char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
   if (!t) return SG_ENOMEM;
   int rc = sg_jb_parse(t, strlen(t), doc, root);
-  free(t);
+  sg_json_free(t);
   if (rc == SG_EINVAL) return refused(c);
   return rc;
 }
@@ -801,7 +802,7 @@ static int json_node(cctx_t *c, node_t *n, const char *key, int op, const json_t
     for (int k = 0; k < (hi ? 2 : 1); k++) {
       const json_t *x = k ? hi : lo;
       char *t = json_is_string(x) ? strndup(json_string_value(x), json_string_length(x))
-                                  : json_dumps(x, JSON_COMPACT | JSON_ENCODE_ANY);
+                                  : sg_json_dumps(x, JSON_COMPACT | JSON_ENCODE_ANY);
       if (!t) return SG_ENOMEM;
       if (k) n->s2 = t, n->s2len = strlen(t);
       else n->s = t, n->slen = json_is_string(x) ? json_string_length(x) : strlen(t);

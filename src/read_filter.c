@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "jalloc.h"
 #include "read_internal.h"
 #include "read_span.h"
 #include "span.h"
@@ -240,7 +241,7 @@ int sg__rf_column_value(const sg__rf_field_t *f, const json_t *v, const char *wh
       char *t = json_dumps(v, JSON_ENCODE_ANY);
       if (!t) return SG_ENOMEM;
       int rc = sg_buf_puts(out, t);
-      free(t);
+      sg_json_free(t);
       return rc;
     }
     return sg__rf_fail(err, where, "%s takes a string", f->name);
@@ -465,7 +466,7 @@ static int json_param(ctx_t *c, const json_t *v, int *n) {
   char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
   if (!t) return SG_ENOMEM;
   *n = sg_rf_param(c->q, t, strlen(t));
-  free(t);
+  sg_json_free(t);
   return *n < 0 ? *n : 0;
 }
 

@@ -17,6 +17,7 @@
 
 #include "decode.h"
 #include "err.h"
+#include "jalloc.h"
 
 static void check_json(json_t *v) {
   if (v == NULL) return;
@@ -26,7 +27,7 @@ static void check_json(json_t *v) {
   json_t *back = json_loads(s, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
   if (back == NULL) abort();
   json_decref(back);
-  free(s);
+  sg_json_free(s);
 }
 
 static void check_str(const char *s) {

@@ -22,6 +22,7 @@
 #include "ch.h"
 #include "ch_schema.h"
 #include "err.h"
+#include "jalloc.h"
 #include "rss.h"
 #include "span.h"
 
@@ -699,7 +700,7 @@ static void put_hex_or_null(sg_buf_t *b, const char *s) {
 }
 
 static void put_json_hex(sg_buf_t *b, const json_t *j) {
-  char *s = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+  char *s = j ? sg_json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
   put_hex_or_null(b, s);
   free(s);
 }

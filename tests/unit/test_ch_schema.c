@@ -12,6 +12,7 @@
 #include "ch.h"
 #include "ch_schema.h"
 #include "err.h"
+#include "jalloc.h"
 #include "span.h"
 
 /* The full renderings, pinned. A change here is a schema change: it needs a
@@ -735,7 +736,7 @@ static void test_row_big_json(void **st) {
   for (int i = 0; i < 20000; i++) big[i] = "a\\\t\"b"[i % 5];
   big[20000] = '\0';
   s.attributes = json_pack("{s:s}", "k", big);
-  char *dumped = json_dumps(s.attributes, JSON_COMPACT);
+  char *dumped = sg_json_dumps(s.attributes, JSON_COMPACT);
   sg_buf_t want = SG_BUF_INIT, b = SG_BUF_INIT;
   sg_ch_tsv_escape(&want, dumped, strlen(dumped));
   for (int pass = 0; pass < 2; pass++) { /* fresh buffer, then one with rows in it */

@@ -15,6 +15,7 @@
 
 #include "decode.h"
 #include "err.h"
+#include "jalloc.h"
 #include "google/rpc/status.pb-c.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb-c.h"
 
@@ -119,7 +120,7 @@ static uint8_t *pack_spans(SPAN **spans, size_t n, KV **res_attrs, size_t nres, 
 }
 
 static char *dump(json_t *v) {
-  char *s = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+  char *s = sg_json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
   assert_non_null(s);
   return s;
 }

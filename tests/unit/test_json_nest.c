@@ -16,6 +16,7 @@
 
 #include "buf.h"
 #include "err.h"
+#include "jalloc.h"
 #include "json_nest.h"
 #include "seed.h"
 
@@ -309,7 +310,7 @@ static void check_real(double d) {
     assert_int_equal(n, strlen(want));
   }
   json_t *v = json_real(d);
-  char *j = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT), *t = dump(v, 0);
+  char *j = sg_json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT), *t = dump(v, 0);
   if (strcmp(t, j) != 0) fail_msg("real %a: rendered %s, jansson %s", d, t, j);
   free(j);
   free(t);
@@ -376,7 +377,7 @@ static void test_integers_match_jansson(void **st) {
     json_int_t v = i < sizeof fixed / sizeof *fixed ? fixed[i] : (json_int_t)(next64() >> (next64() % 64));
     if (i % 2 && v != INT64_MIN) v = -v;
     json_t *j = json_integer(v);
-    char *want = json_dumps(j, JSON_ENCODE_ANY), *got = dump(j, 0);
+    char *want = sg_json_dumps(j, JSON_ENCODE_ANY), *got = dump(j, 0);
     assert_string_equal(got, want);
     free(want);
     free(got);

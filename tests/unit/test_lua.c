@@ -20,6 +20,7 @@
 #include "buf.h"
 #include "config.h"
 #include "err.h"
+#include "jalloc.h"
 #include "json_nest.h"
 #include "log.h"
 #include "lua_rt.h"
@@ -259,7 +260,7 @@ static void test_roundtrip_exact(void **state) {
   sg_span_t before;
   assert_int_equal(sg_span_copy(&before, s), 0);
   char *want = dump(s->attributes, 0);
-  char *jansson = json_dumps(s->attributes, JSON_COMPACT);
+  char *jansson = sg_json_dumps(s->attributes, JSON_COMPACT);
   assert_string_equal(want, jansson); /* our dumper is jansson's, byte for byte */
   free(jansson);
   size_t errs = 0;
@@ -1148,7 +1149,7 @@ static void test_dump_matches_jansson(void **state) {
   for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
     json_t *v = json_loads(docs[i], JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
     assert_non_null(v);
-    char *j = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *j = sg_json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
     assert_dump(v, 0, j);
     free(j);
     json_decref(v);
@@ -1161,7 +1162,7 @@ static void test_dump_matches_jansson(void **state) {
     memcpy(&d, &bits, sizeof d);
     if (d != d || d - d != 0) continue;
     json_t *v = json_real(d);
-    char *j = json_dumps(v, JSON_ENCODE_ANY);
+    char *j = sg_json_dumps(v, JSON_ENCODE_ANY);
     assert_dump(v, 0, j);
     free(j);
     /* shortest form reads back the same double */
