@@ -6,13 +6,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* In the sanitizer builds a region's memory is poisoned except for the
+ * values handed out and not given back, and each value has a poisoned gap
+ * after it: reads past a value's end, after it was given back, or a second
+ * give-back are reported as they would be for malloc's memory. */
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
 #define POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
 #define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#define GAP 32
 #else
 #define POISON(p, n) ((void)(p), (void)(n))
 #define UNPOISON(p, n) ((void)(p), (void)(n))
+#define GAP 0
 #endif
 
 #define CHUNK_BYTES (64u << 10)
@@ -52,7 +58,7 @@ static void put(sg_jregion_t *r) {
 }
 
 static void *from_region(sg_jregion_t *r, size_t n) {
-  size_t need = (sizeof(hdr_t) + n + 15) & ~(size_t)15;
+  size_t need = (sizeof(hdr_t) + n + GAP + 15) & ~(size_t)15;
   if ((size_t)(r->end - r->cur) < need) {
     chunk_t *c = malloc(CHUNK_BYTES);
     if (c == NULL) return NULL;
@@ -60,9 +66,11 @@ static void *from_region(sg_jregion_t *r, size_t n) {
     r->chunks = c;
     r->cur = (char *)(c + 1);
     r->end = (char *)c + CHUNK_BYTES;
+    POISON(r->cur, (size_t)(r->end - r->cur));
   }
   hdr_t *h = (hdr_t *)(void *)r->cur;
   r->cur += need;
+  UNPOISON(h, sizeof(hdr_t) + n);
   h->r = r;
   h->n = n;
   /* only the owner's thread takes, and its hold keeps live above 0 */
@@ -92,7 +100,7 @@ static void jfree(void *p) {
     free(h);
     return;
   }
-  POISON(h, sizeof(hdr_t) + h->n); /* a use after this is caught by the sanitizer builds */
+  POISON(h, sizeof(hdr_t) + h->n);
   put(r);
 }
 
