@@ -127,11 +127,7 @@ void sg_jregion_release(sg_jregion_t *r) {
 
 size_t sg_jregion_values(sg_jregion_t *r) { return atomic_load(&r->live) - 1; }
 
-void sg_json_free(void *p) {
-  json_free_t f;
-  json_get_alloc_funcs(NULL, &f);
-  f(p);
-}
+void sg_json_free(void *p) { jfree(p); } /* this file installed it */
 
 char *sg_json_dumps(const json_t *j, size_t flags) {
   char *t = json_dumps(j, flags);
