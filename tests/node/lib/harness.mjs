@@ -21,7 +21,11 @@ export const PROJECT_B = '0190a3b4-0000-7000-8000-00000000000b';
 export const KEY_A = 'key-a-' + 'x'.repeat(20);
 export const KEY_B = 'key-b-' + 'y'.repeat(20);
 
-export function freePort() {
+// A port nothing listens on now, and not one handed out before in this
+// process: the kernel may give the port just closed to the next listen(0),
+// so two calls in a row (a gateway's HTTP and gRPC ports) could agree.
+const portsGiven = new Set();
+function unusedPort() {
   return new Promise((res, rej) => {
     const s = net.createServer();
     s.unref();
@@ -31,6 +35,15 @@ export function freePort() {
       s.close(() => res(port));
     });
   });
+}
+export async function freePort() {
+  for (;;) {
+    const port = await unusedPort();
+    if (!portsGiven.has(port)) {
+      portsGiven.add(port);
+      return port;
+    }
+  }
 }
 
 export function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
