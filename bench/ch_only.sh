@@ -67,15 +67,10 @@ rm -f "$W/chonly_rows"/rows.*
 fact ch_only.ch_bytes "$(jget "$W/chonly_rows.json" ch_bytes)"
 
 ch_count() { chq 'SELECT count() FROM spans' "$1" | tr -d '\n'; }
-# Until ClickHouse database $1 holds $2 rows (at most 300 s); prints the time.
+# Until ClickHouse database $1 holds $2 rows (at most 300 s); prints the
+# time (bench/chwait.c: one process polling every 20 ms).
 wait_ch() {
-  local deadline=$(($(date +%s) + 300)) n
-  while :; do
-    n=$(ch_count "$1")
-    [[ $n -ge $2 ]] && { now; return 0; }
-    [[ $(date +%s) -lt $deadline ]] || { log "ch_only: ClickHouse holds $n of $2 rows after 300 s"; return 1; }
-    sleep 0.05
-  done
+  "$TOOLS/chwait" -p "$SG_TEST_CH_PORT" -d "$1" -n "$2" -T 300 || { log "ch_only: ClickHouse does not hold $2 rows after 300 s"; return 1; }
 }
 
 GW_PID=

@@ -308,16 +308,10 @@ ch_count() { chq 'SELECT count() FROM spans' "$GW_DB" | tr -d '\n'; }
 # Waits until ClickHouse holds $1 rows; prints the time it happened: the
 # first count that finds them, polled every 20 ms (the floor times its own
 # inserts exactly, so a coarse poll would charge the gateway up to a poll
-# interval per round).
+# interval per round) by one process over one connection (bench/chwait.c: a
+# curl process per count took a third of a core from the last inserts).
 wait_ch() {
-  local want=$1 deadline n
-  deadline=$(($(date +%s) + 600))
-  while :; do
-    n=$(ch_count)
-    [[ $n -ge $want ]] && { now; return 0; }
-    [[ $(date +%s) -lt $deadline ]] || { log "ClickHouse holds $n of $want rows after 600 s"; return 1; }
-    sleep 0.02
-  done
+  "$TOOLS/chwait" -p "$SG_TEST_CH_PORT" -d "$GW_DB" -n "$1" -T 600 || { log "ClickHouse does not hold $1 rows after 600 s"; return 1; }
 }
 
 GW_S=0 ACK_S=0
