@@ -252,6 +252,13 @@ floor_round() { # round
 # the last one stays up for the latency, soak and profile phases.
 PORT=$("$ROOT/scripts/freeport.sh" "${SG_TEST_PG_PORT:-0}" "$SG_TEST_CH_PORT" "$SG_TEST_CH_TCP_PORT")
 fact gateway.workers 2
+# The RSS sampler below reads these files while the run rewrites them: a
+# rename replaces one whole, where `echo >` let it read an empty phase.
+put_file() { # file text
+  echo "$2" >"$1.tmp" && mv -f "$1.tmp" "$1"
+}
+phase() { put_file "$W/phase" "$1"; }
+
 GW_PID=
 GW_DB=
 HWM_KB=0
@@ -263,7 +270,7 @@ stop_gateway() {
   kill -TERM "$GW_PID" 2>/dev/null || true
   wait "$GW_PID" 2>/dev/null || true
   GW_PID=
-  echo 0 >"$W/gw.pid"
+  put_file "$W/gw.pid" 0
 }
 SAMPLER_PID=
 cleanup() {
@@ -279,7 +286,7 @@ start_gateway() { # round
   fact gateway.conf "$(grep -v keys_file "$W/gw_$1.conf" | tr '\n' ';')"
   "$BIN" serve -c "$W/gw_$1.conf" >"$W/gw_$1.log" 2>&1 &
   GW_PID=$!
-  echo "$GW_PID" >"$W/gw.pid"
+  put_file "$W/gw.pid" "$GW_PID"
   for _ in $(seq 200); do
     curl -s "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && return 0
     kill -0 "$GW_PID" 2>/dev/null || { cat "$W/gw_$1.log" >&2; exit 1; }
@@ -289,8 +296,8 @@ start_gateway() { # round
   exit 1
 }
 # RSS of whichever gateway runs, every second, tagged with the phase.
-echo idle >"$W/phase"
-echo 0 >"$W/gw.pid"
+phase idle
+put_file "$W/gw.pid" 0
 (
   while :; do
     pid=$(cat "$W/gw.pid")
@@ -322,7 +329,7 @@ gw_round() { # round
   psqlq "$GW_DB" -c 'CHECKPOINT' >/dev/null
   loadavg "full_$r"
   log "gateway $r: $PER_SPANS spans at full rate ($CONNS connections, dual-write on)"
-  echo full >"$W/phase"
+  phase full
   pgss_reset
   cpu_begin "$GW_PID"
   t0=$(now)
@@ -337,7 +344,7 @@ gw_round() { # round
   cpu_end "gateway.round$r"
   n_pg=$(pg_count)
   pgss_facts "$GW_DB" "gateway.round$r"
-  echo idle >"$W/phase"
+  phase idle
   s=$(elapsed "$t0" "$t_ch")
   a=$(elapsed "$t0" "$t_acked")
   [[ $n_pg -eq $PER_SPANS ]] || log "WARNING: PostgreSQL holds $n_pg of $PER_SPANS spans after the run"
@@ -422,12 +429,12 @@ loadavg half_floor
 half_floor a
 log "latency, gateway: open loop at $(fmt "$HALF_RPS" '%.1f') requests/s (half the end-to-end rate) for $HALF_SECONDS s"
 loadavg half
-echo half >"$W/phase"
+phase half
 pglog_start
 "$TOOLS/load" -w "$W/workload.bin" -p "$PORT" -k "$KEY" -c 128 -r "$HALF_RPS" -d "$HALF_SECONDS" \
   --seq-base "$SEQ" --timeline "$OUT/timeline_half.tsv" >"$OUT/load_half.json" || true
 pglog_stop >"$W/half_gw.pgms"
-echo idle >"$W/phase"
+phase idle
 cat "$OUT/load_half.json" >&2
 half_floor b
 SEQ=$((SEQ + $(jget "$OUT/load_half.json" requests_ok) + $(jget "$OUT/load_half.json" errors)))
@@ -457,12 +464,12 @@ psqlq postgres -c 'ALTER SYSTEM RESET autovacuum' -c 'SELECT pg_reload_conf()' >
 if [[ $SOAK_SECONDS -gt 0 ]]; then
   log "memory: full-rate soak for $SOAK_SECONDS s"
   loadavg soak
-  echo soak >"$W/phase"
+  phase soak
   t_soak0=$(now)
   "$TOOLS/load" -w "$W/workload.bin" -p "$PORT" -k "$KEY" -c "$CONNS" -d "$SOAK_SECONDS" \
     --seq-base "$SEQ" --timeline "$OUT/timeline_soak.tsv" >"$OUT/load_soak.json" || true
   t_soak1=$(now)
-  echo idle >"$W/phase"
+  phase idle
   cat "$OUT/load_soak.json" >&2
   SEQ=$((SEQ + $(jget "$OUT/load_soak.json" requests_ok) + $(jget "$OUT/load_soak.json" errors)))
   fact soak.start "$t_soak0"
@@ -472,13 +479,13 @@ fi
 if [[ $PROFILE == 1 ]]; then
   if perf record -e cpu-clock -o "$W/perf.test" -- true >/dev/null 2>&1; then
     log "profile: perf record -a -g (cpu-clock) during 20 s at full rate"
-    echo profile >"$W/phase"
+    phase profile
     perf record -a -g -e cpu-clock -F 997 -o "$W/perf.data" -- sleep 20 >/dev/null 2>"$W/perf.log" &
     perf_pid=$!
     "$TOOLS/load" -w "$W/workload.bin" -p "$PORT" -k "$KEY" -c "$CONNS" -d 20 \
       --seq-base "$SEQ" >"$OUT/load_profile.json" || true
     wait $perf_pid || true
-    echo idle >"$W/phase"
+    phase idle
     SEQ=$((SEQ + $(jget "$OUT/load_profile.json" requests_ok) + $(jget "$OUT/load_profile.json" errors)))
     # CPU by process, then the gateway's own functions (self time).
     perf report -i "$W/perf.data" --no-children --sort comm --stdio 2>/dev/null |
