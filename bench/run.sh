@@ -344,6 +344,9 @@ gw_round() { # round
   cpu_end "gateway.round$r"
   n_pg=$(pg_count)
   pgss_facts "$GW_DB" "gateway.round$r"
+  # statements the spare connections took (pg_spare_connections): the tail's, or load's
+  fact "gateway.round$r.pg_spare_statements" \
+    "$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^spangate_pg_spare_statements_total /{print $2}')"
   phase idle
   s=$(elapsed "$t0" "$t_ch")
   a=$(elapsed "$t0" "$t_acked")
