@@ -41,7 +41,7 @@ GW_PID=
 trap '[[ -n "$GW_PID" ]] && kill "$GW_PID" 2>/dev/null; true' EXIT
 
 run() { # mode round
-  local mode=$1 db=capbench_$1_$2 t0 t1 n_pg n_ch t_ch
+  local mode=$1 db=capbench_$1_$2 t0 t1 n_pg t_ch
   mkdb "$db"
   mkdir -p "$W/spool_$db"
   mkconf "$db" "$W/$db.conf" "listen = \"127.0.0.1:$PORT\"" 'workers = 2' "spool_dir = \"$W/spool_$db\"" \
@@ -65,12 +65,8 @@ run() { # mode round
   "$TOOLS/load" -w "$W/workload.bin" -p "$PORT" -k "$KEY" -c "$CONNS" -d "$SECONDS_RUN" >"$W/$db.json" || true
   t1=$(now)
   n_pg=$(psqlq "$db" -c 'SELECT count(*) FROM spans')
-  while :; do
-    n_ch=$(chq 'SELECT count() FROM spans FINAL' "$db" | tr -d '\n')
-    [[ $n_ch -ge $n_pg ]] && break
-    sleep 0.1
-  done
-  t_ch=$(now)
+  t_ch=$("$TOOLS/chwait" -p "$SG_TEST_CH_PORT" -d "$db" -t 'spans FINAL' -n "$n_pg" -i 100 -T 600) ||
+    { log "capture: ClickHouse does not hold $n_pg rows after 600 s"; return 1; }
   kill "$sampler" 2>/dev/null || true
   kill -TERM "$GW_PID"
   wait "$GW_PID" 2>/dev/null || true

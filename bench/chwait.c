@@ -31,10 +31,9 @@ typedef struct {
 
 static size_t keep(char *p, size_t size, size_t n, void *arg) {
   answer_t *a = arg;
-  size_t k = size * n;
-  size_t room = sizeof a->text - 1 - a->len;
-  memcpy(a->text + a->len, p, k < room ? k : room);
-  a->len += k < room ? k : room;
+  size_t k = size * n, room = sizeof a->text - 1 - a->len, take = k < room ? k : room;
+  memcpy(a->text + a->len, p, take);
+  a->len += take;
   a->text[a->len] = '\0';
   return k;
 }
@@ -86,7 +85,8 @@ int main(int argc, char **argv) {
 
   double deadline = mono() + timeout_s;
   long long n = -1;
-  for (;;) {
+  int found = 0;
+  while (!found) {
     a.len = 0;
     a.text[0] = '\0';
     CURLcode rc = curl_easy_perform(h);
@@ -98,7 +98,8 @@ int main(int argc, char **argv) {
         struct timespec now;
         clock_gettime(CLOCK_REALTIME, &now);
         printf("%lld.%09ld\n", (long long)now.tv_sec, now.tv_nsec);
-        break;
+        found = 1;
+        continue;
       }
     } else if (rc != CURLE_OK) {
       fprintf(stderr, "chwait: %s\n", curl_easy_strerror(rc));
@@ -107,13 +108,12 @@ int main(int argc, char **argv) {
     }
     if (mono() >= deadline) {
       fprintf(stderr, "chwait: %s.%s holds %lld of %lld rows after %.0f s\n", db, table, n, want, timeout_s);
-      curl_easy_cleanup(h);
-      return 1;
+      break;
     }
     struct timespec pause = {interval_ms / 1000, (interval_ms % 1000) * 1000000L};
     nanosleep(&pause, NULL);
   }
   curl_easy_cleanup(h);
   curl_global_cleanup();
-  return 0;
+  return found ? 0 : 1;
 }

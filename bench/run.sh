@@ -344,7 +344,7 @@ gw_round() { # round
   cpu_end "gateway.round$r"
   n_pg=$(pg_count)
   pgss_facts "$GW_DB" "gateway.round$r"
-  # statements the spare connections took (pg_spare_connections): the tail's, or load's
+  # statements the spare connections ran this round (pg_spare_connections)
   fact "gateway.round$r.pg_spare_statements" \
     "$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^spangate_pg_spare_statements_total /{print $2}')"
   phase idle
