@@ -177,7 +177,9 @@ test('the gateway makes the cluster schema and writes under load while a replica
     // Load: 4 clients posting 4 traces (20 spans) at a time; server n2
     // (replica 2 of shard 1) is killed after 400 acknowledged spans, n3
     // (replica 1 of shard 2) after 800, both while requests and inserts are
-    // in flight; the load goes on to 1200.
+    // in flight; the load goes on to 1200, and after each kill until an
+    // insert sent to the dead server failed (400 spans are a handful of
+    // inserts over four endpoints: none of them may have picked it).
     const now = Date.now() * 1000;
     const acked = new Map();
     let stop = false, posted = 0;
@@ -192,14 +194,23 @@ test('the gateway makes the cluster schema and writes under load while a replica
     };
     const clients = Promise.all([client(), client(), client(), client()]);
     const at = (n) => until(() => acked.size >= n, 60000, 5);
+    const failures = (metrics, i) => Number(metrics.match(
+      new RegExp(`spangate_clickhouse_endpoint_failures_total\\{endpoint="${cl.endpoints[i]}"\\} (\\d+)`))?.[1] ?? 0);
+    const noticed = async (i) => {
+      let m = '';
+      assert.ok(await until(async () => failures(m = (await request(gw, 'GET', '/metrics')).text, i) > 0, 60000, 100),
+        `${cl.endpoints[i]} was killed and never failed:\n${m}`);
+    };
     try {
       assert.ok(await at(400));
       cl.kill(1);
       killed.add(1);
       assert.ok(await at(800));
+      await noticed(1);
       cl.kill(2);
       killed.add(2);
       assert.ok(await at(1200));
+      await noticed(2);
     } finally {
       stop = true;
       await clients;
@@ -218,10 +229,6 @@ test('the gateway makes the cluster schema and writes under load while a replica
       return delivered();
     }, 30000),
       `the spool never emptied:\n${metrics}`);
-    for (const i of killed) {
-      const f = metrics.match(new RegExp(`spangate_clickhouse_endpoint_failures_total\\{endpoint="${cl.endpoints[i]}"\\} (\\d+)`));
-      assert.ok(f && Number(f[1]) > 0, `${cl.endpoints[i]} was killed and never failed:\n${metrics}`);
-    }
     const per = cl.endpoints.map((e) => {
       const m = metrics.match(new RegExp(`spangate_clickhouse_endpoint_requests_total\\{endpoint="${e}"\\} (\\d+)`));
       const f = metrics.match(new RegExp(`spangate_clickhouse_endpoint_failures_total\\{endpoint="${e}"\\} (\\d+)`));
