@@ -109,6 +109,28 @@ pgss_facts() { # DB PREFIX
     fact "$2.${k}_rows" "$r"
   done
 }
+# The cluster's WAL and checkpoints over a run (pg_stat_wal, pg_stat_bgwriter;
+# every run starts on its own after a CHECKPOINT): pgwal_begin, then
+# pgwal_facts PREFIX gives PREFIX.wal_{records,fpi,mb} and
+# PREFIX.checkpoints (those that started meanwhile: one triggered by
+# max_wal_size puts full-page images of every page touched again on top of
+# whichever run is going).
+PGWAL_0=""
+pgwal_now() {
+  psqlq postgres -F ' ' -c "SELECT w.wal_records, w.wal_fpi, w.wal_bytes, b.checkpoints_timed + b.checkpoints_req
+    FROM pg_stat_wal w, pg_stat_bgwriter b"
+}
+pgwal_begin() { PGWAL_0=$(pgwal_now); }
+pgwal_facts() { # PREFIX
+  local r0 f0 b0 c0 r1 f1 b1 c1
+  read -r r0 f0 b0 c0 <<<"$PGWAL_0"
+  read -r r1 f1 b1 c1 <<<"$(pgwal_now)"
+  [[ -n $r0 && -n $r1 ]] || return 0
+  fact "$1.wal_records" "$((r1 - r0))"
+  fact "$1.wal_fpi" "$((f1 - f0))"
+  fact "$1.wal_mb" "$(awk -v a="$b0" -v b="$b1" 'BEGIN{printf "%.1f", (b - a) / 1048576}')"
+  fact "$1.checkpoints" "$((c1 - c0))"
+}
 # PostgreSQL's log of statement durations: log_min_duration_statement = 0
 # between pglog_start and pglog_stop; pglog_stop prints the durations (ms,
 # one per line) of the statements logged meanwhile that wrote spans.

@@ -205,6 +205,7 @@ floor_run() { # round streams: one load of the rows; its wall seconds into $W/fl
   mkdb "$db"
   psqlq "$db" -c 'CHECKPOINT' >/dev/null
   pgss_reset
+  pgwal_begin
   cpu_begin
   t0=$(now)
   floor_pg "$db" "$2" &
@@ -216,6 +217,7 @@ floor_run() { # round streams: one load of the rows; its wall seconds into $W/fl
   t1=$(now)
   cpu_end "floor.round$1.k$2"
   pgss_facts "$db" "floor.round$1.k$2"
+  pgwal_facts "floor.round$1.k$2"
   s=$(elapsed "$t0" "$t1")
   n_pg=$(psqlq "$db" -c 'SELECT count(*) FROM spans')
   n_ch=$(chq 'SELECT count() FROM spans' "$db" | tr -d '\n')
@@ -331,6 +333,7 @@ gw_round() { # round
   log "gateway $r: $PER_SPANS spans at full rate ($CONNS connections, dual-write on)"
   phase full
   pgss_reset
+  pgwal_begin
   cpu_begin "$GW_PID"
   t0=$(now)
   "$TOOLS/load" -w "$W/workload.bin" -p "$PORT" -k "$KEY" -c "$CONNS" -n "$PER" --seq-base 0 \
@@ -344,6 +347,7 @@ gw_round() { # round
   cpu_end "gateway.round$r"
   n_pg=$(pg_count)
   pgss_facts "$GW_DB" "gateway.round$r"
+  pgwal_facts "gateway.round$r"
   # statements the spare connections ran this round (pg_spare_connections)
   fact "gateway.round$r.pg_spare_statements" \
     "$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^spangate_pg_spare_statements_total /{print $2}')"
@@ -423,9 +427,11 @@ half_floor() { # part
   n=$(wc -l <"$W/half_$1.idx")
   log "latency, floor part $1: $n requests' rows COPY'd at $(fmt "$HALF_RPS" '%.1f') requests/s ($PG_SESSIONS sessions)"
   pglog_start
+  pgwal_begin
   "$TOOLS/pgload" -u "$(pg_uri "$FLOOR_DB")" -f "$W/half.pgcopy" -i "$W/half_$1.idx" -r "$HALF_RPS" -n "$n" \
     -c "$PG_SESSIONS" --raw "$W/half_floor_$1.raw" >"$OUT/pgload_half_$1.json" || true
   pglog_stop >"$W/half_floor_$1.pgms"
+  pgwal_facts "half.floor_$1"
   cat "$OUT/pgload_half_$1.json" >&2
 }
 loadavg half_floor
@@ -434,9 +440,11 @@ log "latency, gateway: open loop at $(fmt "$HALF_RPS" '%.1f') requests/s (half t
 loadavg half
 phase half
 pglog_start
+pgwal_begin
 "$TOOLS/load" -w "$W/workload.bin" -p "$PORT" -k "$KEY" -c 128 -r "$HALF_RPS" -d "$HALF_SECONDS" \
   --seq-base "$SEQ" --timeline "$OUT/timeline_half.tsv" >"$OUT/load_half.json" || true
 pglog_stop >"$W/half_gw.pgms"
+pgwal_facts half.gateway
 phase idle
 cat "$OUT/load_half.json" >&2
 half_floor b
