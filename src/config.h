@@ -70,8 +70,8 @@ typedef struct {
   XX(SIZE, max_header_bytes, "16KiB", NULL,                                                    \
      "largest request head, or gRPC call metadata (431 / RESOURCE_EXHAUSTED beyond)")           \
   XX(SIZE, max_inflight_bytes, "256MiB", NULL,                                                 \
-     "memory held by requests in flight, all workers and listeners together (429 / UNAVAILABLE " \
-     "beyond)")                                                                                 \
+     "request bodies held in flight and their decompressed copies, all workers and listeners " \
+     "together (429 / UNAVAILABLE beyond); their decoded spans come on top (see ingest.md)")   \
   XX(INT, max_connections, "10000", NULL,                                                      \
      "open client connections per worker, on each listener (HTTP, gRPC)")                       \
   XX(INT, read_timeout_ms, "10000", NULL,                                                      \
