@@ -88,7 +88,8 @@ const perSpans = (FN('workload.spans') || 0) / rounds;
 const runFigures = (prefix) => {
   const o = {};
   for (const k of ['seconds', 'pg_seconds', 'ch_seconds', 'cpu_pg_s', 'cpu_ch_s', 'cpu_gw_s',
-    'copy_calls', 'copy_ms', 'copy_rows', 'upsert_calls', 'upsert_ms', 'upsert_rows']) {
+    'copy_calls', 'copy_ms', 'copy_rows', 'upsert_calls', 'upsert_ms', 'upsert_rows',
+    'wal_mb', 'wal_fpi', 'checkpoints']) {
     const v = FN(`${prefix}.${k}`);
     if (v !== null) o[k] = v;
   }
@@ -353,6 +354,12 @@ if (cpuFloor && cpuGw) {
     lines.push(`| ${name} | ${f(c.pg, 0)} | ${f(c.ch, 0)} | ${name === 'floor' ? '-' : f(c.gw, 0)} | ${f(c.total, 0)} | ${c.statements} (${f(c.pg_exec_us, 0)}) |`);
   lines.push('', `CPU ratio (floor total / gateway total per span): ${f(cpuFloor.total / cpuGw.total, 3)}; less sensitive to other work on the machine than wall clock.`);
 }
+// PostgreSQL's WAL per round (pg_stat_wal) and the checkpoints that started.
+const walOf = (runs) => runs.some((x) => x.wal_mb !== undefined)
+  ? runs.map((x) => `${f(x.wal_mb, 0)} MB (${x.wal_fpi} full-page images, ${x.checkpoints} checkpoints)`).join(', ')
+  : null;
+const walFloor = walOf(floorRuns), walGw = walOf(roundRows.map((x) => x.gateway_run));
+if (walFloor && walGw) lines.push('', `PostgreSQL's WAL by round (pg_stat_wal; checkpoints that started during the round): floor ${walFloor}; gateway ${walGw}.`);
 for (const [i, lf] of loadFulls.entries()) lines.push('', `Full-rate request latency, round ${i + 1} (closed loop, ${lf.connections} connections): p50 ${f(lf.latency_ms.p50, 1)} ms, p99 ${f(lf.latency_ms.p99, 1)} ms, max ${f(lf.latency_ms.max, 1)} ms; ${lf.errors} errors, ${lf.retries_429_503} retried 429/503.`);
 lines.push('');
 lines.push('## Latency at half load', '');
@@ -368,6 +375,9 @@ if (loadHalf) {
     for (const [name, x] of [['floor', pgStmtFloor], ['gateway', pgStmtGw]])
       if (x) lines.push(`| ${name} | ${x.n} | ${f(x.p50, 1)} ms | ${f(x.p90, 1)} ms | ${f(x.p99, 1)} ms | ${f(x.max, 1)} ms |`);
   }
+  const walHalf = (k) => FN(`half.${k}.wal_mb`) === null ? null
+    : `${f(FN(`half.${k}.wal_mb`), 0)} MB of WAL and ${FN(`half.${k}.checkpoints`)} checkpoints`;
+  if (walHalf('gateway')) lines.push('', `Meanwhile PostgreSQL wrote: floor part a ${walHalf('floor_a')}, gateway ${walHalf('gateway')}, floor part b ${walHalf('floor_b')} (a checkpoint fills the WAL with full-page images of every page touched again, and ends with the sync of what it wrote).`);
 }
 lines.push('');
 lines.push('## Memory', '');
