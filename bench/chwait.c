@@ -86,7 +86,7 @@ int main(int argc, char **argv) {
   double deadline = mono() + timeout_s;
   long long n = -1;
   int found = 0;
-  while (!found) {
+  for (;;) {
     a.len = 0;
     a.text[0] = '\0';
     CURLcode rc = curl_easy_perform(h);
@@ -99,7 +99,7 @@ int main(int argc, char **argv) {
         clock_gettime(CLOCK_REALTIME, &now);
         printf("%lld.%09ld\n", (long long)now.tv_sec, now.tv_nsec);
         found = 1;
-        continue;
+        break;
       }
     } else if (rc != CURLE_OK) {
       fprintf(stderr, "chwait: %s\n", curl_easy_strerror(rc));

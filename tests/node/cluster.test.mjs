@@ -138,6 +138,13 @@ async function restart(db, killed) {
   }
 }
 
+// spangate_clickhouse_endpoint_<what>_total of endpoint e in a /metrics
+// text; undefined when absent.
+const endpointCounter = (metrics, what, e) => {
+  const m = metrics.match(new RegExp(`spangate_clickhouse_endpoint_${what}_total\\{endpoint="${e}"\\} (\\d+)`));
+  return m ? Number(m[1]) : undefined;
+};
+
 // spangate's tables on every server of the cluster, with their engines.
 const TABLES = ['nodes\tDistributed', 'nodes_local\tReplicatedReplacingMergeTree', 'spans\tDistributed',
   'spans_analytics\tDistributed', 'spans_analytics_deleted\tDistributed',
@@ -194,11 +201,10 @@ test('the gateway makes the cluster schema and writes under load while a replica
     };
     const clients = Promise.all([client(), client(), client(), client()]);
     const at = (n) => until(() => acked.size >= n, 60000, 5);
-    const failures = (metrics, i) => Number(metrics.match(
-      new RegExp(`spangate_clickhouse_endpoint_failures_total\\{endpoint="${cl.endpoints[i]}"\\} (\\d+)`))?.[1] ?? 0);
     const noticed = async (i) => {
       let m = '';
-      assert.ok(await until(async () => failures(m = (await request(gw, 'GET', '/metrics')).text, i) > 0, 60000, 100),
+      assert.ok(await until(async () =>
+        (endpointCounter(m = (await request(gw, 'GET', '/metrics')).text, 'failures', cl.endpoints[i]) ?? 0) > 0, 60000, 100),
         `${cl.endpoints[i]} was killed and never failed:\n${m}`);
     };
     try {
@@ -229,11 +235,8 @@ test('the gateway makes the cluster schema and writes under load while a replica
       return delivered();
     }, 30000),
       `the spool never emptied:\n${metrics}`);
-    const per = cl.endpoints.map((e) => {
-      const m = metrics.match(new RegExp(`spangate_clickhouse_endpoint_requests_total\\{endpoint="${e}"\\} (\\d+)`));
-      const f = metrics.match(new RegExp(`spangate_clickhouse_endpoint_failures_total\\{endpoint="${e}"\\} (\\d+)`));
-      return `${e} ${m?.[1]} requests, ${f?.[1]} failed`;
-    });
+    const per = cl.endpoints.map((e) =>
+      `${e} ${endpointCounter(metrics, 'requests', e)} requests, ${endpointCounter(metrics, 'failures', e)} failed`);
     t.diagnostic(`inserts per endpoint: ${per.join('; ')}; ${metrics.match(/spangate_clickhouse_failovers_total (\d+)/)?.[1]} failovers`);
 
     // A schema made while the two servers are down: `schema --apply` (of
